@@ -1,0 +1,216 @@
+"""Sudoku encoding, checks and symmetry transforms, vectorised over N puzzles.
+
+Three representations (reference-semantics section 2):
+- string: 81 characters, ``.`` (or ``0``) for a blank, ``1``-``9`` for a digit;
+- grid:   uint8 [N, 81], 0 = blank, 1..9 = digit;
+- tokens: uint8 [N, 81], grid + 1 (1 = blank, 2..10 = digits); 0 is padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+SEQ_LEN = 81
+VOCAB_SIZE = 11
+PAD_TOKEN = 0
+BLANK_TOKEN = 1
+IGNORE_LABEL = -100
+
+_CELLS = np.arange(SEQ_LEN)
+ROW_OF = _CELLS // 9
+COL_OF = _CELLS % 9
+BOX_OF = (ROW_OF // 3) * 3 + COL_OF // 3
+# UNITS[u] lists the 9 cells of unit u: rows 0-8, columns 9-17, boxes 18-26.
+UNITS = np.concatenate(
+    [np.stack([np.flatnonzero(of == i) for i in range(9)]) for of in (ROW_OF, COL_OF, BOX_OF)]
+)
+
+# byte -> grid value; 255 marks a character that is not allowed.
+_CHAR_TO_VALUE = np.full(256, 255, dtype=np.uint8)
+_CHAR_TO_VALUE[ord(".")] = 0
+_CHAR_TO_VALUE[ord("0")] = 0
+for _d in range(1, 10):
+    _CHAR_TO_VALUE[ord(str(_d))] = _d
+
+
+class EncodingError(ValueError):
+    """A string or array that is not a Sudoku in the expected encoding; names the rows."""
+
+    def __init__(self, message: str, rows: np.ndarray):
+        self.rows = np.asarray(rows)
+        shown = ", ".join(str(r) for r in self.rows[:10])
+        more = f" (and {len(self.rows) - 10} more)" if len(self.rows) > 10 else ""
+        super().__init__(f"{message}: rows {shown}{more}")
+
+
+def strings_to_grids(strings: Sequence[str] | np.ndarray) -> np.ndarray:
+    """81-character strings -> uint8 grids [N, 81]. Raises EncodingError naming bad rows."""
+    strings = np.asarray(strings, dtype=object)
+    n = len(strings)
+    if n == 0:
+        return np.zeros((0, SEQ_LEN), dtype=np.uint8)
+    lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=n)
+    bad_len = np.flatnonzero(lengths != SEQ_LEN)
+    if len(bad_len):
+        raise EncodingError(f"expected {SEQ_LEN} characters", bad_len)
+    raw = np.frombuffer("".join(strings).encode("latin-1", "replace"), dtype=np.uint8)
+    grids = _CHAR_TO_VALUE[raw].reshape(n, SEQ_LEN)
+    bad_char = np.flatnonzero((grids == 255).any(axis=1))
+    if len(bad_char):
+        raise EncodingError("characters other than '.', '0'-'9'", bad_char)
+    return grids
+
+
+def grids_to_strings(grids: np.ndarray, blank: str = ".") -> list[str]:
+    """uint8 grids [N, 81] -> 81-character strings with ``blank`` for 0."""
+    grids = np.asarray(grids, dtype=np.uint8)
+    chars = (grids + ord("0")).astype(np.uint8)
+    chars[grids == 0] = ord(blank)
+    data = chars.tobytes().decode("ascii")
+    return [data[i : i + SEQ_LEN] for i in range(0, len(data), SEQ_LEN)]
+
+
+def grids_to_tokens(grids: np.ndarray) -> np.ndarray:
+    return np.asarray(grids, dtype=np.uint8) + np.uint8(1)
+
+
+def tokens_to_grids(tokens: np.ndarray) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    bad = np.flatnonzero(((tokens < 1) | (tokens > 10)).any(axis=-1).reshape(-1))
+    if len(bad):
+        raise EncodingError("tokens outside 1..10", bad)
+    return (tokens - 1).astype(np.uint8)
+
+
+_CHUNK = 32768  # rows per step: bounds the temporaries of the unit checks to a few MB
+
+
+def _chunks(n: int):
+    for start in range(0, n, _CHUNK):
+        yield slice(start, min(start + _CHUNK, n))
+
+
+def _unit_bits(grids: np.ndarray) -> np.ndarray:
+    """uint16 [N, 27, 9]: 1 << value for every cell of every unit (bit 0 = blank)."""
+    return np.left_shift(np.uint16(1), grids[:, UNITS].astype(np.uint16))
+
+
+def is_valid_solution(grids: np.ndarray) -> np.ndarray:
+    """bool [N]: every cell holds 1..9 and every row, column and box holds each digit once."""
+    grids = np.asarray(grids)
+    out = np.empty(len(grids), dtype=bool)
+    for sl in _chunks(len(grids)):
+        g = grids[sl]
+        in_range = ((g >= 1) & (g <= 9)).all(axis=1)
+        # Nine cells whose bits OR to all of 1..9 hold nine distinct digits.
+        units_full = np.bitwise_or.reduce(_unit_bits(np.where(in_range[:, None], g, 0)), axis=2) == 0x3FE
+        out[sl] = in_range & units_full.all(axis=1)
+    return out
+
+
+def agrees_with_givens(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """bool [N]: every given (non-zero) cell of the question holds the same digit in the answer."""
+    questions, answers = np.asarray(questions), np.asarray(answers)
+    return ((questions == 0) | (questions == answers)).all(axis=1)
+
+
+def conflict_count(grids: np.ndarray) -> np.ndarray:
+    """int64 [N]: excess repeats of digits per row, column and box, summed (blanks ignored).
+
+    A valid (partial) grid scores 0; the paper's landscape metric.
+    """
+    grids = np.asarray(grids)
+    out = np.empty(len(grids), dtype=np.int64)
+    for sl in _chunks(len(grids)):
+        units = grids[sl][:, UNITS]  # [n, 27, 9]
+        counts = (units[..., None] == np.arange(1, 10, dtype=units.dtype)).sum(axis=2)  # [n, 27, 9]
+        out[sl] = np.maximum(counts - 1, 0).sum(axis=(1, 2))
+    return out
+
+
+def num_blanks(grids: np.ndarray) -> np.ndarray:
+    return (np.asarray(grids) == 0).sum(axis=1)
+
+
+# ---------------------------------------------------------------- symmetry transforms
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """N validity-preserving Sudoku symmetries (reference-semantics section 3).
+
+    Applied as: optional transpose, then ``out[r, c] = x[row_order[r], col_order[c]]``,
+    then digits relabelled through ``digit_map`` (digit_map[0] = 0 keeps blanks blank).
+    """
+
+    digit_map: np.ndarray  # uint8 [N, 10]
+    transpose: np.ndarray  # bool [N]
+    row_order: np.ndarray  # uint8 [N, 9]
+    col_order: np.ndarray  # uint8 [N, 9]
+
+    def __len__(self) -> int:
+        return len(self.transpose)
+
+    @staticmethod
+    def identity(n: int) -> "Transforms":
+        return Transforms(
+            digit_map=np.tile(np.arange(10, dtype=np.uint8), (n, 1)),
+            transpose=np.zeros(n, dtype=bool),
+            row_order=np.tile(np.arange(9, dtype=np.uint8), (n, 1)),
+            col_order=np.tile(np.arange(9, dtype=np.uint8), (n, 1)),
+        )
+
+
+def _permutations(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """n independent uniform permutations of range(k), int64 [n, k]."""
+    return np.argsort(rng.random((n, k)), axis=1)
+
+
+def _line_orders(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Row (or column) orders: permute the 3 bands, and the 3 lines inside each band."""
+    bands = _permutations(rng, n, 3)  # [n, 3]
+    inner = _permutations(rng, n * 3, 3).reshape(n, 3, 3)
+    return (bands[:, :, None] * 3 + inner).reshape(n, 9).astype(np.uint8)
+
+
+def random_transforms(rng: np.random.Generator, n: int) -> Transforms:
+    """n random symmetries: digit relabelling, transpose with p = 0.5, band/row and stack/column orders."""
+    digit_map = np.zeros((n, 10), dtype=np.uint8)
+    digit_map[:, 1:] = _permutations(rng, n, 9) + 1
+    transpose = rng.random(n) < 0.5
+    return Transforms(digit_map, transpose, _line_orders(rng, n), _line_orders(rng, n))
+
+
+def transform_cell_index(t: Transforms) -> np.ndarray:
+    """int32 [N, 81]: output cell i takes its value from input cell index[n, i]."""
+    rows = t.row_order[:, ROW_OF].astype(np.int32)  # source row in the (maybe transposed) grid
+    cols = t.col_order[:, COL_OF].astype(np.int32)
+    # Cell (r, c) of the transposed grid is cell (c, r) of the original.
+    return np.where(t.transpose[:, None], cols * 9 + rows, rows * 9 + cols)
+
+
+def apply_transforms(grids: np.ndarray, t: Transforms) -> np.ndarray:
+    """Apply transform n to grid n (grid values, 0 = blank). Returns uint8 [N, 81]."""
+    grids = np.asarray(grids, dtype=np.uint8)
+    if len(grids) != len(t):
+        raise ValueError(f"{len(grids)} grids but {len(t)} transforms")
+    out = np.empty_like(grids)
+    for sl in _chunks(len(grids)):
+        n = sl.stop - sl.start
+        base = np.arange(n, dtype=np.int32)[:, None]
+        chunk = Transforms(t.digit_map[sl], t.transpose[sl], t.row_order[sl], t.col_order[sl])
+        moved = grids[sl].reshape(-1)[transform_cell_index(chunk) + base * SEQ_LEN]
+        out[sl] = t.digit_map[sl].reshape(-1)[moved + base * 10]
+    return out
+
+
+def digit_shift_maps(shifts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """digit_map [P, 10] for the paper's cyclic relabellings d -> ((d - 1 + p) mod 9) + 1."""
+    p = np.asarray(shifts, dtype=np.int64)[:, None]
+    digits = np.arange(1, 10)[None, :]
+    maps = np.zeros((len(p), 10), dtype=np.uint8)
+    maps[:, 1:] = (digits - 1 + p) % 9 + 1
+    return maps

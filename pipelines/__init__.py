@@ -1,0 +1,1 @@
+"""Pipeline stages: read inputs, validate, call ``hrm``, write atomically, validate."""

@@ -1,0 +1,1 @@
+"""Pandera (polars back end) schemas, one per table kind."""
