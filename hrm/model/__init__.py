@@ -1,0 +1,31 @@
+"""The HRM model: layers, the ACT model, losses, the puzzle-embedding optimiser, checkpoint I/O.
+
+Entry points: :class:`HRMConfig`, :class:`HRM` (model + ACT + loss head, with
+``predict``), :func:`load_checkpoint`, :func:`save_checkpoint`,
+:class:`SparseEmbeddingSignSGD`.
+"""
+
+from hrm.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hrm.model.hrm import HRM, HRMACT, Carry, HRMConfig, HRMInner, InnerCarry, Prediction, resolve_device
+from hrm.model.losses import ACTLossHead, ACTStepResult, softmax_cross_entropy, stablemax_cross_entropy
+from hrm.model.sparse_embedding import CastedSparseEmbedding, SparseEmbeddingSignSGD
+
+__all__ = [
+    "ACTLossHead",
+    "ACTStepResult",
+    "Carry",
+    "CastedSparseEmbedding",
+    "CheckpointError",
+    "HRM",
+    "HRMACT",
+    "HRMConfig",
+    "HRMInner",
+    "InnerCarry",
+    "Prediction",
+    "SparseEmbeddingSignSGD",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "softmax_cross_entropy",
+    "stablemax_cross_entropy",
+]

@@ -1,0 +1,187 @@
+"""Checkpoint I/O in the official format (reference-semantics section 8).
+
+A checkpoint is a file holding ``torch.save(model.state_dict())`` of the
+loss-head-wrapped model (keys ``model.inner....``, or ``_orig_mod.model.inner....``
+when saved from a ``torch.compile``d model), with ``all_config.yaml`` in the same
+folder. That YAML's ``arch`` block gives the architecture with the official
+names. The official code takes seq_len, vocab_size and num_puzzle_identifiers
+from the dataset, not the arch block; when they are absent they are read from
+the tensor shapes where possible, else default to Sudoku's 81 / 11 / 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+from hrm.model.hrm import ARCH_NAME, HRM, HRMConfig, resolve_device
+
+CONFIG_NAME = "all_config.yaml"
+COMPILE_PREFIX = "_orig_mod."
+SUDOKU_DEFAULTS = {"seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked; the message names the file and what is wrong."""
+
+
+def _checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file itself, or for a folder its ``step_N`` file with the largest N."""
+    p = Path(path)
+    if p.is_dir():
+        steps = [(int(m.group(1)), f) for f in p.iterdir() if f.is_file() and (m := re.fullmatch(r"step_(\d+)", f.name))]
+        if not steps:
+            raise CheckpointError(f"{p} is a folder without step_N checkpoint files; pass the checkpoint file itself")
+        return max(steps)[1]
+    if not p.exists():
+        raise CheckpointError(f"checkpoint file not found: {p}")
+    return p
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict (weights_only) onto the CPU and normalise its keys to ``model.inner....``."""
+    p = Path(path)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{p} does not hold a state dict (a mapping of names to tensors)")
+    return normalise_keys(obj)
+
+
+def normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip a ``_orig_mod.`` (torch.compile) prefix; add ``model.`` to keys of a bare ACT model."""
+    out = {}
+    for k, v in state.items():
+        k = k.removeprefix(COMPILE_PREFIX)
+        if k.startswith("inner."):
+            k = "model." + k
+        out[k] = v
+    return out
+
+
+def read_config(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``all_config.yaml`` beside ``checkpoint``."""
+    cfg_path = Path(checkpoint).parent / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"no {CONFIG_NAME} beside checkpoint {checkpoint}: expected {cfg_path}")
+    try:
+        with open(cfg_path) as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{cfg_path} is not valid YAML: {e}") from e
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("arch"), dict):
+        raise CheckpointError(f"{cfg_path} has no 'arch' block")
+    return cfg
+
+
+def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str = "all_config.yaml") -> tuple[HRMConfig, str]:
+    """HRMConfig and loss type from an all_config mapping, filling data-derived sizes from tensor shapes."""
+    arch = dict(all_config["arch"])
+    name = arch.get("name", ARCH_NAME)
+    if not str(name).endswith("HierarchicalReasoningModel_ACTV1"):
+        raise CheckpointError(f"{source}: arch.name is {name!r}; only {ARCH_NAME} (HRM ACT v1) is supported")
+    loss = arch.get("loss") or {}
+    loss_type = loss.get("loss_type", "stablemax_cross_entropy") if isinstance(loss, Mapping) else "stablemax_cross_entropy"
+
+    if "vocab_size" not in arch and "model.inner.embed_tokens.embedding_weight" in state:
+        arch["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
+    if "num_puzzle_identifiers" not in arch and "model.inner.puzzle_emb.weights" in state:
+        arch["num_puzzle_identifiers"] = state["model.inner.puzzle_emb.weights"].shape[0]
+    if "seq_len" not in arch and arch.get("pos_encodings") == "learned" and "model.inner.embed_pos.embedding_weight" in state:
+        hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
+        prefix = -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
+        arch["seq_len"] = state["model.inner.embed_pos.embedding_weight"].shape[0] - prefix
+    for k, v in SUDOKU_DEFAULTS.items():
+        arch.setdefault(k, v)
+    if "batch_size" not in arch:
+        arch["batch_size"] = int(all_config.get("global_batch_size", 1))
+    # The official config class has no default for puzzle_emb_ndim other than 0.
+    arch.setdefault("puzzle_emb_ndim", 0)
+    # Required in the official config; default only what the official defaults.
+    missing = [k for k in ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads", "pos_encodings", "halt_max_steps", "halt_exploration_prob") if k not in arch]
+    if missing:
+        raise CheckpointError(f"{source}: arch block lacks {', '.join(missing)}")
+    try:
+        return HRMConfig.from_dict(arch), loss_type
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: {e}") from e
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise one CheckpointError listing every missing / unexpected key and every shape mismatch."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"checkpoint {source} does not match the model built from its config:"]
+    lines += [f"  missing key: {k} (expected shape {list(expected[k])})" for k in missing]
+    lines += [f"  unexpected key: {k} (shape {list(found[k])})" for k in unexpected]
+    lines += [f"  shape mismatch: {k}: expected {list(expected[k])}, found {list(found[k])}" for k in mismatched]
+    lines.append("Check that all_config.yaml beside the checkpoint belongs to it (arch block: hidden_size, layers, num_heads, expansion, puzzle_emb_ndim, pos_encodings).")
+    raise CheckpointError("\n".join(lines))
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: torch.device | str | None = "auto",
+    forward_dtype: str | None = None,
+    config: HRMConfig | None = None,
+) -> HRM:
+    """Load an HRM checkpoint (ours or the official code's) -> :class:`HRM` in eval mode on ``device``.
+
+    ``path``: the checkpoint file (or a folder: its latest ``step_N``).
+    ``device``: "auto"/None -> cuda, else mps, else cpu.
+    ``forward_dtype``: override the config's activation dtype ("float32" or "bfloat16").
+    ``config``: use this config instead of reading all_config.yaml.
+    """
+    file = _checkpoint_file(path)
+    state = read_state_dict(file)
+    if config is None:
+        cfg_file = file.parent / CONFIG_NAME
+        config, loss_type = config_from_files(read_config(file), state, source=str(cfg_file))
+    else:
+        loss_type = "stablemax_cross_entropy"
+    if forward_dtype is not None:
+        config = HRMConfig.from_dict({**config.to_dict(), "forward_dtype": forward_dtype})
+
+    with torch.device("cpu"):
+        model = HRM(config, loss_type=loss_type)
+    check_state_dict(model, state, source=str(file))
+    model.load_state_dict(state, strict=True)
+    return model.to(resolve_device(device)).eval()
+
+
+def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it.
+
+    The YAML holds ``extra_config`` (e.g. the run's training params) plus the ``arch``
+    block. Both files are written to temporary names and renamed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "_orig_mod", model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+    cfg = dict(extra_config or {})
+    cfg["arch"] = model.arch_dict()
+    cfg_path = path.parent / CONFIG_NAME
+    tmp_cfg = cfg_path.with_name(CONFIG_NAME + ".tmp")
+    with open(tmp_cfg, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    os.replace(tmp_cfg, cfg_path)
+    return path
