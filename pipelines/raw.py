@@ -1,0 +1,428 @@
+"""``hrm raw``: the first stage. Get Sudoku puzzles, validate them, write the raw table.
+
+Sources:
+- ``builtin`` (offline default): hrm.generate.generate_puzzles, seeded;
+- ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (Sudoku-Extreme),
+  at a pinned revision, converted to Parquet by streaming (no full copy in memory);
+- ``csv``: ``DIR/train.csv`` and ``DIR/test.csv`` in the raw columns; empty ratings are
+  computed with hrm.solver.rate.
+
+Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
+``source,question,answer,rating``, rating Int64), ``OUTPUT/stats.json`` (DVC metrics)
+and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
+The output directory is built beside the target and swapped in only when everything
+succeeded: a failed or interrupted run leaves an earlier output exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import polars as pl
+
+from pipelines.io import StageError, atomic_output, read_table, write_parquet
+from pipelines.validate import iter_table_batches, validate_raw_file
+from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, validate_raw
+
+SPLITS = ("train", "test")
+SOURCES = ("builtin", "hf", "csv")
+DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
+# Commit of sapientinc/sudoku-extreme holding train.csv (3,831,994 rows) and test.csv
+# (422,786 rows); the revision public reproductions pin. `--hf-revision main` follows the branch.
+DEFAULT_HF_REVISION = "58942f96baeb572ca3127e2a9e9c70f330783d6b"
+BATCH_ROWS = 500_000
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, statistics=True)
+_OWN_FILES = re.compile(r"^(train\.parquet|test\.parquet|stats\.json|rejected-(train|test)\.parquet)$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class SplitInput:
+    """One split before validation: an in-memory table, or a staged Parquet file (hf)."""
+
+    name: str
+    table: pl.DataFrame | None = None
+    staged: Path | None = None
+    display_path: str | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent generator seeds for the splits, derived from one ``--seed``."""
+    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    return {split: int(child.generate_state(1, dtype=np.uint32)[0]) for split, child in zip(SPLITS, children)}
+
+
+def _check_output_dir(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise StageError(f"{output}: exists and is not a directory")
+    if output.is_dir():
+        foreign = sorted(p.name for p in output.iterdir() if not _OWN_FILES.match(p.name))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise StageError(
+                f"{output}: refusing to replace this directory, it holds files `hrm raw` does not write "
+                f"({shown}); choose an empty or new --output directory"
+            )
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _builtin_inputs(n_train: int, n_test: int, seed: int, min_blanks: int, max_blanks: int, min_rating: int) -> tuple[list[SplitInput], dict]:
+    from hrm.generate import generate_puzzles
+    from hrm.sudoku import grids_to_strings
+
+    seeds = derive_seeds(seed)
+    inputs = []
+    for split, n in zip(SPLITS, (n_train, n_test)):
+        t0 = time.perf_counter()
+        try:
+            puzzles = generate_puzzles(n, seed=seeds[split], min_blanks=min_blanks, min_rating=min_rating,
+                                       max_blanks=max_blanks)
+        except ValueError as exc:  # controls out of range, or too strict to satisfy
+            raise StageError(f"builtin generator ({split} split): {exc}") from None
+        table = pl.DataFrame(
+            {
+                "source": pl.Series(["builtin"] * len(puzzles.ratings), dtype=pl.String),
+                "question": pl.Series(grids_to_strings(puzzles.questions), dtype=pl.String),
+                "answer": pl.Series(grids_to_strings(puzzles.answers), dtype=pl.String),
+                "rating": pl.Series(np.asarray(puzzles.ratings, dtype=np.int64), dtype=pl.Int64),
+            }
+        )
+        _log(f"raw: generated {table.height:,} {split} puzzles (seed {seeds[split]}) in {time.perf_counter() - t0:.1f} s")
+        inputs.append(SplitInput(split, table=table, display_path=f"builtin {split} split"))
+    info = {"seed": seed, "split_seeds": seeds, "min_blanks": min_blanks, "max_blanks": max_blanks,
+            "min_rating": min_rating, "sizes": {"train": n_train, "test": n_test}}
+    return inputs, info
+
+
+def fill_missing_ratings(table: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Compute ``rating`` (hrm.solver.rate) where it is empty and the question is well-formed."""
+    if "rating" not in table.columns:
+        table = table.with_columns(pl.lit(None, dtype=pl.String).alias("rating"))
+    if "question" not in table.columns or table.schema["question"] != pl.String:
+        return table, 0
+    rating = table["rating"].cast(pl.String).str.strip_chars()
+    need = (rating.is_null() | (rating == "")) & table["question"].str.contains(QUESTION_PATTERN).fill_null(False)
+    rows = np.flatnonzero(need.to_numpy())
+    if len(rows) == 0:
+        return table.with_columns(rating.alias("rating")), 0
+    from hrm.solver import rate
+    from hrm.sudoku import strings_to_grids
+
+    grids = strings_to_grids(table["question"].gather(rows).to_numpy())
+    computed = np.asarray(rate(grids), dtype=np.int64)
+    values = rating.to_list()
+    for row, value in zip(rows.tolist(), computed.tolist()):
+        values[row] = str(value)
+    return table.with_columns(pl.Series("rating", values, dtype=pl.String)), len(rows)
+
+
+def _csv_inputs(input_dir: Path | None) -> tuple[list[SplitInput], dict]:
+    if input_dir is None:
+        raise StageError("--source csv needs --input DIR (with DIR/train.csv and DIR/test.csv)")
+    inputs, computed = [], {}
+    for split in SPLITS:
+        path = input_dir / f"{split}.csv"
+        table = read_table(path)
+        t0 = time.perf_counter()
+        table, n = fill_missing_ratings(table)
+        computed[split] = n
+        if n:
+            _log(f"raw: computed {n:,} missing ratings of {path} in {time.perf_counter() - t0:.1f} s")
+        inputs.append(SplitInput(split, table=table, display_path=str(path)))
+    return inputs, {"input": str(input_dir), "ratings_computed": computed}
+
+
+def _hub_unreachable(repo: str, revision: str, filename: str, why: str) -> StageError:
+    cache = os.environ.get("HF_HUB_CACHE") or "the default Hugging Face cache"
+    return StageError(
+        f"the Hugging Face Hub could not be reached ({why}) and {filename} of dataset {repo} "
+        f"at revision {revision} is not in the local cache ({cache}). "
+        "Connect to the internet (and unset HF_HUB_OFFLINE), or use `--source builtin` to generate puzzles offline."
+    )
+
+
+@contextlib.contextmanager
+def _quiet_hub_logs():
+    """huggingface_hub logs a warning per retry; the stage reports one message instead."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def download_hub_file(repo: str, revision: str, filename: str) -> tuple[Path, str | None]:
+    """hf_hub_download one file of a dataset repo; returns (local path, resolved commit sha).
+
+    A file cached for a commit sha is used without contacting the hub (commits are
+    immutable); a branch or tag is resolved online, falling back to the cache when
+    offline. HF_HUB_CACHE and HF_HUB_OFFLINE are read when called, not at import.
+    """
+    try:
+        from huggingface_hub import errors as hub_errors
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise StageError("--source hf needs the huggingface_hub package (pip install huggingface_hub)") from None
+
+    offline = _env_true("HF_HUB_OFFLINE")
+    attempts = [True] if offline else ([True, False] if _SHA.match(revision) else [False])
+    local = None
+    for local_only in attempts:
+        if not local_only:
+            _log(f"raw: downloading {filename} of {repo} (revision {revision}) from the Hugging Face Hub")
+        try:
+            with _quiet_hub_logs():
+                local = hf_hub_download(
+                    repo,
+                    filename,
+                    repo_type="dataset",
+                    revision=revision,
+                    cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                    local_files_only=local_only,
+                )
+            break
+        except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
+            if local_only and len(attempts) > 1:
+                continue  # not cached yet: go online
+            cause = exc.__cause__ or exc.__context__
+            why = ("offline mode: HF_HUB_OFFLINE is set" if offline
+                   else f"{type(cause).__name__}: {cause}" if cause else "no connection")
+            raise _hub_unreachable(repo, revision, filename, why) from None
+        except hub_errors.RepositoryNotFoundError:
+            raise StageError(f"dataset repo {repo} not found on the Hugging Face Hub (or it is private or gated); "
+                             "check --hf-repo") from None
+        except hub_errors.RevisionNotFoundError:
+            raise StageError(f"revision {revision} not found in dataset {repo}; check --hf-revision") from None
+        except hub_errors.EntryNotFoundError:
+            raise StageError(f"{filename} not found in dataset {repo} at revision {revision}") from None
+        except Exception as exc:  # network errors come in many types (httpx, OSError, HfHubHTTPError)
+            raise _hub_unreachable(repo, revision, filename, f"{type(exc).__name__}: {exc}") from None
+    local = Path(local)
+    sha = local.parent.name if local.parent.parent.name == "snapshots" and _SHA.match(local.parent.name) else None
+    return local, sha
+
+
+def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput], dict]:
+    inputs, files, shas = [], {}, set()
+    for split in SPLITS:
+        filename = f"{split}.csv"
+        t0 = time.perf_counter()
+        csv_path, sha = download_hub_file(repo, revision, filename)
+        shas.add(sha)
+        staged = staging / f"{split}.parquet"
+        try:
+            pl.scan_csv(csv_path, infer_schema=False).sink_parquet(staged, **PARQUET_OPTIONS)
+        except Exception as exc:
+            raise StageError(f"{csv_path}: cannot read as csv ({type(exc).__name__}: {exc})") from None
+        size = csv_path.stat().st_size
+        _log(f"raw: converted {csv_path} ({_human_bytes(size)}) to Parquet in {time.perf_counter() - t0:.1f} s")
+        files[filename] = {"bytes": size}
+        inputs.append(SplitInput(split, staged=staged, display_path=str(csv_path)))
+    resolved = shas.pop() if len(shas) == 1 else None
+    return inputs, {"repo_id": repo, "revision": revision, "resolved_sha": resolved, "files": files}
+
+
+# --------------------------------------------------------------------------- validation and writing
+
+
+def _validate(split: SplitInput, check_unique: bool) -> RawReport:
+    t0 = time.perf_counter()
+    if split.table is not None:
+        report = validate_raw(split.table, check_unique=check_unique, path=split.display_path)
+    else:
+        report = validate_raw_file(split.staged, check_unique=check_unique, batch_rows=BATCH_ROWS,
+                                   display_path=split.display_path, progress=True)
+    seconds = time.perf_counter() - t0
+    rate = report.n_rows / seconds if seconds > 0 else float("inf")
+    _log(f"raw: validated {report.summary()} in {seconds:.1f} s ({rate:,.0f} rows/s)")
+    return report
+
+
+def _write_split(split: SplitInput, report: RawReport, out: Path, final_dir: Path) -> int:
+    """Write the valid rows of one split into ``out``; returns the row count."""
+    t0 = time.perf_counter()
+    target = out / f"{split.name}.parquet"
+    if split.table is not None:
+        write_parquet(report.valid.select(RAW_COLUMNS), target)
+        rows = report.valid.height
+    else:
+        lf = pl.scan_parquet(split.staged)
+        if report.n_rejected:
+            bad = report.rejected["row"].cast(pl.UInt32)
+            lf = lf.with_row_index("_row").filter(~pl.col("_row").is_in(bad.implode())).drop("_row")
+        lf = lf.select(
+            pl.col("source"), pl.col("question"), pl.col("answer"),
+            pl.col("rating").str.strip_chars().cast(pl.Int64),
+        )
+        lf.sink_parquet(target, **PARQUET_OPTIONS)
+        rows = report.n_rows - report.n_rejected
+    _log(f"raw: wrote {final_dir / target.name}: {rows:,} rows, {_human_bytes(target.stat().st_size)}, "
+         f"{time.perf_counter() - t0:.1f} s")
+    if report.n_rejected:
+        rejected = out / f"rejected-{split.name}.parquet"
+        write_parquet(report.rejected, rejected)
+        _log(f"raw: wrote {final_dir / rejected.name}: {report.n_rejected:,} rejected rows with reasons")
+    return rows
+
+
+def _split_summary(path: Path) -> dict:
+    """Rows, and the rating / blank-count distribution (hrm.generate.describe) of a written split."""
+    from hrm.generate import describe
+    from hrm.sudoku import strings_to_grids
+
+    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+    questions = np.zeros((n, 81), dtype=np.uint8)
+    ratings = np.zeros(n, dtype=np.int64)
+    offset = 0
+    for batch in iter_table_batches(path, BATCH_ROWS):
+        k = batch.height
+        if k:
+            questions[offset : offset + k] = strings_to_grids(batch["question"].to_numpy())
+            ratings[offset : offset + k] = batch["rating"].to_numpy()
+        offset += k
+    return {"rows": n, "distribution": describe(questions, ratings)}
+
+
+def _cross_split_duplicates(out: Path) -> int:
+    """Train rows whose question also appears in test (should be 0)."""
+    train = pl.scan_parquet(out / "train.parquet").select("question")
+    test = pl.scan_parquet(out / "test.parquet").select("question")
+    return train.join(test, on="question", how="semi").select(pl.len()).collect().item()
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
+    return [
+        "--" + n.replace("_", "-")
+        for n in names
+        if ctx.get_parameter_source(n) not in (click.core.ParameterSource.DEFAULT, None)
+    ]
+
+
+@click.command("raw")
+@click.option("--source", type=click.Choice(SOURCES), default="builtin",
+              help="builtin: generate puzzles offline; hf: download Sudoku-Extreme from the Hugging Face Hub; "
+                   "csv: read --input DIR/{train,test}.csv.")
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write train.parquet, test.parquet and stats.json into (replaced as a whole on success).")
+@click.option("--seed", type=int, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
+@click.option("--train-size", type=click.IntRange(min=0), default=5000, help="[builtin] Puzzles in the train split.")
+@click.option("--test-size", type=click.IntRange(min=0), default=1000, help="[builtin] Puzzles in the test split.")
+@click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin] Fewest blank cells per puzzle.")
+@click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin] Most blank cells per puzzle.")
+@click.option("--min-rating", type=click.IntRange(min=0), default=0, help="[builtin] Lowest rating (backtracks) kept.")
+@click.option("--hf-repo", default=DEFAULT_HF_REPO, help="[hf] Dataset repo id on the Hugging Face Hub.")
+@click.option("--hf-revision", default=DEFAULT_HF_REVISION,
+              help="[hf] Commit sha, tag or branch (the default is a pinned commit of Sudoku-Extreme).")
+@click.option("--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="[csv] Directory with train.csv and test.csv (columns source,question,answer,rating; "
+                   "empty ratings are computed).")
+@click.option("--check-unique/--no-check-unique", default=None,
+              show_default="on for builtin/csv, off for hf",
+              help="Require every question to have exactly one solution.")
+@click.option("--on-invalid", type=click.Choice(["fail", "drop"]), default="fail",
+              help="fail: stop and write nothing; drop: keep the valid rows and write the others, with reasons, "
+                   "to rejected-{split}.parquet.")
+@click.pass_context
+def raw(
+    ctx: click.Context,
+    source: str,
+    output: Path,
+    seed: int,
+    train_size: int,
+    test_size: int,
+    min_blanks: int,
+    max_blanks: int,
+    min_rating: int,
+    hf_repo: str,
+    hf_revision: str,
+    input_dir: Path | None,
+    check_unique: bool | None,
+    on_invalid: str,
+) -> None:
+    """Get Sudoku puzzles, validate them and write the raw table (train and test splits)."""
+    t_start = time.perf_counter()
+    if check_unique is None:
+        check_unique = source != "hf"
+    ignored = _explicit(ctx, {
+        "builtin": ["input_dir", "hf_repo", "hf_revision"],
+        "hf": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "input_dir"],
+        "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "hf_repo", "hf_revision"],
+    }[source])
+    if ignored:
+        _log(f"raw: note: ignored with --source {source}: {', '.join(ignored)}")
+    _check_output_dir(output)
+
+    stats: dict = {"source": source, "check_unique": check_unique, "on_invalid": on_invalid}
+    with atomic_output(output) as tmp:
+        tmp.mkdir(parents=True)
+        if source == "builtin":
+            inputs, stats["builtin"] = _builtin_inputs(train_size, test_size, seed, min_blanks, max_blanks, min_rating)
+        elif source == "csv":
+            inputs, stats["csv"] = _csv_inputs(input_dir)
+        else:
+            staging = tmp / ".staging"
+            staging.mkdir()
+            inputs, stats["hf"] = _hf_inputs(hf_repo, hf_revision, staging)
+
+        reports = {split.name: _validate(split, check_unique) for split in inputs}
+        failed = [r for r in reports.values() if r.table_errors or (r.n_rejected and on_invalid == "fail")]
+        if failed:
+            hint = "" if any(r.table_errors for r in failed) else (
+                "\nFix the rows, or rerun with --on-invalid drop to keep the valid rows and write the others "
+                f"to {output}/rejected-{{split}}.parquet.")
+            raise StageError("\n".join(r.message() for r in failed) + hint)
+
+        stats["splits"] = {}
+        for split in inputs:
+            report = reports[split.name]
+            _write_split(split, report, tmp, output)
+            summary = _split_summary(tmp / f"{split.name}.parquet")
+            summary["rejected"] = report.n_rejected
+            stats["splits"][split.name] = summary
+            if report.n_rejected:
+                _log(f"raw: dropped {report.n_rejected:,} invalid {split.name} rows "
+                     f"(see {output / f'rejected-{split.name}.parquet'}):\n{report.message(limit=5)}")
+        stats["questions_in_both_splits"] = _cross_split_duplicates(tmp)
+        if source == "hf":
+            for p in (tmp / ".staging").iterdir():
+                p.unlink()
+            (tmp / ".staging").rmdir()
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+
+    rows = ", ".join(f"{s} {v['rows']:,} rows" for s, v in stats["splits"].items())
+    _log(f"raw: wrote {output} ({rows}) in {time.perf_counter() - t_start:.1f} s")
