@@ -8,6 +8,7 @@ Three representations (reference-semantics section 2):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -135,6 +136,27 @@ def num_blanks(grids: np.ndarray) -> np.ndarray:
     return (np.asarray(grids) == 0).sum(axis=1)
 
 
+# ---------------------------------------------------------------- compiled kernels
+
+
+def numba_kernel(fn):
+    """``numba.njit(cache=True)``, applied on first call, so that importing a module that
+    defines kernels does not pay numba's import and start-up (~0.7 s)."""
+    compiled = None
+
+    @functools.wraps(fn)
+    def call(*args):
+        nonlocal compiled
+        if compiled is None:
+            from numba import njit
+
+            compiled = njit(cache=True)(fn)
+        return compiled(*args)
+
+    return call
+
+
+
 # ---------------------------------------------------------------- symmetry transforms
 
 
@@ -164,32 +186,78 @@ class Transforms:
         )
 
 
-def _permutations(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """n independent uniform permutations of range(k), int64 [n, k]."""
-    return np.argsort(rng.random((n, k)), axis=1)
+@numba_kernel
+def _argsort_rows(keys):
+    """Row-wise argsort of small rows, as uint8: the rank of each key (ties broken by
+    position, as a stable sort does) inverted. Equal to np.argsort on distinct keys."""
+    n, k = keys.shape
+    out = np.empty((n, k), dtype=np.uint8)
+    for i in range(n):
+        for j in range(k):
+            v = keys[i, j]
+            rank = 0
+            for m in range(k):
+                w = keys[i, m]
+                rank += (w < v) or (w == v and m < j)
+            out[i, rank] = j
+    return out
 
 
 def _line_orders(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Row (or column) orders: permute the 3 bands, and the 3 lines inside each band."""
-    bands = _permutations(rng, n, 3)  # [n, 3]
-    inner = _permutations(rng, n * 3, 3).reshape(n, 3, 3)
-    return (bands[:, :, None] * 3 + inner).reshape(n, 9).astype(np.uint8)
+    bands = _argsort_rows(rng.random((n, 3)))
+    inner = _argsort_rows(rng.random((n * 3, 3))).reshape(n, 3, 3)
+    return (bands[:, :, None] * np.uint8(3) + inner).reshape(n, 9)
 
 
 def random_transforms(rng: np.random.Generator, n: int) -> Transforms:
-    """n random symmetries: digit relabelling, transpose with p = 0.5, band/row and stack/column orders."""
+    """n random symmetries: digit relabelling, transpose with p = 0.5, band/row and stack/column orders.
+
+    Each permutation is the argsort of uniform draws (digits, then transposes, then row
+    orders, then column orders), so a seed fixes the transforms on any machine.
+    """
     digit_map = np.zeros((n, 10), dtype=np.uint8)
-    digit_map[:, 1:] = _permutations(rng, n, 9) + 1
+    digit_map[:, 1:] = _argsort_rows(rng.random((n, 9))) + np.uint8(1)
     transpose = rng.random(n) < 0.5
-    return Transforms(digit_map, transpose, _line_orders(rng, n), _line_orders(rng, n))
+    row_order = _line_orders(rng, n)
+    col_order = _line_orders(rng, n)
+    return Transforms(digit_map, transpose, row_order, col_order)
 
 
-def transform_cell_index(t: Transforms) -> np.ndarray:
-    """int32 [N, 81]: output cell i takes its value from input cell index[n, i]."""
-    rows = t.row_order[:, ROW_OF].astype(np.int32)  # source row in the (maybe transposed) grid
-    cols = t.col_order[:, COL_OF].astype(np.int32)
-    # Cell (r, c) of the transposed grid is cell (c, r) of the original.
-    return np.where(t.transpose[:, None], cols * 9 + rows, rows * 9 + cols)
+@numba_kernel
+def _apply_rows(src, src_row, src_offset, digit_map, transpose, row_order, col_order, out_offset, out):
+    """out[i] = transform i applied to src[src_row[i]] (values shifted by the offsets)."""
+    for i in range(out.shape[0]):
+        s = src_row[i]
+        tr = transpose[i]
+        for r in range(9):
+            rr = np.int64(row_order[i, r])
+            for c in range(9):
+                cc = np.int64(col_order[i, c])
+                if tr:
+                    v = src[s, cc * 9 + rr]
+                else:
+                    v = src[s, rr * 9 + cc]
+                out[i, r * 9 + c] = digit_map[i, v - src_offset] + out_offset
+
+
+def apply_transforms_rows(
+    src: np.ndarray, src_row: np.ndarray, t: Transforms, *, src_tokens: bool = False, out_tokens: bool = False
+) -> np.ndarray:
+    """Transform ``n`` applied to ``src[src_row[n]]``, without materialising the gather.
+
+    Semantics of :class:`Transforms` (optional transpose, then
+    ``out[r, c] = x[row_order[r], col_order[c]]``, then digit relabel). ``src`` holds grid
+    values, or tokens with ``src_tokens``; the result is grid values, or tokens with
+    ``out_tokens``. uint8 [len(src_row), 81].
+    """
+    src = np.ascontiguousarray(src, dtype=np.uint8)
+    src_row = np.ascontiguousarray(src_row, dtype=np.int64)
+    if len(src_row) != len(t):
+        raise ValueError(f"{len(src_row)} rows but {len(t)} transforms")
+    out = np.empty((len(src_row), SEQ_LEN), dtype=np.uint8)
+    _apply_rows(src, src_row, np.uint8(src_tokens), t.digit_map, t.transpose, t.row_order, t.col_order,
+                np.uint8(out_tokens), out)
+    return out
 
 
 def apply_transforms(grids: np.ndarray, t: Transforms) -> np.ndarray:
@@ -197,14 +265,7 @@ def apply_transforms(grids: np.ndarray, t: Transforms) -> np.ndarray:
     grids = np.asarray(grids, dtype=np.uint8)
     if len(grids) != len(t):
         raise ValueError(f"{len(grids)} grids but {len(t)} transforms")
-    out = np.empty_like(grids)
-    for sl in _chunks(len(grids)):
-        n = sl.stop - sl.start
-        base = np.arange(n, dtype=np.int32)[:, None]
-        chunk = Transforms(t.digit_map[sl], t.transpose[sl], t.row_order[sl], t.col_order[sl])
-        moved = grids[sl].reshape(-1)[transform_cell_index(chunk) + base * SEQ_LEN]
-        out[sl] = t.digit_map[sl].reshape(-1)[moved + base * 10]
-    return out
+    return apply_transforms_rows(grids, np.arange(len(grids)), t)
 
 
 def digit_shift_maps(shifts: Sequence[int] | np.ndarray) -> np.ndarray:

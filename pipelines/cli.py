@@ -18,10 +18,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from pipelines import raw, validate
+    from pipelines import augment, hints, raw, shard, subsample, validate
 
     cli.add_command(raw.raw)
     cli.add_command(validate.validate)
+    cli.add_command(subsample.subsample)
+    cli.add_command(augment.augment)
+    cli.add_command(hints.hints)
+    cli.add_command(shard.shard)
 
 
 _register()

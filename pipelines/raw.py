@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,8 @@ DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
 DEFAULT_HF_REVISION = "58942f96baeb572ca3127e2a9e9c70f330783d6b"
 BATCH_ROWS = 500_000
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, statistics=True)
-_OWN_FILES = re.compile(r"^(train\.parquet|test\.parquet|stats\.json|rejected-(train|test)\.parquet)$")
+# DVC writes a .gitignore beside outputs listed one by one; it is kept across runs.
+_OWN_FILES = re.compile(r"^(train\.parquet|test\.parquet|stats\.json|rejected-(train|test)\.parquet|\.gitignore)$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -390,6 +392,8 @@ def raw(
     stats: dict = {"source": source, "check_unique": check_unique, "on_invalid": on_invalid}
     with atomic_output(output) as tmp:
         tmp.mkdir(parents=True)
+        if (output / ".gitignore").is_file():
+            shutil.copy2(output / ".gitignore", tmp / ".gitignore")
         if source == "builtin":
             inputs, stats["builtin"] = _builtin_inputs(train_size, test_size, seed, min_blanks, max_blanks, min_rating)
         elif source == "csv":

@@ -184,6 +184,15 @@ def test_refuses_to_replace_a_directory_with_other_files(valid, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_keeps_the_gitignore_dvc_writes_beside_its_outputs(valid, tmp_path):
+    src = write_split_csvs(tmp_path / "in", valid.head(5), valid.tail(5))
+    out = tmp_path / "o"
+    assert run("--source", "csv", "--input", str(src), "--output", str(out)).exit_code == 0
+    (out / ".gitignore").write_text("/train.parquet\n/test.parquet\n")
+    assert run("--source", "csv", "--input", str(src), "--output", str(out)).exit_code == 0
+    assert (out / ".gitignore").read_text() == "/train.parquet\n/test.parquet\n"
+
+
 def test_missing_input_is_a_clear_error(tmp_path):
     result = run("--source", "csv", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
     assert result.exit_code == 1 and "train.csv: file not found" in result.output

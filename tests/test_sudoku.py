@@ -91,6 +91,33 @@ def test_transforms_match_reference_and_keep_validity(valid):
     assert (t.digit_map[:, 0] == 0).all()
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 4096])
+def test_random_transforms_are_argsorts_of_the_documented_draws(n):
+    rng = np.random.default_rng(n)
+    digits = np.argsort(rng.random((n, 9)), axis=1) + 1
+    transpose = rng.random(n) < 0.5
+    orders = []
+    for _ in range(2):
+        bands = np.argsort(rng.random((n, 3)), axis=1)
+        inner = np.argsort(rng.random((n * 3, 3)), axis=1).reshape(n, 3, 3)
+        orders.append((bands[:, :, None] * 3 + inner).reshape(n, 9))
+    t = S.random_transforms(np.random.default_rng(n), n)
+    assert t.digit_map.dtype == np.uint8 and (t.digit_map[:, 1:] == digits).all() and (t.digit_map[:, 0] == 0).all()
+    assert (t.transpose == transpose).all()
+    assert (t.row_order == orders[0]).all() and (t.col_order == orders[1]).all()
+
+
+def test_apply_transforms_rows_gathers_and_converts_tokens(valid):
+    questions, _ = valid
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, len(questions), 200)
+    t = S.random_transforms(rng, 200)
+    expected = np.stack([_reference_transform(questions[s], t, i) for i, s in enumerate(src)])
+    assert (S.apply_transforms_rows(questions, src, t) == expected).all()
+    assert (S.apply_transforms_rows(questions, src, t, out_tokens=True) == expected + 1).all()
+    assert (S.apply_transforms_rows(questions + 1, src, t, src_tokens=True, out_tokens=True) == expected + 1).all()
+
+
 def test_transforms_are_seeded_and_identity_is_identity(valid):
     _, answers = valid
     a = S.random_transforms(np.random.default_rng(3), 5)

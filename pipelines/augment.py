@@ -1,0 +1,116 @@
+"""``hrm augment``: the vanilla examples table.
+
+Train split: each subsampled puzzle, then ``--num-aug`` random symmetries of it
+(hrm.build.augment: digit relabelling, transpose with p = 0.5, band/row and
+stack/column orders; one transform applied to question and answer alike). Test split:
+every puzzle once, as itself (identity transform), never augmented.
+
+Reads ``INPUT/{train,test}.parquet`` and ``INPUT/lineage.json`` (the subsample stage);
+writes ``OUTPUT/{train,test}.arrow`` (the examples table, schemas/examples.py; Arrow IPC) and
+``OUTPUT/lineage.json``. Both tables are validated (every row) before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import polars as pl
+
+from pipelines.io import StageError, atomic_output, read_table
+from pipelines.subsample import (
+    EXAMPLES_SUFFIX, LINEAGE, SPLITS, check_dirs, input_records, log, read_lineage, stage_rng, write_examples,
+    write_json,
+)
+
+INT32_MAX = 2**31 - 1
+
+
+def read_subsample(path: Path, stage: str) -> pl.DataFrame:
+    """A subsample table (raw columns + raw_index), validated; StageError naming file and rows."""
+    from schemas.raw import RAW_COLUMNS, validate_raw
+
+    t0 = time.perf_counter()
+    df = read_table(path)
+    if "raw_index" not in df.columns:
+        raise StageError(f"{path}: missing column raw_index; expected the output of `hrm subsample` "
+                         f"(columns {', '.join(RAW_COLUMNS)}, raw_index)")
+    report = validate_raw(df.drop("raw_index"), check_unique=False, path=str(path))
+    problems = []
+    if not report.ok:
+        problems.append(report.message())
+    index = df.get_column("raw_index")
+    if not index.dtype.is_integer() or index.null_count() or (index.len() and index.min() < 0) or index.n_unique() != index.len():
+        problems.append(f"{path}: raw_index must be distinct integers >= 0 (the rows of the raw file)")
+    if report.ok and df.height and df.get_column("rating").cast(pl.Int64).max() > INT32_MAX:
+        problems.append(f"{path}: ratings above {INT32_MAX} do not fit the examples table (Int32)")
+    if problems:
+        raise StageError("\n".join(problems))
+    log(stage, f"read {path}: {df.height:,} puzzles, valid, {time.perf_counter() - t0:.1f} s")
+    return df
+
+
+def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None) -> pl.DataFrame:
+    """The examples table of one split from its subsample table."""
+    from hrm.build import augment
+    from hrm.sudoku import strings_to_grids
+    from schemas.examples import to_frame
+
+    questions = strings_to_grids(df.get_column("question").to_numpy())
+    answers = strings_to_grids(df.get_column("answer").to_numpy())
+    ex = augment(questions, answers, num_aug, rng)
+    return to_frame(ex, df.get_column("source"), df.get_column("rating").cast(pl.Int64).to_numpy())
+
+
+def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool) -> None:
+    """Validate an examples table; a failure is a StageError naming the file and rows."""
+    from schemas.examples import validate_examples
+
+    t0 = time.perf_counter()
+    report = validate_examples(df, rows_per_group=rows_per_group, path=shown)
+    if not report.ok:
+        if built:  # our own output failed its schema: a bug, but still no half-written output
+            raise StageError(f"internal error, the built table failed validation and nothing was written:\n"
+                             f"{report.message()}")
+        raise StageError(report.message())
+    log(stage, f"validated {shown}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
+
+
+@click.command("augment")
+@click.option("--input", "input_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("data/subsample"), help="Subsample stage output.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/augment"),
+              help="Directory to write (replaced as a whole on success).")
+@click.option("--num-aug", type=click.IntRange(min=0), default=100,
+              help="Transformed copies per train puzzle (paper: 1000).")
+@click.option("--seed", type=int, default=0, help="Seed of the transforms.")
+def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
+    """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
+    stage = "augment"
+    t_start = time.perf_counter()
+    check_dirs(stage, input_dir, output)
+    lineage = read_lineage(input_dir, stage)
+    names = [f"{split}.parquet" for split in SPLITS]
+    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage) for split in SPLITS}
+    groups = tables["train"].height
+    if groups * (1 + num_aug) > INT32_MAX:
+        raise StageError(f"{groups:,} puzzles x {1 + num_aug:,} examples do not fit Int32 ids; lower --num-aug")
+    lineage[stage] = {"params": {"seed": seed, "num_aug": num_aug}, "inputs": input_records(input_dir, names),
+                      "rows_per_group": {"train": 1 + num_aug, "test": 1}, "outputs": {}}
+
+    with atomic_output(output) as tmp:
+        tmp.mkdir(parents=True)
+        for split in SPLITS:
+            t0 = time.perf_counter()
+            k = num_aug if split == "train" else 0
+            df = build_split(tables[split], k, stage_rng(seed, "augment") if k else None)
+            log(stage, f"built {split}: {tables[split].height:,} puzzles -> {df.height:,} examples, "
+                       f"{time.perf_counter() - t0:.1f} s")
+            name = f"{split}{EXAMPLES_SUFFIX}"
+            check_table(df, 1 + k, str(output / name), stage, built=True)
+            lineage[stage]["outputs"][name] = write_examples(df, tmp / name, stage, output / name)
+            del df
+        write_json(tmp / LINEAGE, lineage)
+    log(stage, f"wrote {output} in {time.perf_counter() - t_start:.1f} s")

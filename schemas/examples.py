@@ -1,0 +1,532 @@
+"""Schemas of the examples table (Parquet, stages augment and hints) and of the shards.
+
+One row per training/test example, ordered by group (original puzzle), then in
+emission order (reference-semantics section 3):
+
+| column      | type              | meaning |
+| ----------- | ----------------- | ------- |
+| `group_id`  | Int32             | original puzzle (0, 1, 2, ... in table order) |
+| `puzzle_id` | Int32             | the row number: unique in the split, in emission order |
+| `variant`   | Enum              | `original`, `augmented` or `hint` (a String in the shards) |
+| `parent_id` | Int32             | for a hint: the puzzle_id it was made from; -1 otherwise |
+| `source`    | String            | the original's raw `source` |
+| `rating`    | Int32             | the original's raw `rating` |
+| `inputs`    | Array(UInt8, 81)  | tokens: 1 = blank, 2..10 = digits 1..9 |
+| `labels`    | Array(UInt8, 81)  | tokens 2..10: the solution |
+| `digit_map` | Array(UInt8, 10)  | transform: digit relabelling (digit_map[0] = 0) |
+| `transpose` | Boolean           | transform: transpose first |
+| `row_order` | Array(UInt8, 9)   | transform: out[r, c] = x[row_order[r], col_order[c]] |
+| `col_order` | Array(UInt8, 9)   | |
+
+Lineage: an example equals its group's original with the transform applied
+(hrm.sudoku.apply_transforms semantics); a hint additionally reveals some blanks of
+its parent from the label. The checks below verify exactly that, on every row.
+
+The Sudoku checks are custom Pandera checks (polars back end) registered once; each
+is vectorised over the whole table (numba kernels in hrm.build), and validation is
+lazy: one run reports every failing row of every check. Rows are numbered from 0.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+from pandera.extensions import register_check_method
+
+from hrm import build
+from hrm.sudoku import SEQ_LEN, Transforms
+
+VARIANTS = build.VARIANTS
+VARIANT_DTYPE = pl.Enum(list(VARIANTS))
+TOKEN_COLUMNS = ("inputs", "labels")
+TRANSFORM_COLUMNS = ("digit_map", "transpose", "row_order", "col_order")
+COLUMNS: tuple[str, ...] = (
+    "group_id", "puzzle_id", "variant", "parent_id", "source", "rating",
+    "inputs", "labels", "digit_map", "transpose", "row_order", "col_order",
+)
+POLARS_SCHEMA = {
+    "group_id": pl.Int32,
+    "puzzle_id": pl.Int32,
+    "variant": VARIANT_DTYPE,
+    "parent_id": pl.Int32,
+    "source": pl.String,
+    "rating": pl.Int32,
+    "inputs": pl.Array(pl.UInt8, SEQ_LEN),
+    "labels": pl.Array(pl.UInt8, SEQ_LEN),
+    "digit_map": pl.Array(pl.UInt8, 10),
+    "transpose": pl.Boolean,
+    "row_order": pl.Array(pl.UInt8, 9),
+    "col_order": pl.Array(pl.UInt8, 9),
+}
+ROW_NUMBERING = "rows numbered from 0"
+FAILURE_CASES_KEPT = 100  # Pandera keeps this many failure cases per check; counts are exact
+
+
+# --------------------------------------------------------------------------- table <-> arrays
+
+
+def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.ndarray) -> pl.DataFrame:
+    """The examples table of ``ex``; ``sources``/``ratings`` are per group (original puzzle)."""
+    t = ex.transforms
+    group = pl.Series(ex.group_id, dtype=pl.UInt32)
+    n = len(ex)
+
+    def array(values: np.ndarray, width: int) -> pl.Series:
+        return pl.Series(np.ascontiguousarray(values, dtype=np.uint8).reshape(n, width), dtype=pl.Array(pl.UInt8, width))
+
+    return pl.DataFrame(
+        {
+            "group_id": pl.Series(ex.group_id, dtype=pl.Int32),
+            "puzzle_id": pl.Series(ex.puzzle_id, dtype=pl.Int32),
+            "variant": pl.Series(ex.variant, dtype=pl.UInt8).replace_strict(
+                list(range(len(VARIANTS))), list(VARIANTS), return_dtype=VARIANT_DTYPE
+            ),
+            "parent_id": pl.Series(ex.parent_id, dtype=pl.Int32),
+            "source": pl.Series(sources, dtype=pl.String).gather(group),
+            "rating": pl.Series(np.asarray(ratings)[ex.group_id], dtype=pl.Int32),
+            "inputs": array(ex.inputs, SEQ_LEN),
+            "labels": array(ex.labels, SEQ_LEN),
+            "digit_map": array(t.digit_map, 10),
+            "transpose": pl.Series(t.transpose, dtype=pl.Boolean),
+            "row_order": array(t.row_order, 9),
+            "col_order": array(t.col_order, 9),
+        }
+    )
+
+
+def _np(df: pl.DataFrame, name: str) -> np.ndarray:
+    """A column as numpy (zero-copy for a single-chunk column without nulls)."""
+    s = df.get_column(name)
+    if s.n_chunks() > 1:
+        s = s.rechunk()
+    return s.to_numpy()
+
+
+def variant_codes(s: pl.Series) -> np.ndarray:
+    """uint8 codes into VARIANTS of an Enum or String variant column (255 = unknown)."""
+    if s.dtype == VARIANT_DTYPE:
+        return s.to_physical().fill_null(255).cast(pl.UInt8).to_numpy()
+    return s.cast(pl.String).replace_strict(list(VARIANTS), list(range(len(VARIANTS))), default=255,
+                                            return_dtype=pl.UInt8).to_numpy()
+
+
+def from_frame(df: pl.DataFrame) -> build.Examples:
+    """The arrays of a (validated) examples table or shard table."""
+    return build.Examples(
+        group_id=_np(df, "group_id"),
+        puzzle_id=_np(df, "puzzle_id"),
+        variant=variant_codes(df.get_column("variant")),
+        parent_id=_np(df, "parent_id"),
+        inputs=_np(df, "inputs"),
+        labels=_np(df, "labels"),
+        transforms=Transforms(_np(df, "digit_map"), _np(df, "transpose"), _np(df, "row_order"), _np(df, "col_order")),
+    )
+
+
+# --------------------------------------------------------------------------- check helpers
+
+
+def _frame(data: PolarsData, columns: tuple[str, ...]) -> pl.DataFrame | None:
+    """The columns a check reads, or None when one is missing, has another type or has
+    nulls (the column checks report those; the Sudoku checks then stand aside)."""
+    schema = data.lazyframe.collect_schema()
+    for name in columns:
+        if name not in schema:
+            return None
+        expected = POLARS_SCHEMA[name]
+        if name == "variant":
+            if schema[name] not in (VARIANT_DTYPE, pl.String):
+                return None
+        elif schema[name] != expected:
+            return None
+    df = data.lazyframe.select(columns).collect()
+    if any(df.get_column(c).null_count() for c in columns):
+        return None
+    return df
+
+
+def _result(name: str, passed: np.ndarray) -> pl.LazyFrame:
+    return pl.LazyFrame({name: pl.Series(name, passed, dtype=pl.Boolean)})
+
+
+def _column(data: PolarsData) -> np.ndarray | None:
+    df = _frame(data, (data.key,))
+    return None if df is None else _np(df, data.key)
+
+
+def _original_rows(group_id: np.ndarray, variant: np.ndarray) -> np.ndarray:
+    """int64 [N]: row of the latest original at or before each row whose group is the
+    row's group, else -1."""
+    n = len(group_id)
+    idx = np.where(variant == build.ORIGINAL, np.arange(n), -1)
+    np.maximum.accumulate(idx, out=idx)
+    safe = np.maximum(idx, 0)
+    return np.where((idx >= 0) & (group_id[safe] == group_id), idx, -1)
+
+
+def _transforms(df: pl.DataFrame) -> Transforms:
+    return Transforms(_np(df, "digit_map"), _np(df, "transpose"), _np(df, "row_order"), _np(df, "col_order"))
+
+
+# --------------------------------------------------------------------------- registered checks
+
+
+def _register(fn):
+    try:
+        return register_check_method(fn, statistics=list(getattr(fn, "_statistics", [])))
+    except ValueError:  # already registered (module reloaded)
+        return fn
+
+
+def _stats(*names):
+    def mark(fn):
+        fn._statistics = names
+        return fn
+
+    return mark
+
+
+@_register
+@_stats("min_value", "max_value")
+def examples_tokens_between(data: PolarsData, *, min_value: int, max_value: int):
+    """Column check on an Array(UInt8) column: every value in [min_value, max_value]."""
+    a = _column(data)
+    if a is None:
+        return True
+    return _result(data.key, build.rows_in_range(a, min_value, max_value))
+
+
+@_register
+def examples_valid_solution(data: PolarsData):
+    """``labels`` are tokens of a valid Sudoku solution. Checked on every non-hint row; a
+    hint's labels are compared byte for byte with its parent's (examples_hint_matches_parent)."""
+    df = _frame(data, ("variant", "labels"))
+    if df is None:
+        return True
+    rows = np.flatnonzero(variant_codes(df.get_column("variant")) != build.HINT)
+    passed = np.ones(df.height, dtype=bool)
+    labels = _np(df, "labels")
+    passed[rows] = build.valid_solution_tokens(labels if len(rows) == df.height else labels[rows])
+    return _result("valid_solution", passed)
+
+
+@_register
+def examples_inputs_agree_with_labels(data: PolarsData):
+    """Every given of the input (token != 1) equals the label in that cell."""
+    df = _frame(data, TOKEN_COLUMNS)
+    if df is None:
+        return True
+    return _result("inputs_agree_with_labels", build.inputs_agree(_np(df, "inputs"), _np(df, "labels")))
+
+
+@_register
+def examples_puzzle_id_is_row(data: PolarsData):
+    """puzzle_id = row number: unique in the split and in emission order."""
+    df = _frame(data, ("puzzle_id",))
+    if df is None:
+        return True
+    return _result("puzzle_id_is_row", _np(df, "puzzle_id") == np.arange(df.height))
+
+
+@_register
+def examples_groups_in_order(data: PolarsData):
+    """group_id starts at 0 and steps by 0 or 1 from row to row (groups contiguous, in order),
+    and a row starts its group exactly when it is the group's original."""
+    df = _frame(data, ("group_id", "variant"))
+    if df is None:
+        return True
+    g = _np(df, "group_id").astype(np.int64)
+    prev = np.concatenate([[-1], g[:-1]])
+    step = g - prev
+    starts = step == 1
+    is_original = variant_codes(df.get_column("variant")) == build.ORIGINAL
+    return _result("groups_in_order", ((step == 0) | starts) & (starts == is_original))
+
+
+@_register
+def examples_original_is_identity(data: PolarsData):
+    """An original has the identity transform and no parent."""
+    df = _frame(data, ("variant", "parent_id") + TRANSFORM_COLUMNS)
+    if df is None:
+        return True
+    rows = np.flatnonzero(variant_codes(df.get_column("variant")) == build.ORIGINAL)
+    t = _transforms(df)
+    sub = Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows])
+    passed = np.ones(df.height, dtype=bool)
+    passed[rows] = build.is_identity(sub) & (_np(df, "parent_id")[rows] == build.NO_PARENT)
+    return _result("original_is_identity", passed)
+
+
+@_register
+def examples_augmented_matches_original(data: PolarsData):
+    """An augmented example has a valid symmetry as transform, no parent, the source and rating
+    of its group's original, and its inputs and labels equal that transform applied to the
+    original (every row is checked)."""
+    cols = ("group_id", "variant", "parent_id", "source", "rating") + TOKEN_COLUMNS + TRANSFORM_COLUMNS
+    df = _frame(data, cols)
+    if df is None:
+        return True
+    variant = variant_codes(df.get_column("variant"))
+    rows = np.flatnonzero(variant == build.AUGMENTED)
+    passed = np.ones(df.height, dtype=bool)
+    if len(rows) == 0:
+        return _result("augmented_matches_original", passed)
+    orig = _original_rows(_np(df, "group_id"), variant)[rows]
+    has_orig = orig >= 0
+    src = np.where(has_orig, orig, 0)
+    t = _transforms(df)
+    inputs, labels = _np(df, "inputs"), _np(df, "labels")
+    ok = has_orig & (_np(df, "parent_id")[rows] == build.NO_PARENT)
+    ok &= build.valid_symmetries(Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows]))
+    ok &= build.transformed_equal(inputs, src, t, rows, inputs)
+    ok &= build.transformed_equal(labels, src, t, rows, labels)
+    ok &= _same_origin(df, rows, src)
+    passed[rows] = ok
+    return _result("augmented_matches_original", passed)
+
+
+def _same_origin(df: pl.DataFrame, rows: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """bool [len(rows)]: same source and rating as row ``other``."""
+    rating = _np(df, "rating")
+    ok = rating[rows] == rating[other]
+    source = df.get_column("source")
+    if source.n_unique() > 1:
+        ok &= (source.gather(rows) == source.gather(other)).to_numpy()
+    return ok
+
+
+@_register
+def examples_hint_matches_parent(data: PolarsData):
+    """A hint's parent (parent_id, a row number) is an earlier non-hint row of the same group
+    with the same labels, transform, source and rating; the hint keeps every given of the
+    parent and has strictly more givens (a parent with at most one blank is copied unchanged)."""
+    df = _frame(data, COLUMNS)
+    if df is None:
+        return True
+    ex = from_frame(df)
+    rows = np.flatnonzero(ex.variant == build.HINT)
+    passed = np.ones(df.height, dtype=bool)
+    if len(rows) == 0:
+        return _result("hint_matches_parent", passed)
+    parents = ex.parent_id[rows].astype(np.int64)
+    ok = build.hints_match_parents(ex, rows, parents)
+    ok &= _same_origin(df, rows, np.clip(parents, 0, df.height - 1))
+    passed[rows] = ok
+    return _result("hint_matches_parent", passed)
+
+
+@_register
+@_stats("expected")
+def examples_rows_per_group(data: PolarsData, *, expected: int):
+    """Every group has exactly ``expected`` rows (1 + num_aug, doubled with hints; 1 for test).
+    A failing group is reported once, at its first row."""
+    df = _frame(data, ("group_id",))
+    if df is None:
+        return True
+    g = _np(df, "group_id")
+    if len(g) == 0:
+        return _result("rows_per_group", np.ones(0, dtype=bool))
+    # Run lengths of equal consecutive ids (groups are contiguous; another check says if not).
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    lengths = np.diff(np.concatenate([starts, [len(g)]]))
+    passed = np.ones(len(g), dtype=bool)
+    passed[starts] = lengths == expected  # one failure per bad group, at its first row
+    return _result("rows_per_group", passed)
+
+
+# --------------------------------------------------------------------------- models
+
+
+_NO_FAILURES = {"n_failure_cases": FAILURE_CASES_KEPT}
+
+
+class ExamplesTable(pa.DataFrameModel):
+    """The examples table: every row checked for encoding, Sudoku validity and lineage."""
+
+    group_id: pl.Int32 = pa.Field(ge=0)
+    puzzle_id: pl.Int32 = pa.Field(ge=0)
+    variant: Annotated[pl.Enum, list(VARIANTS)]
+    parent_id: pl.Int32 = pa.Field(ge=-1)
+    source: pl.String = pa.Field(str_length={"min_value": 1})
+    rating: pl.Int32 = pa.Field(ge=0)
+    inputs: Annotated[pl.Array, pl.UInt8(), SEQ_LEN] = pa.Field(
+        examples_tokens_between={"min_value": 1, "max_value": 10}, n_failure_cases=FAILURE_CASES_KEPT
+    )
+    labels: Annotated[pl.Array, pl.UInt8(), SEQ_LEN] = pa.Field(
+        examples_tokens_between={"min_value": 2, "max_value": 10},
+        examples_valid_solution=(),
+        n_failure_cases=FAILURE_CASES_KEPT,
+    )
+    digit_map: Annotated[pl.Array, pl.UInt8(), 10]
+    transpose: pl.Boolean
+    row_order: Annotated[pl.Array, pl.UInt8(), 9]
+    col_order: Annotated[pl.Array, pl.UInt8(), 9]
+
+    class Config:
+        name = "examples"
+        strict = True
+        ordered = True
+        examples_inputs_agree_with_labels = _NO_FAILURES
+        examples_puzzle_id_is_row = _NO_FAILURES
+        examples_groups_in_order = _NO_FAILURES
+        examples_original_is_identity = _NO_FAILURES
+        examples_augmented_matches_original = _NO_FAILURES
+        examples_hint_matches_parent = _NO_FAILURES
+
+
+class ShardTable(pa.DataFrameModel):
+    """One split of a sharded dataset, read back from its Arrow files.
+
+    The layout the loader relies on (types, ids, group order, variant names). The Sudoku
+    content was checked on the examples table the shards were cut from; the shard stage
+    compares the written tokens with it byte for byte.
+    """
+
+    group_id: pl.Int32 = pa.Field(ge=0)
+    puzzle_id: pl.Int32 = pa.Field(ge=0)
+    variant: pl.String = pa.Field(isin=list(VARIANTS))
+    parent_id: pl.Int32 = pa.Field(ge=-1)
+    source: pl.String = pa.Field(str_length={"min_value": 1})
+    rating: pl.Int32 = pa.Field(ge=0)
+    inputs: Annotated[pl.Array, pl.UInt8(), SEQ_LEN]
+    labels: Annotated[pl.Array, pl.UInt8(), SEQ_LEN]
+    digit_map: Annotated[pl.Array, pl.UInt8(), 10]
+    transpose: pl.Boolean
+    row_order: Annotated[pl.Array, pl.UInt8(), 9]
+    col_order: Annotated[pl.Array, pl.UInt8(), 9]
+
+    class Config:
+        name = "shards"
+        strict = True
+        ordered = True
+        examples_puzzle_id_is_row = _NO_FAILURES
+        examples_groups_in_order = _NO_FAILURES
+
+
+# --------------------------------------------------------------------------- reports
+
+
+_REASONS = {
+    "examples_tokens_between": "{column}: a token outside {min_value}..{max_value}",
+    "examples_valid_solution": "labels: not a valid Sudoku solution (a digit repeats in a row, column or box)",
+    "examples_inputs_agree_with_labels": "inputs: a given differs from the label in that cell",
+    "examples_puzzle_id_is_row": "puzzle_id: not the row number (ids must be unique and in emission order)",
+    "examples_groups_in_order": "group_id/variant: groups must be contiguous, numbered 0, 1, 2, ... in order, "
+                                "each starting with its one original",
+    "examples_original_is_identity": "original with a non-identity transform or a parent",
+    "examples_augmented_matches_original": "augmented example is not its transform (a valid symmetry) applied to "
+                                           "its group's original",
+    "examples_hint_matches_parent": "hint does not match its parent (same group, labels, transform, source, rating; "
+                                    "keeps the parent's givens and adds at least one)",
+    "examples_rows_per_group": "the group starting here does not have {expected} rows",
+}
+_PROBLEMS_SCHEMA = {"row": pl.Int64, "check": pl.String, "reason": pl.String}
+
+
+@dataclass
+class ExamplesReport:
+    """Outcome of validating one examples (or shard) table; never raised, see ``message()``."""
+
+    n_rows: int
+    problems: pl.DataFrame  # row, check, reason (at most FAILURE_CASES_KEPT rows per check)
+    failing: dict  # check -> number of failing rows (exact)
+    table_errors: list
+    path: str | None = None
+    n_invalid: int = 0  # rows failing at least one check
+
+    @property
+    def ok(self) -> bool:
+        return not self.table_errors and not self.failing
+
+    def message(self, limit: int = 20) -> str:
+        name = self.path or "table"
+        if self.ok:
+            return f"{name}: OK, {self.n_rows:,} rows valid"
+        lines = []
+        if self.table_errors:
+            lines.append(f"{name}: the table does not have the examples layout ({', '.join(COLUMNS)}):")
+            lines += [f"  {e}" for e in self.table_errors]
+        if self.failing:
+            counts = ", ".join(f"{c} {n:,}" for c, n in self.failing.items())
+            lines.append(f"{name}: {self.n_invalid:,} of {self.n_rows:,} rows invalid "
+                         f"({ROW_NUMBERING}; failing rows per check: {counts}):")
+            shown = self.problems.head(limit)
+            lines += [f"  row {r}: {why}" for r, why in shown.select("row", "reason").iter_rows()]
+            if self.problems.height > shown.height:
+                lines.append(f"  ... and more ({sum(self.failing.values()):,} failures in all)")
+        return "\n".join(lines)
+
+
+def _table_error(err) -> str:
+    reason = getattr(err.reason_code, "name", str(err.reason_code))
+    column = getattr(err.schema, "name", None)
+    if reason == "COLUMN_NOT_IN_DATAFRAME":
+        return f"missing column: {err.failure_cases}"
+    if reason == "COLUMN_NOT_IN_SCHEMA":
+        return f"unexpected column: {err.failure_cases}"
+    if reason == "WRONG_DATATYPE":
+        expected = str(err.check).removeprefix("dtype(").removesuffix(")").strip("'")
+        return f"column {column} has type {err.failure_cases}, expected {expected}"
+    if reason == "CHECK_ERROR":
+        return f"check {getattr(err.check, 'name', err.check)} could not run: {err.failure_cases}"
+    if reason == "COLUMN_NOT_ORDERED":
+        return f"columns out of order ({err.failure_cases}); expected {', '.join(COLUMNS)}"
+    return f"{column}: {err.check} failed ({err.failure_cases})"
+
+
+def _report(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None) -> ExamplesReport:
+    table_errors, failing, problems = [], {}, []
+    any_bad = np.zeros(n_rows, dtype=bool)
+    for err in exc.schema_errors:
+        output = err.check_output
+        if not isinstance(output, pl.DataFrame) or output.width == 0 or output.height != n_rows:
+            table_errors.append(_table_error(err))
+            continue
+        bad = np.flatnonzero(~output.get_column(output.columns[-1]).fill_null(False).to_numpy())
+        if len(bad) == 0:
+            continue
+        any_bad[bad] = True
+        check = err.check
+        name = getattr(check, "name", None) or str(check)
+        column = getattr(err.schema, "name", None)
+        column = column if column in COLUMNS else None
+        stats = dict(getattr(check, "statistics", None) or {})
+        if name in _REASONS:
+            reason = _REASONS[name].format(column=column, **stats)
+            short = name.removeprefix("examples_")
+        else:  # a built-in check (ge, isin, str_length, not_nullable ...)
+            what = "missing value" if name == "not_nullable" else f"fails {getattr(check, 'error', None) or name}"
+            reason = f"{column}: {what}" if column else what
+            short = f"{column}: {'not_nullable' if name == 'not_nullable' else (getattr(check, 'error', None) or name)}"
+        key = f"{column}: {short}" if name == "examples_tokens_between" else short
+        failing[key] = failing.get(key, 0) + len(bad)
+        shown = bad[:FAILURE_CASES_KEPT]
+        problems.append(pl.DataFrame({"row": shown.astype(np.int64), "check": [key] * len(shown),
+                                      "reason": [reason] * len(shown)}, schema=_PROBLEMS_SCHEMA))
+    frame = pl.concat(problems).sort("row", maintain_order=True) if problems else pl.DataFrame(schema=_PROBLEMS_SCHEMA)
+    return ExamplesReport(n_rows, frame, failing, table_errors, path, int(any_bad.sum()))
+
+
+def examples_schema(rows_per_group: int | None = None, *, shards: bool = False) -> pa.DataFrameSchema:
+    """The schema of an examples table (or of a shard split), optionally with the group size."""
+    schema = copy.deepcopy((ShardTable if shards else ExamplesTable).to_schema())
+    if rows_per_group is not None:
+        schema.checks = [*schema.checks, pa.Check.examples_rows_per_group(expected=int(rows_per_group), **_NO_FAILURES)]
+    return schema
+
+
+def validate_examples(
+    df: pl.DataFrame, *, rows_per_group: int | None = None, path: str | None = None, shards: bool = False
+) -> ExamplesReport:
+    """Validate lazily (every failing row of every check); never raises for bad data."""
+    try:
+        examples_schema(rows_per_group, shards=shards).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return _report(exc, df.height, path)
+    return ExamplesReport(df.height, pl.DataFrame(schema=_PROBLEMS_SCHEMA), {}, [], path)
