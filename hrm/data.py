@@ -1,0 +1,643 @@
+"""The streaming loader: Arrow shards in, torch batches out (reference-semantics sections 2-4).
+
+Reads a dataset directory as ``hrm shard`` writes it::
+
+    DIR/manifest.json          splits.<split>: rows, groups, shards [{file, rows: [r0, r1],
+                               groups: [g0, g1], sha256, bytes}], and the shard column types
+    DIR/<split>/*.arrow        Arrow IPC (file or stream format, uncompressed), the examples
+                               table in order, groups contiguous
+    DIR/README.md              dataset card (``datasets.load_dataset(DIR)`` works too)
+
+Columns used: ``inputs`` and ``labels`` (``fixed_size_list<uint8>[81]``), ``group_id``,
+``puzzle_id`` and ``rating`` (int32). Nothing is copied into memory: every shard is
+memory-mapped and a batch gathers its rows straight from the mapped values buffers
+(a zero-copy uint8 view of the file, fancy-indexed), so a training epoch reads only the
+1 row per group it uses, and a full pass keeps only file-backed (reclaimable) pages.
+
+Batches (torch tensors)::
+
+    inputs              int32 [B, 81]   tokens (0 pad, 1 blank, 2..10 digits)
+    labels              int32 [B, 81]   tokens, -100 where the label is the pad token 0
+    puzzle_identifiers  int32 [B]       0: Sudoku has one puzzle identifier
+
+Training stream (exact definition)
+----------------------------------
+The split has G groups; group g holds rows ``[start[g], start[g] + size[g])``. For every
+epoch ``e = 0, 1, 2, ...`` (numbered over the whole run, not within a block)::
+
+    rng_e   = numpy.random.default_rng([TRAIN_STREAM, seed, e])  # TRAIN_STREAM = 5; PCG64
+    order_e = rng_e.permutation(G)                               # a fresh group order
+    pick_e  = rng_e.integers(0, size[order_e])                   # one puzzle per group, uniform
+    rows_e  = start[order_e] + pick_e                            # the epoch's G examples
+
+Block ``b`` of ``E = epochs_per_block`` epochs is the concatenation
+``rows_{bE} ++ rows_{bE+1} ++ ... ++ rows_{bE+E-1}`` (E*G examples), cut into
+``steps_per_block = floor(E*G / B)`` global batches of B consecutive examples; only the
+last incomplete batch of the block (``E*G mod B`` examples) is dropped, so batches span
+epoch boundaries inside a block. This is the official loader with ``epochs_per_iter = E``
+(the trainer's ``eval_interval``): ``epochs=20000`` over 1,000 groups at B = 768 with
+``eval_interval=2000`` is 10 blocks x 2,604 = 26,040 steps (``epochs_to_steps``), not
+20,000; the fork's 40,000 epochs at ``eval_interval=1000`` are 40 x 1,302 = 52,080 steps.
+An epoch's rows depend only on (seed, e): not on B, E or the world size. The same
+(seed, block) always gives the same batches, and ``start_step`` resumes exactly.
+In data-parallel runs rank r of W takes rows ``[r*B/W, (r+1)*B/W)`` of every global batch.
+
+Evaluation stream
+-----------------
+Every example once, in table order, ``batch_size`` rows per batch per rank: the stream is
+cut into chunks of ``batch_size * world_size`` rows and rank r takes rows
+``[r*batch_size, (r+1)*batch_size)`` of each chunk (the official evaluator's slicing), so
+ranks hold disjoint interleaved parts covering everything once and all ranks yield the
+same number of batches (``eval_steps``), which keeps collective ops in step. A batch
+short of ``batch_size`` (possibly empty, on the last chunk) is padded: inputs 0, labels
+-100, puzzle_id and rating -1, ``mask`` False; ``count`` says how many rows are real.
+``limit=N`` evaluates a seeded uniform sample of N examples, kept in table order:
+``sorted(default_rng([EVAL_STREAM, limit_seed]).permutation(num_examples)[:N])`` with
+EVAL_STREAM = 6; samples are nested (a larger N adds rows) and N >= num_examples means all.
+
+Hugging Face ``datasets``
+-------------------------
+``PuzzleDataset.hf_dataset()`` is the split as a map-style ``datasets.Dataset`` over the
+same memory-mapped tables (no copy); ``to_iterable_dataset()`` is the training (or
+evaluation) stream as a ``datasets.IterableDataset`` of examples, in stream order, that
+batching by B (``.iter(batch_size=B)``, ``.batch(B)``, a DataLoader) turns back into the
+global batches. It has one data source, so ``datasets.distributed.split_dataset_by_node``
+gives rank r examples r, r+W, r+2W, ...; batching those by B/W gives each rank a disjoint
+part of every global batch, their union being the global batch (the same rows as
+``train_batches``, assigned to ranks differently). ``datasets``' torch formatter makes
+int64 tensors row by row; ``.with_format("arrow")`` plus :func:`arrow_to_batch` keeps
+int32 and is about 3x faster. The trainer uses ``train_batches``, the fastest path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from hrm.sudoku import IGNORE_LABEL, PAD_TOKEN, SEQ_LEN
+
+__all__ = [
+    "DatasetError", "PuzzleDataset", "epochs_to_steps", "steps_in_block", "epoch_rows", "eval_rows",
+    "hf_features", "arrow_to_batch",
+    "TRAIN_STREAM", "EVAL_STREAM", "REQUIRED_COLUMNS",
+]
+
+MANIFEST = "manifest.json"
+TRAIN_STREAM = 5  # mixed into the seed of the training order (the dataset stages use 1..4)
+EVAL_STREAM = 6  # mixed into the seed of eval_batches(limit=...)
+TOKENS_TYPE = pa.list_(pa.uint8(), SEQ_LEN)
+REQUIRED_COLUMNS: dict[str, pa.DataType] = {
+    "group_id": pa.int32(),
+    "puzzle_id": pa.int32(),
+    "rating": pa.int32(),
+    "inputs": TOKENS_TYPE,
+    "labels": TOKENS_TYPE,
+}
+_INT32 = np.dtype("<i4")
+
+
+class DatasetError(ValueError):
+    """A dataset directory that cannot be used as it is: names the file and what was expected."""
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def steps_in_block(num_groups: int, global_batch_size: int, epochs_per_block: int = 1) -> int:
+    """Full global batches in one block of ``epochs_per_block`` epochs (one example per group)."""
+    if global_batch_size <= 0 or epochs_per_block <= 0 or num_groups < 0:
+        raise ValueError(f"need global_batch_size > 0, epochs_per_block > 0, num_groups >= 0 "
+                         f"(got {global_batch_size}, {epochs_per_block}, {num_groups})")
+    return (epochs_per_block * num_groups) // global_batch_size
+
+
+def epochs_to_steps(num_groups: int, epochs: int, global_batch_size: int, epochs_per_block: int) -> int:
+    """Optimizer steps that ``epochs`` epochs give: ``epochs / epochs_per_block`` blocks of
+    ``floor(epochs_per_block * num_groups / global_batch_size)`` steps each.
+
+    ``epochs`` must be a multiple of ``epochs_per_block`` (the official trainer asserts
+    the same of ``eval_interval``). Paper: (1000, 20000, 768, 2000) -> 26,040.
+    """
+    if epochs < 0 or epochs_per_block <= 0 or epochs % epochs_per_block:
+        raise ValueError(f"epochs ({epochs}) must be a non-negative multiple of epochs_per_block "
+                         f"({epochs_per_block})")
+    return (epochs // epochs_per_block) * steps_in_block(num_groups, global_batch_size, epochs_per_block)
+
+
+def epoch_rows(seed: int, epoch: int, group_starts: np.ndarray, group_sizes: np.ndarray) -> np.ndarray:
+    """The rows (int64 [G]) epoch ``epoch`` trains on, in order: see the module docstring."""
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be >= 0 (got {seed}, {epoch})")
+    rng = np.random.default_rng([TRAIN_STREAM, seed, epoch])
+    order = rng.permutation(len(group_starts))
+    pick = rng.integers(0, group_sizes[order]) if len(order) else np.zeros(0, np.int64)
+    return group_starts[order] + pick
+
+
+def eval_rows(num_examples: int, limit: int | None = None, limit_seed: int = 0) -> np.ndarray:
+    """The rows (int64, ascending) an evaluation visits: all, or a seeded uniform sample of ``limit``."""
+    if limit is None or limit >= num_examples:
+        return np.arange(num_examples, dtype=np.int64)
+    if limit < 0 or limit_seed < 0:
+        raise ValueError(f"limit and limit_seed must be >= 0 (got {limit}, {limit_seed})")
+    rng = np.random.default_rng([EVAL_STREAM, limit_seed])
+    return np.sort(rng.permutation(num_examples)[:limit]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- memory-mapped columns
+
+
+def _byte_rows(buf: np.ndarray, width: int) -> np.ndarray:
+    """A read-only [len - width + 1, width] view of a uint8 buffer: row k = bytes k..k+width-1."""
+    n = max(buf.shape[0] - width + 1, 0)
+    return np.lib.stride_tricks.as_strided(buf, shape=(n, width), strides=(1, 1), writeable=False)
+
+
+class _Column:
+    """A fixed-width column of a split, over memory-mapped shards, gathered by row number.
+
+    Every Arrow chunk's values lie inside its shard's mapped file; ``chunk_offset`` is
+    where its first row starts in that file, so a row is ``width`` bytes at
+    ``chunk_offset[c] + (row - chunk_start[c]) * width``: one fancy index per region
+    (mapped file) gathers a batch. Chunks that are not inside the file (a compressed
+    shard) are copied into memory as regions of their own.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.regions: list[np.ndarray] = []  # per region: _byte_rows view
+        self._starts: list[int] = []
+        self._offsets: list[int] = []
+        self._region_of: list[int] = []
+
+    def add_shard(self, column: pa.ChunkedArray, file_bytes: np.ndarray, base: int, row0: int) -> None:
+        file_region = len(self.regions)
+        self.regions.append(_byte_rows(file_bytes, self.width))
+        size = file_bytes.shape[0]
+        row = row0
+        for chunk in column.chunks:
+            if len(chunk) == 0:
+                continue
+            if pa.types.is_fixed_size_list(chunk.type):
+                values = chunk.values
+                data = values.buffers()[1]
+                first = (values.offset + chunk.offset * chunk.type.list_size) * values.type.bit_width // 8
+            else:
+                data = chunk.buffers()[1]
+                first = chunk.offset * chunk.type.bit_width // 8
+            address = data.address + first - base
+            if 0 <= address and address + len(chunk) * self.width <= size:
+                region, offset = file_region, address
+            else:  # not memory-mapped (e.g. decompressed): keep a copy
+                raw = np.frombuffer(data, dtype=np.uint8)[first:first + len(chunk) * self.width].copy()
+                region, offset = len(self.regions), 0
+                self.regions.append(_byte_rows(raw, self.width))
+            self._starts.append(row)
+            self._offsets.append(offset)
+            self._region_of.append(region)
+            row += len(chunk)
+
+    def finish(self) -> None:
+        self.chunk_start = np.asarray(self._starts, dtype=np.int64)
+        self.chunk_offset = np.asarray(self._offsets, dtype=np.int64)
+        self.chunk_region = np.asarray(self._region_of, dtype=np.int64)
+        used = np.unique(self.chunk_region)
+        self.single_region = int(used[0]) if len(used) == 1 else None
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 [len(rows), width]: the bytes of ``rows`` (int64 row numbers in the split)."""
+        if rows.shape[0] == 0:
+            return np.zeros((0, self.width), np.uint8)
+        c = np.searchsorted(self.chunk_start, rows, side="right") - 1
+        offsets = self.chunk_offset[c] + (rows - self.chunk_start[c]) * self.width
+        if self.single_region is not None:
+            return self.regions[self.single_region][offsets]
+        region = self.chunk_region[c]
+        out = np.empty((rows.shape[0], self.width), np.uint8)
+        for k, view in enumerate(self.regions):
+            take = np.flatnonzero(region == k)
+            if take.size:
+                out[take] = view[offsets[take]]
+        return out
+
+    def gather_int32(self, rows: np.ndarray) -> np.ndarray:
+        return self.gather(rows).view(_INT32).reshape(-1)
+
+
+def _open_shard(path: Path) -> tuple[pa.Buffer, pa.Table]:
+    """(the whole file as a zero-copy mapped buffer, its table): IPC file or stream format."""
+    try:
+        buf = pa.memory_map(str(path), "r").read_buffer()
+    except (OSError, pa.ArrowException) as exc:
+        raise DatasetError(f"{path}: cannot open the shard ({exc})") from None
+    try:
+        return buf, pa.ipc.open_file(buf).read_all()
+    except pa.ArrowInvalid:
+        pass
+    try:
+        return buf, pa.ipc.open_stream(buf).read_all()
+    except pa.ArrowInvalid as exc:
+        raise DatasetError(f"{path}: not an Arrow IPC file ({exc}); expected a shard written by `hrm shard`") from None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:  # read(), not mmap: the hashed pages do not stay in this process's RSS
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _check_schema(path: Path, schema: pa.Schema, manifest_columns: dict | None) -> None:
+    for name, expected in REQUIRED_COLUMNS.items():
+        if schema.get_field_index(name) < 0:
+            raise DatasetError(f"{path}: no column {name!r} (expected type {expected}); found columns "
+                               f"{', '.join(schema.names)}")
+        found = schema.field(name).type
+        if found != expected:
+            raise DatasetError(f"{path}: column {name!r} has type {found}, expected {expected}")
+    if manifest_columns:
+        found = {f.name: str(f.type) for f in schema}
+        if found != manifest_columns:
+            diff = sorted(set(found.items()) ^ set(manifest_columns.items()))
+            raise DatasetError(f"{path}: schema differs from the manifest's columns "
+                               f"(differing entries: {diff}); expected {manifest_columns}")
+
+
+def _as_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class PuzzleDataset:
+    """One split of a sharded dataset directory, as training and evaluation batch streams.
+
+    Construction reads the manifest and memory-maps every shard; it checks that each
+    shard exists, has the expected schema (the columns above, and the manifest's column
+    types) and row count, that groups are contiguous and match the manifest, and, with
+    ``verify`` (the default), that each shard's sha256 is the manifest's. Any problem
+    raises :class:`DatasetError` naming the file, before any training starts.
+
+    The shards stay memory-mapped while the object lives: replace a dataset by writing a
+    new directory and renaming it (as ``hrm shard`` does), never by rewriting a shard in
+    place, which would fault (SIGBUS) a process that has it mapped. Pickling keeps only
+    the path (workers re-map the shards, without rehashing).
+    """
+
+    def __init__(self, dataset_dir: str | Path, split: str, *, verify: bool = True) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        self.split = split
+        self.verify = verify
+        self.manifest = self._read_manifest()
+        self.name: str = self.manifest.get("name", self.dataset_dir.name)
+        info = self.manifest["splits"][split]
+        self.num_examples: int = int(info["rows"])
+        self.num_groups: int = int(info["groups"])
+        self._open(info)
+
+    # -- loading
+
+    def _read_manifest(self) -> dict:
+        path = self.dataset_dir / MANIFEST
+        if not path.is_file():
+            raise DatasetError(f"{path}: manifest not found; expected a dataset directory written by `hrm shard` "
+                               f"(DIR/manifest.json, DIR/<split>/*.arrow)")
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: cannot read the manifest as JSON ({exc})") from None
+        splits = manifest.get("splits") if isinstance(manifest, dict) else None
+        if not isinstance(splits, dict):
+            raise DatasetError(f"{path}: no 'splits' mapping; expected the manifest `hrm shard` writes")
+        if self.split not in splits:
+            raise DatasetError(f"{path}: no split {self.split!r} (the manifest has: {', '.join(splits) or 'none'})")
+        info = splits[self.split]
+        for key in ("rows", "groups", "shards"):
+            if key not in info:
+                raise DatasetError(f"{path}: split {self.split!r} has no {key!r} entry")
+        return manifest
+
+    def _open(self, info: dict) -> None:
+        columns = self.manifest.get("columns")
+        self._buffers: list[pa.Buffer] = []
+        self._tables: list[pa.Table] = []
+        self._inputs, self._labels = _Column(SEQ_LEN), _Column(SEQ_LEN)
+        self._puzzle_id, self._rating = _Column(4), _Column(4)
+        group_ids = []
+        row = 0
+        for record in info["shards"]:
+            path = self.dataset_dir / record["file"]
+            if not path.is_file():
+                raise DatasetError(f"{path}: shard listed in {self.dataset_dir / MANIFEST} not found")
+            if self.verify and "sha256" in record:
+                digest = _sha256(path)
+                if digest != record["sha256"]:
+                    raise DatasetError(f"{path}: sha256 is {digest}, the manifest expects {record['sha256']}; "
+                                       f"the shard changed after `hrm shard` wrote it (rebuild it: dvc repro)")
+            buf, table = _open_shard(path)
+            _check_schema(path, table.schema, columns)
+            r0, r1 = record.get("rows", [row, row + table.num_rows])
+            if r0 != row or table.num_rows != r1 - r0:
+                raise DatasetError(f"{path}: holds {table.num_rows} rows starting at row {row}; the manifest "
+                                   f"says rows [{r0}, {r1})")
+            for name in ("inputs", "labels"):
+                if table.column(name).null_count:
+                    raise DatasetError(f"{path}: column {name!r} has {table.column(name).null_count} nulls")
+            base = buf.address
+            file_bytes = np.frombuffer(buf, dtype=np.uint8)
+            for column, name in ((self._inputs, "inputs"), (self._labels, "labels"),
+                                 (self._puzzle_id, "puzzle_id"), (self._rating, "rating")):
+                column.add_shard(table.column(name), file_bytes, base, row)
+            group_ids.append(table.column("group_id").to_numpy())
+            self._buffers.append(buf)
+            self._tables.append(table)
+            row += table.num_rows
+        for column in (self._inputs, self._labels, self._puzzle_id, self._rating):
+            column.finish()
+        manifest_path = self.dataset_dir / MANIFEST
+        if row != self.num_examples:
+            raise DatasetError(f"{manifest_path}: split {self.split!r} lists {self.num_examples} rows, "
+                               f"its shards hold {row}")
+        g = np.concatenate(group_ids) if group_ids else np.zeros(0, np.int32)
+        starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else np.zeros(0, np.int64)
+        if len(starts) > 1 and not np.all(g[starts[1:]] > g[starts[:-1]]):
+            bad = int(starts[1:][np.argmax(g[starts[1:]] <= g[starts[:-1]])])
+            raise DatasetError(f"{self.dataset_dir / self.split}: groups are not contiguous and ascending "
+                               f"(row {bad}: group_id {int(g[bad])} after {int(g[bad - 1])})")
+        if len(starts) != self.num_groups:
+            raise DatasetError(f"{manifest_path}: split {self.split!r} lists {self.num_groups} groups, "
+                               f"its shards hold {len(starts)}")
+        self.group_starts = starts.astype(np.int64)
+        self.group_sizes = np.diff(np.append(self.group_starts, self.num_examples)).astype(np.int64)
+
+    def __getstate__(self) -> dict:  # pickles as a path: workers re-map the shards (without rehashing)
+        return {"dataset_dir": str(self.dataset_dir), "split": self.split}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dataset_dir"], state["split"], verify=False)
+
+    def __repr__(self) -> str:
+        return (f"PuzzleDataset({str(self.dataset_dir)!r}, {self.split!r}: {self.num_examples:,} examples, "
+                f"{self.num_groups:,} groups)")
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    # -- rows
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Numpy batch of the given rows (int64 row numbers): the training keys plus
+        ``puzzle_id`` and ``rating``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.num_examples):
+            raise IndexError(f"rows outside [0, {self.num_examples})")
+        out = self._train_arrays(rows)
+        out["puzzle_id"] = self._puzzle_id.gather_int32(rows)
+        out["rating"] = self._rating.gather_int32(rows)
+        return out
+
+    def _train_arrays(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        raw_labels = self._labels.gather(rows)
+        labels = raw_labels.astype(np.int32)
+        pad = raw_labels == PAD_TOKEN
+        if pad.any():
+            labels[pad] = IGNORE_LABEL
+        return {
+            "inputs": self._inputs.gather(rows).astype(np.int32),
+            "labels": labels,
+            "puzzle_identifiers": np.zeros(rows.shape[0], np.int32),
+        }
+
+    # -- training
+
+    def steps_per_block(self, global_batch_size: int, epochs_per_block: int) -> int:
+        """Global batches (steps) in one block of ``epochs_per_block`` epochs."""
+        return steps_in_block(self.num_groups, global_batch_size, epochs_per_block)
+
+    def epoch_rows(self, seed: int, epoch: int) -> np.ndarray:
+        """Rows of epoch ``epoch`` (numbered over the run), in order: one per group."""
+        return epoch_rows(seed, epoch, self.group_starts, self.group_sizes)
+
+    def train_plan(self, *, global_batch_size: int, seed: int, block: int, epochs_per_block: int = 1,
+                   start_step: int = 0) -> Iterator[np.ndarray]:
+        """The row numbers (int64 [global_batch_size]) of each global batch of the block, from
+        ``start_step`` on: what ``train_batches`` gathers."""
+        n_steps = self.steps_per_block(global_batch_size, epochs_per_block)
+        if seed < 0 or block < 0:
+            raise ValueError(f"seed and block must be >= 0 (got {seed}, {block})")
+        if not 0 <= start_step <= n_steps:
+            raise ValueError(f"start_step {start_step} outside [0, {n_steps}] (steps in a block of "
+                             f"{epochs_per_block} epochs at global batch {global_batch_size})")
+        if start_step == n_steps:
+            return iter(())
+        return self._plan(global_batch_size, seed, block, epochs_per_block, start_step, n_steps)
+
+    def _plan(self, batch: int, seed: int, block: int, epochs_per_block: int, start_step: int,
+              n_steps: int) -> Iterator[np.ndarray]:
+        groups = self.num_groups
+        position = start_step * batch  # in the block's concatenated stream
+        epoch = position // groups
+        pending = self.epoch_rows(seed, block * epochs_per_block + epoch)[position % groups:]
+        for _ in range(start_step, n_steps):
+            while pending.shape[0] < batch:
+                epoch += 1
+                pending = np.concatenate([pending, self.epoch_rows(seed, block * epochs_per_block + epoch)])
+            yield pending[:batch]
+            pending = pending[batch:]
+
+    def train_batches(self, *, global_batch_size: int, seed: int, block: int, epochs_per_block: int = 1,
+                      start_step: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+        """The block's training batches for this rank (``global_batch_size // world_size`` rows each).
+
+        Block ``block`` covers epochs ``[block * epochs_per_block, (block + 1) * epochs_per_block)``;
+        steps ``start_step .. steps_per_block - 1`` are yielded (resume = pass the next step).
+        """
+        local = _local_size(global_batch_size, rank, world_size)
+        if self.steps_per_block(global_batch_size, epochs_per_block) == 0:
+            raise ValueError(f"a block of {epochs_per_block} epoch(s) over {self.num_groups} groups has fewer "
+                             f"examples than one global batch of {global_batch_size}: raise epochs_per_block")
+        plan = self.train_plan(global_batch_size=global_batch_size, seed=seed, block=block,
+                               epochs_per_block=epochs_per_block, start_step=start_step)
+        lo, hi = rank * local, (rank + 1) * local
+        return (_as_tensors(self._train_arrays(rows[lo:hi])) for rows in plan)
+
+    # -- evaluation
+
+    def eval_steps(self, *, batch_size: int, world_size: int = 1, limit: int | None = None) -> int:
+        """Batches each rank gets from ``eval_batches``."""
+        n = self.num_examples if limit is None else min(limit, self.num_examples)
+        return math.ceil(n / (batch_size * world_size))
+
+    def eval_batches(self, *, batch_size: int, rank: int = 0, world_size: int = 1, limit: int | None = None,
+                     limit_seed: int = 0) -> Iterator[dict[str, Any]]:
+        """Every example (or a seeded sample of ``limit``) once, in order, ``batch_size`` rows per
+        batch on each rank, padded; see the module docstring.
+
+        Keys: the training keys plus ``puzzle_id`` int32 [B], ``rating`` int32 [B], ``mask``
+        bool [B] (real rows) and ``count`` (int, number of real rows).
+        """
+        if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size > 0 and 0 <= rank < world_size (got {batch_size}, {rank}, "
+                             f"{world_size})")
+        rows = eval_rows(self.num_examples, limit, limit_seed)
+        chunk = batch_size * world_size
+        for k in range(math.ceil(rows.shape[0] / chunk)):
+            part = rows[k * chunk + rank * batch_size: k * chunk + (rank + 1) * batch_size]
+            yield self._padded(part, batch_size)
+
+    def _padded(self, rows: np.ndarray, batch_size: int) -> dict[str, Any]:
+        n = rows.shape[0]
+        real = self.gather(rows)
+        if n < batch_size:
+            fill = {"inputs": PAD_TOKEN, "labels": IGNORE_LABEL, "puzzle_identifiers": 0, "puzzle_id": -1,
+                    "rating": -1}
+            real = {k: np.concatenate([v, np.full((batch_size - n,) + v.shape[1:], fill[k], v.dtype)])
+                    for k, v in real.items()}
+        out: dict[str, Any] = _as_tensors(real)
+        mask = torch.zeros(batch_size, dtype=torch.bool)
+        mask[:n] = True
+        out["mask"] = mask
+        out["count"] = n
+        return out
+
+    # -- Hugging Face datasets
+
+    def hf_dataset(self):
+        """This split as a map-style ``datasets.Dataset`` over the memory-mapped shards (no copy;
+        pickling it copies the data, as for any in-memory ``datasets`` table)."""
+        import datasets
+        from datasets.table import InMemoryTable
+
+        table = pa.concat_tables(self._tables) if self._tables else pa.schema([]).empty_table()
+        return datasets.Dataset(InMemoryTable(table), split=datasets.NamedSplit(self.split))
+
+    def to_iterable_dataset(self, *, mode: str = "train", global_batch_size: int | None = None, seed: int = 0,
+                            block: int = 0, epochs_per_block: int = 1, start_step: int = 0,
+                            limit: int | None = None, limit_seed: int = 0):
+        """A ``datasets.IterableDataset`` of examples: the training stream of one block
+        (``mode="train"``: the rows of steps ``start_step ..`` in order, so
+        ``.batch(global_batch_size)`` gives the global batches of ``train_batches``) or the
+        evaluation order (``mode="eval"``: every example in order, or the ``limit`` sample).
+
+        Columns (``hf_features()``): ``inputs`` and ``labels`` int32[81] (labels -100 for
+        pad), ``puzzle_identifiers``, ``puzzle_id`` and ``rating`` int32. One data source,
+        so ``split_dataset_by_node`` gives rank r examples r, r+W, ... (module docstring).
+        Rows are gathered per step (train) or per ``HF_EVAL_CHUNK`` rows (eval) by the same
+        code as ``train_batches``, inside a batched ``map`` over a table of step numbers.
+        ``datasets``' torch formatter converts list columns row by row and to int64; for
+        speed use ``.with_format("arrow").iter(batch_size)`` and :func:`arrow_to_batch`.
+        """
+        import datasets
+
+        if mode == "train":
+            if global_batch_size is None:
+                raise ValueError("mode='train' needs global_batch_size")
+            n_steps = self.steps_per_block(global_batch_size, epochs_per_block)
+            if n_steps == 0:
+                raise ValueError(f"a block of {epochs_per_block} epoch(s) over {self.num_groups} groups has "
+                                 f"fewer examples than one global batch of {global_batch_size}")
+            self.train_plan(global_batch_size=global_batch_size, seed=seed, block=block,
+                            epochs_per_block=epochs_per_block, start_step=start_step)  # checks the arguments
+            units = np.arange(start_step, n_steps, dtype=np.int64)
+        elif mode == "eval":
+            n = eval_rows(self.num_examples, limit, limit_seed).shape[0]
+            units = np.arange(math.ceil(n / HF_EVAL_CHUNK), dtype=np.int64)
+        else:
+            raise ValueError(f"mode must be 'train' or 'eval' (got {mode!r})")
+        stream = _HFStream(self, mode, dict(global_batch_size=global_batch_size, seed=seed, block=block,
+                                            epochs_per_block=epochs_per_block, limit=limit, limit_seed=limit_seed))
+        source = datasets.Dataset.from_dict({"unit": units},
+                                            features=datasets.Features({"unit": datasets.Value("int64")}))
+        return (source.to_iterable_dataset(num_shards=1).with_format("arrow")
+                .map(stream, batched=True, batch_size=1, remove_columns=["unit"], features=hf_features())
+                .with_format(None))
+
+
+HF_EVAL_CHUNK = 1024  # rows per gather in to_iterable_dataset(mode="eval")
+
+
+def hf_features():
+    """Features of the examples ``to_iterable_dataset`` yields."""
+    import datasets
+
+    tokens = datasets.List(datasets.Value("int32"), length=SEQ_LEN)
+    return datasets.Features({
+        "inputs": tokens, "labels": tokens, "puzzle_identifiers": datasets.Value("int32"),
+        "puzzle_id": datasets.Value("int32"), "rating": datasets.Value("int32"),
+    })
+
+
+class _HFStream:
+    """The batched ``map`` function behind ``to_iterable_dataset``: step (or chunk) numbers in,
+    their examples out, as one Arrow table. Pickles as the dataset path plus the arguments."""
+
+    def __init__(self, dataset: PuzzleDataset, mode: str, args: dict) -> None:
+        self.dataset, self.mode, self.args = dataset, mode, args
+        self._epochs: dict[int, np.ndarray] = {}
+        self._eval_rows: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return {"dataset": self.dataset, "mode": self.mode, "args": self.args}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dataset"], state["mode"], state["args"])
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        if epoch not in self._epochs:
+            if len(self._epochs) >= 4:
+                self._epochs.pop(next(iter(self._epochs)))
+            self._epochs[epoch] = self.dataset.epoch_rows(self.args["seed"], epoch)
+        return self._epochs[epoch]
+
+    def rows(self, unit: int) -> np.ndarray:
+        a = self.args
+        if self.mode == "eval":
+            if self._eval_rows is None:
+                self._eval_rows = eval_rows(self.dataset.num_examples, a["limit"], a["limit_seed"])
+            return self._eval_rows[unit * HF_EVAL_CHUNK:(unit + 1) * HF_EVAL_CHUNK]
+        groups, batch = self.dataset.num_groups, a["global_batch_size"]
+        first = a["block"] * a["epochs_per_block"]
+        lo, hi = unit * batch, (unit + 1) * batch  # positions in the block's stream
+        e0, e1 = lo // groups, (hi - 1) // groups
+        rows = np.concatenate([self._epoch(first + e) for e in range(e0, e1 + 1)])
+        return rows[lo - e0 * groups:hi - e0 * groups]
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        units = table.column("unit").to_numpy()
+        rows = np.concatenate([self.rows(int(u)) for u in units]) if len(units) else np.zeros(0, np.int64)
+        batch = self.dataset.gather(rows)
+        tokens = {k: pa.FixedSizeListArray.from_arrays(pa.array(batch[k].reshape(-1)), SEQ_LEN)
+                  for k in ("inputs", "labels")}
+        return pa.table({
+            **tokens,
+            **{k: pa.array(batch[k]) for k in ("puzzle_identifiers", "puzzle_id", "rating")},
+        })
+
+
+def arrow_to_batch(table: pa.Table) -> dict[str, torch.Tensor]:
+    """An Arrow batch of ``to_iterable_dataset`` (``.with_format("arrow").iter(B)``) as torch
+    tensors with the dtypes of ``train_batches`` (int32)."""
+    out = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(column.type):
+            array = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+        else:
+            array = column.to_numpy()
+        out[name] = torch.from_numpy(np.array(array))  # a writable copy
+    return out
+
+
+def _local_size(global_batch_size: int, rank: int, world_size: int) -> int:
+    if global_batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
+        raise ValueError(f"need global_batch_size > 0 and 0 <= rank < world_size (got {global_batch_size}, "
+                         f"{rank}, {world_size})")
+    if global_batch_size % world_size:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by world_size {world_size}")
+    return global_batch_size // world_size
