@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from hrm import __version__
 
+# name -> "module:attribute". Imported on use, so `hrm raw` does not pay for torch,
+# datasets or the registry's git/DVC imports.
+COMMANDS = {
+    "raw": "pipelines.raw:raw",
+    "subsample": "pipelines.subsample:subsample",
+    "augment": "pipelines.augment:augment",
+    "hints": "pipelines.hints:hints",
+    "shard": "pipelines.shard:shard",
+    "validate": "pipelines.validate:validate",
+    "registry": "pipelines.registry:registry",
+    "publish": "pipelines.publish:publish",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)  # pipeline order, not alphabetical
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="hrm")
 def cli() -> None:
     """HRM on Sudoku-Extreme: build datasets, train, evaluate, analyse.
@@ -15,20 +41,6 @@ def cli() -> None:
     Every stage of dvc.yaml is one of these commands; DVC calls them with the
     values in params.yaml, and you can call them by hand.
     """
-
-
-def _register() -> None:
-    from pipelines import augment, hints, raw, shard, subsample, validate
-
-    cli.add_command(raw.raw)
-    cli.add_command(validate.validate)
-    cli.add_command(subsample.subsample)
-    cli.add_command(augment.augment)
-    cli.add_command(hints.hints)
-    cli.add_command(shard.shard)
-
-
-_register()
 
 
 def main() -> None:
