@@ -16,6 +16,7 @@ COMMANDS = {
     "augment": "pipelines.augment:augment",
     "hints": "pipelines.hints:hints",
     "shard": "pipelines.shard:shard",
+    "evaluate": "pipelines.evaluate:evaluate",
     "validate": "pipelines.validate:validate",
     "registry": "pipelines.registry:registry",
     "publish": "pipelines.publish:publish",

@@ -1,0 +1,193 @@
+"""Augmented-HRM evaluation throughput: the batched engine vs the paper's loop, same process.
+
+    python benchmarks/evaluate.py                      # P = 9 shifts, K = 3 tiny checkpoints, CPU
+    python benchmarks/evaluate.py --puzzles 64 --batch-size 32 --threads 2 --max-rows 64
+
+Three ways to get the same K x P passes over the same puzzles:
+
+- ``loop_official``: the fork's structure (batch_inference.py): for every batch of B puzzles,
+  for every checkpoint, for every shift, one batch of B through the ACT model + loss head
+  (``model(carry, batch)``) halt_max_steps times, keeping every step's predictions;
+- ``loop_predict``: the same loop, each batch through ``HRM.predict`` (no loss head);
+- ``engine``: :class:`hrm.evaluate.Engine` through :func:`hrm.evaluate.evaluate_puzzles`:
+  each checkpoint sees the P shifted copies of the B puzzles as one batch of P x B rows
+  (``--max-rows`` caps the rows per forward), plus everything the report needs (per-segment
+  correctness, verifier, label-free selection for every k' x p' subset, calibration).
+
+Prints puzzles/s for each, the ratio engine / loop, and checks that the decisions are
+identical: every pass's final answer and halting flag, and the paper_vote outcome per puzzle.
+Puzzles: ``../shared/data/real-sudoku/valid.csv`` (env HRM_REAL_SUDOKU), repeated as needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import polars as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hrm import evaluate as ev  # noqa: E402
+from hrm.model import HRM, HRMConfig  # noqa: E402
+from hrm.sudoku import grids_to_tokens, strings_to_grids  # noqa: E402
+
+REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
+
+
+def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, device: str = "cpu") -> list[HRM]:
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        cfg = HRMConfig(batch_size=8, puzzle_emb_ndim=hidden, H_layers=layers, L_layers=layers, H_cycles=cycles,
+                        L_cycles=cycles, hidden_size=hidden, expansion=2, num_heads=4, halt_max_steps=steps,
+                        forward_dtype="float32")
+        m = HRM(cfg)
+        with torch.no_grad():  # make the Q head (and so the halting flags) matter
+            m.inner.q_head.weight.normal_(0, 0.3)
+            m.inner.q_head.bias.zero_()
+        models.append(m.to(device).eval())
+    return models
+
+
+def puzzles(n: int) -> tuple[np.ndarray, np.ndarray]:
+    df = pl.read_csv(REAL / "valid.csv", infer_schema=False)
+    reps = -(-n // df.height)
+    q = grids_to_tokens(strings_to_grids(df["question"].to_list() * reps))[:n]
+    a = grids_to_tokens(strings_to_grids(df["answer"].to_list() * reps))[:n]
+    return q, a.astype(np.int16)
+
+
+def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: bool):
+    """The paper's structure: batch x checkpoint x shift, one forward batch of B each."""
+    k_count, p_count, n = len(models), len(pert), inputs.shape[0]
+    preds = np.zeros((k_count, p_count, n, 81), np.uint8)
+    halted = np.zeros((k_count, p_count, n), bool)
+    correct = np.zeros((k_count, p_count, n), bool)
+    for start in range(0, n, batch):
+        x = pert.apply(inputs[start:start + batch])
+        y = pert.apply(labels[start:start + batch])
+        b = x.shape[1]
+        for k, model in enumerate(models):
+            for p in range(p_count):
+                xb = torch.as_tensor(x[p], dtype=torch.int32, device=model.device)
+                if official:
+                    batch_t = {"inputs": xb, "labels": torch.as_tensor(y[p], dtype=torch.int32, device=model.device),
+                               "puzzle_identifiers": torch.zeros(b, dtype=torch.int32, device=model.device)}
+                    with torch.inference_mode():
+                        carry = model.initial_carry(batch_t)
+                        steps = []
+                        while True:
+                            carry, _loss, _metrics, outputs, all_halted = model(
+                                carry, batch_t, return_keys=("logits", "q_halt_logits", "q_continue_logits"))
+                            steps.append(outputs["logits"].argmax(-1))
+                            if all_halted:
+                                break
+                    pred = steps[-1]
+                    halt = outputs["q_halt_logits"] > outputs["q_continue_logits"]
+                else:
+                    out = model.predict(xb)
+                    pred, halt = out.predictions, out.halted
+                pred, halt = pred.cpu().numpy(), halt.cpu().numpy()
+                preds[k, p, start:start + b] = pred
+                halted[k, p, start:start + b] = halt
+                correct[k, p, start:start + b] = (pred == y[p]).all(-1)
+    return preds, halted, ev.paper_vote(correct, halted)
+
+
+@click.command()
+@click.option("--puzzles", "n", default=32, show_default=True, help="Puzzles evaluated.")
+@click.option("--batch-size", default=16, show_default=True, help="Puzzles per batch (both methods).")
+@click.option("--permutations", default=9, show_default=True)
+@click.option("--checkpoints", default=3, show_default=True)
+@click.option("--hidden", default=32, show_default=True)
+@click.option("--layers", default=2, show_default=True)
+@click.option("--cycles", default=2, show_default=True)
+@click.option("--steps", default=4, show_default=True, help="halt_max_steps.")
+@click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--max-rows", default=0, show_default=True, help="Engine rows per forward (0: all P x B).")
+@click.option("--repeats", default=3, show_default=True, help="Alternating timed runs per method; the best counts.")
+@click.option("--skip-official", is_flag=True, help="Do not time the ACT + loss head loop.")
+@click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
+              help="Also time the engine with torch.compile (compilation time reported apart).")
+def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps, threads, device, max_rows, repeats,
+         skip_official, compile_):
+    torch.set_num_threads(threads)
+    models = tiny_models(checkpoints, hidden, layers, cycles, steps, device)
+    q, a = puzzles(n)
+    pert = ev.make_perturbations("shift", permutations)
+    print(f"{n} puzzles, P={permutations} shifts, K={checkpoints} checkpoints (hidden {hidden}, {layers}+{layers} layers, "
+          f"cycles {cycles}, {steps} segments), batch {batch_size} puzzles, {device}, {threads} CPU thread(s), "
+          f"engine max_rows {max_rows or permutations * batch_size}")
+    # Warm-up (allocator, kernels) on a few puzzles, not timed.
+    ev.evaluate_puzzles(ev.Engine(models, max_rows=max_rows or None), q[:2], a[:2], perturbations=pert, batch_size=2)
+    loop(models, q[:2], a[:2], pert, 2, official=False)
+
+    engine = ev.Engine(models, max_rows=max_rows or None)
+    methods = {
+        "engine": lambda: ev.evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size),
+        "loop_predict": lambda: loop(models, q, a, pert, batch_size, official=False),
+    }
+    if not skip_official:
+        methods["loop_official"] = lambda: loop(models, q, a, pert, batch_size, official=True)
+    if compile_:
+        engine_c = ev.Engine(models, max_rows=max_rows or None, compile=True)
+        t = time.perf_counter()
+        ev.evaluate_puzzles(engine_c, q[:batch_size], a[:batch_size], perturbations=pert, batch_size=batch_size)  # compiles
+        compile_s = time.perf_counter() - t
+        methods["engine_compiled"] = lambda: ev.evaluate_puzzles(engine_c, q, a, perturbations=pert, batch_size=batch_size)
+    # The machine may be shared: alternate the methods and keep each one's best time.
+    timings: dict[str, float] = {}
+    results = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t = time.perf_counter()
+            results[name] = fn()
+            timings[name] = min(timings.get(name, float("inf")), time.perf_counter() - t)
+    res = results["engine"]
+    preds_l, halted_l, vote_l = results["loop_predict"]
+    if not skip_official:
+        preds_o, halted_o, vote_o = results["loop_official"]
+    if compile_:
+        res_c = results["engine_compiled"]
+
+    for name, s in timings.items():
+        print(f"{name:14s} {s:8.2f} s  {n / s:8.2f} puzzles/s  ({n * permutations * checkpoints / s:8.1f} passes/s)")
+    for fast in [k for k in timings if k.startswith("engine")]:
+        for name in [k for k in timings if k.startswith("loop")]:
+            print(f"ratio {fast} / {name}: {timings[name] / timings[fast]:.2f}x")
+    if compile_:
+        print(f"(engine_compiled: one-off compilation {compile_s:.1f} s, not included)")
+
+    # Decisions: re-run the engine's raw passes to compare answers and halting flags pass by pass.
+    eng = engine
+    same_pred, same_halt = True, True
+    for start in range(0, n, batch_size):
+        x = pert.apply(q[start:start + batch_size])
+        b = x.shape[1]
+        out = eng.run(x.reshape(-1, 81))
+        same_pred &= bool((out.predictions.reshape(checkpoints, permutations, b, 81) == preds_l[:, :, start:start + b]).all())
+        same_halt &= bool((out.halted.reshape(checkpoints, permutations, b) == halted_l[:, :, start:start + b]).all())
+    same_vote = bool((res.paper_vote() == vote_l).all())
+    same_official = skip_official or bool((preds_o == preds_l).all() and (halted_o == halted_l).all() and (vote_o == vote_l).all())
+    if compile_:
+        diff_c = int((res_c.correct != res.correct).sum() + (res_c.halted != res.halted).sum())
+        print(f"engine_compiled vs engine: {diff_c} differing pass outcomes (correct/halted) of "
+              f"{2 * res.correct.size}; paper_vote identical {bool((res_c.paper_vote() == res.paper_vote()).all())}, "
+              f"label_free identical {bool((res_c.label_free() == res.label_free()).all())}")
+    print(f"identical decisions: answers {same_pred}, halting {same_halt}, paper_vote {same_vote}"
+          + ("" if skip_official else f", official loop == predict loop {same_official}"))
+    print(f"engine results: baseline {res.baseline().mean():.3f}, paper_vote {res.paper_vote().mean():.3f}, "
+          f"label_free {res.label_free().mean():.3f}, verified_any {res.verified_any().mean():.3f}, "
+          f"halt rate {res.halted.mean():.3f}")
+    assert same_pred and same_halt and same_vote and same_official, "the engine and the loop disagree"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+"""``hrm evaluate``: HRM and Augmented HRM on the test split and on easy tiers (hrm.evaluate).
+
+Reads K checkpoints (files, or run directories: their last ``--last`` ``step_N`` files, also
+under ``DIR/checkpoints/``) and a dataset directory written by ``hrm shard`` (or the shard
+stage's output root, with ``--variant``). Writes under ``--output OUT`` (replaced as a whole
+on success; nothing is left behind on failure or Ctrl-C):
+
+    OUT/metrics.json        numbers only (``dvc metrics show``): test.* and tiers.<LO-HI>.*
+    OUT/plots/*.csv         segments, passes, checkpoints, ensemble_grid, rating, blanks,
+                            reliability_q_halt, reliability_cells, tiers (``dvc plots show``)
+    OUT/report.md           the side-by-side table, per checkpoint, tiers, calibration
+    OUT/puzzles.parquet     per test puzzle: rating, blanks, each method's outcome, critical segment
+    OUT/run.json            settings, checkpoint files, device, timings (not a DVC metric)
+    OUT/wandb/              W&B files, when --wandb-mode is online or offline
+
+Everything but run.json is a function of the inputs and options: same inputs -> same bytes.
+Every check (checkpoint files and configs, architecture agreement, dataset encoding vs the
+models' seq_len / vocab_size, token ranges) runs before any inference starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+import numpy as np
+
+from pipelines.io import StageError, atomic_output
+
+STAGE = "evaluate"
+SUDOKU_SEQ_LEN, SUDOKU_VOCAB = 81, 11
+PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks", "reliability_q_halt",
+         "reliability_cells", "tiers")
+
+
+def log(message: str) -> None:
+    click.echo(f"{STAGE}: {message}", err=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _step_files(folder: Path) -> list[tuple[int, Path]]:
+    out = []
+    for f in folder.iterdir():
+        m = re.fullmatch(r"step_(\d+)", f.name)
+        if m and f.is_file():
+            out.append((int(m.group(1)), f))
+    return sorted(out)
+
+
+def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
+    """Checkpoint files, in order: a file as it is; a directory -> its last ``last`` step_N files
+    (ascending), looking in DIR and then DIR/checkpoints (the train stage's layout)."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise StageError(f"{p}: checkpoint not found")
+        if p.is_file():
+            files.append(p)
+            continue
+        steps = _step_files(p)
+        if not steps and (p / "checkpoints").is_dir():
+            steps = _step_files(p / "checkpoints")
+        if not steps:
+            raise StageError(f"{p}: a directory without step_N checkpoint files (nor in {p / 'checkpoints'}); "
+                             f"pass a checkpoint file or a training run directory")
+        files.extend(f for _, f in steps[-last:])
+    return files
+
+
+def checkpoint_names(files: Sequence[Path]) -> list[str]:
+    """Short unique names: the file name, else parent/file, else with an index."""
+    names = [f.name for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{f.parent.name}/{f.name}" for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{i}:{n}" for i, n in enumerate(names)]
+    return names
+
+
+def load_models(files: Sequence[Path], device: str, forward_dtype: str):
+    """Load every checkpoint (weights_only) and check they agree; StageError names file and mismatch."""
+    import torch
+
+    from hrm.model import CheckpointError, load_checkpoint, resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise StageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise StageError("--device mps: MPS is not available here (use --device auto or cpu)")
+    models = []
+    for f in files:
+        try:
+            dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
+            models.append(load_checkpoint(f, device=dev, forward_dtype=dtype))
+        except CheckpointError as e:
+            raise StageError(str(e)) from None
+        except (RuntimeError, AssertionError) as e:  # e.g. out of device memory
+            raise StageError(f"{f}: cannot load on {dev} ({type(e).__name__}: {e})") from None
+    first = models[0].config
+    for f, m in zip(files[1:], models[1:]):
+        for key in ("seq_len", "vocab_size", "halt_max_steps"):
+            a, b = getattr(first, key), getattr(m.config, key)
+            if a != b:
+                raise StageError(f"{f}: {key} is {b}, but {files[0]} has {a}; an ensemble needs one "
+                                 f"{key} (check the all_config.yaml beside each checkpoint)")
+    return models, dev
+
+
+def check_model_encoding(files: Sequence[Path], models) -> None:
+    for f, m in zip(files, models):
+        c = m.config
+        if (c.seq_len, c.vocab_size) != (SUDOKU_SEQ_LEN, SUDOKU_VOCAB):
+            raise StageError(
+                f"{f}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; the Sudoku "
+                f"evaluation (encoding of reference-semantics section 2) needs seq_len {SUDOKU_SEQ_LEN}, "
+                f"vocab_size {SUDOKU_VOCAB} (from {f.parent / 'all_config.yaml'} or the tensor shapes)")
+
+
+def resolve_dataset(path: Path, variant: str) -> Path:
+    """A dataset directory (manifest.json), or for the shard stage's output root its ``variant`` dataset."""
+    if not path.exists():
+        raise StageError(f"{path}: dataset not found (build it with `dvc repro shard` or `hrm shard`)")
+    if not path.is_dir():
+        raise StageError(f"{path}: not a directory; expected a dataset directory written by `hrm shard`")
+    index = path / "datasets.json"
+    if (path / "manifest.json").is_file() or not index.is_file():
+        return path
+    try:
+        names = json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageError(f"{index}: cannot read ({e})") from None
+    name = names.get(variant) if isinstance(names, dict) else None
+    if not name:
+        raise StageError(f"{index}: no {variant!r} dataset listed; found {names}")
+    return path / name
+
+
+def load_split(dataset_dir: Path, split: str, test_size: int, seed: int, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
+    """The evaluated rows (all, or a seeded sample of test_size), checked against the model's encoding."""
+    from hrm.data import DatasetError, PuzzleDataset, eval_rows
+
+    try:
+        ds = PuzzleDataset(dataset_dir, split)
+    except DatasetError as e:
+        raise StageError(str(e)) from None
+    manifest = dataset_dir / "manifest.json"
+    enc = ds.manifest.get("encoding") if isinstance(ds.manifest, dict) else None
+    if isinstance(enc, dict):
+        for key in ("seq_len", "vocab_size"):
+            if key in enc and int(enc[key]) != getattr(model_cfg, key):
+                raise StageError(f"{manifest}: the dataset's encoding has {key} {enc[key]}, but {model_file} expects "
+                                 f"{key} {getattr(model_cfg, key)}; evaluate a checkpoint trained on this encoding")
+    rows = eval_rows(ds.num_examples, test_size or None, seed)
+    if len(rows) == 0:
+        raise StageError(f"{dataset_dir}: split {split!r} is empty")
+    data = ds.gather(rows)
+    x, y = data["inputs"], data["labels"]
+    where = f"{dataset_dir / split} (rows of {manifest.name})"
+    bad_x = (x < 1) | (x > 10)
+    if bad_x.any():
+        row = int(np.argmax(bad_x.any(1)))
+        raise StageError(f"{where}: inputs hold tokens {int(x.min())}..{int(x.max())} (row {int(rows[row])}); "
+                         f"expected 1..10 (1 = blank, 2..10 = digits 1..9, reference-semantics section 2) for a model "
+                         f"with vocab_size {model_cfg.vocab_size}: the split was built with another encoding")
+    bad_y = ((y < 2) | (y > 10)) & (y != -100)
+    if bad_y.any():
+        row = int(np.argmax(bad_y.any(1)))
+        raise StageError(f"{where}: labels hold tokens outside 2..10 (row {int(rows[row])}, found "
+                         f"{sorted(set(np.unique(y[row]).tolist()))}); expected digit tokens 2..10")
+    if x.shape[1] != model_cfg.seq_len:
+        raise StageError(f"{where}: rows of {x.shape[1]} tokens, {model_file} expects seq_len {model_cfg.seq_len}")
+    return {"rows": rows, "inputs": x.astype(np.uint8), "labels": y.astype(np.int16),
+            "puzzle_id": data["puzzle_id"], "rating": data["rating"]}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return None if not np.isfinite(v) else round(v, 6)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    rows = [_clean(r) for r in rows]
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    path.write_text(buf.getvalue())
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def build_tables(test, tiers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    t = test.tables()
+    for name, res in tiers.items():
+        for row, seg in zip(t["segments"], res.tables()["segments"]):
+            row[f"tier_{name}"] = seg["baseline"]
+    t["reliability_q_halt"] = [r for r in t["reliability_q_halt"] if r["count"]]
+    t["reliability_cells"] = [r for r in t["reliability_cells"] if r["count"]]
+    t["tiers"] = [{"tier": "test", "puzzles": test.n, "baseline": float(test.baseline().mean()),
+                   "paper_vote": float(test.paper_vote().mean()), "label_free": float(test.label_free().mean()),
+                   "verified_any": float(test.verified_any().mean())}]
+    for name, res in tiers.items():
+        t["tiers"].append({"tier": name, "puzzles": res.n, "baseline": float(res.baseline().mean()),
+                           "paper_vote": float(res.paper_vote().mean()), "label_free": float(res.label_free().mean()),
+                           "verified_any": float(res.verified_any().mean())})
+    return t
+
+
+def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str]) -> str:
+    m = metrics["test"]
+    k, p = m["checkpoints"], m["passes"]
+    lines = [
+        "# HRM evaluation",
+        "",
+        f"Dataset `{settings['dataset']}` split `{settings['split']}`: {m['puzzles']} puzzles"
+        + (f" (seeded sample, seed {settings['seed']})" if settings["test_size"] else "") + ". "
+        f"{k} checkpoint(s): {', '.join(f'`{n}`' for n in names)} (primary = the last). "
+        f"{p} pass(es) of `{settings['perturbation']}` perturbations (pass 0 = unperturbed). "
+        f"{m['segments']} ACT segments per pass"
+        + (", early stop at the model's own halt (a different setting from the paper's)." if settings["early_stop"]
+           else ", all run (the paper's evaluation)."),
+        "",
+        "| method | reads labels | exact accuracy |",
+        "| --- | --- | --- |",
+        f"| HRM baseline (primary checkpoint, unperturbed) | no | {_pct(m.get('baseline_exact'))} |",
+        f"| paper_vote (the fork's Augmented HRM, {k} x {p}) | **yes**: a pass counts only if it equals the label | {_pct(m.get('paper_vote'))} |",
+        f"| label_free (majority of halted passes, verifier first, q_halt tie-break) | no | {_pct(m.get('label_free'))} |",
+        f"| verified_any (some pass gave a valid grid that keeps the givens) | no (oracle bound of a verifier) | {_pct(m.get('verified_any'))} |",
+        "",
+        (f"Early-stop view (a different setting, not the paper's): reading the same primary unperturbed "
+         f"passes at the model's own first halt gives {_pct(m['early_stop_view']['exact_accuracy'])} exact "
+         f"after {_num(m['early_stop_view']['mean_steps'])} segments on average."
+         if "early_stop_view" in m else ""),
+        "",
+        "paper_vote reproduces the fork's rule (per checkpoint: passes that are right AND halted > half of "
+        "its halted passes; solved if any checkpoint does). It selects with the labels, so it is not a "
+        "method that could answer an unseen puzzle; label_free is the same ensemble without labels.",
+        "",
+    ]
+    if "baseline" in m:
+        b = m["baseline"]
+        lines += [
+            "## Single checkpoints (unperturbed)",
+            "",
+            "| checkpoint | exact | cell accuracy | blank-cell accuracy | halt rate | q_halt accuracy |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, c in m.get("per_checkpoint", {}).items():
+            lines.append(f"| `{name}` | {_pct(c.get('exact_accuracy'))} | {_pct(c.get('accuracy'))} | "
+                         f"{_pct(c.get('blank_accuracy'))} | {_pct(c.get('halt_rate'))} | {_pct(c.get('q_halt_accuracy'))} |")
+        lines.append("")
+        lines += ["## Ensemble size", "", "| checkpoints | passes | paper_vote | label_free | verified_any |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in tables["ensemble_grid"]:
+            if r["checkpoints"] in (1, k) or r["passes"] in (1, p):
+                lines.append(f"| {r['checkpoints']} | {r['passes']} | {_pct(r['paper_vote'])} | {_pct(r['label_free'])} | "
+                             f"{_pct(r['verified_any'])} |")
+        lines.append("")
+        cal = m["calibration"]
+        lines += [
+            "## Calibration (primary checkpoint, unperturbed)",
+            "",
+            f"- sigmoid(q_halt) at the last segment vs exact correctness: ECE {_num(cal['q_halt']['ece'])}, "
+            f"Pearson r {_num(cal['q_halt']['pearson_r'])}, Brier {_num(cal['q_halt']['brier'])}.",
+            f"- max-softmax per blank cell vs cell correctness: ECE {_num(cal['cells']['ece'])}, "
+            f"Pearson r {_num(cal['cells']['pearson_r'])}, Brier {_num(cal['cells']['brier'])}.",
+            f"- critical segment (answer right from then on), mean over solved puzzles: "
+            f"{_num(m['critical_segment']['mean'])}.",
+            "",
+        ]
+    if metrics.get("tiers"):
+        lines += ["## Easy tiers (test puzzles with only k blanks left)", "",
+                  "| blanks left | puzzles | baseline | paper_vote | label_free | verified_any |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in tables["tiers"]:
+            lines.append(f"| {r['tier']} | {r['puzzles']} | {_pct(r['baseline'])} | {_pct(r['paper_vote'])} | "
+                         f"{_pct(r['label_free'])} | {_pct(r['verified_any'])} |")
+        lines.append("")
+    lines += [
+        "## Definitions",
+        "",
+        "- exact: all 81 cells right. Passes are compared in the perturbed space (the fork's way); label_free "
+        "maps every answer back to the original digits and cells first.",
+        "- label_free: pool = halted passes (all passes when none halted); if a pooled answer passes the "
+        "verifier (valid grid, keeps the givens) only verified answers are eligible; the most frequent "
+        "eligible answer wins; ties -> higher mean sigmoid(q_halt) of its passes, then the earlier pass.",
+        "- Curves: k checkpoints = the last k; p passes = the first p.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: dict, metrics: dict, tables: dict) -> None:
+    if mode == "disabled":
+        return
+    try:
+        import wandb
+    except ImportError:
+        raise StageError("--wandb-mode online/offline needs the wandb package (pip install wandb)") from None
+    (out_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    kwargs = dict(project=project, name=run_name or None, config=settings, mode=mode, dir=str(out_dir), job_type="evaluate")
+    try:
+        kwargs["settings"] = wandb.Settings(x_disable_stats=True, silent=True)
+    except Exception:  # noqa: BLE001 - settings names differ across wandb versions
+        pass
+    try:
+        run = wandb.init(**kwargs)
+    except Exception as e:  # noqa: BLE001 - network, auth
+        raise StageError(f"W&B ({mode}) could not start: {e}; use --wandb-mode offline or disabled") from None
+    try:
+        run.summary.update({k: v for k, v in flatten(metrics).items() if v is not None})
+        for name, rows in tables.items():
+            if rows:
+                cols = list(dict.fromkeys(c for r in rows for c in r))
+                run.log({f"plots/{name}": wandb.Table(columns=cols, data=[[_clean(r.get(c)) for c in cols] for r in rows])})
+    finally:
+        run.finish()
+
+
+# --------------------------------------------------------------------------- command
+
+
+@click.command("evaluate")
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="A checkpoint file, or a training run directory (its last --last step_N). Repeat for an ensemble.")
+@click.option("--last", type=click.IntRange(min=1), default=1, help="Checkpoints taken from each run directory.")
+@click.option("--dataset", type=click.Path(path_type=Path), default=Path("data/datasets"),
+              help="A dataset directory (manifest.json), or the shard stage's output (datasets.json) with --variant.")
+@click.option("--variant", type=click.Choice(["hint", "vanilla"]), default="hint",
+              help="Which dataset of a shard stage output (the test split is the same in both).")
+@click.option("--split", default="test", help="Split to evaluate.")
+@click.option("--permutations", type=click.IntRange(min=1), default=9, help="Passes per checkpoint (pass 0 = unperturbed).")
+@click.option("--perturbation", type=click.Choice(["shift", "relabel", "symmetry"]), default="shift",
+              help="shift: the fork's cyclic digit shifts (at most 9); relabel: random digit relabellings; "
+                   "symmetry: random full Sudoku symmetries.")
+@click.option("--test-size", type=click.IntRange(min=0), default=0, help="Seeded sample of N puzzles (0: the whole split).")
+@click.option("--tiers", default="1-5,6-10,11-20",
+              help="Easy tiers: ranges of blanks left (LO-HI, comma-separated; 'none' to skip).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64,
+              help="Puzzles per batch; each checkpoint runs batch-size x permutations rows together.")
+@click.option("--max-rows", type=click.IntRange(min=0), default=0,
+              help="Rows per forward (0: auto = 32 on CPU, all on GPU).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="auto: cuda, else mps, else cpu.")
+@click.option("--forward-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
+              help="auto: the checkpoint's own on cuda (bfloat16 for the paper), float32 elsewhere.")
+@click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the segment (one compilation for all K).")
+@click.option("--early-stop/--no-early-stop", default=False,
+              help="Stop each pass at the model's own halt (not the paper's evaluation, which runs every segment).")
+@click.option("--seed", type=int, default=0, help="Seed of the sample, random perturbations and tiers.")
+@click.option("--num-threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/evaluate"),
+              help="Output directory (replaced on success).")
+@click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]), default="disabled", help="Weights & Biases logging.")
+@click.option("--project-name", default="hrm-sudoku", help="W&B project.")
+@click.option("--run-name", default="", help="W&B run name (empty: W&B chooses).")
+@click.option("--progress/--no-progress", default=True, help="Progress bars (puzzles/s).")
+def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbation, test_size, tiers, batch_size,
+             max_rows, device, forward_dtype, compile_, early_stop, seed, num_threads, output, wandb_mode,
+             project_name, run_name, progress) -> None:
+    """Evaluate HRM checkpoints: single model, the fork's Augmented HRM vote, a label-free vote, tiers."""
+    import torch
+
+    from hrm import evaluate as ev
+
+    t_start = time.perf_counter()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    # ---- every check first
+    try:
+        tier_list = ev.parse_tiers(tiers)
+        perts = ev.make_perturbations(perturbation, permutations, seed)
+    except ValueError as e:
+        raise StageError(str(e)) from None
+    files = resolve_checkpoints(checkpoints, last)
+    names = checkpoint_names(files)
+    models, dev = load_models(files, device, forward_dtype)
+    check_model_encoding(files, models)
+    dataset_dir = resolve_dataset(dataset, variant)
+    data = load_split(dataset_dir, split, test_size, seed, files[0], models[0].config)
+    n = len(data["rows"])
+    log(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
+        f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}")
+
+    rows_auto = 32 if dev.type == "cpu" else None
+    engine = ev.Engine(models, max_rows=max_rows or rows_auto, compile=compile_)
+    common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop, progress=progress)
+
+    # ---- work
+    try:
+        test = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"], desc=split, **common)
+        log(f"{split}: {n} puzzles in {test.seconds:.1f} s ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
+            f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s)")
+        tier_results = {}
+        for i, (lo, hi) in enumerate(tier_list):
+            rng = np.random.default_rng([ev.TIER_STREAM, seed, lo, hi])
+            easy = ev.reveal_tier(data["inputs"], data["labels"], lo, hi, rng)
+            name = ev.tier_name((lo, hi))
+            tier_results[name] = ev.evaluate_puzzles(engine, easy, data["labels"], ratings=data["rating"],
+                                                     desc=f"tier {name}", **common)
+    except KeyboardInterrupt:
+        log("interrupted; nothing written")
+        sys.exit(130)
+
+    metrics = _clean({"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}})
+    tables = build_tables(test, tier_results)
+    settings = {
+        "checkpoints": [str(f) for f in files], "names": names, "dataset": str(dataset_dir), "split": split,
+        "test_size": test_size, "seed": seed, "permutations": permutations, "perturbation": perturbation,
+        "tiers": [list(t) for t in tier_list], "early_stop": early_stop, "batch_size": batch_size,
+        "max_rows": engine.max_rows, "compile": compile_,
+    }
+    elapsed = time.perf_counter() - t_start
+    run_info = {
+        **settings, "device": str(dev), "forward_dtype": models[0].config.forward_dtype, "torch": torch.__version__,
+        "python": platform.python_version(), "seconds_total": round(elapsed, 3),
+        "seconds": {"test": round(test.seconds, 3), **{f"tier_{k}": round(v.seconds, 3) for k, v in tier_results.items()}},
+        "puzzles_per_s": round(n / max(test.seconds, 1e-9), 3),
+        "passes_per_s": round(n * permutations * len(models) / max(test.seconds, 1e-9), 3),
+    }
+
+    import polars as pl
+
+    with atomic_output(output) as tmp:
+        (tmp / "plots").mkdir(parents=True)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        for name in PLOTS:
+            write_csv(tmp / "plots" / f"{name}.csv", tables[name])
+        (tmp / "report.md").write_text(build_report(metrics, tables, settings, names))
+        pl.DataFrame({
+            "row": data["rows"].astype(np.int64), "puzzle_id": data["puzzle_id"], "rating": data["rating"],
+            "blanks": test.blanks.astype(np.int16), "baseline": test.baseline(), "paper_vote": test.paper_vote(),
+            "label_free": test.label_free(), "verified_any": test.verified_any(),
+            "label_free_verified": test.lf_verified, "halted": test.halted[-1, 0],
+            "q_halt_prob": (1 / (1 + np.exp(-test.q_halt[-1, 0].astype(np.float64)))).astype(np.float32),
+            "critical_segment": test.stable_from[-1, 0],
+        }).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
+        (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
+        log_wandb(wandb_mode, tmp, project_name, run_name, settings, metrics, tables)
+
+    m = metrics["test"]
+    log(f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
+        f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}")
+    log(f"wrote {output}/ (metrics.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
+
+
+if __name__ == "__main__":
+    evaluate(prog_name="hrm evaluate")
