@@ -17,6 +17,7 @@ COMMANDS = {
     "hints": "pipelines.hints:hints",
     "shard": "pipelines.shard:shard",
     "evaluate": "pipelines.evaluate:evaluate",
+    "analyze": "pipelines.analyze:analyze",
     "validate": "pipelines.validate:validate",
     "registry": "pipelines.registry:registry",
     "publish": "pipelines.publish:publish",

@@ -1,0 +1,37 @@
+"""Mechanistic analysis of an HRM (reference-semantics section 10; arXiv:2601.10679).
+
+Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
+(pipelines/analyze.py) reads checkpoints and datasets and writes the files.
+
+- :mod:`~hrm.analysis.traces`: run segment by segment from any state; per-step predictions,
+  residuals, Q values, trajectory PCA; one-segment and lm-head hooks.
+- :mod:`~hrm.analysis.fixed_points`: convergence classes, fixed-point violations, residual
+  curves; perturbed runs (digit relabellings, noisy initial states) and their end states.
+- :mod:`~hrm.analysis.critical`: the critical step ("grokking" over segments).
+- :mod:`~hrm.analysis.easy`: reveal all but k cells, accuracy vs k.
+- :mod:`~hrm.analysis.landscape`: the conflict-count landscape on the top-two-PC plane.
+- :mod:`~hrm.analysis.plots`, :mod:`~hrm.analysis.report`: figures and the Markdown page.
+"""
+
+from hrm.analysis.critical import aligned_curve, critical_histogram, critical_step, critical_summary, first_correct
+from hrm.analysis.easy import easy_probe, parse_ks, reveal_all_but
+from hrm.analysis.fixed_points import (
+    CLASS_NAMES, CONVERGED, DRIFTING, OSCILLATING, MultiStability, answer_changes, answer_classes, changed_cells,
+    classify, equivalence_classes, fixed_point_summary, multistability_summary, residual_curves, run_perturbed,
+    state_clusters, tail_window, violations,
+)
+from hrm.analysis.landscape import Landscape, landscape
+from hrm.analysis.traces import (
+    Trace, decode, initial_state, pca_basis, prediction_conflicts, q_values, relative_residual, run_segment, run_trace,
+    score_predictions, tokens_to_values, trajectory_pca,
+)
+
+__all__ = [
+    "CLASS_NAMES", "CONVERGED", "DRIFTING", "OSCILLATING", "Landscape", "MultiStability", "Trace",
+    "aligned_curve", "answer_changes", "answer_classes", "changed_cells", "classify", "critical_histogram",
+    "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",
+    "fixed_point_summary", "initial_state", "landscape", "multistability_summary", "parse_ks", "pca_basis",
+    "prediction_conflicts", "q_values", "relative_residual", "residual_curves", "reveal_all_but", "run_perturbed",
+    "run_segment", "run_trace", "score_predictions", "state_clusters", "tail_window", "tokens_to_values",
+    "trajectory_pca", "violations",
+]

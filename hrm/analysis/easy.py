@@ -1,0 +1,90 @@
+"""Easy-puzzle probe: the paper's "fails with one unknown cell" test (finding (a)).
+
+Each puzzle, whose answer is known from its label, is made easy: all but k of its blank cells
+are revealed from the answer (k at most its own number of blanks; k = 0 gives the full
+solution as input). The cells left blank are drawn uniformly, by ``hrm.evaluate.reveal_tier``
+with lo = hi = k, from ``numpy.random.default_rng([EASY_STREAM, seed, k])`` over the whole
+sample at once (so the result does not depend on the batch size). Each easy copy runs the
+same segments from the initial state; reported per k: exact accuracy, blank-cell accuracy,
+convergence classes and fixed-point violations (:mod:`hrm.analysis.fixed_points`), and the
+accuracy split by whether the model solved the original puzzle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hrm.analysis.fixed_points import CLASS_NAMES, answer_changes, classify, violations
+from hrm.analysis.traces import run_trace, score_predictions
+from hrm.evaluate import reveal_tier
+
+__all__ = ["EASY_STREAM", "parse_ks", "reveal_all_but", "easy_probe"]
+
+EASY_STREAM = 10
+
+
+def parse_ks(text: str | Sequence[int]) -> list[int]:
+    """"0,1,2,5" -> [0, 1, 2, 5] (sorted, unique, each in 0..81)."""
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            ks = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"bad k list {text!r}: expected comma-separated integers such as 0,1,2,5,10") from None
+    else:
+        ks = [int(k) for k in text]
+    bad = [k for k in ks if not 0 <= k <= 81]
+    if bad:
+        raise ValueError(f"k must be in 0..81, got {bad}")
+    return sorted(set(ks))
+
+
+def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Tokens [N, 81] with all but min(k, blanks) blank cells filled from ``labels`` (seeded)."""
+    rng = np.random.default_rng([EASY_STREAM, seed, k])
+    return reveal_tier(np.asarray(inputs), np.asarray(labels), k, k, rng)
+
+
+def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int], *, seed: int = 0,
+               segments: int | None = None, batch_size: int = 64, tol: float = 0.01, tail: int = 0,
+               solved: np.ndarray | None = None, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """One row per k: n, blanks_left (mean), exact, blank_acc, class fractions, violation_rate,
+    accuracy with / without violation, and (given ``solved`` bool [N]) exact accuracy on the
+    puzzles the model solved / did not solve in their original form."""
+    inputs, labels = np.asarray(inputs), np.asarray(labels)
+    rows = []
+    for k in ks:
+        easy = reveal_all_but(inputs, labels, k, seed)
+        exact, blank_acc, classes, changes = [], [], [], []
+        for lo in range(0, easy.shape[0], batch_size):
+            x, y = easy[lo:lo + batch_size], labels[lo:lo + batch_size]
+            tr = run_trace(model, x, segments=segments, steps=False)
+            sc = score_predictions(tr.final_predictions, x, y)
+            exact.append(sc["exact"])
+            blank_acc.append(sc["blank_acc"])
+            classes.append(classify(tr.seg_res, tr.seg_return, tol, tail))
+            changes.append(answer_changes(tr.seg_predictions, tail))
+            if progress is not None:
+                progress(x.shape[0])
+        ex = np.concatenate(exact) if exact else np.zeros(0, bool)
+        ba = np.concatenate(blank_acc) if blank_acc else np.zeros(0, np.float32)
+        cl = np.concatenate(classes) if classes else np.zeros(0, np.int8)
+        vi = violations(cl, np.concatenate(changes) if changes else np.zeros(0, np.int16))
+        n = int(ex.size)
+        row: dict[str, Any] = {"k": int(k), "n": n,
+                               "blanks_left": float((easy == 1).sum(1).mean()) if n else None,
+                               "exact": float(ex.mean()) if n else None,
+                               "blank_acc": float(np.nanmean(ba.astype(np.float64))) if n and not np.isnan(ba).all() else None}
+        for code, name in enumerate(CLASS_NAMES):
+            row[name] = float((cl == code).mean()) if n else None
+        row["violation_rate"] = float(vi.mean()) if n else None
+        row["exact_if_violation"] = float(ex[vi].mean()) if vi.any() else None
+        row["exact_if_no_violation"] = float(ex[~vi].mean()) if (~vi).any() else None
+        if solved is not None:
+            s = np.asarray(solved, bool)
+            row["exact_if_solved"] = float(ex[s].mean()) if s.any() else None
+            row["exact_if_unsolved"] = float(ex[~s].mean()) if (~s).any() else None
+        rows.append(row)
+    return rows
