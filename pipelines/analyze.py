@@ -71,7 +71,7 @@ def _load(checkpoint: Path, device: str, forward_dtype: str):
 
 def _dataset(dataset: Path, variant: str, split: str, cfg):
     from hrm.data import DatasetError, PuzzleDataset
-    from pipelines.evaluate import resolve_dataset
+    from pipelines.shard import resolve_dataset
 
     try:
         ds = PuzzleDataset(resolve_dataset(dataset, variant), split)

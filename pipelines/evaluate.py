@@ -34,6 +34,7 @@ import click
 import numpy as np
 
 from pipelines.io import StageError, atomic_output
+from pipelines.shard import resolve_dataset
 
 STAGE = "evaluate"
 SUDOKU_SEQ_LEN, SUDOKU_VOCAB = 81, 11
@@ -126,25 +127,6 @@ def check_model_encoding(files: Sequence[Path], models) -> None:
                 f"{f}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; the Sudoku "
                 f"evaluation (encoding of reference-semantics section 2) needs seq_len {SUDOKU_SEQ_LEN}, "
                 f"vocab_size {SUDOKU_VOCAB} (from {f.parent / 'all_config.yaml'} or the tensor shapes)")
-
-
-def resolve_dataset(path: Path, variant: str) -> Path:
-    """A dataset directory (manifest.json), or for the shard stage's output root its ``variant`` dataset."""
-    if not path.exists():
-        raise StageError(f"{path}: dataset not found (build it with `dvc repro shard` or `hrm shard`)")
-    if not path.is_dir():
-        raise StageError(f"{path}: not a directory; expected a dataset directory written by `hrm shard`")
-    index = path / "datasets.json"
-    if (path / "manifest.json").is_file() or not index.is_file():
-        return path
-    try:
-        names = json.loads(index.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StageError(f"{index}: cannot read ({e})") from None
-    name = names.get(variant) if isinstance(names, dict) else None
-    if not name:
-        raise StageError(f"{index}: no {variant!r} dataset listed; found {names}")
-    return path / name
 
 
 def load_split(dataset_dir: Path, split: str, test_size: int, seed: int, model_file: Path, model_cfg) -> dict[str, np.ndarray]:

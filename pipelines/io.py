@@ -55,6 +55,14 @@ def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pl.DataFrame:
     """Read a Parquet or CSV file into polars, turning I/O and format errors into StageError."""
     path = Path(path)

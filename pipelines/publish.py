@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 import yaml
 
-from pipelines.io import StageError, atomic_output
+from pipelines.io import StageError, atomic_output, human_bytes
 from pipelines.registry import (
     Artifact, Version, check_dataset, content_hash, dataset_files, fetch_version, find_root, read_manifest,
     resolve_version,
@@ -285,14 +285,6 @@ def upload(plan: list[tuple[str, Path | bytes, int]], repo_id: str, version: Ver
     return f"{endpoint}/datasets/{repo_id}/tree/{version.version}"
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 @click.command("publish")
 @click.argument("spec", metavar="NAME[@VERSION]")
 @click.option("--repo-id", required=True, help="The Hub dataset repository, OWNER/NAME (created if absent).")
@@ -331,7 +323,7 @@ def publish(spec: str, repo_id: str, private: bool, dry_run: bool, save_folder: 
         total = sum(size for _, _, size in plan)
         verb = "Would publish" if dry_run else "Publishing"
         click.echo(f"{verb} {version.tag} to {repo_id} (dataset repo{', private' if private else ''}): "
-                   f"one commit of {len(plan)} files, {_human(total)}, then tag {version.version}")
+                   f"one commit of {len(plan)} files, {human_bytes(total)}, then tag {version.version}")
         width = max(len(p) for p, _, _ in plan)
         for path_in_repo, _, size in plan:
             click.echo(f"  {path_in_repo:<{width}}  {size:>14,} B")

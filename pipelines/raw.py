@@ -30,7 +30,7 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, read_table, write_parquet
+from pipelines.io import StageError, atomic_output, human_bytes, read_table, write_parquet
 from pipelines.validate import iter_table_batches, validate_raw_file
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, validate_raw
 
@@ -62,14 +62,6 @@ class SplitInput:
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -249,7 +241,7 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
         except Exception as exc:
             raise StageError(f"{csv_path}: cannot read as csv ({type(exc).__name__}: {exc})") from None
         size = csv_path.stat().st_size
-        _log(f"raw: converted {csv_path} ({_human_bytes(size)}) to Parquet in {time.perf_counter() - t0:.1f} s")
+        _log(f"raw: converted {csv_path} ({human_bytes(size)}) to Parquet in {time.perf_counter() - t0:.1f} s")
         files[filename] = {"bytes": size}
         inputs.append(SplitInput(split, staged=staged, display_path=str(csv_path)))
     resolved = shas.pop() if len(shas) == 1 else None
@@ -290,7 +282,7 @@ def _write_split(split: SplitInput, report: RawReport, out: Path, final_dir: Pat
         )
         lf.sink_parquet(target, **PARQUET_OPTIONS)
         rows = report.n_rows - report.n_rejected
-    _log(f"raw: wrote {final_dir / target.name}: {rows:,} rows, {_human_bytes(target.stat().st_size)}, "
+    _log(f"raw: wrote {final_dir / target.name}: {rows:,} rows, {human_bytes(target.stat().st_size)}, "
          f"{time.perf_counter() - t0:.1f} s")
     if report.n_rejected:
         rejected = out / f"rejected-{split.name}.parquet"

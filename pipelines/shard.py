@@ -25,6 +25,7 @@ table it was cut from, hashed, and each split is checked against the shard schem
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from pathlib import Path
@@ -35,9 +36,9 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.hints import read_examples, rows_per_group, upstream_outputs
-from pipelines.io import StageError, atomic_output
+from pipelines.io import StageError, atomic_output, human_bytes
 from pipelines.subsample import (
-    EXAMPLES_SUFFIX, SPLITS, check_dirs, human_bytes, input_records, log, read_lineage, write_json,
+    EXAMPLES_SUFFIX, SPLITS, check_dirs, input_records, log, read_lineage, write_json,
 )
 
 FORMAT_VERSION = 1
@@ -171,6 +172,27 @@ def verify_split(records: list[dict], root: Path, per_group: int | None, shown: 
     report = validate_examples(back, rows_per_group=per_group, path=shown, shards=True)
     if not report.ok:
         raise StageError(f"internal error, the written shards failed validation:\n{report.message()}")
+
+
+def resolve_dataset(path: Path, variant: str) -> Path:
+    """A dataset directory (manifest.json) as it is, or for this stage's output root
+    (datasets.json) its ``variant`` dataset ("vanilla" or "hint")."""
+    if not path.exists():
+        raise StageError(f"{path}: dataset not found (build it with `dvc repro shard` or `hrm shard`)")
+    if not path.is_dir():
+        raise StageError(f"{path}: not a directory; expected a dataset directory written by `hrm shard`")
+    index = path / "datasets.json"
+    if (path / "manifest.json").is_file() or not index.is_file():
+        return path
+    try:
+        names = json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageError(f"{index}: cannot read ({e})") from None
+    name = names.get(variant) if isinstance(names, dict) else None
+    if not name:
+        hint = " (the hint dataset is built only with data.hints: true)" if variant == "hint" else ""
+        raise StageError(f"{index}: no {variant!r} dataset listed{hint}; found {names}")
+    return path / name
 
 
 def verify_dataset(dataset: Path) -> dict:

@@ -27,7 +27,7 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, read_table
+from pipelines.io import StageError, atomic_output, human_bytes, read_table
 
 SPLITS = ("train", "test")
 LINEAGE = "lineage.json"
@@ -42,14 +42,6 @@ STREAMS = {"subsample": 1, "test_cap": 2, "augment": 3, "hints": 4}
 
 def log(stage: str, message: str) -> None:
     click.echo(f"{stage}: {message}", err=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def stage_rng(seed: int, stream: str) -> np.random.Generator:
