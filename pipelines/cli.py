@@ -16,6 +16,7 @@ COMMANDS = {
     "augment": "pipelines.augment:augment",
     "hints": "pipelines.hints:hints",
     "shard": "pipelines.shard:shard",
+    "train": "pipelines.train:train",
     "evaluate": "pipelines.evaluate:evaluate",
     "analyze": "pipelines.analyze:analyze",
     "validate": "pipelines.validate:validate",

@@ -1,0 +1,218 @@
+"""``hrm train``: train the HRM on a sharded dataset (hrm.train), resumably.
+
+Reads a dataset directory written by ``hrm shard`` (``DIR/manifest.json``,
+``DIR/{train,test}/*.arrow``), or the shard stage's output root (``DIR/datasets.json``),
+from which ``--variant`` picks the hint (default) or vanilla dataset. Writes under
+``--output OUT``:
+
+    OUT/checkpoints/step_N           official-format state dicts, one per evaluation
+    OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...)
+    OUT/checkpoints/train_state.pt   everything needed to continue the run exactly
+    OUT/metrics.json                 final train / eval metrics (``dvc metrics show``)
+    OUT/plots/train.csv, eval.csv    per-step train and per-evaluation eval metrics (``dvc plots show``)
+    OUT/wandb/                       W&B files, when --wandb-mode is online or offline
+
+Running the same command again continues from ``train_state.pt`` (Ctrl-C saves it at the
+current step; otherwise it is saved at every evaluation); changed settings start over.
+
+Settings, from lowest to highest precedence: the option defaults (the quick CPU profile),
+``--profile paper`` (the paper's Sudoku run), the ``--section`` of ``--config-file``
+(keys = option names with underscores; architecture keys flat or under ``arch:``), and
+options given on the command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from pipelines.io import StageError
+
+# name, click type, quick-profile default, help. Architecture options go into the arch block.
+ARCH_OPTIONS: list[tuple[str, Any, Any, str]] = [
+    ("hidden_size", click.IntRange(min=1), 128, "Model width."),
+    ("num_heads", click.IntRange(min=1), 4, "Attention heads (hidden_size must be a multiple)."),
+    ("expansion", click.FloatRange(min=0, min_open=True), 4.0, "SwiGLU expansion factor."),
+    ("H_layers", click.IntRange(min=1), 2, "Blocks in the high-level module."),
+    ("L_layers", click.IntRange(min=1), 2, "Blocks in the low-level module."),
+    ("H_cycles", click.IntRange(min=1), 2, "High-level updates per ACT segment."),
+    ("L_cycles", click.IntRange(min=1), 2, "Low-level updates per high-level update."),
+    ("halt_max_steps", click.IntRange(min=1), 8, "Most ACT segments per puzzle."),
+    ("halt_exploration_prob", click.FloatRange(0, 1), 0.1, "Probability of a random minimum number of segments."),
+    ("pos_encodings", click.Choice(["rope", "learned"]), "rope", "Position encoding."),
+    ("puzzle_emb_ndim", click.IntRange(min=0), 128, "Puzzle embedding width (0: none; the paper: hidden_size)."),
+    ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "stablemax_cross_entropy", "Token loss."),
+]
+TRAIN_OPTIONS: list[tuple[str, Any, Any, str]] = [
+    ("global_batch_size", click.IntRange(min=1), 64, "Examples per step over all processes."),
+    ("epochs", click.IntRange(min=1), 20, "Group-epochs (each visits every original puzzle once, one variant each)."),
+    ("eval_interval", click.IntRange(min=1), 10, "Epochs between evaluations + checkpoints; must divide --epochs."),
+    ("lr", click.FloatRange(min=0), 2e-3, "Peak learning rate of the weights (AdamATan2)."),
+    ("lr_min_ratio", click.FloatRange(min=0), 0.1, "Final lr / peak lr of the cosine decay (1.0: constant)."),
+    ("lr_warmup_steps", click.IntRange(min=0), 50, "Linear warm-up steps."),
+    ("beta1", click.FloatRange(0, 1, max_open=True), 0.9, "AdamATan2 beta1."),
+    ("beta2", click.FloatRange(0, 1, max_open=True), 0.95, "AdamATan2 beta2."),
+    ("weight_decay", click.FloatRange(min=0), 0.1, "Decoupled weight decay of the weights."),
+    ("puzzle_emb_lr", click.FloatRange(min=0), 1e-3, "Learning rate of the puzzle embedding (sign-SGD)."),
+    ("puzzle_emb_weight_decay", click.FloatRange(min=0), 0.1, "Weight decay of the puzzle embedding."),
+    ("seed", int, 0, "Seed of the initialisation, data order and exploration."),
+    ("checkpoint_every_eval", bool, True, "Save step_N at every evaluation (else only the last)."),
+    ("keep_checkpoints", click.IntRange(min=0), 0, "Keep only the last N step_N files (0: all)."),
+    ("eval_size", click.IntRange(min=0), 256, "Evaluate on a seeded sample of N test puzzles (0: all)."),
+    ("device", click.Choice(["auto", "cpu", "cuda", "mps"]), "auto", "auto: cuda, else mps, else cpu."),
+    ("forward_dtype", click.Choice(["auto", "float32", "bfloat16"]), "auto", "Activation dtype; auto: bfloat16 on cuda, else float32."),
+    ("num_threads", click.IntRange(min=0), 0, "torch CPU threads (0: torch's default)."),
+    ("compile", bool, False, "torch.compile the model (as the official trainer does on CUDA)."),
+    ("wandb_mode", click.Choice(["online", "offline", "disabled"]), "disabled", "Weights & Biases logging."),
+    ("project_name", str, "", "W&B project (empty: hrm-sudoku)."),
+    ("run_name", str, "", "W&B run name (empty: W&B chooses)."),
+    ("resume", bool, True, "Continue from OUT/checkpoints/train_state.pt when its settings match."),
+    ("progress", bool, True, "Show a progress bar."),
+]
+# The paper's Sudoku-Extreme run (reference-semantics sections 5 and 7; the fork trains 40000
+# epochs with eval_interval 1000 on the hint dataset).
+PAPER_PROFILE: dict[str, Any] = dict(
+    hidden_size=512, num_heads=8, expansion=4.0, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2, halt_max_steps=16,
+    halt_exploration_prob=0.1, pos_encodings="rope", puzzle_emb_ndim=512, loss_type="stablemax_cross_entropy",
+    global_batch_size=768, epochs=20000, eval_interval=2000, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2000, beta1=0.9,
+    beta2=0.95, weight_decay=1.0, puzzle_emb_lr=1e-4, puzzle_emb_weight_decay=1.0, eval_size=0,
+)
+ALL_OPTIONS = ARCH_OPTIONS + TRAIN_OPTIONS
+ARCH_NAMES = {name for name, *_ in ARCH_OPTIONS}
+OPTION_NAMES = {name for name, *_ in ALL_OPTIONS}
+PATH_KEYS = {"dataset", "variant", "output", "profile"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-").lower()
+
+
+def _add_options(func):
+    for name, typ, default, help_text in reversed(ALL_OPTIONS):
+        if typ is bool:
+            decl = f"{_flag(name)}/--no-{_flag(name)[2:]}"
+            func = click.option(decl, name, default=default, help=help_text)(func)
+        else:
+            func = click.option(_flag(name), name, type=typ, default=default, help=help_text)(func)
+    return func
+
+
+def read_section(config_file: Path, section: str | None) -> dict[str, Any]:
+    """The settings in ``section`` (dotted path) of a YAML file, flattened; unknown keys are an error."""
+    try:
+        doc = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise StageError(f"{config_file}: cannot read as YAML ({e})") from None
+    node: Any = doc
+    for part in (section.split(".") if section else []):
+        if not isinstance(node, dict) or part not in node:
+            raise StageError(f"{config_file}: no section {section!r}")
+        node = node[part]
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise StageError(f"{config_file}: section {section!r} is not a mapping")
+    flat = {k: v for k, v in node.items() if k != "arch"}
+    arch = node.get("arch") or {}
+    if not isinstance(arch, dict):
+        raise StageError(f"{config_file}: {section}.arch is not a mapping")
+    flat.update(arch)
+    unknown = sorted(set(flat) - OPTION_NAMES - PATH_KEYS)
+    if unknown:
+        raise StageError(f"{config_file}: unknown key(s) in {section or 'the file'}: {', '.join(unknown)}; "
+                         f"expected option names such as {', '.join(sorted(OPTION_NAMES)[:6])}, ...")
+    return flat
+
+
+def build_config(values: dict[str, Any], dataset_dir: Path, output: Path):
+    from hrm.train import TrainConfig, TrainError
+
+    arch = {name: values[name] for name, *_ in ARCH_OPTIONS}
+    rest = {k: v for k, v in values.items() if k not in ARCH_NAMES and k in OPTION_NAMES}
+    rest["eval_size"] = rest["eval_size"] or None
+    rest["num_threads"] = rest["num_threads"] or None
+    rest["run_name"] = rest["run_name"] or None
+    rest["project_name"] = rest["project_name"] or None
+    try:
+        return TrainConfig(data_path=str(dataset_dir), output_dir=str(output), arch=arch, **rest)
+    except TrainError as e:
+        raise StageError(str(e)) from None
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Path(path_type=Path), default=Path("data/datasets"),
+              help="A dataset directory (manifest.json), or the shard stage's output (datasets.json) with --variant.")
+@click.option("--variant", type=click.Choice(["hint", "vanilla"]), default="hint",
+              help="Which dataset of a shard stage output to train on.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/models/hrm"),
+              help="Directory for checkpoints/, metrics.json and plots/.")
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick",
+              help="Base settings: quick = the CPU profile (the defaults shown); paper = the paper's run.")
+@click.option("--config-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="YAML file with settings (e.g. params.yaml); options on the command line win.")
+@click.option("--section", default="train", help="Section of --config-file holding the settings (dotted path).")
+@click.option("--print-config", is_flag=True, help="Print the resolved settings as YAML and exit without training.")
+@_add_options
+@click.pass_context
+def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile: str, config_file: Path | None,
+          section: str, print_config: bool, **options: Any) -> None:
+    """Train the HRM (AdamATan2 + sign-SGD puzzle embedding, ACT carry across batches), resumably.
+
+    Evaluates on the test split and saves a checkpoint every --eval-interval epochs.
+    Under torchrun (`torchrun --nproc-per-node N -m pipelines.train ...`) the global
+    batch is split across processes (gloo on CPU, nccl on CUDA).
+    """
+    from click.core import ParameterSource
+
+    def explicit(name: str) -> bool:
+        return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    file_values = read_section(config_file, section) if config_file else {}
+    if not explicit("profile") and "profile" in file_values:
+        profile = file_values["profile"]
+        if profile not in ("quick", "paper"):
+            raise StageError(f"{config_file}: profile must be quick or paper, not {profile!r}")
+    values = dict(options)
+    if profile == "paper":
+        values.update({k: v for k, v in PAPER_PROFILE.items() if not explicit(k)})
+    for key, value in file_values.items():
+        if key in OPTION_NAMES and not explicit(key):
+            values[key] = value
+    if not explicit("dataset") and "dataset" in file_values:
+        dataset = Path(file_values["dataset"])
+    if not explicit("variant") and "variant" in file_values:
+        variant = file_values["variant"]
+    if not explicit("output") and "output" in file_values:
+        output = Path(file_values["output"])
+
+    from pipelines.shard import resolve_dataset
+
+    if print_config:
+        dataset_dir = dataset if not (dataset / "datasets.json").is_file() else resolve_dataset(dataset, variant)
+        click.echo(yaml.safe_dump(build_config(values, dataset_dir, output).to_dict(), sort_keys=False), nl=False)
+        return
+    dataset_dir = resolve_dataset(dataset, variant)
+    cfg = build_config(values, dataset_dir, output)
+
+    from hrm.data import DatasetError
+    from hrm.model import CheckpointError
+    from hrm.train import TrainError
+    from hrm.train import train as run_training
+
+    try:
+        result = run_training(cfg, log=lambda s: click.echo(f"train: {s}", err=True))
+    except (DatasetError, TrainError, CheckpointError) as e:
+        raise StageError(str(e)) from None
+    except FloatingPointError as e:
+        raise StageError(f"{e}: lower --lr or raise --lr-warmup-steps") from None
+    if result.interrupted:
+        click.echo("train: interrupted; run the same command again to continue", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m pipelines.train [OPTIONS]
+    train(prog_name="hrm train")
