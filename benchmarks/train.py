@@ -37,7 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from hrm.model import HRM, HRMConfig, SparseEmbeddingSignSGD  # noqa: E402
 from hrm.optim import AdamATan2  # noqa: E402
-from hrm.train import PAPER_ARCH, QUICK_ARCH  # noqa: E402
+from hrm.train import QUICK_ARCH  # noqa: E402
+from pipelines.train import PAPER_PROFILE  # noqa: E402
+
+PAPER_ARCH = {key: PAPER_PROFILE[key] for key in QUICK_ARCH}  # the paper profile's architecture part
 
 REFERENCE = {("quick", "float32"): 52.0, ("quick", "bfloat16"): 5.4, ("paper", "float32"): 3.3}
 

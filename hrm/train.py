@@ -90,21 +90,6 @@ QUICK_ARCH: dict[str, Any] = dict(
     puzzle_emb_ndim=128,
     loss_type="stablemax_cross_entropy",
 )
-# The paper's Sudoku run (reference-semantics sections 5 and 7).
-PAPER_ARCH: dict[str, Any] = dict(
-    hidden_size=512,
-    num_heads=8,
-    expansion=4,
-    H_layers=4,
-    L_layers=4,
-    H_cycles=2,
-    L_cycles=2,
-    halt_max_steps=16,
-    halt_exploration_prob=0.1,
-    pos_encodings="rope",
-    puzzle_emb_ndim=512,
-    loss_type="stablemax_cross_entropy",
-)
 
 
 class TrainError(ValueError):
