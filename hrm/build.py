@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hrm.sudoku import SEQ_LEN, Transforms, apply_transforms_rows, numba_kernel as _kernel, random_transforms
+from hrm.sudoku import (
+    SEQ_LEN, Transforms, apply_transforms_rows, is_valid_solution, numba_kernel as _kernel, random_transforms,
+)
 
 VARIANTS = ("original", "augmented", "hint")
 ORIGINAL, AUGMENTED, HINT = 0, 1, 2
@@ -165,47 +167,9 @@ def rows_in_range(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return _rows_in_range(a, a.dtype.type(lo), a.dtype.type(hi))
 
 
-@_kernel
-def _valid_solution_tokens(tokens):
-    # Each row, column and box ORs the bits of its 9 cells; all 27 must hold digits 1..9
-    # (tokens 2..10), which for 9 cells means each digit exactly once. Branch-free per row.
-    n = tokens.shape[0]
-    out = np.empty(n, dtype=np.bool_)
-    lut = np.zeros(256, dtype=np.uint16)
-    for t in range(2, 11):
-        lut[t] = 1 << (t - 1)
-    full = np.uint16(0x3FE)
-    bits = np.empty(81, dtype=np.uint16)
-    cols = np.empty(9, dtype=np.uint16)
-    for i in range(n):
-        for c in range(81):
-            bits[c] = lut[tokens[i, c]]
-        ok = True
-        for c in range(9):
-            cols[c] = 0
-        for r in range(9):
-            m = np.uint16(0)
-            for c in range(9):
-                b = bits[r * 9 + c]
-                m |= b
-                cols[c] |= b
-            ok &= m == full
-        for c in range(9):
-            ok &= cols[c] == full
-        for br in range(0, 9, 3):
-            for bc in range(0, 9, 3):
-                m = np.uint16(0)
-                for r in range(3):
-                    for c in range(3):
-                        m |= bits[(br + r) * 9 + bc + c]
-                ok &= m == full
-        out[i] = ok
-    return out
-
-
 def valid_solution_tokens(tokens: np.ndarray) -> np.ndarray:
     """bool [N]: tokens 2..10 forming a valid Sudoku solution (rows, columns, boxes)."""
-    return _valid_solution_tokens(np.ascontiguousarray(tokens, dtype=np.uint8))
+    return is_valid_solution(tokens, offset=1)  # token = digit + 1
 
 
 @_kernel

@@ -94,22 +94,18 @@ def _chunks(n: int):
         yield slice(start, min(start + _CHUNK, n))
 
 
-def _unit_bits(grids: np.ndarray) -> np.ndarray:
-    """uint16 [N, 27, 9]: 1 << value for every cell of every unit (bit 0 = blank)."""
-    return np.left_shift(np.uint16(1), grids[:, UNITS].astype(np.uint16))
+def is_valid_solution(grids: np.ndarray, *, offset: int = 0) -> np.ndarray:
+    """bool [N]: every cell holds 1..9 and every row, column and box holds each digit once.
 
-
-def is_valid_solution(grids: np.ndarray) -> np.ndarray:
-    """bool [N]: every cell holds 1..9 and every row, column and box holds each digit once."""
+    A cell holding v means digit v - ``offset``: 0 for grid values, 1 for tokens (the
+    examples checks call it through ``hrm.build.valid_solution_tokens``).
+    """
+    if not 0 <= offset <= 246:  # the kernel's table has 256 entries
+        raise ValueError(f"offset {offset} outside 0..246")
     grids = np.asarray(grids)
-    out = np.empty(len(grids), dtype=bool)
-    for sl in _chunks(len(grids)):
-        g = grids[sl]
-        in_range = ((g >= 1) & (g <= 9)).all(axis=1)
-        # Nine cells whose bits OR to all of 1..9 hold nine distinct digits.
-        units_full = np.bitwise_or.reduce(_unit_bits(np.where(in_range[:, None], g, 0)), axis=2) == 0x3FE
-        out[sl] = in_range & units_full.all(axis=1)
-    return out
+    if grids.dtype != np.uint8:
+        grids = np.clip(grids, 0, 255).astype(np.uint8)  # clip: a wrapped value could pass as a digit
+    return _valid_solutions(np.ascontiguousarray(grids), np.int64(offset))
 
 
 def agrees_with_givens(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
@@ -155,6 +151,43 @@ def numba_kernel(fn):
 
     return call
 
+
+@numba_kernel
+def _valid_solutions(cells, offset):
+    # Each row, column and box ORs the bits of its 9 cells; all 27 must hold digits 1..9,
+    # which for 9 cells means each digit exactly once. A lookup table keeps it branch-free.
+    n = cells.shape[0]
+    out = np.empty(n, dtype=np.bool_)
+    lut = np.zeros(256, dtype=np.uint16)
+    for d in range(1, 10):
+        lut[d + offset] = 1 << d
+    full = np.uint16(0x3FE)
+    bits = np.empty(81, dtype=np.uint16)
+    cols = np.empty(9, dtype=np.uint16)
+    for i in range(n):
+        for c in range(81):
+            bits[c] = lut[cells[i, c]]
+        ok = True
+        for c in range(9):
+            cols[c] = 0
+        for r in range(9):
+            m = np.uint16(0)
+            for c in range(9):
+                b = bits[r * 9 + c]
+                m |= b
+                cols[c] |= b
+            ok &= m == full
+        for c in range(9):
+            ok &= cols[c] == full
+        for br in range(0, 9, 3):
+            for bc in range(0, 9, 3):
+                m = np.uint16(0)
+                for r in range(3):
+                    for c in range(3):
+                        m |= bits[(br + r) * 9 + bc + c]
+                ok &= m == full
+        out[i] = ok
+    return out
 
 
 # ---------------------------------------------------------------- symmetry transforms

@@ -28,7 +28,7 @@ from pipelines.subsample import (
 INT32_MAX = 2**31 - 1
 
 
-def read_subsample(path: Path, stage: str) -> pl.DataFrame:
+def read_subsample(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
     """A subsample table (raw columns + raw_index), validated; StageError naming file and rows."""
     from schemas.raw import RAW_COLUMNS, validate_raw
 
@@ -48,7 +48,8 @@ def read_subsample(path: Path, stage: str) -> pl.DataFrame:
         problems.append(f"{path}: ratings above {INT32_MAX} do not fit the examples table (Int32)")
     if problems:
         raise StageError("\n".join(problems))
-    log(stage, f"read {path}: {df.height:,} puzzles, valid, {time.perf_counter() - t0:.1f} s")
+    if not quiet:
+        log(stage, f"read {path}: {df.height:,} puzzles, valid, {time.perf_counter() - t0:.1f} s")
     return df
 
 

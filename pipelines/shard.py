@@ -195,39 +195,103 @@ def resolve_dataset(path: Path, variant: str) -> Path:
     return path / name
 
 
-def verify_dataset(dataset: Path) -> dict:
-    """Check a sharded dataset folder against its manifest: every shard's sha256, size, row and
-    group ranges and Arrow schema, and each split against the shard schema. Returns the
-    manifest; raises StageError naming the first problem found."""
-    import json
+PROBLEMS_SHOWN = 20  # problems listed in one message; the rest are counted
 
+
+def _with_shard_rows(report, shards: list[dict], root: Path):
+    """``report`` (rows numbered across the split) with each bad row's shard file and row in it."""
+    import dataclasses
+
+    starts = np.array([r["rows"][0] for r in shards], dtype=np.int64)
+    rows = report.problems.get_column("row").to_numpy()
+    which = np.searchsorted(starts, rows, side="right") - 1
+    reasons = [f"{why} [{root / shards[i]['file']}, row {r - starts[i]}]"
+               for why, r, i in zip(report.problems.get_column("reason").to_list(), rows.tolist(), which.tolist())]
+    problems = report.problems.with_columns(pl.Series("reason", reasons, dtype=pl.String))
+    return dataclasses.replace(report, problems=problems)
+
+
+def dataset_problems(dataset: Path) -> tuple[dict, list[str]]:
+    """Check a sharded dataset folder against its manifest and list every problem: each shard's
+    presence, sha256, size, Arrow schema and row range, each split's row count, and each split
+    whose shards are intact against the shard schema (bad rows named with their shard).
+    Returns (manifest, problems); the manifest is {} when it cannot be read."""
     from schemas.examples import validate_examples
 
+    path = dataset / "manifest.json"
     try:
-        manifest = json.loads((dataset / "manifest.json").read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise StageError(f"{dataset / 'manifest.json'}: cannot read ({exc})") from None
-    for split, info in manifest["splits"].items():
-        tables = []
-        for record in info["shards"]:
-            path = dataset / record["file"]
-            if not path.is_file():
-                raise StageError(f"{path}: shard listed in the manifest is missing")
-            table, digest = read_shard(path)
+        return {}, [f"{path}: cannot read ({exc})"]
+    splits = manifest.get("splits") if isinstance(manifest, dict) else None
+    if not isinstance(splits, dict) or not splits:
+        return {}, [f"{path}: no 'splits' mapping; expected the manifest `hrm shard` writes"]
+    problems = []
+    for split, info in splits.items():
+        missing = [k for k in ("rows", "shards") if not isinstance(info, dict) or k not in info]
+        if missing:
+            problems.append(f"{path}: split {split!r} has no {' or '.join(map(repr, missing))}")
+            continue
+        tables, intact, row = [], True, 0
+        for i, record in enumerate(info["shards"]):
+            missing = [k for k in ("file", "rows", "bytes", "sha256") if k not in record]
+            if missing:
+                problems.append(f"{path}: shard {i} of split {split!r} has no {' or '.join(map(repr, missing))}")
+                intact = False
+                continue
+            file = dataset / record["file"]
             r0, r1 = record["rows"]
-            if digest != record["sha256"] or path.stat().st_size != record["bytes"]:
-                raise StageError(f"{path}: sha256 or size differs from the manifest (modified or truncated)")
-            if table.schema != SHARD_SCHEMA or table.num_rows != r1 - r0:
-                raise StageError(f"{path}: {table.num_rows} rows of {table.schema}; the manifest says {r1 - r0} "
-                                 f"rows of the shard schema")
+            if r0 != row:
+                problems.append(f"{path}: shard {i} of split {split!r} starts at row {r0}, the previous one ends "
+                                f"at row {row}")
+                intact = False
+            row = r1
+            if not file.is_file():
+                problems.append(f"{file}: shard listed in the manifest is missing")
+                intact = False
+                continue
+            try:
+                table, digest = read_shard(file)
+            except (OSError, pa.ArrowException) as exc:
+                problems.append(f"{file}: cannot read as an Arrow IPC shard ({exc}); modified or truncated")
+                intact = False
+                continue
+            if digest != record["sha256"] or file.stat().st_size != record["bytes"]:
+                problems.append(f"{file}: sha256 or size differs from the manifest (modified or truncated)")
+                intact = False
+            if table.schema != SHARD_SCHEMA:
+                found = {f.name: str(f.type) for f in table.schema}
+                expected = {f.name: str(f.type) for f in SHARD_SCHEMA}
+                diff = sorted(set(found.items()) ^ set(expected.items()))
+                problems.append(f"{file}: schema differs from the shard schema (differing entries: {diff})")
+                intact = False
+            if table.num_rows != r1 - r0:
+                problems.append(f"{file}: {table.num_rows} rows; the manifest says {r1 - r0} (rows [{r0}, {r1}))")
+                intact = False
             tables.append(table)
+        if not intact:  # content of a damaged split is not worth checking row by row
+            continue
         back = pl.from_arrow(pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table(), rechunk=False)
         if back.height != info["rows"]:
-            raise StageError(f"{dataset / split}: {back.height} rows, the manifest says {info['rows']}")
-        report = validate_examples(back, rows_per_group=info["rows_per_group"] or None,
+            problems.append(f"{dataset / split}: {back.height} rows, the manifest says {info['rows']}")
+        report = validate_examples(back, rows_per_group=info.get("rows_per_group") or None,
                                    path=str(dataset / split), shards=True)
         if not report.ok:
-            raise StageError(report.message())
+            problems.append(_with_shard_rows(report, info["shards"], dataset).message())
+    return manifest, problems
+
+
+def problems_message(problems: list[str], limit: int = PROBLEMS_SHOWN) -> str:
+    more = len(problems) - limit
+    return "\n".join(problems[:limit] + ([f"... and {more:,} more problems"] if more > 0 else []))
+
+
+def verify_dataset(dataset: Path) -> dict:
+    """Check a sharded dataset folder against its manifest (:func:`dataset_problems`).
+    Returns the manifest; raises StageError listing every problem found."""
+    manifest, problems = dataset_problems(dataset)
+    if problems:
+        raise StageError(problems_message(problems))
     return manifest
 
 

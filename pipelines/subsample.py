@@ -67,10 +67,11 @@ def schema_fingerprint() -> str:
     """Identifies the examples checks (schema and kernels): a table validated under the same
     fingerprint, with the same sha256, need not be validated again."""
     import hrm.build
+    import hrm.sudoku
     import schemas.examples
 
     h = hashlib.sha256()
-    for module in (schemas.examples, hrm.build):
+    for module in (schemas.examples, hrm.build, hrm.sudoku):  # sudoku: the solution and transform kernels
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
 
@@ -134,7 +135,7 @@ def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> dic
     return {"rows": df.height, "sha256": sha256_file(path), "validated_with": schema_fingerprint()}
 
 
-def read_examples_file(path: Path, stage: str) -> pl.DataFrame:
+def read_examples_file(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
     """Read an examples table (Arrow IPC); a missing or corrupt file is a StageError naming it."""
     if not path.is_file():
         raise StageError(f"{path}: file not found (run the stage before `hrm {stage}`)")
@@ -143,7 +144,8 @@ def read_examples_file(path: Path, stage: str) -> pl.DataFrame:
         df = pl.read_ipc(path).rechunk()
     except Exception as exc:  # polars raises many kinds for a truncated or foreign file
         raise StageError(f"{path}: cannot read as an Arrow IPC examples table ({type(exc).__name__}: {exc})") from None
-    log(stage, f"read {path}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
+    if not quiet:
+        log(stage, f"read {path}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
     return df
 
 

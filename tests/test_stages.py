@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -10,77 +9,18 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 
 from hrm import build as B
 from hrm import sudoku as S
-from pipelines.cli import cli
 from pipelines.io import StageError
 from pipelines.shard import SHARD_SCHEMA, verify_dataset
 from schemas.examples import POLARS_SCHEMA, validate_examples
-
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
-SUBSAMPLE, NUM_AUG = 20, 4
-VANILLA, HINT = f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}", f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}-hint"
-
-
-def run(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def ok(*args: str):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def make_raw(directory: Path, valid: pl.DataFrame | None = None) -> Path:
-    """The raw stage's layout, from the real puzzles: 30 train and 9 test rows, stats.json."""
-    valid = valid if valid is not None else pl.read_csv(REAL / "valid.csv", infer_schema=False)
-    valid = valid.with_columns(pl.col("rating").cast(pl.Int64))
-    directory.mkdir(parents=True, exist_ok=True)
-    valid[:30].write_parquet(directory / "train.parquet")
-    valid[30:].write_parquet(directory / "test.parquet")
-    (directory / "stats.json").write_text(json.dumps({"source": "csv", "csv": {"input": "data/csv"}}) + "\n")
-    return directory
-
-
-def build(root: Path, hints: bool = True, shard_mb: str = "0.02", raw: Path | None = None) -> dict:
-    raw = raw or make_raw(root / "raw")
-    logs = {
-        "subsample": ok("subsample", "--input", str(raw), "--output", str(root / "subsample"), "--seed", "3",
-                        "--subsample-size", str(SUBSAMPLE), "--test-size", "0"),
-        "augment": ok("augment", "--input", str(root / "subsample"), "--output", str(root / "augment"), "--seed", "3",
-                      "--num-aug", str(NUM_AUG)),
-        "hints": ok("hints", "--input", str(root / "augment"), "--output", str(root / "hints"), "--seed", "3",
-                    "--enabled", "true" if hints else "false"),
-        "shard": ok("shard", "--input", str(root / "hints"), "--output", str(root / "datasets"),
-                    "--shard-max-mb", shard_mb),
-    }
-    return logs
-
-
-def digest_tree(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+from stage_helpers import HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok
 
 
 def read_split(dataset: Path, split: str) -> pa.Table:
     files = sorted((dataset / split).glob("*.arrow"))
     return pa.concat_tables([pa.ipc.open_file(pa.memory_map(str(f))).read_all() for f in files])
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chain")
-    raw = make_raw(root / "raw")
-    before = digest_tree(raw)
-    logs = build(root, raw=raw)
-    assert digest_tree(raw) == before  # upstream files are never modified
-    return root, logs
 
 
 # --------------------------------------------------------------------------- the chain
@@ -238,13 +178,6 @@ def test_shard_size_bound_and_test_cap(tmp_path):
 
 
 # --------------------------------------------------------------------------- bad inputs
-
-
-def fails(*args: str) -> str:
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    return result.output
 
 
 def test_bad_raw_inputs_name_file_and_rows(tmp_path):

@@ -1,0 +1,69 @@
+"""Shared by tests/test_stages.py and tests/test_validate.py: the dataset stages run for real
+(click's CliRunner) on the real puzzles; the chain itself is the `built` fixture (conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+from click.testing import CliRunner
+
+from pipelines.cli import cli
+
+REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
+SUBSAMPLE, NUM_AUG = 20, 4
+VANILLA, HINT = f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}", f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}-hint"
+
+
+def run(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def ok(*args: str):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def make_raw(directory: Path, valid: pl.DataFrame | None = None) -> Path:
+    """The raw stage's layout, from the real puzzles: 30 train and 9 test rows, stats.json."""
+    valid = valid if valid is not None else pl.read_csv(REAL / "valid.csv", infer_schema=False)
+    valid = valid.with_columns(pl.col("rating").cast(pl.Int64))
+    directory.mkdir(parents=True, exist_ok=True)
+    valid[:30].write_parquet(directory / "train.parquet")
+    valid[30:].write_parquet(directory / "test.parquet")
+    (directory / "stats.json").write_text(json.dumps({"source": "csv", "csv": {"input": "data/csv"}}) + "\n")
+    return directory
+
+
+def build(root: Path, hints: bool = True, shard_mb: str = "0.02", raw: Path | None = None) -> dict:
+    raw = raw or make_raw(root / "raw")
+    logs = {
+        "subsample": ok("subsample", "--input", str(raw), "--output", str(root / "subsample"), "--seed", "3",
+                        "--subsample-size", str(SUBSAMPLE), "--test-size", "0"),
+        "augment": ok("augment", "--input", str(root / "subsample"), "--output", str(root / "augment"), "--seed", "3",
+                      "--num-aug", str(NUM_AUG)),
+        "hints": ok("hints", "--input", str(root / "augment"), "--output", str(root / "hints"), "--seed", "3",
+                    "--enabled", "true" if hints else "false"),
+        "shard": ok("shard", "--input", str(root / "hints"), "--output", str(root / "datasets"),
+                    "--shard-max-mb", shard_mb),
+    }
+    return logs
+
+
+def digest_tree(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def fails(*args: str) -> str:
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return result.output
