@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 import numpy as np
+import polars as pl
 
 from pipelines.io import StageError, atomic_output
 
@@ -36,8 +37,23 @@ FIGURES = {
     "multistability": "Multiple fixed points",
 }
 
+# Fixed table schemas: a skipped analysis still writes its table (zero rows), so every DVC out exists.
+MULTISTABILITY_SCHEMA = {
+    "row": pl.Int64, "run": pl.Int16, "kind": pl.String, "param": pl.Int16, "exact": pl.Boolean,
+    "convergence": pl.String, "trapped": pl.Boolean, "conflicts": pl.Int16, "final_res": pl.Float32,
+    "answer_id": pl.Int16, "state_id": pl.Int16, "answer": pl.Array(pl.UInt8, 81),
+}
+LANDSCAPE_SCHEMA = {
+    "row": pl.Int64, "i": pl.Int16, "j": pl.Int16, "conflicts": pl.Int16, "digits": pl.Int16, "exact": pl.Boolean,
+    "dest_i": pl.Float32, "dest_j": pl.Float32,
+}
+MULTISTABILITY_CSV = ("distinct_answers", "puzzles_all_runs", "puzzles_converged_runs")
+OFF = ("", "none", "off")
+
 
 def _ints(text: str, what: str) -> list[int]:
+    if text.strip().lower() in OFF:
+        return []
     try:
         return sorted({int(p) for p in text.replace(" ", "").split(",") if p})
     except ValueError:
@@ -51,12 +67,16 @@ def _resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def _load(checkpoint: Path, device: str, forward_dtype: str):
-    from hrm.model import CheckpointError, load_checkpoint
-
+def _require_checkpoint(checkpoint: Path) -> None:
     if not checkpoint.exists():
         raise StageError(f"{checkpoint}: checkpoint not found (train one with `dvc repro train` or `hrm train`, "
                          f"or pass an official step_N file with all_config.yaml beside it)")
+
+
+def _load(checkpoint: Path, device: str, forward_dtype: str):
+    from hrm.model import CheckpointError, load_checkpoint
+
+    _require_checkpoint(checkpoint)
     try:
         model = load_checkpoint(_resolve_checkpoint(checkpoint), device=device,
                                 forward_dtype=None if forward_dtype == "config" else forward_dtype)
@@ -69,21 +89,23 @@ def _load(checkpoint: Path, device: str, forward_dtype: str):
     return model
 
 
-def _dataset(dataset: Path, variant: str, split: str, cfg):
+def _dataset(dataset: Path, variant: str, split: str):
     from hrm.data import DatasetError, PuzzleDataset
     from pipelines.shard import resolve_dataset
 
     try:
-        ds = PuzzleDataset(resolve_dataset(dataset, variant), split)
+        return PuzzleDataset(resolve_dataset(dataset, variant), split)
     except DatasetError as e:
         raise StageError(str(e)) from None
+
+
+def _check_encoding(ds, cfg) -> None:
     enc = ds.manifest.get("encoding") if isinstance(ds.manifest, dict) else None
     if isinstance(enc, dict):
         for key in ("seq_len", "vocab_size"):
             if key in enc and int(enc[key]) != int(getattr(cfg, key)):
                 raise StageError(f"{ds.dataset_dir / 'manifest.json'}: encoding.{key} is {enc[key]}, the model "
                                  f"expects {getattr(cfg, key)}")
-    return ds
 
 
 def _check_tokens(ds, rows: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
@@ -113,9 +135,11 @@ def _clean(x):
     return x
 
 
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    import polars as pl
-
+def _write_csv(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] | None = None) -> None:
+    """``columns``: the header to write when ``rows`` is empty (a skipped analysis)."""
+    if not rows and columns:
+        pl.DataFrame(schema={c: pl.Float64 for c in columns}).write_csv(path)
+        return
     pl.DataFrame(_clean(rows), infer_schema_length=None).write_csv(path)
 
 
@@ -227,7 +251,8 @@ def _trace_table(tr, meta: dict[str, np.ndarray], scores: dict[str, np.ndarray],
               help="Activation dtype; config = the checkpoint's own (bfloat16 for official ones).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Puzzles per forward batch.")
 @click.option("--puzzle-index", default="0",
-              help="Rows of the split (comma-separated) for trajectory and landscape figures and stored states.")
+              help="Rows of the split (comma-separated) for trajectory and landscape figures and stored states "
+                   "(none = no landscapes).")
 @click.option("--store-states", type=click.Choice(["selected", "all", "none"]), default="selected",
               help="Store z_H / z_L of every step in traces.parquet for the --puzzle-index puzzles, all, or none.")
 @click.option("--tol", type=click.FloatRange(min=0), default=0.01, help="Convergence: joint residual <= tol on the tail.")
@@ -270,14 +295,17 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         torch.set_num_threads(num_threads)
     selected = _ints(puzzle_index, "--puzzle-index")
     try:
-        ks = [] if easy_k.strip().lower() in ("", "none", "off") else easy_mod.parse_ks(easy_k)
+        ks = [] if easy_k.strip().lower() in OFF else easy_mod.parse_ks(easy_k)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--easy-k") from None
-    model = _load(checkpoint, device, forward_dtype)
-    ds = _dataset(dataset, variant, split, model.config)
+    # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
+    _require_checkpoint(checkpoint)
+    ds = _dataset(dataset, variant, split)
     bad = [i for i in selected if not 0 <= i < ds.num_examples]
     if bad:
         raise StageError(f"{ds.dataset_dir}: --puzzle-index {bad} outside the {split} split's rows 0..{ds.num_examples - 1}")
+    model = _load(checkpoint, device, forward_dtype)
+    _check_encoding(ds, model.config)
     cfg = model.config
     s_count = segments or cfg.halt_max_steps
     if landscape_segment > s_count:
@@ -313,11 +341,10 @@ def _bar(progress: bool, total: int, desc: str):
 def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_size, store_states, tol, tail, lookback,
          ks, easy_sample, shifts, noise_runs, noise_std, cluster_tol, fp_sample, radius, divisor, center_segment, clip,
          flow, progress, run_info) -> dict[str, Any]:
-    import polars as pl
     import pyarrow.parquet as pq
 
     from hrm.analysis import (
-        CLASS_NAMES, aligned_curve, answer_changes, classify, critical_histogram, critical_step,
+        CLASS_NAMES, EASY_COLUMNS, aligned_curve, answer_changes, classify, critical_histogram, critical_step,
         critical_summary, easy_probe, first_correct, fixed_point_summary, landscape, multistability_summary, plots,
         prediction_conflicts, residual_curves, run_perturbed, run_trace, score_predictions, violations,
     )
@@ -436,10 +463,15 @@ def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_si
     figures.append((FIGURES["critical"], "plots/critical.png"))
 
     lap("summaries")
+    # A switched-off analysis still writes its tables (zero rows, same schema); the reason goes to metrics and report.
+    skipped: dict[str, str] = {}
 
     # easy-puzzle probe
     easy_rows: list[dict[str, Any]] = []
-    if ks:
+    if not ks:
+        skipped["easy"] = "--easy-k none: no k to probe"
+        _write_csv([], plots_dir / "easy.csv", EASY_COLUMNS)
+    else:
         pick = eval_rows(inputs.shape[0], easy_sample or None, seed)
         bar = _bar(progress, pick.size * len(ks), "easy probe")
         try:
@@ -456,7 +488,12 @@ def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_si
         lap("easy")
 
     # multiple fixed points
-    if shifts >= 1 and (shifts > 1 or noise_runs > 0):
+    if shifts == 0 or (shifts == 1 and noise_runs == 0):
+        skipped["multistability"] = ("--shifts 0" if shifts == 0 else
+                                     "--shifts 1 and --noise-runs 0: no perturbed run besides the plain one")
+        pl.DataFrame(schema=MULTISTABILITY_SCHEMA).write_parquet(out / "multistability.parquet", compression="zstd")
+        _write_csv([], plots_dir / "multistability.csv", MULTISTABILITY_CSV)
+    else:
         pick = eval_rows(inputs.shape[0], fp_sample or None, seed)
         bar = _bar(progress, pick.size, "multistability")
         try:
@@ -482,7 +519,7 @@ def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_si
             "final_res": flat(ms.final_res), "answer_id": flat(ms.answer_id), "state_id": flat(ms.state_id),
             "answer": pl.Series(np.ascontiguousarray(ms.answers.transpose(1, 0, 2)).reshape(-1, 81),
                                 dtype=pl.Array(pl.UInt8, 81)),
-        }).write_parquet(out / "multistability.parquet", compression="zstd")
+        }, schema=MULTISTABILITY_SCHEMA).write_parquet(out / "multistability.parquet", compression="zstd")
         top = int(max(ms.n_answers.max(initial=1), 1))
         hist = [{"distinct_answers": a, "puzzles_all_runs": int((ms.n_answers == a).sum()),
                  "puzzles_converged_runs": int((ms.n_stable_answers == a).sum())} for a in range(top + 1)]
@@ -512,14 +549,15 @@ def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_si
                                  title=f"Error landscape, puzzle {row}")
             figures.append((f"Error landscape of puzzle {row}", f"plots/landscape_{row}.png"))
             i_grid, j_grid = land.grid()
+            # --no-flow: dest columns null, so the schema does not depend on the flag.
+            no_dest = pl.Series([None] * i_grid.size, dtype=pl.Float32)
             cols = {"row": np.full(i_grid.size, row, np.int64), "i": i_grid.ravel().astype(np.int16),
                     "j": j_grid.ravel().astype(np.int16), "conflicts": land.conflicts.ravel().astype(np.int16),
-                    "digits": land.digits.ravel().astype(np.int16), "exact": land.exact.ravel()}
-            if land.dest is not None:
-                cols["dest_i"] = land.dest[..., 0].ravel()
-                cols["dest_j"] = land.dest[..., 1].ravel()
+                    "digits": land.digits.ravel().astype(np.int16), "exact": land.exact.ravel(),
+                    "dest_i": no_dest if land.dest is None else land.dest[..., 0].ravel(),
+                    "dest_j": no_dest if land.dest is None else land.dest[..., 1].ravel()}
             lap("figures")
-            land_tables.append(pl.DataFrame(cols))
+            land_tables.append(pl.DataFrame(cols, schema=LANDSCAPE_SCHEMA))
             metrics["landscapes"][str(row)] = {
                 "scale": land.scale, "pca_ratio_1": float(land.ratio[0]), "pca_ratio_2": float(land.ratio[1]),
                 "centre_conflicts": int(land.conflicts[radius, radius]),
@@ -529,11 +567,15 @@ def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_si
             bar.update(1)
     finally:
         bar.close()
-    if land_tables:
-        pl.concat(land_tables).write_parquet(out / "landscape.parquet", compression="zstd")
+    if not states:
+        skipped["landscapes"] = "--puzzle-index none: no puzzle selected for trajectories and landscapes"
+    land_table = pl.concat(land_tables) if land_tables else pl.DataFrame(schema=LANDSCAPE_SCHEMA)
+    land_table.write_parquet(out / "landscape.parquet", compression="zstd")
 
     lap("landscapes")
     metrics["run"]["trace_rows"] = trace_rows
+    if skipped:
+        metrics["skipped"] = skipped
     metrics = _clean(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
     write_report(out / "report.md", render_report(metrics, figures, easy_rows=_clean(easy_rows),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from hrm.model import HRM, HRMConfig, InnerCarry, save_checkpoint
 from hrm.sudoku import BLANK_TOKEN, grids_to_tokens, is_valid_solution, strings_to_grids, tokens_to_grids
 from pipelines.cli import cli
 
+ROOT = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 
 
@@ -447,7 +450,14 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["run"]["puzzles"] == 6 and metrics["run"]["segments"] == 4
     assert {"exact_accuracy", "fixed_point", "critical", "easy", "multistability", "landscapes"} <= set(metrics)
-    assert metrics["multistability"]["runs_per_puzzle"] == 4
+    assert metrics["multistability"]["runs_per_puzzle"] == 4 and "skipped" not in metrics
+    from hrm.analysis import EASY_COLUMNS
+    from pipelines.analyze import LANDSCAPE_SCHEMA, MULTISTABILITY_CSV, MULTISTABILITY_SCHEMA  # a skipped run's, too
+
+    assert dict(pl.read_parquet_schema(out / "multistability.parquet")) == MULTISTABILITY_SCHEMA
+    assert dict(pl.read_parquet_schema(out / "landscape.parquet")) == LANDSCAPE_SCHEMA
+    assert pl.read_csv(out / "plots" / "easy.csv").columns == list(EASY_COLUMNS)
+    assert pl.read_csv(out / "plots" / "multistability.csv").columns == list(MULTISTABILITY_CSV)
     traces = pq.read_table(out / "traces.parquet")
     n_rows = len(set(pl.read_parquet(out / "puzzles.parquet")["row"]))
     assert traces.num_rows == n_rows * 8  # puzzles x (segments x H_cycles)
@@ -506,3 +516,125 @@ def test_stage_bad_inputs(stage_inputs, puzzles, tmp_path):
                                  "--sample", "0"])
     assert r.exit_code != 0 and "rows [2]" in r.output and str(bad_ds) in r.output
     assert not out.exists()  # nothing half-written
+
+
+def dvc_stage_args(ckpt: Path, ds: Path, out: Path, **overrides) -> list[str]:
+    """The `analyze` command of dvc.yaml with params.yaml (and ``overrides``) filled in, paths redirected."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["analyze"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    values = {**{f"analyze.{k}": v for k, v in params["analyze"].items()}, "seed": params["seed"],
+              **{f"analyze.{k}": v for k, v in overrides.items()}}
+    cmd = re.sub(r"\$\{([\w.]+)\}", lambda m: str(values[m.group(1)]), stage["cmd"])
+    args = shlex.split(cmd)
+    assert args[:2] == ["hrm", "analyze"]
+    args = args[2:]
+    paths = {"--checkpoint": ckpt, "--dataset": ds, "--output": out}
+    return [str(paths[args[i - 1]]) if i and args[i - 1] in paths else a for i, a in enumerate(args)]
+
+
+def declared_outputs() -> list[str]:
+    """Every path the `analyze` stage declares (outs, metrics, plots, top-level plots), under data/analysis/."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stage = spec["stages"]["analyze"]
+    paths = [next(iter(o)) if isinstance(o, dict) else o
+             for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
+    for plot in spec.get("plots", []):
+        for entry in plot.values():
+            y = entry.get("y") if isinstance(entry, dict) else None
+            paths += list(y) if isinstance(y, dict) else []
+    prefix = "data/analysis/"
+    return sorted({p[len(prefix):] for p in paths if p.startswith(prefix)})
+
+
+FAST = dict(sample=4, batch_size=4, segments=2, easy_sample=2, fp_sample=2, landscape_radius=1, num_threads=1)
+
+
+@pytest.mark.parametrize("switches", [
+    dict(easy_k="none", shifts=0, puzzle_index="none"),
+    dict(easy_k="", shifts=1, noise_runs=0, puzzle_index="0"),
+])
+def test_stage_switched_off_analyses_still_write_every_declared_output(stage_inputs, tmp_path, switches):
+    from hrm.analysis import EASY_COLUMNS
+    from pipelines.analyze import LANDSCAPE_SCHEMA, MULTISTABILITY_CSV, MULTISTABILITY_SCHEMA
+
+    ckpt, ds = stage_inputs
+    out = tmp_path / "out"
+    args = dvc_stage_args(ckpt.parent, ds, out, **FAST, **switches)
+    result = invoke(*args, "--no-flow")  # --no-flow must not change the landscape schema either
+    assert result.exit_code == 0, result.output
+    declared = declared_outputs()
+    assert {"multistability.parquet", "landscape.parquet", "metrics.json", "plots"} <= set(declared)
+    assert [p for p in declared if not (out / p).exists()] == []
+    ms = pl.read_parquet(out / "multistability.parquet")
+    assert ms.height == 0 and dict(ms.schema) == MULTISTABILITY_SCHEMA
+    land = pl.read_parquet(out / "landscape.parquet")
+    assert dict(land.schema) == LANDSCAPE_SCHEMA
+    easy = pl.read_csv(out / "plots" / "easy.csv")
+    assert easy.height == 0 and easy.columns == list(EASY_COLUMNS)
+    hist = pl.read_csv(out / "plots" / "multistability.csv")
+    assert hist.height == 0 and hist.columns == list(MULTISTABILITY_CSV)
+    # Skips are reported with their reason, and no number stands in for a skipped analysis.
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    expect = {"easy", "multistability"} | ({"landscapes"} if switches["puzzle_index"] == "none" else set())
+    assert set(metrics["skipped"]) == expect
+    assert "easy" not in metrics and "multistability" not in metrics
+    assert "## Skipped" in report and all(why in report for why in metrics["skipped"].values())
+    assert not (out / "plots" / "easy.png").exists() and not (out / "plots" / "multistability.png").exists()
+    if switches["puzzle_index"] == "none":
+        assert land.height == 0 and metrics["landscapes"] == {} and not list(out.glob("plots/*_*.png"))
+        assert "--puzzle-index" in metrics["skipped"]["landscapes"]
+    else:
+        assert land.height == 9 and land["dest_i"].null_count() == 9 and set(land["row"]) == {0}
+    assert "--shifts" in metrics["skipped"]["multistability"] and "--easy-k" in metrics["skipped"]["easy"]
+
+
+def test_stage_rerun_keeps_only_the_current_per_puzzle_figures(stage_inputs, tmp_path):
+    ckpt, ds = stage_inputs
+    out = tmp_path / "out"
+    fast = ["--sample", "3", "--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow",
+            "--no-progress"]
+    assert invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "0,30", *fast).exit_code == 0
+    first = sorted(p.name for p in (out / "plots").glob("*_*.png"))
+    assert first == ["landscape_0.png", "landscape_30.png", "trajectory_0.png", "trajectory_30.png"]
+    result = invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "5", *fast)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "plots").glob("*_*.png")) == ["landscape_5.png", "trajectory_5.png"]
+    assert set(pl.read_parquet(out / "landscape.parquet")["row"]) == {5}
+    assert list(json.loads((out / "metrics.json").read_text())["landscapes"]) == ["5"]
+    report = (out / "report.md").read_text()
+    assert "landscape_5.png" in report and "_30.png" not in report and "_0.png" not in report
+    # The run's other outputs are all there.
+    for name in ("traces.parquet", "puzzles.parquet", "multistability.parquet", "metrics.json", "run.json",
+                 "report.md", "plots/residuals.csv", "plots/residuals.png", "plots/critical.png", "plots/easy.csv"):
+        assert (out / name).is_file(), name
+
+
+def test_stage_missing_inputs_fail_first_naming_the_path(stage_inputs, puzzles, tmp_path, monkeypatch):
+    import hrm.model
+
+    ckpt, ds = stage_inputs
+    x, y = puzzles
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous output")
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(hrm.model, "load_checkpoint", no_load)
+    no_shard = write_dataset(tmp_path / "no_shard", x[:3], y[:3])
+    (no_shard / "test" / "shard_00000.arrow").unlink()
+    cases = [
+        (["--checkpoint", tmp_path / "nope" / "step_1", "--dataset", ds], tmp_path / "nope" / "step_1", "not found"),
+        (["--checkpoint", tmp_path / "nope", "--dataset", tmp_path / "no_ds"], tmp_path / "nope", "not found"),
+        (["--checkpoint", ckpt, "--dataset", tmp_path / "no_ds"], tmp_path / "no_ds", "dataset not found"),
+        (["--checkpoint", ckpt, "--dataset", ds, "--split", "train"], ds / "manifest.json", "no split 'train'"),
+        (["--checkpoint", ckpt, "--dataset", no_shard], no_shard / "test" / "shard_00000.arrow", "not found"),
+    ]
+    for args, path, what in cases:
+        r = CliRunner().invoke(cli, ["analyze", *map(str, args), "-o", str(out), "--no-progress"])
+        assert r.exit_code == 1 and r.exception is not None and isinstance(r.exception, SystemExit), (args, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and what in lines[0], (args, r.output)
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]  # the previous output untouched

@@ -14,7 +14,7 @@ Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
 """
 
 from hrm.analysis.critical import aligned_curve, critical_histogram, critical_step, critical_summary, first_correct
-from hrm.analysis.easy import easy_probe, parse_ks, reveal_all_but
+from hrm.analysis.easy import EASY_COLUMNS, easy_probe, parse_ks, reveal_all_but
 from hrm.analysis.fixed_points import (
     CLASS_NAMES, CONVERGED, DRIFTING, OSCILLATING, MultiStability, answer_changes, answer_classes, changed_cells,
     classify, equivalence_classes, fixed_point_summary, multistability_summary, residual_curves, run_perturbed,
@@ -27,7 +27,7 @@ from hrm.analysis.traces import (
 )
 
 __all__ = [
-    "CLASS_NAMES", "CONVERGED", "DRIFTING", "OSCILLATING", "Landscape", "MultiStability", "Trace",
+    "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "Trace",
     "aligned_curve", "answer_changes", "answer_classes", "changed_cells", "classify", "critical_histogram",
     "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",
     "fixed_point_summary", "initial_state", "landscape", "multistability_summary", "parse_ks", "pca_basis",

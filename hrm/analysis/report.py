@@ -75,6 +75,10 @@ def render_report(metrics: dict[str, Any], figures: Sequence[tuple[str, str]], *
         ["puzzles with both a stable right and a stable wrong end", _pct(ms.get("puzzles_stable_right_and_wrong"))],
         ["any run correct (oracle over perturbations)", _pct(ms.get("any_run_correct"))],
     ])
+    skipped = metrics.get("skipped") or {}
+    if skipped:
+        lines += ["", "## Skipped", "", "Switched off by the settings; their tables are written with zero rows.", ""]
+        lines += [f"- {name}: {why}" for name, why in skipped.items()]
     if easy_rows:
         lines += ["", "## Easy-puzzle probe (all but k blank cells revealed)", ""]
         lines += _table(["k", "n", "exact", "blank acc", "violations", "exact if originally solved"],
