@@ -241,6 +241,16 @@ class Runner(Protocol):
     def run(self, inputs: np.ndarray, labels: np.ndarray | None = None, *, early_stop: bool = False) -> EngineOutput: ...
 
 
+def auto_max_rows(device: torch.device | str) -> int | None:
+    """Rows per forward when the user sets none.
+
+    On a CPU the model is compute-bound and chunks whose activations stay cache-sized run
+    faster per row than one big batch (quick profile, 2 threads: 32 rows 12.6 s vs 144
+    rows 17.9 s for the same passes); an accelerator takes every row at once.
+    """
+    return 32 if torch.device(device).type == "cpu" else None
+
+
 class Engine:
     """Batched inference for K HRM checkpoints of one architecture (seq_len, vocab, halt_max_steps).
 

@@ -371,8 +371,10 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="auto: cuda, else mps, else cpu.")
 @click.option("--forward-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
               help="auto: the checkpoint's own on cuda (bfloat16 for the paper), float32 elsewhere.")
-@click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the segment (one compilation for all K).")
-@click.option("--early-stop/--no-early-stop", default=False,
+# Optional-value booleans: `--early-stop` alone, or `--early-stop false` as dvc.yaml renders a param.
+@click.option("--compile", "compile_", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              help="torch.compile the segment (one compilation for all K).")
+@click.option("--early-stop", type=click.BOOL, default=False, is_flag=False, flag_value=True,
               help="Stop each pass at the model's own halt (not the paper's evaluation, which runs every segment).")
 @click.option("--seed", type=int, default=0, help="Seed of the sample, random perturbations and tiers.")
 @click.option("--num-threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
@@ -409,8 +411,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     log(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
         f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}")
 
-    rows_auto = 32 if dev.type == "cpu" else None
-    engine = ev.Engine(models, max_rows=max_rows or rows_auto, compile=compile_)
+    engine = ev.Engine(models, max_rows=max_rows or ev.auto_max_rows(dev), compile=compile_)
     common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop, progress=progress)
 
     # ---- work
