@@ -14,7 +14,9 @@ Three ways to get the same K x P passes over the same puzzles:
   (``--max-rows`` caps the rows per forward), plus everything the report needs (per-segment
   correctness, verifier, label-free selection for every k' x p' subset, calibration).
 
-Prints puzzles/s for each, the ratio engine / loop, and checks that the decisions are
+Prints puzzles/s and achieved GFLOP/s (matmul and attention FLOPs of the passes) for each,
+the rate of the model's widest matmul alone (how far batching could at best go on this
+device), the ratio engine / loop, and checks that the decisions are
 identical: every pass's final answer and halting flag, and the paper_vote outcome per puzzle.
 Puzzles: ``../shared/data/real-sudoku/valid.csv`` (env HRM_REAL_SUDOKU), repeated as needed.
 """
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hrm import evaluate as ev  # noqa: E402
 from hrm.model import HRM, HRMConfig  # noqa: E402
+from hrm.model.layers import swiglu_width  # noqa: E402
 from hrm.sudoku import grids_to_tokens, strings_to_grids  # noqa: E402
 
 REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
@@ -53,6 +56,33 @@ def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, devic
             m.inner.q_head.bias.zero_()
         models.append(m.to(device).eval())
     return models
+
+
+def flops_per_pass(model: HRM) -> float:
+    """Multiply-add FLOPs of one pass (halt_max_steps segments, one row): what no batching can avoid."""
+    c = model.config
+    t, h = c.seq_len + model.inner.puzzle_emb_len, c.hidden_size
+    inter = swiglu_width(h, c.expansion)
+    per_token_layer = 2 * h * 4 * h + 2 * 2 * t * h + 2 * h * 3 * inter  # qkv + out, scores + values, SwiGLU
+    layers = c.H_cycles * (c.L_cycles * c.L_layers + c.H_layers)
+    return c.halt_max_steps * t * (layers * per_token_layer + 2 * h * c.vocab_size)
+
+
+def matmul_ceiling(model: HRM, rows: int, repeats: int = 20) -> float:
+    """GFLOP/s of the model's widest matmul (SwiGLU gate/up) alone on this device: a practical ceiling."""
+    c = model.config
+    inter = swiglu_width(c.hidden_size, c.expansion)
+    x = torch.randn(rows * (c.seq_len + model.inner.puzzle_emb_len), c.hidden_size, device=model.device)
+    w = torch.randn(2 * inter, c.hidden_size, device=model.device)
+    torch.nn.functional.linear(x, w)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * x.shape[0] * x.shape[1] * w.shape[0] / best / 1e9
 
 
 def puzzles(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +141,8 @@ def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: b
 @click.option("--steps", default=4, show_default=True, help="halt_max_steps.")
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--max-rows", default=0, show_default=True, help="Engine rows per forward (0: all P x B).")
+@click.option("--max-rows", default=0, show_default=True,
+              help="Engine rows per forward (0: auto as `hrm evaluate`, 32 on CPU; -1: all P x B).")
 @click.option("--repeats", default=3, show_default=True, help="Alternating timed runs per method; the best counts.")
 @click.option("--skip-official", is_flag=True, help="Do not time the ACT + loss head loop.")
 @click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
@@ -120,16 +151,17 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
          skip_official, compile_):
     torch.set_num_threads(threads)
     models = tiny_models(checkpoints, hidden, layers, cycles, steps, device)
+    max_rows = None if max_rows < 0 else (max_rows or ev.auto_max_rows(device) or None)
     q, a = puzzles(n)
     pert = ev.make_perturbations("shift", permutations)
     print(f"{n} puzzles, P={permutations} shifts, K={checkpoints} checkpoints (hidden {hidden}, {layers}+{layers} layers, "
           f"cycles {cycles}, {steps} segments), batch {batch_size} puzzles, {device}, {threads} CPU thread(s), "
-          f"engine max_rows {max_rows or permutations * batch_size}")
+          f"engine rows per forward {max_rows or permutations * batch_size}")
     # Warm-up (allocator, kernels) on a few puzzles, not timed.
-    ev.evaluate_puzzles(ev.Engine(models, max_rows=max_rows or None), q[:2], a[:2], perturbations=pert, batch_size=2)
+    ev.evaluate_puzzles(ev.Engine(models, max_rows=max_rows), q[:2], a[:2], perturbations=pert, batch_size=2)
     loop(models, q[:2], a[:2], pert, 2, official=False)
 
-    engine = ev.Engine(models, max_rows=max_rows or None)
+    engine = ev.Engine(models, max_rows=max_rows)
     methods = {
         "engine": lambda: ev.evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size),
         "loop_predict": lambda: loop(models, q, a, pert, batch_size, official=False),
@@ -137,7 +169,7 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
     if not skip_official:
         methods["loop_official"] = lambda: loop(models, q, a, pert, batch_size, official=True)
     if compile_:
-        engine_c = ev.Engine(models, max_rows=max_rows or None, compile=True)
+        engine_c = ev.Engine(models, max_rows=max_rows, compile=True)
         t = time.perf_counter()
         ev.evaluate_puzzles(engine_c, q[:batch_size], a[:batch_size], perturbations=pert, batch_size=batch_size)  # compiles
         compile_s = time.perf_counter() - t
@@ -157,8 +189,14 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
     if compile_:
         res_c = results["engine_compiled"]
 
+    passes = n * permutations * checkpoints
+    flops = flops_per_pass(models[0]) * passes
     for name, s in timings.items():
-        print(f"{name:14s} {s:8.2f} s  {n / s:8.2f} puzzles/s  ({n * permutations * checkpoints / s:8.1f} passes/s)")
+        print(f"{name:15s} {s:8.2f} s  {n / s:8.2f} puzzles/s  ({passes / s:8.1f} passes/s, {flops / s / 1e9:6.1f} GFLOP/s)")
+    ceiling = max(matmul_ceiling(models[0], r) for r in {max_rows or 32, 4 * (max_rows or 32), permutations * batch_size})
+    print(f"ceiling: the model's widest matmul alone runs at {ceiling:.1f} GFLOP/s (best of 3 row counts); "
+          f"{flops / 1e9:.1f} GFLOP in all would take {flops / 1e9 / ceiling:.2f} s if every op ran that fast "
+          f"(loop_predict / that = {timings['loop_predict'] * ceiling * 1e9 / flops:.2f}x: a loose bound on any batching)")
     for fast in [k for k in timings if k.startswith("engine")]:
         for name in [k for k in timings if k.startswith("loop")]:
             print(f"ratio {fast} / {name}: {timings[name] / timings[fast]:.2f}x")
