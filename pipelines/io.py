@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -11,6 +12,15 @@ from typing import Iterator
 
 import click
 import polars as pl
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hash a file from disk (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class StageError(click.ClickException):

@@ -35,7 +35,7 @@ from typing import Any
 import click
 import yaml
 
-from pipelines.io import StageError
+from pipelines.io import StageError, sha256_of  # never the stages' cached hash: verification must re-read
 
 RECORD_PREFIX = "hrm-registry: "
 RECORD_SCHEMA = 1
@@ -194,15 +194,6 @@ def latest(versions: list[Version]) -> Version | None:
 
 
 # --------------------------------------------------------------------------- content
-
-
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    """Hash a file from disk (never from a cache: verification must re-read)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def content_hash(files: dict[str, dict]) -> str:

@@ -27,7 +27,7 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, human_bytes, read_table
+from pipelines.io import StageError, atomic_output, human_bytes, read_table, sha256_of
 
 SPLITS = ("train", "test")
 LINEAGE = "lineage.json"
@@ -55,12 +55,9 @@ def sha256_file(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    # A stage hashes the same input for its lineage and its validation skip: read it once.
+    return sha256_of(path)
 
 
 def schema_fingerprint() -> str:
