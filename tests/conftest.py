@@ -14,3 +14,15 @@ def built(tmp_path_factory):
     logs = build(root, raw=raw)
     assert digest_tree(raw) == before  # upstream files are never modified
     return root, logs
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is fastest, immune to OpenMP spinning on a busy machine, and
+    keeps runs comparable bit for bit. Restored after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -39,13 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    # Tiny tensors: one thread is fastest, and immune to OpenMP spinning on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

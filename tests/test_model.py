@@ -19,13 +19,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PAPER_PARAMS = 27_275_266
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    # Tiny tensors: one thread is fastest, and immune to OpenMP spinning on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**kw):

@@ -30,12 +30,7 @@ TINY_FLAGS = ["--hidden-size", "32", "--num-heads", "2", "--expansion", "2", "--
               "--puzzle-emb-ndim", "32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; also makes runs comparable bit for bit
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ok(*args):
