@@ -31,8 +31,8 @@ Ours on top:
   bit-exactly: weights, both optimiser states, the step, the loader position
   (block, step in block), the ACT carry of every rank (gathered to rank 0), the RNG states
   (torch [+ cuda], numpy, python) of every rank, and the metrics so far. It is rewritten
-  (atomically) at every evaluation and, in a single process, when the run is stopped with
-  Ctrl-C (SIGINT/SIGTERM: the step in flight finishes first). Calling :func:`train` again
+  (atomically) at every evaluation and when the run is stopped with Ctrl-C (SIGINT/SIGTERM:
+  the step in flight finishes first; under torchrun every rank stops after the same step). Calling :func:`train` again
   with the same settings continues from it; an interrupted-and-resumed run ends with the
   same weights as an uninterrupted one. Different settings start over (with a warning).
 - Outputs (rank 0 only): ``checkpoint_dir`` (``step_N``, ``all_config.yaml``,
@@ -43,7 +43,6 @@ Ours on top:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -423,7 +422,12 @@ def _fmt(v: Any) -> Any:
 
 
 class _StopFlag:
-    """Ctrl-C (SIGINT) / SIGTERM during training: finish the step, save, stop. A second Ctrl-C aborts."""
+    """Ctrl-C (SIGINT) / SIGTERM during training: finish the step, save, stop. A second Ctrl-C aborts.
+
+    Under torchrun the ranks agree on the step (the request rides on the per-step metrics
+    all-reduce). SIGTERM never aborts: torchrun and cluster schedulers send it after the
+    user's Ctrl-C or on preemption, and the save must be allowed to finish.
+    """
 
     def __init__(self) -> None:
         self.requested = False
@@ -431,7 +435,9 @@ class _StopFlag:
 
     def _handler(self, signum, frame):  # noqa: ARG002
         if self.requested:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         self.requested = True
         print("\nstop requested: finishing this step and saving the training state (Ctrl-C again to abort)", file=sys.stderr)
 
@@ -796,9 +802,8 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
             "train_seconds": round(time.perf_counter() - t_start, 1),
         }
 
-    stop = _StopFlag() if not d.enabled else contextlib.nullcontext(None)
     try:
-        with stop as flag:
+        with _StopFlag() as flag:
             while block < total_blocks:
                 forward.train()
                 batches: Iterator[Mapping[str, Any]] = dataset.train_batches(
@@ -826,7 +831,11 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
 
                     # Metrics: sums over halted rows, reduced to rank 0, then divided as the official.
                     keys = sorted(metrics)
-                    values = _reduce_sum(torch.stack([metrics[k].detach().to(torch.float64) for k in keys]), d)
+                    # The last entry counts the ranks asked to stop: all ranks leave after the same step.
+                    values = _reduce_sum(torch.stack([*(metrics[k].detach().to(torch.float64) for k in keys),
+                                                      torch.tensor(float(flag.requested), dtype=torch.float64, device=device)]), d)
+                    stop_agreed = values[-1].item() > 0
+                    values = values[:-1]
                     if not math.isfinite(values[keys.index("lm_loss")].item()):
                         raise FloatingPointError(f"step {step}: training loss is not finite")
                     reduced: dict[str, float] = {}
@@ -852,10 +861,10 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
                         try:
                             callback(step, reduced)
                         except KeyboardInterrupt:
-                            if flag is None:
-                                raise
                             flag.requested = True
-                    if flag is not None and flag.requested:
+                    # One process stops at once; ranks stop at the step whose reduce carried a request
+                    # (one raised in the callback is seen by the others at the next step).
+                    if stop_agreed or (flag.requested and not d.enabled):
                         interrupted = True
                         break
                 if interrupted:

@@ -387,3 +387,42 @@ def test_ddp_two_processes_match_one(hint_dir, tmp_path):
     assert m2["train"]["lm_loss"] == pytest.approx(m1["train"]["lm_loss"], rel=1e-3)
     assert [n for n, _ in step_files(tmp_path / "two" / "checkpoints")] == [6, 12]
     assert len(read_csv(tmp_path / "two" / "plots" / "train.csv")) == one.total_steps
+
+
+DDP_RESUME_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from hrm.train import TrainConfig, train
+dist.init_process_group("gloo")  # one group for the three runs (train() leaves a group it did not create)
+rank, root = dist.get_rank(), sys.argv[1]
+def cfg(name):
+    return TrainConfig(data_path={data!r}, arch={arch!r}, global_batch_size=8, epochs=4, eval_interval=2, lr=3e-3,
+                       lr_warmup_steps=4, output_dir=os.path.join(root, name), progress=False, eval_size=8, num_threads=1)
+def stop_on_rank_1(step, metrics):
+    if rank == 1 and step == 4:  # mid-block (6 steps per block): as if only rank 1 got the signal
+        raise KeyboardInterrupt
+whole = train(cfg("whole"))
+stopped = train(cfg("parts"), callback=stop_on_rank_1)
+resumed = train(cfg("parts"))
+if rank == 0:
+    torch.save({{"whole": whole.model.state_dict(), "resumed": resumed.model.state_dict(),
+                "stopped": (stopped.interrupted, stopped.step), "resumed_steps": resumed.step}}, os.path.join(root, "out.pt"))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_stop_mid_block_then_resume_equals_uninterrupted(hint_dir, tmp_path):
+    """Under torchrun a stop request reaching one rank stops every rank after the same step, the state
+    (both ranks' carries and RNGs) is saved mid-block, and the resumed run ends bit-identical."""
+    script = tmp_path / "ddp_resume.py"
+    script.write_text(DDP_RESUME_SCRIPT.format(arch=dict(TINY_ARCH), data=str(hint_dir)))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert out["stopped"] == (True, 5)  # rank 1 asked at step 4; the request travels with step 5's reduce
+    assert out["resumed_steps"] == 12
+    assert out["whole"].keys() == out["resumed"].keys()
+    for k, v in out["whole"].items():
+        assert torch.equal(out["resumed"][k], v), k
+    assert "resuming from" in proc.stderr
