@@ -337,6 +337,36 @@ class MetricsWriter:
         self.dir = output_dir
         self._files: dict[str, Any] = {}
         self._writers: dict[str, csv.DictWriter] = {}
+        # Every row so far, saved with the training state: a resumed run rewrites the CSVs from
+        # it, since `dvc repro` deletes them before it reruns the stage.
+        self.rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+
+    def restore(self, rows: Mapping[str, list] | None, keep_until_step: int) -> None:
+        """Resuming at ``keep_until_step``: the CSVs hold exactly the saved rows up to it."""
+        if rows is None:  # a state without rows: keep what the files hold up to that step
+            self.reset(keep_until_step)
+            rows = {name: self._read(name) for name in ("train", "eval")}
+        self.rows = {name: [r for r in rows.get(name, []) if int(r["step"]) <= keep_until_step] for name in ("train", "eval")}
+        if self.dir is None:
+            return
+        for name, kept in self.rows.items():
+            path = self._path(name)
+            path.unlink(missing_ok=True)
+            if kept:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fields = list(dict.fromkeys(k for r in kept for k in r))
+                with open(path, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=fields)
+                    w.writeheader()
+                    w.writerows(kept)
+        (self.dir / "metrics.json").unlink(missing_ok=True)
+
+    def _read(self, name: str) -> list[dict[str, Any]]:
+        path = None if self.dir is None else self._path(name)
+        if path is None or not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return [{k: (float(v) if k != "step" else int(v)) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
     def _path(self, name: str) -> Path:
         assert self.dir is not None
@@ -344,6 +374,8 @@ class MetricsWriter:
 
     def reset(self, keep_until_step: int | None) -> None:
         """Drop rows after ``keep_until_step`` (None: everything), e.g. when resuming from an earlier state."""
+        if keep_until_step is None:
+            self.rows = {"train": [], "eval": []}
         if self.dir is None:
             return
         for name in ("train", "eval"):
@@ -368,6 +400,7 @@ class MetricsWriter:
         if self.dir is None:
             return
         row = {"step": step, **{k.split("/", 1)[-1]: _fmt(v) for k, v in metrics.items()}}
+        self.rows[name].append(row)
         w = self._writers.get(name)
         if w is None:
             path = self._path(name)
@@ -716,6 +749,11 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
             diff = _diff_keys(state.get("key") or {}, key) if state.get("format") == STATE_FORMAT else ["format"]
             say(f"{state_path}: saved run has different settings ({', '.join(diff) or '?'}); starting over")
             state = None
+        elif state.get("step", 0) >= total_steps:
+            # Asked to train again after a finished run (`dvc repro -f`, or code that changed):
+            # train, rather than hand back the old weights.
+            say(f"{state_path}: the saved run is complete ({state['step']}/{total_steps} steps); starting over")
+            state = None
     if state is not None:
         model.load_state_dict(state["model"])
         for opt, sd in zip(optimizers, state["optimizers"]):
@@ -730,7 +768,7 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
             torch.random.manual_seed(cfg.seed + d.rank + 1_000_003 * step)
         history.update(state["history"])
         say(f"resuming from {state_path} at step {step}/{total_steps} (block {block}, step {step_in_block} in block)")
-        writer.reset(keep_until_step=step)
+        writer.restore(state.get("plot_rows"), keep_until_step=step)
     else:
         if d.rank == 0 and ckpt_dir is not None and ckpt_dir.exists():
             for _, f in step_files(ckpt_dir):
@@ -788,6 +826,7 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
                 "carry": _concat_carries(carries),
                 "rng": rngs,
                 "history": history,
+                "plot_rows": writer.rows,
             },
             state_path,
         )

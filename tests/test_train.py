@@ -188,6 +188,8 @@ def test_resume_after_ctrl_c_equals_uninterrupted(hint_dir, reference_run, tmp_p
     first = train(cfg, callback=stop_at(8, KeyboardInterrupt), log=quiet)  # mid-block: saves the state at step 8
     assert first.interrupted and first.step == 8
     assert torch.load(tmp_path / "checkpoints" / STATE_NAME, weights_only=True)["step"] == 8
+    shutil.rmtree(tmp_path / "plots")  # `dvc repro` deletes a stage's non-persistent outputs before rerunning it
+    (tmp_path / "metrics.json").unlink(missing_ok=True)
     logs = []
     second = train(cfg, log=logs.append)
     assert any("resuming" in m and "step 8" in m for m in logs)
@@ -212,10 +214,12 @@ def test_resume_after_crash_from_last_evaluation(hint_dir, reference_run, tmp_pa
     assert (tmp_path / "plots" / "train.csv").read_text() == (ref_out / "plots" / "train.csv").read_text()
     assert json.loads((tmp_path / "metrics.json").read_text())["eval"] == json.loads((ref_out / "metrics.json").read_text())["eval"]
 
-    # Finished: running again changes nothing and rewrites the same metrics.
+    # Finished: asked again (`dvc repro -f`, changed code), it trains again from the start: same result.
     logs.clear()
     done = train(cfg, log=logs.append)
+    assert any("complete (18/18 steps); starting over" in m for m in logs)
     assert done.step == 18 and state_equal(done.model, ref.model)
+    assert (tmp_path / "plots" / "train.csv").read_text() == (ref_out / "plots" / "train.csv").read_text()
 
 
 def test_changed_settings_start_over(hint_dir, tmp_path):
