@@ -30,11 +30,12 @@ Ours on top:
 - Resume. Next to the checkpoints, ``train_state.pt`` holds everything needed to continue
   bit-exactly: weights, both optimiser states, the step, the loader position
   (block, step in block), the ACT carry of every rank (gathered to rank 0), the RNG states
-  (torch [+ cuda], numpy, python) of every rank, and the metrics so far. It is rewritten
-  (atomically) at every evaluation and when the run is stopped with Ctrl-C (SIGINT/SIGTERM:
-  the step in flight finishes first; under torchrun every rank stops after the same step). Calling :func:`train` again
-  with the same settings continues from it; an interrupted-and-resumed run ends with the
-  same weights as an uninterrupted one. Different settings start over (with a warning).
+  (torch [+ cuda], numpy, python) of every rank, the metrics and plot rows so far. It is
+  rewritten (atomically) at every evaluation and when the run is stopped with Ctrl-C
+  (SIGINT/SIGTERM: the step in flight finishes first; under torchrun every rank stops after
+  the same step). Calling :func:`train` again with the same settings continues from it; an
+  interrupted-and-resumed run ends with the same weights as an uninterrupted one. Different
+  settings, or a state whose run is complete, start over (with a message).
 - Outputs (rank 0 only): ``checkpoint_dir`` (``step_N``, ``all_config.yaml``,
   ``train_state.pt``; only the last ``keep_checkpoints`` step files are kept) and, in
   ``output_dir``, ``metrics.json`` (final train and eval metrics) and ``plots/train.csv``,
