@@ -51,7 +51,6 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import sys
 import threading
@@ -65,7 +64,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device, save_checkpoint
+from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device, save_checkpoint, step_files
 from hrm.optim import AdamATan2, cosine_schedule_lr
 
 STATE_NAME = "train_state.pt"
@@ -73,7 +72,6 @@ STATE_FORMAT = 1
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
 EVAL_METRIC_KEYS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_halt_accuracy", "q_halt_loss", "steps")
 IGNORE_LABEL_ID = -100
-_STEP_FILE = re.compile(r"step_(\d+)")
 
 # The quick CPU profile's architecture (the defaults of TrainConfig, the CLI and params.yaml).
 QUICK_ARCH: dict[str, Any] = dict(
@@ -319,13 +317,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def step_files(directory: Path) -> list[tuple[int, Path]]:
-    """The ``step_N`` files in ``directory``, oldest first."""
-    if not directory.is_dir():
-        return []
-    return sorted((int(m.group(1)), f) for f in directory.iterdir() if f.is_file() and (m := _STEP_FILE.fullmatch(f.name)))
 
 
 # ----------------------------------------------------------------------------- metrics files

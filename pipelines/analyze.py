@@ -28,7 +28,7 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output
+from pipelines.io import StageError, atomic_output, json_ready
 
 FIGURES = {
     "residuals": "Residual vs segment",
@@ -60,25 +60,11 @@ def _ints(text: str, what: str) -> list[int]:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=what) from None
 
 
-def _resolve_checkpoint(path: Path) -> Path:
-    """A step_N file, a folder of them, or a train output folder holding checkpoints/."""
-    if path.is_dir() and not any(p.name.startswith("step_") for p in path.iterdir()) and (path / "checkpoints").is_dir():
-        return path / "checkpoints"
-    return path
-
-
-def _require_checkpoint(checkpoint: Path) -> None:
-    if not checkpoint.exists():
-        raise StageError(f"{checkpoint}: checkpoint not found (train one with `dvc repro train` or `hrm train`, "
-                         f"or pass an official step_N file with all_config.yaml beside it)")
-
-
-def _load(checkpoint: Path, device: str, forward_dtype: str):
+def _load(checkpoint: Path, file: Path, device: str, forward_dtype: str):
     from hrm.model import CheckpointError, load_checkpoint
 
-    _require_checkpoint(checkpoint)
     try:
-        model = load_checkpoint(_resolve_checkpoint(checkpoint), device=device,
+        model = load_checkpoint(file, device=device,
                                 forward_dtype=None if forward_dtype == "config" else forward_dtype)
     except CheckpointError as e:
         raise StageError(str(e)) from None
@@ -122,25 +108,12 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
-def _clean(x):
-    """NaN / inf -> None, numpy scalars -> Python, recursively (valid JSON for DVC)."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _write_csv(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] | None = None) -> None:
     """``columns``: the header to write when ``rows`` is empty (a skipped analysis)."""
     if not rows and columns:
         pl.DataFrame(schema={c: pl.Float64 for c in columns}).write_csv(path)
         return
-    pl.DataFrame(_clean(rows), infer_schema_length=None).write_csv(path)
+    pl.DataFrame(json_ready(rows), infer_schema_length=None).write_csv(path)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -299,12 +272,14 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--easy-k") from None
     # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
-    _require_checkpoint(checkpoint)
+    from pipelines.evaluate import resolve_checkpoints
+
+    checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = _dataset(dataset, variant, split)
     bad = [i for i in selected if not 0 <= i < ds.num_examples]
     if bad:
         raise StageError(f"{ds.dataset_dir}: --puzzle-index {bad} outside the {split} split's rows 0..{ds.num_examples - 1}")
-    model = _load(checkpoint, device, forward_dtype)
+    model = _load(checkpoint, checkpoint_file, device, forward_dtype)
     _check_encoding(ds, model.config)
     cfg = model.config
     s_count = segments or cfg.halt_max_steps
@@ -576,10 +551,10 @@ def _run(model, ds, out: Path, *, sample_rows, selected, s_count, seed, batch_si
     metrics["run"]["trace_rows"] = trace_rows
     if skipped:
         metrics["skipped"] = skipped
-    metrics = _clean(metrics)
+    metrics = json_ready(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
-    write_report(out / "report.md", render_report(metrics, figures, easy_rows=_clean(easy_rows),
-                                                 critical_rows=_clean(crit_rows)))
+    write_report(out / "report.md", render_report(metrics, figures, easy_rows=json_ready(easy_rows),
+                                                 critical_rows=json_ready(crit_rows)))
     lap("figures")
     # Timings go to run.json and the log only: every other output is byte-identical between runs.
     import torch

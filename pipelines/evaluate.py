@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from pipelines.io import StageError, atomic_output
+from pipelines.io import StageError, atomic_output, json_ready
 from pipelines.shard import resolve_dataset
 
 STAGE = "evaluate"
@@ -49,29 +48,23 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- inputs
 
 
-def _step_files(folder: Path) -> list[tuple[int, Path]]:
-    out = []
-    for f in folder.iterdir():
-        m = re.fullmatch(r"step_(\d+)", f.name)
-        if m and f.is_file():
-            out.append((int(m.group(1)), f))
-    return sorted(out)
-
-
 def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
     """Checkpoint files, in order: a file as it is; a directory -> its last ``last`` step_N files
     (ascending), looking in DIR and then DIR/checkpoints (the train stage's layout)."""
+    from hrm.model import step_files
+
     files: list[Path] = []
     for p in paths:
         p = Path(p)
         if not p.exists():
-            raise StageError(f"{p}: checkpoint not found")
+            raise StageError(f"{p}: checkpoint not found (train one with `dvc repro train` or `hrm train`, "
+                             f"or pass an official step_N file with all_config.yaml beside it)")
         if p.is_file():
             files.append(p)
             continue
-        steps = _step_files(p)
+        steps = step_files(p)
         if not steps and (p / "checkpoints").is_dir():
-            steps = _step_files(p / "checkpoints")
+            steps = step_files(p / "checkpoints")
         if not steps:
             raise StageError(f"{p}: a directory without step_N checkpoint files (nor in {p / 'checkpoints'}); "
                              f"pass a checkpoint file or a training run directory")
@@ -171,18 +164,7 @@ def load_split(dataset_dir: Path, split: str, test_size: int, seed: int, model_f
 
 
 def _clean(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return None if not np.isfinite(v) else round(v, 6)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
+    return json_ready(v, digits=6)
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
+import numpy as np
 import polars as pl
+
+
+def json_ready(x: Any, digits: int | None = None) -> Any:
+    """NaN / inf -> None, numpy scalars -> Python, recursively (valid JSON for DVC and W&B);
+    floats rounded to ``digits`` when given."""
+    if isinstance(x, dict):
+        return {k: json_ready(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v, digits) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return None
+        if digits is not None:
+            return round(x, digits)
+    return x
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -5,7 +5,7 @@ Entry points: :class:`HRMConfig`, :class:`HRM` (model + ACT + loss head, with
 :class:`SparseEmbeddingSignSGD`.
 """
 
-from hrm.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hrm.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_files
 from hrm.model.hrm import HRM, HRMACT, Carry, HRMConfig, HRMInner, InnerCarry, Prediction, resolve_device
 from hrm.model.losses import ACTLossHead, ACTStepResult, softmax_cross_entropy, stablemax_cross_entropy
 from hrm.model.sparse_embedding import CastedSparseEmbedding, SparseEmbeddingSignSGD
@@ -28,4 +28,5 @@ __all__ = [
     "save_checkpoint",
     "softmax_cross_entropy",
     "stablemax_cross_entropy",
+    "step_files",
 ]

@@ -30,14 +30,25 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked; the message names the file and what is wrong."""
 
 
+_STEP_FILE = re.compile(r"step_(\d+)")
+
+
+def step_files(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """The ``step_N`` files in ``directory`` as (N, path), oldest first ([] if no such folder)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted((int(m.group(1)), f) for f in directory.iterdir() if f.is_file() and (m := _STEP_FILE.fullmatch(f.name)))
+
+
 def _checkpoint_file(path: str | os.PathLike) -> Path:
     """The file itself, or for a folder its ``step_N`` file with the largest N."""
     p = Path(path)
     if p.is_dir():
-        steps = [(int(m.group(1)), f) for f in p.iterdir() if f.is_file() and (m := re.fullmatch(r"step_(\d+)", f.name))]
+        steps = step_files(p)
         if not steps:
             raise CheckpointError(f"{p} is a folder without step_N checkpoint files; pass the checkpoint file itself")
-        return max(steps)[1]
+        return steps[-1][1]
     if not p.exists():
         raise CheckpointError(f"checkpoint file not found: {p}")
     return p
