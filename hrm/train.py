@@ -65,7 +65,6 @@ import torch
 import torch.distributed as dist
 
 from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device, save_checkpoint, step_files
-from hrm.model.checkpoint import atomic_torch_save, atomic_write_text
 from hrm.optim import AdamATan2, cosine_schedule_lr
 
 STATE_NAME = "train_state.pt"
@@ -307,6 +306,19 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------------------- metrics files
 
 
@@ -414,7 +426,7 @@ class MetricsWriter:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         if self.dir is None:
             return
-        atomic_write_text(self.dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+        _atomic_write_text(self.dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
     def close(self) -> None:
         for fh in self._files.values():
@@ -792,7 +804,7 @@ def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainR
         history["elapsed"] = time.perf_counter() - t_start
         history["last_checkpoint"] = str(last_ckpt) if last_ckpt else None
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(
+        _atomic_torch_save(
             {
                 "format": STATE_FORMAT,
                 "key": key,

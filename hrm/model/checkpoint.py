@@ -174,20 +174,6 @@ def load_checkpoint(
     return model.to(resolve_device(device)).eval()
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a hidden temporary beside ``path``, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
     """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it.
 
@@ -197,8 +183,16 @@ def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "_orig_mod", model)
-    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
     cfg = dict(extra_config or {})
     cfg["arch"] = model.arch_dict()
-    atomic_write_text(path.parent / CONFIG_NAME, yaml.safe_dump(cfg, sort_keys=False))
+    cfg_path = path.parent / CONFIG_NAME
+    tmp_cfg = cfg_path.with_name(CONFIG_NAME + ".tmp")
+    with open(tmp_cfg, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    os.replace(tmp_cfg, cfg_path)
     return path
