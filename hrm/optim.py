@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the official trainer (reference-semantics section 7).
+"""Optimiser and learning-rate schedule of the official trainer (docs/reference-semantics.md §7).
 
 - :class:`AdamATan2`: Adam with ``atan2`` in place of the division by ``sqrt(v) + eps``
   (the ``adam-atan2`` package, whose kernel is CUDA-only; this one runs anywhere).

@@ -1,13 +1,20 @@
-"""Fixtures shared across test modules."""
+"""Fixtures shared across test modules, and where the real puzzles live."""
+
+import os
+from pathlib import Path
 
 import pytest
 
-from stage_helpers import build, digest_tree, make_raw
+# The real third-party puzzles shipped with the tests (provenance: tests/data/real-sudoku/README.md);
+# HRM_REAL_SUDOKU points the tests at another folder in the same layout.
+REAL_SUDOKU = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parent / "data" / "real-sudoku"))
 
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The dataset stages run once on the real puzzles: (root, logs); read it, never modify it."""
+    from stage_helpers import build, digest_tree, make_raw  # here: stage_helpers imports REAL_SUDOKU from this module
+
     root = tmp_path_factory.mktemp("chain")
     raw = make_raw(root / "raw")
     before = digest_tree(raw)

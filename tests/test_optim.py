@@ -1,4 +1,4 @@
-"""hrm.optim: AdamATan2 against the formula of reference-semantics section 7, and the lr schedule."""
+"""hrm.optim: AdamATan2 against the formula of docs/reference-semantics.md §7, and the lr schedule."""
 
 import math
 

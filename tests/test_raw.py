@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import REAL_SUDOKU as REAL
 from pipelines.cli import cli
 from pipelines.raw import DEFAULT_HF_REPO, DEFAULT_HF_REVISION, derive_seeds
 from schemas.raw import RAW_COLUMNS, validate_raw
 
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -1,6 +1,5 @@
 """The raw-table schema (schemas/raw.py) and `hrm validate raw`, on real puzzles."""
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,12 +10,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import REAL_SUDOKU as REAL
 from hrm.solver import count_solutions, solve
 from hrm.sudoku import strings_to_grids
 from pipelines.cli import cli
 from schemas.raw import RAW_COLUMNS, RawTable, UniqueRawTable, diagnose, validate_raw
-
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 
 
 def read_text_csv(path: Path) -> pl.DataFrame:

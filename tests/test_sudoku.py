@@ -1,13 +1,10 @@
 import csv
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REAL_SUDOKU as REAL
 from hrm import sudoku as S
-
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +127,7 @@ def test_digit_shift_maps():
     maps = S.digit_shift_maps(range(9))
     assert (maps[0] == np.arange(10)).all()
     assert maps[1, 9] == 1 and maps[1, 1] == 2 and maps[:, 0].max() == 0
-    # As tokens: t -> ((t - 2 + p) mod 9) + 2 for t in 2..10 (reference-semantics section 9).
+    # As tokens: t -> ((t - 2 + p) mod 9) + 2 for t in 2..10 (docs/reference-semantics.md §9).
     tokens = np.arange(2, 11)
     for p in range(9):
         assert (maps[p][tokens - 1] + 1 == (tokens - 2 + p) % 9 + 2).all()

@@ -1,4 +1,4 @@
-"""Transformer building blocks of the HRM (reference-semantics section 5).
+"""Transformer building blocks of the HRM (docs/reference-semantics.md §5).
 
 Every op here mirrors the official implementation's numerics so that identical
 weights give identical outputs:

@@ -1,4 +1,4 @@
-"""Losses and the ACT loss head (reference-semantics section 7).
+"""Losses and the ACT loss head (docs/reference-semantics.md §7).
 
 Per-token loss: stablemax cross-entropy in float64 (the paper's default) or
 softmax cross-entropy in float32, averaged over each sequence's label tokens

@@ -1,4 +1,4 @@
-"""Puzzle embeddings and their optimiser (reference-semantics sections 5 and 7).
+"""Puzzle embeddings and their optimiser (docs/reference-semantics.md §5 and §7).
 
 The table ``weights`` [num_puzzle_identifiers, dim] is a persistent *buffer*, not
 a parameter: it is not counted in the parameter total, not touched by the main
