@@ -4,7 +4,7 @@
 
 Builds (not timed) a raw table of 2,000 train and 1,000 test puzzles with the offline
 generator (hrm.generate; without it, symmetries of the real puzzles in
-../shared/data/real-sudoku/valid.csv), then times the four dataset stages exactly as
+tests/data/real-sudoku/valid.csv), then times the four dataset stages exactly as
 ``dvc repro`` runs them, each as its own ``hrm`` process:
 
     hrm subsample --subsample-size 1000 --test-size 0
@@ -15,7 +15,8 @@ generator (hrm.generate; without it, symmetries of the real puzzles in
 and prints wall seconds per stage, the total, and the peak RSS of each stage (its
 process's ru_maxrss). ``--in-process`` runs the stages in this process instead (imports
 paid once; peak RSS is then this process's).
-Reference: the fork's numpy builder takes 138 s / 3.6 GB (vanilla) and 213 s / 6.3 GB (hint).
+Reference: the fork's numpy builder takes 138 s / 3.6 GB (vanilla) and 213 s / 6.3 GB (hint)
+(the fork = the Augmented HRM paper's code, README "Reference code").
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def make_raw(workdir: Path, n_train: int = 2000, n_test: int = 1000) -> None:
     except ImportError:  # no generator: symmetries of the real puzzles (distinct, still valid)
         from hrm.sudoku import random_transforms, strings_to_grids
 
-        path = Path(os.environ.get("HRM_REAL_SUDOKU", REPO.parent / "shared" / "data" / "real-sudoku")) / "valid.csv"
+        path = Path(os.environ.get("HRM_REAL_SUDOKU", REPO / "tests" / "data" / "real-sudoku")) / "valid.csv"
         real = pl.read_csv(path, infer_schema=False)
         base_q = strings_to_grids(real["question"].to_list())
         base_a = strings_to_grids(real["answer"].to_list())

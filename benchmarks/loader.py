@@ -21,7 +21,8 @@ examples (subsample 1000, augment --num-aug 1000, hints, shard). Then prints:
    (VmHWM). Memory-mapped shard pages that were read count in RSS as RssFile: they are
    clean, file-backed and reclaimable; RssAnon is what the loader itself allocates.
 
-Reference: the fork's numpy memmap loader does about 32,000 examples/s on this machine.
+Reference: the fork's numpy memmap loader does about 32,000 examples/s on this machine
+(the fork = the Augmented HRM paper's code, README "Reference code").
 """
 
 from __future__ import annotations

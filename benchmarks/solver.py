@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/solver.py``. Single-threaded (NUMBA_NUM_THREADS=1; the solver
 has no parallel loops anyway). Every timing comes after a JIT warm-up call. The real
-puzzles are read from ../shared/data/real-sudoku next to the repository, or from the
+puzzles are read from tests/data/real-sudoku (shipped with the tests), or from the
 directory named by HRM_REAL_SUDOKU.
 """
 
@@ -30,7 +30,7 @@ TDOKU_HARD20_PER_S = 12_450  # tdoku's reference figure on the same 20 puzzles
 
 
 def real_sudoku_dir() -> Path:
-    return Path(os.environ.get("HRM_REAL_SUDOKU", REPO.parent / "shared" / "data" / "real-sudoku"))
+    return Path(os.environ.get("HRM_REAL_SUDOKU", REPO / "tests" / "data" / "real-sudoku"))
 
 
 def puzzles_per_second(grids: np.ndarray, min_seconds: float = 2.0) -> float:

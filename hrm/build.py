@@ -1,4 +1,4 @@
-"""Dataset building for Sudoku-Extreme (reference-semantics section 3), vectorised.
+"""Dataset building for Sudoku-Extreme (docs/reference-semantics.md §3), vectorised.
 
 Arrays in, arrays out: no files, no params, no DVC. The stages in ``pipelines/``
 (``hrm subsample | augment | hints | shard``) call these functions.
@@ -10,10 +10,13 @@ Arrays in, arrays out: no files, no params, no DVC. The stages in ``pipelines/``
 - :func:`add_hints`: after every example, an easier copy of it: ``k`` extra givens
   copied from the answer into ``k`` blank cells chosen uniformly without replacement,
   ``k`` uniform in ``[1, blanks - 1]``; same label, same group.
+- :func:`drop_hints`: the vanilla dataset inside a hint dataset (the shard stage cuts both
+  datasets from the one hint table).
 
 Examples hold *tokens* (grid value + 1: 1 = blank, 2..10 = digits), uint8. Rows are
 ordered by group (original puzzle), then in emission order, exactly as the fork's
-builder emits them: ``orig, [hint(orig)], aug_1, [hint(aug_1)], ...``.
+builder emits them (the fork = the Augmented HRM paper's code, README "Reference code"):
+``orig, [hint(orig)], aug_1, [hint(aug_1)], ...``.
 
 Randomness comes only from the ``numpy.random.Generator`` passed in. The hot loops are
 numba kernels (compiled on first use, cached next to this file).

@@ -1,15 +1,13 @@
-"""The streaming loader: Arrow shards in, torch batches out (reference-semantics sections 2-4).
+"""The streaming loader: Arrow shards in, torch batches out (docs/reference-semantics.md §2-§4).
 
-Reads a dataset directory as ``hrm shard`` writes it::
+Reads a dataset directory as ``hrm shard`` writes it (``DIR/manifest.json``,
+``DIR/<split>/*.arrow``: the layout is schemas/manifest.py's, the columns schemas/columns.py's),
+checked against its manifest by ``schemas.manifest.check_split`` before anything is read.
+Shards may be in the Arrow IPC file or stream format, uncompressed, groups contiguous.
 
-    DIR/manifest.json          splits.<split>: rows, groups, shards [{file, rows: [r0, r1],
-                               groups: [g0, g1], sha256, bytes}], and the shard column types
-    DIR/<split>/*.arrow        Arrow IPC (file or stream format, uncompressed), the examples
-                               table in order, groups contiguous
-    DIR/README.md              dataset card (``datasets.load_dataset(DIR)`` works too)
-
-Columns used: ``inputs`` and ``labels`` (``fixed_size_list<uint8>[81]``), ``group_id``,
-``puzzle_id`` and ``rating`` (int32). Nothing is copied into memory: every shard is
+Columns used (``schemas.columns.LOADER_COLUMNS``): ``inputs`` and ``labels``
+(``fixed_size_list<uint8>[81]``), ``group_id``, ``puzzle_id`` and ``rating`` (int32).
+Nothing is copied into memory: every shard is
 memory-mapped and a batch gathers its rows straight from the mapped values buffers
 (a zero-copy uint8 view of the file, fancy-indexed), so a training epoch reads only the
 1 row per group it uses, and a full pass keeps only file-backed (reclaimable) pages.
@@ -37,7 +35,8 @@ last incomplete batch of the block (``E*G mod B`` examples) is dropped, so batch
 epoch boundaries inside a block. This is the official loader with ``epochs_per_iter = E``
 (the trainer's ``eval_interval``): ``epochs=20000`` over 1,000 groups at B = 768 with
 ``eval_interval=2000`` is 10 blocks x 2,604 = 26,040 steps (``epochs_to_steps``), not
-20,000; the fork's 40,000 epochs at ``eval_interval=1000`` are 40 x 1,302 = 52,080 steps.
+20,000; the fork's 40,000 epochs at ``eval_interval=1000`` are 40 x 1,302 = 52,080 steps
+(the fork = the Augmented HRM paper's code, README "Reference code").
 An epoch's rows depend only on (seed, e): not on B, E or the world size. The same
 (seed, block) always gives the same batches, and ``start_step`` resumes exactly.
 In data-parallel runs rank r of W takes rows ``[r*B/W, (r+1)*B/W)`` of every global batch.
@@ -71,8 +70,6 @@ int32 and is about 3x faster. The trainer uses ``train_batches``, the fastest pa
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -81,25 +78,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from hrm.rng import EVAL_SAMPLE as EVAL_STREAM, TRAIN_ORDER as TRAIN_STREAM  # the seed's stream ids: hrm/rng.py
 from hrm.sudoku import IGNORE_LABEL, PAD_TOKEN, SEQ_LEN
+from schemas.columns import LOADER_COLUMNS
+from schemas.manifest import MANIFEST, ManifestError, OpenShard, check_split, read_manifest
 
 __all__ = [
     "DatasetError", "PuzzleDataset", "epochs_to_steps", "steps_in_block", "epoch_rows", "eval_rows",
     "hf_features", "arrow_to_batch",
-    "TRAIN_STREAM", "EVAL_STREAM", "REQUIRED_COLUMNS",
 ]
 
-MANIFEST = "manifest.json"
-TRAIN_STREAM = 5  # mixed into the seed of the training order (the dataset stages use 1..4)
-EVAL_STREAM = 6  # mixed into the seed of eval_batches(limit=...)
-TOKENS_TYPE = pa.list_(pa.uint8(), SEQ_LEN)
-REQUIRED_COLUMNS: dict[str, pa.DataType] = {
-    "group_id": pa.int32(),
-    "puzzle_id": pa.int32(),
-    "rating": pa.int32(),
-    "inputs": TOKENS_TYPE,
-    "labels": TOKENS_TYPE,
-}
 _INT32 = np.dtype("<i4")
 
 
@@ -231,43 +219,6 @@ class _Column:
         return self.gather(rows).view(_INT32).reshape(-1)
 
 
-def _open_shard(path: Path) -> tuple[pa.Buffer, pa.Table]:
-    """(the whole file as a zero-copy mapped buffer, its table): IPC file or stream format."""
-    try:
-        buf = pa.memory_map(str(path), "r").read_buffer()
-    except (OSError, pa.ArrowException) as exc:
-        raise DatasetError(f"{path}: cannot open the shard ({exc})") from None
-    try:
-        return buf, pa.ipc.open_file(buf).read_all()
-    except pa.ArrowInvalid:
-        pass
-    try:
-        return buf, pa.ipc.open_stream(buf).read_all()
-    except pa.ArrowInvalid as exc:
-        raise DatasetError(f"{path}: not an Arrow IPC file ({exc}); expected a shard written by `hrm shard`") from None
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:  # read(), not mmap: the hashed pages do not stay in this process's RSS
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _check_schema(path: Path, schema: pa.Schema, manifest_columns: dict | None) -> None:
-    for name, expected in REQUIRED_COLUMNS.items():
-        if schema.get_field_index(name) < 0:
-            raise DatasetError(f"{path}: no column {name!r} (expected type {expected}); found columns "
-                               f"{', '.join(schema.names)}")
-        found = schema.field(name).type
-        if found != expected:
-            raise DatasetError(f"{path}: column {name!r} has type {found}, expected {expected}")
-    if manifest_columns:
-        found = {f.name: str(f.type) for f in schema}
-        if found != manifest_columns:
-            diff = sorted(set(found.items()) ^ set(manifest_columns.items()))
-            raise DatasetError(f"{path}: schema differs from the manifest's columns "
-                               f"(differing entries: {diff}); expected {manifest_columns}")
-
-
 def _as_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
@@ -294,76 +245,50 @@ class PuzzleDataset:
         self.dataset_dir = Path(dataset_dir)
         self.split = split
         self.verify = verify
-        self.manifest = self._read_manifest()
+        try:
+            self.manifest = read_manifest(self.dataset_dir)
+        except ManifestError as exc:
+            raise DatasetError(exc.problem.error) from None
+        # Also a folder made by hand (tools, tests): a shard entry needs only its file; without rows
+        # or sha256 the shard's own row count is used and its bytes are not hashed. sizes=False: a
+        # matching sha256 fixes the bytes; the recorded size is bookkeeping (`hrm validate`, registry).
+        checked = check_split(self.dataset_dir, self.manifest, split, required=LOADER_COLUMNS,
+                              entry_keys=("file",), verify=verify, sizes=False, first_only=True)
+        if checked.problems:
+            raise DatasetError(checked.problems[0].error)
         self.name: str = self.manifest.get("name", self.dataset_dir.name)
         info = self.manifest["splits"][split]
         self.num_examples: int = int(info["rows"])
         self.num_groups: int = int(info["groups"])
-        self._open(info)
+        self._open(checked.shards)
 
     # -- loading
 
-    def _read_manifest(self) -> dict:
-        path = self.dataset_dir / MANIFEST
-        if not path.is_file():
-            raise DatasetError(f"{path}: manifest not found; expected a dataset directory written by `hrm shard` "
-                               f"(DIR/manifest.json, DIR/<split>/*.arrow)")
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: cannot read the manifest as JSON ({exc})") from None
-        splits = manifest.get("splits") if isinstance(manifest, dict) else None
-        if not isinstance(splits, dict):
-            raise DatasetError(f"{path}: no 'splits' mapping; expected the manifest `hrm shard` writes")
-        if self.split not in splits:
-            raise DatasetError(f"{path}: no split {self.split!r} (the manifest has: {', '.join(splits) or 'none'})")
-        info = splits[self.split]
-        for key in ("rows", "groups", "shards"):
-            if key not in info:
-                raise DatasetError(f"{path}: split {self.split!r} has no {key!r} entry")
-        return manifest
-
-    def _open(self, info: dict) -> None:
-        columns = self.manifest.get("columns")
+    def _open(self, shards: list[OpenShard]) -> None:
+        """Index the checked, memory-mapped shards: the gathered columns and the groups."""
         self._buffers: list[pa.Buffer] = []
         self._tables: list[pa.Table] = []
         self._inputs, self._labels = _Column(SEQ_LEN), _Column(SEQ_LEN)
         self._puzzle_id, self._rating = _Column(4), _Column(4)
         group_ids = []
         row = 0
-        for record in info["shards"]:
-            path = self.dataset_dir / record["file"]
-            if not path.is_file():
-                raise DatasetError(f"{path}: shard listed in {self.dataset_dir / MANIFEST} not found")
-            if self.verify and "sha256" in record:
-                digest = _sha256(path)
-                if digest != record["sha256"]:
-                    raise DatasetError(f"{path}: sha256 is {digest}, the manifest expects {record['sha256']}; "
-                                       f"the shard changed after `hrm shard` wrote it (rebuild it: dvc repro)")
-            buf, table = _open_shard(path)
-            _check_schema(path, table.schema, columns)
-            r0, r1 = record.get("rows", [row, row + table.num_rows])
-            if r0 != row or table.num_rows != r1 - r0:
-                raise DatasetError(f"{path}: holds {table.num_rows} rows starting at row {row}; the manifest "
-                                   f"says rows [{r0}, {r1})")
-            for name in ("inputs", "labels"):
+        for shard in shards:
+            table = shard.table
+            for name in ("inputs", "labels"):  # gathered as raw bytes: a null would read as garbage
                 if table.column(name).null_count:
-                    raise DatasetError(f"{path}: column {name!r} has {table.column(name).null_count} nulls")
-            base = buf.address
-            file_bytes = np.frombuffer(buf, dtype=np.uint8)
+                    raise DatasetError(f"{shard.path}: column {name!r} has {table.column(name).null_count} nulls")
+            base = shard.buffer.address
+            file_bytes = np.frombuffer(shard.buffer, dtype=np.uint8)
             for column, name in ((self._inputs, "inputs"), (self._labels, "labels"),
                                  (self._puzzle_id, "puzzle_id"), (self._rating, "rating")):
                 column.add_shard(table.column(name), file_bytes, base, row)
             group_ids.append(table.column("group_id").to_numpy())
-            self._buffers.append(buf)
+            self._buffers.append(shard.buffer)
             self._tables.append(table)
             row += table.num_rows
         for column in (self._inputs, self._labels, self._puzzle_id, self._rating):
             column.finish()
         manifest_path = self.dataset_dir / MANIFEST
-        if row != self.num_examples:
-            raise DatasetError(f"{manifest_path}: split {self.split!r} lists {self.num_examples} rows, "
-                               f"its shards hold {row}")
         g = np.concatenate(group_ids) if group_ids else np.zeros(0, np.int32)
         starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else np.zeros(0, np.int64)
         if len(starts) > 1 and not np.all(g[starts[1:]] > g[starts[:-1]]):

@@ -1,6 +1,6 @@
 """Sudoku encoding, checks and symmetry transforms, vectorised over N puzzles.
 
-Three representations (reference-semantics section 2):
+Three representations (docs/reference-semantics.md §2):
 - string: 81 characters, ``.`` (or ``0``) for a blank, ``1``-``9`` for a digit;
 - grid:   uint8 [N, 81], 0 = blank, 1..9 = digit;
 - tokens: uint8 [N, 81], grid + 1 (1 = blank, 2..10 = digits); 0 is padding.
@@ -195,7 +195,7 @@ def _valid_solutions(cells, offset):
 
 @dataclass(frozen=True)
 class Transforms:
-    """N validity-preserving Sudoku symmetries (reference-semantics section 3).
+    """N validity-preserving Sudoku symmetries (docs/reference-semantics.md §3).
 
     Applied as: optional transpose, then ``out[r, c] = x[row_order[r], col_order[c]]``,
     then digits relabelled through ``digit_map`` (digit_map[0] = 0 keeps blanks blank).

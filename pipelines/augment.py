@@ -19,38 +19,11 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, read_table
-from pipelines.subsample import (
-    EXAMPLES_SUFFIX, LINEAGE, SPLITS, check_dirs, input_records, log, read_lineage, stage_rng, write_examples,
-    write_json,
+from pipelines.dataset_io import (
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, input_records, read_lineage, read_subsample,
+    stage_rng, write_examples, write_json,
 )
-
-INT32_MAX = 2**31 - 1
-
-
-def read_subsample(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
-    """A subsample table (raw columns + raw_index), validated; StageError naming file and rows."""
-    from schemas.raw import RAW_COLUMNS, validate_raw
-
-    t0 = time.perf_counter()
-    df = read_table(path)
-    if "raw_index" not in df.columns:
-        raise StageError(f"{path}: missing column raw_index; expected the output of `hrm subsample` "
-                         f"(columns {', '.join(RAW_COLUMNS)}, raw_index)")
-    report = validate_raw(df.drop("raw_index"), check_unique=False, path=str(path))
-    problems = []
-    if not report.ok:
-        problems.append(report.message())
-    index = df.get_column("raw_index")
-    if not index.dtype.is_integer() or index.null_count() or (index.len() and index.min() < 0) or index.n_unique() != index.len():
-        problems.append(f"{path}: raw_index must be distinct integers >= 0 (the rows of the raw file)")
-    if report.ok and df.height and df.get_column("rating").cast(pl.Int64).max() > INT32_MAX:
-        problems.append(f"{path}: ratings above {INT32_MAX} do not fit the examples table (Int32)")
-    if problems:
-        raise StageError("\n".join(problems))
-    if not quiet:
-        log(stage, f"read {path}: {df.height:,} puzzles, valid, {time.perf_counter() - t0:.1f} s")
-    return df
+from pipelines.io import StageError, atomic_output, log
 
 
 def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None) -> pl.DataFrame:
@@ -63,20 +36,6 @@ def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None)
     answers = strings_to_grids(df.get_column("answer").to_numpy())
     ex = augment(questions, answers, num_aug, rng)
     return to_frame(ex, df.get_column("source"), df.get_column("rating").cast(pl.Int64).to_numpy())
-
-
-def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool) -> None:
-    """Validate an examples table; a failure is a StageError naming the file and rows."""
-    from schemas.examples import validate_examples
-
-    t0 = time.perf_counter()
-    report = validate_examples(df, rows_per_group=rows_per_group, path=shown)
-    if not report.ok:
-        if built:  # our own output failed its schema: a bug, but still no half-written output
-            raise StageError(f"internal error, the built table failed validation and nothing was written:\n"
-                             f"{report.message()}")
-        raise StageError(report.message())
-    log(stage, f"validated {shown}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
 
 
 @click.command("augment")

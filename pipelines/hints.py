@@ -6,7 +6,8 @@ cells chosen uniformly without replacement, k uniform in [1, blanks - 1]; same l
 same transform, variant ``hint``, ``parent_id`` = the example it was made from, its
 own puzzle in the same group. The table holds every vanilla row too (the shard stage
 takes the vanilla dataset from it, so the vanilla examples are built once). As in the
-fork, the test split is not hinted: it passes through unchanged.
+fork (the Augmented HRM paper's code, README "Reference code"), the test split is not
+hinted: it passes through unchanged.
 
 With ``--enabled false`` both tables pass through unchanged (byte copies) and only the
 vanilla dataset is sharded.
@@ -25,52 +26,19 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.augment import INT32_MAX, check_table
-from pipelines.io import StageError, atomic_output
-from pipelines.subsample import (
-    EXAMPLES_SUFFIX, LINEAGE, SPLITS, already_validated, check_dirs, input_records, log, read_examples_file,
-    read_lineage, schema_fingerprint, sha256_file, stage_rng, write_examples, write_json,
+from pipelines.dataset_io import (
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, examples_record, input_records,
+    read_examples, read_lineage, rows_per_group, stage_rng, upstream_outputs, write_examples, write_json,
 )
-
-
-def rows_per_group(lineage: dict, split: str) -> int | None:
-    """Rows per group of the table the last stage in ``lineage`` wrote (None if it does not say)."""
-    per = (lineage.get("augment") or {}).get("rows_per_group", {}).get(split)
-    if per is not None and split == "train" and (lineage.get("hints") or {}).get("params", {}).get("enabled"):
-        per *= 2
-    return per
-
-
-def read_examples(path: Path, rows_per_group: int | None, stage: str, upstream: dict | None = None) -> pl.DataFrame:
-    """Read and validate an examples table; StageError naming the file and rows.
-
-    ``upstream``: the lineage record of the stage that wrote the file; when the file is
-    byte for byte what that stage validated (same checks), it is not validated again.
-    """
-    df = read_examples_file(path, stage)
-    if already_validated(path, df, upstream):
-        log(stage, f"checked {path}: sha256 matches the table the previous stage validated; not re-validated")
-    else:
-        check_table(df, rows_per_group, str(path), stage, built=False)
-    return df
-
-
-def upstream_outputs(lineage: dict, stage: str) -> dict:
-    """The ``outputs`` records of the stage that wrote the examples tables ``stage`` reads."""
-    previous = {"hints": "augment", "shard": "hints"}[stage]
-    return (lineage.get(previous) or {}).get("outputs") or {}
+from pipelines.io import StageError, atomic_output, log
 
 
 def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
     """The vanilla table ``df`` with a hint after every row."""
-    from hrm.build import ORIGINAL, add_hints
-    from schemas.examples import from_frame, to_frame
+    from hrm.build import add_hints
+    from schemas.examples import derived_frame, from_frame
 
-    ex = from_frame(df)
-    starts = np.flatnonzero(ex.variant == ORIGINAL)  # one per group, in group order (validated)
-    sources = df.get_column("source").gather(starts)
-    ratings = df.get_column("rating").to_numpy()[starts]
-    return to_frame(add_hints(ex, rng), sources, ratings)
+    return derived_frame(add_hints(from_frame(df), rng), df)
 
 
 @click.command("hints")
@@ -103,8 +71,7 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
             target, shown = tmp / name, output / name
             if not (enabled and split == "train"):
                 shutil.copyfile(input_dir / name, target)
-                lineage[stage]["outputs"][name] = {"rows": tables[split].height, "sha256": sha256_file(target),
-                                                   "validated_with": schema_fingerprint()}
+                lineage[stage]["outputs"][name] = examples_record(target, tables[split].height)
                 log(stage, f"wrote {shown}: {tables[split].height:,} rows, unchanged "
                            f"({'hints disabled' if not enabled else 'the test split is not hinted'})")
                 continue

@@ -1,12 +1,15 @@
-"""File I/O shared by the stages: atomic outputs, table reading, user-facing errors."""
+"""File I/O shared by the stages: atomic outputs, table reading, user-facing errors, the stage log.
+
+(A file's sha256 is schemas.manifest.file_sha256: the loader needs it too.)
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,17 +36,19 @@ def json_ready(x: Any, digits: int | None = None) -> Any:
     return x
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hash a file from disk (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+BATCH_ROWS = 500_000  # rows of a large table read (and validated) at a time: bounds the memory
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, statistics=True)  # raw and rejected tables
 
 
 class StageError(click.ClickException):
     """An error the user can cause and fix (bad file, missing input): one message, no traceback."""
+
+
+def log(stage: str, message: str) -> None:
+    """``stage: message`` on stderr, from rank 0 only (a torchrun job's other ranks stay quiet)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    click.echo(f"{stage}: {message}", err=True)
 
 
 def _temp_sibling(final: Path) -> Path:
@@ -112,7 +117,45 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pl.
     raise StageError(f"{path}: unsupported file type {suffix!r} (expected .parquet or .csv)")
 
 
+def _parquet_batches(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Slices of a Parquet file, read one at a time (row groups outside a slice are skipped)."""
+    lf = pl.scan_parquet(path)
+    schema = lf.collect_schema()
+    n = lf.select(pl.len()).collect().item()
+    if n == 0:
+        yield pl.DataFrame(schema=schema)
+    for offset in range(0, n, batch_rows):
+        yield pl.scan_parquet(path).slice(offset, batch_rows).collect()
+
+
+def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """Read a CSV (all columns as text) or Parquet file in batches of ``batch_rows`` rows.
+
+    Memory stays bounded by one batch: a Parquet file is read slice by slice; a CSV file
+    is first streamed into a temporary Parquet file (polars' streaming sink), then
+    sliced. Yields at least one (possibly empty) frame, so the column layout can always
+    be checked. A missing, truncated or malformed file raises StageError naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise StageError(f"{path}: unsupported file type {suffix!r} (expected .parquet or .csv)")
+    try:
+        if suffix == ".parquet":
+            yield from _parquet_batches(path, batch_rows)
+            return
+        with tempfile.TemporaryDirectory(prefix="hrm-validate-") as tmp:
+            staged = Path(tmp) / "table.parquet"
+            # Everything as text: a bad value must reach validation, not fail parsing.
+            pl.scan_csv(path, infer_schema=False).sink_parquet(staged, compression="lz4")
+            yield from _parquet_batches(staged, batch_rows)
+    except Exception as exc:  # polars raises many kinds for a corrupt or truncated file
+        raise StageError(f"{path}: cannot read as {suffix[1:]} ({type(exc).__name__}: {exc})") from None
+
+
 def write_parquet(df: pl.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` atomically, with settings fixed so the same rows give the same bytes."""
     with atomic_output(path) as tmp:
-        df.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        df.write_parquet(tmp, **PARQUET_OPTIONS)

@@ -27,11 +27,12 @@ from pathlib import Path
 import click
 import yaml
 
-from pipelines.io import StageError, atomic_output, human_bytes
+from pipelines.io import StageError, atomic_output, human_bytes, log
 from pipelines.registry import (
     Artifact, Version, check_dataset, content_hash, dataset_files, fetch_version, find_root, read_manifest,
     resolve_version,
 )
+from schemas.manifest import CARD, MANIFEST
 
 REPO_TYPE = "dataset"
 KEEP_ON_HUB = {".gitattributes"}
@@ -98,7 +99,7 @@ def _front_matter(text: str) -> tuple[dict, str]:
 def publish_card(manifest: dict, record: dict, version: Version, repo_id: str, license_id: str | None = None) -> str:
     """The published dataset card: the shard stage's card (same ``configs``, columns, loading),
     with Hub metadata, the registry version, how it was built, the license note and citations."""
-    from pipelines.shard import dataset_card
+    from pipelines.datasets import dataset_card
 
     meta, body = _front_matter(dataset_card(manifest))
     source = manifest.get("source") or {}
@@ -181,14 +182,14 @@ def locate(root: Path, art: Artifact, version: Version, scratch: Path) -> Path:
         raise StageError(f"{version.tag} has no hrm record (tag made outside hrm); register it with "
                          f"`hrm registry register`")
     directory = root / art.path
-    if (directory / "manifest.json").is_file():
+    if (directory / MANIFEST).is_file():
         try:
             same = content_hash(dataset_files(directory, read_manifest(directory), deep=False)) == record["content"]
         except (StageError, OSError, KeyError):
             same = False
         if same:
             return directory
-    click.echo(f"publish: the workspace's {art.path} is not {version.tag}; fetching it with DVC", err=True)
+    log("publish", f"the workspace's {art.path} is not {version.tag}; fetching it with DVC")
     out = scratch / art.name
     fetch_version(root, f"{art.name}@{version.version}", out)
     return out
@@ -196,8 +197,8 @@ def locate(root: Path, art: Artifact, version: Version, scratch: Path) -> Path:
 
 def plan_upload(directory: Path, manifest: dict, card: str) -> list[tuple[str, Path | bytes, int]]:
     """(path in the repo, local file or bytes, size) of every file of the commit, in order."""
-    plan: list[tuple[str, Path | bytes, int]] = [("README.md", card.encode(), len(card.encode()))]
-    plan.append(("manifest.json", directory / "manifest.json", (directory / "manifest.json").stat().st_size))
+    plan: list[tuple[str, Path | bytes, int]] = [(CARD, card.encode(), len(card.encode()))]
+    plan.append((MANIFEST, directory / MANIFEST, (directory / MANIFEST).stat().st_size))
     for info in manifest["splits"].values():
         for shard in info["shards"]:
             plan.append((shard["file"], directory / shard["file"], shard["bytes"]))
@@ -319,7 +320,7 @@ def publish(spec: str, repo_id: str, private: bool, dry_run: bool, save_folder: 
         plan = plan_upload(directory, manifest, card)
         if save_folder is not None:
             write_folder(plan, save_folder)
-            click.echo(f"publish: wrote the folder to upload to {save_folder}", err=True)
+            log("publish", f"wrote the folder to upload to {save_folder}")
         total = sum(size for _, _, size in plan)
         verb = "Would publish" if dry_run else "Publishing"
         click.echo(f"{verb} {version.tag} to {repo_id} (dataset repo{', private' if private else ''}): "

@@ -30,8 +30,10 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, human_bytes, read_table, write_parquet
-from pipelines.validate import iter_table_batches, validate_raw_file
+from pipelines.io import (
+    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, human_bytes, iter_table_batches, log, read_table,
+    write_parquet,
+)
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, validate_raw
 
 SPLITS = ("train", "test")
@@ -40,8 +42,6 @@ DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
 # Commit of sapientinc/sudoku-extreme holding train.csv (3,831,994 rows) and test.csv
 # (422,786 rows); the revision public reproductions pin. `--hf-revision main` follows the branch.
 DEFAULT_HF_REVISION = "58942f96baeb572ca3127e2a9e9c70f330783d6b"
-BATCH_ROWS = 500_000
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, statistics=True)
 # DVC writes a .gitignore beside outputs listed one by one; it is kept across runs.
 _OWN_FILES = re.compile(r"^(train\.parquet|test\.parquet|stats\.json|rejected-(train|test)\.parquet|\.gitignore)$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -58,10 +58,6 @@ class SplitInput:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _log(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -111,7 +107,7 @@ def _builtin_inputs(n_train: int, n_test: int, seed: int, min_blanks: int, max_b
                 "rating": pl.Series(np.asarray(puzzles.ratings, dtype=np.int64), dtype=pl.Int64),
             }
         )
-        _log(f"raw: generated {table.height:,} {split} puzzles (seed {seeds[split]}) in {time.perf_counter() - t0:.1f} s")
+        log("raw", f"generated {table.height:,} {split} puzzles (seed {seeds[split]}) in {time.perf_counter() - t0:.1f} s")
         inputs.append(SplitInput(split, table=table, display_path=f"builtin {split} split"))
     info = {"seed": seed, "split_seeds": seeds, "min_blanks": min_blanks, "max_blanks": max_blanks,
             "min_rating": min_rating, "sizes": {"train": n_train, "test": n_test}}
@@ -151,7 +147,7 @@ def _csv_inputs(input_dir: Path | None) -> tuple[list[SplitInput], dict]:
         table, n = fill_missing_ratings(table)
         computed[split] = n
         if n:
-            _log(f"raw: computed {n:,} missing ratings of {path} in {time.perf_counter() - t0:.1f} s")
+            log("raw", f"computed {n:,} missing ratings of {path} in {time.perf_counter() - t0:.1f} s")
         inputs.append(SplitInput(split, table=table, display_path=str(path)))
     return inputs, {"input": str(input_dir), "ratings_computed": computed}
 
@@ -195,7 +191,7 @@ def download_hub_file(repo: str, revision: str, filename: str) -> tuple[Path, st
     local = None
     for local_only in attempts:
         if not local_only:
-            _log(f"raw: downloading {filename} of {repo} (revision {revision}) from the Hugging Face Hub")
+            log("raw", f"downloading {filename} of {repo} (revision {revision}) from the Hugging Face Hub")
         try:
             with _quiet_hub_logs():
                 local = hf_hub_download(
@@ -241,7 +237,7 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
         except Exception as exc:
             raise StageError(f"{csv_path}: cannot read as csv ({type(exc).__name__}: {exc})") from None
         size = csv_path.stat().st_size
-        _log(f"raw: converted {csv_path} ({human_bytes(size)}) to Parquet in {time.perf_counter() - t0:.1f} s")
+        log("raw", f"converted {csv_path} ({human_bytes(size)}) to Parquet in {time.perf_counter() - t0:.1f} s")
         files[filename] = {"bytes": size}
         inputs.append(SplitInput(split, staged=staged, display_path=str(csv_path)))
     resolved = shas.pop() if len(shas) == 1 else None
@@ -251,16 +247,43 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
 # --------------------------------------------------------------------------- validation and writing
 
 
+def validate_raw_file(
+    path: str | os.PathLike,
+    *,
+    check_unique: bool = True,
+    batch_rows: int = BATCH_ROWS,
+    display_path: str | None = None,
+    keep_valid: bool = False,
+    progress: bool = False,
+) -> RawReport:
+    """Validate a raw CSV or Parquet file batch by batch; rows are numbered across the file.
+
+    ``keep_valid=False`` (the default) keeps only the rejected rows in memory.
+    """
+    name = display_path or str(path)
+    parts: list[RawReport] = []
+    offset = 0
+    for batch in iter_table_batches(path, batch_rows):
+        part = validate_raw(batch, check_unique=check_unique, path=name, row_offset=offset, keep_valid=keep_valid)
+        parts.append(part)
+        offset += batch.height
+        if progress:
+            click.echo(f"  {name}: validated {offset:,} rows", err=True)
+        if part.table_errors:  # the layout is wrong: the other batches would say the same
+            break
+    return RawReport.merge(parts, path=name, keep_valid=keep_valid)
+
+
 def _validate(split: SplitInput, check_unique: bool) -> RawReport:
     t0 = time.perf_counter()
     if split.table is not None:
         report = validate_raw(split.table, check_unique=check_unique, path=split.display_path)
     else:
-        report = validate_raw_file(split.staged, check_unique=check_unique, batch_rows=BATCH_ROWS,
-                                   display_path=split.display_path, progress=True)
+        report = validate_raw_file(split.staged, check_unique=check_unique, display_path=split.display_path,
+                                   progress=True)
     seconds = time.perf_counter() - t0
     rate = report.n_rows / seconds if seconds > 0 else float("inf")
-    _log(f"raw: validated {report.summary()} in {seconds:.1f} s ({rate:,.0f} rows/s)")
+    log("raw", f"validated {report.summary()} in {seconds:.1f} s ({rate:,.0f} rows/s)")
     return report
 
 
@@ -282,12 +305,12 @@ def _write_split(split: SplitInput, report: RawReport, out: Path, final_dir: Pat
         )
         lf.sink_parquet(target, **PARQUET_OPTIONS)
         rows = report.n_rows - report.n_rejected
-    _log(f"raw: wrote {final_dir / target.name}: {rows:,} rows, {human_bytes(target.stat().st_size)}, "
-         f"{time.perf_counter() - t0:.1f} s")
+    log("raw", f"wrote {final_dir / target.name}: {rows:,} rows, {human_bytes(target.stat().st_size)}, "
+               f"{time.perf_counter() - t0:.1f} s")
     if report.n_rejected:
         rejected = out / f"rejected-{split.name}.parquet"
         write_parquet(report.rejected, rejected)
-        _log(f"raw: wrote {final_dir / rejected.name}: {report.n_rejected:,} rejected rows with reasons")
+        log("raw", f"wrote {final_dir / rejected.name}: {report.n_rejected:,} rejected rows with reasons")
     return rows
 
 
@@ -378,7 +401,7 @@ def raw(
         "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "hf_repo", "hf_revision"],
     }[source])
     if ignored:
-        _log(f"raw: note: ignored with --source {source}: {', '.join(ignored)}")
+        log("raw", f"note: ignored with --source {source}: {', '.join(ignored)}")
     _check_output_dir(output)
 
     stats: dict = {"source": source, "check_unique": check_unique, "on_invalid": on_invalid}
@@ -411,8 +434,8 @@ def raw(
             summary["rejected"] = report.n_rejected
             stats["splits"][split.name] = summary
             if report.n_rejected:
-                _log(f"raw: dropped {report.n_rejected:,} invalid {split.name} rows "
-                     f"(see {output / f'rejected-{split.name}.parquet'}):\n{report.message(limit=5)}")
+                log("raw", f"dropped {report.n_rejected:,} invalid {split.name} rows "
+                           f"(see {output / f'rejected-{split.name}.parquet'}):\n{report.message(limit=5)}")
         stats["questions_in_both_splits"] = _cross_split_duplicates(tmp)
         if source == "hf":
             for p in (tmp / ".staging").iterdir():
@@ -421,4 +444,4 @@ def raw(
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
     rows = ", ".join(f"{s} {v['rows']:,} rows" for s, v in stats["splits"].items())
-    _log(f"raw: wrote {output} ({rows}) in {time.perf_counter() - t_start:.1f} s")
+    log("raw", f"wrote {output} ({rows}) in {time.perf_counter() - t_start:.1f} s")

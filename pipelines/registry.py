@@ -35,7 +35,10 @@ from typing import Any
 import click
 import yaml
 
-from pipelines.io import StageError, sha256_of  # never the stages' cached hash: verification must re-read
+from pipelines.io import StageError, log
+from schemas.manifest import CARD, DATASETS_INDEX, MANIFEST, ManifestError
+from schemas.manifest import file_sha256  # never the stages' cached hash: verification must re-read
+from schemas.manifest import read_manifest as read_manifest_file
 
 RECORD_PREFIX = "hrm-registry: "
 RECORD_SCHEMA = 1
@@ -139,7 +142,7 @@ def get_artifact(root: Path, name: str) -> Artifact:
         return artifacts[name]
     declared = ", ".join(sorted(artifacts)) or "none"
     message = f"{name!r} is not declared in {root / PROJECT_FILE} (declared: {declared})."
-    built = root / "data" / "datasets" / name / "manifest.json"
+    built = root / "data" / "datasets" / name / MANIFEST
     if built.is_file():
         message += (f" It is a built dataset: declare it by adding to `artifacts:` in dvc.yaml\n"
                     f"  {name}:\n    path: data/datasets/{name}\n    type: dataset\n"
@@ -209,20 +212,15 @@ def _walk(directory: Path) -> list[str]:
 
 
 def hash_files(directory: Path, names: list[str]) -> dict[str, dict]:
-    return {n: {"bytes": (directory / n).stat().st_size, "sha256": sha256_of(directory / n)} for n in names}
+    return {n: {"bytes": (directory / n).stat().st_size, "sha256": file_sha256(directory / n)} for n in names}
 
 
 def read_manifest(directory: Path) -> dict:
-    path = directory / "manifest.json"
+    """The dataset's manifest (schemas/manifest.py); a StageError when it cannot be used."""
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StageError(f"{path}: not found (build the dataset with `dvc repro shard`, or `dvc pull`)") from None
-    except (OSError, ValueError) as exc:
-        raise StageError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(manifest, dict) or "splits" not in manifest:
-        raise StageError(f"{path}: not a dataset manifest (no `splits`)")
-    return manifest
+        return read_manifest_file(directory)
+    except ManifestError as exc:
+        raise StageError(str(exc)) from None
 
 
 def manifest_shards(manifest: dict) -> dict[str, dict]:
@@ -234,7 +232,7 @@ def dataset_files(directory: Path, manifest: dict, deep: bool) -> dict[str, dict
     """Sizes and sha256 of a dataset's files. ``deep``: every file re-read and hashed; else the
     shards' hashes are taken from the manifest (``verify`` checks them)."""
     shards = manifest_shards(manifest)
-    names = [n for n in ("README.md", "manifest.json") if (directory / n).is_file()]
+    names = [n for n in (CARD, MANIFEST) if (directory / n).is_file()]
     files = hash_files(directory, names)
     if deep:
         files.update(hash_files(directory, [n for n in shards if (directory / n).is_file()]))
@@ -244,36 +242,24 @@ def dataset_files(directory: Path, manifest: dict, deep: bool) -> dict[str, dict
 
 
 def check_dataset(directory: Path) -> tuple[dict, dict[str, dict], list[str]]:
-    """Re-hash every shard against the manifest and list *every* problem (missing, truncated,
-    corrupt, unexpected file); when the files are intact, run the shard stage's full check
-    (``pipelines.shard.verify_dataset``: schema, row and group ranges, shard schema).
-    Returns (manifest, files, problems)."""
-    from pipelines.shard import verify_dataset
+    """List *every* problem of a dataset folder: a file the manifest lists that is missing, a
+    file it does not list (a stray), no card; and the shard check of ``hrm validate shards``
+    (pipelines.validate.dataset_problems: sha256, size, schema, rows, shard schema). Returns
+    (manifest, files, problems); ``files`` are the sizes and sha256 of every file there."""
+    from pipelines.validate import dataset_problems
 
     manifest = read_manifest(directory)
     files = dataset_files(directory, manifest, deep=True)
-    problems = []
-    for name, want in manifest_shards(manifest).items():
-        got = files.get(name)
-        if got is None:
-            problems.append(f"{directory / name}: missing (listed in the manifest)")
-        elif got["bytes"] != want["bytes"]:
-            problems.append(f"{directory / name}: {got['bytes']:,} bytes, the manifest says {want['bytes']:,} "
-                            f"(truncated or modified)")
-        elif got["sha256"] != want["sha256"]:
-            problems.append(f"{directory / name}: sha256 {got['sha256'][:12]}..., the manifest says "
-                            f"{want['sha256'][:12]}... (corrupt or modified)")
+    problems = [f"{directory / name}: missing (listed in the manifest)"
+                for name in manifest_shards(manifest) if name not in files]
     for name in _walk(directory):
         if name not in files:
             problems.append(f"{directory / name}: not in the manifest (a stray file; `train/*.arrow` globs "
                             f"would read it)")
-    if "README.md" not in files:
-        problems.append(f"{directory / 'README.md'}: missing (the dataset card)")
-    if not problems:
-        try:
-            verify_dataset(directory)
-        except StageError as exc:
-            problems.append(exc.message)
+    if CARD not in files:
+        problems.append(f"{directory / CARD}: missing (the dataset card)")
+    # A missing shard is listed above, with the stray files.
+    problems += [p.message for p in dataset_problems(directory)[1] if p.kind != "missing"]
     return manifest, files, problems
 
 
@@ -314,7 +300,7 @@ def resolve_data_path(root: Path, data_path: str) -> Path | None:
     project), else the dataset of that name under ``data/datasets`` (trained elsewhere)."""
     given = Path(data_path)
     for candidate in (given if given.is_absolute() else root / given, root / "data" / "datasets" / given.name):
-        if (candidate / "manifest.json").is_file():
+        if (candidate / MANIFEST).is_file():
             return candidate
     return None
 
@@ -392,7 +378,7 @@ def artifact_record(root: Path, art: Artifact, versions: dict[str, list[Version]
         record.update(dataset_summary(manifest))
     else:
         if directory.is_file():
-            files = {directory.name: {"bytes": directory.stat().st_size, "sha256": sha256_of(directory)}}
+            files = {directory.name: {"bytes": directory.stat().st_size, "sha256": file_sha256(directory)}}
         else:
             files = hash_files(directory, _walk(directory))
             record.update(model_summary(root, directory, versions, artifacts))
@@ -479,8 +465,8 @@ def register_version(root: Path, name: str, version: str, message: str | None = 
             f"(e.g. `hrm registry register {name} {newer}`).")
     dvc_state = committed_state(root, art)
     if art.type == "model" and (record.get("dataset") or {}).get("content") is None and record.get("dataset"):
-        click.echo(f"registry: warning: {name}'s dataset {record['dataset']['data_path']} is not in this "
-                   f"project; its content hash cannot be recorded", err=True)
+        log("registry", f"warning: {name}'s dataset {record['dataset']['data_path']} is not in this "
+                        f"project; its content hash cannot be recorded")
     record["dvc"] = dvc_state
     head = f"Registering artifact {name} version {version}" + (f": {message}" if message else "")
     text = f"{head}\n\n{RECORD_PREFIX}{json.dumps(record, sort_keys=True, separators=(',', ':'))}\n"
@@ -535,7 +521,7 @@ def _with_dataset_versions(item: dict, versions: dict[str, list[Version]]) -> di
     return dict(item, dataset=dict(dataset, versions=found))
 
 
-def collect(root: Path, deep_models: bool = True) -> dict:
+def collect(root: Path) -> dict:
     """Everything ``list`` shows, as plain data (also the ``--json`` output)."""
     artifacts = read_artifacts(root)
     versions = read_versions(root)
@@ -582,7 +568,7 @@ def collect(root: Path, deep_models: bool = True) -> dict:
         entries.append({"name": art.name, "type": art.type, "path": art.path, "desc": art.desc,
                         "labels": art.labels, "versions": items, "workspace": ws_out})
     undeclared = []
-    index = root / "data" / "datasets" / "datasets.json"
+    index = root / "data" / "datasets" / DATASETS_INDEX
     if index.is_file():
         try:
             built = [n for n in json.loads(index.read_text()).values() if n]
@@ -784,7 +770,7 @@ def verify_cmd(root: Path, spec: str) -> None:
         _, files, problems = check_dataset(directory)
     else:
         files = hash_files(directory, _walk(directory)) if directory.is_dir() else \
-            {directory.name: {"bytes": directory.stat().st_size, "sha256": sha256_of(directory)}}
+            {directory.name: {"bytes": directory.stat().st_size, "sha256": file_sha256(directory)}}
         if directory.is_dir():
             try:
                 summary = model_summary(root, directory, {}, {})
@@ -865,7 +851,7 @@ def fetch_version(root: Path, spec: str, out: Path, force: bool = False) -> tupl
             from None
     record = v.record or {}
     files = hash_files(out, _walk(out)) if out.is_dir() else \
-        {out.name: {"bytes": out.stat().st_size, "sha256": sha256_of(out)}}
+        {out.name: {"bytes": out.stat().st_size, "sha256": file_sha256(out)}}
     if record.get("content") and content_hash(files) != record["content"]:
         raise StageError(f"{out}: fetched content {content_hash(files)} differs from {v.tag}'s "
                          f"{record['content']} (corrupt cache or remote?)")

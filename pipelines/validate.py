@@ -6,7 +6,8 @@ One sub-command per table kind:
 - ``examples FILE``: an intermediate table of the dataset stages: the examples tables
   (Arrow IPC) of augment and hints (schemas/examples.py), or a subsample table (Parquet);
 - ``shards DIR``: a sharded dataset against its manifest and the shard schema
-  (``pipelines.shard.dataset_problems``), or every dataset of the shard stage's output.
+  (:func:`dataset_problems`, also the registry's check), or every dataset of the shard
+  stage's output.
 
 Exit status 0 with a one-line OK summary, or 1 with a report naming the file and every
 bad row or key (the first 20, the rest counted).
@@ -14,83 +15,16 @@ bad row or key (the first 20, the rest counted).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import click
-import polars as pl
 
-from pipelines.io import StageError
-from schemas.raw import RawReport, validate_raw
+from pipelines.datasets import resolve_dataset
+from pipelines.io import BATCH_ROWS, StageError
+from pipelines.raw import validate_raw_file
+from schemas.manifest import DATASETS_INDEX, ManifestError, Problem, check_split, read_manifest
 
-DEFAULT_BATCH_ROWS = 500_000
-
-
-def _parquet_batches(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """Slices of a Parquet file, read one at a time (row groups outside a slice are skipped)."""
-    lf = pl.scan_parquet(path)
-    schema = lf.collect_schema()
-    n = lf.select(pl.len()).collect().item()
-    if n == 0:
-        yield pl.DataFrame(schema=schema)
-    for offset in range(0, n, batch_rows):
-        yield pl.scan_parquet(path).slice(offset, batch_rows).collect()
-
-
-def iter_table_batches(path: str | os.PathLike, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pl.DataFrame]:
-    """Read a CSV (all columns as text) or Parquet file in batches of ``batch_rows`` rows.
-
-    Memory stays bounded by one batch: a Parquet file is read slice by slice; a CSV file
-    is first streamed into a temporary Parquet file (polars' streaming sink), then
-    sliced. Yields at least one (possibly empty) frame, so the column layout can always
-    be checked. A missing, truncated or malformed file raises StageError naming it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise StageError(f"{path}: unsupported file type {suffix!r} (expected .parquet or .csv)")
-    try:
-        if suffix == ".parquet":
-            yield from _parquet_batches(path, batch_rows)
-            return
-        with tempfile.TemporaryDirectory(prefix="hrm-validate-") as tmp:
-            staged = Path(tmp) / "table.parquet"
-            # Everything as text: a bad value must reach validation, not fail parsing.
-            pl.scan_csv(path, infer_schema=False).sink_parquet(staged, compression="lz4")
-            yield from _parquet_batches(staged, batch_rows)
-    except Exception as exc:  # polars raises many kinds for a corrupt or truncated file
-        raise StageError(f"{path}: cannot read as {suffix[1:]} ({type(exc).__name__}: {exc})") from None
-
-
-def validate_raw_file(
-    path: str | os.PathLike,
-    *,
-    check_unique: bool = True,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    display_path: str | None = None,
-    keep_valid: bool = False,
-    progress: bool = False,
-) -> RawReport:
-    """Validate a raw CSV or Parquet file batch by batch; rows are numbered across the file.
-
-    ``keep_valid=False`` (the default) keeps only the rejected rows in memory.
-    """
-    name = display_path or str(path)
-    parts: list[RawReport] = []
-    offset = 0
-    for batch in iter_table_batches(path, batch_rows):
-        part = validate_raw(batch, check_unique=check_unique, path=name, row_offset=offset, keep_valid=keep_valid)
-        parts.append(part)
-        offset += batch.height
-        if progress:
-            click.echo(f"  {name}: validated {offset:,} rows", err=True)
-        if part.table_errors:  # the layout is wrong: the other batches would say the same
-            break
-    return RawReport.merge(parts, path=name, keep_valid=keep_valid)
+PROBLEMS_SHOWN = 20  # problems listed in one message; the rest are counted
 
 
 @click.group("validate")
@@ -108,7 +42,7 @@ def validate() -> None:
     default=True,
     help="Also require every question to have exactly one solution (runs the solver on every row).",
 )
-@click.option("--batch-rows", type=click.IntRange(min=1), default=DEFAULT_BATCH_ROWS, help="Rows validated at a time.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=BATCH_ROWS, help="Rows validated at a time.")
 def validate_raw_command(path: Path, check_unique: bool, batch_rows: int) -> None:
     """Validate a raw table (CSV or Parquet): source, question, answer, rating.
 
@@ -128,9 +62,8 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
     group size is taken from ``lineage.json`` beside the file when it says (as the stages do).
     A ``.parquet`` file is taken for a subsample table (raw columns and raw_index).
     """
-    from pipelines.augment import read_subsample
-    from pipelines.hints import rows_per_group as lineage_rows_per_group
-    from pipelines.subsample import SPLITS, read_examples_file, read_lineage
+    from pipelines.dataset_io import LINEAGE, SPLITS, read_examples_file, read_lineage, read_subsample
+    from pipelines.dataset_io import rows_per_group as lineage_rows_per_group
     from schemas.examples import validate_examples
 
     if not path.is_file():
@@ -142,7 +75,7 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
     where = "--rows-per-group"
     if rows_per_group is None and path.stem in SPLITS:
         rows_per_group = lineage_rows_per_group(read_lineage(path.parent, "validate", required=False), path.stem)
-        where = f"as {path.parent / 'lineage.json'} says"
+        where = f"as {path.parent / LINEAGE} says"
     report = validate_examples(df, rows_per_group=rows_per_group, path=str(path))
     if not report.ok:
         raise StageError(report.message())
@@ -155,17 +88,15 @@ def validate_shards_dir(path: Path) -> str:
     OK summary or raises StageError listing every problem."""
     import json
 
-    from pipelines.shard import dataset_problems, problems_message, resolve_dataset
-
     first = resolve_dataset(path, "vanilla")  # a dataset directory resolves to itself
     datasets = [first]
     if first != path:
-        names = json.loads((path / "datasets.json").read_text())
+        names = json.loads((path / DATASETS_INDEX).read_text())
         datasets += [resolve_dataset(path, "hint")] if names.get("hint") else []
     problems, shards, rows = [], 0, 0
     for dataset in datasets:
         manifest, found = dataset_problems(dataset)
-        problems += found
+        problems += [p.message for p in found]
         if not found:  # counts for the summary, from a manifest known to be well formed
             shards += sum(len(info["shards"]) for info in manifest["splits"].values())
             rows += sum(info["rows"] for info in manifest["splits"].values())
@@ -175,6 +106,53 @@ def validate_shards_dir(path: Path) -> str:
     names = ", ".join(d.name for d in datasets)
     return (f"{path}: OK, {len(datasets)} dataset{'s' if len(datasets) > 1 else ''} ({names}), {shards:,} shards, "
             f"{rows:,} rows valid (each shard's sha256, size, schema and rows as in the manifest; shard schema)")
+
+
+def _with_shard_rows(report, shards: list[dict], root: Path):
+    """``report`` (rows numbered across the split) with each bad row's shard file and row in it."""
+    import dataclasses
+
+    import numpy as np
+    import polars as pl
+
+    starts = np.array([r["rows"][0] for r in shards], dtype=np.int64)
+    rows = report.problems.get_column("row").to_numpy()
+    which = np.searchsorted(starts, rows, side="right") - 1
+    reasons = [f"{why} [{root / shards[i]['file']}, row {r - starts[i]}]"
+               for why, r, i in zip(report.problems.get_column("reason").to_list(), rows.tolist(), which.tolist())]
+    problems = report.problems.with_columns(pl.Series("reason", reasons, dtype=pl.String))
+    return dataclasses.replace(report, problems=problems)
+
+
+def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
+    """Every problem of a sharded dataset folder: each split against the manifest
+    (schemas.manifest.check_split: shard presence, sha256, size, Arrow schema, row ranges and
+    counts), then each undamaged split against the shard schema (bad rows named with their
+    shard). Returns (manifest, problems); the manifest is {} when it cannot be read."""
+    from schemas.columns import SHARD_SCHEMA
+    from schemas.examples import validate_shards
+
+    try:
+        manifest = read_manifest(dataset)
+    except ManifestError as exc:
+        return {}, [exc.problem]
+    required = {f.name: f.type for f in SHARD_SCHEMA}
+    problems = []
+    for split, info in manifest["splits"].items():
+        checked = check_split(dataset, manifest, split, required=required)
+        problems += checked.problems
+        if checked.problems:  # content of a damaged split is not worth checking row by row
+            continue
+        report = validate_shards([s.table for s in checked.shards], rows_per_group=info.get("rows_per_group") or None,
+                                 path=str(dataset / split))
+        if not report.ok:
+            problems.append(Problem("shard_schema", _with_shard_rows(report, info["shards"], dataset).message()))
+    return manifest, problems
+
+
+def problems_message(problems: list[str], limit: int = PROBLEMS_SHOWN) -> str:
+    more = len(problems) - limit
+    return "\n".join(problems[:limit] + ([f"... and {more:,} more problems"] if more > 0 else []))
 
 
 @validate.command("examples")

@@ -1,26 +1,12 @@
-"""Schemas of the examples table (Parquet, stages augment and hints) and of the shards.
+"""The content checks of the examples table (stages augment and hints) and of the shards.
 
-One row per training/test example, ordered by group (original puzzle), then in
-emission order (reference-semantics section 3):
-
-| column      | type              | meaning |
-| ----------- | ----------------- | ------- |
-| `group_id`  | Int32             | original puzzle (0, 1, 2, ... in table order) |
-| `puzzle_id` | Int32             | the row number: unique in the split, in emission order |
-| `variant`   | Enum              | `original`, `augmented` or `hint` (a String in the shards) |
-| `parent_id` | Int32             | for a hint: the puzzle_id it was made from; -1 otherwise |
-| `source`    | String            | the original's raw `source` |
-| `rating`    | Int32             | the original's raw `rating` |
-| `inputs`    | Array(UInt8, 81)  | tokens: 1 = blank, 2..10 = digits 1..9 |
-| `labels`    | Array(UInt8, 81)  | tokens 2..10: the solution |
-| `digit_map` | Array(UInt8, 10)  | transform: digit relabelling (digit_map[0] = 0) |
-| `transpose` | Boolean           | transform: transpose first |
-| `row_order` | Array(UInt8, 9)   | transform: out[r, c] = x[row_order[r], col_order[c]] |
-| `col_order` | Array(UInt8, 9)   | |
-
-Lineage: an example equals its group's original with the transform applied
-(hrm.sudoku.apply_transforms semantics); a hint additionally reveals some blanks of
-its parent from the label. The checks below verify exactly that, on every row.
+The columns and their types are schemas/columns.py's (``variant`` is a polars Enum in the
+examples table, a string in the shards). Checked here, on every row: tokens in range,
+labels a valid solution with the inputs' givens, ``group_id`` 0, 1, 2, ... in table order
+with each group starting at its one original, ``puzzle_id`` the row number, and the
+lineage: an original has the identity transform, an augmented example is its transform (a
+valid symmetry) applied to its group's original, a hint keeps its parent's labels,
+transform and givens and reveals at least one more (docs/reference-semantics.md §3).
 
 The Sudoku checks are custom Pandera checks (polars back end) registered once; each
 is vectorised over the whole table (numba kernels in hrm.build), and validation is
@@ -41,29 +27,19 @@ from pandera.extensions import register_check_method
 
 from hrm import build
 from hrm.sudoku import SEQ_LEN, Transforms
+from schemas.columns import COLUMNS, SHARD_SCHEMA
 
 VARIANTS = build.VARIANTS
 VARIANT_DTYPE = pl.Enum(list(VARIANTS))
 TOKEN_COLUMNS = ("inputs", "labels")
 TRANSFORM_COLUMNS = ("digit_map", "transpose", "row_order", "col_order")
-COLUMNS: tuple[str, ...] = (
-    "group_id", "puzzle_id", "variant", "parent_id", "source", "rating",
-    "inputs", "labels", "digit_map", "transpose", "row_order", "col_order",
-)
-POLARS_SCHEMA = {
-    "group_id": pl.Int32,
-    "puzzle_id": pl.Int32,
-    "variant": VARIANT_DTYPE,
-    "parent_id": pl.Int32,
-    "source": pl.String,
-    "rating": pl.Int32,
-    "inputs": pl.Array(pl.UInt8, SEQ_LEN),
-    "labels": pl.Array(pl.UInt8, SEQ_LEN),
-    "digit_map": pl.Array(pl.UInt8, 10),
-    "transpose": pl.Boolean,
-    "row_order": pl.Array(pl.UInt8, 9),
-    "col_order": pl.Array(pl.UInt8, 9),
-}
+# The examples table's polars types: the shard columns, with ``variant`` as an Enum.
+POLARS_SCHEMA = dict(pl.from_arrow(SHARD_SCHEMA.empty_table()).schema) | {"variant": VARIANT_DTYPE}
+# Identifies these checks in the lineage (``validated_with``): a table whose sha256 and checks id
+# are those an upstream stage validated is not validated again. Give it a new value whenever a
+# check changes (tests/test_build.py holds a hash of the checks' code to catch a forgotten one).
+# The value is the id the lineage of the datasets built so far records.
+CHECKS_ID = "6423cdb977ae2501"
 ROW_NUMBERING = "rows numbered from 0"
 FAILURE_CASES_KEPT = 100  # Pandera keeps this many failure cases per check; counts are exact
 
@@ -98,6 +74,13 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
             "col_order": array(t.col_order, 9),
         }
     )
+
+
+def derived_frame(ex: build.Examples, table: pl.DataFrame) -> pl.DataFrame:
+    """The examples table of ``ex``, derived from the examples table ``table`` (same groups: their
+    sources and ratings are taken from ``table``'s originals)."""
+    starts = np.flatnonzero(variant_codes(table.get_column("variant")) == build.ORIGINAL)  # one per group, in order
+    return to_frame(ex, table.get_column("source").gather(starts), table.get_column("rating").to_numpy()[starts])
 
 
 def _np(df: pl.DataFrame, name: str) -> np.ndarray:
@@ -530,3 +513,13 @@ def validate_examples(
     except pa.errors.SchemaErrors as exc:
         return _report(exc, df.height, path)
     return ExamplesReport(df.height, pl.DataFrame(schema=_PROBLEMS_SCHEMA), {}, [], path)
+
+
+def validate_shards(tables: list, *, rows_per_group: int | None = None, path: str | None = None) -> ExamplesReport:
+    """Validate one split's shards (pyarrow tables, in row order) read back together, without a
+    copy: the layout the loader relies on (schemas/columns.py types, ids, group order, sizes)."""
+    import pyarrow
+
+    table = pyarrow.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+    return validate_examples(pl.from_arrow(table, rechunk=False), rows_per_group=rows_per_group, path=path,
+                             shards=True)

@@ -15,8 +15,9 @@ import polars as pl
 import yaml
 from click.testing import CliRunner
 
+from conftest import REAL_SUDOKU as REAL
+
 REPO = Path(__file__).resolve().parents[1]
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", REPO.parent / "shared" / "data" / "real-sudoku"))
 SUBSAMPLE, NUM_AUG = 20, 4
 VANILLA = f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}"
 HINT = f"{VANILLA}-hint"

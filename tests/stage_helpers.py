@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import polars as pl
 from click.testing import CliRunner
 
+from conftest import REAL_SUDOKU as REAL
 from pipelines.cli import cli
+from pipelines.io import StageError
+from pipelines.validate import dataset_problems, problems_message
 
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 SUBSAMPLE, NUM_AUG = 20, 4
 VANILLA, HINT = f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}", f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}-hint"
 
@@ -67,3 +68,12 @@ def fails(*args: str) -> str:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     return result.output
+
+
+def verify_dataset(dataset: Path) -> dict:
+    """The manifest of a dataset folder that passes `hrm validate shards`; else StageError listing
+    every problem."""
+    manifest, problems = dataset_problems(dataset)
+    if problems:
+        raise StageError(problems_message([p.message for p in problems]))
+    return manifest

@@ -1,17 +1,13 @@
 """hrm/build.py (subsample, augment, hints, kernels) and schemas/examples.py, on real puzzles."""
 
-import os
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
 
+from conftest import REAL_SUDOKU as REAL
 from hrm import build as B
 from hrm import sudoku as S
 from schemas import examples as E
-
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +297,57 @@ def test_shard_schema_reads_string_variants(real, hinted):
     assert E.validate_examples(table, rows_per_group=14, shards=True).ok
     bad = table.with_columns(pl.when(pl.col("puzzle_id") == 4).then(pl.lit("other")).otherwise(pl.col("variant")).alias("variant"))
     assert 4 in E.validate_examples(bad, shards=True).problems["row"].to_list()
+
+
+# --------------------------------------------------------------------------- one layout, one checks id
+
+
+def test_the_check_models_have_the_one_column_layout():
+    from schemas.columns import COLUMNS, SHARD_SCHEMA
+
+    for model in (E.ExamplesTable, E.ShardTable):
+        assert tuple(model.to_schema().columns) == COLUMNS, model.__name__
+    shard_types = dict(pl.from_arrow(SHARD_SCHEMA.empty_table()).schema)
+    assert {k: v for k, v in E.POLARS_SCHEMA.items() if k != "variant"} == {k: v for k, v in shard_types.items()
+                                                                            if k != "variant"}
+
+
+def _code(path) -> str:
+    """A module's source without its comments, docstrings and blank lines (what a change of code shows in)."""
+    import ast
+    import io
+    import tokenize
+
+    source = path.read_text()
+    lines = source.splitlines()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            lines[row - 1] = lines[row - 1][:col]
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            for row in range(body[0].lineno, body[0].end_lineno + 1):
+                lines[row - 1] = ""
+    return "\n".join(line.rstrip() for line in lines if line.strip())
+
+
+# sha256[:16] of _code(schemas/examples.py) + _code(hrm/build.py) as they were when CHECKS_ID was last set.
+CHECKS_CODE = "e800657dab307326"
+
+
+def test_checks_id_follows_the_checks():
+    # The lineage records E.CHECKS_ID as "validated_with"; a stage skips validating a table the stage
+    # before validated under the same id. So a change of a check must come with a new CHECKS_ID.
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "".join(_code(root / f) for f in ("schemas/examples.py", "hrm/build.py"))
+    got = hashlib.sha256(code.encode()).hexdigest()[:16]
+    assert got == CHECKS_CODE, (
+        f"the code of the examples checks changed: if a check changed, give schemas.examples.CHECKS_ID a "
+        f"new value (so tables validated under the old checks are validated again); then set "
+        f"CHECKS_CODE = {got!r} in tests/test_build.py")

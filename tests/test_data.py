@@ -20,10 +20,10 @@ from click.testing import CliRunner
 
 import pipelines.shard as shard_stage
 from hrm.data import (
-    REQUIRED_COLUMNS, DatasetError, PuzzleDataset, arrow_to_batch, epoch_rows, epochs_to_steps, eval_rows,
-    steps_in_block,
+    DatasetError, PuzzleDataset, arrow_to_batch, epoch_rows, epochs_to_steps, eval_rows, steps_in_block,
 )
 from pipelines.cli import cli
+from schemas.columns import LOADER_COLUMNS as REQUIRED_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS, NUM_AUG = 30, 5  # train: 30 groups x (1 + 5) puzzles, x 2 with hints = 12 per group

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 import yaml
 
-from pipelines.shard import verify_dataset
 from schemas.examples import validate_examples
+from stage_helpers import verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MY_STAGES = ("subsample", "augment", "hints", "shard")

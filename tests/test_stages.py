@@ -13,9 +13,11 @@ import pytest
 from hrm import build as B
 from hrm import sudoku as S
 from pipelines.io import StageError
-from pipelines.shard import SHARD_SCHEMA, verify_dataset
+from schemas.columns import SHARD_SCHEMA
 from schemas.examples import POLARS_SCHEMA, validate_examples
-from stage_helpers import HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok
+from stage_helpers import (
+    HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok, verify_dataset,
+)
 
 
 def read_split(dataset: Path, split: str) -> pa.Table:
@@ -194,7 +196,7 @@ def test_bad_raw_inputs_name_file_and_rows(tmp_path):
     out = fails("subsample", "--input", str(raw), "--output", str(tmp_path / "o2"))
     assert "row 7" in out and "answer" in out
     # Only the rows the datasets use are checked again; a bad one is named by its row in the file.
-    from pipelines.subsample import stage_rng
+    from pipelines.dataset_io import stage_rng
 
     chosen = B.subsample_indices(stage_rng(5, "subsample"), 30, 10)
     assert 5 not in chosen  # the 80-character question of row 5 is not used
@@ -254,3 +256,17 @@ def test_failed_stage_keeps_previous_output(built, tmp_path):
     fails("shard", "--input", str(bad), "--output", str(out))
     assert digest_tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["datasets", "hints"]  # no temporary left behind
+
+
+def test_the_stage_log_speaks_on_rank_0_only(capsys, monkeypatch):
+    from pipelines.io import log
+
+    monkeypatch.delenv("RANK", raising=False)
+    log("shard", "wrote x")
+    assert capsys.readouterr().err == "shard: wrote x\n"
+    monkeypatch.setenv("RANK", "0")
+    log("train", "step 1")
+    assert capsys.readouterr().err == "train: step 1\n"
+    monkeypatch.setenv("RANK", "1")
+    log("train", "step 1")
+    assert capsys.readouterr().err == ""

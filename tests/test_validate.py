@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipelines.shard import problems_message, to_arrow, write_shard
+from pipelines.shard import to_arrow, write_shard
+from pipelines.validate import problems_message
 from stage_helpers import HINT, NUM_AUG, VANILLA, fails, ok
 
 

@@ -1,0 +1,221 @@
+"""What the dataset stages (subsample, augment, hints, shard) share, so that none imports another.
+
+- their folders: ``check_dirs`` (input and output never overlap), ``lineage.json``
+  (``read_lineage``, ``input_records``, ``write_json``);
+- their seeded draws: ``stage_rng`` (stream ids in hrm/rng.py);
+- their tables: the subsample table (Parquet: the raw columns plus ``raw_index``,
+  ``read_subsample``) and the examples tables (Arrow IPC, schemas/examples.py:
+  ``write_examples``, ``read_examples``, ``check_table``), with the group size the lineage
+  records (``rows_per_group``) and the skip of a re-validation when a table is byte for
+  byte the one the stage before validated (``already_validated``).
+
+``hrm validate examples`` reads the same tables with the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from hrm import rng
+from pipelines.io import StageError, human_bytes, log, read_table
+from schemas.manifest import file_sha256
+
+SPLITS = ("train", "test")
+LINEAGE = "lineage.json"
+EXAMPLES_SUFFIX = ".arrow"  # examples tables (augment, hints): see write_examples
+INT32_MAX = 2**31 - 1  # ids and ratings are Int32 in the examples table
+# The seed's stream of each draw of the dataset stages (the test cap is the subsample stage's).
+STREAMS = {"subsample": rng.SUBSAMPLE, "test_cap": rng.TEST_CAP, "augment": rng.AUGMENT, "hints": rng.HINTS}
+# The stage that wrote the examples tables each stage reads.
+_UPSTREAM = {"hints": "augment", "shard": "hints"}
+
+
+# --------------------------------------------------------------------------- folders and lineage
+
+
+def stage_rng(seed: int, stream: str) -> np.random.Generator:
+    """The generator of one draw (``STREAMS``): independent streams derived from one seed."""
+    return np.random.default_rng([STREAMS[stream], seed])
+
+
+def check_dirs(stage: str, input_dir: Path, output: Path) -> None:
+    if not input_dir.is_dir():
+        raise StageError(f"{input_dir}: input directory not found (run the stage before `hrm {stage}`)")
+    inp, out = input_dir.resolve(), output.resolve()
+    if out == inp or inp in out.parents or out in inp.parents:
+        raise StageError(f"{output}: the output must not be the input directory, inside it or above it "
+                         "(the output is replaced as a whole; inputs are never modified)")
+    if output.exists() and not output.is_dir():
+        raise StageError(f"{output}: exists and is not a directory")
+
+
+def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
+    """The upstream lineage (``INPUT/lineage.json``); a clear error when it is missing."""
+    path = input_dir / LINEAGE
+    if not path.is_file():
+        if not required:
+            return {}
+        raise StageError(f"{path}: file not found; --input must be the output directory of the stage before "
+                         f"`hrm {stage}` (see dvc.yaml)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{path}: cannot read as JSON ({exc})") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Sorted keys, fixed indentation, trailing newline: same data, same bytes."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read once per stage for its lineage and its validation skip (cached by
+    path, size and modification time)."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # size, mtime_ns: only in the cache key
+    return file_sha256(path)
+
+
+def input_records(input_dir: Path, names: list[str]) -> dict:
+    """sha256 and size of the input files a stage read (the lineage of what it writes)."""
+    return {name: {"bytes": (input_dir / name).stat().st_size, "sha256": sha256_file(input_dir / name)}
+            for name in names if (input_dir / name).is_file()}
+
+
+def rows_per_group(lineage: dict, split: str) -> int | None:
+    """Rows per group of the table the last stage in ``lineage`` wrote (None if it does not say)."""
+    per = (lineage.get("augment") or {}).get("rows_per_group", {}).get(split)
+    if per is not None and split == "train" and (lineage.get("hints") or {}).get("params", {}).get("enabled"):
+        per *= 2
+    return per
+
+
+def upstream_outputs(lineage: dict, stage: str) -> dict:
+    """The ``outputs`` records of the stage that wrote the examples tables ``stage`` reads."""
+    return (lineage.get(_UPSTREAM[stage]) or {}).get("outputs") or {}
+
+
+# --------------------------------------------------------------------------- the subsample table
+
+
+def read_subsample(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
+    """A subsample table (raw columns + raw_index), validated; StageError naming file and rows."""
+    from schemas.raw import RAW_COLUMNS, validate_raw
+
+    t0 = time.perf_counter()
+    df = read_table(path)
+    if "raw_index" not in df.columns:
+        raise StageError(f"{path}: missing column raw_index; expected the output of `hrm subsample` "
+                         f"(columns {', '.join(RAW_COLUMNS)}, raw_index)")
+    report = validate_raw(df.drop("raw_index"), check_unique=False, path=str(path))
+    problems = []
+    if not report.ok:
+        problems.append(report.message())
+    index = df.get_column("raw_index")
+    if not index.dtype.is_integer() or index.null_count() or (index.len() and index.min() < 0) or index.n_unique() != index.len():
+        problems.append(f"{path}: raw_index must be distinct integers >= 0 (the rows of the raw file)")
+    if report.ok and df.height and df.get_column("rating").cast(pl.Int64).max() > INT32_MAX:
+        problems.append(f"{path}: ratings above {INT32_MAX} do not fit the examples table (Int32)")
+    if problems:
+        raise StageError("\n".join(problems))
+    if not quiet:
+        log(stage, f"read {path}: {df.height:,} puzzles, valid, {time.perf_counter() - t0:.1f} s")
+    return df
+
+
+# --------------------------------------------------------------------------- examples tables
+
+
+def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> dict:
+    """Write a validated examples table; returns its lineage record (rows, sha256, checks id).
+
+    Arrow IPC (Feather v2), uncompressed, not Parquet: Parquet stores each uint8 of a
+    fixed-size array as an INT32 value with repetition levels, which makes a 1M-row
+    examples table (223 MB here, 117 MB as zstd Parquet) about 15x slower to read and 5x
+    slower to write. One record batch, so that the next stage reads it back in one piece
+    (no re-chunking copy). Same columns and polars dtypes either way.
+    """
+    import pyarrow as pa
+
+    t0 = time.perf_counter()
+    table = df.rechunk().to_arrow().combine_chunks()
+    with pa.OSFile(str(path), "wb") as sink:
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    log(stage, f"wrote {shown}: {df.height:,} rows, {human_bytes(path.stat().st_size)}, "
+               f"{time.perf_counter() - t0:.1f} s")
+    return examples_record(path, df.height)
+
+
+def examples_record(path: Path, rows: int) -> dict:
+    """The lineage record of an examples table a stage validated and wrote: its rows, sha256 and
+    the id of the checks it passed (what ``already_validated`` compares)."""
+    from schemas.examples import CHECKS_ID
+
+    return {"rows": rows, "sha256": sha256_file(path), "validated_with": CHECKS_ID}
+
+
+def read_examples_file(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
+    """Read an examples table (Arrow IPC); a missing or corrupt file is a StageError naming it."""
+    if not path.is_file():
+        raise StageError(f"{path}: file not found (run the stage before `hrm {stage}`)")
+    t0 = time.perf_counter()
+    try:
+        df = pl.read_ipc(path).rechunk()
+    except Exception as exc:  # polars raises many kinds for a truncated or foreign file
+        raise StageError(f"{path}: cannot read as an Arrow IPC examples table ({type(exc).__name__}: {exc})") from None
+    if not quiet:
+        log(stage, f"read {path}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
+    return df
+
+
+def already_validated(path: Path, df: pl.DataFrame, record: dict | None) -> bool:
+    """True when ``path`` is byte for byte the table an upstream stage validated (same sha256,
+    rows and checks) before writing it: validating it again would repeat the same work."""
+    from schemas.examples import CHECKS_ID, POLARS_SCHEMA
+
+    return bool(
+        record
+        and record.get("validated_with") == CHECKS_ID
+        and record.get("rows") == df.height
+        and dict(df.schema) == POLARS_SCHEMA
+        and record.get("sha256") == sha256_file(path)
+    )
+
+
+def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool) -> None:
+    """Validate an examples table; a failure is a StageError naming the file and rows."""
+    from schemas.examples import validate_examples
+
+    t0 = time.perf_counter()
+    report = validate_examples(df, rows_per_group=rows_per_group, path=shown)
+    if not report.ok:
+        if built:  # our own output failed its schema: a bug, but still no half-written output
+            raise StageError(f"internal error, the built table failed validation and nothing was written:\n"
+                             f"{report.message()}")
+        raise StageError(report.message())
+    log(stage, f"validated {shown}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
+
+
+def read_examples(path: Path, rows_per_group: int | None, stage: str, upstream: dict | None = None) -> pl.DataFrame:
+    """Read and validate an examples table; StageError naming the file and rows.
+
+    ``upstream``: the lineage record of the stage that wrote the file; when the file is
+    byte for byte what that stage validated (same checks), it is not validated again.
+    """
+    df = read_examples_file(path, stage)
+    if already_validated(path, df, upstream):
+        log(stage, f"checked {path}: sha256 matches the table the previous stage validated; not re-validated")
+    else:
+        check_table(df, rows_per_group, str(path), stage, built=False)
+    return df
