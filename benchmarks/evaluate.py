@@ -5,7 +5,8 @@
 
 Three ways to get the same K x P passes over the same puzzles:
 
-- ``loop_official``: the fork's structure (batch_inference.py): for every batch of B puzzles,
+- ``loop_official``: the fork's structure (its batch_inference.py; the fork = the Augmented HRM paper's code, README "Reference code"):
+  for every batch of B puzzles,
   for every checkpoint, for every shift, one batch of B through the ACT model + loss head
   (``model(carry, batch)``) halt_max_steps times, keeping every step's predictions;
 - ``loop_predict``: the same loop, each batch through ``HRM.predict`` (no loss head);
@@ -18,7 +19,7 @@ Prints puzzles/s and achieved GFLOP/s (matmul and attention FLOPs of the passes)
 the rate of the model's widest matmul alone (how far batching could at best go on this
 device), the ratio engine / loop, and checks that the decisions are
 identical: every pass's final answer and halting flag, and the paper_vote outcome per puzzle.
-Puzzles: ``../shared/data/real-sudoku/valid.csv`` (env HRM_REAL_SUDOKU), repeated as needed.
+Puzzles: ``tests/data/real-sudoku/valid.csv`` (env HRM_REAL_SUDOKU), repeated as needed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from hrm.model import HRM, HRMConfig  # noqa: E402
 from hrm.model.layers import swiglu_width  # noqa: E402
 from hrm.sudoku import grids_to_tokens, strings_to_grids  # noqa: E402
 
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
+REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[1] / "tests" / "data" / "real-sudoku"))
 
 
 def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, device: str = "cpu") -> list[HRM]:

@@ -1,13 +1,14 @@
 """Evaluation: batched inference over checkpoints x perturbations, voting, a verifier, calibration, tiers.
 
 Pure library (arrays and tensors in and out); ``hrm evaluate`` (pipelines/evaluate.py) reads
-checkpoints and datasets and writes the files. Reference-semantics sections 2, 6 and 9.
+checkpoints and datasets and writes the files. docs/reference-semantics.md §2, §6 and §9.
 
 The pieces
 ----------
 - :class:`Perturbations`: P input perturbations, each applied to input and label alike
   (the same P for every puzzle; pass 0 is always the identity):
-  ``shift`` the fork's 9 cyclic digit shifts (token t -> ((t - 2 + p) mod 9) + 2),
+  ``shift`` the fork's 9 cyclic digit shifts (token t -> ((t - 2 + p) mod 9) + 2; the fork =
+  the Augmented HRM paper's code, README "Reference code"),
   ``relabel`` random digit relabellings, ``symmetry`` random full Sudoku symmetries
   (relabelling + transpose + band/row + stack/column orders). Seeded.
 - :class:`Engine`: K models -> per pass the final answer, the halting decision, Q values,
@@ -52,7 +53,8 @@ Exact definitions (N puzzles, K checkpoints in the given order, P passes)
   at no extra cost; reported apart from the paper's numbers.
 - Per segment: exact accuracy of the answer after segment s = 1..S (argmax of that
   segment's logits; frozen after an early stop). ``stable_from``: the first segment from
-  which the answer is right and stays right to the end (0 = never): the "critical step".
+  which the answer is right and stays right to the end (0 = never): the "critical step"
+  (:func:`critical_step`, which hrm.analysis uses too).
 - Calibration: sigmoid(q_halt) at the final segment vs exact correctness, and per-cell
   max-softmax probability at the final segment vs cell correctness over blank cells:
   equal-width bins on [0, 1], ECE = sum_b n_b / n * |acc_b - conf_b|, Pearson r, Brier score.
@@ -69,6 +71,8 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from hrm.model.hrm import InnerCarry, initial_inner_carry, run_segments
+from hrm.rng import PERTURB as PERTURB_STREAM, TIER as TIER_STREAM  # the seed's stream ids: hrm/rng.py
 from hrm.sudoku import (
     BLANK_TOKEN,
     IGNORE_LABEL,
@@ -81,31 +85,20 @@ from hrm.sudoku import (
 )
 
 __all__ = [
-    "PERTURBATIONS", "PERTURB_STREAM", "TIER_STREAM", "DEFAULT_TIERS", "RATING_EDGES", "BLANK_EDGES",
-    "Perturbations", "make_perturbations", "cyclic_shift_tokens",
+    "PERTURBATIONS", "PERTURB_STREAM", "TIER_STREAM", "RATING_EDGES", "BLANK_EDGES",
+    "Perturbations", "make_perturbations",
     "Engine", "EngineOutput", "evaluate_puzzles", "EvalResult",
-    "paper_vote", "label_free_select", "Selection", "verifier", "reveal_tier", "parse_tiers", "tier_name",
+    "paper_vote", "label_free_select", "Selection", "verifier", "reveal_tier", "parse_tiers", "tier_name", "critical_step",
     "Histogram", "calibration", "Runner",
 ]
 
 PERTURBATIONS = ("shift", "relabel", "symmetry")
-PERTURB_STREAM = 7  # mixed into the seed of relabel/symmetry perturbations (data stages use 1..6)
-TIER_STREAM = 8  # mixed into the seed of the easy tiers
-DEFAULT_TIERS: tuple[tuple[int, int], ...] = ((1, 5), (6, 10), (11, 20))
 # Rating (backtracks) buckets [edge_i, edge_{i+1}); the last is open. Blank-count buckets likewise.
 RATING_EDGES: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 BLANK_EDGES: tuple[int, ...] = (0, 6, 11, 21, 31, 41, 51, 56, 61, 65)
-_SUDOKU_VOCAB = 11
 
 
 # ============================================================================ perturbations
-
-
-def cyclic_shift_tokens(tokens: np.ndarray, p: int) -> np.ndarray:
-    """The fork's shift on tokens: t -> ((t - 2 + p) mod 9) + 2 for digit tokens 2..10, others unchanged."""
-    t = np.asarray(tokens)
-    digit = (t >= 2) & (t <= 10)
-    return np.where(digit, (t - 2 + p) % 9 + 2, t).astype(t.dtype)
 
 
 @dataclass(frozen=True)
@@ -288,14 +281,9 @@ class Engine:
             raise ValueError("compile=True needs checkpoints of one architecture (identical configs)")
 
     def _forward(self, inner, early_stop: bool = False) -> Callable:
-        """(z_H, z_L, inputs, ids) -> (z_H, z_L, logits, q_halt, q_continue) for one model."""
-        from hrm.model.hrm import InnerCarry
-
+        """One segment of one model, with the call signature of ``inner`` (HRMInner)."""
         if not self.compile or early_stop:
-            def eager(z_h, z_l, x, ids):
-                carry, logits, (qh, qc) = inner(InnerCarry(z_h, z_l), {"inputs": x, "puzzle_identifiers": ids})
-                return carry.z_H, carry.z_L, logits, qh, qc
-            return eager
+            return inner
         if self._compiled is None:
             import copy
 
@@ -310,7 +298,11 @@ class Engine:
             self._compiled = torch.compile(step)
         state = {**dict(inner.named_parameters()), **dict(inner.named_buffers())}
         compiled = self._compiled
-        return lambda z_h, z_l, x, ids: compiled(state, z_h, z_l, x, ids)
+
+        def segment(carry, batch, trace=None):
+            z_h, z_l, logits, qh, qc = compiled(state, carry.z_H, carry.z_L, batch["inputs"], batch["puzzle_identifiers"])
+            return InnerCarry(z_h, z_l), logits, (qh, qc)
+        return segment
 
     def run(self, inputs, labels=None, *, early_stop: bool = False, segments: int | None = None,
             keep_segment_predictions: bool = False) -> EngineOutput:
@@ -389,19 +381,15 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
 
     m = x.shape[0]
     dev = x.device
-    total_len = inner.puzzle_emb_len + inner.config.seq_len
-    h = inner.config.hidden_size
     ids = torch.zeros(m, dtype=torch.int32, device=dev)
-    z_h = inner.H_init.expand(m, total_len, h).contiguous()
-    z_l = inner.L_init.expand(m, total_len, h).contiguous()
 
     seg_halt = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
     seg_ok = torch.zeros(s_count, m, dtype=torch.bool, device=dev) if lab is not None else None
     seg_pred = torch.zeros(s_count, m, x.shape[1], dtype=torch.uint8, device=dev) if keep else None
 
     if not early_stop:
-        for s in range(s_count):
-            z_h, z_l, logits, qh, qc = forward(z_h, z_l, x, ids)
+        for s, seg in enumerate(run_segments(inner, {"inputs": x, "puzzle_identifiers": ids}, s_count, step=forward)):
+            logits, qh, qc = seg.logits, seg.q_halt, seg.q_continue
             pred = logits.argmax(-1)
             seg_halt[s] = qh > qc
             if seg_ok is not None:
@@ -422,6 +410,8 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
             "steps": torch.zeros(m, dtype=torch.int16, device=dev),
             "confidence": torch.zeros(m, x.shape[1], dtype=torch.float32, device=dev),
         }
+        # Not a run of s_count segments: a row leaves the batch at its first halt.
+        carry = initial_inner_carry(inner, m)
         active = torch.arange(m, device=dev)
         frozen_ok = torch.zeros(m, dtype=torch.bool, device=dev)
         frozen_halt = torch.zeros(m, dtype=torch.bool, device=dev)
@@ -434,7 +424,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
                 if seg_pred is not None:
                     seg_pred[s:] = frozen_pred
                 break
-            z_h, z_l, logits, qh, qc = forward(z_h, z_l, x[active], ids[active])
+            carry, logits, (qh, qc) = forward(carry, {"inputs": x[active], "puzzle_identifiers": ids[active]})
             pred = logits.argmax(-1)
             halt_now = qh > qc
             stop = halt_now | (s == s_count - 1)
@@ -457,7 +447,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
                 out["confidence"][rows] = torch.softmax(logits[stop].to(torch.float32), dim=-1).amax(-1)
             keep_rows = ~stop
             active = active[keep_rows]
-            z_h, z_l = z_h[keep_rows], z_l[keep_rows]
+            carry = InnerCarry(carry.z_H[keep_rows], carry.z_L[keep_rows])
     out["segment_halted"] = seg_halt
     if seg_ok is not None:
         out["segment_correct"] = seg_ok
@@ -683,12 +673,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
-def _stable_from(seg_ok: np.ndarray) -> np.ndarray:
-    """seg_ok bool [S, ...] -> int8 [...]: first 1-based segment from which all later are True; 0 = never."""
-    if seg_ok.shape[0] == 0:
-        return np.zeros(seg_ok.shape[1:], np.int8)
-    tail = np.logical_and.accumulate(seg_ok[::-1], axis=0)[::-1]
-    return np.where(tail.any(0), tail.argmax(0) + 1, 0).astype(np.int8)
+def critical_step(correct: np.ndarray) -> np.ndarray:
+    """The critical step: correct bool [S, ...] (exact after segment s) -> int16 [...], the first
+    1-based segment from which the answer is right at every later segment; 0 = never."""
+    c = np.asarray(correct, bool)
+    if c.shape[0] == 0:
+        return np.zeros(c.shape[1:], np.int16)
+    tail = np.logical_and.accumulate(c[::-1], axis=0)[::-1]
+    return np.where(tail.any(0), tail.argmax(0) + 1, 0).astype(np.int16)
 
 
 @dataclass
@@ -884,7 +876,6 @@ def evaluate_puzzles(
     bins: int = 10,
     progress: bool = False,
     desc: str = "evaluate",
-    on_batch: Callable[[int, float], None] | None = None,
 ) -> EvalResult:
     """Run N puzzles (tokens [N, 81]; labels tokens, -100 ignored) through K checkpoints x P passes.
 
@@ -949,7 +940,7 @@ def evaluate_puzzles(
             per["blank_correct"].append((cell_ok & blank).sum(-1).astype(np.int16))
             per["cell_correct"].append(cell_ok.sum(-1).astype(np.int16))
             per["steps"].append(kpb(res.steps).astype(np.int16))
-            per["stable_from"].append(_stable_from(np.moveaxis(seg, 2, 0)))
+            per["stable_from"].append(critical_step(np.moveaxis(seg, 2, 0)).astype(np.int8))
             # The early-stop view, read off the full run: the answer at the first segment where
             # q_halt > q_continue (or the last). Equals the run itself under early_stop.
             halts = seg_h.any(2)
@@ -975,8 +966,6 @@ def evaluate_puzzles(
             per["lf_no_halt"].append(sel.no_halt[-1])
 
             bar.update(b)
-            if on_batch is not None:
-                on_batch(start + b, time.perf_counter() - t0)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -13,15 +13,15 @@ on success; nothing is left behind on failure or Ctrl-C):
     OUT/run.json            settings, checkpoint files, device, timings (not a DVC metric)
     OUT/wandb/              W&B files, when --wandb-mode is online or offline
 
-Everything but run.json is a function of the inputs and options: same inputs -> same bytes.
+Settings: the options, or the ``--section`` of a ``--config-file`` (params.yaml's ``evaluate``;
+options on the command line win). Everything but run.json is a function of the inputs and
+options: same inputs -> same bytes.
 Every check (checkpoint files and configs, architecture agreement, dataset encoding vs the
 models' seq_len / vocab_size, token ranges) runs before any inference starts.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import platform
 import sys
@@ -32,44 +32,18 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from pipelines.io import StageError, atomic_output, json_ready
-from pipelines.shard import resolve_dataset
+from pipelines.io import StageError, atomic_output, json_ready, log
+from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints, resolve_device
+from pipelines.plot_csv import write_plot_csv
+from pipelines.settings import config_file_options
+from pipelines.tracking import DEFAULT_PROJECT, init_wandb
 
 STAGE = "evaluate"
-SUDOKU_SEQ_LEN, SUDOKU_VOCAB = 81, 11
 PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks", "reliability_q_halt",
          "reliability_cells", "tiers")
 
 
-def log(message: str) -> None:
-    click.echo(f"{STAGE}: {message}", err=True)
-
-
 # --------------------------------------------------------------------------- inputs
-
-
-def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
-    """Checkpoint files, in order: a file as it is; a directory -> its last ``last`` step_N files
-    (ascending), looking in DIR and then DIR/checkpoints (the train stage's layout)."""
-    from hrm.model import step_files
-
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if not p.exists():
-            raise StageError(f"{p}: checkpoint not found (train one with `dvc repro train` or `hrm train`, "
-                             f"or pass an official step_N file with all_config.yaml beside it)")
-        if p.is_file():
-            files.append(p)
-            continue
-        steps = step_files(p)
-        if not steps and (p / "checkpoints").is_dir():
-            steps = step_files(p / "checkpoints")
-        if not steps:
-            raise StageError(f"{p}: a directory without step_N checkpoint files (nor in {p / 'checkpoints'}); "
-                             f"pass a checkpoint file or a training run directory")
-        files.extend(f for _, f in steps[-last:])
-    return files
 
 
 def checkpoint_names(files: Sequence[Path]) -> list[str]:
@@ -83,25 +57,10 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
 
 
 def load_models(files: Sequence[Path], device: str, forward_dtype: str):
-    """Load every checkpoint (weights_only) and check they agree; StageError names file and mismatch."""
-    import torch
-
-    from hrm.model import CheckpointError, load_checkpoint, resolve_device
-
+    """Load every checkpoint and check they agree; StageError names file and mismatch."""
     dev = resolve_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise StageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise StageError("--device mps: MPS is not available here (use --device auto or cpu)")
-    models = []
-    for f in files:
-        try:
-            dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
-            models.append(load_checkpoint(f, device=dev, forward_dtype=dtype))
-        except CheckpointError as e:
-            raise StageError(str(e)) from None
-        except (RuntimeError, AssertionError) as e:  # e.g. out of device memory
-            raise StageError(f"{f}: cannot load on {dev} ({type(e).__name__}: {e})") from None
+    dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
+    models = [load_sudoku_model(f, dev, dtype) for f in files]
     first = models[0].config
     for f, m in zip(files[1:], models[1:]):
         for key in ("seq_len", "vocab_size", "halt_max_steps"):
@@ -112,31 +71,14 @@ def load_models(files: Sequence[Path], device: str, forward_dtype: str):
     return models, dev
 
 
-def check_model_encoding(files: Sequence[Path], models) -> None:
-    for f, m in zip(files, models):
-        c = m.config
-        if (c.seq_len, c.vocab_size) != (SUDOKU_SEQ_LEN, SUDOKU_VOCAB):
-            raise StageError(
-                f"{f}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; the Sudoku "
-                f"evaluation (encoding of reference-semantics section 2) needs seq_len {SUDOKU_SEQ_LEN}, "
-                f"vocab_size {SUDOKU_VOCAB} (from {f.parent / 'all_config.yaml'} or the tensor shapes)")
+def load_split(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
+    """The evaluated rows of the split ``ds`` (all, or a seeded sample of test_size), checked against
+    the model's encoding."""
+    from hrm.data import eval_rows
 
-
-def load_split(dataset_dir: Path, split: str, test_size: int, seed: int, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
-    """The evaluated rows (all, or a seeded sample of test_size), checked against the model's encoding."""
-    from hrm.data import DatasetError, PuzzleDataset, eval_rows
-
-    try:
-        ds = PuzzleDataset(dataset_dir, split)
-    except DatasetError as e:
-        raise StageError(str(e)) from None
+    dataset_dir, split = ds.dataset_dir, ds.split
     manifest = dataset_dir / "manifest.json"
-    enc = ds.manifest.get("encoding") if isinstance(ds.manifest, dict) else None
-    if isinstance(enc, dict):
-        for key in ("seq_len", "vocab_size"):
-            if key in enc and int(enc[key]) != getattr(model_cfg, key):
-                raise StageError(f"{manifest}: the dataset's encoding has {key} {enc[key]}, but {model_file} expects "
-                                 f"{key} {getattr(model_cfg, key)}; evaluate a checkpoint trained on this encoding")
+    check_dataset_encoding(ds, model_file, model_cfg)
     rows = eval_rows(ds.num_examples, test_size or None, seed)
     if len(rows) == 0:
         raise StageError(f"{dataset_dir}: split {split!r} is empty")
@@ -147,7 +89,7 @@ def load_split(dataset_dir: Path, split: str, test_size: int, seed: int, model_f
     if bad_x.any():
         row = int(np.argmax(bad_x.any(1)))
         raise StageError(f"{where}: inputs hold tokens {int(x.min())}..{int(x.max())} (row {int(rows[row])}); "
-                         f"expected 1..10 (1 = blank, 2..10 = digits 1..9, reference-semantics section 2) for a model "
+                         f"expected 1..10 (1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2) for a model "
                          f"with vocab_size {model_cfg.vocab_size}: the split was built with another encoding")
     bad_y = ((y < 2) | (y > 10)) & (y != -100)
     if bad_y.any():
@@ -163,21 +105,11 @@ def load_split(dataset_dir: Path, split: str, test_size: int, seed: int, model_f
 # --------------------------------------------------------------------------- outputs
 
 
+DIGITS = 6  # of every number in metrics.json, the plot tables and W&B
+
+
 def _clean(v: Any) -> Any:
-    return json_ready(v, digits=6)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    rows = [_clean(r) for r in rows]
-    columns: list[str] = []
-    for r in rows:
-        columns += [c for c in r if c not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    path.write_text(buf.getvalue())
+    return json_ready(v, digits=DIGITS)
 
 
 def _pct(v: Any) -> str:
@@ -301,22 +233,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: dict, metrics: dict, tables: dict) -> None:
-    if mode == "disabled":
+    """The numbers (run summary) and the plot tables of an evaluation as a W&B run (``mode`` disabled: nothing)."""
+    run = init_wandb(mode, out_dir, project, run_name, settings, job_type="evaluate")
+    if run is None:
         return
-    try:
-        import wandb
-    except ImportError:
-        raise StageError("--wandb-mode online/offline needs the wandb package (pip install wandb)") from None
-    (out_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    kwargs = dict(project=project, name=run_name or None, config=settings, mode=mode, dir=str(out_dir), job_type="evaluate")
-    try:
-        kwargs["settings"] = wandb.Settings(x_disable_stats=True, silent=True)
-    except Exception:  # noqa: BLE001 - settings names differ across wandb versions
-        pass
-    try:
-        run = wandb.init(**kwargs)
-    except Exception as e:  # noqa: BLE001 - network, auth
-        raise StageError(f"W&B ({mode}) could not start: {e}; use --wandb-mode offline or disabled") from None
+    import wandb
+
     try:
         run.summary.update({k: v for k, v in flatten(metrics).items() if v is not None})
         for name, rows in tables.items():
@@ -353,7 +275,7 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="auto: cuda, else mps, else cpu.")
 @click.option("--forward-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
               help="auto: the checkpoint's own on cuda (bfloat16 for the paper), float32 elsewhere.")
-# Optional-value booleans: `--early-stop` alone, or `--early-stop false` as dvc.yaml renders a param.
+# Optional-value booleans: `--early-stop` alone, or `--early-stop false` (a YAML boolean written out).
 @click.option("--compile", "compile_", type=click.BOOL, default=False, is_flag=False, flag_value=True,
               help="torch.compile the segment (one compilation for all K).")
 @click.option("--early-stop", type=click.BOOL, default=False, is_flag=False, flag_value=True,
@@ -363,9 +285,10 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/evaluate"),
               help="Output directory (replaced on success).")
 @click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]), default="disabled", help="Weights & Biases logging.")
-@click.option("--project-name", default="hrm-sudoku", help="W&B project.")
+@click.option("--project-name", default=DEFAULT_PROJECT, help="W&B project.")
 @click.option("--run-name", default="", help="W&B run name (empty: W&B chooses).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars (puzzles/s).")
+@config_file_options("evaluate", aliases={"checkpoints": "last"})
 def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbation, test_size, tiers, batch_size,
              max_rows, device, forward_dtype, compile_, early_stop, seed, num_threads, output, wandb_mode,
              project_name, run_name, progress) -> None:
@@ -386,11 +309,11 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     files = resolve_checkpoints(checkpoints, last)
     names = checkpoint_names(files)
     models, dev = load_models(files, device, forward_dtype)
-    check_model_encoding(files, models)
-    dataset_dir = resolve_dataset(dataset, variant)
-    data = load_split(dataset_dir, split, test_size, seed, files[0], models[0].config)
+    ds = open_split(dataset, variant, split)
+    dataset_dir = ds.dataset_dir
+    data = load_split(ds, test_size, seed, files[0], models[0].config)
     n = len(data["rows"])
-    log(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
+    log(STAGE, f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
         f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}")
 
     engine = ev.Engine(models, max_rows=max_rows or ev.auto_max_rows(dev), compile=compile_)
@@ -399,7 +322,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     # ---- work
     try:
         test = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"], desc=split, **common)
-        log(f"{split}: {n} puzzles in {test.seconds:.1f} s ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
+        log(STAGE, f"{split}: {n} puzzles in {test.seconds:.1f} s ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
             f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s)")
         tier_results = {}
         for i, (lo, hi) in enumerate(tier_list):
@@ -409,7 +332,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
             tier_results[name] = ev.evaluate_puzzles(engine, easy, data["labels"], ratings=data["rating"],
                                                      desc=f"tier {name}", **common)
     except KeyboardInterrupt:
-        log("interrupted; nothing written")
+        log(STAGE, "interrupted; nothing written")
         sys.exit(130)
 
     metrics = _clean({"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}})
@@ -435,7 +358,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         (tmp / "plots").mkdir(parents=True)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         for name in PLOTS:
-            write_csv(tmp / "plots" / f"{name}.csv", tables[name])
+            write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
         (tmp / "report.md").write_text(build_report(metrics, tables, settings, names))
         pl.DataFrame({
             "row": data["rows"].astype(np.int64), "puzzle_id": data["puzzle_id"], "rating": data["rating"],
@@ -449,9 +372,9 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         log_wandb(wandb_mode, tmp, project_name, run_name, settings, metrics, tables)
 
     m = metrics["test"]
-    log(f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
+    log(STAGE, f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
         f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}")
-    log(f"wrote {output}/ (metrics.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
+    log(STAGE, f"wrote {output}/ (metrics.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
 
 
 if __name__ == "__main__":

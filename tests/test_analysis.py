@@ -4,13 +4,12 @@ Models: a tiny random HRM (deterministic seed); a hand-built "copy" HRM whose ev
 fixed point that decodes to the input (all attention / MLP outputs zeroed, one-hot embedding
 and LM head, zero initial states), so its answers and residuals are known exactly; and small
 fake segment maps (identity, negation, drift, contraction) with known convergence behaviour.
-Puzzles: the real ones in ../shared/data/real-sudoku/valid.csv.
+Puzzles: the real ones in tests/data/real-sudoku/valid.csv.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 from click.testing import CliRunner
 from torch import nn
 
+from conftest import REAL_SUDOKU as REAL
 from hrm.analysis import (
     CONVERGED, DRIFTING, OSCILLATING, aligned_curve, answer_changes, answer_classes, classify, critical_histogram,
     critical_step, critical_summary, decode, easy_probe, equivalence_classes, first_correct, initial_state, landscape,
@@ -36,7 +36,6 @@ from hrm.sudoku import BLANK_TOKEN, grids_to_tokens, is_valid_solution, strings_
 from pipelines.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,10 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def puzzles() -> tuple[np.ndarray, np.ndarray]:
-    path = REAL / "valid.csv"
-    if not path.is_file():
-        pytest.skip(f"real-sudoku data not found at {path} (set HRM_REAL_SUDOKU)")
-    df = pl.read_csv(path, infer_schema=False)
+    df = pl.read_csv(REAL / "valid.csv", infer_schema=False)  # shipped with the tests: missing is a failure
     x = grids_to_tokens(strings_to_grids(df["question"].to_list())).astype(np.int32)
     y = grids_to_tokens(strings_to_grids(df["answer"].to_list())).astype(np.int32)
     return x, y
@@ -326,7 +322,7 @@ def test_multistability_known_answers(puzzles):
     np.testing.assert_array_equal(a.answers[:3], c.answers[:3])  # relabellings do not depend on the seed
     assert (a.n_answers >= 1).all() and (a.n_answers <= 6).all() and a.exact.shape == (6, 4)
     # Shift runs are the plain run on relabelled puzzles, mapped back.
-    from hrm.evaluate import cyclic_shift_tokens
+    from fork_reference import cyclic_shift_tokens
 
     tr = run_trace(rnd, cyclic_shift_tokens(x[:4], 2), steps=False)
     np.testing.assert_array_equal(cyclic_shift_tokens(a.answers[2], 2), tr.final_predictions)
@@ -513,16 +509,19 @@ def test_stage_bad_inputs(stage_inputs, puzzles, tmp_path):
 
 
 def dvc_stage_args(ckpt: Path, ds: Path, out: Path, **overrides) -> list[str]:
-    """The `analyze` command of dvc.yaml with params.yaml (and ``overrides``) filled in, paths redirected."""
+    """The `analyze` command of dvc.yaml with params.yaml (its analyze section with ``overrides``, written
+    beside ``out``) filled in, paths redirected."""
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["analyze"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    values = {**{f"analyze.{k}": v for k, v in params["analyze"].items()}, "seed": params["seed"],
-              **{f"analyze.{k}": v for k, v in overrides.items()}}
+    params["analyze"].update(overrides)
+    config = out.parent / "params.yaml"
+    config.write_text(yaml.safe_dump(params))
+    values = {**{f"analyze.{k}": v for k, v in params["analyze"].items()}, "seed": params["seed"]}
     cmd = re.sub(r"\$\{([\w.]+)\}", lambda m: str(values[m.group(1)]), stage["cmd"])
     args = shlex.split(cmd)
     assert args[:2] == ["hrm", "analyze"]
     args = args[2:]
-    paths = {"--checkpoint": ckpt, "--dataset": ds, "--output": out}
+    paths = {"--checkpoint": ckpt, "--dataset": ds, "--output": out, "--config-file": config}
     return [str(paths[args[i - 1]]) if i and args[i - 1] in paths else a for i, a in enumerate(args)]
 
 

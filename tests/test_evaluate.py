@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from conftest import REAL_SUDOKU as REAL
+from fork_reference import cyclic_shift_tokens
 from hrm import evaluate as ev
 from hrm.model import HRM, HRMConfig, save_checkpoint
 from hrm.sudoku import (
@@ -22,7 +23,6 @@ from hrm.sudoku import (
     strings_to_grids,
 )
 
-REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-sudoku"))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -89,8 +89,8 @@ def test_cyclic_shifts_are_the_forks_and_digit_shift_maps(real):
     assert np.array_equal(pert.digit_map, digit_shift_maps(np.arange(9)))
     shifted = pert.apply(q)
     for p in range(9):
-        assert np.array_equal(shifted[p], ev.cyclic_shift_tokens(q, p))
-        assert np.array_equal(pert.apply(a)[p], ev.cyclic_shift_tokens(a, p))
+        assert np.array_equal(shifted[p], cyclic_shift_tokens(q, p))
+        assert np.array_equal(pert.apply(a)[p], cyclic_shift_tokens(a, p))
     assert np.array_equal(shifted[0], q)  # pass 0 = the unperturbed puzzle
     with pytest.raises(ValueError, match="only 9"):
         ev.make_perturbations("shift", 10)
@@ -398,6 +398,57 @@ def ev_plots():
     from pipelines.evaluate import PLOTS
 
     return PLOTS
+
+
+def test_plot_csv_spellings(tmp_path):
+    """One writer, two spellings: as_text is the csv module's (Python's str of each value), the
+    default polars' typed columns; a table without rows keeps its header."""
+    import csv
+    import io
+
+    from pipelines.plot_csv import write_plot_csv
+
+    rows = [{"tier": "1-5", "n": 1, "x": 1e-06, "y": None}, {"tier": "128+", "n": 2.5, "x": 0.25, "z": float("nan")}]
+    write_plot_csv(tmp_path / "text.csv", rows, as_text=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["tier", "n", "x", "y", "z"], lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: ("" if v is None or v != v else v) for k, v in r.items()} for r in rows)
+    assert (tmp_path / "text.csv").read_text() == buf.getvalue() == "tier,n,x,y,z\n1-5,1,1e-06,,\n128+,2.5,0.25,,\n"
+    write_plot_csv(tmp_path / "typed.csv", [{"k": 1, "v": 1e-6}, {"k": 2, "v": None}])
+    assert (tmp_path / "typed.csv").read_text() == "k,v\n1,1e-6\n2,\n"
+    write_plot_csv(tmp_path / "rounded.csv", [{"v": 0.1234567}], digits=6, as_text=True)
+    assert (tmp_path / "rounded.csv").read_text() == "v\n0.123457\n"
+    write_plot_csv(tmp_path / "empty.csv", [], header=("a", "b"))
+    assert (tmp_path / "empty.csv").read_text() == "a,b\n"
+
+
+def test_cli_settings_from_a_config_file_section(tmp_path, dataset_dir):
+    """--config-file/--section give every option (params.yaml's `checkpoints` is --last); the command line wins."""
+    run = write_run(tmp_path / "run")
+    params = tmp_path / "params.yaml"
+    section = {"checkpoints": 2, "permutations": 2, "test_size": 6, "tiers": "none", "batch_size": 5,
+               "early_stop": False, "compile": False, "device": "cpu", "wandb_mode": "disabled"}
+    params.write_text(yaml.safe_dump({"seed": 0, "stages": {"evaluate": section}}))
+    common = ["--checkpoint", run, "--dataset", dataset_dir, "--no-progress"]
+    r = _cli([*common, "--config-file", params, "--section", "stages.evaluate", "--test-size", 4,
+              "--output", tmp_path / "file"])
+    assert r.exit_code == 0, r.output
+    r = _cli([*common, "--last", 2, "--permutations", 2, "--test-size", 4, "--tiers", "none", "--batch-size", 5,
+              "--device", "cpu", "--output", tmp_path / "flags"])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "file" / "metrics.json").read_text())["test"]
+    assert (t["puzzles"], t["checkpoints"], t["passes"]) == (4, 2, 2)
+    for rel in ["metrics.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
+        assert (tmp_path / "file" / rel).read_bytes() == (tmp_path / "flags" / rel).read_bytes(), rel
+    # A key no option has, and a value an option refuses: one message naming the file and the key.
+    params.write_text(yaml.safe_dump({"evaluate": {**section, "permutation": 3}}))
+    r = _cli([*common, "--config-file", params, "--output", tmp_path / "bad"])
+    assert r.exit_code != 0 and str(params) in r.output and "unknown key(s) in evaluate: permutation" in r.output
+    params.write_text(yaml.safe_dump({"evaluate": {**section, "perturbation": "rotate"}}))
+    r = _cli([*common, "--config-file", params, "--output", tmp_path / "bad"])
+    assert r.exit_code != 0 and "evaluate.perturbation" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_official_checkpoint_with_compile_prefix(tmp_path, dataset_dir):

@@ -1,8 +1,10 @@
-"""Mechanistic analysis of an HRM (reference-semantics section 10; arXiv:2601.10679).
+"""Mechanistic analysis of an HRM (docs/reference-semantics.md §10; arXiv:2601.10679, whose code is "the fork").
 
 Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
-(pipelines/analyze.py) reads checkpoints and datasets and writes the files.
+(pipelines/analyze.py) reads checkpoints and datasets, calls :func:`analyze` and writes the files.
 
+- :mod:`~hrm.analysis.run`: :func:`analyze`, the whole analysis of one checkpoint, and its
+  :class:`AnalysisResult` (summary numbers, tables, figure data).
 - :mod:`~hrm.analysis.traces`: run segment by segment from any state; per-step predictions,
   residuals, Q values, trajectory PCA; one-segment and lm-head hooks.
 - :mod:`~hrm.analysis.fixed_points`: convergence classes, fixed-point violations, residual
@@ -16,22 +18,25 @@ Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
 from hrm.analysis.critical import aligned_curve, critical_histogram, critical_step, critical_summary, first_correct
 from hrm.analysis.easy import EASY_COLUMNS, easy_probe, parse_ks, reveal_all_but
 from hrm.analysis.fixed_points import (
-    CLASS_NAMES, CONVERGED, DRIFTING, OSCILLATING, MultiStability, answer_changes, answer_classes, changed_cells,
+    CLASS_NAMES, CONVERGED, DRIFTING, OSCILLATING, MultiStability, answer_changes, answer_classes,
     classify, equivalence_classes, fixed_point_summary, multistability_summary, residual_curves, run_perturbed,
     state_clusters, tail_window, violations,
 )
 from hrm.analysis.landscape import Landscape, landscape
+from hrm.analysis.report import render_report
+from hrm.analysis.run import AnalysisResult, AnalysisSettings, PuzzleFigure, TokenError, analyze, trace_table
 from hrm.analysis.traces import (
-    Trace, decode, initial_state, pca_basis, prediction_conflicts, q_values, relative_residual, run_segment, run_trace,
+    Trace, decode, initial_state, pca_basis, prediction_conflicts, relative_residual, run_segment, run_trace,
     score_predictions, tokens_to_values, trajectory_pca,
 )
 
 __all__ = [
+    "AnalysisResult", "AnalysisSettings", "PuzzleFigure", "TokenError", "analyze", "render_report", "trace_table",
     "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "Trace",
-    "aligned_curve", "answer_changes", "answer_classes", "changed_cells", "classify", "critical_histogram",
+    "aligned_curve", "answer_changes", "answer_classes", "classify", "critical_histogram",
     "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",
     "fixed_point_summary", "initial_state", "landscape", "multistability_summary", "parse_ks", "pca_basis",
-    "prediction_conflicts", "q_values", "relative_residual", "residual_curves", "reveal_all_but", "run_perturbed",
+    "prediction_conflicts", "relative_residual", "residual_curves", "reveal_all_but", "run_perturbed",
     "run_segment", "run_trace", "score_predictions", "state_clusters", "tail_window", "tokens_to_values",
     "trajectory_pca", "violations",
 ]

@@ -5,8 +5,8 @@ Exact definitions (S segments, N puzzles)
 - correct[s, n]: the answer after segment s equals the label on every labelled cell (the
   official exact accuracy; givens included, so a puzzle without blanks needs its givens copied).
 - Critical step s*: the first segment from which the answer is correct at every later segment,
-  1-based; 0 = never (not correct at the last segment). Equal to ``stable_from`` of
-  hrm.evaluate. First correct: the first segment at which it is correct (0 = never).
+  1-based; 0 = never (not correct at the last segment): ``hrm.evaluate.critical_step``, the
+  evaluation's ``stable_from``. First correct: the first segment at which it is correct (0 = never).
 - Lost: correct at some segment but wrong at the last; Relapsed: solved (s* > 0) but correct at
   some segment before s* and then wrong again.
 - Sharpness, over puzzles with s* >= 2: blank-cell accuracy at s* - 1 ("before") and at s*
@@ -22,16 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hrm.evaluate import critical_step
+
 __all__ = ["critical_step", "first_correct", "critical_summary", "critical_histogram", "aligned_curve"]
-
-
-def critical_step(correct: np.ndarray) -> np.ndarray:
-    """correct bool [S, N] -> int16 [N]: first 1-based segment from which all later are correct; 0 = never."""
-    c = np.asarray(correct, bool)
-    if c.shape[0] == 0:
-        return np.zeros(c.shape[1:], np.int16)
-    tail = np.logical_and.accumulate(c[::-1], axis=0)[::-1]
-    return np.where(tail.any(0), tail.argmax(0) + 1, 0).astype(np.int16)
 
 
 def first_correct(correct: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ Exact definitions (S segments, residuals as in :mod:`hrm.analysis.traces`)
 Multiple fixed points
 ---------------------
 Each puzzle is run R times: pass 0 plain; passes 1..P-1 the fork's cyclic digit relabellings
-(token t -> ((t - 2 + p) mod 9) + 2 for digits, blanks kept; the answer mapped back before
+(the fork = the Augmented HRM paper's code, README "Reference code"; token t -> ((t - 2 + p) mod 9) + 2 for digits, blanks kept; the answer mapped back before
 comparing); then N_noise runs from a perturbed initial state (H_init + eps_H, L_init + eps_L with
 eps ~ N(0, noise_std^2) per position and hidden unit, one draw per run shared by all puzzles, from
 ``torch.Generator`` seeded by ``numpy.random.default_rng([NOISE_STREAM, seed])``).
@@ -38,18 +38,18 @@ import torch
 
 from hrm.model.hrm import InnerCarry
 from hrm.analysis.traces import initial_state, prediction_conflicts, run_trace, score_predictions
-from hrm.sudoku import digit_shift_maps
+from hrm.evaluate import make_perturbations
+from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
 
 __all__ = [
     "CONVERGED", "OSCILLATING", "DRIFTING", "CLASS_NAMES", "NOISE_STREAM",
-    "tail_window", "classify", "answer_changes", "changed_cells", "violations", "fixed_point_summary",
-    "residual_curves", "shift_token_maps", "equivalence_classes", "answer_classes", "state_clusters",
+    "tail_window", "classify", "answer_changes", "violations", "fixed_point_summary",
+    "residual_curves", "equivalence_classes", "answer_classes", "state_clusters",
     "MultiStability", "run_perturbed", "multistability_summary",
 ]
 
 CONVERGED, OSCILLATING, DRIFTING = 0, 1, 2
 CLASS_NAMES = ("converged", "oscillating", "drifting")
-NOISE_STREAM = 11  # mixed into the seed of the initial-state noise (data stages 1..6, evaluate 7..8, easy probe 10)
 
 
 # ----------------------------------------------------------------------------- one trajectory
@@ -69,17 +69,6 @@ def classify(seg_res: np.ndarray, seg_return: np.ndarray, tol: float = 0.01, tai
     ret = np.asarray(seg_return, dtype=np.float64)
     osc = ~conv & (np.nan_to_num(ret, nan=np.inf) < return_ratio)
     return np.where(conv, CONVERGED, np.where(osc, OSCILLATING, DRIFTING)).astype(np.int8)
-
-
-def changed_cells(seg_pred: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
-    """int16 [S, B]: cells whose answer differs from the previous segment's; segment 1 against
-    ``first`` (e.g. the input) when given, else 0."""
-    seg_pred = np.asarray(seg_pred)
-    out = np.zeros(seg_pred.shape[:2], np.int16)
-    out[1:] = (seg_pred[1:] != seg_pred[:-1]).sum(-1)
-    if first is not None:
-        out[0] = (seg_pred[0] != np.asarray(first)).sum(-1)
-    return out
 
 
 def answer_changes(seg_pred: np.ndarray, tail: int = 0) -> np.ndarray:
@@ -194,21 +183,6 @@ def state_clusters(states: torch.Tensor, tol: float = 0.05) -> tuple[np.ndarray,
 # ----------------------------------------------------------------------------- perturbed runs
 
 
-def shift_token_maps(shifts: int) -> np.ndarray:
-    """uint8 [P, 256] token lookup tables of the cyclic digit shifts p = 0..P-1 (pad and blank kept)."""
-    maps = digit_shift_maps(np.arange(shifts))  # [P, 10] digit -> digit, 0 kept
-    lut = np.tile(np.arange(256, dtype=np.uint8), (shifts, 1))
-    lut[:, 1:11] = maps + 1
-    return lut
-
-
-def _inverse_luts(luts: np.ndarray) -> np.ndarray:
-    inv = np.tile(np.arange(256, dtype=np.uint8), (luts.shape[0], 1))
-    for p in range(luts.shape[0]):
-        inv[p, luts[p]] = np.arange(256, dtype=np.uint8)
-    return inv
-
-
 @dataclass
 class MultiStability:
     """R runs of N puzzles (see the module docstring); arrays are [R, N] unless noted."""
@@ -254,8 +228,8 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
     shifts = max(1, int(shifts))
     if shifts > 9:
         raise ValueError(f"there are only 9 cyclic digit shifts, asked for {shifts}")
-    luts = shift_token_maps(shifts)
-    inv = _inverse_luts(luts)
+    shift = make_perturbations("shift", shifts)  # the evaluation's cyclic digit shifts
+    luts, inv = shift.token_maps, shift.inverse_token_maps
     noise = _noise_draws(model, noise_runs, noise_std, seed)
     r = shifts + noise_runs
     kind = np.array(["plain"] + ["shift"] * (shifts - 1) + ["noise"] * noise_runs)

@@ -1,5 +1,7 @@
 """The error landscape on the trajectory's principal plane (the fork's ``landscape.py`` / demo).
 
+"The fork" is the Augmented HRM paper's code (README, "Reference code").
+
 Exact definition, for one puzzle
 --------------------------------
 - PCA (2 components) of the puzzle's z_H states after every H update over all segments

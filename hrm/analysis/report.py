@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report"]
 
 
 def _fmt(v: Any) -> str:
@@ -95,10 +93,3 @@ def render_report(metrics: dict[str, Any], figures: Sequence[tuple[str, str]], *
     lines += ["", "Definitions: docs/analyze.md. Every number above is in metrics.json; per-step traces are in "
               "traces.parquet.", ""]
     return "\n".join(lines)
-
-
-def write_report(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path

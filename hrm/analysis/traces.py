@@ -1,4 +1,4 @@
-"""Running an HRM segment by segment and recording what happens (reference-semantics section 10).
+"""Running an HRM segment by segment and recording what happens (docs/reference-semantics.md §10).
 
 Everything here works on a batch of puzzles at once, on the model's device, and starts from any
 state: the default initial state (H_init, L_init broadcast over positions, as ``HRM.predict``), a
@@ -16,8 +16,9 @@ Vocabulary (B puzzles, S segments, C = H_cycles, T = S * C steps):
   state (all positions, prefix included) in float32; z_0 is the initial state. Segment residuals
   compare segment carries (z after segment s vs after s - 1).
 - *trajectory PCA* of a puzzle: PCA (2 components, data centred, no scaling) of its T flattened
-  z_H states after every step, as the fork's ``plot_trajectory``; computed for every puzzle of a
-  batch at once through the T x T Gram matrix. Sign convention: in each component the score
+  z_H states after every step, as the fork's ``plot_trajectory`` (the fork = the Augmented HRM
+  paper's code, README "Reference code"); computed for every puzzle of a batch at once through
+  the T x T Gram matrix. Sign convention: in each component the score
   with the largest magnitude is positive.
 """
 
@@ -30,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm.model.hrm import HRM, InnerCarry
+from hrm.model.hrm import HRM, InnerCarry, initial_inner_carry, run_segments
 from hrm.sudoku import BLANK_TOKEN, IGNORE_LABEL, conflict_count
 
 __all__ = [
-    "Trace", "initial_state", "decode", "q_values", "run_segment", "run_trace", "relative_residual",
+    "Trace", "initial_state", "decode", "run_segment", "run_trace", "relative_residual",
     "tokens_to_values", "prediction_conflicts", "score_predictions", "trajectory_pca", "pca_basis",
 ]
 
@@ -103,9 +104,7 @@ def initial_state(model: HRM, batch_size: int, noise_std: float = 0.0, generator
     ``noise_std`` > 0 adds N(0, noise_std^2) noise per element ([B, positions, hidden], drawn on
     the CPU from ``generator``); ``noise`` = (eps_H, eps_L) adds given tensors instead (broadcast).
     """
-    inner = _inner(model)
-    carry = inner.reset_carry(torch.ones(batch_size, dtype=torch.bool, device=inner.H_init.device),
-                              inner.empty_carry(batch_size))
+    carry = initial_inner_carry(_inner(model), batch_size)
     if noise is not None:
         eps_h, eps_l = (e.to(device=carry.z_H.device, dtype=torch.float32) for e in noise)
         return InnerCarry(z_H=(carry.z_H.float() + eps_h).to(carry.z_H.dtype),
@@ -124,15 +123,6 @@ def decode(model: HRM, z_H: torch.Tensor) -> torch.Tensor:
     inner = _inner(model)
     z = z_H.to(device=inner.H_init.device, dtype=inner.forward_dtype)
     return inner.lm_head(z)[..., inner.puzzle_emb_len:, :].argmax(-1)
-
-
-@torch.no_grad()
-def q_values(model: HRM, z_H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q_halt, q_continue) float32 of states [..., prefix + seq_len, hidden], read at position 0."""
-    inner = _inner(model)
-    z = z_H.to(device=inner.H_init.device, dtype=inner.forward_dtype)
-    q = inner.q_head(z[..., 0, :]).to(torch.float32)
-    return q[..., 0], q[..., 1]
 
 
 def _batch(model: HRM, inputs, puzzle_identifiers=None) -> dict[str, torch.Tensor]:
@@ -340,13 +330,12 @@ def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | No
         seg_pred, q_h, q_c, seg_rh, seg_rl, seg_r = [], [], [], [], [], []
         st_pred, st_rh, st_rl, st_nh, st_nl, flat_h, keep_h, keep_l = [], [], [], [], [], [], [], []
         prev_h, prev_l = carry.z_H, carry.z_L
-        for _ in range(s_count):
-            trace: list | None = [] if steps else None
+        for seg in run_segments(inner, batch, s_count, carry=carry, trace=steps):
             old_h, old_l = carry.z_H, carry.z_L
-            carry, logits, (qh, qc) = inner(carry, batch, trace=trace)
-            seg_pred.append(logits.argmax(-1).to(torch.uint8))
-            q_h.append(qh.float())
-            q_c.append(qc.float())
+            carry = seg.carry
+            seg_pred.append(seg.logits.argmax(-1).to(torch.uint8))
+            q_h.append(seg.q_halt.float())
+            q_c.append(seg.q_continue.float())
             dh, dl = _diff(carry.z_H, old_h), _diff(carry.z_L, old_l)
             nh, nl = _norm(old_h), _norm(old_l)
             seg_rh.append(_ratio(dh, nh))
@@ -354,7 +343,7 @@ def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | No
             seg_r.append(_ratio(torch.sqrt(dh ** 2 + dl ** 2), torch.sqrt(nh ** 2 + nl ** 2)))
             history.append((carry.z_H, carry.z_L))
             if steps:
-                for z_h, z_l in trace:
+                for z_h, z_l in seg.states:
                     st_pred.append(decode(model, z_h).to(torch.uint8))
                     st_rh.append(relative_residual(z_h, prev_h))
                     st_rl.append(relative_residual(z_l, prev_l))

@@ -1,4 +1,4 @@
-"""The Hierarchical Reasoning Model with adaptive computation time (reference-semantics sections 5 and 6).
+"""The Hierarchical Reasoning Model with adaptive computation time (docs/reference-semantics.md §5 and §6).
 
 Three nested modules, named so that the state dict matches the official checkpoints:
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -111,6 +111,17 @@ class HRMConfig:
 class InnerCarry:
     z_H: torch.Tensor  # [B, puzzle_emb_len + seq_len, hidden]
     z_L: torch.Tensor
+
+
+@dataclass
+class SegmentOutput:
+    """What one segment of :func:`run_segments` gives."""
+
+    carry: InnerCarry  # the state after the segment (detached)
+    logits: torch.Tensor  # [B, seq_len, vocab]
+    q_halt: torch.Tensor  # float32 [B]
+    q_continue: torch.Tensor  # float32 [B]
+    states: list | None = None  # (z_H, z_L) after every H update of the segment, when traced
 
 
 @dataclass
@@ -243,8 +254,32 @@ class HRMInner(nn.Module):
         return new_carry, logits, (q[..., 0], q[..., 1])
 
 
+def initial_inner_carry(inner: HRMInner, batch_size: int) -> InnerCarry:
+    """Every row at the initial states: H_init, L_init broadcast over all positions."""
+    return inner.reset_carry(torch.ones(batch_size, dtype=torch.bool, device=inner.H_init.device),
+                             inner.empty_carry(batch_size))
+
+
+def run_segments(inner: HRMInner, batch: Mapping[str, torch.Tensor], segments: int, *, carry: InnerCarry | None = None,
+                 trace: bool = False, step: Callable | None = None) -> Iterator[SegmentOutput]:
+    """Run ``segments`` ACT segments of ``inner`` on every row of ``batch``, from ``carry`` (default:
+    the initial state), with no halting inside the run; yields each segment's output in turn.
+
+    The one loop behind :meth:`HRM.predict`, the evaluation engine and the analysis traces.
+    ``trace``: each output also holds the (z_H, z_L) after every H update of its segment.
+    ``step``: what runs one segment, with ``inner``'s call signature (default ``inner`` itself;
+    the evaluation passes a compiled one).
+    """
+    step = inner if step is None else step
+    carry = initial_inner_carry(inner, batch["inputs"].shape[0]) if carry is None else carry
+    for _ in range(segments):
+        states: list | None = [] if trace else None
+        carry, logits, (q_halt, q_continue) = step(carry, batch, trace=states)
+        yield SegmentOutput(carry, logits, q_halt, q_continue, states)
+
+
 class HRMACT(nn.Module):
-    """ACT wrapper: every call advances each row by one segment (reference-semantics section 6).
+    """ACT wrapper: every call advances each row by one segment (docs/reference-semantics.md §6).
 
     Rows that halted in the previous call are first reset to the initial state and
     loaded with the corresponding rows of ``batch``; the others keep their data.
@@ -413,16 +448,13 @@ class HRM(ACTLossHead):
         was_training = self.training
         self.eval()
         try:
-            inner = self.inner
             batch = {"inputs": x, "puzzle_identifiers": ids}
-            carry = inner.reset_carry(torch.ones(b, dtype=torch.bool, device=self.device), inner.empty_carry(b))
-            logits, q_halt, q_cont = [], [], []
-            states: list | None = [] if trace else None
-            for _ in range(segments):
-                carry, seg_logits, (qh, qc) = inner(carry, batch, trace=states)
-                logits.append(seg_logits.to(torch.float32))
-                q_halt.append(qh)
-                q_cont.append(qc)
+            logits, q_halt, q_cont, states = [], [], [], []
+            for seg in run_segments(self.inner, batch, segments, trace=trace):
+                logits.append(seg.logits.to(torch.float32))
+                q_halt.append(seg.q_halt)
+                q_cont.append(seg.q_continue)
+                states += seg.states or []
         finally:
             self.train(was_training)
 

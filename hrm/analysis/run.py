@@ -1,0 +1,402 @@
+"""The whole mechanistic analysis of one checkpoint on a set of puzzles: :func:`analyze`.
+
+As :func:`hrm.evaluate.evaluate_puzzles` for the evaluation: puzzles in, one
+:class:`AnalysisResult` out (the numbers, the tables as plain columns or rows, the data of every
+figure); ``hrm analyze`` (pipelines/analyze.py) resolves the inputs and writes the files.
+What each number means: the modules it comes from, and docs/analyze.md.
+
+Runs, in order: the traces of every puzzle (each batch's per-step table handed to ``on_traces``
+as it is made, so a large run need not hold them), the per-puzzle and per-segment summaries, the
+easy-puzzle probe, the multiple-fixed-point runs, then trajectories and landscapes of the selected
+puzzles.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from hrm.analysis.critical import aligned_curve, critical_histogram, critical_step, critical_summary, first_correct
+from hrm.analysis.easy import easy_probe
+from hrm.analysis.fixed_points import (
+    CLASS_NAMES, MultiStability, answer_changes, classify, fixed_point_summary, multistability_summary,
+    residual_curves, run_perturbed, tail_window, violations,
+)
+from hrm.analysis.landscape import Landscape, landscape
+from hrm.analysis.traces import Trace, prediction_conflicts, run_trace, score_predictions
+from hrm.data import eval_rows
+from hrm.sudoku import BLANK_TOKEN, SEQ_LEN
+
+__all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]
+
+
+class RowSource(Protocol):
+    """Where the puzzles come from (:class:`hrm.data.PuzzleDataset` is one)."""
+
+    def gather(self, rows: np.ndarray) -> Mapping[str, np.ndarray]:
+        """inputs, labels, puzzle_identifiers, puzzle_id and rating of ``rows``."""
+        ...
+
+
+class TokenError(ValueError):
+    """Puzzles whose tokens are outside the Sudoku encoding; ``rows`` names the first ones."""
+
+    def __init__(self, rows: Sequence[int]):
+        self.rows = list(rows)
+        super().__init__(f"rows {self.rows} hold tokens outside the Sudoku encoding (inputs 0..10, labels 2..10)")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What to run (the options of ``hrm analyze``, docs/analyze.md)."""
+
+    segments: int  # ACT segments per run
+    seed: int  # of the easy probe, the noise and the sub-samples
+    batch_size: int  # puzzles per forward batch
+    store_states: str  # z_H / z_L in the traces for: "selected" puzzles, "all", "none"
+    tol: float  # convergence: joint segment residual <= tol on the tail
+    tail: int  # tail segments (0: max(1, ceil(segments / 4)))
+    lookback: int  # largest lag of the oscillation test
+    easy_k: Sequence[int]  # cells left blank in the easy probe (empty: no probe)
+    easy_sample: int  # puzzles of the sample for the easy probe (0: all)
+    shifts: int  # cyclic digit relabellings incl. the identity
+    noise_runs: int  # runs from a noisy initial state
+    noise_std: float
+    cluster_tol: float
+    fp_sample: int  # puzzles of the sample for multistability (0: all)
+    landscape_radius: int
+    landscape_divisor: float
+    landscape_segment: int  # centre segment of the landscapes (0: the last)
+    flow: bool  # one-segment flow arrows of the landscapes
+
+    @property
+    def runs_easy(self) -> bool:
+        return len(self.easy_k) > 0
+
+    @property
+    def runs_multistability(self) -> bool:
+        """At least one perturbed run besides the plain one."""
+        return self.shifts > 1 or (self.shifts == 1 and self.noise_runs > 0)
+
+    @property
+    def center_segment(self) -> int:
+        return self.landscape_segment or self.segments
+
+
+@dataclass
+class PuzzleFigure:
+    """What the trajectory and landscape figures of one selected puzzle show."""
+
+    row: int
+    pcs: np.ndarray  # float32 [T, 2]: trajectory PCA of z_H
+    pca_ratio: np.ndarray  # float32 [2]
+    landscape: Landscape
+
+
+@dataclass
+class AnalysisResult:
+    """The analysis of one checkpoint; ``summary`` and ``tables`` are what the files hold."""
+
+    summary: dict[str, Any]  # exact_accuracy, blank_accuracy, fixed_point, critical, [easy], [multistability], landscapes
+    # puzzles / multistability (None: not run) / landscape (one per selected puzzle): columns;
+    # residuals, critical, critical_aligned, easy, multistability: rows of the plot tables.
+    tables: dict[str, Any]
+    residual_rows: list[dict[str, Any]]  # residual curves, long form (the figure's data)
+    multistability: MultiStability | None
+    puzzle_figures: list[PuzzleFigure]
+    h_cycles: int
+    trace_rows: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase
+
+
+def _bar(progress: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="puzzle", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+
+
+def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndarray, settings: AnalysisSettings, *,
+            on_traces: Callable[[Any], None] | None = None, progress: bool = False) -> AnalysisResult:
+    """Analyse ``model`` on the puzzles ``sample_rows`` (ascending rows of ``source``) and trace the
+    ``selected`` rows too (in the sample or not) for the trajectory and landscape figures.
+
+    ``on_traces``: gets each batch's per-step table (:func:`trace_table`, a pyarrow Table), in row order.
+    Raises :class:`TokenError` for a batch with tokens outside the encoding.
+    """
+    st = settings
+    s_count = st.segments
+    phases: dict[str, float] = {}
+    clock = [time.time()]
+
+    def lap(name: str) -> None:
+        now = time.time()
+        phases[name] = round(phases.get(name, 0.0) + now - clock[0], 2)
+        clock[0] = now
+
+    selected = np.asarray(selected, np.int64)
+    rows_all = np.union1d(sample_rows, selected).astype(np.int64)
+    in_sample = np.isin(rows_all, sample_rows)
+    keep_rows = np.isin(rows_all, selected) if st.store_states == "selected" else np.full(rows_all.size, st.store_states == "all")
+    need_states = np.isin(rows_all, selected) | keep_rows
+    acc: dict[str, list] = {k: [] for k in ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res", "ret", "changes",
+                                            "conflicts", "inputs", "labels", "puzzle_id", "rating")}
+    selected_set = set(selected.tolist())
+    states: dict[int, tuple[Any, ...]] = {}
+    trace_rows = 0
+    bar = _bar(progress, rows_all.size, "traces")
+    try:
+        for lo in range(0, rows_all.size, st.batch_size):
+            rows = rows_all[lo:lo + st.batch_size]
+            data = source.gather(rows)
+            x, y = data["inputs"], data["labels"]
+            bad = ((x < 0) | (x > 10)).any(1) | (((y < 2) | (y > 10)) & (y != -100)).any(1)
+            if bad.any():
+                raise TokenError(rows[bad][:10].tolist())
+            keep = need_states[lo:lo + st.batch_size]
+            tr = run_trace(model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=s_count,
+                           keep_states=keep, lookback=st.lookback)
+            step_scores = score_predictions(tr.predictions, x, y)
+            step_conf = prediction_conflicts(tr.predictions)
+            step_changed = np.zeros_like(step_conf, dtype=np.int16)
+            step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
+            meta = {"row": rows, "puzzle_id": data["puzzle_id"], "rating": data["rating"],
+                    "blanks": (x == BLANK_TOKEN).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
+            table = trace_table(tr, meta, step_scores, step_conf, step_changed, keep_rows[lo:lo + st.batch_size])
+            if on_traces is not None:
+                on_traces(table)
+            trace_rows += table.num_rows
+            for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
+                row = int(rows[r])
+                if row in selected_set:
+                    states[row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r])
+            seg = score_predictions(tr.seg_predictions, x, y)
+            acc["exact"].append(seg["exact"])
+            acc["blank_acc"].append(seg["blank_acc"])
+            blank = (x == BLANK_TOKEN)
+            acc["blank_wrong"].append(((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16))
+            for key, val in (("res_H", tr.seg_res_H), ("res_L", tr.seg_res_L), ("res", tr.seg_res)):
+                acc[key].append(val)
+            acc["ret"].append(tr.seg_return)
+            acc["changes"].append(answer_changes(tr.seg_predictions, st.tail))
+            acc["conflicts"].append(prediction_conflicts(tr.final_predictions))
+            acc["inputs"].append(x.astype(np.uint8))
+            acc["labels"].append(y.astype(np.int16))
+            acc["puzzle_id"].append(data["puzzle_id"])
+            acc["rating"].append(data["rating"])
+            bar.update(rows.size)
+    finally:
+        bar.close()
+
+    lap("traces")
+    # Per-segment arrays are [S, puzzles]; the rest [puzzles].
+    cat = {k: np.concatenate(v, axis=1 if k in ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res") else 0)
+           for k, v in acc.items()}
+    m = in_sample
+    seg_exact, seg_blank = cat["exact"][:, m], cat["blank_acc"][:, m]
+    inputs, labels = cat["inputs"][m], cat["labels"][m]
+    final_exact = seg_exact[-1]
+    classes = classify(cat["res"][:, m], cat["ret"][m], st.tol, st.tail)
+    viol = violations(classes, cat["changes"][m])
+    crit = critical_step(seg_exact)
+
+    # The per-puzzle table holds every traced row (the selected ones outside the sample too).
+    all_classes = classify(cat["res"], cat["ret"], st.tol, st.tail)
+    all_changes = cat["changes"]
+    tables: dict[str, Any] = {}
+    tables["puzzles"] = {
+        "row": rows_all, "puzzle_id": cat["puzzle_id"], "rating": cat["rating"], "in_sample": in_sample,
+        "blanks": (cat["inputs"] == BLANK_TOKEN).sum(1).astype(np.int16),
+        "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], "conflicts": cat["conflicts"].astype(np.int16),
+        "critical_step": critical_step(cat["exact"]), "first_correct": first_correct(cat["exact"]),
+        "convergence": np.asarray(CLASS_NAMES)[all_classes], "answer_changes_tail": all_changes,
+        "violation": violations(all_classes, all_changes),
+        "final_res_H": cat["res_H"][-1], "final_res_L": cat["res_L"][-1], "return_ratio": cat["ret"],
+    }
+
+    summary: dict[str, Any] = {"exact_accuracy": float(final_exact.mean())}
+    last_blank = seg_blank[-1].astype(np.float64)
+    summary["blank_accuracy"] = float(np.nanmean(last_blank)) if not np.isnan(last_blank).all() else None
+    summary["fixed_point"] = fixed_point_summary(classes, viol, final_exact, cat["res_H"][:, m], cat["res_L"][:, m])
+    summary["fixed_point"].update({"tol": st.tol, "tail": tail_window(s_count, st.tail)})
+    summary["critical"] = critical_summary(seg_exact, seg_blank, cat["blank_wrong"][:, m])
+
+    res_rows = residual_curves(cat["res_H"][:, m], cat["res_L"][:, m], final_exact)
+    tables["residuals"] = _wide_residuals(res_rows, s_count)
+    tables["critical"] = critical_histogram(crit, s_count)
+    tables["critical_aligned"] = aligned_curve(seg_blank, crit)
+    lap("summaries")
+
+    tables["easy"] = []
+    if st.runs_easy:
+        pick = eval_rows(inputs.shape[0], st.easy_sample or None, st.seed)
+        bar = _bar(progress, pick.size * len(st.easy_k), "easy probe")
+        try:
+            tables["easy"] = easy_probe(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
+                                        seed=st.seed, segments=s_count, batch_size=st.batch_size, tol=st.tol,
+                                        tail=st.tail, solved=final_exact[pick], progress=bar.update)
+        finally:
+            bar.close()
+        summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
+        summary["easy"].update({f"violations_k{r['k']}": r["violation_rate"] for r in tables["easy"]})
+        lap("easy")
+
+    ms = None
+    tables["multistability"] = None
+    tables["multistability_counts"] = []
+    if st.runs_multistability:
+        pick = eval_rows(inputs.shape[0], st.fp_sample or None, st.seed)
+        bar = _bar(progress, pick.size, "multistability")
+        try:
+            ms = run_perturbed(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), shifts=st.shifts,
+                               noise_runs=st.noise_runs, noise_std=st.noise_std, seed=st.seed, segments=s_count,
+                               tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
+                               batch_size=max(1, st.batch_size // (st.shifts + st.noise_runs)), progress=bar.update)
+        finally:
+            bar.close()
+        summary["multistability"] = multistability_summary(ms)
+        summary["multistability"].update({"shifts": st.shifts, "noise_runs": st.noise_runs, "noise_std": st.noise_std,
+                                          "cluster_tol": st.cluster_tol})
+        tables["multistability"] = _multistability_columns(ms, np.asarray(sample_rows)[pick])
+        top = int(max(ms.n_answers.max(initial=1), 1))
+        tables["multistability_counts"] = [
+            {"distinct_answers": a, "puzzles_all_runs": int((ms.n_answers == a).sum()),
+             "puzzles_converged_runs": int((ms.n_stable_answers == a).sum())} for a in range(top + 1)]
+        lap("multistability")
+
+    figures: list[PuzzleFigure] = []
+    tables["landscape"] = []
+    summary["landscapes"] = {}
+    c = model.config.H_cycles
+    bar = _bar(progress, len(states), "landscapes")
+    try:
+        for row in sorted(states):
+            z_h, z_l, x, y, pcs, ratio = states[row]
+            centre = st.center_segment * c - 1  # the last step of the centre segment
+            land = landscape(model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
+                             radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
+                             batch_size=max(st.batch_size, 64))
+            figures.append(PuzzleFigure(row=row, pcs=pcs, pca_ratio=ratio, landscape=land))
+            i_grid, j_grid = land.grid()
+            r = st.landscape_radius
+            tables["landscape"].append({
+                "row": np.full(i_grid.size, row, np.int64), "i": i_grid.ravel().astype(np.int16),
+                "j": j_grid.ravel().astype(np.int16), "conflicts": land.conflicts.ravel().astype(np.int16),
+                "digits": land.digits.ravel().astype(np.int16), "exact": land.exact.ravel(),
+                # Without the flow: None (null columns, so the table's schema does not depend on it).
+                "dest_i": None if land.dest is None else land.dest[..., 0].ravel(),
+                "dest_j": None if land.dest is None else land.dest[..., 1].ravel()})
+            summary["landscapes"][str(row)] = {
+                "scale": land.scale, "pca_ratio_1": float(land.ratio[0]), "pca_ratio_2": float(land.ratio[1]),
+                "centre_conflicts": int(land.conflicts[r, r]), "min_conflicts": int(land.conflicts.min()),
+                "exact_area": float(land.exact.mean()),
+            }
+            bar.update(1)
+    finally:
+        bar.close()
+    lap("landscapes")
+    return AnalysisResult(summary=summary, tables=tables, residual_rows=res_rows, multistability=ms,
+                          puzzle_figures=figures, h_cycles=c, trace_rows=trace_rows, seconds=phases)
+
+
+def _wide_residuals(rows: list[dict[str, Any]], segments: int) -> list[dict[str, Any]]:
+    """One row per segment; columns <res_H|res_L>_<median|q25|q75>_<all|correct|wrong> (None for an empty group)."""
+    out = []
+    for s in range(1, segments + 1):
+        row: dict[str, Any] = {"segment": s}
+        for group in ("all", "correct", "wrong"):
+            hit = next((r for r in rows if r["segment"] == s and r["group"] == group), None)
+            row[f"n_{group}"] = hit["n"] if hit else 0
+            for name in ("res_H", "res_L"):
+                for stat in ("median", "q25", "q75"):
+                    row[f"{name}_{stat}_{group}"] = hit[f"{name}_{stat}"] if hit else None
+        out.append(row)
+    return out
+
+
+def _multistability_columns(ms: MultiStability, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """One entry per (puzzle, run), puzzle-major; ``rows``: the puzzles' rows of the split."""
+    r_count, n = ms.exact.shape
+
+    def flat(a):  # [R, N] -> [N * R]
+        return np.ascontiguousarray(np.asarray(a).T).reshape(-1)
+
+    return {
+        "row": np.repeat(rows, r_count), "run": np.tile(np.arange(r_count), n).astype(np.int16),
+        "kind": np.tile(ms.kind, n), "param": np.tile(ms.param, n).astype(np.int16),
+        "exact": flat(ms.exact), "convergence": np.asarray(CLASS_NAMES)[flat(ms.classes)],
+        "trapped": flat(ms.trapped), "conflicts": flat(ms.conflicts).astype(np.int16),
+        "final_res": flat(ms.final_res), "answer_id": flat(ms.answer_id), "state_id": flat(ms.state_id),
+        "answer": np.ascontiguousarray(ms.answers.transpose(1, 0, 2)).reshape(-1, SEQ_LEN),
+    }
+
+
+def trace_table(tr: Trace, meta: dict[str, np.ndarray], scores: dict[str, np.ndarray], conflicts: np.ndarray,
+                changed: np.ndarray, store: np.ndarray):
+    """The per-step table of one traced batch (pyarrow): B x T rows, puzzle-major.
+
+    ``meta``: per-puzzle row, puzzle_id, rating, blanks, in_sample; ``scores`` / ``conflicts`` /
+    ``changed``: per step [T, B]; ``store`` bool [B]: the puzzles whose z_H / z_L go in the table.
+    """
+    import pyarrow as pa
+
+    t, b = tr.res_H.shape
+    c = tr.h_cycles
+    step = np.arange(1, t + 1)
+    seg_end = (step % c) == 0
+
+    def per_step(a):  # [T, B] -> [B * T]
+        return np.ascontiguousarray(np.asarray(a).T).reshape(-1)
+
+    def per_puzzle(a):
+        return np.repeat(np.asarray(a), t)
+
+    q_halt = np.full((t, b), np.nan, np.float32)
+    q_cont = np.full((t, b), np.nan, np.float32)
+    q_halt[seg_end] = tr.q_halt
+    q_cont[seg_end] = tr.q_continue
+    end_mask = per_step(np.repeat(~seg_end[:, None], b, 1))
+    preds = np.ascontiguousarray(tr.predictions.transpose(1, 0, 2)).reshape(-1)
+    cols = {
+        "row": pa.array(per_puzzle(meta["row"]).astype(np.int64)),
+        "puzzle_id": pa.array(per_puzzle(meta["puzzle_id"]).astype(np.int32)),
+        "rating": pa.array(per_puzzle(meta["rating"]).astype(np.int32)),
+        "blanks": pa.array(per_puzzle(meta["blanks"]).astype(np.int16)),
+        "in_sample": pa.array(per_puzzle(meta["in_sample"]).astype(bool)),
+        "step": pa.array(np.tile(step, b).astype(np.int16)),
+        "segment": pa.array(np.tile((step - 1) // c + 1, b).astype(np.int16)),
+        "cycle": pa.array(np.tile((step - 1) % c + 1, b).astype(np.int16)),
+        "segment_end": pa.array(np.tile(seg_end, b)),
+        "prediction": pa.FixedSizeListArray.from_arrays(pa.array(preds, pa.uint8()), SEQ_LEN),
+        "conflicts": pa.array(per_step(conflicts).astype(np.int16)),
+        "exact": pa.array(per_step(scores["exact"])),
+        "cell_acc": pa.array(per_step(scores["cell_acc"]).astype(np.float32)),
+        "blank_acc": pa.array(per_step(scores["blank_acc"]).astype(np.float32), from_pandas=True),
+        "changed": pa.array(per_step(changed).astype(np.int16), mask=np.tile(step == 1, b)),
+        "res_H": pa.array(per_step(tr.res_H).astype(np.float32)),
+        "res_L": pa.array(per_step(tr.res_L).astype(np.float32)),
+        "norm_H": pa.array(per_step(tr.norm_H).astype(np.float32)),
+        "norm_L": pa.array(per_step(tr.norm_L).astype(np.float32)),
+        "q_halt": pa.array(per_step(q_halt), mask=end_mask),
+        "q_continue": pa.array(per_step(q_cont), mask=end_mask),
+        "pc1": pa.array(per_step(tr.pcs[..., 0]).astype(np.float32)),
+        "pc2": pa.array(per_step(tr.pcs[..., 1]).astype(np.float32)),
+    }
+    # States of the stored puzzles as large_list<float32> (null elsewhere; no values stored for nulls).
+    d = None if tr.z_H is None else int(np.prod(tr.z_H.shape[2:]))
+    kept = {} if tr.kept_rows is None else {int(r): k for k, r in enumerate(tr.kept_rows)}
+    for name, states in (("z_H", tr.z_H), ("z_L", tr.z_L)):
+        rows_stored = [r for r in range(b) if store[r] and r in kept]
+        lengths = np.zeros(b * t, np.int64)
+        for r in rows_stored:
+            lengths[r * t:(r + 1) * t] = d
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if rows_stored:
+            values = np.concatenate([states[:, kept[r]].reshape(t, -1).numpy().reshape(-1) for r in rows_stored])
+        else:
+            values = np.zeros(0, np.float32)
+        mask = pa.array(lengths == 0)
+        cols[name] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()), mask=mask)
+    return pa.table(cols)

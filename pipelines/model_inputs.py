@@ -1,0 +1,95 @@
+"""The inputs of the stages that run a trained model (evaluate, analyze): checkpoints and a split.
+
+Which ``step_N`` files a path names, loading them for the Sudoku encoding, opening the split and
+checking its encoding against the model, each failure one clear message naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from hrm.sudoku import SEQ_LEN, VOCAB_SIZE
+from pipelines.io import StageError
+
+
+def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
+    """Checkpoint files, in order: a file as it is; a directory -> its last ``last`` step_N files
+    (ascending), looking in DIR and then DIR/checkpoints (the train stage's layout)."""
+    from hrm.model import step_files
+
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise StageError(f"{p}: checkpoint not found (train one with `dvc repro train` or `hrm train`, "
+                             f"or pass an official step_N file with all_config.yaml beside it)")
+        if p.is_file():
+            files.append(p)
+            continue
+        steps = step_files(p)
+        if not steps and (p / "checkpoints").is_dir():
+            steps = step_files(p / "checkpoints")
+        if not steps:
+            raise StageError(f"{p}: a directory without step_N checkpoint files (nor in {p / 'checkpoints'}); "
+                             f"pass a checkpoint file or a training run directory")
+        files.extend(f for _, f in steps[-last:])
+    return files
+
+
+def resolve_device(device: str):
+    """The torch device for ``--device`` (auto: cuda, else mps, else cpu); one that is not here is a StageError."""
+    import torch
+
+    from hrm.model import resolve_device as pick
+
+    dev = pick(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise StageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise StageError("--device mps: MPS is not available here (use --device auto or cpu)")
+    return dev
+
+
+def load_sudoku_model(file: Path, device, forward_dtype: str | None):
+    """Load one checkpoint (weights_only) for the Sudoku encoding; ``forward_dtype`` None keeps the
+    checkpoint's own. Every failure is a StageError naming the file."""
+    from hrm.model import CheckpointError, load_checkpoint
+
+    try:
+        model = load_checkpoint(file, device=device, forward_dtype=forward_dtype)
+    except CheckpointError as e:
+        raise StageError(str(e)) from None
+    except (RuntimeError, AssertionError) as e:  # e.g. out of device memory
+        raise StageError(f"{file}: cannot load on {device} ({type(e).__name__}: {e})") from None
+    c = model.config
+    if (c.seq_len, c.vocab_size) != (SEQ_LEN, VOCAB_SIZE):
+        raise StageError(
+            f"{file}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; Sudoku "
+            f"(docs/reference-semantics.md §2) needs seq_len {SEQ_LEN}, "
+            f"vocab_size {VOCAB_SIZE} (from {file.parent / 'all_config.yaml'} or the tensor shapes)")
+    return model
+
+
+def check_dataset_encoding(ds, model_file: Path, model_cfg) -> None:
+    """The dataset's manifest ``encoding`` (when it has one) must match the model's seq_len / vocab_size."""
+    enc = ds.manifest.get("encoding") if isinstance(ds.manifest, dict) else None
+    if not isinstance(enc, dict):
+        return
+    for key in ("seq_len", "vocab_size"):
+        if key in enc and int(enc[key]) != int(getattr(model_cfg, key)):
+            raise StageError(f"{ds.dataset_dir / 'manifest.json'}: the dataset's encoding has {key} {enc[key]}, but "
+                             f"{model_file} expects {key} {getattr(model_cfg, key)}; use a checkpoint trained on "
+                             f"this encoding")
+
+
+def open_split(dataset: Path, variant: str, split: str):
+    """The ``split`` of a dataset directory, or of the ``variant`` of the shard stage's output root."""
+    from hrm.data import DatasetError, PuzzleDataset
+    from pipelines.datasets import resolve_dataset
+
+    dataset_dir = resolve_dataset(dataset, variant)
+    try:
+        return PuzzleDataset(dataset_dir, split)
+    except DatasetError as e:
+        raise StageError(str(e)) from None
