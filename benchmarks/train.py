@@ -37,8 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from hrm.model import HRM, HRMConfig, SparseEmbeddingSignSGD  # noqa: E402
 from hrm.optim import AdamATan2  # noqa: E402
-from hrm.train import QUICK_ARCH  # noqa: E402
-from pipelines.train import PAPER_PROFILE  # noqa: E402
+from hrm.train import PAPER_PROFILE, QUICK_ARCH  # noqa: E402
 
 PAPER_ARCH = {key: PAPER_PROFILE[key] for key in QUICK_ARCH}  # the paper profile's architecture part
 

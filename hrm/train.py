@@ -1,12 +1,12 @@
 """The training loop of the official ``pretrain.py`` (CPU, one GPU, or ``torchrun`` DDP), resumable.
 
-Semantics kept from the official trainer (reference-semantics sections 4-8):
+Semantics kept from the official trainer (docs/reference-semantics.md §4-8):
 
 - ``epochs`` are group-epochs of the loader (:mod:`hrm.data`); training runs in blocks
   of ``eval_interval`` epochs (``epochs`` must be a multiple of it), and after every
-  block the model is evaluated on the test split and a checkpoint ``step_N`` is saved
-  (every block with ``checkpoint_every_eval``, else only the last). Total steps come
-  from the loader: every block drops its last incomplete batch.
+  block the model is evaluated on the test split and a checkpoint is due (every block
+  with ``checkpoint_every_eval``, else only the last). Total steps come from the loader:
+  every block drops its last incomplete batch.
 - One ACT carry persists across all training batches (and blocks): each call advances
   every row by one segment and rows that halted pick up the next batch's row.
 - The loss of each step is divided by the global batch size; with several processes
@@ -22,29 +22,21 @@ Semantics kept from the official trainer (reference-semantics sections 4-8):
   ``train/q_halt_accuracy``, ``train/steps``, ``train/lr``, ...). Evaluation runs every
   test batch until all its rows halted (exactly halt_max_steps segments) and divides
   every metric by the number of test examples (``eval/...``).
-- ``all_config.yaml`` beside the checkpoints has the official layout (``arch`` block with
-  name/loss and the architecture, ``data_path``, ``lr``, ``epochs``, ``seed``, ...).
 
-Ours on top:
+Ours on top: the whole training state (:class:`TrainState`: weights, both optimiser
+states, the step and loader position, the ACT carry and RNG states of every rank, the
+block's metric sums) can be snapshotted at any step and restored, and an interrupted
+run that is restored ends bit-identical to an uninterrupted one. SIGINT/SIGTERM finish
+the step in flight and stop (under torchrun every rank after the same step).
 
-- Resume. Next to the checkpoints, ``train_state.pt`` holds everything needed to continue
-  bit-exactly: weights, both optimiser states, the step, the loader position
-  (block, step in block), the ACT carry of every rank (gathered to rank 0), the RNG states
-  (torch [+ cuda], numpy, python) of every rank, the metrics and plot rows so far. It is
-  rewritten (atomically) at every evaluation and when the run is stopped with Ctrl-C
-  (SIGINT/SIGTERM: the step in flight finishes first; under torchrun every rank stops after
-  the same step). Calling :func:`train` again with the same settings continues from it; an
-  interrupted-and-resumed run ends with the same weights as an uninterrupted one. Different
-  settings, or a state whose run is complete, start over (with a message).
-- Outputs (rank 0 only): ``checkpoint_dir`` (``step_N``, ``all_config.yaml``,
-  ``train_state.pt``; only the last ``keep_checkpoints`` step files are kept) and, in
-  ``output_dir``, ``metrics.json`` (final train and eval metrics) and ``plots/train.csv``,
-  ``plots/eval.csv`` for ``dvc metrics show`` / ``dvc plots show``; plus W&B when enabled.
+This module holds no files: :func:`train` hands every step's metrics, every evaluation,
+every due checkpoint and every snapshot to a :class:`TrainHooks` object. The run folder
+(step_N files, ``train_state.pt``, metrics CSV/JSON, W&B, progress) is
+``pipelines/train_run.py``'s.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -57,23 +49,23 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device, save_checkpoint, step_files
+from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device
 from hrm.optim import AdamATan2, cosine_schedule_lr
+from hrm.sudoku import IGNORE_LABEL
 
-STATE_NAME = "train_state.pt"
 STATE_FORMAT = 1
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")
 EVAL_METRIC_KEYS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_halt_accuracy", "q_halt_loss", "steps")
-IGNORE_LABEL_ID = -100
 
-# The quick CPU profile's architecture (the defaults of TrainConfig, the CLI and params.yaml).
+# The two training profiles. The quick CPU profile is TrainConfig's defaults (its architecture:
+# QUICK_ARCH); the paper's Sudoku-Extreme run overrides these keys (docs/reference-semantics.md §5, §7;
+# the fork trains 40000 epochs with eval_interval 1000 on the hint dataset).
 QUICK_ARCH: dict[str, Any] = dict(
     hidden_size=128,
     num_heads=4,
@@ -88,6 +80,12 @@ QUICK_ARCH: dict[str, Any] = dict(
     puzzle_emb_ndim=128,
     loss_type="stablemax_cross_entropy",
 )
+PAPER_PROFILE: dict[str, Any] = dict(
+    hidden_size=512, num_heads=8, expansion=4.0, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2, halt_max_steps=16,
+    halt_exploration_prob=0.1, pos_encodings="rope", puzzle_emb_ndim=512, loss_type="stablemax_cross_entropy",
+    global_batch_size=768, epochs=20000, eval_interval=2000, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2000, beta1=0.9,
+    beta2=0.95, weight_decay=1.0, puzzle_emb_lr=1e-4, puzzle_emb_weight_decay=1.0, eval_size=0,
+)
 
 
 class TrainError(ValueError):
@@ -96,7 +94,12 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs. Official ``pretrain.py`` names first, then ours."""
+    """Everything a run needs. Official ``pretrain.py`` names first, then ours. The defaults are the quick profile.
+
+    The run-folder fields (``output_dir``, ``checkpoint_path``, ``keep_checkpoints``, ``wandb_mode``,
+    ``project_name``, ``run_name``, ``resume``, ``progress``) are read by the run folder
+    (``pipelines/train_run.py``), not by the loop; they live here because all_config.yaml records them.
+    """
 
     data_path: str
     arch: dict[str, Any] = field(default_factory=lambda: dict(QUICK_ARCH))
@@ -162,14 +165,6 @@ class TrainConfig:
     def epochs_per_block(self) -> int:
         return self.epochs if self.eval_interval is None else self.eval_interval
 
-    @property
-    def checkpoint_dir(self) -> Path | None:
-        if self.checkpoint_path:
-            return Path(self.checkpoint_path)
-        if self.output_dir:
-            return Path(self.output_dir) / "checkpoints"
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -179,8 +174,8 @@ class TrainResult:
     model: HRM
     step: int
     total_steps: int
-    metrics: dict[str, Any]  # {"train": {...}, "eval": {...}} (rank 0; other ranks: {})
-    checkpoint: Path | None  # the last step_N written (rank 0)
+    metrics: dict[str, Any]  # summary(): {"step", "total_steps", "epochs_done", "train", "eval", "train_seconds"} (rank 0; {} elsewhere)
+    checkpoint: Any  # the hooks' last_checkpoint (the run folder: the last step_N written, on rank 0)
     interrupted: bool = False
 
 
@@ -199,7 +194,7 @@ class Dist:
         return self.world_size > 1
 
 
-def _init_distributed(device_kind: str) -> Dist:
+def init_distributed(device_kind: str) -> Dist:
     """Join the torchrun process group when the environment says so (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not dist.is_initialized():
@@ -241,7 +236,14 @@ def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
             offset += n
 
 
-# ----------------------------------------------------------------------------- state helpers
+def _reduce_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Sum over ranks. (The official reduces to rank 0; all-reduce lets every rank see a non-finite loss and stop together.)"""
+    if d.enabled:
+        dist.all_reduce(values)
+    return values
+
+
+# ----------------------------------------------------------------------------- carry and RNG state
 
 
 def _carry_to_dict(carry: Carry | None) -> dict[str, Any] | None:
@@ -306,136 +308,8 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------- metrics files
-
-
-class MetricsWriter:
-    """Rank 0's DVC-friendly outputs: plots/train.csv, plots/eval.csv (append) and metrics.json."""
-
-    def __init__(self, output_dir: Path | None):
-        self.dir = output_dir
-        self._files: dict[str, Any] = {}
-        self._writers: dict[str, csv.DictWriter] = {}
-        # Every row so far, saved with the training state: a resumed run rewrites the CSVs from
-        # it, since `dvc repro` deletes them before it reruns the stage.
-        self.rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
-
-    def restore(self, rows: Mapping[str, list] | None, keep_until_step: int) -> None:
-        """Resuming at ``keep_until_step``: the CSVs hold exactly the saved rows up to it."""
-        if rows is None:  # a state without rows: keep what the files hold up to that step
-            self.reset(keep_until_step)
-            rows = {name: self._read(name) for name in ("train", "eval")}
-        self.rows = {name: [r for r in rows.get(name, []) if int(r["step"]) <= keep_until_step] for name in ("train", "eval")}
-        if self.dir is None:
-            return
-        for name, kept in self.rows.items():
-            path = self._path(name)
-            path.unlink(missing_ok=True)
-            if kept:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fields = list(dict.fromkeys(k for r in kept for k in r))
-                with open(path, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=fields)
-                    w.writeheader()
-                    w.writerows(kept)
-        (self.dir / "metrics.json").unlink(missing_ok=True)
-
-    def _read(self, name: str) -> list[dict[str, Any]]:
-        path = None if self.dir is None else self._path(name)
-        if path is None or not path.exists():
-            return []
-        with open(path, newline="") as f:
-            return [{k: (float(v) if k != "step" else int(v)) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-
-    def _path(self, name: str) -> Path:
-        assert self.dir is not None
-        return self.dir / "plots" / f"{name}.csv"
-
-    def reset(self, keep_until_step: int | None) -> None:
-        """Drop rows after ``keep_until_step`` (None: everything), e.g. when resuming from an earlier state."""
-        if keep_until_step is None:
-            self.rows = {"train": [], "eval": []}
-        if self.dir is None:
-            return
-        for name in ("train", "eval"):
-            path = self._path(name)
-            if not path.exists():
-                continue
-            if keep_until_step is None:
-                path.unlink()
-                continue
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-                fields = rows and list(rows[0].keys())
-            kept = [r for r in rows if int(r["step"]) <= keep_until_step]
-            with open(path, "w", newline="") as f:
-                if fields:
-                    w = csv.DictWriter(f, fieldnames=fields)
-                    w.writeheader()
-                    w.writerows(kept)
-        (self.dir / "metrics.json").unlink(missing_ok=True)
-
-    def append(self, name: str, step: int, metrics: Mapping[str, float]) -> None:
-        if self.dir is None:
-            return
-        row = {"step": step, **{k.split("/", 1)[-1]: _fmt(v) for k, v in metrics.items()}}
-        self.rows[name].append(row)
-        w = self._writers.get(name)
-        if w is None:
-            path = self._path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fields = list(row)
-            if path.exists() and path.stat().st_size > 0:
-                with open(path, newline="") as f:
-                    header = next(csv.reader(f), None)
-                if header:
-                    fields = header + [k for k in row if k not in header]
-                    if fields != header:  # new columns: rewrite with the wider header
-                        with open(path, newline="") as f:
-                            old = list(csv.DictReader(f))
-                        with open(path, "w", newline="") as f:
-                            ww = csv.DictWriter(f, fieldnames=fields)
-                            ww.writeheader()
-                            ww.writerows(old)
-                fh = open(path, "a", newline="", buffering=1)  # line-buffered: rows reach the file as they come
-                w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            else:
-                fh = open(path, "w", newline="", buffering=1)
-                w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-                w.writeheader()
-            self._files[name], self._writers[name] = fh, w
-        w.writerow(row)
-
-    def flush(self) -> None:
-        for fh in self._files.values():
-            fh.flush()
-
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        if self.dir is None:
-            return
-        _atomic_write_text(self.dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
-
-    def close(self) -> None:
-        for fh in self._files.values():
-            fh.close()
-        self._files.clear()
-        self._writers.clear()
-
-
-def _fmt(v: Any) -> Any:
+def round_metric(v: Any) -> Any:
+    """A metric as written to files: 7 significant digits (float32 precision), plain Python numbers."""
     if isinstance(v, (float, np.floating)):
         return float(f"{float(v):.7g}")
     if isinstance(v, (np.integer,)):
@@ -443,38 +317,105 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-# ----------------------------------------------------------------------------- the trainer
+# ----------------------------------------------------------------------------- the training state
 
 
-class _StopFlag:
-    """Ctrl-C (SIGINT) / SIGTERM during training: finish the step, save, stop. A second Ctrl-C aborts.
+@dataclass
+class Plan:
+    """How a run is cut: blocks of epochs, steps per block, the per-rank batch."""
 
-    Under torchrun the ranks agree on the step (the request rides on the per-step metrics
-    all-reduce). SIGTERM never aborts: torchrun and cluster schedulers send it after the
-    user's Ctrl-C or on preemption, and the save must be allowed to finish.
-    """
+    epochs_per_block: int
+    blocks: int
+    steps_per_block: int
+    local_batch: int
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_block * self.blocks
 
-    def _handler(self, signum, frame):  # noqa: ARG002
-        if self.requested:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            return
-        self.requested = True
-        print("\nstop requested: finishing this step and saving the training state (Ctrl-C again to abort)", file=sys.stderr)
 
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
+def plan_run(cfg: TrainConfig, dataset: Any, d: Dist) -> Plan:
+    epb = cfg.epochs_per_block
+    steps_per_block = dataset.steps_per_block(cfg.global_batch_size, epb)
+    if steps_per_block < 1:
+        raise TrainError(
+            f"{dataset.num_groups} groups x {epb} epochs per block is less than one global batch of {cfg.global_batch_size}: "
+            "raise eval_interval (epochs per block) or lower global_batch_size"
+        )
+    return Plan(epochs_per_block=epb, blocks=cfg.epochs // epb, steps_per_block=steps_per_block,
+                local_batch=cfg.global_batch_size // d.world_size)
 
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+
+# The history keys the loop keeps (a snapshot's "history" may hold more: the run folder's own).
+HISTORY_KEYS = ("block_sums", "block_steps", "last_lr", "last_eval", "elapsed")
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training; :meth:`snapshot` / :meth:`restore` make a run resumable bit-exactly."""
+
+    model: HRM
+    optimizers: list[torch.optim.Optimizer]
+    base_lrs: list[float]
+    step: int = 0
+    block: int = 0
+    step_in_block: int = 0
+    carry: Carry | None = None
+    # Metric sums of the current block (rank 0), the last lr and eval metrics, seconds trained so far.
+    history: dict[str, Any] = field(default_factory=lambda: {"block_sums": {}, "block_steps": 0, "last_lr": 0.0, "last_eval": {},
+                                                             "elapsed": 0.0})
+    started: float = field(default_factory=time.perf_counter)  # perf_counter() at which elapsed was 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def snapshot(self, d: Dist, device: torch.device, key: Mapping[str, Any], total_steps: int) -> dict[str, Any] | None:
+        """The state of every rank, gathered (collective: call on every rank); the dict on rank 0, None elsewhere."""
+        carries = _all_gather_object(_carry_to_dict(self.carry), d)
+        rngs = _all_gather_object(_rng_state(device), d)
+        if d.rank != 0:
+            return None
+        self.history["elapsed"] = self.seconds()
+        return {
+            "format": STATE_FORMAT,
+            "key": dict(key),
+            "step": self.step,
+            "block": self.block,
+            "step_in_block": self.step_in_block,
+            "total_steps": total_steps,
+            "world_size": d.world_size,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "carry": _concat_carries(carries),
+            "rng": rngs,
+            "history": dict(self.history),
+        }
+
+    def restore(self, saved: Mapping[str, Any], d: Dist, plan: Plan, device: torch.device, seed: int) -> None:
+        self.model.load_state_dict(saved["model"])
+        for opt, sd in zip(self.optimizers, saved["optimizers"]):
+            opt.load_state_dict(sd)
+        self.step, self.block, self.step_in_block = saved["step"], saved["block"], saved["step_in_block"]
+        self.carry = _carry_from_dict(saved["carry"], d.rank, plan.local_batch, device)
+        rngs = saved["rng"]
+        if d.rank < len(rngs) and saved.get("world_size") == d.world_size:
+            _set_rng_state(rngs[d.rank], device)
+        else:
+            warnings.warn(f"resuming with {d.world_size} processes from a state saved by {saved.get('world_size')}: exploration RNG reseeded")
+            torch.random.manual_seed(seed + d.rank + 1_000_003 * self.step)
+        self.history.update({k: v for k, v in saved["history"].items() if k in HISTORY_KEYS})
+        self.started = time.perf_counter() - float(self.history.get("elapsed", 0.0))
+
+    def summary(self, cfg: TrainConfig, total_steps: int) -> dict[str, Any]:
+        """The run's headline numbers: the last block's train metrics and the last evaluation."""
+        return {
+            "step": self.step,
+            "total_steps": total_steps,
+            "epochs_done": round(cfg.epochs * self.step / max(1, total_steps), 6),
+            "train": {k: round_metric(v) for k, v in _block_train_metrics(self.history, cfg.global_batch_size).items()},
+            "eval": {k.split("/", 1)[1]: round_metric(v) for k, v in self.history["last_eval"].items()},
+            "train_seconds": round(self.seconds(), 1),
+        }
 
 
 def resolve_forward_dtype(forward_dtype: str, device: torch.device) -> str:
@@ -505,35 +446,28 @@ def build_model_config(cfg: TrainConfig, dataset: Any, world_size: int, device: 
         raise TrainError(f"invalid arch block: {e}") from None
 
 
-def official_config(cfg: TrainConfig, model: HRM) -> dict[str, Any]:
-    """all_config.yaml: the official PretrainConfig layout (arch last: save_checkpoint adds it), plus ours."""
-    ckpt = cfg.checkpoint_dir
-    return {
-        "data_path": cfg.data_path,
-        "global_batch_size": cfg.global_batch_size,
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "lr_min_ratio": cfg.lr_min_ratio,
-        "lr_warmup_steps": cfg.lr_warmup_steps,
-        "weight_decay": cfg.weight_decay,
-        "beta1": cfg.beta1,
-        "beta2": cfg.beta2,
-        "puzzle_emb_lr": cfg.puzzle_emb_lr,
-        "puzzle_emb_weight_decay": cfg.puzzle_emb_weight_decay,
-        "project_name": cfg.project_name,
-        "run_name": cfg.run_name,
-        "checkpoint_path": str(ckpt) if ckpt else None,
-        "seed": cfg.seed,
-        "checkpoint_every_eval": cfg.checkpoint_every_eval,
-        "eval_interval": cfg.eval_interval,
-        "eval_save_outputs": [],
-        "eval_size": cfg.eval_size,
-        "device": cfg.device,
-        "forward_dtype": model.config.forward_dtype,
-    }
+def create_state(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, d: Dist, device: torch.device) -> TrainState:
+    """The model seeded per rank as the official (seed + rank), rank 0's weights broadcast, and its two optimisers."""
+    torch.random.manual_seed(cfg.seed + d.rank)
+    with torch.device(device):
+        model = HRM(model_config, loss_type=loss_type)
+    if d.enabled:
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(t, src=0)
+    # Official order: the puzzle embedding's sign-SGD, then AdamATan2 (both lr set every step).
+    optimizers: list[torch.optim.Optimizer] = []
+    base_lrs: list[float] = []
+    if model_config.puzzle_emb_ndim > 0:
+        optimizers.append(SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay,
+                                                 world_size=d.world_size))
+        base_lrs.append(cfg.puzzle_emb_lr)
+    optimizers.append(AdamATan2(model.parameters(), lr=0.0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)))
+    base_lrs.append(cfg.lr)
+    return TrainState(model=model, optimizers=optimizers, base_lrs=base_lrs)
 
 
-def _resume_key(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, dataset: Any) -> dict[str, Any]:
+def resume_key(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, dataset: Any) -> dict[str, Any]:
     """The settings that shape the trajectory: a saved state is only continued when these are equal."""
     manifest = getattr(dataset, "manifest", None)
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16] if manifest else None
@@ -546,6 +480,18 @@ def _resume_key(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, datas
         **{k: getattr(cfg, k) for k in ("global_batch_size", "epochs", "eval_interval", "lr", "lr_min_ratio", "lr_warmup_steps", "beta1",
                                         "beta2", "weight_decay", "puzzle_emb_lr", "puzzle_emb_weight_decay", "seed")},
     }
+
+
+def why_not_resumable(saved: Mapping[str, Any], key: Mapping[str, Any], total_steps: int) -> str | None:
+    """None when ``saved`` (a snapshot) continues the run ``key`` describes, else the reason to start over."""
+    if saved.get("format") != STATE_FORMAT or saved.get("key") != key:
+        diff = _diff_keys(saved.get("key") or {}, key) if saved.get("format") == STATE_FORMAT else ["format"]
+        return f"saved run has different settings ({', '.join(diff) or '?'})"
+    if saved.get("step", 0) >= total_steps:
+        # Asked to train again after a finished run (`dvc repro -f`, or code that changed): train,
+        # rather than hand back the old weights.
+        return f"the saved run is complete ({saved['step']}/{total_steps} steps)"
+    return None
 
 
 def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -569,11 +515,62 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, torc
     return out
 
 
-def _reduce_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Sum over ranks. (The official reduces to rank 0; all-reduce lets every rank see a non-finite loss and stop together.)"""
+def _block_train_metrics(history: Mapping[str, Any], global_batch_size: int) -> dict[str, float]:
+    """Train metrics over the current (last) block: the official per-step division applied to the block's sums."""
+    sums = dict(history.get("block_sums") or {})
+    n = history.get("block_steps") or 0
+    if not n:
+        return {}
+    count = max(sums.pop("count", 0.0), 1.0)
+    out = {k: v / (global_batch_size * n if k.endswith("loss") else count) for k, v in sums.items()}
+    out["lr"] = history.get("last_lr", 0.0)
+    return out
+
+
+# ----------------------------------------------------------------------------- one step, one evaluation
+
+
+def train_step(state: TrainState, forward: Callable, batch: dict[str, torch.Tensor], cfg: TrainConfig, total_steps: int, d: Dist,
+               stop_requested: bool) -> tuple[dict[str, float], bool]:
+    """One optimiser step of the official loop. Returns (this step's ``train/...`` metrics on rank 0, {} elsewhere;
+    whether any rank asked to stop: the request rides on the metrics all-reduce, so every rank sees it after the same step)."""
+    state.step += 1
+    state.step_in_block += 1
+    if state.carry is None:
+        state.carry = state.model.initial_carry(batch)
+    state.carry, loss, metrics, _, _ = forward(state.carry, batch)
+    ((1.0 / cfg.global_batch_size) * loss).backward()
     if d.enabled:
-        dist.all_reduce(values)
-    return values
+        _all_reduce_grads(list(state.model.parameters()))
+    lr_now = 0.0
+    for opt, base_lr in zip(state.optimizers, state.base_lrs):
+        lr_now = cosine_schedule_lr(state.step, base_lr=base_lr, warmup_steps=round(cfg.lr_warmup_steps), total_steps=total_steps,
+                                    min_ratio=cfg.lr_min_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        opt.step()
+        opt.zero_grad()
+
+    # Metrics: sums over halted rows, reduced over ranks, then divided as the official.
+    keys = sorted(metrics)
+    values = _reduce_sum(torch.stack([*(metrics[k].detach().to(torch.float64) for k in keys),
+                                      torch.tensor(float(stop_requested), dtype=torch.float64, device=batch["inputs"].device)]), d)
+    stop_agreed = values[-1].item() > 0
+    values = values[:-1]
+    if not math.isfinite(values[keys.index("lm_loss")].item()):
+        raise FloatingPointError(f"step {state.step}: training loss is not finite")
+    if d.rank != 0:
+        return {}, stop_agreed
+    vals = dict(zip(keys, values.cpu().tolist()))
+    sums = state.history["block_sums"]
+    for k, v in vals.items():
+        sums[k] = sums.get(k, 0.0) + v
+    state.history["block_steps"] += 1
+    state.history["last_lr"] = lr_now
+    count = max(vals.pop("count"), 1.0)
+    reduced = {f"train/{k}": v / (cfg.global_batch_size if k.endswith("loss") else count) for k, v in vals.items()}
+    reduced["train/lr"] = lr_now
+    return reduced, stop_agreed
 
 
 @torch.inference_mode()
@@ -592,7 +589,7 @@ def evaluate(model: HRM, dataset: Any, *, batch_size: int, device: torch.device,
             batch = _to_device(raw, device)
             if "mask" in raw:
                 mask = torch.as_tensor(raw["mask"], dtype=torch.bool).to(device)
-                batch["labels"] = torch.where(mask[:, None], batch["labels"], IGNORE_LABEL_ID)
+                batch["labels"] = torch.where(mask[:, None], batch["labels"], IGNORE_LABEL)
             carry = model.initial_carry(batch)
             while True:
                 carry, _, metrics, _, all_halted = model(carry, batch)
@@ -611,39 +608,70 @@ def evaluate(model: HRM, dataset: Any, *, batch_size: int, device: torch.device,
     return out
 
 
-def _wandb_init(cfg: TrainConfig, output_dir: Path | None, run_id: str | None, config: dict[str, Any]):
-    if cfg.wandb_mode == "disabled":
+# ----------------------------------------------------------------------------- the loop
+
+
+class TrainHooks:
+    """What a run does with its results; the default keeps nothing (a run in memory).
+
+    Every method is called on every rank (writers write on rank 0 only). ``pipelines/train_run.py``
+    implements the run folder.
+    """
+
+    last_checkpoint: Any = None  # what names the last checkpoint saved (TrainResult.checkpoint)
+
+    def resume(self, key: Mapping[str, Any], total_steps: int) -> Mapping[str, Any] | None:
+        """A snapshot to continue from, or None to start from step 0."""
         return None
-    import wandb
 
-    kwargs = dict(
-        project=cfg.project_name or "hrm-sudoku",
-        name=cfg.run_name,
-        config=config,
-        mode=cfg.wandb_mode,
-        id=run_id,
-        resume="allow" if run_id else None,
-    )
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        kwargs["dir"] = str(output_dir)
-    try:
-        kwargs["settings"] = wandb.Settings(x_disable_stats=True, silent=True)
-    except Exception:  # noqa: BLE001 - older/newer wandb without these settings
-        pass
-    return wandb.init(**kwargs)
+    def start(self, state: TrainState, run_config: Mapping[str, Any], num_params: int) -> None:
+        """Called once before the first step (after resume)."""
+
+    def step(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Every step's ``train/...`` metrics (rank 0; {} elsewhere)."""
+
+    def evaluated(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Every evaluation's ``eval/...`` metrics (rank 0; {} elsewhere)."""
+
+    def checkpoint(self, step: int, model: HRM) -> None:
+        """A checkpoint of ``model`` after ``step`` is due (every evaluation with checkpoint_every_eval, else the last)."""
+
+    def save(self, snapshot: Mapping[str, Any] | None, state: TrainState, stopped: bool) -> None:
+        """A snapshot of the whole state (rank 0; None elsewhere): at the end of every block, and when the run stops."""
+
+    def close(self, state: TrainState, finished: bool) -> None:
+        """Called last, also after an error (``finished`` False then, and when stopped)."""
 
 
-def _block_train_metrics(history: Mapping[str, Any], global_batch_size: int) -> dict[str, float]:
-    """Train metrics over the current (last) block: the official per-step division applied to the block's sums."""
-    sums = dict(history.get("block_sums") or {})
-    n = history.get("block_steps") or 0
-    if not n:
-        return {}
-    count = max(sums.pop("count", 0.0), 1.0)
-    out = {k: v / (global_batch_size * n if k.endswith("loss") else count) for k, v in sums.items()}
-    out["lr"] = history.get("last_lr", 0.0)
-    return out
+class StopFlag:
+    """Ctrl-C (SIGINT) / SIGTERM during training: finish the step, save, stop. A second Ctrl-C aborts.
+
+    Under torchrun the ranks agree on the step (the request rides on the per-step metrics
+    all-reduce). SIGTERM never aborts: torchrun and cluster schedulers send it after the
+    user's Ctrl-C or on preemption, and the save must be allowed to finish.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):  # noqa: ARG002
+        if self.requested:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.requested = True
+        print("\nstop requested: finishing this step and saving the training state (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def train(
@@ -651,296 +679,89 @@ def train(
     *,
     dataset: Any | None = None,
     eval_dataset: Any | None = None,
+    hooks: TrainHooks | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train (or continue training) per ``cfg``; see the module docstring.
 
     ``dataset`` / ``eval_dataset``: loaders with the :class:`hrm.data.PuzzleDataset` API
-    (default: the train and test splits of ``cfg.data_path``).
-    ``callback(step, metrics)``: called on every rank after every optimiser step with
-    that step's train metrics (rank 0; {} elsewhere); raising KeyboardInterrupt in it
-    stops the run like Ctrl-C (the state is saved in a single process).
+    (default: the train and test splits of ``cfg.data_path``). ``hooks``: where results go
+    (:class:`TrainHooks`; default: nowhere). ``callback(step, metrics)``: called on every rank
+    after every optimiser step with that step's train metrics (rank 0; {} elsewhere); raising
+    KeyboardInterrupt in it stops the run like Ctrl-C. ``log``: progress messages (rank 0).
     """
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     device = resolve_device(cfg.device)
-    d = _init_distributed(device.type)
+    d = init_distributed(device.type)
     if device.type == "cuda" and d.enabled:
         device = torch.device("cuda", d.local_rank)
-    say = (log or (lambda s: print(s, file=sys.stderr))) if d.rank == 0 else (lambda s: None)
+    say = (log or (lambda s: None)) if d.rank == 0 else (lambda s: None)
+    if dataset is None or eval_dataset is None:
+        from hrm.data import PuzzleDataset
+
+        dataset = dataset if dataset is not None else PuzzleDataset(cfg.data_path, "train")
+        eval_dataset = eval_dataset if eval_dataset is not None else PuzzleDataset(cfg.data_path, "test")
     try:
-        return _train(cfg, device, d, dataset, eval_dataset, callback, say)
+        return _loop(cfg, device, d, dataset, eval_dataset, hooks or TrainHooks(), callback, say)
     finally:
         if d.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg, device, d: Dist, dataset, eval_dataset, callback, say) -> TrainResult:  # noqa: C901 - the loop reads best in one piece
-    if dataset is None or eval_dataset is None:
-        from hrm.data import PuzzleDataset
-
-        if dataset is None:
-            dataset = PuzzleDataset(cfg.data_path, "train")
-        if eval_dataset is None:
-            eval_dataset = PuzzleDataset(cfg.data_path, "test")
-
-    epb = cfg.epochs_per_block
-    total_blocks = cfg.epochs // epb
-    steps_per_block = dataset.steps_per_block(cfg.global_batch_size, epb)
-    total_steps = steps_per_block * total_blocks
-    if steps_per_block < 1:
-        raise TrainError(
-            f"{dataset.num_groups} groups x {epb} epochs per block is less than one global batch of {cfg.global_batch_size}: "
-            "raise eval_interval (epochs per block) or lower global_batch_size"
-        )
-    local_batch = cfg.global_batch_size // d.world_size
-
-    # Model: seeded per rank as the official (seed + rank), then rank 0's weights broadcast.
-    torch.random.manual_seed(cfg.seed + d.rank)
+def _loop(cfg, device, d: Dist, dataset, eval_dataset, hooks: TrainHooks, callback, say) -> TrainResult:
+    plan = plan_run(cfg, dataset, d)
     model_config, loss_type = build_model_config(cfg, dataset, d.world_size, device)
-    with torch.device(device):
-        model = HRM(model_config, loss_type=loss_type)
-    if d.enabled:
-        with torch.no_grad():
-            for t in list(model.parameters()) + list(model.buffers()):
-                dist.broadcast(t, src=0)
-    # Official order: the puzzle embedding's sign-SGD, then AdamATan2 (both lr set every step).
-    optimizers: list[torch.optim.Optimizer] = []
-    base_lrs: list[float] = []
-    if model_config.puzzle_emb_ndim > 0:
-        optimizers.append(SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay,
-                                                 world_size=d.world_size))
-        base_lrs.append(cfg.puzzle_emb_lr)
-    optimizers.append(AdamATan2(model.parameters(), lr=0.0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)))
-    base_lrs.append(cfg.lr)
-    params = list(model.parameters())
-    forward = torch.compile(model, dynamic=False) if cfg.compile else model
-
-    ckpt_dir = cfg.checkpoint_dir
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else None
-    key = _resume_key(cfg, model_config, loss_type, dataset)
-    writer = MetricsWriter(out_dir if d.rank == 0 else None)
-
-    # ---- resume or start over
-    step, block, step_in_block = 0, 0, 0
-    carry: Carry | None = None
-    history: dict[str, Any] = {"block_sums": {}, "block_steps": 0, "last_lr": 0.0, "last_eval": {}, "wandb_id": None, "elapsed": 0.0,
-                               "last_checkpoint": None}
-    state_path = ckpt_dir / STATE_NAME if ckpt_dir else None
-    state = None
-    if state_path is not None and state_path.is_file() and cfg.resume:
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - an unreadable state means starting over, not a crash
-            say(f"{state_path}: cannot read the saved training state ({type(e).__name__}: {e}); starting over")
-            state = {}
-        if not state:
-            state = None
-        elif state.get("format") != STATE_FORMAT or state.get("key") != key:
-            diff = _diff_keys(state.get("key") or {}, key) if state.get("format") == STATE_FORMAT else ["format"]
-            say(f"{state_path}: saved run has different settings ({', '.join(diff) or '?'}); starting over")
-            state = None
-        elif state.get("step", 0) >= total_steps:
-            # Asked to train again after a finished run (`dvc repro -f`, or code that changed):
-            # train, rather than hand back the old weights.
-            say(f"{state_path}: the saved run is complete ({state['step']}/{total_steps} steps); starting over")
-            state = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        for opt, sd in zip(optimizers, state["optimizers"]):
-            opt.load_state_dict(sd)
-        step, block, step_in_block = state["step"], state["block"], state["step_in_block"]
-        carry = _carry_from_dict(state["carry"], d.rank, local_batch, device)
-        rngs = state["rng"]
-        if d.rank < len(rngs) and state.get("world_size") == d.world_size:
-            _set_rng_state(rngs[d.rank], device)
-        else:
-            warnings.warn(f"resuming with {d.world_size} processes from a state saved by {state.get('world_size')}: exploration RNG reseeded")
-            torch.random.manual_seed(cfg.seed + d.rank + 1_000_003 * step)
-        history.update(state["history"])
-        say(f"resuming from {state_path} at step {step}/{total_steps} (block {block}, step {step_in_block} in block)")
-        writer.restore(state.get("plot_rows"), keep_until_step=step)
-    else:
-        if d.rank == 0 and ckpt_dir is not None and ckpt_dir.exists():
-            for _, f in step_files(ckpt_dir):
-                f.unlink()
-            for name in (STATE_NAME, "all_config.yaml"):
-                (ckpt_dir / name).unlink(missing_ok=True)
-        writer.reset(keep_until_step=None)
-    del state
+    state = create_state(cfg, model_config, loss_type, d, device)
+    forward = torch.compile(state.model, dynamic=False) if cfg.compile else state.model
+    key = resume_key(cfg, model_config, loss_type, dataset)
+    saved = hooks.resume(key, plan.total_steps)
+    if saved is not None:
+        state.restore(saved, d, plan, device, cfg.seed)
+    del saved
     if d.enabled:
         dist.barrier()  # every rank has decided (and rank 0 has cleaned up) before anything is written
+    num_params = sum(p.numel() for p in state.model.parameters())
+    hooks.start(state, {"arch": state.model.arch_dict(), "world_size": d.world_size, "total_steps": plan.total_steps}, num_params)
+    say(f"training {num_params:,} parameters on {device} ({model_config.forward_dtype}, {d.world_size} process(es)): "
+        f"{cfg.epochs} epochs of {dataset.num_groups} groups = {plan.total_steps} steps of {cfg.global_batch_size} "
+        f"in {plan.blocks} block(s) of {plan.steps_per_block}")
 
-    run_config = {**official_config(cfg, model), "arch": model.arch_dict(), "world_size": d.world_size, "total_steps": total_steps}
-    run = _wandb_init(cfg, out_dir, history.get("wandb_id"), run_config) if d.rank == 0 else None
-    if run is not None:
-        history["wandb_id"] = run.id
-        if step == 0:
-            run.log({"num_params": sum(p.numel() for p in params)}, step=0)
-
-    n_params = sum(p.numel() for p in params)
-    say(
-        f"training {n_params:,} parameters on {device} ({model_config.forward_dtype}, {d.world_size} process(es)): "
-        f"{cfg.epochs} epochs of {dataset.num_groups} groups = {total_steps} steps of {cfg.global_batch_size} "
-        f"in {total_blocks} block(s) of {steps_per_block}"
-    )
-
-    bar = None
-    if d.rank == 0 and cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, smoothing=0.05, desc="train", file=sys.stderr)
-    last_ckpt: Path | None = Path(history["last_checkpoint"]) if history.get("last_checkpoint") else None
-    t_start = time.perf_counter() - float(history.get("elapsed", 0.0))
-    interrupted = False
-
-    def save_state(next_block: int, next_step_in_block: int) -> None:
-        """Gather carry + RNG of every rank; rank 0 writes train_state.pt atomically."""
-        carries = _all_gather_object(_carry_to_dict(carry), d)
-        rngs = _all_gather_object(_rng_state(device), d)
-        if d.rank != 0 or state_path is None:
-            return
-        history["elapsed"] = time.perf_counter() - t_start
-        history["last_checkpoint"] = str(last_ckpt) if last_ckpt else None
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(
-            {
-                "format": STATE_FORMAT,
-                "key": key,
-                "step": step,
-                "block": next_block,
-                "step_in_block": next_step_in_block,
-                "total_steps": total_steps,
-                "world_size": d.world_size,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizers": [opt.state_dict() for opt in optimizers],
-                "carry": _concat_carries(carries),
-                "rng": rngs,
-                "history": history,
-                "plot_rows": writer.rows,
-            },
-            state_path,
-        )
-
-    def summary() -> dict[str, Any]:
-        return {
-            "step": step,
-            "total_steps": total_steps,
-            "epochs_done": round(cfg.epochs * step / max(1, total_steps), 6),
-            "train": {k: _fmt(v) for k, v in _block_train_metrics(history, cfg.global_batch_size).items()},
-            "eval": {k.split("/", 1)[1]: _fmt(v) for k, v in history["last_eval"].items()},
-            "train_seconds": round(time.perf_counter() - t_start, 1),
-        }
-
+    interrupted = finished = False
     try:
-        with _StopFlag() as flag:
-            while block < total_blocks:
+        with StopFlag() as flag:
+            while state.block < plan.blocks and not interrupted:
                 forward.train()
-                batches: Iterator[Mapping[str, Any]] = dataset.train_batches(
-                    global_batch_size=cfg.global_batch_size, seed=cfg.seed, block=block, epochs_per_block=epb,
-                    start_step=step_in_block, rank=d.rank, world_size=d.world_size,
-                )
-                for raw in batches:
-                    batch = _to_device(raw, device)
-                    step += 1
-                    step_in_block += 1
-                    if carry is None:
-                        carry = model.initial_carry(batch)
-                    carry, loss, metrics, _, _ = forward(carry, batch)
-                    ((1.0 / cfg.global_batch_size) * loss).backward()
-                    if d.enabled:
-                        _all_reduce_grads(params)
-                    lr_now = 0.0
-                    for opt, base_lr in zip(optimizers, base_lrs):
-                        lr_now = cosine_schedule_lr(step, base_lr=base_lr, warmup_steps=round(cfg.lr_warmup_steps),
-                                                    total_steps=total_steps, min_ratio=cfg.lr_min_ratio)
-                        for group in opt.param_groups:
-                            group["lr"] = lr_now
-                        opt.step()
-                        opt.zero_grad()
-
-                    # Metrics: sums over halted rows, reduced to rank 0, then divided as the official.
-                    keys = sorted(metrics)
-                    # The last entry counts the ranks asked to stop: all ranks leave after the same step.
-                    values = _reduce_sum(torch.stack([*(metrics[k].detach().to(torch.float64) for k in keys),
-                                                      torch.tensor(float(flag.requested), dtype=torch.float64, device=device)]), d)
-                    stop_agreed = values[-1].item() > 0
-                    values = values[:-1]
-                    if not math.isfinite(values[keys.index("lm_loss")].item()):
-                        raise FloatingPointError(f"step {step}: training loss is not finite")
-                    reduced: dict[str, float] = {}
-                    if d.rank == 0:
-                        vals = dict(zip(keys, values.cpu().tolist()))
-                        sums = history["block_sums"]
-                        for k, v in vals.items():
-                            sums[k] = sums.get(k, 0.0) + v
-                        history["block_steps"] += 1
-                        history["last_lr"] = lr_now
-                        count = max(vals.pop("count"), 1.0)
-                        reduced = {f"train/{k}": v / (cfg.global_batch_size if k.endswith("loss") else count) for k, v in vals.items()}
-                        reduced["train/lr"] = lr_now
-                        writer.append("train", step, reduced)
-                        if run is not None:
-                            run.log(reduced, step=step)
-                        if bar is not None:
-                            bar.update(step - bar.n)
-                            if step % 10 == 0 or step == total_steps:
-                                bar.set_postfix(loss=f"{reduced['train/lm_loss']:.3f}", acc=f"{reduced['train/accuracy']:.3f}",
-                                                exact=f"{reduced['train/exact_accuracy']:.3f}", lr=f"{lr_now:.2e}", refresh=False)
+                for raw in dataset.train_batches(global_batch_size=cfg.global_batch_size, seed=cfg.seed, block=state.block,
+                                                 epochs_per_block=plan.epochs_per_block, start_step=state.step_in_block,
+                                                 rank=d.rank, world_size=d.world_size):
+                    metrics, stop = train_step(state, forward, _to_device(raw, device), cfg, plan.total_steps, d, flag.requested)
+                    hooks.step(state.step, metrics)
                     if callback is not None:
                         try:
-                            callback(step, reduced)
+                            callback(state.step, metrics)
                         except KeyboardInterrupt:
                             flag.requested = True
-                    # One process stops at once; ranks stop at the step whose reduce carried a request
-                    # (one raised in the callback is seen by the others at the next step).
-                    if stop_agreed or (flag.requested and not d.enabled):
+                    # One process stops at once; ranks stop at the step whose reduce carried a request.
+                    if stop or (flag.requested and not d.enabled):
                         interrupted = True
                         break
-                if interrupted:
-                    save_state(block, step_in_block)
-                    say(f"stopped at step {step}/{total_steps}; state saved to {state_path} (run the same command to continue)")
-                    break
-
-                # ---- end of block: evaluate, checkpoint, save the resumable state
-                eval_metrics = evaluate(model, eval_dataset, batch_size=local_batch, device=device, eval_size=cfg.eval_size, d=d)
-                if d.rank == 0:
-                    history["last_eval"] = eval_metrics
-                    writer.append("eval", step, eval_metrics)
-                    if run is not None:
-                        run.log(eval_metrics, step=step)
-                    msg = " ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in eval_metrics.items() if k != "eval/count")
-                    (bar.write if bar is not None else say)(f"step {step}/{total_steps} eval ({int(eval_metrics.get('eval/count', 0))} puzzles): {msg}")
-                last_block = block == total_blocks - 1
-                if d.rank == 0 and ckpt_dir is not None and (cfg.checkpoint_every_eval or last_block):
-                    t0 = time.perf_counter()
-                    last_ckpt = save_checkpoint(model, ckpt_dir / f"step_{step}", extra_config=official_config(cfg, model))
-                    if cfg.keep_checkpoints:
-                        for _, f in step_files(ckpt_dir)[: -cfg.keep_checkpoints]:
-                            f.unlink()
-                    (bar.write if bar is not None else say)(
-                        f"saved {last_ckpt} ({last_ckpt.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s)"
-                    )
-                block += 1
-                step_in_block = 0
-                if not last_block:
-                    history["block_sums"], history["block_steps"] = {}, 0
-                save_state(block, 0)
-                writer.flush()
-                if d.rank == 0:
-                    writer.write_summary(summary())
+                else:  # end of block: evaluate, checkpoint when due, snapshot
+                    eval_metrics = evaluate(state.model, eval_dataset, batch_size=plan.local_batch, device=device, eval_size=cfg.eval_size, d=d)
+                    if d.rank == 0:
+                        state.history["last_eval"] = eval_metrics
+                    hooks.evaluated(state.step, eval_metrics)
+                    last_block = state.block == plan.blocks - 1
+                    if cfg.checkpoint_every_eval or last_block:
+                        hooks.checkpoint(state.step, state.model)
+                    state.block, state.step_in_block = state.block + 1, 0
+                    if not last_block:
+                        state.history["block_sums"], state.history["block_steps"] = {}, 0
+                hooks.save(state.snapshot(d, device, key, plan.total_steps), state, stopped=interrupted)
+        finished = not interrupted
     finally:
-        if bar is not None:
-            bar.close()
-        writer.close()
-        if run is not None:
-            if interrupted:
-                run.summary["interrupted"] = True
-            run.finish()
-
-    if d.rank == 0 and not interrupted:
-        writer.write_summary(summary())
-        say(f"done: {step} steps in {time.perf_counter() - t_start:.0f} s" + (f"; last checkpoint {last_ckpt}" if last_ckpt else ""))
-    return TrainResult(model=model, step=step, total_steps=total_steps, metrics=summary() if d.rank == 0 else {}, checkpoint=last_ckpt,
+        hooks.close(state, finished)
+    return TrainResult(model=state.model, step=state.step, total_steps=plan.total_steps,
+                       metrics=state.summary(cfg, plan.total_steps) if d.rank == 0 else {}, checkpoint=hooks.last_checkpoint,
                        interrupted=interrupted)

@@ -1,4 +1,4 @@
-"""``hrm train``: train the HRM on a sharded dataset (hrm.train), resumably.
+"""``hrm train``: train the HRM on a sharded dataset (hrm.train, into the run folder of pipelines/train_run.py), resumably.
 
 Reads a dataset directory written by ``hrm shard`` (``DIR/manifest.json``,
 ``DIR/{train,test}/*.arrow``), or the shard stage's output root (``DIR/datasets.json``),
@@ -23,6 +23,7 @@ options given on the command line.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,57 +31,65 @@ from typing import Any
 import click
 import yaml
 
+from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError
 from pipelines.io import StageError
+from pipelines.settings import given_on_command_line, read_section
 
-# name, click type, quick-profile default, help. Architecture options go into the arch block.
-ARCH_OPTIONS: list[tuple[str, Any, Any, str]] = [
-    ("hidden_size", click.IntRange(min=1), 128, "Model width."),
-    ("num_heads", click.IntRange(min=1), 4, "Attention heads (hidden_size must be a multiple)."),
-    ("expansion", click.FloatRange(min=0, min_open=True), 4.0, "SwiGLU expansion factor."),
-    ("H_layers", click.IntRange(min=1), 2, "Blocks in the high-level module."),
-    ("L_layers", click.IntRange(min=1), 2, "Blocks in the low-level module."),
-    ("H_cycles", click.IntRange(min=1), 2, "High-level updates per ACT segment."),
-    ("L_cycles", click.IntRange(min=1), 2, "Low-level updates per high-level update."),
-    ("halt_max_steps", click.IntRange(min=1), 8, "Most ACT segments per puzzle."),
-    ("halt_exploration_prob", click.FloatRange(0, 1), 0.1, "Probability of a random minimum number of segments."),
-    ("pos_encodings", click.Choice(["rope", "learned"]), "rope", "Position encoding."),
-    ("puzzle_emb_ndim", click.IntRange(min=0), 128, "Puzzle embedding width (0: none; the paper: hidden_size)."),
-    ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "stablemax_cross_entropy", "Token loss."),
+# name, click type, help. Architecture options go into the arch block. The defaults are the quick
+# profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
+ARCH_OPTIONS: list[tuple[str, Any, str]] = [
+    ("hidden_size", click.IntRange(min=1), "Model width."),
+    ("num_heads", click.IntRange(min=1), "Attention heads (hidden_size must be a multiple)."),
+    ("expansion", click.FloatRange(min=0, min_open=True), "SwiGLU expansion factor."),
+    ("H_layers", click.IntRange(min=1), "Blocks in the high-level module."),
+    ("L_layers", click.IntRange(min=1), "Blocks in the low-level module."),
+    ("H_cycles", click.IntRange(min=1), "High-level updates per ACT segment."),
+    ("L_cycles", click.IntRange(min=1), "Low-level updates per high-level update."),
+    ("halt_max_steps", click.IntRange(min=1), "Most ACT segments per puzzle."),
+    ("halt_exploration_prob", click.FloatRange(0, 1), "Probability of a random minimum number of segments."),
+    ("pos_encodings", click.Choice(["rope", "learned"]), "Position encoding."),
+    ("puzzle_emb_ndim", click.IntRange(min=0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
+    ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "Token loss."),
 ]
-TRAIN_OPTIONS: list[tuple[str, Any, Any, str]] = [
-    ("global_batch_size", click.IntRange(min=1), 64, "Examples per step over all processes."),
-    ("epochs", click.IntRange(min=1), 20, "Group-epochs (each visits every original puzzle once, one variant each)."),
-    ("eval_interval", click.IntRange(min=1), 10, "Epochs between evaluations + checkpoints; must divide --epochs."),
-    ("lr", click.FloatRange(min=0), 2e-3, "Peak learning rate of the weights (AdamATan2)."),
-    ("lr_min_ratio", click.FloatRange(min=0), 0.1, "Final lr / peak lr of the cosine decay (1.0: constant)."),
-    ("lr_warmup_steps", click.IntRange(min=0), 50, "Linear warm-up steps."),
-    ("beta1", click.FloatRange(0, 1, max_open=True), 0.9, "AdamATan2 beta1."),
-    ("beta2", click.FloatRange(0, 1, max_open=True), 0.95, "AdamATan2 beta2."),
-    ("weight_decay", click.FloatRange(min=0), 0.1, "Decoupled weight decay of the weights."),
-    ("puzzle_emb_lr", click.FloatRange(min=0), 1e-3, "Learning rate of the puzzle embedding (sign-SGD)."),
-    ("puzzle_emb_weight_decay", click.FloatRange(min=0), 0.1, "Weight decay of the puzzle embedding."),
-    ("seed", int, 0, "Seed of the initialisation, data order and exploration."),
-    ("checkpoint_every_eval", bool, True, "Save step_N at every evaluation (else only the last)."),
-    ("keep_checkpoints", click.IntRange(min=0), 0, "Keep only the last N step_N files (0: all)."),
-    ("eval_size", click.IntRange(min=0), 256, "Evaluate on a seeded sample of N test puzzles (0: all)."),
-    ("device", click.Choice(["auto", "cpu", "cuda", "mps"]), "auto", "auto: cuda, else mps, else cpu."),
-    ("forward_dtype", click.Choice(["auto", "float32", "bfloat16"]), "auto", "Activation dtype; auto: bfloat16 on cuda, else float32."),
-    ("num_threads", click.IntRange(min=0), 0, "torch CPU threads (0: torch's default)."),
-    ("compile", bool, False, "torch.compile the model (as the official trainer does on CUDA)."),
-    ("wandb_mode", click.Choice(["online", "offline", "disabled"]), "disabled", "Weights & Biases logging."),
-    ("project_name", str, "", "W&B project (empty: hrm-sudoku)."),
-    ("run_name", str, "", "W&B run name (empty: W&B chooses)."),
-    ("resume", bool, True, "Continue from OUT/checkpoints/train_state.pt when its settings match."),
-    ("progress", bool, True, "Show a progress bar."),
+TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
+    ("global_batch_size", click.IntRange(min=1), "Examples per step over all processes."),
+    ("epochs", click.IntRange(min=1), "Group-epochs (each visits every original puzzle once, one variant each)."),
+    ("eval_interval", click.IntRange(min=1), "Epochs between evaluations + checkpoints; must divide --epochs."),
+    ("lr", click.FloatRange(min=0), "Peak learning rate of the weights (AdamATan2)."),
+    ("lr_min_ratio", click.FloatRange(min=0), "Final lr / peak lr of the cosine decay (1.0: constant)."),
+    ("lr_warmup_steps", click.IntRange(min=0), "Linear warm-up steps."),
+    ("beta1", click.FloatRange(0, 1, max_open=True), "AdamATan2 beta1."),
+    ("beta2", click.FloatRange(0, 1, max_open=True), "AdamATan2 beta2."),
+    ("weight_decay", click.FloatRange(min=0), "Decoupled weight decay of the weights."),
+    ("puzzle_emb_lr", click.FloatRange(min=0), "Learning rate of the puzzle embedding (sign-SGD)."),
+    ("puzzle_emb_weight_decay", click.FloatRange(min=0), "Weight decay of the puzzle embedding."),
+    ("seed", int, "Seed of the initialisation, data order and exploration."),
+    ("checkpoint_every_eval", bool, "Save step_N at every evaluation (else only the last)."),
+    ("keep_checkpoints", click.IntRange(min=0), "Keep only the last N step_N files (0: all)."),
+    ("eval_size", click.IntRange(min=0), "Evaluate on a seeded sample of N test puzzles (0: all)."),
+    ("device", click.Choice(["auto", "cpu", "cuda", "mps"]), "auto: cuda, else mps, else cpu."),
+    ("forward_dtype", click.Choice(["auto", "float32", "bfloat16"]), "Activation dtype; auto: bfloat16 on cuda, else float32."),
+    ("num_threads", click.IntRange(min=0), "torch CPU threads (0: torch's default)."),
+    ("compile", bool, "torch.compile the model (as the official trainer does on CUDA)."),
+    ("wandb_mode", click.Choice(["online", "offline", "disabled"]), "Weights & Biases logging."),
+    ("project_name", str, "W&B project (empty: hrm-sudoku)."),
+    ("run_name", str, "W&B run name (empty: W&B chooses)."),
+    ("resume", bool, "Continue from OUT/checkpoints/train_state.pt when its settings match."),
+    ("progress", bool, "Show a progress bar."),
 ]
-# The paper's Sudoku-Extreme run (reference-semantics sections 5 and 7; the fork trains 40000
-# epochs with eval_interval 1000 on the hint dataset).
-PAPER_PROFILE: dict[str, Any] = dict(
-    hidden_size=512, num_heads=8, expansion=4.0, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2, halt_max_steps=16,
-    halt_exploration_prob=0.1, pos_encodings="rope", puzzle_emb_ndim=512, loss_type="stablemax_cross_entropy",
-    global_batch_size=768, epochs=20000, eval_interval=2000, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2000, beta1=0.9,
-    beta2=0.95, weight_decay=1.0, puzzle_emb_lr=1e-4, puzzle_emb_weight_decay=1.0, eval_size=0,
-)
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+# TrainConfig fields whose None is 0 / "" on the command line (build_config maps them back).
+NONE_AS = {"num_threads": 0, "project_name": "", "run_name": ""}
+
+
+def quick_default(name: str) -> Any:
+    """The quick profile's value of an option: QUICK_ARCH for the architecture, else TrainConfig's default."""
+    if name in QUICK_ARCH:
+        return QUICK_ARCH[name]
+    value = TRAIN_DEFAULTS[name]
+    return NONE_AS[name] if value is None else value
+
+
 ALL_OPTIONS = ARCH_OPTIONS + TRAIN_OPTIONS
 ARCH_NAMES = {name for name, *_ in ARCH_OPTIONS}
 OPTION_NAMES = {name for name, *_ in ALL_OPTIONS}
@@ -92,7 +101,8 @@ def _flag(name: str) -> str:
 
 
 def _add_options(func):
-    for name, typ, default, help_text in reversed(ALL_OPTIONS):
+    for name, typ, help_text in reversed(ALL_OPTIONS):
+        default = quick_default(name)
         if typ is bool:
             decl = f"{_flag(name)}/--no-{_flag(name)[2:]}"
             func = click.option(decl, name, default=default, help=help_text)(func)
@@ -101,36 +111,7 @@ def _add_options(func):
     return func
 
 
-def read_section(config_file: Path, section: str | None) -> dict[str, Any]:
-    """The settings in ``section`` (dotted path) of a YAML file, flattened; unknown keys are an error."""
-    try:
-        doc = yaml.safe_load(config_file.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise StageError(f"{config_file}: cannot read as YAML ({e})") from None
-    node: Any = doc
-    for part in (section.split(".") if section else []):
-        if not isinstance(node, dict) or part not in node:
-            raise StageError(f"{config_file}: no section {section!r}")
-        node = node[part]
-    if node is None:
-        return {}
-    if not isinstance(node, dict):
-        raise StageError(f"{config_file}: section {section!r} is not a mapping")
-    flat = {k: v for k, v in node.items() if k != "arch"}
-    arch = node.get("arch") or {}
-    if not isinstance(arch, dict):
-        raise StageError(f"{config_file}: {section}.arch is not a mapping")
-    flat.update(arch)
-    unknown = sorted(set(flat) - OPTION_NAMES - PATH_KEYS)
-    if unknown:
-        raise StageError(f"{config_file}: unknown key(s) in {section or 'the file'}: {', '.join(unknown)}; "
-                         f"expected option names such as {', '.join(sorted(OPTION_NAMES)[:6])}, ...")
-    return flat
-
-
-def build_config(values: dict[str, Any], dataset_dir: Path, output: Path):
-    from hrm.train import TrainConfig, TrainError
-
+def build_config(values: dict[str, Any], dataset_dir: Path, output: Path) -> TrainConfig:
     arch = {name: values[name] for name, *_ in ARCH_OPTIONS}
     rest = {k: v for k, v in values.items() if k not in ARCH_NAMES and k in OPTION_NAMES}
     rest["eval_size"] = rest["eval_size"] or None
@@ -166,12 +147,10 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
     Under torchrun (`torchrun --nproc-per-node N -m pipelines.train ...`) the global
     batch is split across processes (gloo on CPU, nccl on CUDA).
     """
-    from click.core import ParameterSource
-
     def explicit(name: str) -> bool:
-        return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        return given_on_command_line(ctx, name)
 
-    file_values = read_section(config_file, section) if config_file else {}
+    file_values = read_section(config_file, section, OPTION_NAMES, other_keys=PATH_KEYS, nested="arch") if config_file else {}
     if not explicit("profile") and "profile" in file_values:
         profile = file_values["profile"]
         if profile not in ("quick", "paper"):
@@ -189,7 +168,7 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
     if not explicit("output") and "output" in file_values:
         output = Path(file_values["output"])
 
-    from pipelines.shard import resolve_dataset
+    from pipelines.datasets import resolve_dataset
 
     if print_config:
         dataset_dir = dataset if not (dataset / "datasets.json").is_file() else resolve_dataset(dataset, variant)
@@ -200,11 +179,10 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
 
     from hrm.data import DatasetError
     from hrm.model import CheckpointError
-    from hrm.train import TrainError
-    from hrm.train import train as run_training
+    from pipelines.train_run import run as run_training
 
     try:
-        result = run_training(cfg, log=lambda s: click.echo(f"train: {s}", err=True))
+        result = run_training(cfg)
     except (DatasetError, TrainError, CheckpointError) as e:
         raise StageError(str(e)) from None
     except FloatingPointError as e:

@@ -19,7 +19,10 @@ import hrm
 from hrm.data import PuzzleDataset
 from hrm.model import HRM, HRMConfig, SparseEmbeddingSignSGD
 from hrm.optim import AdamATan2, cosine_schedule_lr
-from hrm.train import STATE_NAME, TrainConfig, TrainError, step_files, train
+from hrm.model import step_files
+from hrm.train import QUICK_ARCH, TrainConfig, TrainError
+from pipelines.train_run import STATE_NAME
+from pipelines.train_run import run as train
 from pipelines.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +175,29 @@ def test_keep_checkpoints_and_every_eval(hint_dir, tmp_path):
     assert (tmp_path / "b" / "checkpoints" / STATE_NAME).is_file()
 
 
+def test_library_loop_keeps_everything_in_memory(hint_dir, reference_run, tmp_path, monkeypatch):
+    """hrm.train.train without hooks writes no file (the run folder is the stage's) and trains the same weights."""
+    from hrm.train import train as train_in_memory
+
+    ref_out, ref = reference_run
+    monkeypatch.chdir(tmp_path)
+    result = train_in_memory(tiny_cfg(hint_dir, tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+    assert state_equal(result.model, ref.model) and result.checkpoint is None and result.step == 18
+    assert result.metrics["eval"] == json.loads((ref_out / "metrics.json").read_text())["eval"]
+
+
+def test_params_yaml_train_section_is_the_quick_profile():
+    """params.yaml's train section, the CLI defaults and TrainConfig are one profile."""
+    from pipelines.train import quick_default
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    arch = section.pop("arch")
+    assert arch == QUICK_ARCH
+    section.pop("variant")
+    assert {k: quick_default(k) for k in section} == section
+
+
 # ----------------------------------------------------------------------------- resume
 
 
@@ -254,7 +280,11 @@ def test_wandb_offline_writes_run_files(hint_dir, tmp_path, monkeypatch):
     result = train(tiny_cfg(hint_dir, tmp_path, epochs=2, wandb_mode="offline", run_name="tiny"), log=quiet)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    data = next(runs[0].glob("run-*.wandb")).read_bytes()
+    # W&B's service process may still be flushing the run file when finish() returns (seen on a busy machine).
+    names = (b"train/lm_loss", b"eval/exact_accuracy")
+    deadline = time.time() + 30
+    while not all(n in (data := next(runs[0].glob("run-*.wandb")).read_bytes()) for n in names) and time.time() < deadline:
+        time.sleep(0.2)
     for name in (b"train/lm_loss", b"train/accuracy", b"train/exact_accuracy", b"train/q_halt_accuracy", b"train/steps",
                  b"train/lr", b"eval/accuracy", b"eval/exact_accuracy"):
         assert name in data, name
@@ -289,7 +319,7 @@ def test_cli_profiles_and_precedence(data, hint_dir, tmp_path):
     quick = yaml.safe_load(ok("train", "--dataset", data, "--variant", "vanilla", "--print-config").output)
     assert quick == {**TrainConfig(data_path=quick["data_path"], output_dir="data/models/hrm").to_dict(),
                      "arch": quick["arch"]}  # the CLI defaults are the library's
-    assert quick["arch"] == {k: v for k, v in __import__("hrm.train", fromlist=["QUICK_ARCH"]).QUICK_ARCH.items()}
+    assert quick["arch"] == QUICK_ARCH
     assert quick["data_path"].endswith("-aug-3")
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({"stages": {"train": {"profile": "paper", "lr": 5e-4, "hidden_size": 256}}}))
@@ -358,7 +388,8 @@ def test_cli_sigint_then_resume_equals_uninterrupted(data, hint_dir, tmp_path):
 
 DDP_SCRIPT = """
 import os, sys, torch
-from hrm.train import TrainConfig, train
+from hrm.train import TrainConfig
+from pipelines.train_run import run as train
 arch = {arch!r}
 cfg = TrainConfig(data_path={data!r}, arch=arch, global_batch_size=8, epochs=4, eval_interval=2, lr=3e-3, lr_warmup_steps=4,
                   output_dir=sys.argv[1], progress=False, eval_size=8, num_threads=1)
@@ -395,7 +426,8 @@ def test_ddp_two_processes_match_one(hint_dir, tmp_path):
 
 DDP_RESUME_SCRIPT = """
 import os, sys, torch, torch.distributed as dist
-from hrm.train import TrainConfig, train
+from hrm.train import TrainConfig
+from pipelines.train_run import run as train
 dist.init_process_group("gloo")  # one group for the three runs (train() leaves a group it did not create)
 rank, root = dist.get_rank(), sys.argv[1]
 def cfg(name):

@@ -5,7 +5,7 @@ Entry points: :class:`HRMConfig`, :class:`HRM` (model + ACT + loss head, with
 :class:`SparseEmbeddingSignSGD`.
 """
 
-from hrm.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_files
+from hrm.model.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint, step_files
 from hrm.model.hrm import HRM, HRMACT, Carry, HRMConfig, HRMInner, InnerCarry, Prediction, resolve_device
 from hrm.model.losses import ACTLossHead, ACTStepResult, softmax_cross_entropy, stablemax_cross_entropy
 from hrm.model.sparse_embedding import CastedSparseEmbedding, SparseEmbeddingSignSGD
@@ -23,6 +23,7 @@ __all__ = [
     "InnerCarry",
     "Prediction",
     "SparseEmbeddingSignSGD",
+    "atomic_write",
     "load_checkpoint",
     "resolve_device",
     "save_checkpoint",

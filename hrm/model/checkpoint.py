@@ -1,4 +1,4 @@
-"""Checkpoint I/O in the official format (reference-semantics section 8).
+"""Checkpoint I/O in the official format (docs/reference-semantics.md §8).
 
 A checkpoint is a file holding ``torch.save(model.state_dict())`` of the
 loss-head-wrapped model (keys ``model.inner....``, or ``_orig_mod.model.inner....``
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import yaml
@@ -174,25 +174,35 @@ def load_checkpoint(
     return model.to(resolve_device(device)).eval()
 
 
-def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
-    """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it.
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` to a temporary beside ``path``, then rename it onto ``path``: a reader sees the old file or the new one.
 
-    The YAML holds ``extra_config`` (e.g. the run's training params) plus the ``arch``
-    block. Both files are written to temporary names and renamed.
+    The temporary is ``NAME.tmp-PID``: torch.save names its zip archive after the file's stem
+    (``step_312.tmp-7`` -> ``step_312/``), so the saved bytes are those of a direct save to ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it, each atomically.
+
+    The YAML holds ``extra_config`` (e.g. the run's training params) plus the ``arch`` block.
+    """
+    path = Path(path)
     model = getattr(model, "_orig_mod", model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     cfg = dict(extra_config or {})
     cfg["arch"] = model.arch_dict()
-    cfg_path = path.parent / CONFIG_NAME
-    tmp_cfg = cfg_path.with_name(CONFIG_NAME + ".tmp")
-    with open(tmp_cfg, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    os.replace(tmp_cfg, cfg_path)
+    atomic_write(path.parent / CONFIG_NAME, lambda tmp: tmp.write_text(yaml.safe_dump(cfg, sort_keys=False)))
     return path

@@ -1,0 +1,306 @@
+"""The run folder of ``hrm train``: what a training run leaves on disk (rank 0 writes, every rank reads).
+
+    OUT/checkpoints/step_N           official-format state dicts, one per due checkpoint
+    OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...)
+    OUT/checkpoints/train_state.pt   the snapshot of hrm.train.TrainState, plus this folder's own resume data
+    OUT/metrics.json                 the run's summary (``dvc metrics show``)
+    OUT/plots/train.csv, eval.csv    per-step train and per-evaluation eval metrics (``dvc plots show``)
+    OUT/wandb/                       W&B files, when wandb_mode is online or offline
+
+:func:`run` trains with :func:`hrm.train.train` and :class:`RunFolder` as its hooks. The same
+call again continues from ``train_state.pt`` when its settings match (a resumed run rewrites
+the CSVs from the rows saved in the state, since ``dvc repro`` deletes them before it reruns
+the stage); different settings or a complete run start over.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.distributed as dist
+
+from hrm.model import atomic_write, save_checkpoint, step_files
+from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
+from pipelines.io import atomic_output
+from pipelines.io import log as stage_log
+from pipelines.tracking import init_wandb
+
+STATE_NAME = "train_state.pt"
+CONFIG_NAME = "all_config.yaml"
+
+
+def checkpoint_dir(cfg: TrainConfig) -> Path | None:
+    if cfg.checkpoint_path:
+        return Path(cfg.checkpoint_path)
+    if cfg.output_dir:
+        return Path(cfg.output_dir) / "checkpoints"
+    return None
+
+
+def official_config(cfg: TrainConfig, forward_dtype: str) -> dict[str, Any]:
+    """all_config.yaml: the official PretrainConfig layout (arch last: save_checkpoint adds it), plus ours."""
+    ckpt = checkpoint_dir(cfg)
+    return {
+        "data_path": cfg.data_path,
+        "global_batch_size": cfg.global_batch_size,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "lr_min_ratio": cfg.lr_min_ratio,
+        "lr_warmup_steps": cfg.lr_warmup_steps,
+        "weight_decay": cfg.weight_decay,
+        "beta1": cfg.beta1,
+        "beta2": cfg.beta2,
+        "puzzle_emb_lr": cfg.puzzle_emb_lr,
+        "puzzle_emb_weight_decay": cfg.puzzle_emb_weight_decay,
+        "project_name": cfg.project_name,
+        "run_name": cfg.run_name,
+        "checkpoint_path": str(ckpt) if ckpt else None,
+        "seed": cfg.seed,
+        "checkpoint_every_eval": cfg.checkpoint_every_eval,
+        "eval_interval": cfg.eval_interval,
+        "eval_save_outputs": [],
+        "eval_size": cfg.eval_size,
+        "device": cfg.device,
+        "forward_dtype": forward_dtype,
+    }
+
+
+class MetricsFiles:
+    """plots/train.csv and plots/eval.csv (a row per step / evaluation, written as they come) and metrics.json.
+
+    Every row is also kept in ``rows``, which the training state saves, so a resumed run can
+    rewrite the CSVs exactly.
+    """
+
+    NAMES = ("train", "eval")
+
+    def __init__(self, output_dir: Path | None):
+        self.dir = output_dir
+        self._files: dict[str, Any] = {}
+        self._writers: dict[str, csv.DictWriter] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in self.NAMES}
+
+    def _path(self, name: str) -> Path:
+        assert self.dir is not None
+        return self.dir / "plots" / f"{name}.csv"
+
+    def start(self, rows: Mapping[str, list] | None, keep_until_step: int | None) -> None:
+        """Start over (``keep_until_step`` None), or resume at that step: the CSVs then hold exactly the
+        saved rows up to it (from the CSVs themselves for a state saved without rows)."""
+        if keep_until_step is None:
+            rows = {}
+        elif rows is None:
+            rows = {name: self._read(name) for name in self.NAMES}
+        self.rows = {name: [r for r in rows.get(name, []) if int(r["step"]) <= keep_until_step] for name in self.NAMES}
+        if self.dir is None:
+            return
+        for name, kept in self.rows.items():
+            path = self._path(name)
+            path.unlink(missing_ok=True)
+            if kept:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in kept for k in r)))
+                    w.writeheader()
+                    w.writerows(kept)
+        (self.dir / "metrics.json").unlink(missing_ok=True)
+
+    def _read(self, name: str) -> list[dict[str, Any]]:
+        path = None if self.dir is None else self._path(name)
+        if path is None or not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return [{k: (float(v) if k != "step" else int(v)) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+    def append(self, name: str, step: int, metrics: Mapping[str, float]) -> None:
+        if self.dir is None:
+            return
+        row = {"step": step, **{k.split("/", 1)[-1]: round_metric(v) for k, v in metrics.items()}}
+        self.rows[name].append(row)
+        w = self._writers.get(name)
+        if w is None:
+            path = self._path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            header = None
+            if path.exists() and path.stat().st_size > 0:
+                with open(path, newline="") as f:
+                    header = next(csv.reader(f), None)
+            if header and all(k in header for k in row):
+                fh = open(path, "a", newline="", buffering=1)  # line-buffered: rows reach the file as they come
+                w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
+            else:  # a new file, or new columns: (re)write it with the rows so far
+                fh = open(path, "w", newline="", buffering=1)
+                w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys([*(header or []), *row])), extrasaction="ignore")
+                w.writeheader()
+                w.writerows(self.rows[name][:-1])
+            self._files[name], self._writers[name] = fh, w
+        w.writerow(row)
+
+    def flush(self) -> None:
+        for fh in self._files.values():
+            fh.flush()
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        if self.dir is None:
+            return
+        with atomic_output(self.dir / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+        self._writers.clear()
+
+
+class RunFolder(TrainHooks):
+    """:class:`hrm.train.TrainHooks` writing the run folder (see the module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, say: Callable[[str], None]):
+        self.cfg = cfg
+        self.say = say
+        self.rank = 0
+        self.ckpt_dir = checkpoint_dir(cfg)
+        self.state_path = self.ckpt_dir / STATE_NAME if self.ckpt_dir else None
+        self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
+        self.files = MetricsFiles(None)
+        self.total_steps = 0
+        self.forward_dtype = cfg.forward_dtype
+        self.wandb_id: str | None = None
+        self.run = None
+        self.bar = None
+
+    # -- resume or start over
+    def resume(self, key: Mapping[str, Any], total_steps: int) -> Mapping[str, Any] | None:
+        # The first hook: train() has joined the torchrun group (if any) by now.
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        if self.rank != 0:
+            self.say = lambda s: None
+        self.files = MetricsFiles(self.out_dir if self.rank == 0 else None)
+        self.total_steps = total_steps
+        saved = self._load(key, total_steps)
+        if saved is None:
+            if self.rank == 0 and self.ckpt_dir is not None and self.ckpt_dir.exists():
+                for _, f in step_files(self.ckpt_dir):
+                    f.unlink()
+                for name in (STATE_NAME, CONFIG_NAME):
+                    (self.ckpt_dir / name).unlink(missing_ok=True)
+            self.files.start(None, keep_until_step=None)
+            return None
+        own = saved["history"]
+        self.wandb_id = own.get("wandb_id")
+        self.last_checkpoint = Path(own["last_checkpoint"]) if own.get("last_checkpoint") else None
+        self.say(f"resuming from {self.state_path} at step {saved['step']}/{total_steps} "
+                 f"(block {saved['block']}, step {saved['step_in_block']} in block)")
+        self.files.start(saved.get("plot_rows"), keep_until_step=saved["step"])
+        return saved
+
+    def _load(self, key: Mapping[str, Any], total_steps: int) -> Mapping[str, Any] | None:
+        if self.state_path is None or not self.state_path.is_file() or not self.cfg.resume:
+            return None
+        try:
+            saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - an unreadable state means starting over, not a crash
+            self.say(f"{self.state_path}: cannot read the saved training state ({type(e).__name__}: {e}); starting over")
+            return None
+        if not saved:
+            return None
+        reason = why_not_resumable(saved, key, total_steps)
+        if reason:
+            self.say(f"{self.state_path}: {reason}; starting over")
+            return None
+        return saved
+
+    # -- the run
+    def start(self, state: TrainState, run_config: Mapping[str, Any], num_params: int) -> None:
+        self.forward_dtype = state.model.config.forward_dtype
+        if self.rank != 0:
+            return
+        self.run = init_wandb(self.cfg.wandb_mode, self.out_dir, self.cfg.project_name, self.cfg.run_name,
+                              {**official_config(self.cfg, self.forward_dtype), **run_config}, job_type="train", run_id=self.wandb_id)
+        if self.run is not None:
+            self.wandb_id = self.run.id
+            if state.step == 0:
+                self.run.log({"num_params": num_params}, step=0)
+        if self.cfg.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True, smoothing=0.05,
+                            desc="train", file=sys.stderr)
+
+    def _note(self, message: str) -> None:
+        (self.bar.write if self.bar is not None else self.say)(message)
+
+    def step(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.rank != 0:
+            return
+        self.files.append("train", step, metrics)
+        if self.run is not None:
+            self.run.log(dict(metrics), step=step)
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            if step % 10 == 0 or step == self.total_steps:
+                self.bar.set_postfix(loss=f"{metrics['train/lm_loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}",
+                                     exact=f"{metrics['train/exact_accuracy']:.3f}", lr=f"{metrics['train/lr']:.2e}", refresh=False)
+
+    def evaluated(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.rank != 0:
+            return
+        self.files.append("eval", step, metrics)
+        if self.run is not None:
+            self.run.log(dict(metrics), step=step)
+        msg = " ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in metrics.items() if k != "eval/count")
+        self._note(f"step {step}/{self.total_steps} eval ({int(metrics.get('eval/count', 0))} puzzles): {msg}")
+
+    def checkpoint(self, step: int, model) -> None:
+        if self.rank != 0 or self.ckpt_dir is None:
+            return
+        t0 = time.perf_counter()
+        self.last_checkpoint = save_checkpoint(model, self.ckpt_dir / f"step_{step}", extra_config=official_config(self.cfg, self.forward_dtype))
+        if self.cfg.keep_checkpoints:
+            for _, f in step_files(self.ckpt_dir)[: -self.cfg.keep_checkpoints]:
+                f.unlink()
+        self._note(f"saved {self.last_checkpoint} ({self.last_checkpoint.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s)")
+
+    def save(self, snapshot: Mapping[str, Any] | None, state: TrainState, stopped: bool) -> None:
+        if snapshot is None or self.state_path is None:
+            return
+        snapshot = {**snapshot, "history": {**snapshot["history"], "wandb_id": self.wandb_id,
+                                            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None},
+                    "plot_rows": self.files.rows}
+        atomic_write(self.state_path, lambda tmp: torch.save(snapshot, tmp))
+        if stopped:
+            self.say(f"stopped at step {state.step}/{self.total_steps}; state saved to {self.state_path} "
+                     "(run the same command to continue)")
+            return
+        self.files.flush()
+        self.files.write_summary(state.summary(self.cfg, self.total_steps))
+
+    def close(self, state: TrainState, finished: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.files.close()
+        if self.run is not None:
+            if not finished:
+                self.run.summary["interrupted"] = True
+            self.run.finish()
+
+
+def run(cfg: TrainConfig, *, dataset: Any | None = None, eval_dataset: Any | None = None,
+        callback: Callable[[int, dict[str, float]], None] | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train per ``cfg`` into its run folder (``cfg.output_dir``), continuing a matching saved run; see the module docstring."""
+    say = log or functools.partial(stage_log, "train")
+    folder = RunFolder(cfg, say)
+    result = train(cfg, dataset=dataset, eval_dataset=eval_dataset, hooks=folder, callback=callback, log=say)
+    if folder.rank == 0 and not result.interrupted:
+        folder.files.write_summary(result.metrics)
+        say(f"done: {result.step} steps in {result.metrics['train_seconds']:.0f} s"
+            + (f"; last checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    return result
