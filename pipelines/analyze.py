@@ -31,12 +31,14 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, json_ready, log
+from pipelines.io import StageError, atomic_output, claim_output, json_ready, log, owns_pattern
 from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints, resolve_device
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
 
 STAGE = "analyze"
+# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
+OWNS = owns_pattern(r"(traces|puzzles|multistability|landscape)\.parquet|metrics\.json|run\.json|report\.md|plots")
 FIGURES = {
     "residuals": "Residual vs segment",
     "critical": "Critical step",
@@ -146,6 +148,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     bad = [i for i in selected if not 0 <= i < ds.num_examples]
     if bad:
         raise StageError(f"{ds.dataset_dir}: --puzzle-index {bad} outside the {split} split's rows 0..{ds.num_examples - 1}")
+    claim_output(output, OWNS, STAGE)
     model = load_sudoku_model(checkpoint_file, resolve_device(device), None if forward_dtype == "config" else forward_dtype)
     check_dataset_encoding(ds, checkpoint_file, model.config)
     cfg = model.config
@@ -166,7 +169,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         "seed": seed, "segments": s_count, "h_cycles": cfg.H_cycles, "hidden_size": cfg.hidden_size,
         "device": str(model.device), "forward_dtype": str(cfg.forward_dtype if forward_dtype == "config" else forward_dtype),
     }
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
         tmp.mkdir(parents=True)
         (tmp / "plots").mkdir()
         metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip, progress,

@@ -23,7 +23,10 @@ from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, input_records, read_lineage, read_subsample,
     stage_rng, write_examples, write_json,
 )
-from pipelines.io import StageError, atomic_output, log
+from pipelines.io import StageError, atomic_output, log, owns_pattern
+
+# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
+OWNS = owns_pattern(r"(train|test)\.arrow|lineage\.json")
 
 
 def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None) -> pl.DataFrame:
@@ -50,7 +53,7 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
     stage = "augment"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output)
+    check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
     names = [f"{split}.parquet" for split in SPLITS]
     tables = {split: read_subsample(input_dir / f"{split}.parquet", stage) for split in SPLITS}
@@ -60,7 +63,7 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     lineage[stage] = {"params": {"seed": seed, "num_aug": num_aug}, "inputs": input_records(input_dir, names),
                       "rows_per_group": {"train": 1 + num_aug, "test": 1}, "outputs": {}}
 
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for split in SPLITS:
             t0 = time.perf_counter()

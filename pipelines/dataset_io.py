@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from hrm import rng
-from pipelines.io import StageError, human_bytes, log, read_table
+from pipelines.io import Owns, StageError, claim_output, human_bytes, log, read_table
 from schemas.manifest import file_sha256
 
 SPLITS = ("train", "test")
@@ -44,15 +44,15 @@ def stage_rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng([STREAMS[stream], seed])
 
 
-def check_dirs(stage: str, input_dir: Path, output: Path) -> None:
+def check_dirs(stage: str, input_dir: Path, output: Path, own: Owns) -> None:
+    """The input exists, the output is apart from it and holds nothing but this stage's files (``own``)."""
     if not input_dir.is_dir():
         raise StageError(f"{input_dir}: input directory not found (run the stage before `hrm {stage}`)")
     inp, out = input_dir.resolve(), output.resolve()
     if out == inp or inp in out.parents or out in inp.parents:
         raise StageError(f"{output}: the output must not be the input directory, inside it or above it "
                          "(the output is replaced as a whole; inputs are never modified)")
-    if output.exists() and not output.is_dir():
-        raise StageError(f"{output}: exists and is not a directory")
+    claim_output(output, own, stage)
 
 
 def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:

@@ -32,13 +32,15 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from pipelines.io import StageError, atomic_output, json_ready, log
+from pipelines.io import StageError, atomic_output, claim_output, json_ready, log, owns_pattern
 from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints, resolve_device
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
 
 STAGE = "evaluate"
+# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
+OWNS = owns_pattern(r"metrics\.json|run\.json|report\.md|puzzles\.parquet|plots|wandb")
 PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks", "reliability_q_halt",
          "reliability_cells", "tiers")
 
@@ -312,6 +314,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     ds = open_split(dataset, variant, split)
     dataset_dir = ds.dataset_dir
     data = load_split(ds, test_size, seed, files[0], models[0].config)
+    claim_output(output, OWNS, STAGE)
     n = len(data["rows"])
     log(STAGE, f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
         f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}")
@@ -354,7 +357,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 
     import polars as pl
 
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         for name in PLOTS:

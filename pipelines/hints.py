@@ -30,7 +30,10 @@ from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, examples_record, input_records,
     read_examples, read_lineage, rows_per_group, stage_rng, upstream_outputs, write_examples, write_json,
 )
-from pipelines.io import StageError, atomic_output, log
+from pipelines.io import StageError, atomic_output, log, owns_pattern
+
+# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
+OWNS = owns_pattern(r"(train|test)\.arrow|lineage\.json")
 
 
 def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
@@ -53,7 +56,7 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     """Add an easier copy (extra givens from the answer) after every train example."""
     stage = "hints"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output)
+    check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
     names = [f"{split}{EXAMPLES_SUFFIX}" for split in SPLITS]
     expected = {split: rows_per_group(lineage, split) for split in SPLITS}
@@ -65,7 +68,7 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     lineage[stage] = {"params": {"seed": seed, "enabled": enabled}, "inputs": input_records(input_dir, names),
                       "outputs": {}}
 
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for split, name in zip(SPLITS, names):
             target, shown = tmp / name, output / name

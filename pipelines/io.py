@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 import numpy as np
@@ -62,26 +65,109 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it onto ``final`` only on success.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
-    Works for files and directories. On any failure (Ctrl-C included) the temporary
-    path is removed and whatever was at ``final`` before stays untouched.
+
+def remove_leftovers(final: Path) -> list[Path]:
+    """Remove the temporaries of ``final`` (``.NAME.tmp-PID-XXXXXXXX``) left by runs that were killed; returns them."""
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.tmp-(\d+)-[0-9a-f]{{8}}$")
+    gone = []
+    if final.parent.is_dir():
+        for p in final.parent.iterdir():
+            m = pattern.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                _remove(p)
+                gone.append(p)
+    return gone
+
+
+# DVC writes a .gitignore beside the outputs it tracks one by one: any stage's output folder may hold one.
+_DVC_FILES = frozenset({".gitignore"})
+Owns = Callable[[Path], bool]
+
+
+def owns_pattern(regex: str) -> Owns:
+    """An ``own`` rule: the entries whose name matches ``regex`` (fully)."""
+    compiled = re.compile(regex)
+    return lambda p: compiled.fullmatch(p.name) is not None
+
+
+def claim_output(final: str | os.PathLike, own: Owns, stage: str) -> None:
+    """Refuse an output folder that holds anything the stage does not write itself.
+
+    ``own(entry)`` says whether a top-level entry of the folder is one of the stage's outputs
+    (the stage replaces those, and only those, as a whole). A user's files, another stage's
+    output or a git checkout in ``final`` end the command with one message, before any work.
     """
     final = Path(final)
+    if not final.exists() and not final.is_symlink():
+        return
+    if not final.is_dir() or final.is_symlink():
+        raise StageError(f"{final}: exists and is not a directory; choose a new --output directory")
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in final.iterdir() if p.name not in _DVC_FILES and not own(p))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+        raise StageError(f"{final}: refusing to replace this folder: it holds files `hrm {stage}` does not write ({shown}); "
+                         "choose an empty or new --output folder")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike, *, own: Owns | None = None, stage: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; put it in place of ``final`` only on success.
+
+    Works for files and directories. On any failure (Ctrl-C included) the temporary path is
+    removed and whatever was at ``final`` before stays untouched. A directory replaces an
+    existing one in a single exchange, so at every instant the complete old or the complete
+    new output is at ``final``. An existing directory is replaced only when ``own`` (see
+    :func:`claim_output`) owns every entry in it. Temporaries of killed runs are removed first.
+    """
+    final = Path(final)
+    if final.is_dir():
+        if own is None:
+            raise StageError(f"{final}: is a folder; refusing to replace it")
+        claim_output(final, own, stage)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     tmp = _temp_sibling(final)
     try:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written for {final}")
         if tmp.is_dir() and final.exists():
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            old = _temp_sibling(final)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
+            if own is not None:
+                claim_output(final, own, stage)  # again: something may have appeared while the stage ran
+            for name in _DVC_FILES:  # DVC's files stay
+                if (final / name).is_file() and not (tmp / name).exists():
+                    shutil.copy2(final / name, tmp / name)
+            if _exchange(tmp, final):
+                _remove(tmp)  # the old output, now at the temporary's name
+            else:  # a directory cannot be renamed over a non-empty one: move the old one aside first
+                old = _temp_sibling(final)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                _remove(old)
         else:
             os.replace(tmp, final)
     except BaseException:

@@ -206,8 +206,10 @@ def plan_upload(directory: Path, manifest: dict, card: str) -> list[tuple[str, P
 
 
 def write_folder(plan: list[tuple[str, Path | bytes, int]], out: Path) -> None:
-    """Write the folder the commit would create (hard links for shards where possible)."""
-    with atomic_output(out) as tmp:
+    """Write the folder the commit would create (hard links for shards where possible); an existing
+    folder is replaced only when it holds nothing but such files."""
+    top = {path_in_repo.split("/", 1)[0] for path_in_repo, _, _ in plan}
+    with atomic_output(out, own=lambda entry: entry.name in top, stage="publish") as tmp:
         tmp.mkdir(parents=True)
         for path_in_repo, source, _ in plan:
             dest = tmp / path_in_repo

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ import numpy as np
 import polars as pl
 
 from pipelines.io import (
-    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, human_bytes, iter_table_batches, log, read_table,
-    write_parquet,
+    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
+    read_table, write_parquet,
 )
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, validate_raw
 
@@ -42,8 +41,8 @@ DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
 # Commit of sapientinc/sudoku-extreme holding train.csv (3,831,994 rows) and test.csv
 # (422,786 rows); the revision public reproductions pin. `--hf-revision main` follows the branch.
 DEFAULT_HF_REVISION = "58942f96baeb572ca3127e2a9e9c70f330783d6b"
-# DVC writes a .gitignore beside outputs listed one by one; it is kept across runs.
-_OWN_FILES = re.compile(r"^(train\.parquet|test\.parquet|stats\.json|rejected-(train|test)\.parquet|\.gitignore)$")
+# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
+OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|rejected-(train|test)\.parquet")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -64,19 +63,6 @@ def derive_seeds(seed: int) -> dict[str, int]:
     """Independent generator seeds for the splits, derived from one ``--seed``."""
     children = np.random.SeedSequence(seed).spawn(len(SPLITS))
     return {split: int(child.generate_state(1, dtype=np.uint32)[0]) for split, child in zip(SPLITS, children)}
-
-
-def _check_output_dir(output: Path) -> None:
-    if output.exists() and not output.is_dir():
-        raise StageError(f"{output}: exists and is not a directory")
-    if output.is_dir():
-        foreign = sorted(p.name for p in output.iterdir() if not _OWN_FILES.match(p.name))
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise StageError(
-                f"{output}: refusing to replace this directory, it holds files `hrm raw` does not write "
-                f"({shown}); choose an empty or new --output directory"
-            )
 
 
 def _env_true(name: str) -> bool:
@@ -402,13 +388,11 @@ def raw(
     }[source])
     if ignored:
         log("raw", f"note: ignored with --source {source}: {', '.join(ignored)}")
-    _check_output_dir(output)
+    claim_output(output, OWNS, "raw")
 
     stats: dict = {"source": source, "check_unique": check_unique, "on_invalid": on_invalid}
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage="raw") as tmp:
         tmp.mkdir(parents=True)
-        if (output / ".gitignore").is_file():
-            shutil.copy2(output / ".gitignore", tmp / ".gitignore")
         if source == "builtin":
             inputs, stats["builtin"] = _builtin_inputs(train_size, test_size, seed, min_blanks, max_blanks, min_rating)
         elif source == "csv":

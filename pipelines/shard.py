@@ -50,6 +50,13 @@ BATCH_ROWS = 16_384  # rows per Arrow record batch inside a shard
 MIB = 1 << 20
 
 
+
+def OWNS(entry: Path) -> bool:  # noqa: N802 - the stages' own-files rule, named alike in every stage
+    """What the stage writes in its output folder (it replaces that, and refuses a folder holding anything else):
+    datasets.json and dataset folders, also those of other params (they hold a manifest.json)."""
+    return entry.name == DATASETS_INDEX or (entry.is_dir() and (entry / MANIFEST).is_file())
+
+
 def _fixed_row_bytes(schema: pa.Schema) -> int:
     """Bytes a row takes whatever its strings: numbers and arrays, a bool (rounded up), string offsets."""
     size = 0
@@ -199,7 +206,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     """Write the vanilla (and hint) datasets as Arrow shards with a dataset card and manifest."""
     stage = "shard"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output)
+    check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
     names = dataset_names(lineage)
     max_bytes = int(shard_max_mb * MIB)
@@ -221,7 +228,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     }
     test_capped = (sub.get("groups") or {}).get("test") != (sub.get("raw_rows") or {}).get("test")
 
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         kinds = [("hint", names["hint"])] if names["hint"] else []
         kinds.append(("vanilla", names["vanilla"]))

@@ -25,10 +25,13 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import LINEAGE, SPLITS, check_dirs, input_records, stage_rng, write_json
-from pipelines.io import StageError, atomic_output, human_bytes, log, read_table
+from pipelines.io import StageError, atomic_output, human_bytes, log, owns_pattern, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
 SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=False)
+
+# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
+OWNS = owns_pattern(r"(train|test)\.parquet|lineage\.json")
 
 
 def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
@@ -109,7 +112,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     """Draw the train puzzles (and cap the test split) that the datasets are built from."""
     stage = "subsample"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output)
+    check_dirs(stage, input_dir, output, OWNS)
     from hrm.build import cap_indices, subsample_indices
 
     names = [f"{split}.parquet" for split in SPLITS]
@@ -132,7 +135,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
             "groups": {split: len(idx) for split, idx in picks.items()},
         },
     }
-    with atomic_output(output) as tmp:
+    with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for split in SPLITS:
             write_table(picked[split], tmp / f"{split}.parquet", stage, output / f"{split}.parquet")
