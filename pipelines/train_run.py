@@ -15,25 +15,30 @@ the stage); different settings or a complete run start over.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
 
 from hrm.model import atomic_write, save_checkpoint, step_files
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import atomic_output
+from pipelines.io import StageError, atomic_output
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "all_config.yaml"
+PREVIOUS_RUNS = "previous-runs"  # OUT/previous-runs/N: an earlier run's files, moved aside when a run starts over
+LOCK_NAME = ".train.lock"  # held by the process writing the run folder
 
 
 def checkpoint_dir(cfg: TrainConfig) -> Path | None:
@@ -187,11 +192,10 @@ class RunFolder(TrainHooks):
         self.total_steps = total_steps
         saved = self._load(key, total_steps)
         if saved is None:
-            if self.rank == 0 and self.ckpt_dir is not None and self.ckpt_dir.exists():
-                for _, f in step_files(self.ckpt_dir):
-                    f.unlink()
-                for name in (STATE_NAME, CONFIG_NAME):
-                    (self.ckpt_dir / name).unlink(missing_ok=True)
+            if self.rank == 0:
+                moved = self._move_previous_run()
+                if moved is not None:
+                    self.say(f"starting over: the previous run's files are kept in {moved}")
             self.files.start(None, keep_until_step=None)
             return None
         own = saved["history"]
@@ -201,6 +205,25 @@ class RunFolder(TrainHooks):
                  f"(block {saved['block']}, step {saved['step_in_block']} in block)")
         self.files.start(saved.get("plot_rows"), keep_until_step=saved["step"])
         return saved
+
+    def _move_previous_run(self) -> Path | None:
+        """Move the files of an earlier run (step_N, train_state.pt, all_config.yaml, metrics, plots) to
+        OUT/previous-runs/N, keeping their layout; None when there are none. Nothing of a user's run is deleted."""
+        old: list[tuple[Path, Path]] = []
+        if self.ckpt_dir is not None:
+            old += [(f, Path(self.ckpt_dir.name) / f.name) for _, f in step_files(self.ckpt_dir)]
+            old += [(self.ckpt_dir / n, Path(self.ckpt_dir.name) / n) for n in (STATE_NAME, CONFIG_NAME) if (self.ckpt_dir / n).is_file()]
+        if self.out_dir is not None:
+            old += [(self.out_dir / n, Path(n)) for n in ("metrics.json", "plots/train.csv", "plots/eval.csv") if (self.out_dir / n).is_file()]
+        if not old:
+            return None
+        base = (self.out_dir if self.out_dir is not None else self.ckpt_dir.parent) / PREVIOUS_RUNS
+        taken = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+        dest = base / str(max(taken, default=0) + 1)
+        for src, rel in old:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest / rel)
+        return dest
 
     def _load(self, key: Mapping[str, Any], total_steps: int) -> Mapping[str, Any] | None:
         if self.state_path is None or not self.state_path.is_file() or not self.cfg.resume:
@@ -298,9 +321,36 @@ def run(cfg: TrainConfig, *, dataset: Any | None = None, eval_dataset: Any | Non
     """Train per ``cfg`` into its run folder (``cfg.output_dir``), continuing a matching saved run; see the module docstring."""
     say = log or functools.partial(stage_log, "train")
     folder = RunFolder(cfg, say)
-    result = train(cfg, dataset=dataset, eval_dataset=eval_dataset, hooks=folder, callback=callback, log=say)
+    lock_dir = Path(cfg.output_dir) if cfg.output_dir else checkpoint_dir(cfg)
+    with run_lock(lock_dir if int(os.environ.get("RANK", "0")) == 0 else None):
+        result = train(cfg, dataset=dataset, eval_dataset=eval_dataset, hooks=folder, callback=callback, log=say)
     if folder.rank == 0 and not result.interrupted:
         folder.files.write_summary(result.metrics)
         say(f"done: {result.step} steps in {result.metrics['train_seconds']:.0f} s"
             + (f"; last checkpoint {result.checkpoint}" if result.checkpoint else ""))
     return result
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path | None) -> Iterator[None]:
+    """Hold the run folder's lock (a second process writing the same run is refused); None: no lock."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / LOCK_NAME, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise StageError(f"{folder}: another `hrm train` ({holder}) is writing this run folder; wait for it to end, "
+                             "or choose another --output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock; the file stays (removing it could let two processes lock two files)

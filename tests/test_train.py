@@ -263,6 +263,40 @@ def test_changed_settings_start_over(hint_dir, tmp_path):
     assert not any("resuming" in m for m in logs)
 
 
+def test_starting_over_moves_the_previous_run_aside(hint_dir, tmp_path):
+    """A run that cannot be continued starts over without deleting the old one: its files move to
+    OUT/previous-runs/N, named in the message, byte for byte."""
+    from pipelines.train_run import PREVIOUS_RUNS
+
+    train(tiny_cfg(hint_dir, tmp_path, epochs=2), log=quiet)
+    old = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
+           if p.is_file() and "wandb" not in p.parts and p.name != ".train.lock"}
+    assert {str(p) for p in old} >= {"checkpoints/step_6", "checkpoints/train_state.pt", "checkpoints/all_config.yaml",
+                                      "metrics.json", "plots/train.csv", "plots/eval.csv"}
+    logs = []
+    train(tiny_cfg(hint_dir, tmp_path, epochs=2, lr=1e-3), log=logs.append)
+    kept = tmp_path / PREVIOUS_RUNS / "1"
+    assert any(f"previous run's files are kept in {kept}" in m for m in logs)
+    assert {p: (kept / p).read_bytes() for p in old} == old
+    assert (tmp_path / "checkpoints" / "step_6").read_bytes() != old[Path("checkpoints/step_6")]  # the new run's
+    train(tiny_cfg(hint_dir, tmp_path, epochs=2, lr=2e-3), log=quiet)
+    assert (tmp_path / PREVIOUS_RUNS / "2" / "checkpoints" / "step_6").is_file()
+
+
+def test_a_second_process_on_the_same_run_is_refused(data, hint_dir, tmp_path):
+    from pipelines.io import StageError
+    from pipelines.train_run import run_lock
+
+    with run_lock(tmp_path):  # as another `hrm train` holds it
+        with pytest.raises(StageError, match=f"{tmp_path}: another `hrm train` \\(pid {os.getpid()}\\) is writing"):
+            train(tiny_cfg(hint_dir, tmp_path, epochs=2), log=quiet)
+        result = CliRunner().invoke(cli, ["train", "--dataset", str(data), "--output", str(tmp_path), *TINY_FLAGS, "--epochs", "2",
+                                          "--eval-interval", "2", "--global-batch-size", "8", "--no-progress"])
+        assert result.exit_code == 1 and "is writing this run folder" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "checkpoints").exists()
+    assert train(tiny_cfg(hint_dir, tmp_path, epochs=2), log=quiet).step == 6  # free again
+
+
 def test_config_errors(hint_dir, tmp_path):
     with pytest.raises(TrainError, match="eval_interval"):
         tiny_cfg(hint_dir, tmp_path, epochs=5, eval_interval=2)
