@@ -7,7 +7,9 @@ artifact's data, created with GTO's API (``gto show``, ``dvc artifacts get . NAM
 read it as is). Its message ends with one line ``hrm-registry: {json}``, the record:
 
 - ``content``: ``sha256:`` of the sorted lines ``path<TAB>bytes<TAB>sha256`` of every file of
-  the artifact (for a dataset: its shards, ``manifest.json`` and ``README.md``), and ``files``,
+  the artifact (for a dataset: its shards, ``manifest.json`` and ``README.md``; for a model: its
+  ``step_N``, their ``step_N.sha256``, ``all_config.yaml`` and ``metrics.json``, never the
+  training state, ``run.json`` or ``wandb/``, which differ between identical runs), and ``files``,
   those sizes and hashes per file (so ``verify`` names the file that changed);
 - dataset: name, kind, rows / groups / variants per split, params, raw source and revision,
   and the upstream hashes (the hints tables it was cut from, the raw files);
@@ -258,8 +260,8 @@ def check_dataset(directory: Path) -> tuple[dict, dict[str, dict], list[str]]:
                             f"would read it)")
     if CARD not in files:
         problems.append(f"{directory / CARD}: missing (the dataset card)")
-    # A missing shard is listed above, with the stray files.
-    problems += [p.message for p in dataset_problems(directory)[1] if p.kind != "missing"]
+    # Missing and stray shards are listed above.
+    problems += [p.message for p in dataset_problems(directory)[1] if p.kind not in ("missing", "stray")]
     return manifest, files, problems
 
 
@@ -293,6 +295,45 @@ def _find_config(directory: Path) -> Path | None:
             return candidate
     found = sorted(directory.rglob("all_config.yaml"))
     return found[0] if found else None
+
+
+def model_files(directory: Path) -> list[str]:
+    """The files that are the model (hashed into its content): its checkpoint folder's step_N, their
+    step_N.sha256 and all_config.yaml, and metrics.json. Not the training state, run.json, wandb/,
+    plots/ or previous-runs/: they are not deterministic, or not the model, and the train stage keeps
+    them outside its DVC outputs, so a rebuilt model (`dvc repro -f train`) has the same content."""
+    config = _find_config(directory)
+    if config is None:
+        return _walk(directory)
+    folder = config.parent
+    names = [n for n in _walk(folder)
+             if n == config.name or _STEP.match(n) or (n.endswith(".sha256") and _STEP.match(n[: -len(".sha256")]))]
+    names = [(folder / n).relative_to(directory).as_posix() for n in names]
+    if (directory / "metrics.json").is_file() and "metrics.json" not in names:
+        names.append("metrics.json")
+    return sorted(names)
+
+
+def checkpoint_problems(directory: Path) -> list[str]:
+    """Each step_N of the model whose bytes differ from its step_N.sha256 (hrm.model.read_verified's rule)."""
+    from hrm.model.checkpoint import CheckpointError, hash_file, recorded_sha256
+
+    config = _find_config(directory)
+    if config is None:
+        return []
+    problems = []
+    for p in sorted(config.parent.iterdir()):
+        if not (p.is_file() and _STEP.match(p.name)):
+            continue
+        try:
+            want = recorded_sha256(p)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        if want is not None and (got := file_sha256(p)) != want:
+            problems.append(f"{p}: content does not match its recorded sha256 (corrupt or modified): "
+                            f"{hash_file(p).name} records {want}, the file has {got}")
+    return problems
 
 
 def resolve_data_path(root: Path, data_path: str) -> Path | None:
@@ -380,8 +421,10 @@ def artifact_record(root: Path, art: Artifact, versions: dict[str, list[Version]
         if directory.is_file():
             files = {directory.name: {"bytes": directory.stat().st_size, "sha256": file_sha256(directory)}}
         else:
-            files = hash_files(directory, _walk(directory))
+            files = hash_files(directory, model_files(directory))
             record.update(model_summary(root, directory, versions, artifacts))
+            if deep and (problems := checkpoint_problems(directory)):
+                raise StageError(f"{art.name} ({directory}) fails verification:\n  - " + "\n  - ".join(problems))
     record["content"] = content_hash(files)
     record["bytes"] = sum(f["bytes"] for f in files.values())
     record["files"] = files
@@ -769,7 +812,7 @@ def verify_cmd(root: Path, spec: str) -> None:
     if art.type == "dataset":
         _, files, problems = check_dataset(directory)
     else:
-        files = hash_files(directory, _walk(directory)) if directory.is_dir() else \
+        files = hash_files(directory, model_files(directory)) if directory.is_dir() else \
             {directory.name: {"bytes": directory.stat().st_size, "sha256": file_sha256(directory)}}
         if directory.is_dir():
             try:
@@ -778,6 +821,7 @@ def verify_cmd(root: Path, spec: str) -> None:
                     problems.append(f"{directory}: no step_N checkpoint next to {summary['config']}")
             except StageError as exc:
                 problems.append(exc.message)
+            problems += checkpoint_problems(directory)
     content = content_hash(files)
     target = None
     if version is not None:
@@ -850,7 +894,7 @@ def fetch_version(root: Path, spec: str, out: Path, force: bool = False) -> tupl
         raise StageError(f"cannot fetch {v.tag} with DVC: {exc} (is it pushed to the DVC remote? `dvc push`)") \
             from None
     record = v.record or {}
-    files = hash_files(out, _walk(out)) if out.is_dir() else \
+    files = hash_files(out, model_files(out) if art.type == "model" else _walk(out)) if out.is_dir() else \
         {out.name: {"bytes": out.stat().st_size, "sha256": file_sha256(out)}}
     if record.get("content") and content_hash(files) != record["content"]:
         raise StageError(f"{out}: fetched content {content_hash(files)} differs from {v.tag}'s "

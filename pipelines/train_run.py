@@ -1,16 +1,23 @@
 """The run folder of ``hrm train``: what a training run leaves on disk (rank 0 writes, every rank reads).
 
     OUT/checkpoints/step_N           official-format state dicts, one per due checkpoint
+    OUT/checkpoints/step_N.sha256    its content hash, checked before every use (hrm.model.read_verified)
     OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...)
-    OUT/checkpoints/train_state.pt   the snapshot of hrm.train.TrainState, plus this folder's own resume data
-    OUT/metrics.json                 the run's summary (``dvc metrics show``)
+    OUT/train_state.pt (+ .sha256)   the snapshot of hrm.train.TrainState, plus this folder's own resume data
+    OUT/metrics.json                 the run's summary (``dvc metrics show``): deterministic, no timings
+    OUT/run.json                     what is not deterministic: train_seconds, the W&B run id
     OUT/plots/train.csv, eval.csv    per-step train and per-evaluation eval metrics (``dvc plots show``)
     OUT/wandb/                       W&B files, when wandb_mode is online or offline
 
 :func:`run` trains with :func:`hrm.train.train` and :class:`RunFolder` as its hooks. The same
 call again continues from ``train_state.pt`` when its settings match (a resumed run rewrites
 the CSVs from the rows saved in the state, since ``dvc repro`` deletes them before it reruns
-the stage); different settings or a complete run start over.
+the stage); different settings, a complete run, or a state whose bytes do not match its
+sha256 (or that has none) start over, the previous run moved aside to OUT/previous-runs/N.
+
+Only ``checkpoints/`` (step_N, their hashes, all_config.yaml), metrics.json and the CSVs are
+DVC outputs: all deterministic, so ``dvc repro -f train`` gives byte-identical outputs. The
+training state, run.json and wandb/ live beside them, outside every hashed output.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import contextlib
 import csv
 import fcntl
 import functools
+import io
 import json
 import os
 import sys
@@ -29,13 +37,15 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 import torch.distributed as dist
 
-from hrm.model import atomic_write, save_checkpoint, step_files
+from hrm.model import CheckpointError, hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
 from pipelines.io import StageError, atomic_output
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 
-STATE_NAME = "train_state.pt"
+STATE_NAME = "train_state.pt"  # OUT/train_state.pt: outside checkpoints/ (the DVC output), it is not deterministic
+RUN_INFO_NAME = "run.json"  # OUT/run.json: train_seconds, W&B id (not a DVC output)
+NOT_DETERMINISTIC = ("train_seconds",)  # summary keys kept out of metrics.json
 CONFIG_NAME = "all_config.yaml"
 PREVIOUS_RUNS = "previous-runs"  # OUT/previous-runs/N: an earlier run's files, moved aside when a run starts over
 LOCK_NAME = ".train.lock"  # held by the process writing the run folder
@@ -47,6 +57,14 @@ def checkpoint_dir(cfg: TrainConfig) -> Path | None:
     if cfg.output_dir:
         return Path(cfg.output_dir) / "checkpoints"
     return None
+
+
+def state_path(cfg: TrainConfig) -> Path | None:
+    """Where the training state lives: OUT/train_state.pt (without an output folder: beside the checkpoints)."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir) / STATE_NAME
+    ckpt = checkpoint_dir(cfg)
+    return ckpt / STATE_NAME if ckpt else None
 
 
 def official_config(cfg: TrainConfig, forward_dtype: str) -> dict[str, Any]:
@@ -116,6 +134,7 @@ class MetricsFiles:
                     w.writeheader()
                     w.writerows(kept)
         (self.dir / "metrics.json").unlink(missing_ok=True)
+        (self.dir / RUN_INFO_NAME).unlink(missing_ok=True)
 
     def _read(self, name: str) -> list[dict[str, Any]]:
         path = None if self.dir is None else self._path(name)
@@ -152,11 +171,16 @@ class MetricsFiles:
         for fh in self._files.values():
             fh.flush()
 
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
+    def write_summary(self, summary: Mapping[str, Any], run_info: Mapping[str, Any] | None = None) -> None:
+        """metrics.json: the summary less its timings (byte-identical for the same run); run.json: those and ``run_info``."""
         if self.dir is None:
             return
+        metrics = {k: v for k, v in summary.items() if k not in NOT_DETERMINISTIC}
+        info = {**{k: summary[k] for k in NOT_DETERMINISTIC if k in summary}, **(run_info or {})}
         with atomic_output(self.dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+            tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+        with atomic_output(self.dir / RUN_INFO_NAME) as tmp:
+            tmp.write_text(json.dumps(info, indent=2, sort_keys=False) + "\n")
 
     def close(self) -> None:
         for fh in self._files.values():
@@ -173,7 +197,7 @@ class RunFolder(TrainHooks):
         self.say = say
         self.rank = 0
         self.ckpt_dir = checkpoint_dir(cfg)
-        self.state_path = self.ckpt_dir / STATE_NAME if self.ckpt_dir else None
+        self.state_path = state_path(cfg)
         self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
         self.files = MetricsFiles(None)
         self.total_steps = 0
@@ -207,14 +231,18 @@ class RunFolder(TrainHooks):
         return saved
 
     def _move_previous_run(self) -> Path | None:
-        """Move the files of an earlier run (step_N, train_state.pt, all_config.yaml, metrics, plots) to
-        OUT/previous-runs/N, keeping their layout; None when there are none. Nothing of a user's run is deleted."""
+        """Move the files of an earlier run (step_N and their hashes, train_state.pt, all_config.yaml, metrics,
+        run.json, plots) to OUT/previous-runs/N, keeping their layout; None when there are none. Nothing of a
+        user's run is deleted (a train_state.pt in checkpoints/, where runs before OUT/train_state.pt kept it, too)."""
         old: list[tuple[Path, Path]] = []
         if self.ckpt_dir is not None:
-            old += [(f, Path(self.ckpt_dir.name) / f.name) for _, f in step_files(self.ckpt_dir)]
-            old += [(self.ckpt_dir / n, Path(self.ckpt_dir.name) / n) for n in (STATE_NAME, CONFIG_NAME) if (self.ckpt_dir / n).is_file()]
+            names = [f.name for _, f in step_files(self.ckpt_dir)]
+            names += [hash_file(self.ckpt_dir / n).name for n in names] + [CONFIG_NAME, STATE_NAME, STATE_NAME + ".sha256"]
+            old += [(self.ckpt_dir / n, Path(self.ckpt_dir.name) / n) for n in names if (self.ckpt_dir / n).is_file()]
         if self.out_dir is not None:
-            old += [(self.out_dir / n, Path(n)) for n in ("metrics.json", "plots/train.csv", "plots/eval.csv") if (self.out_dir / n).is_file()]
+            names = ("metrics.json", RUN_INFO_NAME, "plots/train.csv", "plots/eval.csv", STATE_NAME, STATE_NAME + ".sha256")
+            old += [(self.out_dir / n, Path(n)) for n in names if (self.out_dir / n).is_file()]
+        old = list(dict(old).items())  # the state's folder may be the checkpoints folder: each file once
         if not old:
             return None
         base = (self.out_dir if self.out_dir is not None else self.ckpt_dir.parent) / PREVIOUS_RUNS
@@ -229,7 +257,16 @@ class RunFolder(TrainHooks):
         if self.state_path is None or not self.state_path.is_file() or not self.cfg.resume:
             return None
         try:
-            saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            data, verified = read_verified(self.state_path)
+        except CheckpointError as e:  # a flipped byte, a truncation: never resumed from
+            self.say(f"{e}; not resuming from it: starting over")
+            return None
+        if not verified:
+            self.say(f"{self.state_path}: no {hash_file(self.state_path).name} beside it, so its content cannot be "
+                     "verified; not resuming from it: starting over")
+            return None
+        try:
+            saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - an unreadable state means starting over, not a crash
             self.say(f"{self.state_path}: cannot read the saved training state ({type(e).__name__}: {e}); starting over")
             return None
@@ -290,6 +327,7 @@ class RunFolder(TrainHooks):
         if self.cfg.keep_checkpoints:
             for _, f in step_files(self.ckpt_dir)[: -self.cfg.keep_checkpoints]:
                 f.unlink()
+                hash_file(f).unlink(missing_ok=True)
         self._note(f"saved {self.last_checkpoint} ({self.last_checkpoint.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s)")
 
     def save(self, snapshot: Mapping[str, Any] | None, state: TrainState, stopped: bool) -> None:
@@ -298,13 +336,16 @@ class RunFolder(TrainHooks):
         snapshot = {**snapshot, "history": {**snapshot["history"], "wandb_id": self.wandb_id,
                                             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None},
                     "plot_rows": self.files.rows}
-        atomic_write(self.state_path, lambda tmp: torch.save(snapshot, tmp))
+        write_verified(self.state_path, lambda tmp: torch.save(snapshot, tmp))
         if stopped:
             self.say(f"stopped at step {state.step}/{self.total_steps}; state saved to {self.state_path} "
                      "(run the same command to continue)")
             return
         self.files.flush()
-        self.files.write_summary(state.summary(self.cfg, self.total_steps))
+        self.files.write_summary(state.summary(self.cfg, self.total_steps), self.run_info())
+
+    def run_info(self) -> dict[str, Any]:
+        return {"wandb_id": self.wandb_id}
 
     def close(self, state: TrainState, finished: bool) -> None:
         if self.bar is not None:
@@ -324,10 +365,10 @@ def run(cfg: TrainConfig, *, dataset: Any | None = None, eval_dataset: Any | Non
     lock_dir = Path(cfg.output_dir) if cfg.output_dir else checkpoint_dir(cfg)
     with run_lock(lock_dir if int(os.environ.get("RANK", "0")) == 0 else None):
         result = train(cfg, dataset=dataset, eval_dataset=eval_dataset, hooks=folder, callback=callback, log=say)
-    if folder.rank == 0 and not result.interrupted:
-        folder.files.write_summary(result.metrics)
-        say(f"done: {result.step} steps in {result.metrics['train_seconds']:.0f} s"
-            + (f"; last checkpoint {result.checkpoint}" if result.checkpoint else ""))
+        if folder.rank == 0 and not result.interrupted:
+            folder.files.write_summary(result.metrics, folder.run_info())
+            say(f"done: {result.step} steps in {result.metrics['train_seconds']:.0f} s"
+                + (f"; last checkpoint {result.checkpoint}" if result.checkpoint else ""))
     return result
 
 

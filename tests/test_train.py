@@ -172,7 +172,7 @@ def test_keep_checkpoints_and_every_eval(hint_dir, tmp_path):
     assert [n for n, _ in step_files(tmp_path / "a" / "checkpoints")] == [12, 18]
     train(tiny_cfg(hint_dir, tmp_path / "b", checkpoint_every_eval=False), log=quiet)
     assert [n for n, _ in step_files(tmp_path / "b" / "checkpoints")] == [18]
-    assert (tmp_path / "b" / "checkpoints" / STATE_NAME).is_file()
+    assert (tmp_path / "b" / STATE_NAME).is_file()
 
 
 def test_library_loop_keeps_everything_in_memory(hint_dir, reference_run, tmp_path, monkeypatch):
@@ -213,7 +213,7 @@ def test_resume_after_ctrl_c_equals_uninterrupted(hint_dir, reference_run, tmp_p
     cfg = tiny_cfg(hint_dir, tmp_path)
     first = train(cfg, callback=stop_at(8, KeyboardInterrupt), log=quiet)  # mid-block: saves the state at step 8
     assert first.interrupted and first.step == 8
-    assert torch.load(tmp_path / "checkpoints" / STATE_NAME, weights_only=True)["step"] == 8
+    assert torch.load(tmp_path / STATE_NAME, weights_only=True)["step"] == 8
     shutil.rmtree(tmp_path / "plots")  # `dvc repro` deletes a stage's non-persistent outputs before rerunning it
     (tmp_path / "metrics.json").unlink(missing_ok=True)
     logs = []
@@ -271,8 +271,8 @@ def test_starting_over_moves_the_previous_run_aside(hint_dir, tmp_path):
     train(tiny_cfg(hint_dir, tmp_path, epochs=2), log=quiet)
     old = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
            if p.is_file() and "wandb" not in p.parts and p.name != ".train.lock"}
-    assert {str(p) for p in old} >= {"checkpoints/step_6", "checkpoints/train_state.pt", "checkpoints/all_config.yaml",
-                                      "metrics.json", "plots/train.csv", "plots/eval.csv"}
+    assert {str(p) for p in old} >= {"checkpoints/step_6", "checkpoints/step_6.sha256", "train_state.pt", "train_state.pt.sha256",
+                                      "checkpoints/all_config.yaml", "metrics.json", "run.json", "plots/train.csv", "plots/eval.csv"}
     logs = []
     train(tiny_cfg(hint_dir, tmp_path, epochs=2, lr=1e-3), log=logs.append)
     kept = tmp_path / PREVIOUS_RUNS / "1"
@@ -404,11 +404,11 @@ def test_cli_sigint_then_resume_equals_uninterrupted(data, hint_dir, tmp_path):
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
-    stopped = torch.load(out / "checkpoints" / STATE_NAME, weights_only=True)["step"]
+    stopped = torch.load(out / STATE_NAME, weights_only=True)["step"]
     assert 0 < stopped < 90
     done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert f"resuming from {out / 'checkpoints' / STATE_NAME} at step {stopped}/90" in done.stderr
+    assert f"resuming from {out / STATE_NAME} at step {stopped}/90" in done.stderr
 
     ref = train(tiny_cfg(hint_dir, tmp_path / "ref", epochs=30, eval_interval=10, lr=3e-3, lr_warmup_steps=4, num_threads=1), log=quiet)
     assert torch.equal(torch.load(out / "checkpoints" / "step_90")["model.inner.lm_head.weight"],

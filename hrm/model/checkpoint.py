@@ -7,12 +7,22 @@ folder. That YAML's ``arch`` block gives the architecture with the official
 names. The official code takes seq_len, vocab_size and num_puzzle_identifiers
 from the dataset, not the arch block; when they are absent they are read from
 the tensor shapes where possible, else default to Sudoku's 81 / 11 / 1.
+
+Integrity: every file this package saves (``step_N``, and through :func:`write_verified` any
+other, e.g. a training state) gets a sidecar ``NAME.sha256`` (``sha256sum`` format), written
+before the file itself is renamed into place. :func:`read_verified` reads the bytes once,
+checks them against it and hands back exactly those bytes; a mismatch is a CheckpointError
+naming the file and both hashes. An official checkpoint has no sidecar: it loads with a
+one-line note saying it is unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,6 +34,7 @@ from hrm.model.hrm import ARCH_NAME, HRM, HRMConfig, resolve_device
 CONFIG_NAME = "all_config.yaml"
 COMPILE_PREFIX = "_orig_mod."
 SUDOKU_DEFAULTS = {"seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1}
+HASH_SUFFIX = ".sha256"  # step_N -> step_N.sha256: "HEX  step_N" (sha256sum -c reads it)
 
 
 class CheckpointError(ValueError):
@@ -54,11 +65,61 @@ def _checkpoint_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict (weights_only) onto the CPU and normalise its keys to ``model.inner....``."""
-    p = Path(path)
+def hash_file(path: str | os.PathLike) -> Path:
+    """The sidecar holding ``path``'s sha256: ``NAME.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def recorded_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 recorded for ``path`` in its sidecar; None when there is none. A sidecar that
+    does not hold one 64-digit hex hash is a CheckpointError."""
+    side = hash_file(path)
+    if not side.is_file():
+        return None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        text = side.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{side}: cannot read the recorded sha256 of {Path(path).name} ({e})") from e
+    digest = text.split()[0].lower() if text.split() else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CheckpointError(f"{side}: does not hold a sha256 (64 hex digits) of {Path(path).name}; "
+                              f"the file cannot be verified")
+    return digest
+
+
+def read_verified(path: str | os.PathLike) -> tuple[bytes, bool]:
+    """``path``'s bytes, checked against its sidecar: (bytes, True); (bytes, False) when it has no
+    sidecar (e.g. an official checkpoint). A mismatch is a CheckpointError naming the file and both
+    hashes. The caller uses these bytes, never a second read of the file."""
+    p = Path(path)
+    want = recorded_sha256(p)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{p}: cannot read ({e})") from e
+    if want is None:
+        return data, False
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise CheckpointError(f"{p}: content does not match its recorded sha256 (corrupt or modified): "
+                              f"{hash_file(p).name} records {want}, the file has {got}")
+    return data, True
+
+
+def _note_stderr(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+def read_state_dict(path: str | os.PathLike, note: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
+    """Load a state dict (weights_only) onto the CPU, verified against ``NAME.sha256`` (a file without
+    one: ``note`` says it is unverified, default stderr), and normalise its keys to ``model.inner....``."""
+    p = Path(path)
+    data, verified = read_verified(p)
+    if not verified:
+        (note or _note_stderr)(f"{p}: no {hash_file(p).name} beside it (e.g. an official checkpoint): loaded unverified")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
@@ -149,6 +210,7 @@ def load_checkpoint(
     device: torch.device | str | None = "auto",
     forward_dtype: str | None = None,
     config: HRMConfig | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> HRM:
     """Load an HRM checkpoint (ours or the official code's) -> :class:`HRM` in eval mode on ``device``.
 
@@ -156,9 +218,11 @@ def load_checkpoint(
     ``device``: "auto"/None -> cuda, else mps, else cpu.
     ``forward_dtype``: override the config's activation dtype ("float32" or "bfloat16").
     ``config``: use this config instead of reading all_config.yaml.
+    ``note``: where the one-line note for a checkpoint without ``NAME.sha256`` goes (default stderr);
+    a checkpoint whose bytes do not match its sha256 is a CheckpointError.
     """
     file = _checkpoint_file(path)
-    state = read_state_dict(file)
+    state = read_state_dict(file, note=note)
     if config is None:
         cfg_file = file.parent / CONFIG_NAME
         config, loss_type = config_from_files(read_config(file), state, source=str(cfg_file))
@@ -192,15 +256,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return path
 
 
+def write_verified(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """:func:`atomic_write` that also records the written bytes' sha256 in ``NAME.sha256`` (itself
+    written atomically, before the file is renamed into place: a kill in between leaves a sidecar that
+    does not match, which :func:`read_verified` refuses, never an unverified file that looks verified)."""
+    path = Path(path)
+
+    def write_and_hash(tmp: Path) -> None:
+        write(tmp)
+        h = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        atomic_write(hash_file(path), lambda t: t.write_text(f"{digest}  {path.name}\n"))
+
+    return atomic_write(path, write_and_hash)
+
+
 def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
-    """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it, each atomically.
+    """Save ``model``'s state dict to ``path`` (official format, with ``NAME.sha256``) and all_config.yaml beside it, each atomically.
 
     The YAML holds ``extra_config`` (e.g. the run's training params) plus the ``arch`` block.
     """
     path = Path(path)
     model = getattr(model, "_orig_mod", model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    write_verified(path, lambda tmp: torch.save(state, tmp))
 
     cfg = dict(extra_config or {})
     cfg["arch"] = model.arch_dict()
