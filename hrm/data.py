@@ -229,9 +229,10 @@ def _as_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 class PuzzleDataset:
     """One split of a sharded dataset directory, as training and evaluation batch streams.
 
-    Construction reads the manifest and memory-maps every shard; it checks that each
-    shard exists, has the expected schema (the columns above, and the manifest's column
-    types) and row count, that groups are contiguous and match the manifest, and, with
+    Construction reads the manifest (parsed against its declared schema: types, shard paths
+    inside the folder, no unlisted ``.arrow`` in the split folder) and memory-maps every
+    shard; it checks that each shard exists, has the expected schema (the columns above, and
+    the manifest's column types) and row count, that groups are contiguous and match the manifest, and, with
     ``verify`` (the default), that each shard's sha256 is the manifest's. Any problem
     raises :class:`DatasetError` naming the file, before any training starts.
 
@@ -246,9 +247,9 @@ class PuzzleDataset:
         self.split = split
         self.verify = verify
         try:
-            self.manifest = read_manifest(self.dataset_dir)
+            self.manifest = read_manifest(self.dataset_dir, entry_keys=("file",))
         except ManifestError as exc:
-            raise DatasetError(exc.problem.error) from None
+            raise DatasetError(str(exc)) from None
         # Also a folder made by hand (tools, tests): a shard entry needs only its file; without rows
         # or sha256 the shard's own row count is used and its bytes are not hashed. sizes=False: a
         # matching sha256 fixes the bytes; the recorded size is bookkeeping (`hrm validate`, registry).

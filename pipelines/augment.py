@@ -21,7 +21,7 @@ import polars as pl
 
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, input_records, read_lineage, read_subsample,
-    stage_rng, write_examples, write_json,
+    require_rows, stage_rng, write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log, owns_pattern
 
@@ -57,6 +57,8 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     lineage = read_lineage(input_dir, stage)
     names = [f"{split}.parquet" for split in SPLITS]
     tables = {split: read_subsample(input_dir / f"{split}.parquet", stage) for split in SPLITS}
+    for split in SPLITS:
+        require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
     groups = tables["train"].height
     if groups * (1 + num_aug) > INT32_MAX:
         raise StageError(f"{groups:,} puzzles x {1 + num_aug:,} examples do not fit Int32 ids; lower --num-aug")

@@ -6,8 +6,9 @@
 - their tables: the subsample table (Parquet: the raw columns plus ``raw_index``,
   ``read_subsample``) and the examples tables (Arrow IPC, schemas/examples.py:
   ``write_examples``, ``read_examples``, ``check_table``), with the group size the lineage
-  records (``rows_per_group``) and the skip of a re-validation when a table is byte for
-  byte the one the stage before validated (``already_validated``).
+  records (``rows_per_group``). Every input table is validated, every row, by the stage that
+  reads it: a record in ``lineage.json`` (rows, sha256, checks id) is bookkeeping, never a
+  reason to skip a check (it could be edited together with the file it describes).
 
 ``hrm validate examples`` reads the same tables with the same functions.
 """
@@ -24,7 +25,7 @@ import polars as pl
 
 from hrm import rng
 from pipelines.io import Owns, StageError, claim_output, human_bytes, log, read_table
-from schemas.manifest import file_sha256
+from schemas.manifest import file_sha256, lineage_problems
 
 SPLITS = ("train", "test")
 LINEAGE = "lineage.json"
@@ -32,8 +33,8 @@ EXAMPLES_SUFFIX = ".arrow"  # examples tables (augment, hints): see write_exampl
 INT32_MAX = 2**31 - 1  # ids and ratings are Int32 in the examples table
 # The seed's stream of each draw of the dataset stages (the test cap is the subsample stage's).
 STREAMS = {"subsample": rng.SUBSAMPLE, "test_cap": rng.TEST_CAP, "augment": rng.AUGMENT, "hints": rng.HINTS}
-# The stage that wrote the examples tables each stage reads.
-_UPSTREAM = {"hints": "augment", "shard": "hints"}
+# The stage whose output each stage reads: its lineage record must be there.
+_UPSTREAM = {"augment": "subsample", "hints": "augment", "shard": "hints"}
 
 
 # --------------------------------------------------------------------------- folders and lineage
@@ -55,6 +56,13 @@ def check_dirs(stage: str, input_dir: Path, output: Path, own: Owns) -> None:
     claim_output(output, own, stage)
 
 
+def require_rows(rows: int, path: Path, stage: str) -> None:
+    """An input table of 0 rows is refused, naming it: an empty split makes no dataset."""
+    if rows == 0:
+        raise StageError(f"{path}: 0 rows; `hrm {stage}` needs at least one row in every split "
+                         f"(rebuild the stage before it from an input with puzzles in both splits)")
+
+
 def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     """The upstream lineage (``INPUT/lineage.json``); a clear error when it is missing."""
     path = input_dir / LINEAGE
@@ -64,9 +72,19 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
         raise StageError(f"{path}: file not found; --input must be the output directory of the stage before "
                          f"`hrm {stage}` (see dvc.yaml)")
     try:
-        return json.loads(path.read_text())
+        lineage = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise StageError(f"{path}: cannot read as JSON ({exc})") from None
+    problems = lineage_problems(lineage)
+    upstream = _UPSTREAM.get(stage)
+    if not problems and upstream and not isinstance(lineage.get(upstream), dict):
+        problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]
+    if problems:
+        raise StageError("\n".join(f"{path}: {p}" for p in problems[:20])
+                         + (f"\n... and {len(problems) - 20:,} more" if len(problems) > 20 else "")
+                         + "\n(not the lineage.json the dataset stages write; rebuild the input with the stage "
+                           "before, see schemas/manifest.py)")
+    return lineage
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -75,8 +93,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    """A file's sha256, read once per stage for its lineage and its validation skip (cached by
-    path, size and modification time)."""
+    """A file's sha256, read once per stage for its lineage (cached by path, size and
+    modification time: a stage that writes a table records its hash, the next records it as input)."""
     stat = Path(path).stat()
     return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
@@ -98,11 +116,6 @@ def rows_per_group(lineage: dict, split: str) -> int | None:
     if per is not None and split == "train" and (lineage.get("hints") or {}).get("params", {}).get("enabled"):
         per *= 2
     return per
-
-
-def upstream_outputs(lineage: dict, stage: str) -> dict:
-    """The ``outputs`` records of the stage that wrote the examples tables ``stage`` reads."""
-    return (lineage.get(_UPSTREAM[stage]) or {}).get("outputs") or {}
 
 
 # --------------------------------------------------------------------------- the subsample table
@@ -159,7 +172,7 @@ def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> dic
 
 def examples_record(path: Path, rows: int) -> dict:
     """The lineage record of an examples table a stage validated and wrote: its rows, sha256 and
-    the id of the checks it passed (what ``already_validated`` compares)."""
+    the id of the checks it passed (a record of what was done; the next stage validates again)."""
     from schemas.examples import CHECKS_ID
 
     return {"rows": rows, "sha256": sha256_file(path), "validated_with": CHECKS_ID}
@@ -179,20 +192,6 @@ def read_examples_file(path: Path, stage: str, *, quiet: bool = False) -> pl.Dat
     return df
 
 
-def already_validated(path: Path, df: pl.DataFrame, record: dict | None) -> bool:
-    """True when ``path`` is byte for byte the table an upstream stage validated (same sha256,
-    rows and checks) before writing it: validating it again would repeat the same work."""
-    from schemas.examples import CHECKS_ID, POLARS_SCHEMA
-
-    return bool(
-        record
-        and record.get("validated_with") == CHECKS_ID
-        and record.get("rows") == df.height
-        and dict(df.schema) == POLARS_SCHEMA
-        and record.get("sha256") == sha256_file(path)
-    )
-
-
 def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool) -> None:
     """Validate an examples table; a failure is a StageError naming the file and rows."""
     from schemas.examples import validate_examples
@@ -207,15 +206,9 @@ def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage:
     log(stage, f"validated {shown}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
 
 
-def read_examples(path: Path, rows_per_group: int | None, stage: str, upstream: dict | None = None) -> pl.DataFrame:
-    """Read and validate an examples table; StageError naming the file and rows.
-
-    ``upstream``: the lineage record of the stage that wrote the file; when the file is
-    byte for byte what that stage validated (same checks), it is not validated again.
-    """
+def read_examples(path: Path, rows_per_group: int | None, stage: str) -> pl.DataFrame:
+    """Read and validate an examples table, every row (whatever its lineage record says);
+    StageError naming the file and rows."""
     df = read_examples_file(path, stage)
-    if already_validated(path, df, upstream):
-        log(stage, f"checked {path}: sha256 matches the table the previous stage validated; not re-validated")
-    else:
-        check_table(df, rows_per_group, str(path), stage, built=False)
+    check_table(df, rows_per_group, str(path), stage, built=False)
     return df

@@ -28,7 +28,7 @@ import polars as pl
 
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, examples_record, input_records,
-    read_examples, read_lineage, rows_per_group, stage_rng, upstream_outputs, write_examples, write_json,
+    read_examples, read_lineage, require_rows, rows_per_group, stage_rng, write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log, owns_pattern
 
@@ -60,9 +60,10 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     lineage = read_lineage(input_dir, stage)
     names = [f"{split}{EXAMPLES_SUFFIX}" for split in SPLITS]
     expected = {split: rows_per_group(lineage, split) for split in SPLITS}
-    records = upstream_outputs(lineage, stage)
-    tables = {split: read_examples(input_dir / name, expected[split], stage, records.get(name))
+    tables = {split: read_examples(input_dir / name, expected[split], stage)
               for split, name in zip(SPLITS, names)}
+    for split, name in zip(SPLITS, names):
+        require_rows(tables[split].height, input_dir / name, stage)
     if enabled and 2 * tables["train"].height > INT32_MAX:
         raise StageError(f"{2 * tables['train'].height:,} examples do not fit Int32 ids")
     lineage[stage] = {"params": {"seed": seed, "enabled": enabled}, "inputs": input_records(input_dir, names),

@@ -343,8 +343,8 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory to write train.parquet, test.parquet and stats.json into (replaced as a whole on success).")
 @click.option("--seed", type=int, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
-@click.option("--train-size", type=click.IntRange(min=0), default=5000, help="[builtin] Puzzles in the train split.")
-@click.option("--test-size", type=click.IntRange(min=0), default=1000, help="[builtin] Puzzles in the test split.")
+@click.option("--train-size", type=click.IntRange(min=1), default=5000, help="[builtin] Puzzles in the train split.")
+@click.option("--test-size", type=click.IntRange(min=1), default=1000, help="[builtin] Puzzles in the test split.")
 @click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin] Fewest blank cells per puzzle.")
 @click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin] Most blank cells per puzzle.")
 @click.option("--min-rating", type=click.IntRange(min=0), default=0, help="[builtin] Lowest rating (backtracks) kept.")
@@ -409,6 +409,13 @@ def raw(
                 "\nFix the rows, or rerun with --on-invalid drop to keep the valid rows and write the others "
                 f"to {output}/rejected-{{split}}.parquet.")
             raise StageError("\n".join(r.message() for r in failed) + hint)
+        empty = [split for split in inputs if reports[split.name].n_rows == reports[split.name].n_rejected]
+        if empty:  # a 0-row split would flow through every later stage: refused here, where it would be made
+            raise StageError("\n".join(
+                f"{split.display_path or split.name}: the {split.name} split would be empty "
+                + (f"(all {reports[split.name].n_rows:,} rows rejected)" if reports[split.name].n_rows
+                   else "(0 rows: a header-only or empty file, or a size of 0)")
+                + "; every split needs at least one puzzle" for split in empty))
 
         stats["splits"] = {}
         for split in inputs:

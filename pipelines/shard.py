@@ -21,7 +21,8 @@ Shards hold whole groups, in table order, and are at most ``--shard-max-mb`` MiB
 single group larger than that gets a shard of its own). Nothing in a shard, card or
 manifest depends on time or paths: the same inputs and params give the same bytes.
 After writing, every shard is read back (memory-mapped), compared with the validated
-table it was cut from, hashed, and each split is checked against the shard schema.
+table it was cut from, hashed, and each split is checked against the shard schema (every
+rule of the examples table, every row: the same check as ``hrm validate shards``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, SPLITS, check_dirs, input_records, read_examples, read_lineage, rows_per_group,
-    upstream_outputs, write_json,
+    EXAMPLES_SUFFIX, SPLITS, check_dirs, input_records, read_examples, read_lineage, require_rows, rows_per_group,
+    write_json,
 )
 from pipelines.datasets import dataset_card
 from pipelines.io import StageError, atomic_output, human_bytes, log
@@ -48,6 +49,14 @@ from schemas.manifest import (
 
 BATCH_ROWS = 16_384  # rows per Arrow record batch inside a shard
 MIB = 1 << 20
+MAX_SHARD_MB = float(1 << 20)  # --shard-max-mb above 1 TiB (or inf) is refused
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """NaN passes every comparison of click's range check: refused here."""
+    if value != value:
+        raise click.BadParameter(f"{value!r} is not a number of MiB", ctx=ctx, param=param)
+    return value
 
 
 
@@ -167,8 +176,9 @@ def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown:
 
 
 def verify_split(entries: list[dict], root: Path, per_group: int | None, shown: str) -> None:
-    """Check the split's shards, read back together, against the shard schema (layout, ids,
-    group order and sizes). Only the small columns are touched."""
+    """Check the split's shards, read back together, against the shard schema: layout, ids,
+    group order and sizes, and every rule of the examples table on every row (what
+    ``hrm validate shards`` checks)."""
     from schemas.examples import validate_shards
 
     report = validate_shards([open_shard(root / e["file"])[1] for e in entries], rows_per_group=per_group,
@@ -200,8 +210,8 @@ def vanilla_of(df: pl.DataFrame) -> pl.DataFrame:
               help="Hints stage output.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/datasets"),
               help="Directory to write the datasets into (replaced as a whole on success).")
-@click.option("--shard-max-mb", type=click.FloatRange(min=0, min_open=True), default=128.0,
-              help="Largest shard, in MiB (whole groups per shard).")
+@click.option("--shard-max-mb", type=click.FloatRange(min=0, min_open=True, max=MAX_SHARD_MB), default=128.0,
+              callback=_finite, help="Largest shard, in MiB (whole groups per shard).")
 def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     """Write the vanilla (and hint) datasets as Arrow shards with a dataset card and manifest."""
     stage = "shard"
@@ -213,9 +223,10 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     files = [f"{split}{EXAMPLES_SUFFIX}" for split in SPLITS]
     inputs = input_records(input_dir, files)
     per_group = {split: rows_per_group(lineage, split) for split in SPLITS}
-    records = upstream_outputs(lineage, stage)
-    tables = {split: read_examples(input_dir / name, per_group[split], stage, records.get(name))
+    tables = {split: read_examples(input_dir / name, per_group[split], stage)
               for split, name in zip(SPLITS, files)}
+    for split, name in zip(SPLITS, files):
+        require_rows(tables[split].height, input_dir / name, stage)
 
     sub = lineage.get("subsample") or {}
     params = {

@@ -2,7 +2,8 @@
 
 Train split: ``--subsample-size`` rows drawn uniformly without replacement (seeded), in
 draw order, as the fork's builder does (the fork = the Augmented HRM paper's code, README
-"Reference code"; 0, or a size not below the split, keeps every row in file order).
+"Reference code"; 0, or the split's size, keeps every row in file order; a size above the
+split's is refused, as is an empty input split).
 Test split: passed through, or capped by ``--test-size`` to a
 uniform sample kept in file order (0 = the whole split, as in the paper; the cap is a
 deviation for quick runs).
@@ -24,7 +25,7 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.dataset_io import LINEAGE, SPLITS, check_dirs, input_records, stage_rng, write_json
+from pipelines.dataset_io import LINEAGE, SPLITS, check_dirs, input_records, require_rows, stage_rng, write_json
 from pipelines.io import StageError, atomic_output, human_bytes, log, owns_pattern, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
@@ -104,7 +105,8 @@ def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str) -> p
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/subsample"),
               help="Directory to write (replaced as a whole on success).")
 @click.option("--subsample-size", type=click.IntRange(min=0), default=1000,
-              help="Train puzzles drawn uniformly without replacement; 0 = all, in file order.")
+              help="Train puzzles drawn uniformly without replacement; 0 = all, in file order "
+                   "(more than the split holds: refused).")
 @click.option("--test-size", type=click.IntRange(min=0), default=1000,
               help="Cap on test puzzles (uniform sample, file order kept); 0 = the whole test split (paper).")
 @click.option("--seed", type=int, default=0, help="Seed of the draws.")
@@ -117,15 +119,18 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
 
     names = [f"{split}.parquet" for split in SPLITS]
     tables = {split: _read_raw(input_dir / f"{split}.parquet", stage) for split in SPLITS}
+    for split in SPLITS:
+        require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
+    if subsample_size > tables["train"].height:
+        raise StageError(f"--subsample-size {subsample_size:,}: more than the {tables['train'].height:,} train "
+                         f"puzzles of {input_dir / 'train.parquet'}; draw at most that many "
+                         "(or 0 for all of them, in file order)")
     picks = {
         "train": subsample_indices(stage_rng(seed, "subsample"), tables["train"].height, subsample_size),
         "test": cap_indices(stage_rng(seed, "test_cap"), tables["test"].height, test_size),
     }
     picked = {split: _picked_rows(tables[split], picks[split], input_dir / f"{split}.parquet", stage)
               for split in SPLITS}
-    if subsample_size > tables["train"].height:
-        log(stage, f"note: --subsample-size {subsample_size:,} is not below the {tables['train'].height:,} train "
-                   "puzzles; keeping them all")
     lineage = {
         "raw": raw_source_info(input_dir / "stats.json"),
         stage: {

@@ -135,7 +135,7 @@ def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
     try:
         manifest = read_manifest(dataset)
     except ManifestError as exc:
-        return {}, [exc.problem]
+        return {}, exc.problems
     required = {f.name: f.type for f in SHARD_SCHEMA}
     problems = []
     for split, info in manifest["splits"].items():

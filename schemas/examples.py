@@ -35,9 +35,10 @@ TOKEN_COLUMNS = ("inputs", "labels")
 TRANSFORM_COLUMNS = ("digit_map", "transpose", "row_order", "col_order")
 # The examples table's polars types: the shard columns, with ``variant`` as an Enum.
 POLARS_SCHEMA = dict(pl.from_arrow(SHARD_SCHEMA.empty_table()).schema) | {"variant": VARIANT_DTYPE}
-# Identifies these checks in the lineage (``validated_with``): a table whose sha256 and checks id
-# are those an upstream stage validated is not validated again. Give it a new value whenever a
-# check changes (tests/test_build.py holds a hash of the checks' code to catch a forgotten one).
+# Identifies these checks in the lineage (``validated_with``: the checks a table passed when its
+# stage wrote it). A record only: every stage validates its input tables again, since a lineage
+# record can be edited along with its file. Give it a new value whenever a check of the examples
+# table changes (tests/test_build.py holds a hash of the checks' code to catch a forgotten one).
 # The value is the id the lineage of the datasets built so far records.
 CHECKS_ID = "6423cdb977ae2501"
 ROW_NUMBERING = "rows numbered from 0"
@@ -363,33 +364,17 @@ class ExamplesTable(pa.DataFrameModel):
         examples_hint_matches_parent = _NO_FAILURES
 
 
-class ShardTable(pa.DataFrameModel):
-    """One split of a sharded dataset, read back from its Arrow files.
-
-    The layout the loader relies on (types, ids, group order, variant names). The Sudoku
-    content was checked on the examples table the shards were cut from; the shard stage
-    compares the written tokens with it byte for byte.
+class ShardTable(ExamplesTable):
+    """One split of a sharded dataset, read back from its Arrow files: every rule of the
+    examples table (encoding, Sudoku validity, lineage of every row), on the shard layout
+    (``variant`` a plain string). A shard is checked by itself, not trusted because the table
+    it was cut from passed (issue 14: what a file's record says can be edited with it).
     """
 
-    group_id: pl.Int32 = pa.Field(ge=0)
-    puzzle_id: pl.Int32 = pa.Field(ge=0)
     variant: pl.String = pa.Field(isin=list(VARIANTS))
-    parent_id: pl.Int32 = pa.Field(ge=-1)
-    source: pl.String = pa.Field(str_length={"min_value": 1})
-    rating: pl.Int32 = pa.Field(ge=0)
-    inputs: Annotated[pl.Array, pl.UInt8(), SEQ_LEN]
-    labels: Annotated[pl.Array, pl.UInt8(), SEQ_LEN]
-    digit_map: Annotated[pl.Array, pl.UInt8(), 10]
-    transpose: pl.Boolean
-    row_order: Annotated[pl.Array, pl.UInt8(), 9]
-    col_order: Annotated[pl.Array, pl.UInt8(), 9]
 
-    class Config:
+    class Config(ExamplesTable.Config):
         name = "shards"
-        strict = True
-        ordered = True
-        examples_puzzle_id_is_row = _NO_FAILURES
-        examples_groups_in_order = _NO_FAILURES
 
 
 # --------------------------------------------------------------------------- reports
@@ -516,8 +501,9 @@ def validate_examples(
 
 
 def validate_shards(tables: list, *, rows_per_group: int | None = None, path: str | None = None) -> ExamplesReport:
-    """Validate one split's shards (pyarrow tables, in row order) read back together, without a
-    copy: the layout the loader relies on (schemas/columns.py types, ids, group order, sizes)."""
+    """Validate one split's shards (pyarrow tables, in row order) read back together: the layout
+    the loader relies on (schemas/columns.py types, ids, group order, sizes) and every rule of the
+    examples table, on every row."""
     import pyarrow
 
     table = pyarrow.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()

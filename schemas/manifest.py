@@ -22,6 +22,14 @@ Shards hold rows ``[r0, r1)`` of the split, in order. Read by the loader (hrm/da
 All three check a folder with :func:`read_manifest` and :func:`check_split`: the loader
 stops at the first :class:`Problem` and raises its ``error``; the other two list every
 problem's ``message`` (the two wordings differ where the loader says what to do next).
+
+The manifest is parsed against its declared schema (:class:`ManifestSchema`; its ``lineage``
+against :class:`LineageRecord`, the schema of the stages' ``lineage.json``) before anything
+is opened: a key of the wrong type (``shards: null``, ``rows: "5"``), a shard ``file``
+outside the dataset folder (absolute, or with ``..``) or listed twice, a split of 0 rows, is
+a :class:`ManifestError` naming the file and key. A
+``.arrow`` file in a split folder that the split does not list is a problem too (the card's
+``<split>/*.arrow`` glob would read it).
 """
 
 from __future__ import annotations
@@ -29,9 +37,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
 
 import pyarrow as pa
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
+)
 
 from schemas.columns import ENCODING, SHARD_SCHEMA
 
@@ -39,7 +51,8 @@ __all__ = [
     "MANIFEST", "CARD", "DATASETS_INDEX", "FORMAT_VERSION", "SPLIT_KEYS", "SHARD_KEYS",
     "new_manifest", "split_entry", "shard_entry",
     "file_sha256", "open_shard", "ShardReadError",
-    "Problem", "ManifestError", "read_manifest", "OpenShard", "CheckedSplit", "check_split",
+    "Problem", "ManifestError", "ManifestSchema", "LineageRecord", "lineage_problems", "manifest_problems",
+    "read_manifest", "OpenShard", "CheckedSplit", "check_split",
 ]
 
 MANIFEST = "manifest.json"
@@ -79,6 +92,208 @@ def split_entry(*, rows: int, groups: int, rows_per_group: int, variants: dict[s
 def shard_entry(*, file: str, rows: tuple[int, int], groups: tuple[int, int], size: int, sha256: str) -> dict:
     """``file`` relative to the dataset folder; ``rows`` and ``groups`` half-open ranges in the split."""
     return {"file": file, "rows": list(rows), "groups": list(groups), "bytes": size, "sha256": sha256}
+
+
+# --------------------------------------------------------------------------- the declared schema
+
+# The lineage record of the dataset stages, declared once: what ``lineage.json`` holds.
+#
+# Each dataset stage (subsample, augment, hints) writes ``OUTPUT/lineage.json``: the record it
+# read from its input, plus its own; the shard stage copies the whole record into every
+# manifest (``lineage``). JSON, sorted keys::
+#
+#     raw        {source, ...}                 the raw source (hf: hf_repo, revision, resolved_sha)
+#     subsample  {params {seed, subsample_size, test_size}, inputs, raw_rows {split: n}, groups {split: n}}
+#     augment    {params {seed, num_aug}, inputs, rows_per_group {split: n}, outputs}
+#     hints      {params {seed, enabled}, inputs, outputs}
+#
+# ``inputs`` {file: {bytes, sha256}} are the files a stage read; ``outputs`` {file: {rows,
+# sha256, validated_with}} the examples tables it validated and wrote. Every record is
+# optional (a record holds the stages run so far); keys not listed here are allowed, the
+# listed ones must have their type. :func:`lineage_problems` names each key that does not.
+
+Count = Annotated[StrictInt, Field(ge=0)]
+Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class StrictRecord(BaseModel):
+    # strict: "3" is not an int, 1 is not a bool; extra keys are kept (newer writers may add some).
+    # Fields default to None without being validated, so that a key may be absent; a null that
+    # is present is validated, and refused.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class FileRecord(StrictRecord):
+    bytes: Count = None
+    sha256: Sha256 = None
+
+
+class OutputRecord(StrictRecord):
+    rows: Count = None
+    sha256: Sha256 = None
+    validated_with: StrictStr = None
+
+
+class RawRecord(StrictRecord):
+    source: StrictStr = None
+
+
+class SubsampleParams(StrictRecord):
+    seed: StrictInt = None
+    subsample_size: Count = None
+    test_size: Count = None
+
+
+class SubsampleRecord(StrictRecord):
+    params: SubsampleParams = None
+    inputs: dict[str, FileRecord] = None
+    raw_rows: dict[str, Count] = None
+    groups: dict[str, Count] = None
+
+
+class AugmentParams(StrictRecord):
+    seed: StrictInt = None
+    num_aug: Count = None
+
+
+class AugmentRecord(StrictRecord):
+    params: AugmentParams = None
+    inputs: dict[str, FileRecord] = None
+    rows_per_group: dict[str, Annotated[StrictInt, Field(ge=1)]] = None
+    outputs: dict[str, OutputRecord] = None
+
+
+class HintsParams(StrictRecord):
+    seed: StrictInt = None
+    enabled: StrictBool = None
+
+
+class HintsRecord(StrictRecord):
+    params: HintsParams = None
+    inputs: dict[str, FileRecord] = None
+    outputs: dict[str, OutputRecord] = None
+
+
+class LineageRecord(StrictRecord):
+    raw: RawRecord = None
+    subsample: SubsampleRecord = None
+    augment: AugmentRecord = None
+    hints: HintsRecord = None
+
+
+def _key(loc: tuple, prefix: str) -> str:
+    key = prefix
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def schema_problems(model: type[BaseModel], data: object, prefix: str = "") -> list[str]:
+    """One line per key of ``data`` that ``model`` refuses: ``key a.b[0].c: reason (found: value)``."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors(include_url=False):
+            found = repr(err.get("input"))
+            found = found if len(found) <= 60 else found[:57] + "..."
+            why = ("expected a JSON object" if err["type"] in ("model_type", "model_attributes_type", "dict_type")
+                   else err["msg"].removeprefix("Value error, "))
+            why = why[:1].lower() + why[1:]
+            out.append(f"key {_key(tuple(err['loc']), prefix)}: {why} (found {found})")
+        return out
+    return []
+
+
+def lineage_problems(data: object, prefix: str = "") -> list[str]:
+    """The keys of a lineage record (``lineage.json``, or a manifest's ``lineage``) of the wrong shape."""
+    if not isinstance(data, dict):
+        return [f"key {prefix or '(top level)'}: expected a JSON object of stage records, found {type(data).__name__}"]
+    return schema_problems(LineageRecord, data, prefix)
+
+
+# The manifest's own keys.
+
+
+def _inside(file: str) -> str:
+    """A shard's ``file``: a relative path inside the dataset folder (no ``..``, not absolute)."""
+    path = PurePosixPath(file)
+    if not file or path.is_absolute() or ".." in path.parts or "\\" in file or file.startswith("~"):
+        raise ValueError("must be a relative path inside the dataset folder (no '..', not absolute)")
+    return file
+
+
+Range = Annotated[list[Count], Field(min_length=2, max_length=2)]  # [start, stop): JSON has no tuples
+
+
+class ShardSchema(StrictRecord):
+    file: Annotated[StrictStr, AfterValidator(_inside)]  # the one key a hand-made folder's entry needs
+    rows: Range = None
+    groups: Range = None
+    bytes: Count = None
+    sha256: Sha256 = None
+
+
+class SplitSchema(StrictRecord):
+    rows: Annotated[StrictInt, Field(ge=1)] = None  # an empty split is refused where it would be made, and here
+    groups: Annotated[StrictInt, Field(ge=1)] = None
+    rows_per_group: Count = None
+    variants: dict[str, Count] = None
+    shards: Annotated[list[ShardSchema], Field(min_length=1)] = None
+
+
+class FormatSchema(StrictRecord):
+    version: StrictInt = None
+    record_batch_rows: Count = None
+    shard_max_bytes: Count = None
+
+
+class ManifestSchema(StrictRecord):
+    """What :func:`read_manifest` requires of ``manifest.json`` (keys it lists must have their
+    type; ``lineage`` is checked against :class:`LineageRecord`)."""
+
+    name: StrictStr = None
+    kind: Literal["vanilla", "hint"] = None
+    format: FormatSchema = None
+    columns: dict[str, StrictStr] = None
+    params: dict = None
+    source: dict = None
+    inputs: dict = None
+    lineage: LineageRecord = None
+    test_capped: StrictBool = None
+    splits: dict[str, SplitSchema]
+
+
+def manifest_problems(manifest: object, path: Path, entry_keys: tuple[str, ...] = SHARD_KEYS) -> list[Problem]:
+    """Every way ``manifest`` differs from its declared schema, one :class:`Problem` each, naming
+    ``path`` and the key; every split entry needs ``SPLIT_KEYS``, every shard entry ``entry_keys``."""
+    if not isinstance(manifest, dict):
+        return [Problem("manifest", f"{path}: expected a JSON object, found {type(manifest).__name__}")]
+    if not isinstance(manifest.get("splits"), dict) or not manifest["splits"]:
+        return [Problem("manifest", f"{path}: no 'splits' mapping; expected the manifest `hrm shard` writes")]
+    problems = [Problem("schema_key", f"{path}: {line}") for line in schema_problems(ManifestSchema, manifest)]
+    seen: dict[str, str] = {}
+    for split, info in manifest["splits"].items():
+        if not isinstance(info, dict):
+            continue  # named above
+        missing = [k for k in SPLIT_KEYS if k not in info]
+        if missing:
+            problems.append(Problem("split", f"{path}: split {split!r} has no {' or '.join(map(repr, missing))} entry"))
+        for i, entry in enumerate(info.get("shards") if isinstance(info.get("shards"), list) else []):
+            if not isinstance(entry, dict):
+                continue
+            missing = [k for k in entry_keys if k not in entry]
+            if missing:
+                problems.append(Problem("entry", f"{path}: shard {i} of split {split!r} has no "
+                                                 f"{' or '.join(map(repr, missing))}"))
+            file = entry.get("file")
+            if isinstance(file, str):
+                key = PurePosixPath(file).as_posix()
+                if key in seen:
+                    problems.append(Problem("schema_key", f"{path}: key splits.{split}.shards[{i}].file: {file!r} is "
+                                                          f"listed twice (also {seen[key]})"))
+                seen.setdefault(key, f"splits.{split}.shards[{i}]")
+    return problems
 
 
 # --------------------------------------------------------------------------- files
@@ -125,7 +340,8 @@ class Problem:
     it, when it says more (what to do next); else the message.
     """
 
-    kind: str  # manifest, split, entry, missing, content, unreadable, schema, rows (validate adds shard_schema)
+    kind: str  # manifest, schema_key, split, entry, missing, content, unreadable, schema, rows, stray
+    # (validate adds shard_schema)
     message: str
     error: str = ""
 
@@ -135,15 +351,21 @@ class Problem:
 
 
 class ManifestError(ValueError):
-    """A manifest that cannot be used at all; ``problem`` says why."""
+    """A manifest that cannot be used at all; ``problems`` say why (``problem``: the first)."""
 
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.error)
-        self.problem = problem
+    SHOWN = 20  # problems in the message; the rest are counted
+
+    def __init__(self, problems: Problem | list[Problem]) -> None:
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        self.problem = self.problems[0]
+        more = len(self.problems) - self.SHOWN
+        super().__init__("\n".join([p.error for p in self.problems[:self.SHOWN]]
+                                   + ([f"... and {more:,} more problems"] if more > 0 else [])))
 
 
-def read_manifest(dataset: Path) -> dict:
-    """``dataset/manifest.json`` with a non-empty ``splits`` mapping; else :class:`ManifestError`."""
+def read_manifest(dataset: Path, entry_keys: tuple[str, ...] = SHARD_KEYS) -> dict:
+    """``dataset/manifest.json``, parsed against its declared schema (:func:`manifest_problems`;
+    ``entry_keys``: what every shard entry must have); else :class:`ManifestError`."""
     path = Path(dataset) / MANIFEST
     if not path.is_file():
         raise ManifestError(Problem(
@@ -154,9 +376,9 @@ def read_manifest(dataset: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ManifestError(Problem("manifest", f"{path}: cannot read the manifest as JSON ({exc})")) from None
-    splits = manifest.get("splits") if isinstance(manifest, dict) else None
-    if not isinstance(splits, dict) or not splits:
-        raise ManifestError(Problem("manifest", f"{path}: no 'splits' mapping; expected the manifest `hrm shard` writes"))
+    problems = manifest_problems(manifest, path, entry_keys)
+    if problems:
+        raise ManifestError(problems)
     return manifest
 
 
@@ -270,6 +492,13 @@ def check_split(dataset: Path, manifest: dict, split: str, *, required: dict[str
                 "rows", f"{file}: holds {table.num_rows} rows starting at row {r0}; the manifest says rows [{r0}, {r1})")):
             return out
         out.shards.append(OpenShard(file, entry, buffer, table))
+    folder = dataset / split
+    listed_files = {(dataset / e["file"]).resolve() for e in info["shards"] if isinstance(e, dict) and "file" in e}
+    for stray in sorted(folder.glob("*.arrow")) if folder.is_dir() else []:
+        if stray.resolve() not in listed_files and found(Problem(
+                "stray", f"{stray}: not listed in {path} (key splits.{split}.shards); a stray shard, which the "
+                         f"card's `{split}/*.arrow` glob would read")):
+            return out
     if not out.problems:
         held = sum(s.table.num_rows for s in out.shards)
         if held != info["rows"]:

@@ -187,13 +187,13 @@ def test_bad_raw_inputs_name_file_and_rows(tmp_path):
     short = valid.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.col("question").str.slice(0, 80))
                                .otherwise(pl.col("question")).alias("question"))
     raw = make_raw(tmp_path / "short", short)
-    out = fails("subsample", "--input", str(raw), "--output", str(tmp_path / "o1"))
+    out = fails("subsample", "--input", str(raw), "--output", str(tmp_path / "o1"), "--subsample-size", "0")
     assert str(raw / "train.parquet") in out and "row 5" in out and "81" in out
     a = valid["answer"][7]
     broken = valid.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(a[1] + a[0] + a[2:]))
                                 .otherwise(pl.col("answer")).alias("answer"))
     raw = make_raw(tmp_path / "broken", broken)
-    out = fails("subsample", "--input", str(raw), "--output", str(tmp_path / "o2"))
+    out = fails("subsample", "--input", str(raw), "--output", str(tmp_path / "o2"), "--subsample-size", "0")
     assert "row 7" in out and "answer" in out
     # Only the rows the datasets use are checked again; a bad one is named by its row in the file.
     from pipelines.dataset_io import stage_rng
