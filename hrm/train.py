@@ -128,7 +128,7 @@ class TrainConfig:
     keep_checkpoints: int = 0  # keep the last N step_N files (0: all)
     wandb_mode: str = "disabled"  # online | offline | disabled
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    resume: bool = True  # continue from checkpoint_path/train_state.pt when the settings match
+    resume: bool = True  # continue from OUT/train_state.pt when the settings match
     progress: bool = True  # tqdm bar on rank 0
     compile: bool = False  # torch.compile the model (as the official does on CUDA)
 

@@ -7,7 +7,7 @@ from which ``--variant`` picks the hint (default) or vanilla dataset. Writes und
 
     OUT/checkpoints/step_N           official-format state dicts, one per evaluation
     OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...)
-    OUT/checkpoints/train_state.pt   everything needed to continue the run exactly
+    OUT/train_state.pt               everything needed to continue the run exactly (+ its .sha256)
     OUT/metrics.json                 final train / eval metrics (``dvc metrics show``)
     OUT/plots/train.csv, eval.csv    per-step train and per-evaluation eval metrics (``dvc plots show``)
     OUT/wandb/                       W&B files, when --wandb-mode is online or offline
@@ -74,7 +74,7 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("wandb_mode", click.Choice(["online", "offline", "disabled"]), "Weights & Biases logging."),
     ("project_name", str, "W&B project (empty: hrm-sudoku)."),
     ("run_name", str, "W&B run name (empty: W&B chooses)."),
-    ("resume", bool, "Continue from OUT/checkpoints/train_state.pt when its settings match."),
+    ("resume", bool, "Continue from OUT/train_state.pt when its settings match and its bytes check."),
     ("progress", bool, "Show a progress bar."),
 ]
 TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
