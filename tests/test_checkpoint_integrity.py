@@ -22,31 +22,11 @@ from pipelines.registry import content_hash, hash_files, model_files
 from pipelines.train_run import PREVIOUS_RUNS, RUN_INFO_NAME, STATE_NAME
 from pipelines.train_run import run as train
 
+from test_train import TINY_ARCH, data, hint_dir, ok  # noqa: F401 - the tiny real dataset of the trainer tests (module fixtures)
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TINY_ARCH = dict(hidden_size=32, num_heads=2, expansion=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=3,
-                 halt_exploration_prob=0.2, puzzle_emb_ndim=32)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def ok(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
-
-
-@pytest.fixture(scope="module")
-def hint_dir(tmp_path_factory) -> Path:
-    """The hint dataset of the real data stages on 24 generated puzzles (x4 augmented, x2 hints), 12 test."""
-    root = tmp_path_factory.mktemp("integrity_data")
-    ok("raw", "--source", "builtin", "--output", root / "raw", "--seed", 5, "--train-size", 24, "--test-size", 12)
-    ok("subsample", "--input", root / "raw", "--output", root / "subsample", "--seed", 5, "--subsample-size", 0, "--test-size", 0)
-    ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 5, "--num-aug", 3)
-    ok("hints", "--input", root / "augment", "--output", root / "hints", "--seed", 5, "--enabled", "true")
-    ok("shard", "--input", root / "hints", "--output", root / "datasets")
-    return root / "datasets" / json.loads((root / "datasets" / "datasets.json").read_text())["hint"]
 
 
 def tiny_cfg(hint_dir, out, **kw):
