@@ -56,6 +56,7 @@ import torch
 import torch.distributed as dist
 
 from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device
+from hrm.model.hrm import mistyped_fields
 from hrm.optim import AdamATan2, cosine_schedule_lr
 from hrm.sudoku import IGNORE_LABEL
 
@@ -133,7 +134,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (as the official does on CUDA)
 
     def __post_init__(self) -> None:
-        problems = []
+        # Types first (NaN and inf included: a NaN learning rate trains NaN weights); the checks below assume numbers.
+        problems = [f"{name} must be {kind}, not {value!r}" for name, kind, value in mistyped_fields(self)]
+        if not isinstance(self.arch, Mapping):
+            problems.append(f"arch must be a mapping, not {self.arch!r}")
+        if problems:
+            raise TrainError("invalid training config: " + "; ".join(problems))
         if self.global_batch_size < 1:
             problems.append("global_batch_size must be >= 1")
         if self.epochs < 1:

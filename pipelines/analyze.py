@@ -31,10 +31,10 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import StageError, atomic_output, claim_output, json_ready, log, owns_pattern
-from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints, resolve_device
+from pipelines.io import FiniteFloatRange, StageError, atomic_output, claim_output, json_ready, log, owns_pattern
+from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
-from pipelines.settings import config_file_options
+from pipelines.settings import config_file_options, resolve_device_option
 
 STAGE = "analyze"
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
@@ -98,7 +98,7 @@ def _ints(text: str, what: str) -> list[int]:
                    "(none = no landscapes).")
 @click.option("--store-states", type=click.Choice(["selected", "all", "none"]), default="selected",
               help="Store z_H / z_L of every step in traces.parquet for the --puzzle-index puzzles, all, or none.")
-@click.option("--tol", type=click.FloatRange(min=0), default=0.01, help="Convergence: joint residual <= tol on the tail.")
+@click.option("--tol", type=FiniteFloatRange(min=0), default=0.01, help="Convergence: joint residual <= tol on the tail.")
 @click.option("--tail", type=click.IntRange(min=0), default=0, help="Tail segments; 0 = max(1, ceil(segments / 4)).")
 @click.option("--lookback", type=click.IntRange(min=2), default=4, help="Largest lag K of the oscillation test.")
 @click.option("--easy-k", default="0,1,2,5,10,20", help="Cells left blank in the easy probe (comma-separated; none = skip).")
@@ -107,27 +107,31 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--shifts", type=click.IntRange(0, 9), default=9,
               help="Cyclic digit relabellings (incl. the identity); 0 = skip multistability.")
 @click.option("--noise-runs", type=click.IntRange(min=0), default=4, help="Runs from a noisy initial state per puzzle.")
-@click.option("--noise-std", type=click.FloatRange(min=0), default=0.5,
+@click.option("--noise-std", type=FiniteFloatRange(min=0), default=0.5,
               help="Std of the initial-state noise (H_init has std 1).")
-@click.option("--cluster-tol", type=click.FloatRange(min=0), default=0.05,
+@click.option("--cluster-tol", type=FiniteFloatRange(min=0), default=0.05,
               help="Relative distance linking two final states.")
 @click.option("--fp-sample", type=click.IntRange(min=0), default=32,
               help="Puzzles of the sample for multistability; 0 = all.")
 @click.option("--landscape-radius", type=click.IntRange(min=0), default=20, help="Grid offsets -R..R on each PC axis.")
-@click.option("--landscape-divisor", type=click.FloatRange(min=0, min_open=True), default=8.0,
+@click.option("--landscape-divisor", type=FiniteFloatRange(min=0, min_open=True), default=8.0,
               help="Grid step = sqrt(state size) / divisor.")
 @click.option("--landscape-segment", type=click.IntRange(min=0), default=0, help="Centre segment; 0 = the last.")
-@click.option("--landscape-clip", type=click.FloatRange(min=0, min_open=True), default=40.0,
+@click.option("--landscape-clip", type=FiniteFloatRange(min=0, min_open=True), default=40.0,
               help="Colour scale clip of the conflict count.")
 @click.option("--flow/--no-flow", default=True, help="Compute the one-segment flow arrows of the landscape.")
 @click.option("--num-threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
+@click.option("--memory-limit-gb", type=FiniteFloatRange(min=0), default=0.0,
+              help="Refuse a run whose estimated memory exceeds this (GB); 0 = 80% of the memory available now. "
+                   "Machine-dependent: not a params.yaml setting.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @config_file_options("analyze")
 def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: Path, sample: int, seed: int,
             segments: int, device: str, forward_dtype: str, batch_size: int, puzzle_index: str, store_states: str,
             tol: float, tail: int, lookback: int, easy_k: str, easy_sample: int, shifts: int, noise_runs: int,
             noise_std: float, cluster_tol: float, fp_sample: int, landscape_radius: int, landscape_divisor: float,
-            landscape_segment: int, landscape_clip: float, flow: bool, num_threads: int, progress: bool) -> None:
+            landscape_segment: int, landscape_clip: float, flow: bool, num_threads: int, memory_limit_gb: float,
+            progress: bool) -> None:
     """Mechanistic analysis: traces, fixed points, critical steps, easy puzzles, multiple fixed points, landscapes."""
     import torch
 
@@ -149,7 +153,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     if bad:
         raise StageError(f"{ds.dataset_dir}: --puzzle-index {bad} outside the {split} split's rows 0..{ds.num_examples - 1}")
     claim_output(output, OWNS, STAGE)
-    model = load_sudoku_model(checkpoint_file, resolve_device(device), None if forward_dtype == "config" else forward_dtype)
+    model = load_sudoku_model(checkpoint_file, resolve_device_option(device), None if forward_dtype == "config" else forward_dtype)
     check_dataset_encoding(ds, checkpoint_file, model.config)
     cfg = model.config
     s_count = segments or cfg.halt_max_steps
@@ -164,6 +168,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         lookback=lookback, easy_k=ks, easy_sample=easy_sample, shifts=shifts, noise_runs=noise_runs,
         noise_std=noise_std, cluster_tol=cluster_tol, fp_sample=fp_sample, landscape_radius=landscape_radius,
         landscape_divisor=landscape_divisor, landscape_segment=landscape_segment, flow=flow)
+    _check_memory(cfg, settings, sample_rows, selected, memory_limit_gb)
     run_info = {
         "checkpoint": str(checkpoint), "dataset": str(ds.dataset_dir), "split": split, "puzzles": int(sample_rows.size),
         "seed": seed, "segments": s_count, "h_cycles": cfg.H_cycles, "hidden_size": cfg.hidden_size,
@@ -176,6 +181,26 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                        run_info)
     log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
         f"{time.time() - started:.1f} s -> {output}")
+
+
+def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], limit_gb: float) -> None:
+    """Refuse, before any work, a run whose estimated memory (hrm.analysis.estimate_memory) is above the
+    limit (--memory-limit-gb; 0: 80% of the memory available now), naming the options to lower."""
+    from hrm.analysis import available_memory_bytes, estimate_memory, format_bytes
+
+    n_rows = int(np.union1d(sample_rows, np.asarray(selected, np.int64)).size)
+    est = estimate_memory(cfg, settings, n_rows, len(set(selected)), n_sample=int(sample_rows.size))
+    if limit_gb > 0:
+        limit, why = limit_gb * 1e9, "--memory-limit-gb"
+    else:
+        avail = available_memory_bytes()
+        limit = None if avail is None else 0.8 * avail
+        why = "80% of available memory; --memory-limit-gb to change"
+    if limit is not None and est.bytes > limit:
+        lower = " or ".join(o for o in est.peak.options) or "--segments"
+        raise StageError(f"{est.describe('needed')}, above the limit of {format_bytes(limit)} ({why}); lower {lower}")
+    log(STAGE, f"memory: {est.describe()} (estimated peak"
+        + ("" if limit is None else f"; limit {format_bytes(limit)}") + ")")
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,

@@ -33,9 +33,9 @@ import click
 import numpy as np
 
 from pipelines.io import StageError, atomic_output, claim_output, json_ready, log, owns_pattern
-from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints, resolve_device
+from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
-from pipelines.settings import config_file_options
+from pipelines.settings import config_file_options, resolve_device_option
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
 
 STAGE = "evaluate"
@@ -60,7 +60,7 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
 
 def load_models(files: Sequence[Path], device: str, forward_dtype: str):
     """Load every checkpoint and check they agree; StageError names file and mismatch."""
-    dev = resolve_device(device)
+    dev = resolve_device_option(device)
     dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
     models = [load_sudoku_model(f, dev, dtype) for f in files]
     first = models[0].config

@@ -1,4 +1,4 @@
-"""File I/O shared by the stages: atomic outputs, table reading, user-facing errors, the stage log.
+"""File I/O shared by the stages: atomic outputs, table reading, user-facing errors and option types, the stage log.
 
 (A file's sha256 is schemas.manifest.file_sha256: the loader needs it too.)
 """
@@ -12,7 +12,10 @@ import math
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -47,11 +50,82 @@ class StageError(click.ClickException):
     """An error the user can cause and fix (bad file, missing input): one message, no traceback."""
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN and inf (NaN passes every comparison of a range check,
+    inf passes an open-ended one): every float option of the stages is one of these."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def log(stage: str, message: str) -> None:
-    """``stage: message`` on stderr, from rank 0 only (a torchrun job's other ranks stay quiet)."""
+    """``stage: message`` on stderr, from rank 0 only (a torchrun job's other ranks stay quiet).
+    Also where a Ctrl-C that Python dropped is raised again (:func:`check_interrupted`)."""
+    check_interrupted()
     if os.environ.get("RANK", "0") != "0":
         return
     click.echo(f"{stage}: {message}", err=True)
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM stop a stage: both raise KeyboardInterrupt, so every
+    :func:`atomic_output` removes its temporary and the old output stays.
+
+    Python drops an exception raised inside a finalizer or a ctypes callback, printing "Exception
+    ignored"; numba and llvmlite run such code all through JIT compilation, so a Ctrl-C there would
+    be lost and the stage would finish with exit 0. Such a dropped KeyboardInterrupt is recorded
+    (``sys.unraisablehook``, silently) and raised again by :func:`check_interrupted`, which
+    :func:`log` and :func:`atomic_output` call before they go on.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the last signal received
+        self.dropped = False  # a KeyboardInterrupt was dropped and not raised again yet
+        self._saved: dict[int, Any] = {}
+        self._hook: Any = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.signum = signum
+        raise KeyboardInterrupt
+
+    def _unraisable(self, info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            self.dropped = True
+        else:
+            self._hook(info)
+
+    def __enter__(self) -> "Interrupts":
+        global _interrupts
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._on_signal)
+        self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        _interrupts = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _interrupts
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = self._hook
+        _interrupts = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+
+_interrupts: Interrupts | None = None
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if one was dropped inside a finalizer or callback (see :class:`Interrupts`)."""
+    if _interrupts is not None and _interrupts.dropped:
+        _interrupts.dropped = False
+        raise KeyboardInterrupt
 
 
 def _temp_sibling(final: Path) -> Path:
@@ -65,7 +139,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,7 +156,7 @@ def remove_leftovers(final: Path) -> list[Path]:
     if final.parent.is_dir():
         for p in final.parent.iterdir():
             m = pattern.match(p.name)
-            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
                 _remove(p)
                 gone.append(p)
     return gone
@@ -153,6 +227,7 @@ def atomic_output(final: str | os.PathLike, *, own: Owns | None = None, stage: s
     tmp = _temp_sibling(final)
     try:
         yield tmp
+        check_interrupted()  # a Ctrl-C that Python dropped: the new output is not put in place
         if not tmp.exists():
             raise RuntimeError(f"nothing was written for {final}")
         if tmp.is_dir() and final.exists():

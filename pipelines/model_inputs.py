@@ -37,20 +37,6 @@ def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
     return files
 
 
-def resolve_device(device: str):
-    """The torch device for ``--device`` (auto: cuda, else mps, else cpu); one that is not here is a StageError."""
-    import torch
-
-    from hrm.model import resolve_device as pick
-
-    dev = pick(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise StageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise StageError("--device mps: MPS is not available here (use --device auto or cpu)")
-    return dev
-
-
 def load_sudoku_model(file: Path, device, forward_dtype: str | None):
     """Load one checkpoint (weights_only) for the Sudoku encoding; ``forward_dtype`` None keeps the
     checkpoint's own. Every failure is a StageError naming the file."""

@@ -53,6 +53,48 @@ def read_section(config_file: Path, section: str | None, options: Iterable[str],
     return flat
 
 
+def file_value(config_file: Path, section: str | None, key: str, value: Any, click_type: click.ParamType, *,
+               nullable: bool = False) -> Any:
+    """A config-file value checked as its option's click type, as strictly as the command line
+    (a float or inf for an integer, NaN, a list, a string for a flag are refused, where click's own
+    cast would truncate or crash); a StageError names the file and key. An integer written for a
+    float option stays as written (all_config.yaml keeps ``expansion: 4`` as params.yaml says).
+    ``nullable``: None (YAML null) is a value, passed on as it is."""
+    where = f"{config_file}: {section + '.' if section else ''}{key}"
+    if value is None:
+        if nullable:
+            return None
+        raise StageError(f"{where}: needs a value")
+    if isinstance(click_type, click.types.BoolParamType):
+        if not isinstance(value, bool):
+            raise StageError(f"{where}: must be true or false, not {value!r}")
+        return value
+    if isinstance(value, (bool, list, dict)) or (isinstance(click_type, click.types.IntParamType) and isinstance(value, float)):
+        raise StageError(f"{where}: {value!r} is not a valid {click_type.name}")
+    try:
+        if isinstance(click_type, click.types.IntParamType):  # the number first: "'abc' is not a valid integer"
+            click.INT.convert(value, None, None)
+        elif isinstance(click_type, click.types.FloatParamType):
+            click.FLOAT.convert(value, None, None)
+        converted = click_type.convert(value, None, None)
+    except click.BadParameter as e:
+        raise StageError(f"{where}: {e.message}") from None
+    if isinstance(converted, float) and isinstance(value, int):
+        return value
+    return converted
+
+
+def resolve_device_option(device: str):
+    """The torch device for a stage's ``--device`` (auto: cuda, else mps, else cpu); one that is not
+    here is a StageError, before any input is read."""
+    from hrm.model import DeviceError, resolve_device
+
+    try:
+        return resolve_device(device)
+    except DeviceError as e:
+        raise StageError(f"--device {device}: {e} (use --device auto or cpu)") from None
+
+
 def given_on_command_line(ctx: click.Context, name: str) -> bool:
     """Whether the parameter ``name`` was set by the user (command line or environment), not by its default."""
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
@@ -87,12 +129,11 @@ def config_file_options(section: str, aliases: Mapping[str, str] | None = None) 
                     param = keys[key]
                     if given_on_command_line(ctx, param.name):
                         continue
-                    if param.multiple and not isinstance(value, (list, tuple)):
-                        value = [value]
-                    try:
-                        kwargs[param.name] = param.type_cast_value(ctx, value)
-                    except click.BadParameter as e:
-                        raise StageError(f"{config_file}: {section}.{key}: {e.message}") from None
+                    if param.multiple:
+                        items = value if isinstance(value, list) else [value]
+                        kwargs[param.name] = tuple(file_value(config_file, section, key, v, param.type) for v in items)
+                    else:
+                        kwargs[param.name] = file_value(config_file, section, key, value, param.type)
             return func(*args, **kwargs)
 
         run = click.option("--section", default=section, show_default=True,

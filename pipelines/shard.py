@@ -41,7 +41,7 @@ from pipelines.dataset_io import (
     write_json,
 )
 from pipelines.datasets import dataset_card
-from pipelines.io import StageError, atomic_output, human_bytes, log
+from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
 from schemas.columns import SHARD_SCHEMA
 from schemas.manifest import (
     CARD, DATASETS_INDEX, MANIFEST, file_sha256, new_manifest, open_shard, shard_entry, split_entry,
@@ -50,14 +50,6 @@ from schemas.manifest import (
 BATCH_ROWS = 16_384  # rows per Arrow record batch inside a shard
 MIB = 1 << 20
 MAX_SHARD_MB = float(1 << 20)  # --shard-max-mb above 1 TiB (or inf) is refused
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """NaN passes every comparison of click's range check: refused here."""
-    if value != value:
-        raise click.BadParameter(f"{value!r} is not a number of MiB", ctx=ctx, param=param)
-    return value
-
 
 
 def OWNS(entry: Path) -> bool:  # noqa: N802 - the stages' own-files rule, named alike in every stage
@@ -210,8 +202,8 @@ def vanilla_of(df: pl.DataFrame) -> pl.DataFrame:
               help="Hints stage output.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/datasets"),
               help="Directory to write the datasets into (replaced as a whole on success).")
-@click.option("--shard-max-mb", type=click.FloatRange(min=0, min_open=True, max=MAX_SHARD_MB), default=128.0,
-              callback=_finite, help="Largest shard, in MiB (whole groups per shard).")
+@click.option("--shard-max-mb", type=FiniteFloatRange(min=0, min_open=True, max=MAX_SHARD_MB), default=128.0,
+              help="Largest shard, in MiB (whole groups per shard).")
 def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     """Write the vanilla (and hint) datasets as Arrow shards with a dataset card and manifest."""
     stage = "shard"

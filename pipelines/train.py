@@ -32,21 +32,21 @@ import click
 import yaml
 
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError
-from pipelines.io import StageError
-from pipelines.settings import given_on_command_line, read_section
+from pipelines.io import FiniteFloatRange, StageError
+from pipelines.settings import file_value, given_on_command_line, read_section, resolve_device_option
 
 # name, click type, help. Architecture options go into the arch block. The defaults are the quick
 # profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
 ARCH_OPTIONS: list[tuple[str, Any, str]] = [
     ("hidden_size", click.IntRange(min=1), "Model width."),
     ("num_heads", click.IntRange(min=1), "Attention heads (hidden_size must be a multiple)."),
-    ("expansion", click.FloatRange(min=0, min_open=True), "SwiGLU expansion factor."),
+    ("expansion", FiniteFloatRange(min=0, min_open=True), "SwiGLU expansion factor."),
     ("H_layers", click.IntRange(min=1), "Blocks in the high-level module."),
     ("L_layers", click.IntRange(min=1), "Blocks in the low-level module."),
     ("H_cycles", click.IntRange(min=1), "High-level updates per ACT segment."),
     ("L_cycles", click.IntRange(min=1), "Low-level updates per high-level update."),
     ("halt_max_steps", click.IntRange(min=1), "Most ACT segments per puzzle."),
-    ("halt_exploration_prob", click.FloatRange(0, 1), "Probability of a random minimum number of segments."),
+    ("halt_exploration_prob", FiniteFloatRange(0, 1), "Probability of a random minimum number of segments."),
     ("pos_encodings", click.Choice(["rope", "learned"]), "Position encoding."),
     ("puzzle_emb_ndim", click.IntRange(min=0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
     ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "Token loss."),
@@ -55,14 +55,14 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("global_batch_size", click.IntRange(min=1), "Examples per step over all processes."),
     ("epochs", click.IntRange(min=1), "Group-epochs (each visits every original puzzle once, one variant each)."),
     ("eval_interval", click.IntRange(min=1), "Epochs between evaluations + checkpoints; must divide --epochs."),
-    ("lr", click.FloatRange(min=0), "Peak learning rate of the weights (AdamATan2)."),
-    ("lr_min_ratio", click.FloatRange(min=0), "Final lr / peak lr of the cosine decay (1.0: constant)."),
+    ("lr", FiniteFloatRange(min=0), "Peak learning rate of the weights (AdamATan2)."),
+    ("lr_min_ratio", FiniteFloatRange(min=0), "Final lr / peak lr of the cosine decay (1.0: constant)."),
     ("lr_warmup_steps", click.IntRange(min=0), "Linear warm-up steps."),
-    ("beta1", click.FloatRange(0, 1, max_open=True), "AdamATan2 beta1."),
-    ("beta2", click.FloatRange(0, 1, max_open=True), "AdamATan2 beta2."),
-    ("weight_decay", click.FloatRange(min=0), "Decoupled weight decay of the weights."),
-    ("puzzle_emb_lr", click.FloatRange(min=0), "Learning rate of the puzzle embedding (sign-SGD)."),
-    ("puzzle_emb_weight_decay", click.FloatRange(min=0), "Weight decay of the puzzle embedding."),
+    ("beta1", FiniteFloatRange(0, 1, max_open=True), "AdamATan2 beta1."),
+    ("beta2", FiniteFloatRange(0, 1, max_open=True), "AdamATan2 beta2."),
+    ("weight_decay", FiniteFloatRange(min=0), "Decoupled weight decay of the weights."),
+    ("puzzle_emb_lr", FiniteFloatRange(min=0), "Learning rate of the puzzle embedding (sign-SGD)."),
+    ("puzzle_emb_weight_decay", FiniteFloatRange(min=0), "Weight decay of the puzzle embedding."),
     ("seed", int, "Seed of the initialisation, data order and exploration."),
     ("checkpoint_every_eval", bool, "Save step_N at every evaluation (else only the last)."),
     ("keep_checkpoints", click.IntRange(min=0), "Keep only the last N step_N files (0: all)."),
@@ -94,6 +94,11 @@ ALL_OPTIONS = ARCH_OPTIONS + TRAIN_OPTIONS
 ARCH_NAMES = {name for name, *_ in ARCH_OPTIONS}
 OPTION_NAMES = {name for name, *_ in ALL_OPTIONS}
 PATH_KEYS = {"dataset", "variant", "output", "profile"}
+
+
+OPTION_TYPES = {name: click.BOOL if typ is bool else click.types.convert_type(typ) for name, typ, _ in ALL_OPTIONS}
+# TrainConfig fields that take None (a file may say `eval_interval: null`: one evaluation, at the end).
+NULLABLE = {f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
 
 
 def _flag(name: str) -> str:
@@ -160,7 +165,12 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
         values.update({k: v for k, v in PAPER_PROFILE.items() if not explicit(k)})
     for key, value in file_values.items():
         if key in OPTION_NAMES and not explicit(key):
-            values[key] = value
+            values[key] = file_value(config_file, section, key, value, OPTION_TYPES[key], nullable=key in NULLABLE)
+    for key in ("dataset", "output"):
+        if key in file_values and not isinstance(file_values[key], str):
+            raise StageError(f"{config_file}: {section}.{key}: must be a path, not {file_values[key]!r}")
+    if file_values.get("variant", "hint") not in ("hint", "vanilla"):
+        raise StageError(f"{config_file}: {section}.variant: must be hint or vanilla, not {file_values['variant']!r}")
     if not explicit("dataset") and "dataset" in file_values:
         dataset = Path(file_values["dataset"])
     if not explicit("variant") and "variant" in file_values:
@@ -174,6 +184,7 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
         dataset_dir = dataset if not (dataset / "datasets.json").is_file() else resolve_dataset(dataset, variant)
         click.echo(yaml.safe_dump(build_config(values, dataset_dir, output).to_dict(), sort_keys=False), nl=False)
         return
+    resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
     dataset_dir = resolve_dataset(dataset, variant)
     cfg = build_config(values, dataset_dir, output)
 

@@ -1,4 +1,4 @@
-"""Issue 14, classes 4 and 9, on tiny real runs (the real data stages, the real trainer, the real CLI).
+"""Issue 14, classes 4, 6 (checkpoints and devices) and 9, on tiny real runs (the real data stages, the real trainer, the real CLI).
 
 Class 4: no step_N and no training state is used unless its bytes match the sha256 recorded
 beside it (an official checkpoint, which has none, loads with a note saying so).
@@ -65,6 +65,13 @@ def stop_at(step, exc):
     return callback
 
 
+def copy_run(src: Path, dst: Path) -> Path:
+    (dst / "checkpoints").mkdir(parents=True)
+    for f in (src / "checkpoints").iterdir():
+        (dst / "checkpoints" / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
 # ----------------------------------------------------------------------------- class 4: step_N
 
 
@@ -81,11 +88,7 @@ def test_every_checkpoint_has_its_sha256_and_loads_verified(reference_run):
 
 
 def test_a_flipped_byte_in_step_n_is_refused_by_load_evaluate_and_analyze(reference_run, hint_dir, tmp_path):
-    src, _ = reference_run
-    run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    for f in (src / "checkpoints").iterdir():
-        (run_dir / "checkpoints" / f.name).write_bytes(f.read_bytes())
+    run_dir = copy_run(reference_run[0], tmp_path / "run")
     bad = run_dir / "checkpoints" / "step_12"
     want = sha(bad)
     flip_byte(bad)
@@ -111,6 +114,41 @@ def test_a_flipped_byte_in_step_n_is_refused_by_load_evaluate_and_analyze(refere
     # The same bytes with a hash that matches load: the refusal is the hash, not the file.
     hash_file(bad).write_text(f"{got}  {bad.name}\n")
     assert load_checkpoint(bad, device="cpu", note=lambda m: pytest.fail(m)) is not None
+
+
+def test_a_checkpoint_of_nan_weights_is_refused_by_load_evaluate_and_analyze(reference_run, hint_dir, tmp_path):
+    """Class 6: weights of a run that diverged, with a hash that matches them (the run wrote them so)."""
+    run_dir = copy_run(reference_run[0], tmp_path / "run")
+    step = run_dir / "checkpoints" / "step_12"
+    state = torch.load(step, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.dim() == 2)
+    state[name][0, 0] = float("nan")
+    torch.save(state, step)
+    hash_file(step).write_text(f"{sha(step)}  {step.name}\n")
+
+    with pytest.raises(CheckpointError, match="NaN or inf") as e:
+        load_checkpoint(step, device="cpu")
+    assert str(step) in str(e.value) and name in str(e.value)
+    for stage in ("evaluate", "analyze"):
+        out = tmp_path / f"{stage}-out"
+        r = CliRunner().invoke(cli, [stage, "--checkpoint", str(run_dir), "--dataset", str(hint_dir), "--output", str(out),
+                                     "--device", "cpu", "--no-progress"])
+        assert r.exit_code == 1 and "Traceback" not in r.output and r.output.count("Error:") == 1, (stage, r.output)
+        assert str(step) in r.output and name in r.output and "NaN or inf" in r.output
+        assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("stage", ["train", "evaluate", "analyze"])
+def test_a_device_that_is_not_here_is_refused_before_any_work(reference_run, hint_dir, tmp_path, stage):
+    out = tmp_path / "out"
+    args = {"train": ["train", "--dataset", str(hint_dir)],
+            "evaluate": ["evaluate", "--checkpoint", str(reference_run[0]), "--dataset", str(hint_dir)],
+            "analyze": ["analyze", "--checkpoint", str(reference_run[0]), "--dataset", str(hint_dir)]}[stage]
+    r = CliRunner().invoke(cli, [*args, "--output", str(out), "--device", "cuda", "--no-progress"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and isinstance(r.exception, SystemExit), r.output
+    assert "Error: --device cuda: no CUDA device is available here" in r.output and r.output.count("Error:") == 1
+    assert not out.exists()
 
 
 def test_a_broken_sidecar_is_refused(tmp_path):

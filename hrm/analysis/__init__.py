@@ -12,6 +12,7 @@ Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
 - :mod:`~hrm.analysis.critical`: the critical step ("grokking" over segments).
 - :mod:`~hrm.analysis.easy`: reveal all but k cells, accuracy vs k.
 - :mod:`~hrm.analysis.landscape`: the conflict-count landscape on the top-two-PC plane.
+- :mod:`~hrm.analysis.memory`: the memory a run will need, estimated before it runs.
 - :mod:`~hrm.analysis.plots`, :mod:`~hrm.analysis.report`: figures and the Markdown page.
 """
 
@@ -23,6 +24,7 @@ from hrm.analysis.fixed_points import (
     state_clusters, tail_window, violations,
 )
 from hrm.analysis.landscape import Landscape, landscape
+from hrm.analysis.memory import MemoryEstimate, PhaseEstimate, available_memory_bytes, estimate_memory, format_bytes
 from hrm.analysis.report import render_report
 from hrm.analysis.run import AnalysisResult, AnalysisSettings, PuzzleFigure, TokenError, analyze, trace_table
 from hrm.analysis.traces import (
@@ -32,6 +34,7 @@ from hrm.analysis.traces import (
 
 __all__ = [
     "AnalysisResult", "AnalysisSettings", "PuzzleFigure", "TokenError", "analyze", "render_report", "trace_table",
+    "MemoryEstimate", "PhaseEstimate", "available_memory_bytes", "estimate_memory", "format_bytes",
     "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "Trace",
     "aligned_curve", "answer_changes", "answer_classes", "classify", "critical_histogram",
     "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",

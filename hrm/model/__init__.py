@@ -7,7 +7,7 @@ Entry points: :class:`HRMConfig`, :class:`HRM` (model + ACT + loss head, with
 
 from hrm.model.checkpoint import (CheckpointError, atomic_write, hash_file, load_checkpoint, read_verified, save_checkpoint,
                                   step_files, write_verified)
-from hrm.model.hrm import HRM, HRMACT, Carry, HRMConfig, HRMInner, InnerCarry, Prediction, resolve_device
+from hrm.model.hrm import HRM, HRMACT, Carry, DeviceError, HRMConfig, HRMInner, InnerCarry, Prediction, resolve_device
 from hrm.model.losses import ACTLossHead, ACTStepResult, softmax_cross_entropy, stablemax_cross_entropy
 from hrm.model.sparse_embedding import CastedSparseEmbedding, SparseEmbeddingSignSGD
 
@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint",
     "read_verified",
     "resolve_device",
+    "DeviceError",
     "save_checkpoint",
     "softmax_cross_entropy",
     "stablemax_cross_entropy",

@@ -205,6 +205,15 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     raise CheckpointError("\n".join(lines))
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every weight is a finite number; NaN or inf (a run that diverged) is a CheckpointError naming the tensors."""
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f", ... ({len(bad)} in all)" if len(bad) > 3 else "")
+        raise CheckpointError(f"{source}: weights that are NaN or inf in {shown}; the run diverged before this "
+                              "checkpoint: use an earlier step_N")
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     device: torch.device | str | None = "auto",
@@ -234,6 +243,7 @@ def load_checkpoint(
     with torch.device("cpu"):
         model = HRM(config, loss_type=loss_type)
     check_state_dict(model, state, source=str(file))
+    check_finite(state, source=str(file))
     model.load_state_dict(state, strict=True)
     return model.to(resolve_device(device)).eval()
 

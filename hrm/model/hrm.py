@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -39,6 +40,27 @@ from hrm.model.sparse_embedding import CastedSparseEmbedding
 
 ARCH_NAME = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def mistyped_fields(config: Any) -> list[tuple[str, str, Any]]:
+    """(field, expected kind, value) of every int / float / bool / str field of a dataclass whose value
+    is something else: a bool is no number, a float field takes any finite real (``expansion: 4``; NaN
+    and inf are refused), None passes where the annotation allows it (``int | None``)."""
+    wrong = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        kind = str(f.type).replace(" | None", "")
+        if value is None and kind != str(f.type):
+            continue
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            wrong.append((f.name, "an integer", value))
+        elif kind == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+            wrong.append((f.name, "a finite number", value))
+        elif kind == "bool" and not isinstance(value, bool):
+            wrong.append((f.name, "true or false", value))
+        elif kind == "str" and not isinstance(value, str):
+            wrong.append((f.name, "a string", value))
+    return wrong
 
 
 @dataclass
@@ -69,8 +91,18 @@ class HRMConfig:
     forward_dtype: str = "bfloat16"  # "float32" | "bfloat16"
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.hidden_size % self.num_heads:
+        problems = [f"{name} must be {kind}, not {value!r}" for name, kind, value in mistyped_fields(self)]
+        if problems:  # the value checks below assume numbers
+            raise ValueError("invalid HRMConfig: " + "; ".join(problems))
+        for name in ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "H_layers", "L_layers", "hidden_size",
+                     "num_heads"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.puzzle_emb_ndim < 0:
+            problems.append("puzzle_emb_ndim must be >= 0")
+        if self.expansion <= 0 or self.rms_norm_eps <= 0 or self.rope_theta <= 0:
+            problems.append("expansion, rms_norm_eps and rope_theta must be > 0")
+        if self.num_heads >= 1 and self.hidden_size % self.num_heads:
             problems.append(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         if self.pos_encodings not in ("rope", "learned"):
             problems.append(f"pos_encodings must be 'rope' or 'learned', not {self.pos_encodings!r}")
@@ -367,8 +399,13 @@ class Prediction:
         return {f.name: v.cpu().numpy() for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
 
 
+class DeviceError(ValueError):
+    """A device this machine or this torch build does not have."""
+
+
 def resolve_device(device: torch.device | str | None = "auto") -> torch.device:
-    """"auto" (or None) -> cuda if available, else mps, else cpu."""
+    """"auto" (or None) -> cuda if available, else mps, else cpu. A device that is not here
+    (``cuda`` on a CPU build, ``cuda:3`` on a one-GPU machine, an unknown name) is a DeviceError."""
     if device is None or (isinstance(device, str) and device == "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -376,7 +413,19 @@ def resolve_device(device: torch.device | str | None = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(f"not a torch device ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise DeviceError(f"no CUDA device is available here: {build}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"cuda:{dev.index} does not exist ({torch.cuda.device_count()} CUDA device(s) here)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("MPS is not available here")
+    return dev
 
 
 class HRM(ACTLossHead):

@@ -1,0 +1,126 @@
+"""`hrm analyze` estimates its memory before it runs and refuses what cannot fit (hrm.analysis.memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hrm.analysis import AnalysisSettings, estimate_memory
+from hrm.model import save_checkpoint
+from pipelines.cli import cli
+from test_analysis import tiny_config, tiny_model, write_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SETTINGS = AnalysisSettings(
+    segments=4, seed=0, batch_size=64, store_states="selected", tol=0.01, tail=0, lookback=4, easy_k=[0, 1],
+    easy_sample=100, shifts=9, noise_runs=4, noise_std=0.5, cluster_tol=0.05, fp_sample=32, landscape_radius=20,
+    landscape_divisor=8.0, landscape_segment=0, flow=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, puzzles):
+    x, y = puzzles
+    root = tmp_path_factory.mktemp("memory")
+    ckpt = save_checkpoint(tiny_model(), root / "model" / "step_7")
+    return ckpt, write_dataset(root / "ds", x, y)
+
+
+@pytest.fixture(scope="module")
+def puzzles():
+    import polars as pl
+
+    from conftest import REAL_SUDOKU
+    from hrm.sudoku import grids_to_tokens, strings_to_grids
+
+    df = pl.read_csv(REAL_SUDOKU / "valid.csv", infer_schema=False)
+    return (grids_to_tokens(strings_to_grids(df["question"].to_list())).astype(np.int32),
+            grids_to_tokens(strings_to_grids(df["answer"].to_list())).astype(np.int32))
+
+
+def test_too_many_segments_is_refused_before_any_work_naming_the_option(tiny, tmp_path):
+    ckpt, ds = tiny
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "-o", str(out),
+                                 "--segments", "100000", "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    lines = [line for line in r.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.output
+    assert "--segments 100000" in lines[0] and "lower --segments" in lines[0] and "--memory-limit-gb" in lines[0]
+    assert "GB needed" in lines[0] and "above the limit" in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing written, not even a temp folder
+
+
+def test_explicit_limit_is_used_and_default_run_passes(tiny, tmp_path):
+    ckpt, ds = tiny
+    args = ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "--sample", "4", "--segments", "2",
+            "--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow", "--no-progress"]
+    r = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a"), "--memory-limit-gb", "0.000001"])
+    assert r.exit_code == 1 and "above the limit of" in r.output and "(--memory-limit-gb)" in r.output
+    assert not (tmp_path / "a").exists()
+    r = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b")])  # the default limit: 80% of what is available
+    assert r.exit_code == 0, r.output
+    assert "analyze: memory: " in r.output and (tmp_path / "b" / "metrics.json").is_file()
+
+
+def test_estimate_grows_with_segments_and_rows():
+    cfg = tiny_config()
+    flat = replace(SETTINGS, easy_k=[], shifts=0, batch_size=1, store_states="none")
+
+    def traces(**kw):
+        n_rows = kw.pop("n_rows", 6)
+        return next(p for p in estimate_memory(cfg, replace(flat, **kw), n_rows, 1).phases if p.name == "traces").bytes
+
+    # Linear in the traced rows (per-segment summaries) once the batch is fixed.
+    a, b, c = (traces(segments=50, n_rows=n) for n in (100, 200, 300))
+    assert b - a == c - b > 0
+    # In segments: linear terms plus the trajectory PCA's T x T Gram matrices (quadratic in T = segments x H_cycles).
+    s1, s2, s3 = (traces(segments=s) for s in (100, 200, 300))
+    assert s3 - s2 > s2 - s1 > 0
+    gram = [estimate_memory(cfg, replace(flat, segments=s), 6, 1).phases[0].terms["trajectory PCA Gram matrices"]
+            for s in (100, 200)]
+    assert gram[1] == 4 * gram[0]
+    # The full default: the biggest phase and the options it names.
+    big = estimate_memory(cfg, replace(SETTINGS, segments=100000), 39, 1)
+    assert big.peak.name == "traces" and "--segments" in big.peak.options and big.bytes > 1e12
+    assert "--segments 100000" in big.describe()
+
+
+MEASURE = r"""
+import resource, sys
+from pipelines.cli import cli
+try:
+    cli(sys.argv[1:], standalone_mode=False)
+finally:
+    print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def _peak_rss(ckpt, ds, out, segments: int) -> int:
+    args = ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "-o", str(out), "--segments", str(segments),
+            "--sample", "6", "--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow",
+            "--num-threads", "1", "--no-progress"]
+    r = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rss = next(int(line.split()[1]) * 1024 for line in r.stderr.splitlines() if line.startswith("MAXRSS_KB"))
+    return rss
+
+
+def test_estimate_covers_the_measured_growth_of_a_real_run(tiny, tmp_path):
+    """Peak RSS of two real runs (subprocesses) 4 and 150 segments apart: the estimate's growth covers it."""
+    ckpt, ds = tiny
+    lo, hi = 4, 150
+    _peak_rss(ckpt, ds, tmp_path / "warm-up", lo)  # once first: what a first run caches (bytecode, numba) is not growth
+    rss_lo, rss_hi = (_peak_rss(ckpt, ds, tmp_path / str(s), s) for s in (lo, hi))
+    cfg = tiny_config()
+    st = replace(SETTINGS, easy_k=[], shifts=0, landscape_radius=1, flow=False)
+    est = [estimate_memory(cfg, replace(st, segments=s), 7, 1, n_sample=6).bytes for s in (lo, hi)]
+    measured, estimated = rss_hi - rss_lo, est[1] - est[0]
+    assert estimated >= measured, (measured, estimated)
+    assert estimated <= 4 * max(measured, 20e6), (measured, estimated)  # conservative, not wildly so
