@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import signal
+import sys
 
 import click
 
 from hrm import __version__
+from pipelines.io import Interrupts
 
 # name -> "module:attribute". Imported on use, so `hrm raw` does not pay for torch,
 # datasets or the registry's git/DVC imports.
@@ -46,5 +49,20 @@ def cli() -> None:
     """
 
 
-def main() -> None:
-    cli()
+def main(command: click.Command = cli, prog_name: str | None = None) -> None:
+    """Run ``command`` (the ``hrm`` group) as the console script does, with Ctrl-C and SIGTERM
+    stopping it (pipelines.io.Interrupts): exit 128 + the signal's number, one line, no traceback."""
+    with Interrupts() as interrupts:
+        try:
+            code = command.main(prog_name=prog_name, standalone_mode=False)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except (click.exceptions.Abort, KeyboardInterrupt):  # click turns KeyboardInterrupt into Abort
+            interrupts.signum = interrupts.signum or signal.SIGINT
+        if interrupts.signum is None and interrupts.dropped:  # dropped, and no check point came after it
+            interrupts.signum = signal.SIGINT
+        if interrupts.signum is not None:
+            click.echo(f"hrm: stopped by {interrupts.name}; outputs being written were not put in place", err=True)
+            sys.exit(128 + interrupts.signum)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -29,6 +29,7 @@ import functools
 import io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ import torch.distributed as dist
 
 from hrm.model import CheckpointError, hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import StageError, atomic_output
+from pipelines.io import StageError, atomic_output, pid_alive
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 
@@ -49,6 +50,8 @@ NOT_DETERMINISTIC = ("train_seconds",)  # summary keys kept out of metrics.json
 CONFIG_NAME = "all_config.yaml"
 PREVIOUS_RUNS = "previous-runs"  # OUT/previous-runs/N: an earlier run's files, moved aside when a run starts over
 LOCK_NAME = ".train.lock"  # held by the process writing the run folder
+# The temporary of a file the run folder writes (hrm.model.atomic_write: NAME.tmp-PID), left by a process killed mid-write.
+WRITE_LEFTOVER = re.compile(r"^(?:step_\d+(?:\.sha256)?|all_config\.yaml|train_state\.pt(?:\.sha256)?)\.tmp-(\d+)$")
 
 
 def checkpoint_dir(cfg: TrainConfig) -> Path | None:
@@ -214,6 +217,8 @@ class RunFolder(TrainHooks):
             self.say = lambda s: None
         self.files = MetricsFiles(self.out_dir if self.rank == 0 else None)
         self.total_steps = total_steps
+        if self.rank == 0:
+            self._remove_write_leftovers()
         saved = self._load(key, total_steps)
         if saved is None:
             if self.rank == 0:
@@ -229,6 +234,18 @@ class RunFolder(TrainHooks):
                  f"(block {saved['block']}, step {saved['step_in_block']} in block)")
         self.files.start(saved.get("plot_rows"), keep_until_step=saved["step"])
         return saved
+
+    def _remove_write_leftovers(self) -> None:
+        """Remove the NAME.tmp-PID temporaries of processes killed while writing a step_N, its hash,
+        all_config.yaml or the training state: half-written, never used, and not to stay in checkpoints/."""
+        folders = {f for f in (self.ckpt_dir, self.out_dir, self.state_path and self.state_path.parent) if f is not None}
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                m = WRITE_LEFTOVER.match(p.name)
+                if m and p.is_file() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+                    p.unlink(missing_ok=True)
 
     def _move_previous_run(self) -> Path | None:
         """Move the files of an earlier run (step_N and their hashes, train_state.pt, all_config.yaml, metrics,
