@@ -1,9 +1,11 @@
 """How much memory :func:`hrm.analysis.analyze` will need, before it runs: :func:`estimate_memory`.
 
 Counted from the code, array shape x dtype size, for the arrays whose size grows with a setting
-(segments, batch size, rows, stored states, landscape radius, perturbed runs); what does not grow
-(the interpreter, the imported libraries, the model's weights) is already resident when ``hrm
-analyze`` asks, so the estimate is the growth on top of the process as it is then.
+(segments, batch size, rows, stored states, landscape radius, perturbed runs); what is already
+resident when ``hrm analyze`` asks (the interpreter, the imported libraries, the model's weights)
+is not counted: the estimate is the growth on top of the process as it is then. One constant
+term, measured, not derived: the libraries imported on first use and torch's first-forward
+buffers (FIRST_USE).
 
 Notation: S segments, C = H_cycles, T = S x C steps, P = puzzle_emb_len + seq_len positions, H =
 hidden_size, D = P x H numbers per state, B = puzzles per forward batch, N = traced rows (the
@@ -33,9 +35,10 @@ Per phase (each is what that phase holds at its peak, on top of what the earlier
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from hrm.model.layers import swiglu_width
 
 __all__ = ["MemoryEstimate", "PhaseEstimate", "estimate_memory", "available_memory_bytes", "format_bytes"]
 
@@ -56,6 +59,10 @@ PER_SEGMENT_TABLE = 8192
 # Per (segment, traced row) kept for the summaries: exact bool, blank_acc f32, blank_wrong i16, res_H /
 # res_L / res f32 = 19 bytes; the per-batch lists, their concatenation and the sample's slices: x 4.
 SUMMARY_ROW = 19 * 4
+# What a run adds whatever its size: the libraries the stage imports on first use (plots, Parquet
+# writers) and torch's first-forward buffers. Measured, not derived: 106-113 MB of resident growth
+# for a tiny model at 1-4 segments (tests/test_analyze_memory.py measures it the same way).
+FIRST_USE = 128 * 1000 * 1000
 
 
 @dataclass
@@ -117,8 +124,7 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
     h = int(_config(config, "hidden_size", 512))
     d = p * h
     heads = int(_config(config, "num_heads", 8))
-    expansion = float(_config(config, "expansion", 4))
-    inter = 256 * math.ceil(round(expansion * h * 2 / 3) / 256)
+    inter = swiglu_width(h, float(_config(config, "expansion", 4)))
     vocab = int(_config(config, "vocab_size", 11))
     b = max(1, min(int(st.batch_size), n_rows))
     store_all = st.store_states == "all"
@@ -180,6 +186,8 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
         tags["landscape grid"] = ("--landscape-radius", "--batch-size")
     tags["kept"] = ("--segments", "--sample")
     for ph in phases:
+        ph.terms["libraries and buffers on first use"] = FIRST_USE
+        ph.bytes += FIRST_USE
         top = max(ph.terms, key=lambda k: ph.terms[k])
         ph.options = tags.get(top, ())
     values = {"--segments": s, "--batch-size": int(st.batch_size), "--sample": n_sample,
