@@ -3,7 +3,8 @@
 Semantics kept from the official trainer (docs/reference-semantics.md §4-8):
 
 - ``epochs`` are group-epochs of the loader (:mod:`hrm.data`); training runs in blocks
-  of ``eval_interval`` epochs (``epochs`` must be a multiple of it), and after every
+  of ``eval_interval`` epochs (``epochs`` must be a multiple of it; an ``eval_interval`` above
+  ``epochs`` is lowered to ``epochs``: one block, one evaluation at the end), and after every
   block the model is evaluated on the test split and a checkpoint is due (every block
   with ``checkpoint_every_eval``, else only the last). Total steps come from the loader:
   every block drops its last incomplete batch.
@@ -93,6 +94,23 @@ class TrainError(ValueError):
     """A setting or input that makes training impossible; the message says which and why."""
 
 
+def divisors_around(epochs: int, interval: int) -> tuple[int, int]:
+    """The nearest divisors of ``epochs`` (>= 1) below and above ``interval`` (1 < interval < epochs, not a divisor)."""
+    divisors = set()
+    d = 1
+    while d * d <= epochs:
+        if epochs % d == 0:
+            divisors.update((d, epochs // d))
+        d += 1
+    return max(x for x in divisors if x < interval), min(x for x in divisors if x > interval)
+
+
+def eval_interval_fix(epochs: int, interval: int) -> str:
+    """What to set when ``interval`` (< epochs) does not divide ``epochs``; the CLI words it with its own keys."""
+    below, above = divisors_around(epochs, interval)
+    return f"set eval_interval to {below} or {above}, or epochs to a multiple of {interval}"
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs. Official ``pretrain.py`` names first, then ours. The defaults are the quick profile.
@@ -106,7 +124,7 @@ class TrainConfig:
     arch: dict[str, Any] = field(default_factory=lambda: dict(QUICK_ARCH))
     global_batch_size: int = 64
     epochs: int = 20
-    eval_interval: int | None = 10  # epochs per block; None = epochs (one evaluation, at the end)
+    eval_interval: int | None = 10  # epochs per block; None = epochs (one evaluation, at the end); > epochs: lowered to epochs
     lr: float = 2e-3
     lr_min_ratio: float = 0.1
     lr_warmup_steps: int = 50
@@ -144,9 +162,18 @@ class TrainConfig:
             problems.append("global_batch_size must be >= 1")
         if self.epochs < 1:
             problems.append("epochs must be >= 1")
+        # An interval above epochs (epochs lowered with `-S train.epochs=2`, the interval left at 10) is lowered to
+        # epochs: one block, one evaluation at the end. The effective value is what all_config.yaml, --print-config
+        # and the resume key record; the value asked for stays in eval_interval_requested (not a field).
+        self.eval_interval_requested: int | None = None
         interval = self.epochs if self.eval_interval is None else self.eval_interval
-        if interval < 1 or self.epochs % interval:
-            problems.append(f"eval_interval ({self.eval_interval}) must be a positive divisor of epochs ({self.epochs})")
+        if self.epochs >= 1 and interval > self.epochs:
+            self.eval_interval_requested, self.eval_interval = interval, self.epochs
+        elif interval < 1 or self.epochs % interval:
+            problem = f"eval_interval ({self.eval_interval}) must be a positive divisor of epochs ({self.epochs})"
+            if 1 < interval < self.epochs:
+                problem += ": " + eval_interval_fix(self.epochs, interval)
+            problems.append(problem)
         if self.lr < 0 or self.puzzle_emb_lr < 0:
             problems.append("learning rates must be >= 0")
         if self.lr_warmup_steps < 0:
@@ -729,6 +756,8 @@ def _loop(cfg, device, d: Dist, dataset, eval_dataset, hooks: TrainHooks, callba
     if d.enabled:
         dist.barrier()  # every rank has decided (and rank 0 has cleaned up) before anything is written
     num_params = sum(p.numel() for p in state.model.parameters())
+    if getattr(cfg, "eval_interval_requested", None) is not None:
+        say(f"eval_interval {cfg.eval_interval_requested} > epochs {cfg.epochs}: evaluating once, after epoch {cfg.epochs}")
     hooks.start(state, {"arch": state.model.arch_dict(), "world_size": d.world_size, "total_steps": plan.total_steps}, num_params)
     say(f"training {num_params:,} parameters on {device} ({model_config.forward_dtype}, {d.world_size} process(es)): "
         f"{cfg.epochs} epochs of {dataset.num_groups} groups = {plan.total_steps} steps of {cfg.global_batch_size} "

@@ -31,7 +31,7 @@ from typing import Any
 import click
 import yaml
 
-from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError
+from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
 from pipelines.io import FiniteFloatRange, StageError
 from pipelines.settings import file_value, given_on_command_line, read_section, resolve_device_option
 
@@ -54,7 +54,7 @@ ARCH_OPTIONS: list[tuple[str, Any, str]] = [
 TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("global_batch_size", click.IntRange(min=1), "Examples per step over all processes."),
     ("epochs", click.IntRange(min=1), "Group-epochs (each visits every original puzzle once, one variant each)."),
-    ("eval_interval", click.IntRange(min=1), "Epochs between evaluations + checkpoints; must divide --epochs."),
+    ("eval_interval", click.IntRange(min=1), "Epochs between evaluations + checkpoints; must divide --epochs (above it: --epochs, one evaluation at the end)."),
     ("lr", FiniteFloatRange(min=0), "Peak learning rate of the weights (AdamATan2)."),
     ("lr_min_ratio", FiniteFloatRange(min=0), "Final lr / peak lr of the cosine decay (1.0: constant)."),
     ("lr_warmup_steps", click.IntRange(min=0), "Linear warm-up steps."),
@@ -116,7 +116,20 @@ def _add_options(func):
     return func
 
 
-def build_config(values: dict[str, Any], dataset_dir: Path, output: Path) -> TrainConfig:
+def eval_interval_advice(message: str, values: dict[str, Any], section: str) -> str:
+    """The library's generic "set eval_interval to ..." of a non-divisor, worded with the params.yaml key, -S and the flags."""
+    epochs, interval = values.get("epochs"), values.get("eval_interval")
+    if not (isinstance(epochs, int) and isinstance(interval, int) and 1 < interval < epochs and epochs % interval):
+        return message
+    below, above = divisors_around(epochs, interval)
+    nearest = below if interval - below <= above - interval else above
+    key = f"{section}.eval_interval"
+    return message.replace(eval_interval_fix(epochs, interval),
+                           f"set {key} to {below} or {above} (params.yaml / -S {key}={nearest} / --eval-interval {nearest}), "
+                           f"or {section}.epochs to a multiple of {interval} (--epochs)")
+
+
+def build_config(values: dict[str, Any], dataset_dir: Path, output: Path, section: str = "train") -> TrainConfig:
     arch = {name: values[name] for name, *_ in ARCH_OPTIONS}
     rest = {k: v for k, v in values.items() if k not in ARCH_NAMES and k in OPTION_NAMES}
     rest["eval_size"] = rest["eval_size"] or None
@@ -126,7 +139,7 @@ def build_config(values: dict[str, Any], dataset_dir: Path, output: Path) -> Tra
     try:
         return TrainConfig(data_path=str(dataset_dir), output_dir=str(output), arch=arch, **rest)
     except TrainError as e:
-        raise StageError(str(e)) from None
+        raise StageError(eval_interval_advice(str(e), values, section)) from None
 
 
 @click.command("train")
@@ -182,11 +195,11 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
 
     if print_config:
         dataset_dir = dataset if not (dataset / "datasets.json").is_file() else resolve_dataset(dataset, variant)
-        click.echo(yaml.safe_dump(build_config(values, dataset_dir, output).to_dict(), sort_keys=False), nl=False)
+        click.echo(yaml.safe_dump(build_config(values, dataset_dir, output, section).to_dict(), sort_keys=False), nl=False)
         return
     resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
     dataset_dir = resolve_dataset(dataset, variant)
-    cfg = build_config(values, dataset_dir, output)
+    cfg = build_config(values, dataset_dir, output, section)
 
     from hrm.data import DatasetError
     from hrm.model import CheckpointError
