@@ -5,6 +5,7 @@ validates it (every row), and writes under ``OUTPUT`` the layout of schemas/mani
 (columns: schemas/columns.py; card: pipelines/datasets.py):
 
     OUTPUT/datasets.json                 {"vanilla": NAME, "hint": NAME-hint or null}
+    OUTPUT/README.md                     root card: one ``datasets`` config per dataset ("vanilla", "hint")
     OUTPUT/NAME/train/data-00000-of-0000K.arrow ...
     OUTPUT/NAME/test/data-00000-of-0000K.arrow ...
     OUTPUT/NAME/README.md                dataset card (YAML ``configs`` for ``datasets``)
@@ -40,7 +41,7 @@ from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, SPLITS, check_dirs, input_records, read_examples, read_lineage, require_rows, rows_per_group,
     write_json,
 )
-from pipelines.datasets import dataset_card
+from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
 from schemas.columns import SHARD_SCHEMA
 from schemas.manifest import (
@@ -54,8 +55,11 @@ MAX_SHARD_MB = float(1 << 20)  # --shard-max-mb above 1 TiB (or inf) is refused
 
 def OWNS(entry: Path) -> bool:  # noqa: N802 - the stages' own-files rule, named alike in every stage
     """What the stage writes in its output folder (it replaces that, and refuses a folder holding anything else):
-    datasets.json and dataset folders, also those of other params (they hold a manifest.json)."""
-    return entry.name == DATASETS_INDEX or (entry.is_dir() and (entry / MANIFEST).is_file())
+    datasets.json, the root card (README.md) and dataset folders, also those of other params (they hold a
+    manifest.json)."""
+    if entry.name in (DATASETS_INDEX, CARD):
+        return entry.is_file()
+    return entry.is_dir() and (entry / MANIFEST).is_file()
 
 
 def _fixed_row_bytes(schema: pa.Schema) -> int:
@@ -235,6 +239,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
         tmp.mkdir(parents=True)
         kinds = [("hint", names["hint"])] if names["hint"] else []
         kinds.append(("vanilla", names["vanilla"]))
+        manifests = {}
         for kind, name in kinds:
             t0 = time.perf_counter()
             root = tmp / name
@@ -259,6 +264,9 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
                 log(stage, f"wrote {shown}: {df.height:,} rows in {len(entries)} shard(s), {human_bytes(size)}")
             write_json(root / MANIFEST, manifest)
             (root / CARD).write_text(dataset_card(manifest))
+            manifests[kind] = manifest
             log(stage, f"wrote {output / name} ({kind}) in {time.perf_counter() - t0:.1f} s")
         write_json(tmp / DATASETS_INDEX, names)
+        # Loading the root: one config per dataset, vanilla first; no default, so never the two merged.
+        (tmp / CARD).write_text(root_card([manifests[k] for k in ("vanilla", "hint") if k in manifests]))
     log(stage, f"wrote {output} in {time.perf_counter() - t_start:.1f} s")
