@@ -904,9 +904,9 @@ def evaluate_puzzles(
     seg_halt = np.zeros((K, P, S), np.int64)
     cells_base, cells_pooled = Histogram(bins), Histogram(bins)
 
-    from tqdm.auto import tqdm
+    from hrm.progress import progress_bar
 
-    bar = tqdm(total=n, unit="puzzle", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(n, desc, "puzzle", enabled=progress)
     t0 = time.perf_counter()
     try:
         for start in range(0, n, batch_size):

@@ -148,7 +148,7 @@ class TrainConfig:
     wandb_mode: str = "disabled"  # online | offline | disabled
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     resume: bool = True  # continue from OUT/train_state.pt when the settings match
-    progress: bool = True  # tqdm bar on rank 0
+    progress: bool = True  # progress on rank 0 (hrm.progress: a bar on a terminal, else lines)
     compile: bool = False  # torch.compile the model (as the official does on CUDA)
 
     def __post_init__(self) -> None:

@@ -10,8 +10,10 @@ atomically, under ``--output OUT``::
     OUT/puzzles.parquet         one row per puzzle: exactness, critical step, convergence class, ...
     OUT/multistability.parquet  one row per (puzzle, perturbed run): answer class, convergence, trapped
     OUT/landscape.parquet       the landscape grids of the --puzzle-index puzzles
-    OUT/metrics.json            the numbers (``dvc metrics show``)
-    OUT/plots/*.csv, *.png      curves (``dvc plots show``) and figures
+    OUT/metrics.json            the headline numbers (``dvc metrics show``, ``dvc exp show``)
+    OUT/summary.json            every number
+    OUT/plots/*.csv             curves (drawn by the plots of dvc.yaml: ``dvc plots show``)
+    OUT/figures/*.png           figures (trajectories, landscapes, ...)
     OUT/report.md               one page with the numbers and the figures
     OUT/run.json                settings, threads, seconds per phase (the only file that differs between runs)
 
@@ -38,7 +40,8 @@ from pipelines.settings import config_file_options, resolve_device_option
 
 STAGE = "analyze"
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(traces|puzzles|multistability|landscape)\.parquet|metrics\.json|run\.json|report\.md|plots")
+OWNS = owns_pattern(r"(traces|puzzles|multistability|landscape)\.parquet|metrics\.json|summary\.json|run\.json|report\.md"
+                    r"|plots|figures")
 FIGURES = {
     "residuals": "Residual vs segment",
     "critical": "Critical step",
@@ -117,14 +120,16 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--landscape-divisor", type=FiniteFloatRange(min=0, min_open=True), default=8.0,
               help="Grid step = sqrt(state size) / divisor.")
 @click.option("--landscape-segment", type=click.IntRange(min=0), default=0, help="Centre segment; 0 = the last.")
-@click.option("--landscape-clip", type=FiniteFloatRange(min=0, min_open=True), default=40.0,
-              help="Colour scale clip of the conflict count.")
+@click.option("--landscape-clip", type=FiniteFloatRange(min=0), default=0.0,
+              help="Cap of the landscape's colour scale (conflicts above it share the top colour); 0 = the grid's own "
+                   "range (the fork: 40).")
 @click.option("--flow/--no-flow", default=True, help="Compute the one-segment flow arrows of the landscape.")
 @click.option("--num-threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
 @click.option("--memory-limit-gb", type=FiniteFloatRange(min=0), default=0.0,
               help="Refuse a run whose estimated memory exceeds this (GB); 0 = 80% of the memory available now. "
                    "Machine-dependent: not a params.yaml setting.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--progress/--no-progress", default=True,
+              help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("analyze")
 def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: Path, sample: int, seed: int,
             segments: int, device: str, forward_dtype: str, batch_size: int, puzzle_index: str, store_states: str,
@@ -227,41 +232,42 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
             writer.close()
     started = time.time()
     t = result.tables
-    plots_dir = out / "plots"
+    plots_dir, figures_dir = out / "plots", out / "figures"  # CSVs (drawn by dvc.yaml's plots), PNGs
+    figures_dir.mkdir()
     pl.DataFrame(t["puzzles"]).write_parquet(out / "puzzles.parquet", compression="zstd")
     figures: list[tuple[str, str]] = []
     write_plot_csv(plots_dir / "residuals.csv", t["residuals"])
-    plots.plot_residuals(result.residual_rows, plots_dir / "residuals.png")
-    figures.append((FIGURES["residuals"], "plots/residuals.png"))
+    plots.plot_residuals(result.residual_rows, figures_dir / "residuals.png")
+    figures.append((FIGURES["residuals"], "figures/residuals.png"))
     write_plot_csv(plots_dir / "critical.csv", t["critical"])
     write_plot_csv(plots_dir / "critical_aligned.csv", t["critical_aligned"])
-    plots.plot_critical(t["critical"], plots_dir / "critical.png", t["critical_aligned"])
-    figures.append((FIGURES["critical"], "plots/critical.png"))
+    plots.plot_critical(t["critical"], figures_dir / "critical.png", t["critical_aligned"])
+    figures.append((FIGURES["critical"], "figures/critical.png"))
 
     # A switched-off analysis still writes its tables (zero rows, same schema); the reason goes to metrics and report.
     skipped: dict[str, str] = {}
     write_plot_csv(plots_dir / "easy.csv", t["easy"], header=EASY_COLUMNS)
     if settings.runs_easy:
-        plots.plot_easy(t["easy"], plots_dir / "easy.png")
-        figures.append((FIGURES["easy"], "plots/easy.png"))
+        plots.plot_easy(t["easy"], figures_dir / "easy.png")
+        figures.append((FIGURES["easy"], "figures/easy.png"))
     else:
         skipped["easy"] = "--easy-k none: no k to probe"
     _frame(t["multistability"], MULTISTABILITY_SCHEMA).write_parquet(out / "multistability.parquet", compression="zstd")
     write_plot_csv(plots_dir / "multistability.csv", t["multistability_counts"], header=MULTISTABILITY_CSV)
     if result.multistability is not None:
         ms = result.multistability
-        plots.plot_multistability(ms.n_answers, ms.n_stable_answers, plots_dir / "multistability.png")
-        figures.append((FIGURES["multistability"], "plots/multistability.png"))
+        plots.plot_multistability(ms.n_answers, ms.n_stable_answers, figures_dir / "multistability.png")
+        figures.append((FIGURES["multistability"], "figures/multistability.png"))
     else:
         skipped["multistability"] = ("--shifts 0" if settings.shifts == 0 else
                                      "--shifts 1 and --noise-runs 0: no perturbed run besides the plain one")
     for fig in result.puzzle_figures:
-        plots.plot_trajectory(fig.pcs, plots_dir / f"trajectory_{fig.row}.png", h_cycles=result.h_cycles,
+        plots.plot_trajectory(fig.pcs, figures_dir / f"trajectory_{fig.row}.png", h_cycles=result.h_cycles,
                               ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle {fig.row}")
-        figures.append((f"Trajectory of puzzle {fig.row} (z_H, PCA)", f"plots/trajectory_{fig.row}.png"))
-        plots.plot_landscape(fig.landscape, plots_dir / f"landscape_{fig.row}.png", clip=clip,
+        figures.append((f"Trajectory of puzzle {fig.row} (z_H, PCA)", f"figures/trajectory_{fig.row}.png"))
+        plots.plot_landscape(fig.landscape, figures_dir / f"landscape_{fig.row}.png", clip=clip,
                              title=f"Error landscape, puzzle {fig.row}")
-        figures.append((f"Error landscape of puzzle {fig.row}", f"plots/landscape_{fig.row}.png"))
+        figures.append((f"Error landscape of puzzle {fig.row}", f"figures/landscape_{fig.row}.png"))
     if not result.puzzle_figures:
         skipped["landscapes"] = "--puzzle-index none: no puzzle selected for trajectories and landscapes"
     lands = [_frame(cols, LANDSCAPE_SCHEMA) for cols in t["landscape"]]
@@ -273,7 +279,8 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     if skipped:
         metrics["skipped"] = skipped
     metrics = json_ready(metrics)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
     (out / "report.md").write_text(render_report(metrics, figures, easy_rows=json_ready(t["easy"]),
                                                  critical_rows=json_ready(t["critical"])))
     # Timings go to run.json and the log only: every other output is byte-identical between runs.
@@ -284,6 +291,23 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     log(STAGE, "seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     return metrics
+
+
+def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` / `dvc exp show` compare: accuracy, the fixed-point classes, the critical
+    step, the easy probe's exact accuracy per k, multistability (summary.json holds everything)."""
+    out: dict[str, Any] = {k: summary[k] for k in ("exact_accuracy", "blank_accuracy")}
+    fp = summary.get("fixed_point") or {}
+    out["fixed_point"] = {k: fp.get(k) for k in ("converged", "oscillating", "drifting", "violation_rate")}
+    crit = summary.get("critical") or {}
+    out["critical"] = {k: crit.get(k) for k in ("solved", "lost")}
+    easy = summary.get("easy") or {}
+    if easy:
+        out["easy"] = {k: v for k, v in easy.items() if not k.startswith("violations_")}
+    ms = summary.get("multistability") or {}
+    if ms:
+        out["multistability"] = {k: ms.get(k) for k in ("puzzles_with_several_answers", "mean_distinct_answers")}
+    return out
 
 
 def _frame(columns: dict[str, Any] | None, schema: dict[str, Any]) -> pl.DataFrame:

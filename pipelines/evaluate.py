@@ -5,7 +5,9 @@ under ``DIR/checkpoints/``) and a dataset directory written by ``hrm shard`` (or
 stage's output root, with ``--variant``). Writes under ``--output OUT`` (replaced as a whole
 on success; nothing is left behind on failure or Ctrl-C):
 
-    OUT/metrics.json        numbers only (``dvc metrics show``): test.* and tiers.<LO-HI>.*
+    OUT/metrics.json        the headline (``dvc metrics show``, ``dvc exp show``): baseline, paper_vote,
+                            label_free, verified_any of the test split and of each tier
+    OUT/summary.json        every number: test.* and tiers.<LO-HI>.* (calibration, early-stop view, ...)
     OUT/plots/*.csv         segments, passes, checkpoints, ensemble_grid, rating, blanks,
                             reliability_q_halt, reliability_cells, tiers (``dvc plots show``)
     OUT/report.md           the side-by-side table, per checkpoint, tiers, calibration
@@ -40,7 +42,7 @@ from pipelines.tracking import DEFAULT_PROJECT, init_wandb
 
 STAGE = "evaluate"
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"metrics\.json|run\.json|report\.md|puzzles\.parquet|plots|wandb")
+OWNS = owns_pattern(r"metrics\.json|summary\.json|run\.json|report\.md|puzzles\.parquet|plots|wandb")
 PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks", "reliability_q_halt",
          "reliability_cells", "tiers")
 
@@ -107,7 +109,16 @@ def load_split(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> di
 # --------------------------------------------------------------------------- outputs
 
 
-DIGITS = 6  # of every number in metrics.json, the plot tables and W&B
+DIGITS = 6  # of every number in metrics.json, summary.json, the plot tables and W&B
+HEADLINE = ("baseline_exact", "paper_vote", "label_free", "verified_any")  # the README's accuracy table
+
+
+def headline_metrics(summary: dict) -> dict:
+    """The four accuracies of the test split and of each tier (summary.json holds everything else)."""
+    def four(s: dict) -> dict:
+        return {("baseline" if k == "baseline_exact" else k): s[k] for k in HEADLINE}
+
+    return {"test": four(summary["test"]), "tiers": {name: four(t) for name, t in summary["tiers"].items()}}
 
 
 def _clean(v: Any) -> Any:
@@ -289,7 +300,8 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]), default="disabled", help="Weights & Biases logging.")
 @click.option("--project-name", default=DEFAULT_PROJECT, help="W&B project.")
 @click.option("--run-name", default="", help="W&B run name (empty: W&B chooses).")
-@click.option("--progress/--no-progress", default=True, help="Progress bars (puzzles/s).")
+@click.option("--progress/--no-progress", default=True,
+              help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("evaluate", aliases={"checkpoints": "last"})
 def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbation, test_size, tiers, batch_size,
              max_rows, device, forward_dtype, compile_, early_stop, seed, num_threads, output, wandb_mode,
@@ -324,7 +336,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 
     # ---- work
     try:
-        test = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"], desc=split, **common)
+        test = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"], desc=f"{STAGE} {split}", **common)
         log(STAGE, f"{split}: {n} puzzles in {test.seconds:.1f} s ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
             f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s)")
         tier_results = {}
@@ -333,7 +345,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
             easy = ev.reveal_tier(data["inputs"], data["labels"], lo, hi, rng)
             name = ev.tier_name((lo, hi))
             tier_results[name] = ev.evaluate_puzzles(engine, easy, data["labels"], ratings=data["rating"],
-                                                     desc=f"tier {name}", **common)
+                                                     desc=f"{STAGE} tier {name}", **common)
     except KeyboardInterrupt:
         log(STAGE, "interrupted; nothing written")
         sys.exit(130)
@@ -359,7 +371,8 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 
     with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
         (tmp / "report.md").write_text(build_report(metrics, tables, settings, names))
@@ -377,7 +390,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     m = metrics["test"]
     log(STAGE, f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
         f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}")
-    log(STAGE, f"wrote {output}/ (metrics.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
+    log(STAGE, f"wrote {output}/ (metrics.json, summary.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
 
 
 if __name__ == "__main__":

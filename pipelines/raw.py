@@ -8,8 +8,9 @@ Sources:
   computed with hrm.solver.rate.
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
-``source,question,answer,rating``, rating Int64), ``OUTPUT/stats.json`` (DVC metrics)
-and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
+``source,question,answer,rating``, rating Int64), ``OUTPUT/stats.json`` (the source, its
+settings and the full distributions), ``OUTPUT/metrics.json`` (the headline figures, the DVC
+metrics: puzzles, rejected rows, mean blanks and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
 The output directory is built beside the target and swapped in only when everything
 succeeded: a failed or interrupted run leaves an earlier output exactly as it was.
 """
@@ -42,7 +43,7 @@ DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
 # (422,786 rows); the revision public reproductions pin. `--hf-revision main` follows the branch.
 DEFAULT_HF_REVISION = "58942f96baeb572ca3127e2a9e9c70f330783d6b"
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|rejected-(train|test)\.parquet")
+OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|metrics\.json|rejected-(train|test)\.parquet")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -318,6 +319,17 @@ def _split_summary(path: Path) -> dict:
     return {"rows": n, "distribution": describe(questions, ratings)}
 
 
+def headline_metrics(stats: dict) -> dict:
+    """The few figures of stats.json that `dvc metrics show` / `dvc exp show` compare across runs."""
+    out: dict = {}
+    for split, summary in stats["splits"].items():
+        dist = summary["distribution"]
+        out[split] = {"puzzles": summary["rows"], "rejected": summary["rejected"],
+                      "blanks_mean": dist["blanks"]["mean"], "rating_mean": dist["rating"]["mean"]}
+    out["questions_in_both_splits"] = stats["questions_in_both_splits"]
+    return out
+
+
 def _cross_split_duplicates(out: Path) -> int:
     """Train rows whose question also appears in test (should be 0)."""
     train = pl.scan_parquet(out / "train.parquet").select("question")
@@ -433,6 +445,7 @@ def raw(
                 p.unlink()
             (tmp / ".staging").rmdir()
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(headline_metrics(stats), indent=2, sort_keys=True) + "\n")
 
     rows = ", ".join(f"{s} {v['rows']:,} rows" for s, v in stats["splits"].items())
     log("raw", f"wrote {output} ({rows}) in {time.perf_counter() - t_start:.1f} s")

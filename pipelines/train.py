@@ -75,7 +75,7 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("project_name", str, "W&B project (empty: hrm-sudoku)."),
     ("run_name", str, "W&B run name (empty: W&B chooses)."),
     ("resume", bool, "Continue from OUT/train_state.pt when its settings match and its bytes check."),
-    ("progress", bool, "Show a progress bar."),
+    ("progress", bool, "Show progress (rank 0): a bar on a terminal, else a line with rate and ETA every 30 s."),
 ]
 TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 # TrainConfig fields whose None is 0 / "" on the command line (build_config maps them back).

@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from hrm.model import CheckpointError, hash_file, read_verified, save_checkpoint, step_files, write_verified
+from hrm.progress import ProgressLines, progress_bar
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
 from pipelines.io import StageError, atomic_output, pid_alive
 from pipelines.io import log as stage_log
@@ -307,13 +308,13 @@ class RunFolder(TrainHooks):
             if state.step == 0:
                 self.run.log({"num_params": num_params}, step=0)
         if self.cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True, smoothing=0.05,
-                            desc="train", file=sys.stderr)
+            # A tqdm bar on a terminal; under dvc repro / a log file a plain line every 30 s (hrm.progress).
+            self.bar = progress_bar(self.total_steps, "train", "step", initial=state.step, file=sys.stderr, leave=True,
+                                    smoothing=0.05)
 
     def _note(self, message: str) -> None:
-        (self.bar.write if self.bar is not None else self.say)(message)
+        # Above a terminal's bar through tqdm; progress lines (not a terminal) leave the stage log as it is.
+        (self.bar.write if self.bar is not None and not isinstance(self.bar, ProgressLines) else self.say)(message)
 
     def step(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.rank != 0:

@@ -433,12 +433,16 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     result = invoke("--checkpoint", ckpt.parent, "--dataset", ds, "--output", out, *STAGE_ARGS)
     assert result.exit_code == 0, result.output
     for name in ("traces.parquet", "puzzles.parquet", "multistability.parquet", "landscape.parquet", "metrics.json",
-                 "report.md", "plots/residuals.csv", "plots/residuals.png", "plots/critical.csv", "plots/critical.png",
-                 "plots/easy.csv", "plots/easy.png", "plots/trajectory_0.png", "plots/landscape_30.png",
-                 "plots/multistability.png"):
+                 "report.md", "plots/residuals.csv", "figures/residuals.png", "plots/critical.csv", "figures/critical.png",
+                 "plots/easy.csv", "figures/easy.png", "figures/trajectory_0.png", "figures/landscape_30.png",
+                 "figures/multistability.png"):
         assert (out / name).is_file(), name
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "summary.json").read_text())
     assert metrics["run"]["puzzles"] == 6 and metrics["run"]["segments"] == 4
+    headline = json.loads((out / "metrics.json").read_text())  # what dvc metrics show: a few keys, all in summary.json
+    assert set(headline) == {"exact_accuracy", "blank_accuracy", "fixed_point", "critical", "easy", "multistability"}
+    assert headline["fixed_point"]["converged"] == metrics["fixed_point"]["converged"]
+    assert headline["easy"] == {k: v for k, v in metrics["easy"].items() if not k.startswith("violations_")}
     assert {"exact_accuracy", "fixed_point", "critical", "easy", "multistability", "landscapes"} <= set(metrics)
     assert metrics["multistability"]["runs_per_puzzle"] == 4 and "skipped" not in metrics
     from hrm.analysis import EASY_COLUMNS
@@ -461,7 +465,7 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     z_last = torch.tensor(np.asarray(row0["z_H"][7].as_py(), np.float32)).reshape(1, 82, 32)
     assert decode(_load(ckpt), z_last).numpy().tolist()[0] == row0["prediction"][7].as_py()
     report = (out / "report.md").read_text()
-    assert "plots/landscape_30.png" in report and "Easy-puzzle probe" in report
+    assert "figures/landscape_30.png" in report and "Easy-puzzle probe" in report
     # Same inputs, same outputs.
     out2 = tmp_path / "again"
     assert invoke("--checkpoint", ckpt.parent, "--dataset", ds, "--output", out2, *STAGE_ARGS).exit_code == 0
@@ -556,7 +560,8 @@ def test_stage_switched_off_analyses_still_write_every_declared_output(stage_inp
     result = invoke(*args, "--no-flow")  # --no-flow must not change the landscape schema either
     assert result.exit_code == 0, result.output
     declared = declared_outputs()
-    assert {"multistability.parquet", "landscape.parquet", "metrics.json", "plots"} <= set(declared)
+    assert {"multistability.parquet", "landscape.parquet", "metrics.json", "summary.json", "plots",
+            "figures"} <= set(declared)
     assert [p for p in declared if not (out / p).exists()] == []
     ms = pl.read_parquet(out / "multistability.parquet")
     assert ms.height == 0 and dict(ms.schema) == MULTISTABILITY_SCHEMA
@@ -567,15 +572,15 @@ def test_stage_switched_off_analyses_still_write_every_declared_output(stage_inp
     hist = pl.read_csv(out / "plots" / "multistability.csv")
     assert hist.height == 0 and hist.columns == list(MULTISTABILITY_CSV)
     # Skips are reported with their reason, and no number stands in for a skipped analysis.
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "summary.json").read_text())
     report = (out / "report.md").read_text()
     expect = {"easy", "multistability"} | ({"landscapes"} if switches["puzzle_index"] == "none" else set())
     assert set(metrics["skipped"]) == expect
     assert "easy" not in metrics and "multistability" not in metrics
     assert "## Skipped" in report and all(why in report for why in metrics["skipped"].values())
-    assert not (out / "plots" / "easy.png").exists() and not (out / "plots" / "multistability.png").exists()
+    assert not (out / "figures" / "easy.png").exists() and not (out / "figures" / "multistability.png").exists()
     if switches["puzzle_index"] == "none":
-        assert land.height == 0 and metrics["landscapes"] == {} and not list(out.glob("plots/*_*.png"))
+        assert land.height == 0 and metrics["landscapes"] == {} and not list(out.glob("figures/*_*.png"))
         assert "--puzzle-index" in metrics["skipped"]["landscapes"]
     else:
         assert land.height == 9 and land["dest_i"].null_count() == 9 and set(land["row"]) == {0}
@@ -588,18 +593,18 @@ def test_stage_rerun_keeps_only_the_current_per_puzzle_figures(stage_inputs, tmp
     fast = ["--sample", "3", "--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow",
             "--no-progress"]
     assert invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "0,30", *fast).exit_code == 0
-    first = sorted(p.name for p in (out / "plots").glob("*_*.png"))
+    first = sorted(p.name for p in (out / "figures").glob("*_*.png"))
     assert first == ["landscape_0.png", "landscape_30.png", "trajectory_0.png", "trajectory_30.png"]
     result = invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "5", *fast)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (out / "plots").glob("*_*.png")) == ["landscape_5.png", "trajectory_5.png"]
+    assert sorted(p.name for p in (out / "figures").glob("*_*.png")) == ["landscape_5.png", "trajectory_5.png"]
     assert set(pl.read_parquet(out / "landscape.parquet")["row"]) == {5}
-    assert list(json.loads((out / "metrics.json").read_text())["landscapes"]) == ["5"]
+    assert list(json.loads((out / "summary.json").read_text())["landscapes"]) == ["5"]
     report = (out / "report.md").read_text()
     assert "landscape_5.png" in report and "_30.png" not in report and "_0.png" not in report
     # The run's other outputs are all there.
     for name in ("traces.parquet", "puzzles.parquet", "multistability.parquet", "metrics.json", "run.json",
-                 "report.md", "plots/residuals.csv", "plots/residuals.png", "plots/critical.png", "plots/easy.csv"):
+                 "report.md", "plots/residuals.csv", "figures/residuals.png", "figures/critical.png", "plots/easy.csv"):
         assert (out / name).is_file(), name
 
 

@@ -375,11 +375,15 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
     r2 = _cli([*args, "--output", tmp_path / "out2"])
     assert r2.exit_code == 0, r2.output
     out = tmp_path / "out1"
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "summary.json").read_text())
     t = metrics["test"]
     assert t["puzzles"] == 12 and t["checkpoints"] == 2 and t["passes"] == 3
     for key in ("baseline_exact", "paper_vote", "label_free", "verified_any"):
         assert 0.0 <= t[key] <= 1.0 and 0.0 <= metrics["tiers"]["1-5"][key] <= 1.0
+    # metrics.json (what `dvc metrics show` compares): those four of the test split and of each tier, nothing else.
+    headline = json.loads((out / "metrics.json").read_text())
+    four = {"baseline": t["baseline_exact"], **{k: t[k] for k in ("paper_vote", "label_free", "verified_any")}}
+    assert headline["test"] == four and set(headline["tiers"]) == {"1-5"} and set(headline) == {"test", "tiers"}
     assert t["label_free"] <= t["verified_any"]
     assert set(t["per_checkpoint"]) == {"step_2", "step_3"}
     for name in ev_plots():
@@ -390,7 +394,7 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
     assert pl.read_csv(out / "plots" / "ensemble_grid.csv").height == 6
     assert "reads labels" in (out / "report.md").read_text()
     assert pl.read_parquet(out / "puzzles.parquet").height == 12
-    for rel in ["metrics.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
+    for rel in ["metrics.json", "summary.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
         assert (out / rel).read_bytes() == (tmp_path / "out2" / rel).read_bytes(), rel
 
 
@@ -437,9 +441,9 @@ def test_cli_settings_from_a_config_file_section(tmp_path, dataset_dir):
     r = _cli([*common, "--last", 2, "--permutations", 2, "--test-size", 4, "--tiers", "none", "--batch-size", 5,
               "--device", "cpu", "--output", tmp_path / "flags"])
     assert r.exit_code == 0, r.output
-    t = json.loads((tmp_path / "file" / "metrics.json").read_text())["test"]
+    t = json.loads((tmp_path / "file" / "summary.json").read_text())["test"]
     assert (t["puzzles"], t["checkpoints"], t["passes"]) == (4, 2, 2)
-    for rel in ["metrics.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
+    for rel in ["metrics.json", "summary.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
         assert (tmp_path / "file" / rel).read_bytes() == (tmp_path / "flags" / rel).read_bytes(), rel
     # A key no option has, and a value an option refuses: one message naming the file and the key.
     params.write_text(yaml.safe_dump({"evaluate": {**section, "permutation": 3}}))
@@ -537,10 +541,10 @@ def test_cli_early_stop_and_random_perturbations(tmp_path, dataset_dir):
                 "symmetry", "--test-size", 8, "--tiers", "none", "--early-stop", "--device", "cpu", "--no-progress",
                 "--output", tmp_path / "out"])
     assert res.exit_code == 0, res.output
-    t = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
+    t = json.loads((tmp_path / "out" / "summary.json").read_text())["test"]
     assert 1.0 <= t["baseline"]["mean_steps"] <= t["segments"]
     assert "early stop" in (tmp_path / "out" / "report.md").read_text()
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["tiers"] == {}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["tiers"] == {}
 
 
 @pytest.mark.slow

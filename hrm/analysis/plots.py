@@ -67,18 +67,25 @@ def plot_trajectory(scores: np.ndarray, path: str | os.PathLike, *, h_cycles: in
     return _save(fig, path)
 
 
-def plot_landscape(land, path: str | os.PathLike, *, clip: float = 40, arrow_stride: int = 0,
+def plot_landscape(land, path: str | os.PathLike, *, clip: float = 0, arrow_stride: int = 0,
                    title: str = "Error landscape on the principal plane") -> Path:
-    """Conflict-count heat map (clipped at ``clip``) on the PC1/PC2 grid, the trajectory, one-step flow
-    arrows (every ``arrow_stride``-th grid point per axis; 0 = about 10 per axis) and the cells where
-    the decoded answer is exactly right (outlined)."""
+    """Conflict-count heat map on the PC1/PC2 grid, the trajectory, one-step flow arrows (every
+    ``arrow_stride``-th grid point per axis; 0 = about 10 per axis) and the cells where the decoded
+    answer is exactly right (outlined). The colour scale spans the grid's own conflict counts
+    (``clip`` 0), or 0..``clip`` with counts above it capped (the fork: 40), which a badly trained
+    model's grid (all above 40) shows as one colour."""
     plt = _plt()
     r = land.radius
     extent = (-r - 0.5, r + 0.5, -r - 0.5, r + 0.5)
     fig, ax = plt.subplots(figsize=(6.8, 6.0), layout="constrained")
-    im = ax.imshow(np.minimum(land.conflicts, clip), origin="lower", extent=extent, cmap="viridis",
-                   vmin=0, vmax=clip, interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.85, label=f"Sudoku conflicts (clipped at {clip:g})")
+    conflicts = np.asarray(land.conflicts)
+    if clip > 0:
+        shown, lo, hi, label = np.minimum(conflicts, clip), 0, clip, f"Sudoku conflicts (capped at {clip:g})"
+    else:
+        lo, hi = float(conflicts.min()), float(conflicts.max())
+        shown, hi, label = conflicts, (hi if hi > lo else lo + 1), "Sudoku conflicts"
+    im = ax.imshow(shown, origin="lower", extent=extent, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.85, label=label)
     if land.exact is not None and land.exact.any():
         ax.contour(land.offsets, land.offsets, land.exact.astype(float), levels=[0.5], colors="white",
                    linewidths=1.2, linestyles="--")

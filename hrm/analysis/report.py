@@ -90,6 +90,6 @@ def render_report(metrics: dict[str, Any], figures: Sequence[tuple[str, str]], *
         lines += ["", "## Figures", ""]
         for caption, rel in figures:
             lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
-    lines += ["", "Definitions: docs/analyze.md. Every number above is in metrics.json; per-step traces are in "
+    lines += ["", "Definitions: docs/analyze.md. Every number above is in summary.json (the headline ones also in metrics.json); per-step traces are in "
               "traces.parquet.", ""]
     return "\n".join(lines)

@@ -113,9 +113,10 @@ class AnalysisResult:
 
 
 def _bar(progress: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
+    """A tqdm bar on a terminal, a line every 30 s otherwise, nothing without ``progress`` (hrm.progress)."""
+    from hrm.progress import progress_bar
 
-    return tqdm(total=total, unit="puzzle", desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    return progress_bar(total, f"analyze {desc}", "puzzle", enabled=progress)
 
 
 def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndarray, settings: AnalysisSettings, *,
