@@ -134,19 +134,26 @@ def residual_curves(seg_res_H: np.ndarray, seg_res_L: np.ndarray, correct: np.nd
 
 
 def equivalence_classes(linked: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Connected components of symmetric boolean graphs [N, R, R] (reflexive closure added).
+    """Connected components of symmetric boolean graphs [N, R, R].
 
-    Returns (count [N], label [N, R]: the smallest member index of each node's component).
-    Transitive closure by repeated boolean squaring, all graphs at once.
+    Returns (count [N], label [N, R]: the smallest member index of each node's component). All N
+    graphs are one block-diagonal sparse graph of N x R nodes for scipy's connected_components.
     """
-    a = torch.as_tensor(np.asarray(linked) if not isinstance(linked, torch.Tensor) else linked).to(torch.bool)
-    r = a.shape[1]
-    reach = a | a.transpose(1, 2) | torch.eye(r, dtype=torch.bool).unsqueeze(0)
-    for _ in range(max(1, math.ceil(math.log2(max(r, 2))))):
-        reach = reach | (torch.bmm(reach.float(), reach.float()) > 0)
-    label = reach.float().argmax(dim=2)  # first True: the smallest index in the component
-    count = (label == torch.arange(r).unsqueeze(0)).sum(1)
-    return count.numpy().astype(np.int16), label.numpy().astype(np.int16)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a = (linked.cpu().numpy() if isinstance(linked, torch.Tensor) else np.asarray(linked)).astype(bool)
+    n, r = a.shape[:2]
+    if n * r == 0:
+        return np.zeros(n, np.int16), np.zeros((n, r), np.int16)
+    g, i, j = np.nonzero(a)
+    graph = coo_matrix((np.ones(g.size, np.int8), (g * r + i, g * r + j)), shape=(n * r, n * r))
+    k, comp = connected_components(graph, directed=False)  # undirected: a | a.T, every node in a component
+    first = np.full(k, n * r, np.int64)
+    np.minimum.at(first, comp, np.arange(n * r))  # each component's smallest node
+    label = (first[comp] % r).reshape(n, r)
+    count = np.bincount(first // r, minlength=n)  # components per graph
+    return count.astype(np.int16), label.astype(np.int16)
 
 
 def answer_classes(answers: np.ndarray, among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
