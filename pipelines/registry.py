@@ -8,7 +8,7 @@ read it as is). Its message ends with one line ``hrm-registry: {json}``, the rec
 
 - ``content``: ``sha256:`` of the sorted lines ``path<TAB>bytes<TAB>sha256`` of every file of
   the artifact (for a dataset: its shards, ``manifest.json`` and ``README.md``; for a model: its
-  ``step_N``, their ``step_N.sha256``, ``all_config.yaml`` and ``metrics.json``, never the
+  ``step_N``, their ``step_N.sha256``, ``all_config.yaml`` and ``dvclive/metrics.json``, never the
   training state, ``run.json`` or ``wandb/``, which differ between identical runs), and ``files``,
   those sizes and hashes per file (so ``verify`` names the file that changed);
 - dataset: name, kind, rows / groups / variants per split, params, raw source and revision,
@@ -297,10 +297,20 @@ def _find_config(directory: Path) -> Path | None:
     return found[0] if found else None
 
 
+# Where the train stage's run summary lies in its output (pipelines/train_run.py, LIVE_DIR: dvclive's
+# metrics.json), then where runs before dvclive kept it. Not imported from there: that module needs torch.
+RUN_METRICS = ("dvclive/metrics.json", "metrics.json")
+
+
+def run_metrics_file(directory: Path) -> Path | None:
+    """The run summary of a train stage output, if it has one."""
+    return next((directory / rel for rel in RUN_METRICS if (directory / rel).is_file()), None)
+
+
 def model_files(directory: Path) -> list[str]:
     """The files that are the model (hashed into its content): its checkpoint folder's step_N, their
-    step_N.sha256 and all_config.yaml, and metrics.json. Not the training state, run.json, wandb/,
-    plots/ or previous-runs/: they are not deterministic, or not the model, and the train stage keeps
+    step_N.sha256 and all_config.yaml, and the run summary (dvclive/metrics.json). Not the training state,
+    run.json, wandb/, the metric histories or previous-runs/: they are not deterministic, or not the model, and the train stage keeps
     them outside its DVC outputs, so a rebuilt model (`dvc repro -f train`) has the same content."""
     config = _find_config(directory)
     if config is None:
@@ -309,8 +319,9 @@ def model_files(directory: Path) -> list[str]:
     names = [n for n in _walk(folder)
              if n == config.name or _STEP.match(n) or (n.endswith(".sha256") and _STEP.match(n[: -len(".sha256")]))]
     names = [(folder / n).relative_to(directory).as_posix() for n in names]
-    if (directory / "metrics.json").is_file() and "metrics.json" not in names:
-        names.append("metrics.json")
+    metrics = run_metrics_file(directory)
+    if metrics is not None and metrics.relative_to(directory).as_posix() not in names:
+        names.append(metrics.relative_to(directory).as_posix())
     return sorted(names)
 
 
@@ -391,7 +402,9 @@ def model_summary(root: Path, directory: Path, versions: dict[str, list[Version]
             dataset["name"] = Path(str(data_path)).name
             dataset["content"] = None
         summary["dataset"] = dataset
-    for candidate in (directory / "metrics.json", config_path.parent / "metrics.json"):
+    for candidate in (run_metrics_file(directory), config_path.parent / "metrics.json"):
+        if candidate is None:
+            continue
         if candidate.is_file():
             try:
                 summary["metrics"] = json.loads(candidate.read_text())

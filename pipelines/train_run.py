@@ -4,19 +4,18 @@
     OUT/checkpoints/step_N.sha256    its content hash, checked before every use (hrm.model.read_verified)
     OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...)
     OUT/train_state.pt (+ .sha256)   the snapshot of hrm.train.TrainState, plus this folder's own resume data
-    OUT/metrics.json                 the run's summary (``dvc metrics show``): deterministic, no timings
+    OUT/dvclive/metrics.json         the run's summary (``dvc metrics show``, ``dvc exp show``): deterministic, no timings
+    OUT/dvclive/plots/metrics/       per-step train/* and per-evaluation eval/* histories, one TSV per metric (dvclive)
     OUT/run.json                     what is not deterministic: train_seconds, the W&B run id
-    OUT/plots/train.csv, eval.csv    per-step train and per-evaluation eval metrics (``dvc plots show``)
     OUT/wandb/                       W&B files, when wandb_mode is online or offline
 
 :func:`run` trains with :func:`hrm.train.train` and :class:`RunFolder` as its hooks. The same
 call again continues from ``train_state.pt`` when its settings match (a resumed run rewrites
-the CSVs from the rows saved in the state, since ``dvc repro`` deletes them before it reruns
+the histories from the rows saved in the state, since ``dvc repro`` deletes them before it reruns
 the stage); different settings, a complete run, or a state whose bytes do not match its
 sha256 (or that has none) start over, the previous run moved aside to OUT/previous-runs/N.
 
-Only ``checkpoints/`` (step_N, their hashes, all_config.yaml), metrics.json and the CSVs are
-DVC outputs: all deterministic, so ``dvc repro -f train`` gives byte-identical outputs. The
+Only ``checkpoints/`` (step_N, their hashes, all_config.yaml) and ``dvclive/`` are DVC outputs: all deterministic, so ``dvc repro -f train`` gives byte-identical outputs. The
 training state, run.json and wandb/ live beside them, outside every hashed output.
 """
 
@@ -99,28 +98,52 @@ def official_config(cfg: TrainConfig, forward_dtype: str) -> dict[str, Any]:
     }
 
 
-class MetricsFiles:
-    """plots/train.csv and plots/eval.csv (a row per step / evaluation, written as they come) and metrics.json.
+LIVE_DIR = "dvclive"  # OUT/dvclive: the run's metrics, written through dvclive (DVC's logger)
 
-    Every row is also kept in ``rows``, which the training state saves, so a resumed run can
-    rewrite the CSVs exactly.
+
+def _live_class():
+    """dvclive's Live without its own repository integration (experiment names, Studio, dvc.yaml): the
+    stage runs under `dvc repro` / `dvc exp run`, which record the experiment, and that lookup raises
+    in a git repository without commits ("Empty git repo", treeverse/dvclive#522) even with
+    save_dvc_exp=False. A private hook of Live, so constraints.txt pins dvclive's version."""
+    from dvclive import Live
+
+    class RunLive(Live):
+        def _init_dvc(self) -> None:
+            pass
+
+    return RunLive
+
+
+class LiveMetrics:
+    """The run's metrics through dvclive, the logger DVC reads (``dvc exp show``, ``dvc plots``):
+
+        OUT/dvclive/metrics.json                        step, total_steps, epochs_done, the last train/* and eval/*
+        OUT/dvclive/plots/metrics/train/<name>.tsv      one row per optimizer step (step, value)
+        OUT/dvclive/plots/metrics/eval/<name>.tsv       one row per evaluation
+
+    The names are the paper's (``train/lm_loss``, ``eval/exact_accuracy``, ...); values are rounded to
+    float32 precision (hrm.train.round_metric), so the files are byte-identical for the same run. Every
+    row is also kept in ``rows``, which the training state saves: a resumed run starts dvclive afresh
+    and logs the saved rows up to its step again, so the histories hold exactly what an uninterrupted
+    run's would (dvclive's own resume appends, keeping rows a killed run logged after its last save).
     """
 
     NAMES = ("train", "eval")
 
     def __init__(self, output_dir: Path | None):
-        self.dir = output_dir
-        self._files: dict[str, Any] = {}
-        self._writers: dict[str, csv.DictWriter] = {}
+        self.dir = None if output_dir is None else output_dir / LIVE_DIR
+        self.live: Any = None
         self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in self.NAMES}
 
-    def _path(self, name: str) -> Path:
+    @property
+    def metrics_file(self) -> Path:
         assert self.dir is not None
-        return self.dir / "plots" / f"{name}.csv"
+        return self.dir / "metrics.json"
 
     def start(self, rows: Mapping[str, list] | None, keep_until_step: int | None) -> None:
-        """Start over (``keep_until_step`` None), or resume at that step: the CSVs then hold exactly the
-        saved rows up to it (from the CSVs themselves for a state saved without rows)."""
+        """Start over (``keep_until_step`` None), or resume at that step with the saved ``rows`` (read back
+        from the histories for a state saved without them)."""
         if keep_until_step is None:
             rows = {}
         elif rows is None:
@@ -128,69 +151,54 @@ class MetricsFiles:
         self.rows = {name: [r for r in rows.get(name, []) if int(r["step"]) <= keep_until_step] for name in self.NAMES}
         if self.dir is None:
             return
-        for name, kept in self.rows.items():
-            path = self._path(name)
-            path.unlink(missing_ok=True)
-            if kept:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in kept for k in r)))
-                    w.writeheader()
-                    w.writerows(kept)
-        (self.dir / "metrics.json").unlink(missing_ok=True)
-        (self.dir / RUN_INFO_NAME).unlink(missing_ok=True)
+        # resume=False: dvclive removes its own files (the histories, metrics.json) and nothing else.
+        # No dvc.yaml of its own (the stage declares the files) and no experiment of its own (dvc exp run makes it).
+        self.live = _live_class()(str(self.dir), resume=False, save_dvc_exp=False, dvcyaml=False, report=None)
+        for name in self.NAMES:
+            for row in self.rows[name]:
+                self._log(name, row)
+        (self.dir.parent / RUN_INFO_NAME).unlink(missing_ok=True)
 
     def _read(self, name: str) -> list[dict[str, Any]]:
-        path = None if self.dir is None else self._path(name)
-        if path is None or not path.exists():
+        """Rows of the ``name`` histories on disk (step -> every metric's value at that step)."""
+        folder = None if self.dir is None else self.dir / "plots" / "metrics" / name
+        if folder is None or not folder.is_dir():
             return []
-        with open(path, newline="") as f:
-            return [{k: (float(v) if k != "step" else int(v)) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+        by_step: dict[int, dict[str, Any]] = {}
+        for path in sorted(folder.glob("*.tsv")):
+            with open(path, newline="") as f:
+                for r in csv.DictReader(f, delimiter="\t"):
+                    step = int(r["step"])
+                    by_step.setdefault(step, {"step": step})[path.stem] = float(r[path.stem])
+        return [by_step[k] for k in sorted(by_step)]
+
+    def _log(self, name: str, row: Mapping[str, Any]) -> None:
+        self.live.step = int(row["step"])
+        for key, value in row.items():
+            if key != "step":
+                self.live.log_metric(f"{name}/{key}", value)
 
     def append(self, name: str, step: int, metrics: Mapping[str, float]) -> None:
         if self.dir is None:
             return
         row = {"step": step, **{k.split("/", 1)[-1]: round_metric(v) for k, v in metrics.items()}}
         self.rows[name].append(row)
-        w = self._writers.get(name)
-        if w is None:
-            path = self._path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            header = None
-            if path.exists() and path.stat().st_size > 0:
-                with open(path, newline="") as f:
-                    header = next(csv.reader(f), None)
-            if header and all(k in header for k in row):
-                fh = open(path, "a", newline="", buffering=1)  # line-buffered: rows reach the file as they come
-                w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
-            else:  # a new file, or new columns: (re)write it with the rows so far
-                fh = open(path, "w", newline="", buffering=1)
-                w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys([*(header or []), *row])), extrasaction="ignore")
-                w.writeheader()
-                w.writerows(self.rows[name][:-1])
-            self._files[name], self._writers[name] = fh, w
-        w.writerow(row)
-
-    def flush(self) -> None:
-        for fh in self._files.values():
-            fh.flush()
+        self._log(name, row)
 
     def write_summary(self, summary: Mapping[str, Any], run_info: Mapping[str, Any] | None = None) -> None:
-        """metrics.json: the summary less its timings (byte-identical for the same run); run.json: those and ``run_info``."""
+        """dvclive's metrics.json: the summary less its timings (byte-identical for the same run; written
+        here, atomically, in dvclive's format); run.json: those and ``run_info``."""
         if self.dir is None:
             return
         metrics = {k: v for k, v in summary.items() if k not in NOT_DETERMINISTIC}
         info = {**{k: summary[k] for k in NOT_DETERMINISTIC if k in summary}, **(run_info or {})}
-        with atomic_output(self.dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
-        with atomic_output(self.dir / RUN_INFO_NAME) as tmp:
+        with atomic_output(self.metrics_file) as tmp:
+            tmp.write_text(json.dumps(metrics, indent=4) + "\n")
+        with atomic_output(self.dir.parent / RUN_INFO_NAME) as tmp:
             tmp.write_text(json.dumps(info, indent=2, sort_keys=False) + "\n")
 
     def close(self) -> None:
-        for fh in self._files.values():
-            fh.close()
-        self._files.clear()
-        self._writers.clear()
+        self.live = None  # every row is on disk already (dvclive appends as it logs); no Live.end(): it would rewrite metrics.json
 
 
 class RunFolder(TrainHooks):
@@ -203,7 +211,7 @@ class RunFolder(TrainHooks):
         self.ckpt_dir = checkpoint_dir(cfg)
         self.state_path = state_path(cfg)
         self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
-        self.files = MetricsFiles(None)
+        self.files = LiveMetrics(None)
         self.total_steps = 0
         self.forward_dtype = cfg.forward_dtype
         self.wandb_id: str | None = None
@@ -216,7 +224,7 @@ class RunFolder(TrainHooks):
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         if self.rank != 0:
             self.say = lambda s: None
-        self.files = MetricsFiles(self.out_dir if self.rank == 0 else None)
+        self.files = LiveMetrics(self.out_dir if self.rank == 0 else None)
         self.total_steps = total_steps
         if self.rank == 0:
             self._remove_write_leftovers()
@@ -258,7 +266,10 @@ class RunFolder(TrainHooks):
             names += [hash_file(self.ckpt_dir / n).name for n in names] + [CONFIG_NAME, STATE_NAME, STATE_NAME + ".sha256"]
             old += [(self.ckpt_dir / n, Path(self.ckpt_dir.name) / n) for n in names if (self.ckpt_dir / n).is_file()]
         if self.out_dir is not None:
-            names = ("metrics.json", RUN_INFO_NAME, "plots/train.csv", "plots/eval.csv", STATE_NAME, STATE_NAME + ".sha256")
+            live = self.out_dir / LIVE_DIR
+            names = [RUN_INFO_NAME, STATE_NAME, STATE_NAME + ".sha256", "metrics.json", "plots/train.csv", "plots/eval.csv"]
+            names += [str(f.relative_to(self.out_dir)) for f in sorted(live.rglob("*")) if f.is_file()] if live.is_dir() else []
+            # (metrics.json and plots/*.csv: where runs before dvclive kept their metrics)
             old += [(self.out_dir / n, Path(n)) for n in names if (self.out_dir / n).is_file()]
         old = list(dict(old).items())  # the state's folder may be the checkpoints folder: each file once
         if not old:
@@ -359,7 +370,6 @@ class RunFolder(TrainHooks):
             self.say(f"stopped at step {state.step}/{self.total_steps}; state saved to {self.state_path} "
                      "(run the same command to continue)")
             return
-        self.files.flush()
         self.files.write_summary(state.summary(self.cfg, self.total_steps), self.run_info())
 
     def run_info(self) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def digest_tree(directory: Path) -> dict[str, str]:
 
 def write_model(root: Path, dataset: str = HINT, step: int = 10, payload: bytes = b"\x00weights\x01") -> Path:
     """A checkpoint folder as `hrm train` lays it out, without training: data/models/hrm/
-    checkpoints/{step_N, all_config.yaml (data_path -> the dataset)}, metrics.json."""
+    checkpoints/{step_N, all_config.yaml (data_path -> the dataset)}, dvclive/metrics.json."""
     out = root / "data" / "models" / MODEL
     ckpt = out / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,8 @@ def write_model(root: Path, dataset: str = HINT, step: int = 10, payload: bytes 
     config = {"data_path": f"data/datasets/{dataset}", "global_batch_size": 8, "epochs": 2, "lr": 1e-4, "seed": 0,
               "eval_interval": 1, "arch": {"name": "hrm_v1", "hidden_size": 16, "loss": {"name": "act"}}}
     (ckpt / "all_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / "metrics.json").write_text(json.dumps({"eval": {"exact_accuracy": 0.25}, "step": step}) + "\n")
+    (out / "dvclive").mkdir(exist_ok=True)
+    (out / "dvclive" / "metrics.json").write_text(json.dumps({"eval": {"exact_accuracy": 0.25}, "step": step}) + "\n")
     return out
 
 

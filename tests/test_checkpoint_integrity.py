@@ -2,7 +2,7 @@
 
 Class 4: no step_N and no training state is used unless its bytes match the sha256 recorded
 beside it (an official checkpoint, which has none, loads with a note saying so).
-Class 9: what the train stage declares to DVC (checkpoints/, metrics.json, the CSVs) is
+Class 9: what the train stage declares to DVC (checkpoints/, dvclive/) is
 byte-identical between two runs of the same settings; what is not (the training state with
 its timings, run.json, wandb/) lives outside it, and the registry's model content ignores it.
 """
@@ -234,11 +234,9 @@ def test_an_intact_state_still_resumes(hint_dir, reference_run, tmp_path):
 
 
 def dvc_outputs(run_dir: Path) -> dict[str, bytes]:
-    """Every file the train stage declares in dvc.yaml: checkpoints/ (all of it), metrics.json, the CSVs."""
-    files = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in (run_dir / "checkpoints").rglob("*") if p.is_file()}
-    for rel in ("metrics.json", "plots/train.csv", "plots/eval.csv"):
-        files[rel] = (run_dir / rel).read_bytes()
-    return files
+    """Every file the train stage declares in dvc.yaml: checkpoints/ and dvclive/ (metrics.json, the histories), all of them."""
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for folder in ("checkpoints", "dvclive")
+            for p in (run_dir / folder).rglob("*") if p.is_file()}
 
 
 def test_two_runs_give_byte_identical_dvc_outputs(hint_dir, tmp_path, monkeypatch):
@@ -251,11 +249,12 @@ def test_two_runs_give_byte_identical_dvc_outputs(hint_dir, tmp_path, monkeypatc
         train(tiny_cfg(hint_dir, Path("run")), log=lambda m: None)
         outs[name] = dvc_outputs(tmp_path / name / "run")
     assert set(outs["a"]) >= {"checkpoints/step_6", "checkpoints/step_6.sha256", "checkpoints/step_12",
-                              "checkpoints/step_12.sha256", "checkpoints/all_config.yaml", "metrics.json"}
+                              "checkpoints/step_12.sha256", "checkpoints/all_config.yaml", "dvclive/metrics.json",
+                              "dvclive/plots/metrics/train/lm_loss.tsv"}
     assert outs["a"] == outs["b"]
 
     a = tmp_path / "a" / "run"
-    metrics, info = json.loads((a / "metrics.json").read_text()), json.loads((a / RUN_INFO_NAME).read_text())
+    metrics, info = json.loads((a / "dvclive" / "metrics.json").read_text()), json.loads((a / RUN_INFO_NAME).read_text())
     assert "train_seconds" not in metrics and info["train_seconds"] >= 0  # the timing lives outside the metric
     assert (a / STATE_NAME).is_file() and (a / STATE_NAME).read_bytes() != (tmp_path / "b" / "run" / STATE_NAME).read_bytes()
 

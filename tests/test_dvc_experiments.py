@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = ("data/raw/metrics.json", "data/models/hrm/metrics.json", "data/evaluate/metrics.json",
+METRICS = ("data/raw/metrics.json", "data/models/hrm/dvclive/metrics.json", "data/evaluate/metrics.json",
            "data/analysis/metrics.json")
 TINY = {
     "raw": {"train_size": 30, "test_size": 10},
@@ -75,7 +75,8 @@ def test_metrics_and_plots_are_committed_and_cached_outputs_are_not(repo):
     """What dvc.yaml declares with `cache: false` is in the commit; every cached output is git-ignored."""
     tracked = set(sh(repo, "git", "ls-files").split())
     assert set(METRICS) <= tracked
-    assert {"data/models/hrm/plots/train.csv", "data/evaluate/plots/tiers.csv", "data/analysis/plots/residuals.csv"} <= tracked
+    assert {"data/models/hrm/dvclive/plots/metrics/train/lm_loss.tsv", "data/evaluate/plots/tiers.csv",
+            "data/analysis/plots/residuals.csv"} <= tracked
     assert not [f for f in tracked if f.endswith((".parquet", ".arrow", ".pt")) or "/checkpoints/" in f]
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
@@ -119,7 +120,7 @@ def test_two_experiments_compare_with_main_and_each_other(repo):
         assert not [p for p, v in data["metrics"].items() if "error" in v], (name, data["metrics"])
 
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "main", "lr-high", "--json"))
-    assert "data/models/hrm/metrics.json" in diff
+    assert "data/models/hrm/dvclive/metrics.json" in diff
     params = json.loads(sh(repo, "dvc", "params", "diff", "main", "lr-high", "--json"))
     assert params["params.yaml"]["train.lr"]["new"] == 0.01
     between = json.loads(sh(repo, "dvc", "metrics", "diff", "lr-high", "more-passes", "--json"))
@@ -134,13 +135,13 @@ def test_two_experiments_compare_with_main_and_each_other(repo):
         assert revs == {"main", "lr-high"}, (plot_id, revs)
         text = json.dumps(rendered)
         assert '"title": "' in text and '"y"' in text
-    assert not [p for p in plots["data"] if p.endswith(".csv")]  # no auto-generated duplicates
+    assert not [p for p in plots["data"] if p.endswith((".csv", ".tsv"))]  # no auto-generated duplicates
 
 
 def test_apply_and_checkout_move_between_experiments_without_rerunning(repo):
     main_metrics = {p: (repo / p).read_bytes() for p in METRICS}
     sh(repo, "dvc", "exp", "apply", "lr-high")
-    assert (repo / "data/models/hrm/metrics.json").read_bytes() != main_metrics["data/models/hrm/metrics.json"]
+    assert (repo / METRICS[1]).read_bytes() != main_metrics[METRICS[1]]
     assert "changed" not in sh(repo, "dvc", "status")  # the experiment's outputs are in place
     sh(repo, "git", "checkout", "--", ".")
     sh(repo, "dvc", "checkout")

@@ -88,7 +88,7 @@ def test_interval_above_epochs_trains_with_one_evaluation_at_the_end_and_resumes
     first = train(tiny_cfg(hint_dir, out), callback=stop_at(3), log=lambda m: None)  # Ctrl-C mid-block
     assert first.interrupted and first.step == 3
     assert torch.load(out / STATE_NAME, weights_only=True)["step"] == 3
-    shutil.rmtree(out / "plots")  # `dvc repro` deletes a stage's non-persistent outputs before rerunning it
+    shutil.rmtree(out / "dvclive")  # `dvc repro` deletes a stage's non-persistent outputs before rerunning it
     logs = []
     second = train(tiny_cfg(hint_dir, out), log=logs.append)  # the same command again: resumes (the key holds the effective 2)
     assert CLAMP_LINE in logs
@@ -96,7 +96,8 @@ def test_interval_above_epochs_trains_with_one_evaluation_at_the_end_and_resumes
     assert not any("starting over" in m for m in logs), logs
     assert not second.interrupted and second.step == second.total_steps == ref.total_steps
     assert [n for n, _ in step_files(out / "checkpoints")] == [second.total_steps]  # exactly one step_N, at the last step
-    assert len((out / "plots" / "eval.csv").read_text().strip().splitlines()) == 2  # header + one evaluation
+    eval_history = out / "dvclive" / "plots" / "metrics" / "eval" / "accuracy.tsv"
+    assert len(eval_history.read_text().strip().splitlines()) == 2  # header + one evaluation
     assert same_weights(second.model, ref.model)
     conf = yaml.safe_load((out / "checkpoints" / "all_config.yaml").read_text())
     ref_conf = yaml.safe_load((tmp_path / "ref" / "checkpoints" / "all_config.yaml").read_text())
@@ -118,7 +119,7 @@ def test_cli_config_file_epochs_below_interval_needs_no_third_setting(data, tmp_
                 "--num-threads", "1")
     assert f"train: {CLAMP_LINE}" in result.output
     assert len([n for n, _ in step_files(out / "checkpoints")]) == 1
-    steps = yaml.safe_load((out / "metrics.json").read_text())["step"]
+    steps = yaml.safe_load((out / "dvclive" / "metrics.json").read_text())["step"]
     assert [n for n, _ in step_files(out / "checkpoints")] == [steps]
 
 

@@ -140,29 +140,33 @@ def trained(data, tmp_path_factory):
 
 
 def dvc_outputs(run_dir: Path) -> dict[str, str]:
-    """What the train stage declares to DVC: checkpoints/ (step_N, step_N.sha256, all_config.yaml), metrics.json, plots/."""
+    """What the train stage declares to DVC: checkpoints/ (step_N, step_N.sha256, all_config.yaml), dvclive/
+    (metrics.json, the histories plots/metrics/{train,eval}/*.tsv)."""
     files = {f"checkpoints/{k}": v for k, v in digest_tree(run_dir / "checkpoints").items()}
-    files |= {f"plots/{k}": v for k, v in digest_tree(run_dir / "plots").items()}
-    files["metrics.json"] = digest_tree(run_dir)["metrics.json"]
+    files |= {f"dvclive/{k}": v for k, v in digest_tree(run_dir / "dvclive").items()}
     return files
 
 
 def test_train_killed_then_rerun(data, trained, tmp_path, monkeypatch):
     """Killed at random moments (some after checkpoints were written), the same command resumes from
     OUT/train_state.pt (or starts over); compared byte for byte with the uninterrupted run: every file
-    of checkpoints/ (step_N, step_N.sha256, all_config.yaml), metrics.json and plots/ (train.csv,
-    eval.csv). train_state.pt, run.json and previous-runs/ are no DVC outputs and legitimately differ.
+    of checkpoints/ (step_N, step_N.sha256, all_config.yaml) and dvclive/ (metrics.json, the histories).
+    train_state.pt, run.json and previous-runs/ are no DVC outputs and legitimately differ.
 
     Train builds its output over the run, so at every kill (a) means: each declared file present is
-    the uninterrupted run's, whole (a CSV: a prefix of it; metrics.json, rewritten at every evaluation:
-    the uninterrupted run's summary at that evaluation; a temporary being written aside)."""
+    the uninterrupted run's, whole (a history: a prefix of it; metrics.json, rewritten at every
+    evaluation: the uninterrupted run's summary at that evaluation; a temporary being written aside)."""
     _, ref_run, duration = trained
     ref = dvc_outputs(ref_run)
-    assert {"checkpoints/step_6", "checkpoints/step_36.sha256", "checkpoints/all_config.yaml", "plots/train.csv",
-            "plots/eval.csv", "metrics.json"} <= set(ref)
-    ref_metrics = json.loads((ref_run / "metrics.json").read_text())
-    with open(ref_run / "plots" / "eval.csv", newline="") as f:
-        ref_evals = {int(r.pop("step")): {k: float(v) for k, v in r.items()} for r in csv.DictReader(f)}
+    histories = sorted(k[len("dvclive/"):] for k in ref if k.endswith(".tsv"))
+    assert {"checkpoints/step_6", "checkpoints/step_36.sha256", "checkpoints/all_config.yaml", "dvclive/metrics.json",
+            "dvclive/plots/metrics/train/lm_loss.tsv", "dvclive/plots/metrics/eval/accuracy.tsv"} <= set(ref)
+    ref_metrics = json.loads((ref_run / "dvclive" / "metrics.json").read_text())
+    ref_evals: dict[int, dict[str, float]] = {}
+    for path in sorted((ref_run / "dvclive" / "plots" / "metrics" / "eval").glob("*.tsv")):
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f, delimiter="\t"):
+                ref_evals.setdefault(int(r["step"]), {})[path.stem] = float(r[path.stem])
     cwd = tmp_path / "kill"
     cwd.mkdir()
     run = cwd / "run"
@@ -173,13 +177,14 @@ def test_train_killed_then_rerun(data, trained, tmp_path, monkeypatch):
         present = sorted(p.name for p in ckpt.iterdir() if not TEMPORARY.search(p.name)) if ckpt.is_dir() else []
         for name in present:
             assert (ckpt / name).read_bytes() == (ref_run / "checkpoints" / name).read_bytes(), name
-        for name in ("plots/train.csv", "plots/eval.csv"):
-            if (run / name).is_file():
-                assert (ref_run / name).read_bytes().startswith((run / name).read_bytes()), name
-        if (run / "metrics.json").is_file():  # written at every evaluation: the summary of the run so far
-            metrics = json.loads((run / "metrics.json").read_text())
+        for name in histories:
+            if (run / "dvclive" / name).is_file():
+                assert (ref_run / "dvclive" / name).read_bytes().startswith((run / "dvclive" / name).read_bytes()), name
+        summary = run / "dvclive" / "metrics.json"
+        if summary.is_file():  # written at every evaluation: the summary of the run so far
+            metrics = json.loads(summary.read_text())
             if metrics["step"] == ref_metrics["step"]:
-                assert (run / "metrics.json").read_bytes() == (ref_run / "metrics.json").read_bytes()
+                assert summary.read_bytes() == (ref_run / "dvclive" / "metrics.json").read_bytes()
             else:  # that of the uninterrupted run at that evaluation
                 assert metrics["total_steps"] == ref_metrics["total_steps"]
                 assert {k: float(v) for k, v in metrics["eval"].items()} == ref_evals[metrics["step"]]
@@ -191,8 +196,7 @@ def test_train_killed_then_rerun(data, trained, tmp_path, monkeypatch):
     assert dvc_outputs(run) == ref
     assert temporaries(cwd) == []
     assert sorted(p.name for p in cwd.iterdir()) == ["run"]
-    allowed = {"checkpoints", "plots", "metrics.json", "run.json", "train_state.pt", "train_state.pt.sha256", ".train.lock",
-               "previous-runs"}
+    allowed = {"checkpoints", "dvclive", "run.json", "train_state.pt", "train_state.pt.sha256", ".train.lock", "previous-runs"}
     assert {p.name for p in run.iterdir()} <= allowed
 
 
@@ -215,7 +219,7 @@ cli(sys.argv[2:], prog_name="hrm")
 def test_train_killed_while_writing_a_checkpoint(data, trained, tmp_path, monkeypatch):
     """The moment the random kills rarely hit on a tiny model, but a real one spends seconds in: half of
     checkpoints/step_18's temporary written. The rerun (resuming at step 12) leaves no temporary, and
-    checkpoints/, metrics.json and plots/ equal the uninterrupted run's byte for byte."""
+    checkpoints/ and dvclive/ equal the uninterrupted run's byte for byte."""
     _, ref_run, _ = trained
     args = ["train", "--dataset", str(data), "--output", "run", *TRAIN_FLAGS]
     killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, "step_18", *args], cwd=tmp_path, env=ENV,

@@ -76,9 +76,24 @@ def state_equal(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def history(out: Path, name: str) -> list[dict[str, str]]:
+    """The run's ``name`` (train / eval) history: one row per step, as dvclive wrote it (one TSV per metric)."""
+    rows: dict[int, dict[str, str]] = {}
+    for path in sorted((out / "dvclive" / "plots" / "metrics" / name).glob("*.tsv")):
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f, delimiter="\t"):
+                rows.setdefault(int(r["step"]), {"step": r["step"]})[path.stem] = r[path.stem]
+    return [rows[k] for k in sorted(rows)]
+
+
+def histories(out: Path) -> dict[str, bytes]:
+    """Every history file's bytes (dvclive/plots/metrics/**.tsv)."""
+    base = out / "dvclive" / "plots"
+    return {str(f.relative_to(base)): f.read_bytes() for f in sorted(base.rglob("*.tsv"))}
+
+
+def run_metrics(out: Path) -> dict:
+    return json.loads((out / "dvclive" / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +132,7 @@ def test_trainer_equals_official_loop(hint_dir, tmp_path):
             opt.zero_grad()
     assert state_equal(result.model, model)
 
-    rows = read_csv(tmp_path / "plots" / "train.csv")
+    rows = history(tmp_path, "train")
     assert [int(r["step"]) for r in rows] == list(range(1, 13))
     for r in rows:
         s = int(r["step"])
@@ -150,15 +165,15 @@ def test_outputs_layout_and_checkpoints(hint_dir, reference_run):
     pred = loaded.predict(PuzzleDataset(hint_dir, "test").gather([0, 1])["inputs"])
     assert pred.predictions.shape == (2, 81)
 
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = run_metrics(out)
     assert metrics["step"] == metrics["total_steps"] == 18
     for key in ("lm_loss", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lr", "q_halt_loss", "q_continue_loss"):
         assert key in metrics["train"], key
     for key in ("lm_loss", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"):
         assert key in metrics["eval"], key
     assert metrics["eval"]["count"] == 8 and metrics["eval"]["steps"] == 3  # eval: every row runs halt_max_steps
-    train_rows = read_csv(out / "plots" / "train.csv")
-    eval_rows = read_csv(out / "plots" / "eval.csv")
+    train_rows = history(out, "train")
+    eval_rows = history(out, "eval")
     assert [int(r["step"]) for r in train_rows] == list(range(1, 19))
     assert [int(r["step"]) for r in eval_rows] == [6, 12, 18]
     assert float(eval_rows[-1]["accuracy"]) == pytest.approx(metrics["eval"]["accuracy"], rel=1e-6)
@@ -184,7 +199,7 @@ def test_library_loop_keeps_everything_in_memory(hint_dir, reference_run, tmp_pa
     result = train_in_memory(tiny_cfg(hint_dir, tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
     assert state_equal(result.model, ref.model) and result.checkpoint is None and result.step == 18
-    assert result.metrics["eval"] == json.loads((ref_out / "metrics.json").read_text())["eval"]
+    assert result.metrics["eval"] == run_metrics(ref_out)["eval"]
 
 
 def test_params_yaml_train_section_is_the_quick_profile():
@@ -214,15 +229,13 @@ def test_resume_after_ctrl_c_equals_uninterrupted(hint_dir, reference_run, tmp_p
     first = train(cfg, callback=stop_at(8, KeyboardInterrupt), log=quiet)  # mid-block: saves the state at step 8
     assert first.interrupted and first.step == 8
     assert torch.load(tmp_path / STATE_NAME, weights_only=True)["step"] == 8
-    shutil.rmtree(tmp_path / "plots")  # `dvc repro` deletes a stage's non-persistent outputs before rerunning it
-    (tmp_path / "metrics.json").unlink(missing_ok=True)
+    shutil.rmtree(tmp_path / "dvclive")  # `dvc repro` deletes a stage's non-persistent outputs before rerunning it
     logs = []
     second = train(cfg, log=logs.append)
     assert any("resuming" in m and "step 8" in m for m in logs)
     assert second.step == 18 and not second.interrupted
     assert state_equal(second.model, ref.model)
-    assert (tmp_path / "plots" / "train.csv").read_text() == (ref_out / "plots" / "train.csv").read_text()
-    assert (tmp_path / "plots" / "eval.csv").read_text() == (ref_out / "plots" / "eval.csv").read_text()
+    assert histories(tmp_path) == histories(ref_out)
     for n in (6, 12, 18):
         assert torch.equal(torch.load(tmp_path / "checkpoints" / f"step_{n}")["model.inner.lm_head.weight"],
                            torch.load(ref_out / "checkpoints" / f"step_{n}")["model.inner.lm_head.weight"])
@@ -237,15 +250,15 @@ def test_resume_after_crash_from_last_evaluation(hint_dir, reference_run, tmp_pa
     again = train(cfg, log=logs.append)
     assert any("resuming" in m and "step 12" in m for m in logs)
     assert state_equal(again.model, ref.model)
-    assert (tmp_path / "plots" / "train.csv").read_text() == (ref_out / "plots" / "train.csv").read_text()
-    assert json.loads((tmp_path / "metrics.json").read_text())["eval"] == json.loads((ref_out / "metrics.json").read_text())["eval"]
+    assert histories(tmp_path) == histories(ref_out)
+    assert run_metrics(tmp_path)["eval"] == run_metrics(ref_out)["eval"]
 
     # Finished: asked again (`dvc repro -f`, changed code), it trains again from the start: same result.
     logs.clear()
     done = train(cfg, log=logs.append)
     assert any("complete (18/18 steps); starting over" in m for m in logs)
     assert done.step == 18 and state_equal(done.model, ref.model)
-    assert (tmp_path / "plots" / "train.csv").read_text() == (ref_out / "plots" / "train.csv").read_text()
+    assert histories(tmp_path) == histories(ref_out)
 
 
 def test_changed_settings_start_over(hint_dir, tmp_path):
@@ -254,7 +267,7 @@ def test_changed_settings_start_over(hint_dir, tmp_path):
     logs = []
     result = train(tiny_cfg(hint_dir, tmp_path, epochs=2, lr=1e-3), log=logs.append)
     assert any("different settings (lr)" in m for m in logs)
-    assert result.step == 6 and len(read_csv(tmp_path / "plots" / "train.csv")) == 6
+    assert result.step == 6 and len(history(tmp_path, "train")) == 6
     fresh = train(tiny_cfg(hint_dir, tmp_path / "fresh", epochs=2, lr=1e-3), log=quiet)
     assert state_equal(result.model, fresh.model)
     # resume=False starts over even with the same settings.
@@ -272,7 +285,8 @@ def test_starting_over_moves_the_previous_run_aside(hint_dir, tmp_path):
     old = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
            if p.is_file() and "wandb" not in p.parts and p.name != ".train.lock"}
     assert {str(p) for p in old} >= {"checkpoints/step_6", "checkpoints/step_6.sha256", "train_state.pt", "train_state.pt.sha256",
-                                      "checkpoints/all_config.yaml", "metrics.json", "run.json", "plots/train.csv", "plots/eval.csv"}
+                                      "checkpoints/all_config.yaml", "dvclive/metrics.json", "run.json",
+                                      "dvclive/plots/metrics/train/lm_loss.tsv", "dvclive/plots/metrics/eval/accuracy.tsv"}
     logs = []
     train(tiny_cfg(hint_dir, tmp_path, epochs=2, lr=1e-3), log=logs.append)
     kept = tmp_path / PREVIOUS_RUNS / "1"
@@ -340,7 +354,7 @@ def test_cli_train_and_config_file(data, hint_dir, tmp_path):
     assert conf["arch"]["hidden_size"] == 32  # the command line wins over the file
     assert conf["epochs"] == 4 and conf["data_path"] == str(hint_dir)  # --variant hint (default) from datasets.json
     assert [n for n, _ in step_files(out / "checkpoints")] == [12]
-    assert json.loads((out / "metrics.json").read_text())["step"] == 12
+    assert run_metrics(out)["step"] == 12
 
 
 def test_cli_profiles_and_precedence(data, hint_dir, tmp_path):
@@ -397,7 +411,7 @@ def test_cli_sigint_then_resume_equals_uninterrupted(data, hint_dir, tmp_path):
             "--global-batch-size", "8", "--epochs", "30", "--eval-interval", "10", "--eval-size", "8", "--lr", "3e-3",
             "--lr-warmup-steps", "4", "--num-threads", "1", "--no-progress"]
     proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    csv_path = out / "plots" / "train.csv"
+    csv_path = out / "dvclive" / "plots" / "metrics" / "train" / "lm_loss.tsv"
     deadline = time.time() + 60
     while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 6):
         time.sleep(0.05)
@@ -449,13 +463,13 @@ def test_ddp_two_processes_match_one(hint_dir, tmp_path):
     for k, v in one.model.state_dict().items():
         assert torch.allclose(two[k], v, rtol=1e-4, atol=1e-5), k
     # Only rank 0 wrote outputs; metrics reduced over both ranks.
-    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    m1 = run_metrics(tmp_path / "one")
+    m2 = run_metrics(tmp_path / "two")
     assert m2["eval"]["count"] == m1["eval"]["count"] == 8
     assert m2["eval"]["accuracy"] == pytest.approx(m1["eval"]["accuracy"], abs=1e-3)
     assert m2["train"]["lm_loss"] == pytest.approx(m1["train"]["lm_loss"], rel=1e-3)
     assert [n for n, _ in step_files(tmp_path / "two" / "checkpoints")] == [6, 12]
-    assert len(read_csv(tmp_path / "two" / "plots" / "train.csv")) == one.total_steps
+    assert len(history(tmp_path / "two", "train")) == one.total_steps
 
 
 DDP_RESUME_SCRIPT = """
