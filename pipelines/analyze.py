@@ -109,9 +109,14 @@ def _ints(text: str, what: str) -> list[int]:
               help="Puzzles of the sample for the easy probe; 0 = all.")
 @click.option("--shifts", type=click.IntRange(0, 9), default=9,
               help="Cyclic digit relabellings (incl. the identity); 0 = skip multistability.")
-@click.option("--noise-runs", type=click.IntRange(min=0), default=4, help="Runs from a noisy initial state per puzzle.")
-@click.option("--noise-std", type=FiniteFloatRange(min=0), default=0.5,
-              help="Std of the initial-state noise (H_init has std 1).")
+@click.option("--noise-runs", type=click.IntRange(min=0), default=4,
+              help="Runs from a noisy initial state per puzzle, for each kind of --noise.")
+@click.option("--noise", "noise_kinds", default="fork,iid",
+              help="Initial-state noise kinds (comma-separated; none = no noise runs): fork = the fork's, one "
+                   "truncated-normal vector of hidden size shared by every position; iid = independent per "
+                   "position and unit. Multistability is reported per kind too.")
+@click.option("--noise-std", type=FiniteFloatRange(min=0), default=0.0,
+              help="Std of the initial-state noise (H_init has std 1); 0 = each kind's own (fork 2, the fork's; iid 0.5).")
 @click.option("--cluster-tol", type=FiniteFloatRange(min=0), default=0.05,
               help="Relative distance linking two final states.")
 @click.option("--fp-sample", type=click.IntRange(min=0), default=32,
@@ -134,7 +139,7 @@ def _ints(text: str, what: str) -> list[int]:
 def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: Path, sample: int, seed: int,
             segments: int, device: str, forward_dtype: str, batch_size: int, puzzle_index: str, store_states: str,
             tol: float, tail: int, lookback: int, easy_k: str, easy_sample: int, shifts: int, noise_runs: int,
-            noise_std: float, cluster_tol: float, fp_sample: int, landscape_radius: int, landscape_divisor: float,
+            noise_kinds: str, noise_std: float, cluster_tol: float, fp_sample: int, landscape_radius: int, landscape_divisor: float,
             landscape_segment: int, landscape_clip: float, flow: bool, num_threads: int, memory_limit_gb: float,
             progress: bool) -> None:
     """Mechanistic analysis: traces, fixed points, critical steps, easy puzzles, multiple fixed points, landscapes."""
@@ -151,6 +156,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--easy-k") from None
+    noise = _noise_kinds(noise_kinds)
     # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(dataset, variant, split)
@@ -171,7 +177,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     settings = AnalysisSettings(
         segments=s_count, seed=seed, batch_size=batch_size, store_states=store_states, tol=tol, tail=tail,
         lookback=lookback, easy_k=ks, easy_sample=easy_sample, shifts=shifts, noise_runs=noise_runs,
-        noise_std=noise_std, cluster_tol=cluster_tol, fp_sample=fp_sample, landscape_radius=landscape_radius,
+        noise_std=noise_std, noise=noise, cluster_tol=cluster_tol, fp_sample=fp_sample, landscape_radius=landscape_radius,
         landscape_divisor=landscape_divisor, landscape_segment=landscape_segment, flow=flow)
     _check_memory(cfg, settings, sample_rows, selected, memory_limit_gb)
     run_info = {
@@ -186,6 +192,20 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                        run_info)
     log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
         f"{time.time() - started:.1f} s -> {output}")
+
+
+def _noise_kinds(text: str) -> tuple[str, ...]:
+    """--noise: kinds of hrm.analysis.fixed_points.NOISE_KINDS, comma-separated, or none."""
+    from hrm.analysis.fixed_points import NOISE_KINDS
+
+    if text.strip().lower() in OFF:
+        return ()
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
+    bad = [k for k in kinds if k not in NOISE_KINDS]
+    if bad or not kinds:
+        raise click.BadParameter(f"{text!r}: kinds among {', '.join(NOISE_KINDS)} (comma-separated), or none",
+                                 param_hint="--noise")
+    return kinds
 
 
 def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], limit_gb: float) -> None:
@@ -260,7 +280,7 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
         figures.append((FIGURES["multistability"], "figures/multistability.png"))
     else:
         skipped["multistability"] = ("--shifts 0" if settings.shifts == 0 else
-                                     "--shifts 1 and --noise-runs 0: no perturbed run besides the plain one")
+                                     "--shifts 1 and no noise run (--noise-runs 0 or --noise none): no perturbed run besides the plain one")
     for fig in result.puzzle_figures:
         plots.plot_trajectory(fig.pcs, figures_dir / f"trajectory_{fig.row}.png", h_cycles=result.h_cycles,
                               ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle {fig.row}")
@@ -307,6 +327,8 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     ms = summary.get("multistability") or {}
     if ms:
         out["multistability"] = {k: ms.get(k) for k in ("puzzles_with_several_answers", "mean_distinct_answers")}
+        for name, rates in (ms.get("by_perturbation") or {}).items():  # how much the conclusion depends on the perturbation
+            out["multistability"][f"several_stable_answers_{name}"] = rates["puzzles_with_several_stable_answers"]
     return out
 
 

@@ -10,6 +10,7 @@ Puzzles: the real ones in tests/data/real-sudoku/valid.csv.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from pathlib import Path
@@ -305,7 +306,7 @@ def test_multistability_known_answers(puzzles):
     x, y = puzzles
     # The copy model commutes with digit relabelling and forgets small initial noise: one end state.
     ms = run_perturbed(copy_model(), x[:5], y[:5], shifts=4, noise_runs=2, noise_std=1e-4, batch_size=2)
-    assert ms.answers.shape == (6, 5, 81) and list(ms.kind) == ["plain"] + ["shift"] * 3 + ["noise"] * 2
+    assert ms.answers.shape == (6, 5, 81) and list(ms.kind) == ["plain"] + ["shift"] * 3 + ["noise_fork"] * 2
     assert (ms.n_answers == 1).all() and (ms.n_state_clusters == 1).all()
     np.testing.assert_array_equal(ms.answers[0], x[:5])
     assert ms.trapped.all()  # converged, and wrong (the blanks stay blank)
@@ -326,6 +327,47 @@ def test_multistability_known_answers(puzzles):
 
     tr = run_trace(rnd, cyclic_shift_tokens(x[:4], 2), steps=False)
     np.testing.assert_array_equal(cyclic_shift_tokens(a.answers[2], 2), tr.final_predictions)
+
+
+def test_fork_noise_is_one_truncated_normal_vector_shared_by_every_position():
+    """docs/reference-semantics.md §10: the fork's reset_carry(use_default=False) adds to H_init (and to
+    L_init) one vector of hidden size drawn from a normal of std 2 truncated at 2 standard deviations
+    (scale corrected: hrm.model.layers.trunc_normal_init_), the same at every position. Checked against
+    that description: shape, sharing, the bounds, the moments of the truncated normal."""
+    from hrm.analysis.fixed_points import noise_draws
+
+    model = tiny_model()
+    draws = noise_draws(model, 400, "fork", seed=3)
+    assert len(draws) == 400 and all(h.shape == (32,) and l.shape == (32,) for h, l in draws)
+    eps = torch.stack([e for pair in draws for e in pair]).flatten().double()  # 25,600 values
+    # The standard normal truncated to [-2, 2] has variance 0.7737413: the draws are N(0, (2 / sqrt(v))^2) cut there.
+    bound = 2 * 2 / math.sqrt(0.7737413)
+    assert eps.abs().max() <= bound + 1e-5 and eps.abs().max() > 0.9 * bound
+    assert abs(eps.mean().item()) < 0.05 and abs(eps.std().item() - 2.0) < 0.05
+    kurtosis = ((eps - eps.mean()) ** 4).mean() / eps.var() ** 2
+    assert 2.2 < kurtosis < 2.6  # a truncated normal's (2.36), well below the normal's 3
+    # Added to H_init at every position of every puzzle alike.
+    state = initial_state(model, 3, noise=draws[0])
+    delta = state.z_H - initial_state(model, 3).z_H
+    assert torch.allclose(delta, draws[0][0].expand_as(delta))
+    # Its own seeded stream; the iid kind keeps the earlier draws (per position and unit, std 0.5).
+    assert torch.equal(noise_draws(model, 2, "fork", seed=3)[1][0], draws[1][0])
+    iid = noise_draws(model, 2, "iid", seed=3)
+    assert iid[0][0].shape == (82, 32) and 0.4 < torch.cat([e.flatten() for pair in iid for e in pair]).std() < 0.6
+    with pytest.raises(ValueError, match="noise kind"):
+        noise_draws(model, 1, "gaussian")
+
+
+def test_multistability_is_reported_per_perturbation(puzzles):
+    x, y = puzzles
+    ms = run_perturbed(tiny_model(), x[:4], y[:4], shifts=3, noise_runs=2, noise=("fork", "iid"), seed=1)
+    assert list(ms.kind) == ["plain", "shift", "shift", "noise_fork", "noise_fork", "noise_iid", "noise_iid"]
+    per = multistability_summary(ms)["by_perturbation"]
+    assert list(per) == ["shift", "noise_fork", "noise_iid"]
+    for name, rates in per.items():
+        runs = (ms.kind == "plain") | (ms.kind == name)
+        several = np.array([len({a.tobytes() for a in ms.answers[runs, i]}) > 1 for i in range(4)])
+        assert rates["runs_per_puzzle"] == 3 and rates["puzzles_with_several_answers"] == several.mean()
 
 
 def test_initial_state_noise(puzzles):
@@ -444,7 +486,11 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     assert headline["fixed_point"]["converged"] == metrics["fixed_point"]["converged"]
     assert headline["easy"] == {k: v for k, v in metrics["easy"].items() if not k.startswith("violations_")}
     assert {"exact_accuracy", "fixed_point", "critical", "easy", "multistability", "landscapes"} <= set(metrics)
-    assert metrics["multistability"]["runs_per_puzzle"] == 4 and "skipped" not in metrics
+    # 2 shifts + 2 runs of each noise kind (the fork's and iid, the defaults), reported per perturbation too.
+    assert metrics["multistability"]["runs_per_puzzle"] == 6 and "skipped" not in metrics
+    assert list(metrics["multistability"]["by_perturbation"]) == ["shift", "noise_fork", "noise_iid"]
+    assert {"several_stable_answers_noise_fork", "several_stable_answers_noise_iid"} <= set(headline["multistability"])
+    assert "noise (fork) runs only" in (out / "report.md").read_text()
     from hrm.analysis import EASY_COLUMNS
     from pipelines.analyze import LANDSCAPE_SCHEMA, MULTISTABILITY_CSV, MULTISTABILITY_SCHEMA  # a skipped run's, too
 

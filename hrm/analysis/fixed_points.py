@@ -17,9 +17,19 @@ Multiple fixed points
 ---------------------
 Each puzzle is run R times: pass 0 plain; passes 1..P-1 the fork's cyclic digit relabellings
 (the fork = the Augmented HRM paper's code, README "Reference code"; token t -> ((t - 2 + p) mod 9) + 2 for digits, blanks kept; the answer mapped back before
-comparing); then N_noise runs from a perturbed initial state (H_init + eps_H, L_init + eps_L with
-eps ~ N(0, noise_std^2) per position and hidden unit, one draw per run shared by all puzzles, from
-``torch.Generator`` seeded by ``numpy.random.default_rng([NOISE_STREAM, seed])``).
+comparing); then N_noise runs from a perturbed initial state (H_init + eps_H, L_init + eps_L) per
+noise kind, one draw per run shared by all puzzles:
+
+- ``fork`` (the default; the fork's ``reset_carry(use_default=False)``, docs/reference-semantics.md
+  §10): eps is ONE vector of hidden size, truncated normal (at 2 standard deviations, scale
+  corrected, ``hrm.model.layers.trunc_normal_init_``) with std ``noise_std`` (the fork: 2), the same
+  at every position;
+- ``iid`` (this project's earlier probe): eps ~ N(0, noise_std^2) per position and hidden unit
+  (std 0.5 by default).
+
+Each kind draws from its own ``torch.Generator``: ``iid`` seeded by
+``numpy.random.default_rng([NOISE_STREAM, seed])`` (as before), ``fork`` by
+``default_rng([NOISE_STREAM, seed, 1])``.
 Per puzzle: distinct final answers (exact token equality, after mapping back) over all runs and
 over the converged runs; distinct final states over the runs that share the plain input (pass 0
 and the noise runs): states are linked when ||a - b|| <= ``cluster_tol`` x (||a|| + ||b||) / 2 and
@@ -37,6 +47,7 @@ import numpy as np
 import torch
 
 from hrm.model.hrm import InnerCarry
+from hrm.model.layers import trunc_normal_init_
 from hrm.analysis.traces import initial_state, prediction_conflicts, run_trace, score_predictions
 from hrm.evaluate import make_perturbations
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
@@ -45,7 +56,7 @@ __all__ = [
     "CONVERGED", "OSCILLATING", "DRIFTING", "CLASS_NAMES", "NOISE_STREAM",
     "tail_window", "classify", "answer_changes", "violations", "fixed_point_summary",
     "residual_curves", "equivalence_classes", "answer_classes", "state_clusters",
-    "MultiStability", "run_perturbed", "multistability_summary",
+    "MultiStability", "NOISE_KINDS", "NOISE_STD", "noise_draws", "run_perturbed", "multistability_summary",
 ]
 
 CONVERGED, OSCILLATING, DRIFTING = 0, 1, 2
@@ -194,7 +205,7 @@ def state_clusters(states: torch.Tensor, tol: float = 0.05) -> tuple[np.ndarray,
 class MultiStability:
     """R runs of N puzzles (see the module docstring); arrays are [R, N] unless noted."""
 
-    kind: np.ndarray  # str [R]: "plain", "shift", "noise"
+    kind: np.ndarray  # str [R]: "plain", "shift", "noise_fork", "noise_iid"
     param: np.ndarray  # int [R]: the shift p, or the noise run number (1-based)
     answers: np.ndarray  # uint8 [R, N, 81], mapped back to the original digits
     exact: np.ndarray  # bool
@@ -216,20 +227,35 @@ class MultiStability:
         return self.converged & ~self.exact
 
 
-def _noise_draws(model, runs: int, noise_std: float, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+NOISE_KINDS = ("fork", "iid")
+NOISE_STD = {"fork": 2.0, "iid": 0.5}  # each kind's std when none is given (the fork's 2; the earlier probe's 0.5)
+
+
+def noise_draws(model, runs: int, kind: str, noise_std: float | None = None, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``runs`` pairs (eps_H, eps_L) of the noise ``kind`` (the module docstring): [hidden] for fork
+    (broadcast over positions), [positions, hidden] for iid."""
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"noise kind {kind!r}: one of {', '.join(NOISE_KINDS)}")
+    std = NOISE_STD[kind] if noise_std is None else float(noise_std)
     inner = getattr(model, "inner", model)
-    shape = (inner.puzzle_emb_len + inner.config.seq_len, inner.config.hidden_size)
-    g = torch.Generator().manual_seed(int(np.random.default_rng([NOISE_STREAM, seed]).integers(2 ** 62)))
-    return [(torch.randn(shape, generator=g) * noise_std, torch.randn(shape, generator=g) * noise_std) for _ in range(runs)]
+    hidden = inner.config.hidden_size
+    key = [NOISE_STREAM, seed] if kind == "iid" else [NOISE_STREAM, seed, 1]
+    g = torch.Generator().manual_seed(int(np.random.default_rng(key).integers(2 ** 62)))
+    if kind == "fork":
+        return [(trunc_normal_init_(torch.empty(hidden), std=std, generator=g),
+                 trunc_normal_init_(torch.empty(hidden), std=std, generator=g)) for _ in range(runs)]
+    shape = (inner.puzzle_emb_len + inner.config.seq_len, hidden)
+    return [(torch.randn(shape, generator=g) * std, torch.randn(shape, generator=g) * std) for _ in range(runs)]
 
 
 @torch.no_grad()
 def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int = 9, noise_runs: int = 8,
-                  noise_std: float = 0.5, seed: int = 0, segments: int | None = None, tol: float = 0.01,
-                  tail: int = 0, cluster_tol: float = 0.05, batch_size: int = 64,
-                  progress=None) -> MultiStability:
+                  noise_std: float | None = None, noise: tuple[str, ...] = ("fork",), seed: int = 0,
+                  segments: int | None = None, tol: float = 0.01, tail: int = 0, cluster_tol: float = 0.05,
+                  batch_size: int = 64, progress=None) -> MultiStability:
     """The runs of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
-    in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch)."""
+    in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch): ``noise_runs``
+    runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD)."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     n = inputs.shape[0]
     shifts = max(1, int(shifts))
@@ -237,18 +263,20 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
         raise ValueError(f"there are only 9 cyclic digit shifts, asked for {shifts}")
     shift = make_perturbations("shift", shifts)  # the evaluation's cyclic digit shifts
     luts, inv = shift.token_maps, shift.inverse_token_maps
-    noise = _noise_draws(model, noise_runs, noise_std, seed)
-    r = shifts + noise_runs
-    kind = np.array(["plain"] + ["shift"] * (shifts - 1) + ["noise"] * noise_runs)
-    param = np.concatenate([np.arange(shifts), np.arange(1, noise_runs + 1)]).astype(np.int64)
+    noise_kinds = tuple(dict.fromkeys(noise))
+    draws = [e for k in noise_kinds for e in noise_draws(model, noise_runs, k, noise_std, seed)]
+    n_noise = len(draws)
+    r = shifts + n_noise
+    kind = np.array(["plain"] + ["shift"] * (shifts - 1) + [f"noise_{k}" for k in noise_kinds for _ in range(noise_runs)])
+    param = np.concatenate([np.arange(shifts)] + [np.arange(1, noise_runs + 1)] * len(noise_kinds)).astype(np.int64)
     parts: dict[str, list] = {k: [] for k in ("answers", "classes", "final_res", "states")}
     for lo in range(0, n, batch_size):
         x = inputs[lo:lo + batch_size].astype(np.int64)
         b = x.shape[0]
         shifted = np.stack([luts[p][x] for p in range(shifts)])  # [P, b, 81]
-        run_inputs = np.concatenate([shifted.reshape(-1, x.shape[1])] + [x] * noise_runs)
+        run_inputs = np.concatenate([shifted.reshape(-1, x.shape[1])] + [x] * n_noise)
         plain = initial_state(model, b * shifts)
-        noisy = [initial_state(model, b, noise=e) for e in noise]
+        noisy = [initial_state(model, b, noise=e) for e in draws]
         z_h = torch.cat([plain.z_H] + [c.z_H for c in noisy])
         z_l = torch.cat([plain.z_L] + [c.z_L for c in noisy])
         tr = run_trace(model, run_inputs, segments=segments, init=InnerCarry(z_h, z_l), steps=False, keep_final=True)
@@ -310,4 +338,21 @@ def multistability_summary(m: MultiStability) -> dict[str, Any]:
         "plain_accuracy": float(m.exact[0].mean()),
         "any_run_correct": float(m.exact.any(0).mean()),
         "mean_conflicts_trapped": float(m.conflicts[trapped].mean()) if trapped.any() else None,
+        "by_perturbation": by_perturbation(m),
     }
+
+
+def by_perturbation(m: MultiStability) -> dict[str, dict[str, float]]:
+    """The headline rates over the plain run plus the runs of one perturbation each (the shifts; each
+    noise kind), so that a reader sees how much a conclusion depends on the perturbation."""
+    out = {}
+    for name in dict.fromkeys(k for k in m.kind.tolist() if k != "plain"):
+        runs = (m.kind == "plain") | (m.kind == name)
+        answers, conv, exact = m.answers[runs], m.converged[runs], m.exact[runs]
+        n_answers, _ = answer_classes(answers)
+        n_stable, _ = answer_classes(answers, among=conv)
+        out[name] = {"runs_per_puzzle": int(runs.sum()),
+                     "puzzles_with_several_answers": float((n_answers > 1).mean()),
+                     "puzzles_with_several_stable_answers": float((n_stable > 1).mean()),
+                     "puzzles_with_trapped_run": float((conv & ~exact).any(0).mean())}
+    return out

@@ -171,7 +171,7 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
         run_phase("easy probe", max(1, min(int(st.batch_size), st.easy_sample or n_sample, n_sample)))
         tags["easy probe runs"] = ("--segments", "--batch-size")
     if st.runs_multistability:
-        r = max(1, st.shifts) + st.noise_runs
+        r = max(1, st.shifts) + st.noise_runs * len(st.noise)
         per = max(1, int(st.batch_size) // r)
         run_phase("multistability", r * max(1, min(per, st.fp_sample or n_sample, n_sample)))
         tags["multistability runs"] = ("--segments", "--batch-size")

@@ -68,6 +68,8 @@ def render_report(metrics: dict[str, Any], figures: Sequence[tuple[str, str]], *
         ["perturbed runs per puzzle", _fmt(ms.get("runs_per_puzzle"))],
         ["distinct end answers per puzzle (mean)", _fmt(ms.get("mean_distinct_answers"))],
         ["puzzles with several stable answers", _pct(ms.get("puzzles_with_several_stable_answers"))],
+        *[[f"... with the plain run and the {name.replace('noise_', 'noise (') + (')' if name.startswith('noise_') else '')} runs only",
+           _pct(rates.get("puzzles_with_several_stable_answers"))] for name, rates in (ms.get("by_perturbation") or {}).items()],
         ["runs trapped in a stable wrong answer", _pct(ms.get("trapped_runs"))],
         ["puzzles with a trapped run", _pct(ms.get("puzzles_with_trapped_run"))],
         ["puzzles with both a stable right and a stable wrong end", _pct(ms.get("puzzles_stable_right_and_wrong"))],

@@ -63,14 +63,15 @@ class AnalysisSettings:
     easy_k: Sequence[int]  # cells left blank in the easy probe (empty: no probe)
     easy_sample: int  # puzzles of the sample for the easy probe (0: all)
     shifts: int  # cyclic digit relabellings incl. the identity
-    noise_runs: int  # runs from a noisy initial state
-    noise_std: float
+    noise_runs: int  # runs from a noisy initial state, per noise kind
+    noise_std: float  # 0: each kind's own (fixed_points.NOISE_STD: fork 2, iid 0.5)
     cluster_tol: float
     fp_sample: int  # puzzles of the sample for multistability (0: all)
     landscape_radius: int
     landscape_divisor: float
     landscape_segment: int  # centre segment of the landscapes (0: the last)
     flow: bool  # one-segment flow arrows of the landscapes
+    noise: tuple[str, ...] = ("fork", "iid")  # noise kinds of the multistability runs (fixed_points.NOISE_KINDS)
 
     @property
     def runs_easy(self) -> bool:
@@ -79,7 +80,12 @@ class AnalysisSettings:
     @property
     def runs_multistability(self) -> bool:
         """At least one perturbed run besides the plain one."""
-        return self.shifts > 1 or (self.shifts == 1 and self.noise_runs > 0)
+        return self.shifts > 1 or (self.shifts == 1 and self.noise_runs > 0 and len(self.noise) > 0)
+
+    @property
+    def perturbed_runs(self) -> int:
+        """Runs per puzzle in the multistability probe: the shifts (the plain run included) and each noise kind's."""
+        return self.shifts + self.noise_runs * len(self.noise)
 
     @property
     def center_segment(self) -> int:
@@ -252,14 +258,14 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
         bar = _bar(progress, pick.size, "multistability")
         try:
             ms = run_perturbed(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), shifts=st.shifts,
-                               noise_runs=st.noise_runs, noise_std=st.noise_std, seed=st.seed, segments=s_count,
-                               tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
-                               batch_size=max(1, st.batch_size // (st.shifts + st.noise_runs)), progress=bar.update)
+                               noise_runs=st.noise_runs, noise_std=st.noise_std or None, noise=tuple(st.noise),
+                               seed=st.seed, segments=s_count, tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
+                               batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update)
         finally:
             bar.close()
         summary["multistability"] = multistability_summary(ms)
-        summary["multistability"].update({"shifts": st.shifts, "noise_runs": st.noise_runs, "noise_std": st.noise_std,
-                                          "cluster_tol": st.cluster_tol})
+        summary["multistability"].update({"shifts": st.shifts, "noise_runs": st.noise_runs, "noise": list(st.noise),
+                                          "noise_std": st.noise_std, "cluster_tol": st.cluster_tol})
         tables["multistability"] = _multistability_columns(ms, np.asarray(sample_rows)[pick])
         top = int(max(ms.n_answers.max(initial=1), 1))
         tables["multistability_counts"] = [
