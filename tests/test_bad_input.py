@@ -123,3 +123,10 @@ def test_train_config_refuses_values_of_the_wrong_type_or_not_finite(field, valu
 def test_model_config_refuses_values_of_the_wrong_type_or_range(field, value):
     with pytest.raises(ValueError, match=rf"invalid HRMConfig: .*{field}"):
         HRMConfig(**{field: value})
+
+
+@pytest.mark.parametrize("value", ["gauss", "fork,gauss", ","])
+def test_analyze_refuses_an_unknown_noise_kind(tmp_path, value):
+    refused(invoke("analyze", "--checkpoint", tmp_path, "--output", tmp_path / "out", "--noise", value), 2,
+            "Invalid value for --noise", "fork, iid")
+    assert not (tmp_path / "out").exists()
