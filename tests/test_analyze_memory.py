@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from benchmarks.analyze_memory import LIGHT, measure_growth
 from hrm.analysis import AnalysisSettings, estimate_memory
-from hrm.model import save_checkpoint
 from pipelines.cli import cli
-from test_analysis import tiny_config, tiny_model, write_dataset
+from test_analysis import puzzles, stage_inputs, tiny_config  # noqa: F401 - the analysis tests' tiny checkpoint and real puzzles (module fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -23,28 +21,8 @@ SETTINGS = AnalysisSettings(
     landscape_divisor=8.0, landscape_segment=0, flow=True)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, puzzles):
-    x, y = puzzles
-    root = tmp_path_factory.mktemp("memory")
-    ckpt = save_checkpoint(tiny_model(), root / "model" / "step_7")
-    return ckpt, write_dataset(root / "ds", x, y)
-
-
-@pytest.fixture(scope="module")
-def puzzles():
-    import polars as pl
-
-    from conftest import REAL_SUDOKU
-    from hrm.sudoku import grids_to_tokens, strings_to_grids
-
-    df = pl.read_csv(REAL_SUDOKU / "valid.csv", infer_schema=False)
-    return (grids_to_tokens(strings_to_grids(df["question"].to_list())).astype(np.int32),
-            grids_to_tokens(strings_to_grids(df["answer"].to_list())).astype(np.int32))
-
-
-def test_too_many_segments_is_refused_before_any_work_naming_the_option(tiny, tmp_path):
-    ckpt, ds = tiny
+def test_too_many_segments_is_refused_before_any_work_naming_the_option(stage_inputs, tmp_path):
+    ckpt, ds = stage_inputs
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "-o", str(out),
                                  "--segments", "100000", "--no-progress"])
@@ -57,8 +35,8 @@ def test_too_many_segments_is_refused_before_any_work_naming_the_option(tiny, tm
     assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing written, not even a temp folder
 
 
-def test_explicit_limit_is_used_and_default_run_passes(tiny, tmp_path):
-    ckpt, ds = tiny
+def test_explicit_limit_is_used_and_default_run_passes(stage_inputs, tmp_path):
+    ckpt, ds = stage_inputs
     args = ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "--sample", "4", "--segments", "2",
             "--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow", "--no-progress"]
     r = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a"), "--memory-limit-gb", "0.000001"])
@@ -93,10 +71,10 @@ def test_estimate_grows_with_segments_and_rows():
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
-def test_estimate_covers_the_measured_growth_of_a_real_run(tiny, tmp_path):
+def test_estimate_covers_the_measured_growth_of_a_real_run(stage_inputs, tmp_path):
     """A real run (a subprocess) at 150 segments: its memory growth from the estimate's moment to its
     peak is within the estimate, and the estimate is not wildly above it."""
-    ckpt, ds = tiny
+    ckpt, ds = stage_inputs
     args = ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "-o", str(tmp_path / "out"), "--segments", "150",
             "--sample", "6", *LIGHT]
     measured, estimated = measure_growth(args)

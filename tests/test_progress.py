@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hrm.progress import INTERVAL_ENV, INTERVAL_S, NoProgress, ProgressLines, clock_text, interval_s, progress_bar, rate_text
-from test_train import TINY_FLAGS, ok
+from test_train import TINY_FLAGS, data  # noqa: F401 - the tiny real dataset of the trainer tests (a module fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = r"(?:\d[\d.]* \w+s/s|\d[\d.]* s/\w+)"
@@ -111,18 +111,6 @@ def test_mode_choice_and_interval(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- real processes
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """The shard stage's output for 24 generated train puzzles (as tests/test_train.py's), 12 test."""
-    root = tmp_path_factory.mktemp("progress_data")
-    ok("raw", "--source", "builtin", "--output", root / "raw", "--seed", 5, "--train-size", 24, "--test-size", 12)
-    ok("subsample", "--input", root / "raw", "--output", root / "subsample", "--seed", 5, "--subsample-size", 0, "--test-size", 0)
-    ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 5, "--num-aug", 3)
-    ok("hints", "--input", root / "augment", "--output", root / "hints", "--seed", 5, "--enabled", "true")
-    ok("shard", "--input", root / "hints", "--output", root / "datasets")
-    return root / "datasets"
-
-
 def run_timed(args, interval: float | None):
     """Run ``python -m pipelines.cli ARGS`` with stderr to a pipe (not a terminal): (rc, [(seconds, stderr line bytes)])."""
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONPATH=str(REPO))
