@@ -55,6 +55,15 @@ def test_version_strings():
     assert sorted(reversed(order), key=version_key) == order
 
 
+def test_the_registry_reads_the_run_summary_where_the_train_stage_writes_it():
+    """pipelines.registry keeps its own copy of the run folder's summary path (importing the run folder
+    would load torch): held here to the train stage's."""
+    from pipelines.registry import RUN_METRICS
+    from pipelines.train_run import LIVE_DIR
+
+    assert RUN_METRICS[0] == f"{LIVE_DIR}/metrics.json"
+
+
 def test_repo_declares_artifacts_and_an_offline_default_remote():
     """The project's own dvc.yaml and .dvc/config: what a fresh clone gets."""
     artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
