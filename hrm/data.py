@@ -6,7 +6,8 @@ checked against its manifest by ``schemas.manifest.check_split`` before anything
 Shards may be in the Arrow IPC file or stream format, uncompressed, groups contiguous.
 
 Columns used (``schemas.columns.LOADER_COLUMNS``): ``inputs`` and ``labels``
-(``fixed_size_list<uint8>[81]``), ``group_id``, ``puzzle_id`` and ``rating`` (int32).
+(``fixed_size_list<uint8>[81]``), ``group_id``, ``puzzle_id``, ``rating`` and ``raw_index``
+(int32; the original's row in the raw split file).
 Nothing is copied into memory: every shard is
 memory-mapped and a batch gathers its rows straight from the mapped values buffers
 (a zero-copy uint8 view of the file, fancy-indexed), so a training epoch reads only the
@@ -49,7 +50,7 @@ cut into chunks of ``batch_size * world_size`` rows and rank r takes rows
 ranks hold disjoint interleaved parts covering everything once and all ranks yield the
 same number of batches (``eval_steps``), which keeps collective ops in step. A batch
 short of ``batch_size`` (possibly empty, on the last chunk) is padded: inputs 0, labels
--100, puzzle_id and rating -1, ``mask`` False; ``count`` says how many rows are real.
+-100, puzzle_id, rating and raw_index -1, ``mask`` False; ``count`` says how many rows are real.
 ``limit=N`` evaluates a seeded uniform sample of N examples, kept in table order:
 ``sorted(default_rng([EVAL_STREAM, limit_seed]).permutation(num_examples)[:N])`` with
 EVAL_STREAM = 6; samples are nested (a larger N adds rows) and N >= num_examples means all.
@@ -72,7 +73,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -270,7 +271,7 @@ class PuzzleDataset:
         self._buffers: list[pa.Buffer] = []
         self._tables: list[pa.Table] = []
         self._inputs, self._labels = _Column(SEQ_LEN), _Column(SEQ_LEN)
-        self._puzzle_id, self._rating = _Column(4), _Column(4)
+        self._puzzle_id, self._rating, self._raw_index = _Column(4), _Column(4), _Column(4)
         group_ids = []
         row = 0
         for shard in shards:
@@ -281,13 +282,14 @@ class PuzzleDataset:
             base = shard.buffer.address
             file_bytes = np.frombuffer(shard.buffer, dtype=np.uint8)
             for column, name in ((self._inputs, "inputs"), (self._labels, "labels"),
-                                 (self._puzzle_id, "puzzle_id"), (self._rating, "rating")):
+                                 (self._puzzle_id, "puzzle_id"), (self._rating, "rating"),
+                                 (self._raw_index, "raw_index")):
                 column.add_shard(table.column(name), file_bytes, base, row)
             group_ids.append(table.column("group_id").to_numpy())
             self._buffers.append(shard.buffer)
             self._tables.append(table)
             row += table.num_rows
-        for column in (self._inputs, self._labels, self._puzzle_id, self._rating):
+        for column in (self._inputs, self._labels, self._puzzle_id, self._rating, self._raw_index):
             column.finish()
         manifest_path = self.dataset_dir / MANIFEST
         g = np.concatenate(group_ids) if group_ids else np.zeros(0, np.int32)
@@ -319,14 +321,27 @@ class PuzzleDataset:
 
     def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Numpy batch of the given rows (int64 row numbers): the training keys plus
-        ``puzzle_id`` and ``rating``."""
+        ``puzzle_id``, ``rating`` and ``raw_index``."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.num_examples):
             raise IndexError(f"rows outside [0, {self.num_examples})")
         out = self._train_arrays(rows)
         out["puzzle_id"] = self._puzzle_id.gather_int32(rows)
         out["rating"] = self._rating.gather_int32(rows)
+        out["raw_index"] = self._raw_index.gather_int32(rows)
         return out
+
+    def rows_of_raw(self, raw_index: Sequence[int]) -> np.ndarray:
+        """int64: the split row of each raw row's original puzzle (its group's first row), -1 where
+        no group of the split comes from that raw row (e.g. a test split capped by data.test_size)."""
+        want = np.asarray(raw_index, np.int64).reshape(-1)
+        group_raw = self._raw_index.gather_int32(self.group_starts).astype(np.int64)
+        if group_raw.size == 0:
+            return np.full(want.shape, -1, np.int64)
+        order = np.argsort(group_raw, kind="stable")
+        sorted_raw = group_raw[order]
+        pos = np.clip(np.searchsorted(sorted_raw, want), 0, sorted_raw.size - 1)
+        return np.where(sorted_raw[pos] == want, self.group_starts[order[pos]], -1).astype(np.int64)
 
     def _train_arrays(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         raw_labels = self._labels.gather(rows)
@@ -405,7 +420,7 @@ class PuzzleDataset:
         """Every example (or a seeded sample of ``limit``) once, in order, ``batch_size`` rows per
         batch on each rank, padded; see the module docstring.
 
-        Keys: the training keys plus ``puzzle_id`` int32 [B], ``rating`` int32 [B], ``mask``
+        Keys: the training keys plus ``puzzle_id``, ``rating`` and ``raw_index`` int32 [B], ``mask``
         bool [B] (real rows) and ``count`` (int, number of real rows).
         """
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
@@ -422,7 +437,7 @@ class PuzzleDataset:
         real = self.gather(rows)
         if n < batch_size:
             fill = {"inputs": PAD_TOKEN, "labels": IGNORE_LABEL, "puzzle_identifiers": 0, "puzzle_id": -1,
-                    "rating": -1}
+                    "rating": -1, "raw_index": -1}
             real = {k: np.concatenate([v, np.full((batch_size - n,) + v.shape[1:], fill[k], v.dtype)])
                     for k, v in real.items()}
         out: dict[str, Any] = _as_tensors(real)
@@ -452,7 +467,7 @@ class PuzzleDataset:
         evaluation order (``mode="eval"``: every example in order, or the ``limit`` sample).
 
         Columns (``hf_features()``): ``inputs`` and ``labels`` int32[81] (labels -100 for
-        pad), ``puzzle_identifiers``, ``puzzle_id`` and ``rating`` int32. One data source,
+        pad), ``puzzle_identifiers``, ``puzzle_id``, ``rating`` and ``raw_index`` int32. One data source,
         so ``split_dataset_by_node`` gives rank r examples r, r+W, ... (module docstring).
         Rows are gathered per step (train) or per ``HF_EVAL_CHUNK`` rows (eval) by the same
         code as ``train_batches``, inside a batched ``map`` over a table of step numbers.
@@ -496,6 +511,7 @@ def hf_features():
     return datasets.Features({
         "inputs": tokens, "labels": tokens, "puzzle_identifiers": datasets.Value("int32"),
         "puzzle_id": datasets.Value("int32"), "rating": datasets.Value("int32"),
+        "raw_index": datasets.Value("int32"),
     })
 
 
@@ -542,7 +558,7 @@ class _HFStream:
                   for k in ("inputs", "labels")}
         return pa.table({
             **tokens,
-            **{k: pa.array(batch[k]) for k in ("puzzle_identifiers", "puzzle_id", "rating")},
+            **{k: pa.array(batch[k]) for k in ("puzzle_identifiers", "puzzle_id", "rating", "raw_index")},
         })
 
 

@@ -97,8 +97,11 @@ def _ints(text: str, what: str) -> list[int]:
               help="Activation dtype; config = the checkpoint's own (bfloat16 for official ones).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Puzzles per forward batch.")
 @click.option("--puzzle-index", default="0",
-              help="Rows of the split (comma-separated) for trajectory and landscape figures and stored states "
-                   "(none = no landscapes).")
+              help="Puzzles (comma-separated) for trajectory and landscape figures and stored states, numbered as "
+                   "--index-by says (none = no landscapes).")
+@click.option("--index-by", type=click.Choice(["raw", "row"]), default="raw",
+              help="raw: --puzzle-index numbers rows of the raw split file, as the fork's demo indexes the full test "
+                   "file; row: rows of the dataset's split (they differ when data.test_size caps the test split).")
 @click.option("--store-states", type=click.Choice(["selected", "all", "none"]), default="selected",
               help="Store z_H / z_L of every step in traces.parquet for the --puzzle-index puzzles, all, or none.")
 @click.option("--tol", type=FiniteFloatRange(min=0), default=0.01, help="Convergence: joint residual <= tol on the tail.")
@@ -137,7 +140,8 @@ def _ints(text: str, what: str) -> list[int]:
               help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("analyze")
 def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: Path, sample: int, seed: int,
-            segments: int, device: str, forward_dtype: str, batch_size: int, puzzle_index: str, store_states: str,
+            segments: int, device: str, forward_dtype: str, batch_size: int, puzzle_index: str, index_by: str,
+            store_states: str,
             tol: float, tail: int, lookback: int, easy_k: str, easy_sample: int, shifts: int, noise_runs: int,
             noise_kinds: str, noise_std: float, cluster_tol: float, fp_sample: int, landscape_radius: int, landscape_divisor: float,
             landscape_segment: int, landscape_clip: float, flow: bool, num_threads: int, memory_limit_gb: float,
@@ -151,7 +155,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     started = time.time()
     if num_threads:
         torch.set_num_threads(num_threads)
-    selected = _ints(puzzle_index, "--puzzle-index")
+    asked = _ints(puzzle_index, "--puzzle-index")
     try:
         ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k)
     except ValueError as e:
@@ -160,9 +164,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(dataset, variant, split)
-    bad = [i for i in selected if not 0 <= i < ds.num_examples]
-    if bad:
-        raise StageError(f"{ds.dataset_dir}: --puzzle-index {bad} outside the {split} split's rows 0..{ds.num_examples - 1}")
+    selected = _selected_rows(ds, asked, index_by)
     claim_output(output, OWNS, STAGE)
     model = load_sudoku_model(checkpoint_file, resolve_device_option(device), None if forward_dtype == "config" else forward_dtype)
     check_dataset_encoding(ds, checkpoint_file, model.config)
@@ -184,6 +186,8 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         "checkpoint": str(checkpoint), "dataset": str(ds.dataset_dir), "split": split, "puzzles": int(sample_rows.size),
         "seed": seed, "segments": s_count, "h_cycles": cfg.H_cycles, "hidden_size": cfg.hidden_size,
         "device": str(model.device), "forward_dtype": str(cfg.forward_dtype if forward_dtype == "config" else forward_dtype),
+        "puzzle_index": {"by": index_by, "asked": asked, "rows": selected,
+                         "raw_index": ds.gather(np.asarray(selected, np.int64))["raw_index"].tolist()},
     }
     with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
         tmp.mkdir(parents=True)
@@ -192,6 +196,26 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                        run_info)
     log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
         f"{time.time() - started:.1f} s -> {output}")
+
+
+def _selected_rows(ds, asked: list[int], index_by: str) -> list[int]:
+    """The split rows --puzzle-index names: raw-file rows (--index-by raw) or split rows (row), each checked."""
+    if index_by == "row":
+        bad = [i for i in asked if not 0 <= i < ds.num_examples]
+        if bad:
+            raise StageError(f"{ds.dataset_dir}: --puzzle-index {bad} (--index-by row) outside the {ds.split} split's "
+                             f"rows 0..{ds.num_examples - 1}")
+        return asked
+    rows = ds.rows_of_raw(asked)
+    missing = [i for i, r in zip(asked, rows) if r < 0]
+    if missing:
+        held = np.sort(ds.gather(ds.group_starts)["raw_index"])
+        near = sorted({int(held[min(np.searchsorted(held, i), held.size - 1)]) for i in missing})
+        capped = " (data.test_size capped it)" if ds.manifest.get("test_capped") and ds.split == "test" else ""
+        raise StageError(f"{ds.dataset_dir}: --puzzle-index {missing} (rows of the raw {ds.split} file, --index-by raw): "
+                         f"not in the {ds.split} split, which holds {held.size:,} of them{capped}; it holds e.g. "
+                         f"{', '.join(map(str, near))}, or use --index-by row for rows of the split")
+    return sorted(int(r) for r in rows)
 
 
 def _noise_kinds(text: str) -> tuple[str, ...]:
@@ -282,12 +306,15 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
         skipped["multistability"] = ("--shifts 0" if settings.shifts == 0 else
                                      "--shifts 1 and no noise run (--noise-runs 0 or --noise none): no perturbed run besides the plain one")
     for fig in result.puzzle_figures:
-        plots.plot_trajectory(fig.pcs, figures_dir / f"trajectory_{fig.row}.png", h_cycles=result.h_cycles,
-                              ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle {fig.row}")
-        figures.append((f"Trajectory of puzzle {fig.row} (z_H, PCA)", f"figures/trajectory_{fig.row}.png"))
-        plots.plot_landscape(fig.landscape, figures_dir / f"landscape_{fig.row}.png", clip=clip,
-                             title=f"Error landscape, puzzle {fig.row}")
-        figures.append((f"Error landscape of puzzle {fig.row}", f"figures/landscape_{fig.row}.png"))
+        # Named by the index --puzzle-index used; the title gives both (raw file row, split row).
+        name = f"raw{fig.raw_index}" if run_info["puzzle_index"]["by"] == "raw" else f"row{fig.row}"
+        which = f"raw {ds.split} file row {fig.raw_index}, split row {fig.row}"
+        plots.plot_trajectory(fig.pcs, figures_dir / f"trajectory_{name}.png", h_cycles=result.h_cycles,
+                              ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle at {which}")
+        figures.append((f"Trajectory of the puzzle at {which} (z_H, PCA)", f"figures/trajectory_{name}.png"))
+        plots.plot_landscape(fig.landscape, figures_dir / f"landscape_{name}.png", clip=clip,
+                             title=f"Error landscape, puzzle at {which}")
+        figures.append((f"Error landscape of the puzzle at {which}", f"figures/landscape_{name}.png"))
     if not result.puzzle_figures:
         skipped["landscapes"] = "--puzzle-index none: no puzzle selected for trajectories and landscapes"
     lands = [_frame(cols, LANDSCAPE_SCHEMA) for cols in t["landscape"]]

@@ -38,7 +38,8 @@ def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None)
     questions = strings_to_grids(df.get_column("question").to_numpy())
     answers = strings_to_grids(df.get_column("answer").to_numpy())
     ex = augment(questions, answers, num_aug, rng)
-    return to_frame(ex, df.get_column("source"), df.get_column("rating").cast(pl.Int64).to_numpy())
+    return to_frame(ex, df.get_column("source"), df.get_column("rating").cast(pl.Int64).to_numpy(),
+                    df.get_column("raw_index").to_numpy())
 
 
 @click.command("augment")

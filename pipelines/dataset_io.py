@@ -139,6 +139,8 @@ def read_subsample(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFra
         problems.append(f"{path}: raw_index must be distinct integers >= 0 (the rows of the raw file)")
     if report.ok and df.height and df.get_column("rating").cast(pl.Int64).max() > INT32_MAX:
         problems.append(f"{path}: ratings above {INT32_MAX} do not fit the examples table (Int32)")
+    if not problems and df.height and index.max() > INT32_MAX:
+        problems.append(f"{path}: raw_index above {INT32_MAX} does not fit the examples table (Int32)")
     if problems:
         raise StageError("\n".join(problems))
     if not quiet:

@@ -11,7 +11,8 @@ on success; nothing is left behind on failure or Ctrl-C):
     OUT/plots/*.csv         segments, passes, checkpoints, ensemble_grid, rating, blanks,
                             reliability_q_halt, reliability_cells, tiers (``dvc plots show``)
     OUT/report.md           the side-by-side table, per checkpoint, tiers, calibration
-    OUT/puzzles.parquet     per test puzzle: rating, blanks, each method's outcome, critical segment
+    OUT/puzzles.parquet     per test puzzle: split row, raw row (raw_index), rating, blanks, each method's
+                            outcome, critical segment
     OUT/run.json            settings, checkpoint files, device, timings (not a DVC metric)
     OUT/wandb/              W&B files, when --wandb-mode is online or offline
 
@@ -103,7 +104,7 @@ def load_split(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> di
     if x.shape[1] != model_cfg.seq_len:
         raise StageError(f"{where}: rows of {x.shape[1]} tokens, {model_file} expects seq_len {model_cfg.seq_len}")
     return {"rows": rows, "inputs": x.astype(np.uint8), "labels": y.astype(np.int16),
-            "puzzle_id": data["puzzle_id"], "rating": data["rating"]}
+            "puzzle_id": data["puzzle_id"], "rating": data["rating"], "raw_index": data["raw_index"]}
 
 
 # --------------------------------------------------------------------------- outputs
@@ -377,7 +378,8 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
         (tmp / "report.md").write_text(build_report(metrics, tables, settings, names))
         pl.DataFrame({
-            "row": data["rows"].astype(np.int64), "puzzle_id": data["puzzle_id"], "rating": data["rating"],
+            "row": data["rows"].astype(np.int64), "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"],
+            "rating": data["rating"],
             "blanks": test.blanks.astype(np.int16), "baseline": test.baseline(), "paper_vote": test.paper_vote(),
             "label_free": test.label_free(), "verified_any": test.verified_any(),
             "label_free_verified": test.lf_verified, "halted": test.halted[-1, 0],

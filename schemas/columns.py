@@ -35,6 +35,7 @@ COLUMN_SPECS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("parent_id", pa.int32(), "for a hint: the puzzle_id it was made from; -1 otherwise"),
     ("source", pa.string(), "the original's raw `source`"),
     ("rating", pa.int32(), "the original's raw `rating` (solver backtracks)"),
+    ("raw_index", pa.int32(), "the original's row in the raw split file (the fork indexes the full test file)"),
     ("inputs", _uint8s(SEQ_LEN), "tokens: 1 = blank, 2..10 = digits 1..9 (0 = padding, unused)"),
     ("labels", _uint8s(SEQ_LEN), "tokens 2..10: the solution"),
     ("digit_map", _uint8s(10), "transform from the original: digit relabelling (digit_map[0] = 0)"),
@@ -46,7 +47,8 @@ COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in COLUMN_SPECS)
 SHARD_SCHEMA = pa.schema([pa.field(name, type_) for name, type_, _ in COLUMN_SPECS])
 # What the loader reads of a shard (hrm/data.py gathers these straight from the mapped file).
 LOADER_COLUMNS: dict[str, pa.DataType] = {
-    name: SHARD_SCHEMA.field(name).type for name in ("group_id", "puzzle_id", "rating", "inputs", "labels")
+    name: SHARD_SCHEMA.field(name).type
+    for name in ("group_id", "puzzle_id", "rating", "raw_index", "inputs", "labels")
 }
 # The token encoding of ``inputs`` and ``labels`` (hrm/sudoku.py), as the manifest records it.
 ENCODING = {"seq_len": SEQ_LEN, "vocab_size": VOCAB_SIZE, "pad": PAD_TOKEN, "blank": BLANK_TOKEN,

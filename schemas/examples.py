@@ -40,7 +40,7 @@ POLARS_SCHEMA = dict(pl.from_arrow(SHARD_SCHEMA.empty_table()).schema) | {"varia
 # record can be edited along with its file. Give it a new value whenever a check of the examples
 # table changes (tests/test_build.py holds a hash of the checks' code to catch a forgotten one).
 # The value is the id the lineage of the datasets built so far records.
-CHECKS_ID = "6423cdb977ae2501"
+CHECKS_ID = "65988d6b24335974"
 ROW_NUMBERING = "rows numbered from 0"
 FAILURE_CASES_KEPT = 100  # Pandera keeps this many failure cases per check; counts are exact
 
@@ -48,8 +48,9 @@ FAILURE_CASES_KEPT = 100  # Pandera keeps this many failure cases per check; cou
 # --------------------------------------------------------------------------- table <-> arrays
 
 
-def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.ndarray) -> pl.DataFrame:
-    """The examples table of ``ex``; ``sources``/``ratings`` are per group (original puzzle)."""
+def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.ndarray,
+             raw_index: np.ndarray) -> pl.DataFrame:
+    """The examples table of ``ex``; ``sources``/``ratings``/``raw_index`` are per group (original puzzle)."""
     t = ex.transforms
     group = pl.Series(ex.group_id, dtype=pl.UInt32)
     n = len(ex)
@@ -67,6 +68,7 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
             "parent_id": pl.Series(ex.parent_id, dtype=pl.Int32),
             "source": pl.Series(sources, dtype=pl.String).gather(group),
             "rating": pl.Series(np.asarray(ratings)[ex.group_id], dtype=pl.Int32),
+            "raw_index": pl.Series(np.asarray(raw_index)[ex.group_id], dtype=pl.Int32),
             "inputs": array(ex.inputs, SEQ_LEN),
             "labels": array(ex.labels, SEQ_LEN),
             "digit_map": array(t.digit_map, 10),
@@ -79,9 +81,10 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
 
 def derived_frame(ex: build.Examples, table: pl.DataFrame) -> pl.DataFrame:
     """The examples table of ``ex``, derived from the examples table ``table`` (same groups: their
-    sources and ratings are taken from ``table``'s originals)."""
+    sources, ratings and raw rows are taken from ``table``'s originals)."""
     starts = np.flatnonzero(variant_codes(table.get_column("variant")) == build.ORIGINAL)  # one per group, in order
-    return to_frame(ex, table.get_column("source").gather(starts), table.get_column("rating").to_numpy()[starts])
+    return to_frame(ex, table.get_column("source").gather(starts), table.get_column("rating").to_numpy()[starts],
+                    table.get_column("raw_index").to_numpy()[starts])
 
 
 def _np(df: pl.DataFrame, name: str) -> np.ndarray:
@@ -234,6 +237,22 @@ def examples_groups_in_order(data: PolarsData):
 
 
 @_register
+def examples_raw_index_distinct(data: PolarsData):
+    """No two groups come from the same raw row: the originals' raw_index values are distinct (the
+    subsample draws without replacement). Every later row of a group with the same raw row as its
+    first is one of the lineage checks. A repeated raw row is reported at every original holding it."""
+    df = _frame(data, ("variant", "raw_index"))
+    if df is None:
+        return True
+    rows = np.flatnonzero(variant_codes(df.get_column("variant")) == build.ORIGINAL)
+    values = _np(df, "raw_index")[rows]
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    passed = np.ones(df.height, dtype=bool)
+    passed[rows] = counts[inverse] == 1
+    return _result("raw_index_distinct", passed)
+
+
+@_register
 def examples_original_is_identity(data: PolarsData):
     """An original has the identity transform and no parent."""
     df = _frame(data, ("variant", "parent_id") + TRANSFORM_COLUMNS)
@@ -249,10 +268,10 @@ def examples_original_is_identity(data: PolarsData):
 
 @_register
 def examples_augmented_matches_original(data: PolarsData):
-    """An augmented example has a valid symmetry as transform, no parent, the source and rating
-    of its group's original, and its inputs and labels equal that transform applied to the
+    """An augmented example has a valid symmetry as transform, no parent, the source, rating and
+    raw row of its group's original, and its inputs and labels equal that transform applied to the
     original (every row is checked)."""
-    cols = ("group_id", "variant", "parent_id", "source", "rating") + TOKEN_COLUMNS + TRANSFORM_COLUMNS
+    cols = ("group_id", "variant", "parent_id", "source", "rating", "raw_index") + TOKEN_COLUMNS + TRANSFORM_COLUMNS
     df = _frame(data, cols)
     if df is None:
         return True
@@ -276,9 +295,9 @@ def examples_augmented_matches_original(data: PolarsData):
 
 
 def _same_origin(df: pl.DataFrame, rows: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """bool [len(rows)]: same source and rating as row ``other``."""
-    rating = _np(df, "rating")
-    ok = rating[rows] == rating[other]
+    """bool [len(rows)]: same source, rating and raw row as row ``other``."""
+    rating, raw_index = _np(df, "rating"), _np(df, "raw_index")
+    ok = (rating[rows] == rating[other]) & (raw_index[rows] == raw_index[other])
     source = df.get_column("source")
     if source.n_unique() > 1:
         ok &= (source.gather(rows) == source.gather(other)).to_numpy()
@@ -288,7 +307,7 @@ def _same_origin(df: pl.DataFrame, rows: np.ndarray, other: np.ndarray) -> np.nd
 @_register
 def examples_hint_matches_parent(data: PolarsData):
     """A hint's parent (parent_id, a row number) is an earlier non-hint row of the same group
-    with the same labels, transform, source and rating; the hint keeps every given of the
+    with the same labels, transform, source, rating and raw row; the hint keeps every given of the
     parent and has strictly more givens (a parent with at most one blank is copied unchanged)."""
     df = _frame(data, COLUMNS)
     if df is None:
@@ -339,6 +358,7 @@ class ExamplesTable(pa.DataFrameModel):
     parent_id: pl.Int32 = pa.Field(ge=-1)
     source: pl.String = pa.Field(str_length={"min_value": 1})
     rating: pl.Int32 = pa.Field(ge=0)
+    raw_index: pl.Int32 = pa.Field(ge=0)
     inputs: Annotated[pl.Array, pl.UInt8(), SEQ_LEN] = pa.Field(
         examples_tokens_between={"min_value": 1, "max_value": 10}, n_failure_cases=FAILURE_CASES_KEPT
     )
@@ -359,6 +379,7 @@ class ExamplesTable(pa.DataFrameModel):
         examples_inputs_agree_with_labels = _NO_FAILURES
         examples_puzzle_id_is_row = _NO_FAILURES
         examples_groups_in_order = _NO_FAILURES
+        examples_raw_index_distinct = _NO_FAILURES
         examples_original_is_identity = _NO_FAILURES
         examples_augmented_matches_original = _NO_FAILURES
         examples_hint_matches_parent = _NO_FAILURES
@@ -387,10 +408,11 @@ _REASONS = {
     "examples_puzzle_id_is_row": "puzzle_id: not the row number (ids must be unique and in emission order)",
     "examples_groups_in_order": "group_id/variant: groups must be contiguous, numbered 0, 1, 2, ... in order, "
                                 "each starting with its one original",
+    "examples_raw_index_distinct": "raw_index: two groups come from the same raw row",
     "examples_original_is_identity": "original with a non-identity transform or a parent",
     "examples_augmented_matches_original": "augmented example is not its transform (a valid symmetry) applied to "
                                            "its group's original",
-    "examples_hint_matches_parent": "hint does not match its parent (same group, labels, transform, source, rating; "
+    "examples_hint_matches_parent": "hint does not match its parent (same group, labels, transform, source, rating, raw_index; "
                                     "keeps the parent's givens and adds at least one)",
     "examples_rows_per_group": "the group starting here does not have {expected} rows",
 }

@@ -58,7 +58,8 @@ __all__ = [
 MANIFEST = "manifest.json"
 CARD = "README.md"
 DATASETS_INDEX = "datasets.json"
-FORMAT_VERSION = 1
+# 2: shards hold ``raw_index`` (each example's original's row in the raw split file; issue 16).
+FORMAT_VERSION = 2
 SPLIT_KEYS = ("rows", "groups", "shards")  # what every split entry must have
 SHARD_KEYS = ("file", "rows", "bytes", "sha256")  # what every shard entry `hrm shard` writes has
 
@@ -272,6 +273,11 @@ def manifest_problems(manifest: object, path: Path, entry_keys: tuple[str, ...] 
     if not isinstance(manifest.get("splits"), dict) or not manifest["splits"]:
         return [Problem("manifest", f"{path}: no 'splits' mapping; expected the manifest `hrm shard` writes")]
     problems = [Problem("schema_key", f"{path}: {line}") for line in schema_problems(ManifestSchema, manifest)]
+    version = (manifest.get("format") or {}).get("version") if isinstance(manifest.get("format"), dict) else None
+    if isinstance(version, int) and version != FORMAT_VERSION:
+        problems.append(Problem("format", f"{path}: format version {version}, this hrm reads version {FORMAT_VERSION} "
+                                          f"(shards with a raw_index column); rebuild the dataset with `hrm shard` "
+                                          f"(`dvc repro shard`)"))
     seen: dict[str, str] = {}
     for split, info in manifest["splits"].items():
         if not isinstance(info, dict):

@@ -434,14 +434,16 @@ def test_landscape(puzzles):
 # ----------------------------------------------------------------------------- the stage
 
 
-def write_dataset(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    """A minimal dataset directory as `hrm shard` lays it out: manifest + one Arrow shard per split."""
+def write_dataset(root: Path, x: np.ndarray, y: np.ndarray, raw_index: np.ndarray | None = None) -> Path:
+    """A minimal dataset directory as `hrm shard` lays it out: manifest + one Arrow shard per split.
+    ``raw_index``: each puzzle's row in the raw file (default: the split row)."""
     (root / "test").mkdir(parents=True)
     n = x.shape[0]
     tokens = pa.list_(pa.uint8(), 81)
     table = pa.table({
         "group_id": pa.array(np.arange(n, dtype=np.int32)), "puzzle_id": pa.array(np.arange(n, dtype=np.int32)),
         "rating": pa.array(np.zeros(n, np.int32)),
+        "raw_index": pa.array(np.arange(n, dtype=np.int32) if raw_index is None else np.asarray(raw_index, np.int32)),
         "inputs": pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.uint8).ravel()), 81).cast(tokens),
         "labels": pa.FixedSizeListArray.from_arrays(pa.array(y.astype(np.uint8).ravel()), 81).cast(tokens),
     })
@@ -476,7 +478,7 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("traces.parquet", "puzzles.parquet", "multistability.parquet", "landscape.parquet", "metrics.json",
                  "report.md", "plots/residuals.csv", "figures/residuals.png", "plots/critical.csv", "figures/critical.png",
-                 "plots/easy.csv", "figures/easy.png", "figures/trajectory_0.png", "figures/landscape_30.png",
+                 "plots/easy.csv", "figures/easy.png", "figures/trajectory_raw0.png", "figures/landscape_raw30.png",
                  "figures/multistability.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "summary.json").read_text())
@@ -511,7 +513,7 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     z_last = torch.tensor(np.asarray(row0["z_H"][7].as_py(), np.float32)).reshape(1, 82, 32)
     assert decode(_load(ckpt), z_last).numpy().tolist()[0] == row0["prediction"][7].as_py()
     report = (out / "report.md").read_text()
-    assert "figures/landscape_30.png" in report and "Easy-puzzle probe" in report
+    assert "figures/landscape_raw30.png" in report and "Easy-puzzle probe" in report
     # Same inputs, same outputs.
     out2 = tmp_path / "again"
     assert invoke("--checkpoint", ckpt.parent, "--dataset", ds, "--output", out2, *STAGE_ARGS).exit_code == 0
@@ -640,18 +642,55 @@ def test_stage_rerun_keeps_only_the_current_per_puzzle_figures(stage_inputs, tmp
             "--no-progress"]
     assert invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "0,30", *fast).exit_code == 0
     first = sorted(p.name for p in (out / "figures").glob("*_*.png"))
-    assert first == ["landscape_0.png", "landscape_30.png", "trajectory_0.png", "trajectory_30.png"]
+    assert first == ["landscape_raw0.png", "landscape_raw30.png", "trajectory_raw0.png", "trajectory_raw30.png"]
     result = invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "5", *fast)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (out / "figures").glob("*_*.png")) == ["landscape_5.png", "trajectory_5.png"]
+    assert sorted(p.name for p in (out / "figures").glob("*_*.png")) == ["landscape_raw5.png", "trajectory_raw5.png"]
     assert set(pl.read_parquet(out / "landscape.parquet")["row"]) == {5}
     assert list(json.loads((out / "summary.json").read_text())["landscapes"]) == ["5"]
     report = (out / "report.md").read_text()
-    assert "landscape_5.png" in report and "_30.png" not in report and "_0.png" not in report
+    assert "landscape_raw5.png" in report and "_raw30.png" not in report and "_raw0.png" not in report
     # The run's other outputs are all there.
     for name in ("traces.parquet", "puzzles.parquet", "multistability.parquet", "metrics.json", "run.json",
                  "report.md", "plots/residuals.csv", "figures/residuals.png", "figures/critical.png", "plots/easy.csv"):
         assert (out / name).is_file(), name
+
+
+def test_puzzle_index_names_raw_rows_by_default(puzzles, stage_inputs, tmp_path):
+    """--puzzle-index numbers rows of the raw file (the fork's demo indexes the full test file) unless
+    --index-by row; here split row r is raw row 3r + 2, as a capped test split would make it."""
+    x, y = puzzles
+    ckpt, _ = stage_inputs
+    n = 10
+    ds = write_dataset(tmp_path / "capped", x[:n], y[:n], raw_index=3 * np.arange(n) + 2)
+    fast = ["--sample", "3", "--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow", "--no-progress"]
+    out = tmp_path / "out"
+    result = invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out, "--puzzle-index", "17", *fast)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["puzzle_index"] == {"by": "raw", "asked": [17], "rows": [5], "raw_index": [17]}
+    assert sorted(p.name for p in (out / "figures").glob("*_*.png")) == ["landscape_raw17.png", "trajectory_raw17.png"]
+    assert set(pl.read_parquet(out / "landscape.parquet")["row"]) == {5}
+    puzzles_table = pl.read_parquet(out / "puzzles.parquet")
+    assert puzzles_table.filter(pl.col("row") == 5)["raw_index"].to_list() == [17]
+    assert (puzzles_table["raw_index"] == 3 * puzzles_table["row"] + 2).all()
+    stored = pq.read_table(out / "traces.parquet").filter(pa.compute.is_valid(pq.read_table(out / "traces.parquet")["z_H"]))
+    assert set(stored["raw_index"].to_pylist()) == {17}
+    assert "raw test file row 17, split row 5" in (out / "report.md").read_text()
+    # --index-by row: the same puzzle as split row 5.
+    out_row = tmp_path / "by_row"
+    result = invoke("--checkpoint", ckpt, "--dataset", ds, "-o", out_row, "--puzzle-index", "5", "--index-by", "row", *fast)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out_row / "figures").glob("*_*.png")) == ["landscape_row5.png", "trajectory_row5.png"]
+    assert (out_row / "landscape.parquet").read_bytes() == (out / "landscape.parquet").read_bytes()
+    # A raw row the split does not hold is refused, naming rows it holds; no traceback.
+    result = CliRunner().invoke(cli, ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "-o",
+                                      str(tmp_path / "x"), "--puzzle-index", "16", *fast])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--puzzle-index [16]" in result.output and "17" in result.output and "--index-by row" in result.output
+    result = CliRunner().invoke(cli, ["analyze", "--checkpoint", str(ckpt), "--dataset", str(ds), "-o",
+                                      str(tmp_path / "x"), "--puzzle-index", "10", "--index-by", "row", *fast])
+    assert result.exit_code == 1 and "outside the test split's rows 0..9" in result.output
 
 
 def test_stage_missing_inputs_fail_first_naming_the_path(stage_inputs, puzzles, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ def hinted(vanilla):
 
 def frame(real, ex):
     df, _, _ = real
-    return E.to_frame(ex, df["source"], df["rating"].cast(pl.Int64).to_numpy())
+    return E.to_frame(ex, df["source"], df["rating"].cast(pl.Int64).to_numpy(), np.arange(df.height))
 
 
 def t_rows(t, rows):
@@ -292,6 +292,23 @@ def test_schema_reports_layout_errors(real, vanilla):
     assert failing(E.validate_examples(nulls))["rating: not_nullable"] == [3]
 
 
+def test_schema_checks_raw_index(real, hinted):
+    """Every example carries its group's raw row (issue 16): a hint or an augmented copy naming another
+    row, and two groups naming the same row, are each reported at their rows."""
+    table = frame(real, hinted)  # 14 rows per group: rows 0..13 are group 0, 14.. group 1
+    assert E.validate_examples(table, rows_per_group=14).ok
+    raw = table["raw_index"].to_numpy().copy()
+    raw[3] += 100  # a hint (odd rows are hints) whose raw row is not its parent's
+    raw[4] += 100  # an augmented copy whose raw row is not its original's
+    found = failing(E.validate_examples(table.with_columns(pl.Series("raw_index", raw, dtype=pl.Int32))))
+    assert found["hint_matches_parent"] == [3, 5] and found["augmented_matches_original"] == [4]
+    same = np.where(table["group_id"].to_numpy() == 1, 0, table["raw_index"].to_numpy())  # group 1 claims raw row 0
+    found = failing(E.validate_examples(table.with_columns(pl.Series("raw_index", same, dtype=pl.Int32))))
+    assert found == {"raw_index_distinct": [0, 14]}
+    negative = table.with_columns(pl.Series("raw_index", np.full(table.height, -1), dtype=pl.Int32))
+    assert "raw_index" in E.validate_examples(negative).message()
+
+
 def test_shard_schema_reads_string_variants(real, hinted):
     table = frame(real, hinted).with_columns(pl.col("variant").cast(pl.String))
     assert E.validate_examples(table, rows_per_group=14, shards=True).ok
@@ -335,13 +352,14 @@ def _code(path) -> str:
 
 
 # sha256[:16] of _code(schemas/examples.py) + _code(hrm/build.py) as they were when CHECKS_ID was last set.
-CHECKS_CODE = "e0db7541a63a9495"
+CHECKS_CODE = "0a1044c751bf2365"
 
 
 def test_checks_id_follows_the_checks():
     # The lineage records E.CHECKS_ID as "validated_with": which checks a table passed. So a change of a
     # check of the examples table must come with a new CHECKS_ID. (Issue 14: ShardTable became
-    # ExamplesTable on the shard layout, the examples checks unchanged: same CHECKS_ID, new CHECKS_CODE.)
+    # ExamplesTable on the shard layout, the examples checks unchanged: same CHECKS_ID, new CHECKS_CODE.
+    # Issue 16: the raw_index column and its checks, a new CHECKS_ID.)
     import hashlib
     from pathlib import Path
 

@@ -142,6 +142,7 @@ def test_reads_what_shard_writes(hint_dir, train, test_split, table):
         assert np.array_equal(got["labels"], want["labels"][::-1].astype(np.int32))
         assert np.array_equal(got["puzzle_id"], want["puzzle_id"][::-1])
         assert np.array_equal(got["rating"], want["rating"][::-1])
+        assert np.array_equal(got["raw_index"], want["raw_index"][::-1])
 
 
 def test_batch_dtypes_shapes(train, test_split):
@@ -153,8 +154,9 @@ def test_batch_dtypes_shapes(train, test_split):
     assert int(batch["inputs"].min()) >= 1 and int(batch["inputs"].max()) <= 10
     assert int(batch["labels"].min()) >= 2 and int(batch["labels"].max()) <= 10
     ev = next(test_split.eval_batches(batch_size=10))
-    assert set(ev) == TRAIN_KEYS | {"puzzle_id", "rating", "mask", "count"}
-    assert ev["mask"].dtype == torch.bool and ev["puzzle_id"].dtype == ev["rating"].dtype == torch.int32
+    assert set(ev) == TRAIN_KEYS | {"puzzle_id", "rating", "raw_index", "mask", "count"}
+    assert ev["mask"].dtype == torch.bool
+    assert ev["puzzle_id"].dtype == ev["rating"].dtype == ev["raw_index"].dtype == torch.int32
     assert isinstance(ev["count"], int)
 
 
@@ -458,7 +460,7 @@ def test_hf_iterable_dataset_is_the_training_stream(train):
     kw = dict(global_batch_size=8, seed=2, block=1, epochs_per_block=2)
     ids = train.to_iterable_dataset(**kw)
     assert isinstance(ids, datasets.IterableDataset)
-    assert set(ids.features) == TRAIN_KEYS | {"puzzle_id", "rating"}
+    assert set(ids.features) == TRAIN_KEYS | {"puzzle_id", "rating", "raw_index"}
     glob = [to_np(b) for b in train.train_batches(**kw)]
     hf = [arrow_to_batch(t) for t in ids.with_format("arrow").iter(batch_size=8)]
     assert len(hf) == len(glob)
@@ -509,3 +511,57 @@ def test_pickles_as_a_path(train):
     kw = dict(global_batch_size=8, seed=0, block=0)
     pairs = zip(train.train_batches(**kw), copy.train_batches(**kw))
     assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in pairs)
+
+
+# ----------------------------------------------------------------------------- raw_index (issue 16, item 2)
+
+
+def test_raw_index_round_trip_through_a_capped_test_split(tmp_path):
+    """Every example carries its original's row in the raw split file, through subsample (with the test
+    split capped), augment, hints and shard; ``rows_of_raw`` finds the split row of a raw row.
+
+    The fork's rule, re-implemented here from its description: its demo takes puzzle ``idx`` of the full
+    test file, i.e. raw row ``idx``, whatever sample a run evaluates."""
+    import polars as pl
+
+    from hrm.sudoku import strings_to_grids
+
+    invoke("raw", "--source", "builtin", "-o", str(tmp_path / "raw"), "--train-size", "12", "--test-size", "20",
+           "--seed", "3")
+    invoke("subsample", "--input", str(tmp_path / "raw"), "-o", str(tmp_path / "sub"), "--subsample-size", "5",
+           "--test-size", "7", "--seed", "4")
+    invoke("augment", "--input", str(tmp_path / "sub"), "-o", str(tmp_path / "aug"), "--num-aug", "2")
+    invoke("hints", "--input", str(tmp_path / "aug"), "-o", str(tmp_path / "hints"), "--enabled", "true")
+    invoke("shard", "--input", str(tmp_path / "hints"), "-o", str(tmp_path / "ds"))
+    root = tmp_path / "ds"
+    for variant in ("hint", "vanilla"):
+        folder = root / json.loads((root / "datasets.json").read_text())[variant]
+        for split in ("train", "test"):
+            raw_file = pl.read_parquet(tmp_path / "raw" / f"{split}.parquet")
+            ds = PuzzleDataset(folder, split)
+            got = ds.gather(np.arange(ds.num_examples))
+            originals = ds.group_starts
+            raw = got["raw_index"][originals].astype(np.int64)
+            assert len(set(raw.tolist())) == ds.num_groups  # distinct raw rows, one per group
+            # The fork's rule: the original of group g is row raw[g] of the raw file, token for token.
+            want = strings_to_grids(raw_file["question"].to_numpy()[raw]).reshape(len(raw), 81) + 1
+            assert np.array_equal(got["inputs"][originals], want)
+            # Every later example of a group names its original's raw row.
+            group_of_row = np.repeat(np.arange(ds.num_groups), ds.group_sizes)
+            assert np.array_equal(got["raw_index"], raw[group_of_row].astype(np.int32))
+            assert np.array_equal(ds.rows_of_raw(raw), originals)
+            absent = sorted(set(range(raw_file.height)) - set(raw.tolist()))
+            assert (ds.rows_of_raw(absent) == -1).all()
+    test = PuzzleDataset(root / json.loads((root / "datasets.json").read_text())["hint"], "test")
+    raw = test.gather(np.arange(7))["raw_index"]
+    assert test.num_examples == 7 and sorted(raw.tolist()) == raw.tolist()  # capped to 7 of 20, file order kept
+    assert raw.tolist() != list(range(7))  # the cap really makes split rows and raw rows differ (seed 4)
+
+
+def test_a_dataset_of_the_format_before_raw_index_is_refused_with_the_rebuild_command(hint_dir, tmp_path):
+    ds_dir = copy_dataset(hint_dir, tmp_path / "ds")
+    manifest = json.loads((ds_dir / "manifest.json").read_text())
+    manifest["format"]["version"] = 1
+    (ds_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"format version 1, this hrm reads version 2 .*raw_index.*hrm shard"):
+        PuzzleDataset(ds_dir, "test")

@@ -61,6 +61,7 @@ def write_dataset(root: Path, inputs: np.ndarray, labels: np.ndarray, ratings: n
     table = pa.table({
         "group_id": pa.array(np.arange(n, dtype=np.int32)), "puzzle_id": pa.array(np.arange(n, dtype=np.int32)),
         "rating": pa.array(np.asarray(ratings, np.int32)),
+        "raw_index": pa.array(2 * np.arange(n, dtype=np.int32) + 1),  # not the split row, as after a test cap
         "inputs": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(inputs, np.uint8).ravel()), type=tok),
         "labels": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(labels, np.uint8).ravel()), type=tok),
     })
@@ -393,7 +394,8 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
     assert seg["segment"].to_list() == [1, 2, 3] and "tier_1-5" in seg.columns
     assert pl.read_csv(out / "plots" / "ensemble_grid.csv").height == 6
     assert "reads labels" in (out / "report.md").read_text()
-    assert pl.read_parquet(out / "puzzles.parquet").height == 12
+    puzzles = pl.read_parquet(out / "puzzles.parquet")
+    assert puzzles.height == 12 and (puzzles["raw_index"] == 2 * puzzles["row"] + 1).all()  # each row's raw-file row
     for rel in ["metrics.json", "summary.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
         assert (out / rel).read_bytes() == (tmp_path / "out2" / rel).read_bytes(), rel
 

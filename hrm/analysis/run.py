@@ -37,7 +37,7 @@ class RowSource(Protocol):
     """Where the puzzles come from (:class:`hrm.data.PuzzleDataset` is one)."""
 
     def gather(self, rows: np.ndarray) -> Mapping[str, np.ndarray]:
-        """inputs, labels, puzzle_identifiers, puzzle_id and rating of ``rows``."""
+        """inputs, labels, puzzle_identifiers, puzzle_id, rating and raw_index of ``rows``."""
         ...
 
 
@@ -96,7 +96,8 @@ class AnalysisSettings:
 class PuzzleFigure:
     """What the trajectory and landscape figures of one selected puzzle show."""
 
-    row: int
+    row: int  # in the split
+    raw_index: int  # the puzzle's row in the raw split file (the fork's index)
     pcs: np.ndarray  # float32 [T, 2]: trajectory PCA of z_H
     pca_ratio: np.ndarray  # float32 [2]
     landscape: Landscape
@@ -149,7 +150,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     keep_rows = np.isin(rows_all, selected) if st.store_states == "selected" else np.full(rows_all.size, st.store_states == "all")
     need_states = np.isin(rows_all, selected) | keep_rows
     acc: dict[str, list] = {k: [] for k in ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res", "ret", "changes",
-                                            "conflicts", "inputs", "labels", "puzzle_id", "rating")}
+                                            "conflicts", "inputs", "labels", "puzzle_id", "rating", "raw_index")}
     selected_set = set(selected.tolist())
     states: dict[int, tuple[Any, ...]] = {}
     trace_rows = 0
@@ -169,7 +170,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             step_conf = prediction_conflicts(tr.predictions)
             step_changed = np.zeros_like(step_conf, dtype=np.int16)
             step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
-            meta = {"row": rows, "puzzle_id": data["puzzle_id"], "rating": data["rating"],
+            meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
                     "blanks": (x == BLANK_TOKEN).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
             table = trace_table(tr, meta, step_scores, step_conf, step_changed, keep_rows[lo:lo + st.batch_size])
             if on_traces is not None:
@@ -178,7 +179,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
                 row = int(rows[r])
                 if row in selected_set:
-                    states[row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r])
+                    states[row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
+                                   int(data["raw_index"][r]))
             seg = score_predictions(tr.seg_predictions, x, y)
             acc["exact"].append(seg["exact"])
             acc["blank_acc"].append(seg["blank_acc"])
@@ -193,6 +195,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             acc["labels"].append(y.astype(np.int16))
             acc["puzzle_id"].append(data["puzzle_id"])
             acc["rating"].append(data["rating"])
+            acc["raw_index"].append(data["raw_index"])
             bar.update(rows.size)
     finally:
         bar.close()
@@ -214,7 +217,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     all_changes = cat["changes"]
     tables: dict[str, Any] = {}
     tables["puzzles"] = {
-        "row": rows_all, "puzzle_id": cat["puzzle_id"], "rating": cat["rating"], "in_sample": in_sample,
+        "row": rows_all, "raw_index": cat["raw_index"], "puzzle_id": cat["puzzle_id"], "rating": cat["rating"],
+        "in_sample": in_sample,
         "blanks": (cat["inputs"] == BLANK_TOKEN).sum(1).astype(np.int16),
         "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], "conflicts": cat["conflicts"].astype(np.int16),
         "critical_step": critical_step(cat["exact"]), "first_correct": first_correct(cat["exact"]),
@@ -280,12 +284,12 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     bar = _bar(progress, len(states), "landscapes")
     try:
         for row in sorted(states):
-            z_h, z_l, x, y, pcs, ratio = states[row]
+            z_h, z_l, x, y, pcs, ratio, raw_index = states[row]
             centre = st.center_segment * c - 1  # the last step of the centre segment
             land = landscape(model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
                              radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
                              batch_size=max(st.batch_size, 64))
-            figures.append(PuzzleFigure(row=row, pcs=pcs, pca_ratio=ratio, landscape=land))
+            figures.append(PuzzleFigure(row=row, raw_index=raw_index, pcs=pcs, pca_ratio=ratio, landscape=land))
             i_grid, j_grid = land.grid()
             r = st.landscape_radius
             tables["landscape"].append({
@@ -296,7 +300,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
                 "dest_i": None if land.dest is None else land.dest[..., 0].ravel(),
                 "dest_j": None if land.dest is None else land.dest[..., 1].ravel()})
             summary["landscapes"][str(row)] = {
-                "scale": land.scale, "pca_ratio_1": float(land.ratio[0]), "pca_ratio_2": float(land.ratio[1]),
+                "raw_index": raw_index, "scale": land.scale, "pca_ratio_1": float(land.ratio[0]), "pca_ratio_2": float(land.ratio[1]),
                 "centre_conflicts": int(land.conflicts[r, r]), "min_conflicts": int(land.conflicts.min()),
                 "exact_area": float(land.exact.mean()),
             }
@@ -344,7 +348,7 @@ def trace_table(tr: Trace, meta: dict[str, np.ndarray], scores: dict[str, np.nda
                 changed: np.ndarray, store: np.ndarray):
     """The per-step table of one traced batch (pyarrow): B x T rows, puzzle-major.
 
-    ``meta``: per-puzzle row, puzzle_id, rating, blanks, in_sample; ``scores`` / ``conflicts`` /
+    ``meta``: per-puzzle row, raw_index, puzzle_id, rating, blanks, in_sample; ``scores`` / ``conflicts`` /
     ``changed``: per step [T, B]; ``store`` bool [B]: the puzzles whose z_H / z_L go in the table.
     """
     import pyarrow as pa
@@ -368,6 +372,7 @@ def trace_table(tr: Trace, meta: dict[str, np.ndarray], scores: dict[str, np.nda
     preds = np.ascontiguousarray(tr.predictions.transpose(1, 0, 2)).reshape(-1)
     cols = {
         "row": pa.array(per_puzzle(meta["row"]).astype(np.int64)),
+        "raw_index": pa.array(per_puzzle(meta["raw_index"]).astype(np.int32)),
         "puzzle_id": pa.array(per_puzzle(meta["puzzle_id"]).astype(np.int32)),
         "rating": pa.array(per_puzzle(meta["rating"]).astype(np.int32)),
         "blanks": pa.array(per_puzzle(meta["blanks"]).astype(np.int16)),
