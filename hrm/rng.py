@@ -19,6 +19,8 @@ changing one changes every output drawn from it, so the values are fixed.
 | 9  | (unused)    |                                                |  |
 | 10 | EASY_PROBE  | the cells left blank in the easy-puzzle probe  | hrm/analysis/easy.py (``EASY_STREAM``) |
 | 11 | NOISE       | the initial-state noise of the analysis        | hrm/analysis/fixed_points.py (``NOISE_STREAM``) |
+| 12 | VANILLA_SUBSAMPLE | the train puzzles of an independent vanilla draw (``data.vanilla_draw``) | the subsample stage |
+| 13 | VANILLA_AUGMENT   | the symmetries of an independent vanilla draw  | the augment stage |
 
 Not stream ids: the raw stage's builtin split seeds (``SeedSequence(seed).spawn``,
 pipelines/raw.py) and torch's own seeds (hrm/train.py, hrm/analysis/traces.py).
@@ -36,3 +38,5 @@ PERTURB = 7
 TIER = 8
 EASY_PROBE = 10
 NOISE = 11
+VANILLA_SUBSAMPLE = 12
+VANILLA_AUGMENT = 13

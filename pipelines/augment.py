@@ -3,11 +3,13 @@
 Train split: each subsampled puzzle, then ``--num-aug`` random symmetries of it
 (hrm.build.augment: digit relabelling, transpose with p = 0.5, band/row and
 stack/column orders; one transform applied to question and answer alike). Test split:
-every puzzle once, as itself (identity transform), never augmented.
+every puzzle once, as itself (identity transform), never augmented. An independent vanilla draw
+(``train_vanilla``, subsample ``--vanilla-draw independent``) is augmented like train, from its
+own seed stream.
 
 Reads ``INPUT/{train,test}.parquet`` and ``INPUT/lineage.json`` (the subsample stage);
-writes ``OUTPUT/{train,test}.arrow`` (the examples table, schemas/examples.py; Arrow IPC) and
-``OUTPUT/lineage.json``. Both tables are validated (every row) before anything is written.
+writes ``OUTPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``; the examples table, schemas/examples.py; Arrow IPC) and
+``OUTPUT/lineage.json``. Every table is validated (every row) before anything is written.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, input_records, read_lineage, read_subsample,
-    require_rows, stage_rng, write_examples, write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, read_lineage,
+    read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log, owns_pattern
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test)\.arrow|lineage\.json")
+OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
+# The seed stream of each train table's symmetries (the test split is not augmented).
+AUGMENT_STREAMS = {"train": "augment", VANILLA_TRAIN: "augment_vanilla"}
 
 
 def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None) -> pl.DataFrame:
@@ -56,22 +60,24 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     t_start = time.perf_counter()
     check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
-    names = [f"{split}.parquet" for split in SPLITS]
-    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage) for split in SPLITS}
-    for split in SPLITS:
+    splits = tables_of(lineage)  # train, test (and train_vanilla)
+    names = [f"{split}.parquet" for split in splits]
+    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage) for split in splits}
+    for split in splits:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
     groups = tables["train"].height
     if groups * (1 + num_aug) > INT32_MAX:
         raise StageError(f"{groups:,} puzzles x {1 + num_aug:,} examples do not fit Int32 ids; lower --num-aug")
     lineage[stage] = {"params": {"seed": seed, "num_aug": num_aug}, "inputs": input_records(input_dir, names),
-                      "rows_per_group": {"train": 1 + num_aug, "test": 1}, "outputs": {}}
+                      "rows_per_group": {split: 1 + num_aug if split in AUGMENT_STREAMS else 1 for split in splits},
+                      "outputs": {}}
 
     with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
-        for split in SPLITS:
+        for split in splits:
             t0 = time.perf_counter()
-            k = num_aug if split == "train" else 0
-            df = build_split(tables[split], k, stage_rng(seed, "augment") if k else None)
+            k = num_aug if split in AUGMENT_STREAMS else 0
+            df = build_split(tables[split], k, stage_rng(seed, AUGMENT_STREAMS[split]) if k else None)
             log(stage, f"built {split}: {tables[split].height:,} puzzles -> {df.height:,} examples, "
                        f"{time.perf_counter() - t0:.1f} s")
             name = f"{split}{EXAMPLES_SUFFIX}"

@@ -28,11 +28,16 @@ from pipelines.io import Owns, StageError, claim_output, human_bytes, log, read_
 from schemas.manifest import file_sha256, lineage_problems
 
 SPLITS = ("train", "test")
+# The train table of an independent vanilla draw (``--vanilla-draw independent``): its own puzzles and
+# symmetries, the fork's two-build way; without it the vanilla dataset is the hint dataset minus its hints.
+VANILLA_TRAIN = "train_vanilla"
+VANILLA_DRAWS = ("coupled", "independent")
 LINEAGE = "lineage.json"
 EXAMPLES_SUFFIX = ".arrow"  # examples tables (augment, hints): see write_examples
 INT32_MAX = 2**31 - 1  # ids and ratings are Int32 in the examples table
 # The seed's stream of each draw of the dataset stages (the test cap is the subsample stage's).
-STREAMS = {"subsample": rng.SUBSAMPLE, "test_cap": rng.TEST_CAP, "augment": rng.AUGMENT, "hints": rng.HINTS}
+STREAMS = {"subsample": rng.SUBSAMPLE, "test_cap": rng.TEST_CAP, "augment": rng.AUGMENT, "hints": rng.HINTS,
+           "subsample_vanilla": rng.VANILLA_SUBSAMPLE, "augment_vanilla": rng.VANILLA_AUGMENT}
 # The stage whose output each stage reads: its lineage record must be there.
 _UPSTREAM = {"augment": "subsample", "hints": "augment", "shard": "hints"}
 
@@ -108,6 +113,13 @@ def input_records(input_dir: Path, names: list[str]) -> dict:
     """sha256 and size of the input files a stage read (the lineage of what it writes)."""
     return {name: {"bytes": (input_dir / name).stat().st_size, "sha256": sha256_file(input_dir / name)}
             for name in names if (input_dir / name).is_file()}
+
+
+def tables_of(lineage: dict) -> tuple[str, ...]:
+    """The tables the subsample stage wrote and every later stage carries: the splits, plus the
+    independent vanilla train table when ``vanilla_draw`` is ``independent``."""
+    draw = ((lineage.get("subsample") or {}).get("params") or {}).get("vanilla_draw", "coupled")
+    return SPLITS + ((VANILLA_TRAIN,) if draw == "independent" else ())
 
 
 def rows_per_group(lineage: dict, split: str) -> int | None:

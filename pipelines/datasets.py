@@ -186,6 +186,11 @@ def dataset_card(manifest: dict) -> str:
         f"Params: subsample_size {params['subsample_size']}, num_aug {params['num_aug']}, "
         f"hints {str(params['hints']).lower()}, test_size {params['test_size']}, seed {params['seed']}.",
     ]
+    if params.get("hints"):
+        coupled = params.get("vanilla_draw", "coupled") == "coupled"
+        lines.append("The vanilla dataset is the hint dataset minus its hint rows (same puzzles and symmetries)."
+                     if coupled else "The vanilla dataset's train split is its own draw of puzzles and symmetries, "
+                     "independent of the hint dataset's (the fork's two builds); the test split is shared.")
     if manifest.get("test_capped"):
         lines.append("The test split is a capped uniform sample (`test_size`), a deviation from the paper, "
                      "which evaluates on the whole test split.")

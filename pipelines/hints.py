@@ -5,15 +5,16 @@ copy of it (hrm.build.add_hints): k extra givens copied from the label into k bl
 cells chosen uniformly without replacement, k uniform in [1, blanks - 1]; same label,
 same transform, variant ``hint``, ``parent_id`` = the example it was made from, its
 own puzzle in the same group. The table holds every vanilla row too (the shard stage
-takes the vanilla dataset from it, so the vanilla examples are built once). As in the
-fork (the Augmented HRM paper's code, README "Reference code"), the test split is not
+takes the vanilla dataset from it, so the vanilla examples are built once), unless an
+independent vanilla draw (``train_vanilla.arrow``) is there: that passes through unhinted. As in
+the fork (the Augmented HRM paper's code, README "Reference code"), the test split is not
 hinted: it passes through unchanged.
 
-With ``--enabled false`` both tables pass through unchanged (byte copies) and only the
+With ``--enabled false`` every table passes through unchanged (byte copies) and only the
 vanilla dataset is sharded.
 
-Reads ``INPUT/{train,test}.arrow`` and ``INPUT/lineage.json`` (the augment stage);
-writes ``OUTPUT/{train,test}.arrow`` (examples tables, Arrow IPC) and ``OUTPUT/lineage.json``.
+Reads ``INPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``) and ``INPUT/lineage.json`` (the
+augment stage); writes the same tables (examples tables, Arrow IPC) and ``OUTPUT/lineage.json``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, SPLITS, check_dirs, check_table, examples_record, input_records,
-    read_examples, read_lineage, require_rows, rows_per_group, stage_rng, write_examples, write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, examples_record, input_records,
+    read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log, owns_pattern
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test)\.arrow|lineage\.json")
+OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
 
 
 def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
@@ -58,11 +59,12 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     t_start = time.perf_counter()
     check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
-    names = [f"{split}{EXAMPLES_SUFFIX}" for split in SPLITS]
-    expected = {split: rows_per_group(lineage, split) for split in SPLITS}
+    splits = tables_of(lineage)  # train, test (and train_vanilla)
+    names = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
+    expected = {split: rows_per_group(lineage, split) for split in splits}
     tables = {split: read_examples(input_dir / name, expected[split], stage)
-              for split, name in zip(SPLITS, names)}
-    for split, name in zip(SPLITS, names):
+              for split, name in zip(splits, names)}
+    for split, name in zip(splits, names):
         require_rows(tables[split].height, input_dir / name, stage)
     if enabled and 2 * tables["train"].height > INT32_MAX:
         raise StageError(f"{2 * tables['train'].height:,} examples do not fit Int32 ids")
@@ -71,13 +73,15 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
 
     with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
-        for split, name in zip(SPLITS, names):
+        for split, name in zip(splits, names):
             target, shown = tmp / name, output / name
             if not (enabled and split == "train"):
                 shutil.copyfile(input_dir / name, target)
                 lineage[stage]["outputs"][name] = examples_record(target, tables[split].height)
-                log(stage, f"wrote {shown}: {tables[split].height:,} rows, unchanged "
-                           f"({'hints disabled' if not enabled else 'the test split is not hinted'})")
+                why = ("hints disabled" if not enabled else
+                       "the independent vanilla draw is not hinted" if split == VANILLA_TRAIN else
+                       "the test split is not hinted")
+                log(stage, f"wrote {shown}: {tables[split].height:,} rows, unchanged ({why})")
                 continue
             t0 = time.perf_counter()
             df = hint_table(tables[split], stage_rng(seed, "hints"))

@@ -1,6 +1,7 @@
 """``hrm shard``: the finished datasets, as Arrow IPC shards with a dataset card and manifest.
 
-Reads the hints stage output (``INPUT/{train,test}.arrow``, ``INPUT/lineage.json``),
+Reads the hints stage output (``INPUT/{train,test}.arrow`` and, from an independent vanilla draw,
+``train_vanilla.arrow``; ``INPUT/lineage.json``),
 validates it (every row), and writes under ``OUTPUT`` the layout of schemas/manifest.py
 (columns: schemas/columns.py; card: pipelines/datasets.py):
 
@@ -16,7 +17,9 @@ NAME follows the fork (the fork = the Augmented HRM paper's code, README "Refere
 ``sudoku-{source}-{size}-aug-{num_aug}`` (``sudoku-extreme-1k-aug-1000``;
 ``builtin`` for the offline generator; size ``full`` when the train split was not subsampled).
 The vanilla dataset is the hint table without its hint rows (puzzle ids renumbered), so
-the vanilla examples are built once.
+the vanilla examples are built once; with an independent vanilla draw (subsample
+``--vanilla-draw independent``) its train split is that draw instead. The test split is the
+same in both.
 
 Shards hold whole groups, in table order, and are at most ``--shard-max-mb`` MiB (a
 single group larger than that gets a shard of its own). Nothing in a shard, card or
@@ -38,8 +41,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, SPLITS, check_dirs, input_records, read_examples, read_lineage, require_rows, rows_per_group,
-    write_json,
+    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, input_records, read_examples, read_lineage, require_rows,
+    rows_per_group, tables_of, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
@@ -216,13 +219,17 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     lineage = read_lineage(input_dir, stage)
     names = dataset_names(lineage)
     max_bytes = int(shard_max_mb * MIB)
-    files = [f"{split}{EXAMPLES_SUFFIX}" for split in SPLITS]
+    splits = tables_of(lineage)  # train, test (and train_vanilla)
+    files = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
     inputs = input_records(input_dir, files)
-    per_group = {split: rows_per_group(lineage, split) for split in SPLITS}
+    per_group = {split: rows_per_group(lineage, split) for split in splits}
     tables = {split: read_examples(input_dir / name, per_group[split], stage)
-              for split, name in zip(SPLITS, files)}
-    for split, name in zip(SPLITS, files):
+              for split, name in zip(splits, files)}
+    for split, name in zip(splits, files):
         require_rows(tables[split].height, input_dir / name, stage)
+    if VANILLA_TRAIN in tables and not names["hint"]:
+        log(stage, f"hints are disabled: the one dataset is the train draw; {input_dir / files[-1]} "
+                   "(the independent vanilla draw) is not used")
 
     sub = lineage.get("subsample") or {}
     params = {
@@ -231,6 +238,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
         "test_size": (sub.get("params") or {}).get("test_size"),
         "num_aug": ((lineage.get("augment") or {}).get("params") or {}).get("num_aug"),
         "hints": names["hint"] is not None,
+        "vanilla_draw": (sub.get("params") or {}).get("vanilla_draw", "coupled"),
         "shard_max_mb": shard_max_mb,
     }
     test_capped = (sub.get("groups") or {}).get("test") != (sub.get("raw_rows") or {}).get("test")
@@ -250,8 +258,11 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
                 df = tables[split]
                 per = per_group[split]
                 if kind == "vanilla" and names["hint"] and split == "train":
-                    df = vanilla_of(df)
-                    per = None if per is None else per // 2
+                    if VANILLA_TRAIN in tables:  # its own draw of puzzles and symmetries
+                        df, per = tables[VANILLA_TRAIN], per_group[VANILLA_TRAIN]
+                    else:
+                        df = vanilla_of(df)
+                        per = None if per is None else per // 2
                 shown = str(output / name / split)
                 entries = write_split(df, split, root, max_bytes, shown)
                 verify_split(entries, root, per, shown)

@@ -4,6 +4,9 @@ Train split: ``--subsample-size`` rows drawn uniformly without replacement (seed
 draw order, as the fork's builder does (the fork = the Augmented HRM paper's code, README
 "Reference code"; 0, or the split's size, keeps every row in file order; a size above the
 split's is refused, as is an empty input split).
+With ``--vanilla-draw independent``, a second train draw of the same size from its own seed stream,
+``train_vanilla.parquet``, from which the vanilla dataset is built (the fork builds its two datasets
+in independent runs); by default (``coupled``) the vanilla dataset is the hint dataset minus its hints.
 Test split: passed through, or capped by ``--test-size`` to a
 uniform sample kept in file order (0 = the whole split, as in the paper; the cap is a
 deviation for quick runs).
@@ -11,7 +14,7 @@ deviation for quick runs).
 Reads ``INPUT/{train,test}.parquet`` (the raw table) and, when present,
 ``INPUT/stats.json`` (the raw source and revision); the rows it keeps are validated
 (schemas/raw.py; a bad one is named by its row in the file). Writes
-``OUTPUT/{train,test}.parquet``: the raw columns plus ``raw_index`` (the row in the raw
+``OUTPUT/{train,test}.parquet`` (and ``train_vanilla.parquet``): the raw columns plus ``raw_index`` (the row in the raw
 file), and ``OUTPUT/lineage.json``.
 """
 
@@ -25,14 +28,16 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.dataset_io import LINEAGE, SPLITS, check_dirs, input_records, require_rows, stage_rng, write_json
+from pipelines.dataset_io import (
+    LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, input_records, require_rows, stage_rng, write_json,
+)
 from pipelines.io import StageError, atomic_output, human_bytes, log, owns_pattern, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
 SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=False)
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test)\.parquet|lineage\.json")
+OWNS = owns_pattern(r"(train|test|train_vanilla)\.parquet|lineage\.json")
 
 
 def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
@@ -109,8 +114,12 @@ def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str) -> p
                    "(more than the split holds: refused).")
 @click.option("--test-size", type=click.IntRange(min=0), default=1000,
               help="Cap on test puzzles (uniform sample, file order kept); 0 = the whole test split (paper).")
+@click.option("--vanilla-draw", type=click.Choice(VANILLA_DRAWS), default="coupled",
+              help="coupled: the vanilla dataset is the hint dataset minus its hints (same puzzles and symmetries); "
+                   "independent: draw its train puzzles (and later its symmetries) again, as the fork's two builds.")
 @click.option("--seed", type=int, default=0, help="Seed of the draws.")
-def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int, seed: int) -> None:
+def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int, vanilla_draw: str,
+              seed: int) -> None:
     """Draw the train puzzles (and cap the test split) that the datasets are built from."""
     stage = "subsample"
     t_start = time.perf_counter()
@@ -129,12 +138,18 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
         "train": subsample_indices(stage_rng(seed, "subsample"), tables["train"].height, subsample_size),
         "test": cap_indices(stage_rng(seed, "test_cap"), tables["test"].height, test_size),
     }
-    picked = {split: _picked_rows(tables[split], picks[split], input_dir / f"{split}.parquet", stage)
-              for split in SPLITS}
+    source = {split: split for split in SPLITS}  # the raw split each table is drawn from
+    if vanilla_draw == "independent":
+        picks[VANILLA_TRAIN] = subsample_indices(stage_rng(seed, "subsample_vanilla"), tables["train"].height,
+                                                 subsample_size)
+        source[VANILLA_TRAIN] = "train"
+    picked = {name: _picked_rows(tables[source[name]], idx, input_dir / f"{source[name]}.parquet", stage)
+              for name, idx in picks.items()}
     lineage = {
         "raw": raw_source_info(input_dir / "stats.json"),
         stage: {
-            "params": {"seed": seed, "subsample_size": subsample_size, "test_size": test_size},
+            "params": {"seed": seed, "subsample_size": subsample_size, "test_size": test_size,
+                       "vanilla_draw": vanilla_draw},
             "inputs": input_records(input_dir, names + ["stats.json"]),
             "raw_rows": {split: tables[split].height for split in SPLITS},
             "groups": {split: len(idx) for split, idx in picks.items()},
@@ -142,8 +157,8 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     }
     with atomic_output(output, own=OWNS, stage=stage) as tmp:
         tmp.mkdir(parents=True)
-        for split in SPLITS:
-            write_table(picked[split], tmp / f"{split}.parquet", stage, output / f"{split}.parquet")
+        for name, df in picked.items():
+            write_table(df, tmp / f"{name}.parquet", stage, output / f"{name}.parquet")
         write_json(tmp / LINEAGE, lineage)
     log(stage, f"wrote {output} (train {len(picks['train']):,}, test {len(picks['test']):,} puzzles) "
                f"in {time.perf_counter() - t_start:.1f} s")

@@ -62,7 +62,7 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
     group size is taken from ``lineage.json`` beside the file when it says (as the stages do).
     A ``.parquet`` file is taken for a subsample table (raw columns and raw_index).
     """
-    from pipelines.dataset_io import LINEAGE, SPLITS, read_examples_file, read_lineage, read_subsample
+    from pipelines.dataset_io import LINEAGE, SPLITS, VANILLA_TRAIN, read_examples_file, read_lineage, read_subsample
     from pipelines.dataset_io import rows_per_group as lineage_rows_per_group
     from schemas.examples import validate_examples
 
@@ -73,7 +73,7 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
         return f"{path}: OK, {df.height:,} rows valid (subsample table: raw columns and raw_index)"
     df = read_examples_file(path, "validate", quiet=True)
     where = "--rows-per-group"
-    if rows_per_group is None and path.stem in SPLITS:
+    if rows_per_group is None and path.stem in SPLITS + (VANILLA_TRAIN,):
         rows_per_group = lineage_rows_per_group(read_lineage(path.parent, "validate", required=False), path.stem)
         where = f"as {path.parent / LINEAGE} says"
     report = validate_examples(df, rows_per_group=rows_per_group, path=str(path))

@@ -104,7 +104,8 @@ def shard_entry(*, file: str, rows: tuple[int, int], groups: tuple[int, int], si
 # manifest (``lineage``). JSON, sorted keys::
 #
 #     raw        {source, ...}                 the raw source (hf: hf_repo, revision, resolved_sha)
-#     subsample  {params {seed, subsample_size, test_size}, inputs, raw_rows {split: n}, groups {split: n}}
+#     subsample  {params {seed, subsample_size, test_size, vanilla_draw}, inputs, raw_rows {split: n},
+#                 groups {table: n}}   (tables: the splits, and train_vanilla with vanilla_draw independent)
 #     augment    {params {seed, num_aug}, inputs, rows_per_group {split: n}, outputs}
 #     hints      {params {seed, enabled}, inputs, outputs}
 #
@@ -143,6 +144,7 @@ class SubsampleParams(StrictRecord):
     seed: StrictInt = None
     subsample_size: Count = None
     test_size: Count = None
+    vanilla_draw: Literal["coupled", "independent"] = None
 
 
 class SubsampleRecord(StrictRecord):

@@ -43,11 +43,12 @@ def make_raw(directory: Path, valid: pl.DataFrame | None = None) -> Path:
     return directory
 
 
-def build(root: Path, hints: bool = True, shard_mb: str = "0.02", raw: Path | None = None) -> dict:
+def build(root: Path, hints: bool = True, shard_mb: str = "0.02", raw: Path | None = None,
+          vanilla_draw: str = "coupled") -> dict:
     raw = raw or make_raw(root / "raw")
     logs = {
         "subsample": ok("subsample", "--input", str(raw), "--output", str(root / "subsample"), "--seed", "3",
-                        "--subsample-size", str(SUBSAMPLE), "--test-size", "0"),
+                        "--subsample-size", str(SUBSAMPLE), "--test-size", "0", "--vanilla-draw", vanilla_draw),
         "augment": ok("augment", "--input", str(root / "subsample"), "--output", str(root / "augment"), "--seed", "3",
                       "--num-aug", str(NUM_AUG)),
         "hints": ok("hints", "--input", str(root / "augment"), "--output", str(root / "hints"), "--seed", "3",

@@ -77,7 +77,7 @@ def test_shards_manifest_and_card(built):
                                      "hint": rows - SUBSAMPLE * (1 + NUM_AUG)}
         assert manifest["splits"]["test"]["rows"] == 9 and manifest["splits"]["test"]["variants"]["hint"] == 0
         assert manifest["params"] == {"seed": 3, "subsample_size": SUBSAMPLE, "test_size": 0, "num_aug": NUM_AUG,
-                                      "hints": True, "shard_max_mb": 0.02}
+                                      "hints": True, "vanilla_draw": "coupled", "shard_max_mb": 0.02}
         assert manifest["source"]["source"] == "csv" and not manifest["test_capped"]
         assert set(manifest["lineage"]) == {"raw", "subsample", "augment", "hints"}
         assert manifest["inputs"]["train.arrow"]["sha256"] == hashlib.sha256(
@@ -163,6 +163,52 @@ def test_without_hints_only_vanilla(built, tmp_path):
     # The same vanilla shards as when they are taken from the hint table.
     for split in ("train", "test"):
         assert digest_tree(out / VANILLA / split) == digest_tree(root / "datasets" / VANILLA / split)
+
+
+def test_an_independent_vanilla_draw(built, tmp_path):
+    """--vanilla-draw independent (issue 16, item 3): the vanilla train split is its own draw of puzzles
+    and symmetries, as the fork's two unseeded builds give; the hint dataset and the test split are
+    unchanged, byte for byte."""
+    root, _ = built
+    logs = build(tmp_path, vanilla_draw="independent")
+    assert "the independent vanilla draw is not hinted" in logs["hints"].stderr
+    coupled, independent = root / "datasets", tmp_path / "datasets"
+    for split in ("train", "test"):
+        assert digest_tree(independent / HINT / split) == digest_tree(coupled / HINT / split)
+    assert digest_tree(independent / VANILLA / "test") == digest_tree(coupled / VANILLA / "test")
+    manifest = verify_dataset(independent / VANILLA)  # every rule of the shards holds
+    assert manifest["params"]["vanilla_draw"] == "independent"
+    assert "its own draw of puzzles and symmetries" in (independent / VANILLA / "README.md").read_text()
+    assert "minus its hint rows" in (coupled / VANILLA / "README.md").read_text()
+
+    hint = pl.from_arrow(read_split(independent / HINT, "train")).filter(pl.col("variant") != "hint")
+    vanilla = pl.from_arrow(read_split(independent / VANILLA, "train"))
+    assert vanilla.height == hint.height == SUBSAMPLE * (1 + NUM_AUG)
+    raw_hint = hint.filter(pl.col("variant") == "original")["raw_index"].to_list()
+    raw_vanilla = vanilla.filter(pl.col("variant") == "original")["raw_index"].to_list()
+    assert raw_hint != raw_vanilla  # another draw (coupled: the same list, shown by test_augment_and_hints_tables)
+    # The symmetries are independent too: for a puzzle in both draws, no augmented transform is shared.
+    key = ["raw_index", "digit_map", "transpose", "row_order", "col_order"]
+    shared = hint.filter(pl.col("variant") == "augmented").select(key).join(
+        vanilla.filter(pl.col("variant") == "augmented").select(key), on=key, how="inner")
+    assert shared.height == 0
+
+
+def test_the_independent_vanilla_draw_follows_the_forks_rule():
+    """The fork's rule, from its description: each build draws subsample_size of the N train puzzles
+    uniformly without replacement, independently of the other build. So the number of puzzles the
+    two draws share is hypergeometric(N, k, k): mean k^2/N, variance k (k/N) (1 - k/N) (N - k)/(N - 1).
+    Checked over 400 seeds on the stage's own draws (hrm.build.subsample_indices, its two streams)."""
+    from hrm.build import subsample_indices
+    from pipelines.dataset_io import stage_rng
+
+    n, k, seeds = 30, SUBSAMPLE, 400
+    overlap = np.array([np.intersect1d(subsample_indices(stage_rng(s, "subsample"), n, k),
+                                       subsample_indices(stage_rng(s, "subsample_vanilla"), n, k)).size
+                        for s in range(seeds)])
+    mean, var = k * k / n, k * (k / n) * (1 - k / n) * (n - k) / (n - 1)
+    assert abs(overlap.mean() - mean) < 4 * np.sqrt(var / seeds)
+    assert 0.7 * var < overlap.var() < 1.3 * var
 
 
 def test_shard_size_bound_and_test_cap(tmp_path):
