@@ -15,6 +15,14 @@ Three ways to get the same K x P passes over the same puzzles:
   (``--max-rows`` caps the rows per forward), plus everything the report needs (per-segment
   correctness, verifier, label-free selection for every k' x p' subset, calibration).
 
+Then (issue 18) the early exit: the engine with ``early_stop`` (continuous batching: a halted row
+leaves the batch and a waiting one takes its place) against the all-segments engine, on the same
+puzzles: the segments each ran, their ratio, and the speed ratio, with the target speed ratio
+>= 0.9 x the segment ratio. And the cost of the paper's full evaluation (K = 10 checkpoints,
+P = 9 shifts, 422,786 test puzzles, 16 segments) on this device, from the measured throughput of
+the paper's architecture (hidden 512, 4 + 4 layers, 2 x 2 cycles), for the paper's procedure and
+for an early exit at the halting rate measured here (``--halt-fraction`` to set another).
+
 Prints puzzles/s and achieved GFLOP/s (matmul and attention FLOPs of the passes) for each,
 the rate of the model's widest matmul alone (how far batching could at best go on this
 device), the ratio engine / loop, and checks that the decisions are
@@ -61,12 +69,7 @@ def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, devic
 
 def flops_per_pass(model: HRM) -> float:
     """Multiply-add FLOPs of one pass (halt_max_steps segments, one row): what no batching can avoid."""
-    c = model.config
-    t, h = c.seq_len + model.inner.puzzle_emb_len, c.hidden_size
-    inter = swiglu_width(h, c.expansion)
-    per_token_layer = 2 * h * 4 * h + 2 * 2 * t * h + 2 * h * 3 * inter  # qkv + out, scores + values, SwiGLU
-    layers = c.H_cycles * (c.L_cycles * c.L_layers + c.H_layers)
-    return c.halt_max_steps * t * (layers * per_token_layer + 2 * h * c.vocab_size)
+    return model.config.halt_max_steps * ev.segment_flops(model)
 
 
 def matmul_ceiling(model: HRM, rows: int, repeats: int = 20) -> float:
@@ -148,8 +151,15 @@ def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: b
 @click.option("--skip-official", is_flag=True, help="Do not time the ACT + loss head loop.")
 @click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
               help="Also time the engine with torch.compile (compilation time reported apart).")
+@click.option("--early-exit/--no-early-exit", default=True, show_default=True,
+              help="Also time the engine with early_stop (continuous batching) against all segments.")
+@click.option("--cost/--no-cost", default=True, show_default=True,
+              help="Also measure the paper's architecture and print the cost of the paper's full evaluation.")
+@click.option("--cost-passes", default=8, show_default=True, help="Passes of the paper's architecture timed.")
+@click.option("--halt-fraction", type=float, default=None,
+              help="Segments an early exit runs, as a fraction of all (default: the fraction measured here).")
 def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps, threads, device, max_rows, repeats,
-         skip_official, compile_):
+         skip_official, compile_, early_exit, cost, cost_passes, halt_fraction):
     torch.set_num_threads(threads)
     models = tiny_models(checkpoints, hidden, layers, cycles, steps, device)
     max_rows = None if max_rows < 0 else (max_rows or ev.auto_max_rows(device) or None)
@@ -226,6 +236,71 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
           f"label_free {res.label_free().mean():.3f}, verified_any {res.verified_any().mean():.3f}, "
           f"halt rate {res.halted.mean():.3f}")
     assert same_pred and same_halt and same_vote and same_official, "the engine and the loop disagree"
+
+    fraction = None
+    if early_exit:
+        fraction = early_exit_figures(engine, q, a, pert, batch_size, repeats)
+    if cost:
+        cost_figures(device, max_rows, cost_passes, halt_fraction if halt_fraction is not None else fraction)
+
+
+def early_exit_figures(engine, q, a, pert, batch_size, repeats) -> float:
+    """All segments vs early stop on the same puzzles, alternated, best of ``repeats``; returns the
+    fraction of the segments the early exit ran."""
+    runs = {"all_segments": False, "early_exit": True}
+    best, results = {}, {}
+    for _ in range(repeats):
+        for name, early in runs.items():
+            t = time.perf_counter()
+            results[name] = ev.evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size,
+                                                early_stop=early)
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+    work = results["early_exit"].summary()["work"]
+    ran = 1.0 - work["saved_fraction"]
+    n = q.shape[0]
+    speed = best["all_segments"] / best["early_exit"]
+    print(f"early exit: {n / best['early_exit']:.2f} puzzles/s vs all segments {n / best['all_segments']:.2f} "
+          f"puzzles/s: {speed:.2f}x; it ran {work['segments_run']:,} of {work['segments_of_all_segment_passes']:,} "
+          f"row-segments ({ran:.3f}; halt rate {results['early_exit'].halted.mean():.3f}), so the ideal is "
+          f"{1 / ran:.2f}x; speed / ideal = {speed * ran:.2f} (target >= 0.9)")
+    same = bool((results["early_exit"].es_correct == results["all_segments"].es_correct).all())
+    print(f"early exit answers == the all-segments run read at each pass's first halt: {same}")
+    return ran
+
+
+PAPER = dict(hidden=512, layers=4, cycles=2, steps=16, heads=8, expansion=4)
+PAPER_EVAL = dict(checkpoints=10, passes=9, puzzles=422_786)
+
+
+def cost_figures(device: str, max_rows, passes: int, halt_fraction: float | None) -> None:
+    """Measured passes/s of the paper's architecture -> the cost of the paper's full evaluation here."""
+    torch.manual_seed(0)
+    cfg = HRMConfig(batch_size=8, puzzle_emb_ndim=PAPER["hidden"], H_layers=PAPER["layers"], L_layers=PAPER["layers"],
+                    H_cycles=PAPER["cycles"], L_cycles=PAPER["cycles"], hidden_size=PAPER["hidden"],
+                    expansion=PAPER["expansion"], num_heads=PAPER["heads"], halt_max_steps=PAPER["steps"],
+                    forward_dtype="bfloat16" if device == "cuda" else "float32")
+    model = HRM(cfg).to(device).eval()
+    engine = ev.Engine([model], max_rows=max_rows)
+    q, a = puzzles(passes)
+    engine.run(q[:1], a[:1])  # warm-up
+    t = time.perf_counter()
+    engine.run(q, a)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    rate = passes / seconds
+    flops = flops_per_pass(model)
+    total = PAPER_EVAL["checkpoints"] * PAPER_EVAL["passes"] * PAPER_EVAL["puzzles"]
+    hours = total / rate / 3600
+    print(f"paper architecture on {device} ({cfg.forward_dtype}): {rate:.3f} passes/s ({flops / 1e9:.0f} GFLOP per "
+          f"pass of {PAPER['steps']} segments, {rate * flops / 1e9:.1f} GFLOP/s) over {passes} passes")
+    print(f"cost of the paper's full evaluation (K={PAPER_EVAL['checkpoints']}, P={PAPER_EVAL['passes']}, "
+          f"{PAPER_EVAL['puzzles']:,} puzzles = {total:,} passes, {total * flops / 1e18:.1f} EFLOP): "
+          f"{hours:,.1f} device-hours here for the paper's procedure (every segment)")
+    if halt_fraction is not None:
+        print(f"  with early exit at {halt_fraction:.3f} of the segments (the halting rate measured above; "
+              f"--halt-fraction to set another): {hours * halt_fraction:,.1f} device-hours if the saved "
+              "segments turn into speed fully")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -234,6 +234,20 @@ class Runner(Protocol):
     def run(self, inputs: np.ndarray, labels: np.ndarray | None = None, *, early_stop: bool = False) -> EngineOutput: ...
 
 
+def segment_flops(model: torch.nn.Module) -> float:
+    """Multiply-add FLOPs of one ACT segment of one row (matmuls and attention; norms and activations
+    left out): the unit of work an early exit saves. A pass of the paper's procedure is
+    ``halt_max_steps`` of them."""
+    from hrm.model.layers import swiglu_width
+
+    c = model.config
+    t, h = c.seq_len + model.inner.puzzle_emb_len, c.hidden_size
+    inter = swiglu_width(h, c.expansion)
+    per_token_layer = 2 * h * 4 * h + 2 * 2 * t * h + 2 * h * 3 * inter  # qkv + out, scores + values, SwiGLU
+    layers = c.H_cycles * (c.L_cycles * c.L_layers + c.H_layers)
+    return float(t * (layers * per_token_layer + 2 * h * c.vocab_size))
+
+
 def auto_max_rows(device: torch.device | str) -> int | None:
     """Rows per forward when the user sets none.
 
@@ -320,6 +334,7 @@ class Engine:
             raise ValueError("segments must be >= 1")
         chunk = self.max_rows or max(m, 1)
         pad_to = self.max_rows if (self.compile and not early_stop) else None
+        empty = [_empty_rows(s_count, self.config.seq_len, lab is not None, keep_segment_predictions)]
         parts: list[list[dict[str, np.ndarray]]] = []
         for model in self.models:
             was_training = model.training
@@ -327,12 +342,17 @@ class Engine:
             try:
                 forward = self._forward(model.inner, early_stop)
                 with torch.inference_mode():
+                    if early_stop:  # one queue of all M rows, ``chunk`` of them in the batch at a time
+                        parts.append([_run_rows_continuous(
+                            model.inner, forward, x.to(self.device), None if lab is None else lab.to(self.device),
+                            s_count, keep_segment_predictions, chunk)] if m else empty)
+                        continue
                     parts.append([
                         _run_rows(model.inner, forward, x[i:i + chunk].to(self.device),
                                   None if lab is None else lab[i:i + chunk].to(self.device),
-                                  s_count, early_stop, keep_segment_predictions, pad_to)
+                                  s_count, keep_segment_predictions, pad_to)
                         for i in range(0, m, chunk)
-                    ] or [_empty_rows(s_count, self.config.seq_len, lab is not None, keep_segment_predictions)])
+                    ] or empty)
             finally:
                 model.train(was_training)
         out = {}
@@ -365,9 +385,9 @@ def _exact(pred: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
     return ((pred == lab) | (lab == IGNORE_LABEL)).all(-1)
 
 
-def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int, early_stop: bool,
-              keep: bool, pad_to: int | None = None) -> dict[str, np.ndarray]:
-    """One model, one chunk of rows: s_count segments from the initial state.
+def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int, keep: bool,
+              pad_to: int | None = None) -> dict[str, np.ndarray]:
+    """One model, one chunk of rows: s_count segments from the initial state (the paper's procedure).
 
     ``pad_to``: run exactly that many rows (blank puzzles appended) and drop the extra ones.
     """
@@ -376,83 +396,101 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
         x = torch.cat([x, torch.full((pad_to - real, x.shape[1]), BLANK_TOKEN, dtype=x.dtype, device=x.device)])
         if lab is not None:
             lab = torch.cat([lab, torch.full((pad_to - real, lab.shape[1]), IGNORE_LABEL, dtype=lab.dtype, device=lab.device)])
-        out = _run_rows(inner, forward, x, lab, s_count, early_stop, keep)
+        out = _run_rows(inner, forward, x, lab, s_count, keep)
         return {k: (v[:, :real] if k.startswith("segment_") else v[:real]) for k, v in out.items()}
 
     m = x.shape[0]
     dev = x.device
     ids = torch.zeros(m, dtype=torch.int32, device=dev)
-
     seg_halt = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
     seg_ok = torch.zeros(s_count, m, dtype=torch.bool, device=dev) if lab is not None else None
     seg_pred = torch.zeros(s_count, m, x.shape[1], dtype=torch.uint8, device=dev) if keep else None
-
-    if not early_stop:
-        for s, seg in enumerate(run_segments(inner, {"inputs": x, "puzzle_identifiers": ids}, s_count, step=forward)):
-            logits, qh, qc = seg.logits, seg.q_halt, seg.q_continue
-            pred = logits.argmax(-1)
-            seg_halt[s] = qh > qc
-            if seg_ok is not None:
-                seg_ok[s] = _exact(pred, lab)
-            if seg_pred is not None:
-                seg_pred[s] = pred.to(torch.uint8)
-        conf = torch.softmax(logits.to(torch.float32), dim=-1).amax(-1)
-        out = {
-            "predictions": pred.to(torch.uint8), "q_halt": qh.float(), "q_continue": qc.float(),
-            "halted": qh > qc, "steps": torch.full((m,), s_count, dtype=torch.int16, device=dev), "confidence": conf,
-        }
-    else:
-        out = {
-            "predictions": torch.zeros(m, x.shape[1], dtype=torch.uint8, device=dev),
-            "q_halt": torch.zeros(m, dtype=torch.float32, device=dev),
-            "q_continue": torch.zeros(m, dtype=torch.float32, device=dev),
-            "halted": torch.zeros(m, dtype=torch.bool, device=dev),
-            "steps": torch.zeros(m, dtype=torch.int16, device=dev),
-            "confidence": torch.zeros(m, x.shape[1], dtype=torch.float32, device=dev),
-        }
-        # Not a run of s_count segments: a row leaves the batch at its first halt.
-        carry = initial_inner_carry(inner, m)
-        active = torch.arange(m, device=dev)
-        frozen_ok = torch.zeros(m, dtype=torch.bool, device=dev)
-        frozen_halt = torch.zeros(m, dtype=torch.bool, device=dev)
-        frozen_pred = torch.zeros(m, x.shape[1], dtype=torch.uint8, device=dev) if keep else None
-        for s in range(s_count):
-            if active.numel() == 0:
-                seg_halt[s:] = frozen_halt
-                if seg_ok is not None:
-                    seg_ok[s:] = frozen_ok
-                if seg_pred is not None:
-                    seg_pred[s:] = frozen_pred
-                break
-            carry, logits, (qh, qc) = forward(carry, {"inputs": x[active], "puzzle_identifiers": ids[active]})
-            pred = logits.argmax(-1)
-            halt_now = qh > qc
-            stop = halt_now | (s == s_count - 1)
-            ok = _exact(pred, lab[active]) if lab is not None else None
-            if seg_pred is not None:
-                frozen_pred[active] = pred.to(torch.uint8)
-                seg_pred[s] = frozen_pred
-            frozen_halt[active] = halt_now
-            seg_halt[s] = frozen_halt
-            if seg_ok is not None:
-                frozen_ok[active] = ok
-                seg_ok[s] = frozen_ok
-            rows = active[stop]
-            if rows.numel():
-                out["predictions"][rows] = pred[stop].to(torch.uint8)
-                out["q_halt"][rows] = qh[stop].float()
-                out["q_continue"][rows] = qc[stop].float()
-                out["halted"][rows] = halt_now[stop]
-                out["steps"][rows] = s + 1
-                out["confidence"][rows] = torch.softmax(logits[stop].to(torch.float32), dim=-1).amax(-1)
-            keep_rows = ~stop
-            active = active[keep_rows]
-            carry = InnerCarry(carry.z_H[keep_rows], carry.z_L[keep_rows])
-    out["segment_halted"] = seg_halt
+    for s, seg in enumerate(run_segments(inner, {"inputs": x, "puzzle_identifiers": ids}, s_count, step=forward)):
+        logits, qh, qc = seg.logits, seg.q_halt, seg.q_continue
+        pred = logits.argmax(-1)
+        seg_halt[s] = qh > qc
+        if seg_ok is not None:
+            seg_ok[s] = _exact(pred, lab)
+        if seg_pred is not None:
+            seg_pred[s] = pred.to(torch.uint8)
+    conf = torch.softmax(logits.to(torch.float32), dim=-1).amax(-1)
+    out = {
+        "predictions": pred.to(torch.uint8), "q_halt": qh.float(), "q_continue": qc.float(),
+        "halted": qh > qc, "steps": torch.full((m,), s_count, dtype=torch.int16, device=dev), "confidence": conf,
+        "segment_halted": seg_halt,
+    }
     if seg_ok is not None:
         out["segment_correct"] = seg_ok
     if seg_pred is not None:
         out["segment_predictions"] = seg_pred
+    return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int,
+                         keep: bool, width: int) -> dict[str, np.ndarray]:
+    """One model, all M rows, each stopped at its own first halt (``early_stop``), by continuous
+    batching: at most ``width`` rows run a segment together, each at its own segment; a row that
+    halts (or ends its last segment) leaves the batch and the next waiting row takes its place, so
+    the segments run, and the FLOPs, fall with the halting rate. A row's numbers do not depend on
+    which rows share its batch. After a row stops, its per-segment flags keep their last value."""
+    m, dev, cells = x.shape[0], x.device, x.shape[1]
+    width = max(1, min(width, m))
+    out = {
+        "predictions": torch.zeros(m, cells, dtype=torch.uint8, device=dev),
+        "q_halt": torch.zeros(m, dtype=torch.float32, device=dev),
+        "q_continue": torch.zeros(m, dtype=torch.float32, device=dev),
+        "halted": torch.zeros(m, dtype=torch.bool, device=dev),
+        "steps": torch.zeros(m, dtype=torch.int16, device=dev),
+        "confidence": torch.zeros(m, cells, dtype=torch.float32, device=dev),
+        "segment_halted": torch.zeros(s_count, m, dtype=torch.bool, device=dev),
+    }
+    if lab is not None:
+        out["segment_correct"] = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
+    if keep:
+        out["segment_predictions"] = torch.zeros(s_count, m, cells, dtype=torch.uint8, device=dev)
+    ids = torch.zeros(width, dtype=torch.int32, device=dev)
+    segments = torch.arange(s_count, device=dev)[:, None]
+    active = torch.zeros(0, dtype=torch.long, device=dev)  # rows in the batch
+    segment = torch.zeros(0, dtype=torch.long, device=dev)  # the segment each of them runs next
+    carry: InnerCarry | None = None
+    waiting = 0  # rows waiting..m-1 have not started
+    while True:
+        free = width - active.numel()
+        if free and waiting < m:  # fill the batch from the queue, at the initial state
+            new = torch.arange(waiting, min(m, waiting + free), device=dev)
+            waiting += new.numel()
+            fresh = initial_inner_carry(inner, new.numel())
+            carry = fresh if carry is None else InnerCarry(torch.cat([carry.z_H, fresh.z_H]), torch.cat([carry.z_L, fresh.z_L]))
+            active = torch.cat([active, new])
+            segment = torch.cat([segment, torch.zeros_like(new)])
+        if active.numel() == 0:
+            break
+        carry, logits, (qh, qc) = forward(carry, {"inputs": x[active], "puzzle_identifiers": ids[:active.numel()]})
+        pred = logits.argmax(-1).to(torch.uint8)
+        halt_now = qh > qc
+        stop = halt_now | (segment == s_count - 1)
+        # This segment's flags; a stopping row's also stand for every later segment.
+        later = (segments >= segment[None]) & (stop[None] | (segments == segment[None]))  # [S, rows]
+        values = {"segment_halted": halt_now}
+        if lab is not None:
+            values["segment_correct"] = _exact(pred.long(), lab[active])
+        if keep:
+            values["segment_predictions"] = pred
+        for key, value in values.items():
+            block = out[key][:, active]
+            mask = later if block.ndim == 2 else later[..., None]
+            out[key][:, active] = torch.where(mask, value[None].expand_as(block), block)
+        rows = active[stop]
+        if rows.numel():
+            out["predictions"][rows] = pred[stop]
+            out["q_halt"][rows] = qh[stop].float()
+            out["q_continue"][rows] = qc[stop].float()
+            out["halted"][rows] = halt_now[stop]
+            out["steps"][rows] = (segment[stop] + 1).to(torch.int16)
+            out["confidence"][rows] = torch.softmax(logits[stop].to(torch.float32), dim=-1).amax(-1)
+        go_on = ~stop
+        active, segment = active[go_on], segment[go_on] + 1
+        carry = InnerCarry(carry.z_H[go_on], carry.z_L[go_on])
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 
@@ -634,6 +672,13 @@ class Histogram:
             np.rint((x - y) ** 2 * _Q).astype(np.int64).sum(),
         ], dtype=np.int64)
 
+    def merge(self, other: "Histogram") -> None:
+        """Add ``other``'s counts: the histogram of both parts' data (the sums are integers, so exact)."""
+        if other.bins != self.bins:
+            raise ValueError(f"cannot merge a {other.bins}-bin histogram into a {self.bins}-bin one")
+        for name in ("count", "conf_sum", "ok_sum", "moments"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def summary(self) -> dict[str, float | None]:
         n = int(self.moments[0])
         if n == 0:
@@ -720,6 +765,58 @@ class EvalResult:
     def shape(self) -> tuple[int, int, int]:
         return self.correct.shape  # type: ignore[return-value]
 
+    # -- parts: an evaluation cut into consecutive chunks of puzzles, put back together
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the result (histograms as ``<name>.<field>``), e.g. for ``numpy.savez``;
+        :meth:`from_arrays` rebuilds it with the scalars (names, perturbation, early_stop)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+        for name in ("cells_base", "cells_pooled"):
+            h = getattr(self, name)
+            out.update({f"{name}.{k}": getattr(h, k) for k in ("count", "conf_sum", "ok_sum", "moments")})
+        out["seconds"], out["rows"] = np.float64(self.seconds), np.int64(self.rows)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, names: Sequence[str], perturbation: str,
+                    early_stop: bool) -> "EvalResult":
+        hist = {name: Histogram(len(arrays[f"{name}.count"]),
+                                *(np.asarray(arrays[f"{name}.{k}"]) for k in ("count", "conf_sum", "ok_sum", "moments")))
+                for name in ("cells_base", "cells_pooled")}
+        arrays_of = {f.name: np.asarray(arrays[f.name]) for f in fields(cls)
+                     if f.name in arrays and f.name not in ("seconds", "rows")}
+        return cls(names=list(names), perturbation=perturbation, early_stop=early_stop, **arrays_of, **hist,
+                   seconds=float(arrays["seconds"]), rows=int(arrays["rows"]))
+
+    @classmethod
+    def concat(cls, parts: Sequence["EvalResult"]) -> "EvalResult":
+        """The result of the puzzles of ``parts`` in order, as one evaluation of them all gives it:
+        per-puzzle arrays are joined, per-segment counts and histograms summed (integers: exact)."""
+        if not parts:
+            raise ValueError("no parts to join")
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.names, p.perturbation, p.early_stop, p.shape[:2]) != (first.names, first.perturbation,
+                                                                          first.early_stop, first.shape[:2]):
+                raise ValueError("parts of different evaluations (checkpoints, perturbation or early stop differ)")
+        joined: dict[str, Any] = {}
+        for f in fields(cls):
+            value = getattr(first, f.name)
+            if f.name in ("segment_correct", "segment_halted"):
+                joined[f.name] = sum((getattr(p, f.name) for p in parts[1:]), value.copy())
+            elif isinstance(value, np.ndarray):
+                joined[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=value.ndim - 1)
+            elif isinstance(value, Histogram):
+                h = Histogram(value.bins)
+                for p in parts:
+                    h.merge(getattr(p, f.name))
+                joined[f.name] = h
+            elif f.name in ("seconds", "rows"):
+                joined[f.name] = sum(getattr(p, f.name) for p in parts)
+            else:
+                joined[f.name] = value
+        return cls(**joined)
+
     @property
     def n(self) -> int:
         return self.correct.shape[2]
@@ -784,6 +881,11 @@ class EvalResult:
             "selected_verified": float(self.lf_verified.mean()),
             "no_pass_halted": float(self.lf_no_halt.mean()),
             "mean_vote_share": float((self.lf_votes / np.maximum(self.lf_pool, 1)).mean()),
+        }
+        run = int(self.steps.astype(np.int64).sum())
+        out["work"] = {  # row-segments the model ran: each costs the same FLOPs (segment_flops)
+            "segments_run": run, "segments_of_all_segment_passes": K * P * n * S,
+            "saved_fraction": 1.0 - run / (K * P * n * S) if S else 0.0,
         }
         out["early_stop_view"] = {  # the same passes read at the model's own halt (a different setting)
             "exact_accuracy": float(self.es_correct[-1, 0].mean()),
@@ -876,11 +978,13 @@ def evaluate_puzzles(
     bins: int = 10,
     progress: bool = False,
     desc: str = "evaluate",
+    on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Run N puzzles (tokens [N, 81]; labels tokens, -100 ignored) through K checkpoints x P passes.
 
     ``batch_size`` puzzles per batch: each checkpoint then sees batch_size x P rows.
     Returns an :class:`EvalResult`; nothing here depends on the batch size except speed.
+    ``on_batch(puzzles)`` is called after each batch (a caller's own progress report).
     """
     inputs = np.asarray(inputs)
     labels = np.asarray(labels)
@@ -966,6 +1070,8 @@ def evaluate_puzzles(
             per["lf_no_halt"].append(sel.no_halt[-1])
 
             bar.update(b)
+            if on_batch is not None:
+                on_batch(b)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -42,7 +42,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from hrm.distributed import Dist, DistributedError, all_gather_object, finish, init_distributed
 from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device
 from hrm.model.hrm import mistyped_fields
 from hrm.optim import AdamATan2, cosine_schedule_lr
@@ -215,43 +215,6 @@ class TrainResult:
 # ----------------------------------------------------------------------------- distributed
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False  # we initialised the process group (and destroy it at the end)
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the torchrun process group when the environment says so (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 and not dist.is_initialized():
-        return Dist()
-    if device_kind == "mps":
-        raise TrainError("distributed training is not supported on mps; use cpu (gloo) or cuda (nccl)")
-    owns = False
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_kind == "cuda":
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-        owns = True
-    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, owns_group=owns)
-
-
-def _all_gather_object(obj: Any, d: Dist) -> list[Any]:
-    if not d.enabled:
-        return [obj]
-    out: list[Any] = [None] * d.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
     """Sum the gradients over ranks, one flat buffer per dtype (missing grads count as zeros)."""
     by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
@@ -404,8 +367,8 @@ class TrainState:
 
     def snapshot(self, d: Dist, device: torch.device, key: Mapping[str, Any], total_steps: int) -> dict[str, Any] | None:
         """The state of every rank, gathered (collective: call on every rank); the dict on rank 0, None elsewhere."""
-        carries = _all_gather_object(_carry_to_dict(self.carry), d)
-        rngs = _all_gather_object(_rng_state(device), d)
+        carries = all_gather_object(_carry_to_dict(self.carry), d)
+        rngs = all_gather_object(_rng_state(device), d)
         if d.rank != 0:
             return None
         self.history["elapsed"] = self.seconds()
@@ -727,7 +690,10 @@ def train(
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     device = resolve_device(cfg.device)
-    d = init_distributed(device.type)
+    try:
+        d = init_distributed(device.type)
+    except DistributedError as e:
+        raise TrainError(str(e)) from None
     if device.type == "cuda" and d.enabled:
         device = torch.device("cuda", d.local_rank)
     say = (log or (lambda s: None)) if d.rank == 0 else (lambda s: None)
@@ -739,8 +705,7 @@ def train(
     try:
         return _loop(cfg, device, d, dataset, eval_dataset, hooks or TrainHooks(), callback, say)
     finally:
-        if d.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        finish(d)
 
 
 def _loop(cfg, device, d: Dist, dataset, eval_dataset, hooks: TrainHooks, callback, say) -> TrainResult:

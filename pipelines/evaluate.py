@@ -25,9 +25,9 @@ models' seq_len / vocab_size, token ranges) runs before any inference starts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,9 +61,8 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_models(files: Sequence[Path], device: str, forward_dtype: str):
-    """Load every checkpoint and check they agree; StageError names file and mismatch."""
-    dev = resolve_device_option(device)
+def load_models(files: Sequence[Path], dev, forward_dtype: str):
+    """Load every checkpoint on ``dev`` and check they agree; StageError names file and mismatch."""
     dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
     models = [load_sudoku_model(f, dev, dtype) for f in files]
     first = models[0].config
@@ -73,7 +72,7 @@ def load_models(files: Sequence[Path], device: str, forward_dtype: str):
             if a != b:
                 raise StageError(f"{f}: {key} is {b}, but {files[0]} has {a}; an ensemble needs one "
                                  f"{key} (check the all_config.yaml beside each checkpoint)")
-    return models, dev
+    return models
 
 
 def load_split(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
@@ -173,13 +172,16 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
          f"after {_num(m['early_stop_view']['mean_steps'])} segments on average."
          if "early_stop_view" in m else ""),
         "",
+        (f"Work: {m['work']['segments_run']:,} of the {m['work']['segments_of_all_segment_passes']:,} row-segments "
+         f"of the paper's procedure ({_pct(m['work']['saved_fraction'])} saved), "
+         f"{_num(m['work']['gflop_run'])} GFLOP." if "work" in m else ""),
+        "",
         "paper_vote reproduces the fork's rule (per checkpoint: passes that are right AND halted > half of "
         "its halted passes; solved if any checkpoint does). It selects with the labels, so it is not a "
         "method that could answer an unseen puzzle; label_free is the same ensemble without labels.",
         "",
     ]
     if "baseline" in m:
-        b = m["baseline"]
         lines += [
             "## Single checkpoints (unperturbed)",
             "",
@@ -301,16 +303,27 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]), default="disabled", help="Weights & Biases logging.")
 @click.option("--project-name", default=DEFAULT_PROJECT, help="W&B project.")
 @click.option("--run-name", default="", help="W&B run name (empty: W&B chooses).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=1024,
+              help="Puzzles per unit of work (rounded up to whole batches): what a stopped run keeps, and what "
+                   "torchrun's ranks share out.")
+@click.option("--restart", is_flag=True, default=False,
+              help="Drop the units of a stopped run in OUT.resume and start over (by default the same command "
+                   "continues it).")
 @click.option("--progress/--no-progress", default=True,
               help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("evaluate", aliases={"checkpoints": "last"})
 def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbation, test_size, tiers, batch_size,
              max_rows, device, forward_dtype, compile_, early_stop, seed, num_threads, output, wandb_mode,
-             project_name, run_name, progress) -> None:
-    """Evaluate HRM checkpoints: single model, the fork's Augmented HRM vote, a label-free vote, tiers."""
+             project_name, run_name, chunk_size, restart, progress) -> None:
+    """Evaluate HRM checkpoints: single model, the fork's Augmented HRM vote, a label-free vote, tiers.
+
+    Resumable (the same command continues a stopped run) and distributed
+    (``torchrun --nproc-per-node N -m pipelines.evaluate ...``): pipelines/eval_job.py."""
     import torch
 
+    from hrm import __version__
     from hrm import evaluate as ev
+    from hrm.distributed import DistributedError, finish, init_distributed
 
     t_start = time.perf_counter()
     if num_threads:
@@ -323,35 +336,119 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         raise StageError(str(e)) from None
     files = resolve_checkpoints(checkpoints, last)
     names = checkpoint_names(files)
-    models, dev = load_models(files, device, forward_dtype)
+    dev = resolve_device_option(device)
+    try:
+        d = init_distributed(dev.type, timeout_s=RANK_TIMEOUT_S)
+    except DistributedError as e:
+        raise StageError(str(e)) from None
+    if dev.type == "cuda" and d.enabled:
+        dev = torch.device("cuda", d.local_rank)
+    try:
+        _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, perturbation, test_size,
+                  tier_list, perts, batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output,
+                  wandb_mode, project_name, run_name, chunk_size, restart, progress, t_start, __version__)
+    finally:
+        finish(d)
+
+
+RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly
+
+
+def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, perturbation, test_size, tier_list,
+              perts, batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output, wandb_mode,
+              project_name, run_name, chunk_size, restart, progress, t_start, version) -> None:
+    import torch
+
+    from pipelines.eval_job import EvalJob, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
+    from schemas.manifest import file_sha256
+
+    models = load_models(files, dev, forward_dtype)
     ds = open_split(dataset, variant, split)
     dataset_dir = ds.dataset_dir
     data = load_split(ds, test_size, seed, files[0], models[0].config)
     claim_output(output, OWNS, STAGE)
     n = len(data["rows"])
-    log(STAGE, f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
-        f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}")
-
+    say = (lambda m: log(STAGE, m)) if d.rank == 0 else (lambda m: None)
+    set_names = [split] + [f"tier {ev.tier_name(t)}" for t in tier_list]
+    chunk = chunk_rows(chunk_size, batch_size)
+    units = plan_units(len(set_names), n, chunk)
     engine = ev.Engine(models, max_rows=max_rows or ev.auto_max_rows(dev), compile=compile_)
-    common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop, progress=progress)
+    # What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
+    # stopped job continues only under the same.
+    job_settings = {
+        "checkpoints": [{"file": str(f), "sha256": file_sha256(f)} for f in files],
+        "dataset": {"dir": str(dataset_dir), "manifest_sha256": file_sha256(dataset_dir / "manifest.json")},
+        "split": split, "rows": {"count": n, "sha256": hashlib.sha256(data["rows"].astype("<i8").tobytes()).hexdigest()},
+        "test_size": test_size, "seed": seed, "permutations": permutations, "perturbation": perturbation,
+        "tiers": [list(t) for t in tier_list], "early_stop": early_stop, "batch_size": batch_size,
+        "chunk_rows": chunk, "max_rows": engine.max_rows, "compile": compile_, "device": dev.type,
+        "forward_dtype": str(models[0].config.forward_dtype), "hrm": version,
+    }
+    check_ranks_agree(job_settings, d)
+    job = EvalJob(job_folder(output), job_settings, d)
+    resumed = job.open(restart)
+    mine = job.mine(units)
+    todo = [u for u in mine if not (resumed and job.done(u))]
+    say(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
+        f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}; "
+        f"{len(units)} unit(s) of {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
+        + (f"; continuing {job.folder}: {len(mine) - len(todo)} of this rank's {len(mine)} already done" if resumed else ""))
 
-    # ---- work
-    try:
-        test = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"], desc=f"{STAGE} {split}", **common)
-        log(STAGE, f"{split}: {n} puzzles in {test.seconds:.1f} s ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
-            f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s)")
-        tier_results = {}
-        for i, (lo, hi) in enumerate(tier_list):
+    common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop)
+    tier_inputs: dict[int, np.ndarray] = {}
+
+    def inputs_of(unit: Unit) -> np.ndarray:
+        if unit.set_index == 0:
+            return data["inputs"]
+        if unit.set_index not in tier_inputs:  # drawn for the whole set at once: the stream of one run
+            lo, hi = tier_list[unit.set_index - 1]
             rng = np.random.default_rng([ev.TIER_STREAM, seed, lo, hi])
-            easy = ev.reveal_tier(data["inputs"], data["labels"], lo, hi, rng)
-            name = ev.tier_name((lo, hi))
-            tier_results[name] = ev.evaluate_puzzles(engine, easy, data["labels"], ratings=data["rating"],
-                                                     desc=f"{STAGE} tier {name}", **common)
-    except KeyboardInterrupt:
-        log(STAGE, "interrupted; nothing written")
-        sys.exit(130)
+            tier_inputs[unit.set_index] = ev.reveal_tier(data["inputs"], data["labels"], lo, hi, rng)
+        return tier_inputs[unit.set_index]
 
-    metrics = _clean({"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}})
+    from hrm.progress import progress_bar
+
+    total = sum(u.puzzles for u in mine)
+    bar = progress_bar(total, f"{STAGE} (rank {d.rank} of {d.world_size})" if d.enabled else STAGE, "puzzle",
+                       enabled=progress and d.rank == 0, initial=total - sum(u.puzzles for u in todo))
+    try:
+        for unit in todo:
+            x = inputs_of(unit)[unit.lo:unit.hi]
+            res = ev.evaluate_puzzles(engine, x, data["labels"][unit.lo:unit.hi],
+                                      ratings=data["rating"][unit.lo:unit.hi], on_batch=bar.update, **common)
+            job.save(unit, res.as_arrays())
+    except KeyboardInterrupt:
+        bar.close()
+        left = sum(1 for u in todo if not job.path(u).is_file())
+        log(STAGE, f"stopped with {len(mine) - left} of this rank's {len(mine)} unit(s) done, kept in {job.folder}; "
+                   "the same command continues from there")
+        raise
+    bar.close()
+    job.wait_for_all()
+    if d.rank != 0:
+        return
+
+    results = []
+    for s_index in range(len(set_names)):
+        parts = []
+        for unit in (u for u in units if u.set_index == s_index):
+            arrays = job.load(unit)
+            if arrays is None:
+                raise StageError(f"{job.path(unit)}: a finished unit is missing or damaged; rerun the same command "
+                                 f"to run it again")
+            parts.append(ev.EvalResult.from_arrays(arrays, names=names, perturbation=perts.kind, early_stop=early_stop))
+        results.append(ev.EvalResult.concat(parts))
+    test, tier_results = results[0], {ev.tier_name(t): r for t, r in zip(tier_list, results[1:])}
+    log(STAGE, f"{split}: {n} puzzles, {test.seconds:.1f} s of evaluation ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
+        f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s"
+        + (f", summed over {d.world_size} ranks" if d.enabled else "") + ")")
+
+    summaries = {"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}}
+    for summary, res in [(summaries["test"], test), *((summaries["tiers"][k], r) for k, r in tier_results.items())]:
+        if "work" in summary:  # FLOPs: each checkpoint's row-segments times its segment's FLOPs
+            summary["work"]["gflop_run"] = sum(float(res.steps[k].sum()) * ev.segment_flops(m)
+                                               for k, m in enumerate(models)) / 1e9
+    metrics = _clean(summaries)
     tables = build_tables(test, tier_results)
     settings = {
         "checkpoints": [str(f) for f in files], "names": names, "dataset": str(dataset_dir), "split": split,
@@ -366,6 +463,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         "seconds": {"test": round(test.seconds, 3), **{f"tier_{k}": round(v.seconds, 3) for k, v in tier_results.items()}},
         "puzzles_per_s": round(n / max(test.seconds, 1e-9), 3),
         "passes_per_s": round(n * permutations * len(models) / max(test.seconds, 1e-9), 3),
+        "world_size": d.world_size, "chunk_rows": chunk, "units": len(units), "resumed": resumed,
     }
 
     import polars as pl
@@ -388,12 +486,17 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         }).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         log_wandb(wandb_mode, tmp, project_name, run_name, settings, metrics, tables)
+    job.remove()  # the outputs are in place: the units are not needed any more
 
     m = metrics["test"]
     log(STAGE, f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
-        f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}")
+        f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}"
+        + (f"; {_pct(m['work']['saved_fraction'])} of the segments saved by the early stop" if early_stop and "work" in m
+           else ""))
     log(STAGE, f"wrote {output}/ (metrics.json, summary.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
 
 
-if __name__ == "__main__":
-    evaluate(prog_name="hrm evaluate")
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m pipelines.evaluate [OPTIONS]
+    from pipelines.cli import main
+
+    main(evaluate, prog_name="hrm evaluate")

@@ -561,6 +561,32 @@ def test_compiled_engine_makes_the_same_decisions(real):
     assert np.allclose(eager.q_halt, comp.q_halt, atol=1e-4)
 
 
+def test_early_stop_refills_the_batch_and_runs_fewer_segments(real):
+    """Continuous batching (issue 18): with a batch of 3 rows, a halted row leaves and a waiting one takes its
+    place; every row's outcome is the one it gets with all 24 rows in one batch, and the segments run are the
+    segments the rows needed, which the summary reports as work saved."""
+    q, a, _ = real
+    models = [tiny_model(2, halt_max_steps=4), tiny_model(5, halt_max_steps=4)]
+    x = ev.make_perturbations("shift", 2).apply(q[:12]).reshape(-1, 81)
+    y = ev.make_perturbations("shift", 2).apply(a[:12]).reshape(-1, 81)
+    wide = ev.Engine(models).run(x, y, early_stop=True, keep_segment_predictions=True)
+    narrow = ev.Engine(models, max_rows=3).run(x, y, early_stop=True, keep_segment_predictions=True)
+    for name in ("predictions", "halted", "steps", "segment_halted", "segment_correct", "segment_predictions"):
+        assert np.array_equal(getattr(narrow, name), getattr(wide, name)), name
+    assert np.allclose(narrow.q_halt, wide.q_halt, atol=1e-6) and np.allclose(narrow.confidence, wide.confidence, atol=1e-6)
+    # A stopped row's flags stand for every later segment.
+    last = np.take_along_axis(narrow.segment_halted, (narrow.steps[:, None].astype(np.int64) - 1), 1)[:, 0]
+    assert np.array_equal(last, narrow.halted) and (narrow.segment_halted[:, -1] == narrow.halted).all()
+    res = ev.evaluate_puzzles(ev.Engine(models, max_rows=3), q[:12], a[:12],
+                              perturbations=ev.make_perturbations("shift", 2), batch_size=12, early_stop=True)
+    work = res.summary()["work"]
+    assert work["segments_run"] == int(res.steps.sum()) and work["segments_of_all_segment_passes"] == 2 * 2 * 12 * 4
+    assert 0 < work["saved_fraction"] == 1 - res.steps.sum() / (2 * 2 * 12 * 4)
+    full = ev.evaluate_puzzles(ev.Engine(models), q[:12], a[:12], perturbations=ev.make_perturbations("shift", 2),
+                               batch_size=12)
+    assert full.summary()["work"]["saved_fraction"] == 0.0  # the paper's procedure runs every segment
+
+
 def test_early_stop_view_equals_an_early_stop_run(real):
     q, a, _ = real
     engine = ev.Engine([tiny_model(2, halt_max_steps=4), tiny_model(5, halt_max_steps=4)])  # these halt sometimes

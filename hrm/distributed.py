@@ -1,0 +1,73 @@
+"""torchrun's process group, as training and evaluation join it (gloo on CPU, nccl on CUDA).
+
+A run started by ``torchrun --nproc-per-node N`` has WORLD_SIZE, RANK and LOCAL_RANK in its
+environment; a plain run has none and is rank 0 of a world of 1 (every helper here is then a
+no-op), so the same code serves both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Dist", "DistributedError", "init_distributed", "all_gather_object", "barrier", "finish"]
+
+
+class DistributedError(RuntimeError):
+    """The environment asks for a distributed run this device cannot do."""
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we initialised the process group (and destroy it at the end)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_kind: str, timeout_s: float | None = None) -> Dist:
+    """Join the torchrun process group when the environment says so (gloo on CPU, nccl on CUDA).
+    ``timeout_s``: how long a collective waits for the slowest rank (None: torch's default)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and not dist.is_initialized():
+        return Dist()
+    if device_kind == "mps":
+        raise DistributedError("distributed runs are not supported on mps; use cpu (gloo) or cuda (nccl)")
+    owns = False
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_kind == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        kwargs = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo", **kwargs)
+        owns = True
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, owns_group=owns)
+
+
+def all_gather_object(obj: Any, d: Dist) -> list[Any]:
+    """``obj`` of every rank, in rank order (``[obj]`` without a process group)."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def finish(d: Dist) -> None:
+    """Leave the process group if this process created it."""
+    if d.owns_group and dist.is_initialized():
+        dist.destroy_process_group()

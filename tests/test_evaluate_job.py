@@ -1,0 +1,219 @@
+"""``hrm evaluate`` as a job (pipelines/eval_job.py): chunks joined back, a stopped run continued,
+settings checked, and torchrun's ranks (2 CPU processes on gloo) giving the one-process outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hrm import evaluate as ev
+from test_evaluate import real, tiny_model, write_dataset, write_run  # noqa: F401 (real: a fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, real):  # noqa: F811
+    q, a, r = real
+    root = tmp_path_factory.mktemp("job")
+    return write_run(root / "run"), write_dataset(root / "sudoku-test", q, a, r)
+
+
+def evaluate_args(inputs, out: Path, *extra) -> list[str]:
+    run, dataset = inputs
+    return [str(a) for a in ("--checkpoint", run, "--last", 2, "--dataset", dataset, "--permutations", 3,
+                             "--tiers", "1-5", "--batch-size", 3, "--chunk-size", 3, "--device", "cpu",
+                             "--no-progress", "--output", out, *extra)]
+
+
+def hrm(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every output file but run.json (timings), by path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "run.json"}
+
+
+@pytest.fixture(scope="module")
+def one_run(inputs, tmp_path_factory) -> dict[str, bytes]:
+    """The outputs of one uninterrupted one-process run: what every other way must give."""
+    out = tmp_path_factory.mktemp("one") / "out"
+    r = hrm(*evaluate_args(inputs, out))
+    assert r.returncode == 0, r.stderr
+    assert not (out.parent / "out.resume").exists()  # the units are removed once the outputs are in place
+    run = json.loads((out / "run.json").read_text())
+    assert run["units"] == 26 and run["chunk_rows"] == 3 and run["world_size"] == 1 and not run["resumed"]
+    return outputs(out)
+
+
+def test_chunks_joined_equal_one_evaluation(real):  # noqa: F811
+    q, a, r = real
+    engine = ev.Engine([tiny_model(0), tiny_model(1)])
+    pert = ev.make_perturbations("relabel", 3, seed=5)
+    whole = ev.evaluate_puzzles(engine, q[:12], a[:12], perturbations=pert, ratings=r[:12], batch_size=4)
+    parts = [ev.evaluate_puzzles(engine, q[lo:lo + 4], a[lo:lo + 4], perturbations=pert, ratings=r[lo:lo + 4],
+                                 batch_size=4) for lo in (0, 4, 8)]
+    saved = [ev.EvalResult.from_arrays(p.as_arrays(), names=p.names, perturbation=p.perturbation,
+                                       early_stop=p.early_stop) for p in parts]  # through the unit files' arrays
+    joined = ev.EvalResult.concat(saved)
+    assert json.dumps(joined.summary()) == json.dumps(whole.summary())
+    assert json.dumps(joined.tables()) == json.dumps(whole.tables())
+    for name, value in whole.as_arrays().items():
+        if name != "seconds":
+            assert np.array_equal(joined.as_arrays()[name], value), name
+    with pytest.raises(ValueError, match="different evaluations"):
+        ev.EvalResult.concat([parts[0], ev.evaluate_puzzles(engine, q[:4], a[:4], perturbations=pert, batch_size=4,
+                                                            early_stop=True)])
+
+
+def test_a_killed_run_continues_to_the_same_outputs(inputs, one_run, tmp_path):
+    out = tmp_path / "out"
+    resume = tmp_path / "out.resume"
+    args = evaluate_args(inputs, out)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(resume.glob("*.npz.sha256")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()
+    done = len(list(resume.glob("*.npz")))  # renamed into place after its sha256 was written: complete
+    assert 1 <= done < 26
+    r = hrm(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"continuing {resume}: {done} of this rank's 26 already done" in r.stderr
+    assert outputs(out) == one_run
+    assert json.loads((out / "run.json").read_text())["resumed"] and not resume.exists()
+
+
+def test_sigterm_keeps_the_units_and_says_how_to_continue(inputs, one_run, tmp_path):
+    out = tmp_path / "out"
+    resume = tmp_path / "out.resume"
+    args = evaluate_args(inputs, out)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(resume.glob("*.npz.sha256")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "the same command continues from there" in err and "Traceback" not in err
+    assert not out.exists() and list(resume.glob("*.npz"))
+    assert hrm(*args).returncode == 0 and outputs(out) == one_run
+
+
+def test_a_damaged_unit_is_run_again(inputs, one_run, tmp_path):
+    out = tmp_path / "out"
+    resume = tmp_path / "out.resume"
+    args = evaluate_args(inputs, out)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while len(list(resume.glob("*.npz.sha256"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    unit = sorted(resume.glob("*.npz"))[0]
+    data = bytearray(unit.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: its sha256 no longer matches
+    unit.write_bytes(bytes(data))
+    r = hrm(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"{unit}: content does not match its recorded sha256" in r.stderr and f"running {unit.stem} again" in r.stderr
+    assert outputs(out) == one_run
+
+
+def test_changed_settings_are_refused_by_name_and_restart_drops_the_units(inputs, one_run, tmp_path):
+    out = tmp_path / "out"
+    resume = tmp_path / "out.resume"
+    resume.mkdir()
+    args = evaluate_args(inputs, out)
+    # A folder there that this command did not write is never taken over (nor deleted).
+    (resume / "notes.txt").write_text("mine")
+    r = hrm(*args)
+    assert r.returncode == 1 and "is not an `hrm evaluate` job folder" in r.stderr and "Traceback" not in r.stderr
+    assert (resume / "notes.txt").read_text() == "mine"
+    (resume / "notes.txt").unlink()
+    resume.rmdir()
+    # A stopped job (its settings and no units yet), continued with another seed and permutations.
+    from pipelines.eval_job import JOB_FILE
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (resume / JOB_FILE).is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    r = hrm(*evaluate_args(inputs, out, "--seed", 4))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "run with other settings: seed (0 vs 4)" in r.stderr and "--restart" in r.stderr
+    r = hrm(*evaluate_args(inputs, out, "--permutations", 2))
+    assert "permutations (3 vs 2)" in r.stderr
+    r = hrm(*args, "--restart")
+    assert r.returncode == 0, r.stderr
+    assert outputs(out) == one_run and not resume.exists()
+
+
+def test_two_ranks_on_gloo_give_the_one_process_outputs(inputs, one_run, tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        str(29500 + os.getpid() % 1000), "-m", "pipelines.evaluate", *evaluate_args(inputs, out)],
+                       cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert outputs(out) == one_run  # every metric, puzzles.parquet and every plot CSV, byte for byte
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 2 and run["units"] == 26
+
+
+def _disagree(rank: int, world: int, init: str, queue) -> None:
+    import torch.distributed as dist
+
+    from hrm.distributed import Dist
+    from pipelines.eval_job import check_ranks_agree
+    from pipelines.io import StageError
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        check_ranks_agree({"checkpoints": [{"file": "step_2", "sha256": "ab" if rank == 0 else "cd"}], "seed": 0},
+                          Dist(rank=rank, world_size=world))
+        queue.put((rank, "no error"))
+    except StageError as e:
+        queue.put((rank, str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_that_disagree_on_a_checkpoint_stop_before_any_work(tmp_path):
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_disagree, args=(rank, 2, init, queue)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    messages = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(60)
+    # Both ranks stop, with the same message naming the setting and both values.
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("rank 1 and rank 0 disagree on checkpoints")
+    assert '"ab"' in messages[0] and '"cd"' in messages[0]
