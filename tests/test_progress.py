@@ -180,20 +180,20 @@ def eval_args(trained, data, out, *extra):
 
 
 def test_evaluate_progress_lines_in_a_pipe(trained, data, tmp_path):
-    """Interval 0: a line at every batch (here one puzzle), for the test split and the tier; none repeated at the end."""
+    """Interval 0: a line at every batch (here one puzzle), one count for the whole job (the test split, then the
+    tier: hrm evaluate's units); none repeated at the end."""
     assert trained[1] == 0
     rc, lines = run_timed(eval_args(trained, data, tmp_path / "ev"), 0)
     text = b"".join(raw for _, raw in lines).decode()
     assert rc == 0, text
     assert "\r" not in text and "\x1b" not in text
-    for desc in ("evaluate test", "evaluate tier 1-5"):
-        pat = line_re(desc, "puzzle")
-        prog = [pat.match(raw.decode().rstrip("\n")) for _, raw in lines if raw.decode().startswith(f"{desc}: ")]
-        assert prog and all(prog), text
-        assert [int(m["n"]) for m in prog] == list(range(1, 13))  # 12 test puzzles, one per batch
-        assert prog[-1]["pct"] == "100" and prog[-1]["eta"] == "0:00:00"
+    pat = line_re("evaluate", "puzzle")
+    prog = [pat.match(raw.decode().rstrip("\n")) for _, raw in lines if raw.decode().startswith("evaluate: puzzle ")]
+    assert prog and all(prog), text
+    assert [int(m["n"]) for m in prog] == list(range(1, 25))  # 12 test puzzles, then 12 of the tier, one per batch
+    assert prog[-1]["pct"] == "100" and prog[-1]["eta"] == "0:00:00"
     rc, lines = run_timed(eval_args(trained, data, tmp_path / "ev2", "--no-progress"), 0)
     text = b"".join(raw for _, raw in lines).decode()
     assert rc == 0, text
     assert not re.search(r"^evaluate [^:]+: puzzle \d", text, re.M) and "ETA" not in text and "\r" not in text
-    assert "evaluate: test: 12 puzzles in" in text  # the stage's own summary line stays
+    assert "evaluate: test: 12 puzzles, " in text  # the stage's own summary line stays
