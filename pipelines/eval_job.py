@@ -6,9 +6,11 @@ one uninterrupted run would run for those puzzles. A chunk is a *unit*; unit ``i
 all sets) belongs to rank ``i % world_size``. A finished unit is written to the job folder, beside
 the output (``OUT.resume/``), atomically with its sha256 (hrm.model.write_verified); a kill loses at
 most the units in flight. The same command continues a stopped job: units already there (and
-verified) are not run again. Rank 0 joins every unit in order (hrm.evaluate.EvalResult.concat),
-writes the outputs, and removes the job folder, so the outputs equal an uninterrupted
-one-process run's.
+verified) are not run again. A unit holds what the outputs need of its puzzles: the totals
+(hrm.evaluate.EvalTotals, integer sums of a size set by K, P and S alone) and, for the test split,
+the per-puzzle table. Rank 0 adds the units up in order, one at a time, writes the outputs and
+removes the job folder: the outputs equal an uninterrupted one-process run's, and memory holds no
+more than the totals and the per-puzzle table, however many puzzles there are.
 
 ``OUT.resume/job.json`` holds the job's settings: the checkpoints and the dataset manifest with their
 sha256, the evaluated rows, every option that changes a result. A job whose settings changed since

@@ -75,20 +75,28 @@ def load_models(files: Sequence[Path], dev, forward_dtype: str):
     return models
 
 
-def load_split(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
-    """The evaluated rows of the split ``ds`` (all, or a seeded sample of test_size), checked against
-    the model's encoding."""
+CHECK_ROWS = 8_192  # rows gathered at a time by the token check (about 8 MB in flight)
+
+
+def split_rows(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> np.ndarray:
+    """The evaluated rows of the split ``ds`` (all, or a seeded sample of test_size), every one checked
+    against the model's encoding before any inference, a block of rows at a time."""
     from hrm.data import eval_rows
 
-    dataset_dir, split = ds.dataset_dir, ds.split
-    manifest = dataset_dir / "manifest.json"
     check_dataset_encoding(ds, model_file, model_cfg)
     rows = eval_rows(ds.num_examples, test_size or None, seed)
     if len(rows) == 0:
-        raise StageError(f"{dataset_dir}: split {split!r} is empty")
+        raise StageError(f"{ds.dataset_dir}: split {ds.split!r} is empty")
+    for lo in range(0, len(rows), CHECK_ROWS):
+        gather_rows(ds, rows[lo:lo + CHECK_ROWS], model_file, model_cfg)
+    return rows
+
+
+def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
+    """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges checked."""
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
-    where = f"{dataset_dir / split} (rows of {manifest.name})"
+    where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
     bad_x = (x < 1) | (x > 10)
     if bad_x.any():
         row = int(np.argmax(bad_x.any(1)))
@@ -130,20 +138,21 @@ def _pct(v: Any) -> str:
 
 
 def build_tables(test, tiers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The plot tables of the test split's totals (hrm.evaluate.EvalTotals), with each tier's curve and row."""
     t = test.tables()
     for name, res in tiers.items():
         for row, seg in zip(t["segments"], res.tables()["segments"]):
             row[f"tier_{name}"] = seg["baseline"]
     t["reliability_q_halt"] = [r for r in t["reliability_q_halt"] if r["count"]]
     t["reliability_cells"] = [r for r in t["reliability_cells"] if r["count"]]
-    t["tiers"] = [{"tier": "test", "puzzles": test.n, "baseline": float(test.baseline().mean()),
-                   "paper_vote": float(test.paper_vote().mean()), "label_free": float(test.label_free().mean()),
-                   "verified_any": float(test.verified_any().mean())}]
-    for name, res in tiers.items():
-        t["tiers"].append({"tier": name, "puzzles": res.n, "baseline": float(res.baseline().mean()),
-                           "paper_vote": float(res.paper_vote().mean()), "label_free": float(res.label_free().mean()),
-                           "verified_any": float(res.verified_any().mean())})
+    t["tiers"] = [_tier_row(name, res) for name, res in [("test", test), *tiers.items()]]
     return t
+
+
+def _tier_row(name: str, totals) -> dict[str, Any]:
+    s = totals.summary(detail=False)
+    return {"tier": name, "puzzles": totals.n, "baseline": s["baseline_exact"], "paper_vote": s["paper_vote"],
+            "label_free": s["label_free"], "verified_any": s["verified_any"]}
 
 
 def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str]) -> str:
@@ -344,9 +353,12 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     if dev.type == "cuda" and d.enabled:
         dev = torch.device("cuda", d.local_rank)
     try:
-        _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, perturbation, test_size,
-                  tier_list, perts, batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output,
-                  wandb_mode, project_name, run_name, chunk_size, restart, progress, t_start, __version__)
+        _evaluate(ev, d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
+                  perturbation=perturbation, test_size=test_size, tier_list=tier_list, perts=perts,
+                  batch_size=batch_size, max_rows=max_rows, forward_dtype=forward_dtype, compile_=compile_,
+                  early_stop=early_stop, seed=seed, output=output, wandb_mode=wandb_mode, project_name=project_name,
+                  run_name=run_name, chunk_size=chunk_size, restart=restart, progress=progress, t_start=t_start,
+                  version=__version__)
     finally:
         finish(d)
 
@@ -354,9 +366,10 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly
 
 
-def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, perturbation, test_size, tier_list,
+def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations, perturbation, test_size, tier_list,
               perts, batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output, wandb_mode,
               project_name, run_name, chunk_size, restart, progress, t_start, version) -> None:
+    """The work of one rank (the command's options, checked; ``d`` its place among the ranks)."""
     import torch
 
     from pipelines.eval_job import EvalJob, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
@@ -365,9 +378,9 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
     models = load_models(files, dev, forward_dtype)
     ds = open_split(dataset, variant, split)
     dataset_dir = ds.dataset_dir
-    data = load_split(ds, test_size, seed, files[0], models[0].config)
+    rows = split_rows(ds, test_size, seed, files[0], models[0].config)
     claim_output(output, OWNS, STAGE)
-    n = len(data["rows"])
+    n = len(rows)
     say = (lambda m: log(STAGE, m)) if d.rank == 0 else (lambda m: None)
     set_names = [split] + [f"tier {ev.tier_name(t)}" for t in tier_list]
     chunk = chunk_rows(chunk_size, batch_size)
@@ -378,7 +391,7 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
     job_settings = {
         "checkpoints": [{"file": str(f), "sha256": file_sha256(f)} for f in files],
         "dataset": {"dir": str(dataset_dir), "manifest_sha256": file_sha256(dataset_dir / "manifest.json")},
-        "split": split, "rows": {"count": n, "sha256": hashlib.sha256(data["rows"].astype("<i8").tobytes()).hexdigest()},
+        "split": split, "rows": {"count": n, "sha256": hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()},
         "test_size": test_size, "seed": seed, "permutations": permutations, "perturbation": perturbation,
         "tiers": [list(t) for t in tier_list], "early_stop": early_stop, "batch_size": batch_size,
         "chunk_rows": chunk, "max_rows": engine.max_rows, "compile": compile_, "device": dev.type,
@@ -391,20 +404,18 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
     todo = [u for u in mine if not (resumed and job.done(u))]
     say(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
         f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}; "
-        f"{len(units)} unit(s) of {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
+        f"{len(units)} unit(s) of up to {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
         + (f"; continuing {job.folder}: {len(mine) - len(todo)} of this rank's {len(mine)} already done" if resumed else ""))
 
     common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop)
-    tier_inputs: dict[int, np.ndarray] = {}
 
-    def inputs_of(unit: Unit) -> np.ndarray:
-        if unit.set_index == 0:
-            return data["inputs"]
-        if unit.set_index not in tier_inputs:  # drawn for the whole set at once: the stream of one run
+    def unit_data(unit: Unit) -> dict[str, np.ndarray]:
+        """The unit's puzzles, gathered from the memory-mapped split; a tier's easy copies drawn per puzzle."""
+        data = gather_rows(ds, rows[unit.lo:unit.hi], files[0], models[0].config)
+        if unit.set_index:
             lo, hi = tier_list[unit.set_index - 1]
-            rng = np.random.default_rng([ev.TIER_STREAM, seed, lo, hi])
-            tier_inputs[unit.set_index] = ev.reveal_tier(data["inputs"], data["labels"], lo, hi, rng)
-        return tier_inputs[unit.set_index]
+            data["inputs"] = ev.reveal_tier_rows(data["inputs"], data["labels"], lo, hi, seed, data["rows"])
+        return data
 
     from hrm.progress import progress_bar
 
@@ -413,10 +424,17 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
                        enabled=progress and d.rank == 0, initial=total - sum(u.puzzles for u in todo))
     try:
         for unit in todo:
-            x = inputs_of(unit)[unit.lo:unit.hi]
-            res = ev.evaluate_puzzles(engine, x, data["labels"][unit.lo:unit.hi],
-                                      ratings=data["rating"][unit.lo:unit.hi], on_batch=bar.update, **common)
-            job.save(unit, res.as_arrays())
+            data = unit_data(unit)
+            res = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"],
+                                      on_batch=bar.update, **common)
+            # What the outputs need: the totals, and for the test split the per-puzzle table (puzzles.parquet).
+            arrays = {f"totals.{k}": v for k, v in res.totals().as_arrays().items()}
+            if unit.set_index == 0:
+                ids = {"row": data["rows"].astype(np.int64), "raw_index": data["raw_index"],
+                       "puzzle_id": data["puzzle_id"], "rating": data["rating"]}
+                arrays.update({f"puzzles.{k}": v for k, v in {**ids, **res.puzzle_table()}.items()})
+            job.save(unit, arrays)
+            del res
     except KeyboardInterrupt:
         bar.close()
         left = sum(1 for u in todo if not job.path(u).is_file())
@@ -428,17 +446,23 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
     if d.rank != 0:
         return
 
-    results = []
-    for s_index in range(len(set_names)):
-        parts = []
-        for unit in (u for u in units if u.set_index == s_index):
-            arrays = job.load(unit)
-            if arrays is None:
-                raise StageError(f"{job.path(unit)}: a finished unit is missing or damaged; rerun the same command "
-                                 f"to run it again")
-            parts.append(ev.EvalResult.from_arrays(arrays, names=names, perturbation=perts.kind, early_stop=early_stop))
-        results.append(ev.EvalResult.concat(parts))
-    test, tier_results = results[0], {ev.tier_name(t): r for t, r in zip(tier_list, results[1:])}
+    # Joined in order, one unit at a time: memory holds the totals and the test split's per-puzzle table.
+    totals: list = [None] * len(set_names)
+    table: dict[str, list[np.ndarray]] = {}
+    for unit in units:
+        arrays = job.load(unit)
+        if arrays is None:
+            raise StageError(f"{job.path(unit)}: a finished unit is missing or damaged; rerun the same command "
+                             f"to run it again")
+        part = ev.EvalTotals.from_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("totals.")},
+                                         names=names, perturbation=perts.kind, early_stop=early_stop)
+        totals[unit.set_index] = part if totals[unit.set_index] is None else totals[unit.set_index].add(part)
+        for k, v in arrays.items():
+            if k.startswith("puzzles."):
+                table.setdefault(k[8:], []).append(v)
+        del arrays
+    test, tier_results = totals[0], {ev.tier_name(t): r for t, r in zip(tier_list, totals[1:])}
+    puzzle_table = {k: np.concatenate(v) for k, v in table.items()}
     log(STAGE, f"{split}: {n} puzzles, {test.seconds:.1f} s of evaluation ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
         f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s"
         + (f", summed over {d.world_size} ranks" if d.enabled else "") + ")")
@@ -446,7 +470,7 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
     summaries = {"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}}
     for summary, res in [(summaries["test"], test), *((summaries["tiers"][k], r) for k, r in tier_results.items())]:
         if "work" in summary:  # FLOPs: each checkpoint's row-segments times its segment's FLOPs
-            summary["work"]["gflop_run"] = sum(float(res.steps[k].sum()) * ev.segment_flops(m)
+            summary["work"]["gflop_run"] = sum(float(res.steps_run[k]) * ev.segment_flops(m)
                                                for k, m in enumerate(models)) / 1e9
     metrics = _clean(summaries)
     tables = build_tables(test, tier_results)
@@ -475,15 +499,7 @@ def _evaluate(ev, d, files, names, dev, dataset, variant, split, permutations, p
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
         (tmp / "report.md").write_text(build_report(metrics, tables, settings, names))
-        pl.DataFrame({
-            "row": data["rows"].astype(np.int64), "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"],
-            "rating": data["rating"],
-            "blanks": test.blanks.astype(np.int16), "baseline": test.baseline(), "paper_vote": test.paper_vote(),
-            "label_free": test.label_free(), "verified_any": test.verified_any(),
-            "label_free_verified": test.lf_verified, "halted": test.halted[-1, 0],
-            "q_halt_prob": (1 / (1 + np.exp(-test.q_halt[-1, 0].astype(np.float64)))).astype(np.float32),
-            "critical_segment": test.stable_from[-1, 0],
-        }).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
+        pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         log_wandb(wandb_mode, tmp, project_name, run_name, settings, metrics, tables)
     job.remove()  # the outputs are in place: the units are not needed any more

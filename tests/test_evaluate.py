@@ -325,6 +325,19 @@ def test_reveal_tier(real):
     assert ((easy == 1) | (easy == a)).all()  # revealed cells come from the answer
     assert ((easy == 1) <= (q == 1)).all()  # blanks only where the puzzle had blanks
     assert np.array_equal(easy, ev.reveal_tier(q, a, 6, 10, np.random.default_rng(0)))
+    # Per puzzle (the stage's draw): a puzzle's easy copy depends on its row only, so any cut of the work,
+    # or any sample holding the puzzle, gives it the same copy; the rule, written out for one row.
+    rows = np.arange(len(q)) * 3 + 7
+    per_row = ev.reveal_tier_rows(q, a, 6, 10, 4, rows)
+    parts = np.concatenate([ev.reveal_tier_rows(q[i:i + 5], a[i:i + 5], 6, 10, 4, rows[i:i + 5]) for i in range(0, len(q), 5)])
+    assert np.array_equal(per_row, parts) and not np.array_equal(per_row, ev.reveal_tier_rows(q, a, 6, 10, 5, rows))
+    g = np.random.default_rng([ev.TIER_STREAM, 4, 6, 10, int(rows[3])])
+    k, scores = g.integers(6, 11), g.random(81)
+    blank = np.flatnonzero(q[3] == 1)
+    keep = blank[np.argsort(scores[blank], kind="stable")[:min(k, blank.size)]]
+    assert np.array_equal(np.flatnonzero(per_row[3] == 1), np.sort(keep))
+    blanks = (per_row == 1).sum(1)
+    assert ((blanks >= 6) & (blanks <= 10)).all() and ((per_row == 1) | (per_row == a)).all()
     assert ev.parse_tiers("1-5, 6-10,11-20") == [(1, 5), (6, 10), (11, 20)]
     assert ev.parse_tiers("none") == [] and ev.parse_tiers("3") == [(3, 3)]
     with pytest.raises(ValueError, match="bad tier"):

@@ -58,24 +58,30 @@ def one_run(inputs, tmp_path_factory) -> dict[str, bytes]:
     return outputs(out)
 
 
-def test_chunks_joined_equal_one_evaluation(real):  # noqa: F811
+def test_the_totals_of_chunks_add_up_to_one_evaluation(real):  # noqa: F811
     q, a, r = real
     engine = ev.Engine([tiny_model(0), tiny_model(1)])
     pert = ev.make_perturbations("relabel", 3, seed=5)
     whole = ev.evaluate_puzzles(engine, q[:12], a[:12], perturbations=pert, ratings=r[:12], batch_size=4)
     parts = [ev.evaluate_puzzles(engine, q[lo:lo + 4], a[lo:lo + 4], perturbations=pert, ratings=r[lo:lo + 4],
                                  batch_size=4) for lo in (0, 4, 8)]
-    saved = [ev.EvalResult.from_arrays(p.as_arrays(), names=p.names, perturbation=p.perturbation,
+    saved = [ev.EvalTotals.from_arrays(p.totals().as_arrays(), names=p.names, perturbation=p.perturbation,
                                        early_stop=p.early_stop) for p in parts]  # through the unit files' arrays
-    joined = ev.EvalResult.concat(saved)
+    joined = saved[0].add(saved[1]).add(saved[2])
     assert json.dumps(joined.summary()) == json.dumps(whole.summary())
     assert json.dumps(joined.tables()) == json.dumps(whole.tables())
-    for name, value in whole.as_arrays().items():
+    for name, value in whole.totals().as_arrays().items():
         if name != "seconds":
             assert np.array_equal(joined.as_arrays()[name], value), name
+    tables = [p.puzzle_table() for p in parts]
+    for name, value in whole.puzzle_table().items():
+        assert np.array_equal(np.concatenate([t[name] for t in tables]), value), name
+    # The totals' size does not depend on the number of puzzles.
+    assert sum(v.nbytes for v in whole.totals().as_arrays().values()) == sum(
+        v.nbytes for v in parts[0].totals().as_arrays().values())
     with pytest.raises(ValueError, match="different evaluations"):
-        ev.EvalResult.concat([parts[0], ev.evaluate_puzzles(engine, q[:4], a[:4], perturbations=pert, batch_size=4,
-                                                            early_stop=True)])
+        saved[0].add(ev.evaluate_puzzles(engine, q[:4], a[:4], perturbations=pert, batch_size=4,
+                                         early_stop=True).totals())
 
 
 def test_a_killed_run_continues_to_the_same_outputs(inputs, one_run, tmp_path):
