@@ -419,9 +419,20 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
 
     from hrm.progress import progress_bar
 
-    total = sum(u.puzzles for u in mine)
-    bar = progress_bar(total, f"{STAGE} (rank {d.rank} of {d.world_size})" if d.enabled else STAGE, "puzzle",
-                       enabled=progress and d.rank == 0, initial=total - sum(u.puzzles for u in todo))
+    # One count for the whole job, on rank 0: its own batches as they go, the other ranks' units as their
+    # files appear (checked after each of its own units).
+    others = [u for u in units if u not in set(mine)]
+    seen = {u for u in others if job.path(u).is_file()}
+    done_here = sum(u.puzzles for u in mine) - sum(u.puzzles for u in todo)
+    bar = progress_bar(sum(u.puzzles for u in units), STAGE, "puzzle", enabled=progress and d.rank == 0,
+                       initial=done_here + sum(u.puzzles for u in seen))
+
+    def count_other_ranks() -> None:
+        new = [u for u in others if u not in seen and job.path(u).is_file()]
+        seen.update(new)
+        if new:
+            bar.update(sum(u.puzzles for u in new))
+
     try:
         for unit in todo:
             data = unit_data(unit)
@@ -435,16 +446,19 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
                 arrays.update({f"puzzles.{k}": v for k, v in {**ids, **res.puzzle_table()}.items()})
             job.save(unit, arrays)
             del res
+            if d.rank == 0:
+                count_other_ranks()
     except KeyboardInterrupt:
         bar.close()
         left = sum(1 for u in todo if not job.path(u).is_file())
         log(STAGE, f"stopped with {len(mine) - left} of this rank's {len(mine)} unit(s) done, kept in {job.folder}; "
                    "the same command continues from there")
         raise
-    bar.close()
     job.wait_for_all()
     if d.rank != 0:
         return
+    count_other_ranks()
+    bar.close()
 
     # Joined in order, one unit at a time: memory holds the totals and the test split's per-puzzle table.
     totals: list = [None] * len(set_names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,10 +181,15 @@ def test_changed_settings_are_refused_by_name_and_restart_drops_the_units(inputs
 
 def test_two_ranks_on_gloo_give_the_one_process_outputs(inputs, one_run, tmp_path):
     out = tmp_path / "out"
+    args = [a for a in evaluate_args(inputs, out) if a != "--no-progress"]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                        str(29500 + os.getpid() % 1000), "-m", "pipelines.evaluate", *evaluate_args(inputs, out)],
-                       cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                        str(29500 + os.getpid() % 1000), "-m", "pipelines.evaluate", *args],
+                       cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "HRM_PROGRESS_INTERVAL": "0"})
     assert r.returncode == 0, r.stderr[-3000:]
+    # One progress count for the whole job (2 sets of 39 puzzles), on rank 0 only, reaching its end.
+    counts = [int(m.group(1)) for m in re.finditer(r"^evaluate: puzzle (\d+)/78 ", r.stderr, re.M)]
+    assert counts and counts[-1] == 78 and counts == sorted(counts), r.stderr[-3000:]
     assert outputs(out) == one_run  # every metric, puzzles.parquet and every plot CSV, byte for byte
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2 and run["units"] == 26
