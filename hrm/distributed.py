@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "DistributedError", "init_distributed", "all_gather_object", "barrier", "finish"]
+__all__ = ["Dist", "DistributedError", "init_distributed", "all_gather_object", "barrier", "finish", "shared_map"]
 
 
 class DistributedError(RuntimeError):
@@ -71,3 +71,19 @@ def finish(d: Dist) -> None:
     """Leave the process group if this process created it."""
     if d.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shared_map(fn: Callable[[Any], Any], items: Sequence[Any], d: Dist | None) -> Iterator[Any]:
+    """``fn(item)`` for every item, in order, on every rank; item i is computed on rank i % world_size
+    and sent to all (one round of world_size items at a time, so memory holds one round in flight).
+    Every rank sees the same results in the same order and can go on with the same computation.
+    Without a process group it is ``map(fn, items)``."""
+    if d is None or not d.enabled:
+        yield from map(fn, items)
+        return
+    w = d.world_size
+    for start in range(0, len(items), w):
+        i = start + d.rank
+        mine = fn(items[i]) if i < len(items) else None
+        got = all_gather_object(mine, d)
+        yield from got[:min(w, len(items) - start)]

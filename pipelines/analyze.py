@@ -149,8 +149,9 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     """Mechanistic analysis: traces, fixed points, critical steps, easy puzzles, multiple fixed points, landscapes."""
     import torch
 
-    from hrm.analysis import AnalysisSettings, parse_ks
+    from hrm.analysis import AnalysisSettings, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
+    from hrm.distributed import DistributedError, finish, init_distributed
 
     started = time.time()
     if num_threads:
@@ -165,37 +166,55 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(dataset, variant, split)
     selected = _selected_rows(ds, asked, index_by)
-    claim_output(output, OWNS, STAGE)
-    model = load_sudoku_model(checkpoint_file, resolve_device_option(device), None if forward_dtype == "config" else forward_dtype)
-    check_dataset_encoding(ds, checkpoint_file, model.config)
-    cfg = model.config
-    s_count = segments or cfg.halt_max_steps
-    if landscape_segment > s_count:
-        raise click.BadParameter(f"{landscape_segment} > segments ({s_count})", param_hint="--landscape-segment")
+    # Under torchrun the ranks share the batches of the analysis (same result on every rank); rank 0 writes.
+    dev = resolve_device_option(device)
+    try:
+        d = init_distributed(dev.type)
+    except DistributedError as e:
+        raise StageError(str(e)) from None
+    if dev.type == "cuda" and d.enabled:
+        dev = torch.device("cuda", d.local_rank)
+    try:
+        if d.rank == 0:
+            claim_output(output, OWNS, STAGE)
+        model = load_sudoku_model(checkpoint_file, dev, None if forward_dtype == "config" else forward_dtype)
+        check_dataset_encoding(ds, checkpoint_file, model.config)
+        cfg = model.config
+        s_count = segments or cfg.halt_max_steps
+        if landscape_segment > s_count:
+            raise click.BadParameter(f"{landscape_segment} > segments ({s_count})", param_hint="--landscape-segment")
 
-    sample_rows = eval_rows(ds.num_examples, sample or None, seed)
-    if sample_rows.size == 0:
-        raise StageError(f"{ds.dataset_dir}: the {split} split is empty")
-    settings = AnalysisSettings(
-        segments=s_count, seed=seed, batch_size=batch_size, store_states=store_states, tol=tol, tail=tail,
-        lookback=lookback, easy_k=ks, easy_sample=easy_sample, shifts=shifts, noise_runs=noise_runs,
-        noise_std=noise_std, noise=noise, cluster_tol=cluster_tol, fp_sample=fp_sample, landscape_radius=landscape_radius,
-        landscape_divisor=landscape_divisor, landscape_segment=landscape_segment, flow=flow)
-    _check_memory(cfg, settings, sample_rows, selected, memory_limit_gb)
-    run_info = {
-        "checkpoint": str(checkpoint), "dataset": str(ds.dataset_dir), "split": split, "puzzles": int(sample_rows.size),
-        "seed": seed, "segments": s_count, "h_cycles": cfg.H_cycles, "hidden_size": cfg.hidden_size,
-        "device": str(model.device), "forward_dtype": str(cfg.forward_dtype if forward_dtype == "config" else forward_dtype),
-        "puzzle_index": {"by": index_by, "asked": asked, "rows": selected,
-                         "raw_index": ds.gather(np.asarray(selected, np.int64))["raw_index"].tolist()},
-    }
-    with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
-        tmp.mkdir(parents=True)
-        (tmp / "plots").mkdir()
-        metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip, progress,
-                       run_info)
-    log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
-        f"{time.time() - started:.1f} s -> {output}")
+        sample_rows = eval_rows(ds.num_examples, sample or None, seed)
+        if sample_rows.size == 0:
+            raise StageError(f"{ds.dataset_dir}: the {split} split is empty")
+        settings = AnalysisSettings(
+            segments=s_count, seed=seed, batch_size=batch_size, store_states=store_states, tol=tol, tail=tail,
+            lookback=lookback, easy_k=ks, easy_sample=easy_sample, shifts=shifts, noise_runs=noise_runs,
+            noise_std=noise_std, noise=noise, cluster_tol=cluster_tol, fp_sample=fp_sample, landscape_radius=landscape_radius,
+            landscape_divisor=landscape_divisor, landscape_segment=landscape_segment, flow=flow)
+        _check_memory(cfg, settings, sample_rows, selected, memory_limit_gb)
+        run_info = {
+            "checkpoint": str(checkpoint), "dataset": str(ds.dataset_dir), "split": split, "puzzles": int(sample_rows.size),
+            "seed": seed, "segments": s_count, "h_cycles": cfg.H_cycles, "hidden_size": cfg.hidden_size,
+            "device": str(model.device), "forward_dtype": str(cfg.forward_dtype if forward_dtype == "config" else forward_dtype),
+            "puzzle_index": {"by": index_by, "asked": asked, "rows": selected,
+                             "raw_index": ds.gather(np.asarray(selected, np.int64))["raw_index"].tolist()},
+        }
+        if d.rank != 0:  # this rank's share of the batches (hrm.analysis.analyze ``d``); rank 0 writes
+            try:
+                analyze(model, ds, sample_rows, np.asarray(selected, np.int64), settings, d=d)
+            except TokenError as e:
+                raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
+            return
+        with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
+            tmp.mkdir(parents=True)
+            (tmp / "plots").mkdir()
+            metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip, progress,
+                           run_info, d)
+        log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
+            f"{time.time() - started:.1f} s -> {output}")
+    finally:
+        finish(d)
 
 
 def _selected_rows(ds, asked: list[int], index_by: str) -> list[int]:
@@ -253,7 +272,7 @@ def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], l
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,
-         run_info: dict[str, Any]) -> dict[str, Any]:
+         run_info: dict[str, Any], d=None) -> dict[str, Any]:
     """Run the analysis (hrm.analysis.analyze) and write every file of the output directory ``out``."""
     import pyarrow.parquet as pq
 
@@ -268,7 +287,7 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
         writer.write_table(table)
 
     try:
-        result = analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress)
+        result = analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress, d=d)
     except TokenError as e:
         raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
     finally:
@@ -368,3 +387,9 @@ def _frame(columns: dict[str, Any] | None, schema: dict[str, Any]) -> pl.DataFra
     return pl.DataFrame({k: pl.Series([None] * n, dtype=schema[k]) if v is None else
                          pl.Series(v, dtype=schema[k]) if np.ndim(v) == 2 else v
                          for k, v in columns.items()}, schema=schema)
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m pipelines.analyze [OPTIONS]
+    from pipelines.cli import main
+
+    main(analyze, prog_name="hrm analyze")

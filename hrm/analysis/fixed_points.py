@@ -49,6 +49,7 @@ import torch
 from hrm.model.hrm import InnerCarry
 from hrm.model.layers import trunc_normal_init_
 from hrm.analysis.traces import initial_state, prediction_conflicts, run_trace, score_predictions
+from hrm.distributed import Dist, shared_map
 from hrm.evaluate import make_perturbations
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
 
@@ -252,10 +253,11 @@ def noise_draws(model, runs: int, kind: str, noise_std: float | None = None, see
 def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int = 9, noise_runs: int = 8,
                   noise_std: float | None = None, noise: tuple[str, ...] = ("fork",), seed: int = 0,
                   segments: int | None = None, tol: float = 0.01, tail: int = 0, cluster_tol: float = 0.05,
-                  batch_size: int = 64, progress=None) -> MultiStability:
+                  batch_size: int = 64, progress=None, d: Dist | None = None) -> MultiStability:
     """The runs of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
     in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch): ``noise_runs``
-    runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD)."""
+    runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD). ``d``: ranks
+    share the chunks (hrm.distributed.shared_map; every rank gets the same result)."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     n = inputs.shape[0]
     shifts = max(1, int(shifts))
@@ -270,7 +272,8 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
     kind = np.array(["plain"] + ["shift"] * (shifts - 1) + [f"noise_{k}" for k in noise_kinds for _ in range(noise_runs)])
     param = np.concatenate([np.arange(shifts)] + [np.arange(1, noise_runs + 1)] * len(noise_kinds)).astype(np.int64)
     parts: dict[str, list] = {k: [] for k in ("answers", "classes", "final_res", "states")}
-    for lo in range(0, n, batch_size):
+
+    def chunk(lo: int) -> dict[str, Any]:
         x = inputs[lo:lo + batch_size].astype(np.int64)
         b = x.shape[0]
         shifted = np.stack([luts[p][x] for p in range(shifts)])  # [P, b, 81]
@@ -283,14 +286,16 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
         ans = tr.final_predictions.reshape(r, b, -1)
         for p in range(shifts):  # map shifted answers back to the original digits
             ans[p] = inv[p][ans[p]]
-        parts["answers"].append(ans)
-        parts["classes"].append(classify(tr.seg_res, tr.seg_return, tol, tail).reshape(r, b))
-        parts["final_res"].append(tr.seg_res[-1].reshape(r, b))
         same_input = [0] + list(range(shifts, r))
         fz = torch.cat([tr.final_z_H.flatten(1), tr.final_z_L.flatten(1)], dim=1).reshape(r, b, -1)
-        parts["states"].append(state_clusters(fz[same_input], cluster_tol))
+        return {"answers": ans, "classes": classify(tr.seg_res, tr.seg_return, tol, tail).reshape(r, b),
+                "final_res": tr.seg_res[-1].reshape(r, b), "states": state_clusters(fz[same_input], cluster_tol)}
+
+    for part in shared_map(chunk, range(0, n, batch_size), d):
+        for key, value in part.items():
+            parts[key].append(value)
         if progress is not None:
-            progress(b)
+            progress(part["classes"].shape[1])
     answers = np.concatenate(parts["answers"], axis=1) if parts["answers"] else np.zeros((r, 0, inputs.shape[1]), np.uint8)
     classes = np.concatenate(parts["classes"], axis=1) if parts["classes"] else np.zeros((r, 0), np.int8)
     final_res = np.concatenate(parts["final_res"], axis=1) if parts["final_res"] else np.zeros((r, 0), np.float32)

@@ -28,6 +28,7 @@ from hrm.analysis.fixed_points import (
 from hrm.analysis.landscape import Landscape, landscape
 from hrm.analysis.traces import Trace, prediction_conflicts, run_trace, score_predictions
 from hrm.data import eval_rows
+from hrm.distributed import Dist, shared_map
 from hrm.sudoku import BLANK_TOKEN, SEQ_LEN
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]
@@ -127,12 +128,15 @@ def _bar(progress: bool, total: int, desc: str):
 
 
 def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndarray, settings: AnalysisSettings, *,
-            on_traces: Callable[[Any], None] | None = None, progress: bool = False) -> AnalysisResult:
+            on_traces: Callable[[Any], None] | None = None, progress: bool = False, d: Dist | None = None) -> AnalysisResult:
     """Analyse ``model`` on the puzzles ``sample_rows`` (ascending rows of ``source``) and trace the
     ``selected`` rows too (in the sample or not) for the trajectory and landscape figures.
 
     ``on_traces``: gets each batch's per-step table (:func:`trace_table`, a pyarrow Table), in row order.
     Raises :class:`TokenError` for a batch with tokens outside the encoding.
+    ``d``: torchrun's ranks share the batches of the traces, the easy probe, the multistability runs and
+    the landscapes (hrm.distributed.shared_map: the same batches as one process, every result sent to
+    every rank), so every rank returns the same result.
     """
     st = settings
     s_count = st.segments
@@ -154,49 +158,55 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     selected_set = set(selected.tolist())
     states: dict[int, tuple[Any, ...]] = {}
     trace_rows = 0
+    def trace_batch(lo: int) -> dict[str, Any]:
+        rows = rows_all[lo:lo + st.batch_size]
+        data = source.gather(rows)
+        x, y = data["inputs"], data["labels"]
+        bad = ((x < 0) | (x > 10)).any(1) | (((y < 2) | (y > 10)) & (y != -100)).any(1)
+        if bad.any():  # returned, not raised: every rank then raises it, none waits for the others
+            return {"bad": rows[bad][:10].tolist()}
+        keep = need_states[lo:lo + st.batch_size]
+        tr = run_trace(model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=s_count,
+                       keep_states=keep, lookback=st.lookback)
+        step_scores = score_predictions(tr.predictions, x, y)
+        step_conf = prediction_conflicts(tr.predictions)
+        step_changed = np.zeros_like(step_conf, dtype=np.int16)
+        step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
+        meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
+                "blanks": (x == BLANK_TOKEN).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
+        out: dict[str, Any] = {"rows": rows.size, "states": {},
+                               "table": trace_table(tr, meta, step_scores, step_conf, step_changed,
+                                                    keep_rows[lo:lo + st.batch_size])}
+        for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
+            row = int(rows[r])
+            if row in selected_set:
+                out["states"][row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
+                                      int(data["raw_index"][r]))
+        seg = score_predictions(tr.seg_predictions, x, y)
+        blank = (x == BLANK_TOKEN)
+        out["acc"] = {
+            "exact": seg["exact"], "blank_acc": seg["blank_acc"],
+            "blank_wrong": ((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16),
+            "res_H": tr.seg_res_H, "res_L": tr.seg_res_L, "res": tr.seg_res, "ret": tr.seg_return,
+            "changes": answer_changes(tr.seg_predictions, st.tail),
+            "conflicts": prediction_conflicts(tr.final_predictions),
+            "inputs": x.astype(np.uint8), "labels": y.astype(np.int16), "puzzle_id": data["puzzle_id"],
+            "rating": data["rating"], "raw_index": data["raw_index"],
+        }
+        return out
+
     bar = _bar(progress, rows_all.size, "traces")
     try:
-        for lo in range(0, rows_all.size, st.batch_size):
-            rows = rows_all[lo:lo + st.batch_size]
-            data = source.gather(rows)
-            x, y = data["inputs"], data["labels"]
-            bad = ((x < 0) | (x > 10)).any(1) | (((y < 2) | (y > 10)) & (y != -100)).any(1)
-            if bad.any():
-                raise TokenError(rows[bad][:10].tolist())
-            keep = need_states[lo:lo + st.batch_size]
-            tr = run_trace(model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=s_count,
-                           keep_states=keep, lookback=st.lookback)
-            step_scores = score_predictions(tr.predictions, x, y)
-            step_conf = prediction_conflicts(tr.predictions)
-            step_changed = np.zeros_like(step_conf, dtype=np.int16)
-            step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
-            meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
-                    "blanks": (x == BLANK_TOKEN).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
-            table = trace_table(tr, meta, step_scores, step_conf, step_changed, keep_rows[lo:lo + st.batch_size])
+        for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d):
+            if "bad" in out:
+                raise TokenError(out["bad"])
             if on_traces is not None:
-                on_traces(table)
-            trace_rows += table.num_rows
-            for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
-                row = int(rows[r])
-                if row in selected_set:
-                    states[row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
-                                   int(data["raw_index"][r]))
-            seg = score_predictions(tr.seg_predictions, x, y)
-            acc["exact"].append(seg["exact"])
-            acc["blank_acc"].append(seg["blank_acc"])
-            blank = (x == BLANK_TOKEN)
-            acc["blank_wrong"].append(((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16))
-            for key, val in (("res_H", tr.seg_res_H), ("res_L", tr.seg_res_L), ("res", tr.seg_res)):
-                acc[key].append(val)
-            acc["ret"].append(tr.seg_return)
-            acc["changes"].append(answer_changes(tr.seg_predictions, st.tail))
-            acc["conflicts"].append(prediction_conflicts(tr.final_predictions))
-            acc["inputs"].append(x.astype(np.uint8))
-            acc["labels"].append(y.astype(np.int16))
-            acc["puzzle_id"].append(data["puzzle_id"])
-            acc["rating"].append(data["rating"])
-            acc["raw_index"].append(data["raw_index"])
-            bar.update(rows.size)
+                on_traces(out["table"])
+            trace_rows += out["table"].num_rows
+            states.update(out["states"])
+            for key, value in out["acc"].items():
+                acc[key].append(value)
+            bar.update(out["rows"])
     finally:
         bar.close()
 
@@ -247,7 +257,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
         try:
             tables["easy"] = easy_probe(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
                                         seed=st.seed, segments=s_count, batch_size=st.batch_size, tol=st.tol,
-                                        tail=st.tail, solved=final_exact[pick], progress=bar.update)
+                                        tail=st.tail, solved=final_exact[pick], progress=bar.update, d=d)
         finally:
             bar.close()
         summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
@@ -264,7 +274,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             ms = run_perturbed(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), shifts=st.shifts,
                                noise_runs=st.noise_runs, noise_std=st.noise_std or None, noise=tuple(st.noise),
                                seed=st.seed, segments=s_count, tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
-                               batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update)
+                               batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update, d=d)
         finally:
             bar.close()
         summary["multistability"] = multistability_summary(ms)
@@ -281,14 +291,17 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     tables["landscape"] = []
     summary["landscapes"] = {}
     c = model.config.H_cycles
+    def landscape_of(row: int) -> Landscape:
+        z_h, z_l, x, y = states[row][:4]
+        centre = st.center_segment * c - 1  # the last step of the centre segment
+        return landscape(model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
+                         radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
+                         batch_size=max(st.batch_size, 64))
+
     bar = _bar(progress, len(states), "landscapes")
     try:
-        for row in sorted(states):
-            z_h, z_l, x, y, pcs, ratio, raw_index = states[row]
-            centre = st.center_segment * c - 1  # the last step of the centre segment
-            land = landscape(model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
-                             radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
-                             batch_size=max(st.batch_size, 64))
+        for row, land in zip(sorted(states), shared_map(landscape_of, sorted(states), d)):
+            pcs, ratio, raw_index = states[row][4:]
             figures.append(PuzzleFigure(row=row, raw_index=raw_index, pcs=pcs, pca_ratio=ratio, landscape=land))
             i_grid, j_grid = land.grid()
             r = st.landscape_radius
