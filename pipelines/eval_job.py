@@ -82,7 +82,7 @@ def check_ranks_agree(settings: dict[str, Any], d: Dist) -> None:
 
 
 def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """One line per setting that differs: ``key: OLD then, NEW now``."""
+    """One entry per setting that differs: ``key (OLD vs NEW)``, the values as JSON."""
     keys = list(dict.fromkeys([*old, *new]))
     return [f"{k} ({json.dumps(old.get(k))} vs {json.dumps(new.get(k))})" for k in keys if old.get(k) != new.get(k)]
 
@@ -113,6 +113,10 @@ class EvalJob:
 
     def _open_on_rank0(self, restart: bool) -> bool:
         job = self.folder / JOB_FILE
+        started = self.folder / f".{JOB_FILE}.tmp"
+        if self.folder.is_dir() and not job.is_file() and all(p == started for p in self.folder.iterdir()):
+            started.unlink(missing_ok=True)  # a run killed before it wrote its settings: nothing to keep
+            self.folder.rmdir()
         if self.folder.exists():
             if not job.is_file() or not self._holds_only_units():
                 raise StageError(f"{self.folder}: exists and is not an `hrm evaluate` job folder (no {JOB_FILE}, or "
@@ -133,9 +137,8 @@ class EvalJob:
                                      f"{self.folder})")
                 return True
         self.folder.mkdir(parents=True)
-        tmp = job.with_name(f".{JOB_FILE}.tmp")
-        tmp.write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
-        tmp.replace(job)
+        started.write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
+        started.replace(job)
         return False
 
     def _holds_only_units(self) -> bool:
