@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "DistributedError", "init_distributed", "all_gather_object", "barrier", "finish", "shared_map"]
+__all__ = ["Dist", "DistributedError", "init_distributed", "rank_device", "all_gather_object", "barrier", "finish",
+           "shared_map"]
 
 
 class DistributedError(RuntimeError):
@@ -51,6 +52,11 @@ def init_distributed(device_kind: str, timeout_s: float | None = None) -> Dist:
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo", **kwargs)
         owns = True
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, owns_group=owns)
+
+
+def rank_device(device: torch.device, d: Dist) -> torch.device:
+    """The device this rank runs on: ``cuda:LOCAL_RANK`` under torchrun on CUDA (one GPU per rank), else ``device``."""
+    return torch.device("cuda", d.local_rank) if device.type == "cuda" and d.enabled else device
 
 
 def all_gather_object(obj: Any, d: Dist) -> list[Any]:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hrm.distributed import Dist, DistributedError, all_gather_object, finish, init_distributed
+from hrm.distributed import Dist, DistributedError, all_gather_object, finish, init_distributed, rank_device
 from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device
 from hrm.model.hrm import mistyped_fields
 from hrm.optim import AdamATan2, cosine_schedule_lr
@@ -694,8 +694,7 @@ def train(
         d = init_distributed(device.type)
     except DistributedError as e:
         raise TrainError(str(e)) from None
-    if device.type == "cuda" and d.enabled:
-        device = torch.device("cuda", d.local_rank)
+    device = rank_device(device, d)
     say = (log or (lambda s: None)) if d.rank == 0 else (lambda s: None)
     if dataset is None or eval_dataset is None:
         from hrm.data import PuzzleDataset

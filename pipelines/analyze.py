@@ -151,7 +151,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
 
     from hrm.analysis import AnalysisSettings, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
-    from hrm.distributed import DistributedError, finish, init_distributed
+    from hrm.distributed import DistributedError, finish, init_distributed, rank_device
 
     started = time.time()
     if num_threads:
@@ -172,8 +172,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         d = init_distributed(dev.type)
     except DistributedError as e:
         raise StageError(str(e)) from None
-    if dev.type == "cuda" and d.enabled:
-        dev = torch.device("cuda", d.local_rank)
+    dev = rank_device(dev, d)
     try:
         if d.rank == 0:
             claim_output(output, OWNS, STAGE)

@@ -332,7 +332,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 
     from hrm import __version__
     from hrm import evaluate as ev
-    from hrm.distributed import DistributedError, finish, init_distributed
+    from hrm.distributed import DistributedError, finish, init_distributed, rank_device
 
     t_start = time.perf_counter()
     if num_threads:
@@ -350,8 +350,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         d = init_distributed(dev.type, timeout_s=RANK_TIMEOUT_S)
     except DistributedError as e:
         raise StageError(str(e)) from None
-    if dev.type == "cuda" and d.enabled:
-        dev = torch.device("cuda", d.local_rank)
+    dev = rank_device(dev, d)
     try:
         _evaluate(ev, d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
                   perturbation=perturbation, test_size=test_size, tier_list=tier_list, perts=perts,

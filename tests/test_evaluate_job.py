@@ -42,6 +42,19 @@ def hrm(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProces
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw)
 
 
+def signal_when(args: list[str], ready, sig: int) -> tuple[int, str]:
+    """Start `hrm evaluate` with ``args``, send it ``sig`` once ``ready()`` holds (or it ended, or 120 s
+    passed) and return its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    return proc.returncode, err
+
+
 def outputs(out: Path) -> dict[str, bytes]:
     """Every output file but run.json (timings), by path."""
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
@@ -90,14 +103,8 @@ def test_a_killed_run_continues_to_the_same_outputs(inputs, one_run, tmp_path):
     out = tmp_path / "out"
     resume = tmp_path / "out.resume"
     args = evaluate_args(inputs, out)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not list(resume.glob("*.npz.sha256")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    rc, _ = signal_when(args, lambda: list(resume.glob("*.npz.sha256")), signal.SIGKILL)
+    assert rc == -signal.SIGKILL, "the run ended before it could be killed"
     assert not out.exists()
     done = len(list(resume.glob("*.npz")))  # renamed into place after its sha256 was written: complete
     assert 1 <= done < 26
@@ -112,14 +119,8 @@ def test_sigterm_keeps_the_units_and_says_how_to_continue(inputs, one_run, tmp_p
     out = tmp_path / "out"
     resume = tmp_path / "out.resume"
     args = evaluate_args(inputs, out)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not list(resume.glob("*.npz.sha256")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    rc, err = signal_when(args, lambda: list(resume.glob("*.npz.sha256")), signal.SIGTERM)
+    assert rc == 128 + signal.SIGTERM, err
     assert "the same command continues from there" in err and "Traceback" not in err
     assert not out.exists() and list(resume.glob("*.npz"))
     assert hrm(*args).returncode == 0 and outputs(out) == one_run
@@ -129,14 +130,8 @@ def test_a_damaged_unit_is_run_again(inputs, one_run, tmp_path):
     out = tmp_path / "out"
     resume = tmp_path / "out.resume"
     args = evaluate_args(inputs, out)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while len(list(resume.glob("*.npz.sha256"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    rc, _ = signal_when(args, lambda: len(list(resume.glob("*.npz.sha256"))) >= 2, signal.SIGKILL)
+    assert rc == -signal.SIGKILL, "the run ended before it could be killed"
     unit = sorted(resume.glob("*.npz"))[0]
     data = bytearray(unit.read_bytes())
     data[len(data) // 2] ^= 0xFF  # a flipped byte: its sha256 no longer matches
@@ -167,14 +162,8 @@ def test_changed_settings_are_refused_by_name_and_restart_drops_the_units(inputs
     # A stopped job (its settings and no units yet), continued with another seed and permutations.
     from pipelines.eval_job import JOB_FILE
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not (resume / JOB_FILE).is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    rc, _ = signal_when(args, lambda: (resume / JOB_FILE).is_file(), signal.SIGKILL)
+    assert rc == -signal.SIGKILL
     r = hrm(*evaluate_args(inputs, out, "--seed", 4))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "run with other settings: seed (0 vs 4)" in r.stderr and "--restart" in r.stderr
