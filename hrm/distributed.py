@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["Dist", "DistributedError", "init_distributed", "rank_device", "all_gather_object", "barrier", "finish",
-           "shared_map"]
+           "ResultStore", "shared_map"]
 
 
 class DistributedError(RuntimeError):
@@ -79,17 +79,41 @@ def finish(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def shared_map(fn: Callable[[Any], Any], items: Sequence[Any], d: Dist | None) -> Iterator[Any]:
+class ResultStore(Protocol):
+    """Where :func:`shared_map` keeps finished results, so a stopped run need not compute them again
+    (pipelines/job.py's job folder is one)."""
+
+    def load(self, name: str) -> Any | None:
+        """The result saved under ``name``, or None when there is none (or it is damaged)."""
+        ...
+
+    def save(self, name: str, value: Any) -> None: ...
+
+
+def shared_map(fn: Callable[[Any], Any], items: Sequence[Any], d: Dist | None, store: ResultStore | None = None,
+               name: str = "item") -> Iterator[Any]:
     """``fn(item)`` for every item, in order, on every rank; item i is computed on rank i % world_size
     and sent to all (one round of world_size items at a time, so memory holds one round in flight).
     Every rank sees the same results in the same order and can go on with the same computation.
-    Without a process group it is ``map(fn, items)``."""
+    Without a process group it is ``map(fn, items)``.
+
+    ``store``: item i's result is looked up there first, under ``f"{name}-{i:06d}"``, and saved there
+    once computed, by the rank that computed it (``fn`` must not return None)."""
+    def result(i: int) -> Any:
+        key = f"{name}-{i:06d}"
+        got = None if store is None else store.load(key)
+        if got is None:
+            got = fn(items[i])
+            if store is not None:
+                store.save(key, got)
+        return got
+
     if d is None or not d.enabled:
-        yield from map(fn, items)
+        yield from map(result, range(len(items)))
         return
     w = d.world_size
     for start in range(0, len(items), w):
         i = start + d.rank
-        mine = fn(items[i]) if i < len(items) else None
+        mine = result(i) if i < len(items) else None
         got = all_gather_object(mine, d)
         yield from got[:min(w, len(items) - start)]

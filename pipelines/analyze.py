@@ -17,6 +17,10 @@ atomically, under ``--output OUT``::
     OUT/report.md               one page with the numbers and the figures
     OUT/run.json                settings, threads, seconds per phase (the only file that differs between runs)
 
+Resumable: each traced batch, batch of the easy probe, multistability chunk and landscape is kept,
+once finished, in ``OUT.resume/`` (pipelines/job.py); the same command continues a stopped run to
+the outputs of an uninterrupted one, and ``--restart`` starts over.
+
 The analysis itself is hrm.analysis.analyze; this module resolves the inputs and writes its result.
 Settings: the options, or the ``--section`` of a ``--config-file`` (params.yaml's ``analyze``;
 options on the command line win).
@@ -24,6 +28,8 @@ options on the command line win).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -136,6 +142,9 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--memory-limit-gb", type=FiniteFloatRange(min=0), default=0.0,
               help="Refuse a run whose estimated memory exceeds this (GB); 0 = 80% of the memory available now. "
                    "Machine-dependent: not a params.yaml setting.")
+@click.option("--restart", is_flag=True, default=False,
+              help="Drop the finished work of a stopped run in OUT.resume and start over (by default the same "
+                   "command continues it).")
 @click.option("--progress/--no-progress", default=True,
               help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("analyze")
@@ -145,13 +154,16 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
             tol: float, tail: int, lookback: int, easy_k: str, easy_sample: int, shifts: int, noise_runs: int,
             noise_kinds: str, noise_std: float, cluster_tol: float, fp_sample: int, landscape_radius: int, landscape_divisor: float,
             landscape_segment: int, landscape_clip: float, flow: bool, num_threads: int, memory_limit_gb: float,
-            progress: bool) -> None:
+            restart: bool, progress: bool) -> None:
     """Mechanistic analysis: traces, fixed points, critical steps, easy puzzles, multiple fixed points, landscapes."""
     import torch
 
+    from hrm import __version__
     from hrm.analysis import AnalysisSettings, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
+    from pipelines.job import Job, check_ranks_agree, job_folder
+    from schemas.manifest import file_sha256
 
     started = time.time()
     if num_threads:
@@ -199,21 +211,50 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
             "puzzle_index": {"by": index_by, "asked": asked, "rows": selected,
                              "raw_index": ds.gather(np.asarray(selected, np.int64))["raw_index"].tolist()},
         }
-        if d.rank != 0:  # this rank's share of the batches (hrm.analysis.analyze ``d``); rank 0 writes
-            try:
-                analyze(model, ds, sample_rows, np.asarray(selected, np.int64), settings, d=d)
-            except TokenError as e:
-                raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
-            return
-        with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
-            tmp.mkdir(parents=True)
-            (tmp / "plots").mkdir()
-            metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip, progress,
-                           run_info, d)
+        # What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
+        # stopped run continues only under the same.
+        job_settings = json.loads(json.dumps({
+            "checkpoint": {"file": str(checkpoint_file), "sha256": file_sha256(checkpoint_file)},
+            "dataset": {"dir": str(ds.dataset_dir), "manifest_sha256": file_sha256(ds.dataset_dir / "manifest.json")},
+            "split": split, "sample": sample,
+            "rows": {"count": int(sample_rows.size), "sha256": hashlib.sha256(sample_rows.astype("<i8").tobytes()).hexdigest()},
+            "selected": selected, "settings": dataclasses.asdict(settings), "device": model.device.type,
+            "forward_dtype": run_info["forward_dtype"], "hrm": __version__,
+        }))
+        check_ranks_agree(job_settings, d)
+        job = Job(job_folder(output), job_settings, d, STAGE)
+        resumed = job.open(restart)
+        if resumed and d.rank == 0:
+            log(STAGE, f"continuing {job.folder}: its finished batches are read, not run again")
+        try:
+            if d.rank != 0:  # this rank's share of the batches (hrm.analysis.analyze ``d``); rank 0 writes
+                try:
+                    analyze(model, ds, sample_rows, np.asarray(selected, np.int64), settings, d=d, store=job)
+                except TokenError as e:
+                    raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
+                return
+            with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
+                tmp.mkdir(parents=True)
+                (tmp / "plots").mkdir()
+                metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip,
+                               progress, run_info, d, job, resumed)
+        except KeyboardInterrupt:
+            if d.rank == 0:
+                log(STAGE, f"stopped with {_units(job)} finished batch(es) kept in {job.folder}; the same command "
+                           "continues from there")
+            raise
+        job.remove()  # the outputs are in place: the finished batches are not needed any more
         log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
             f"{time.time() - started:.1f} s -> {output}")
     finally:
         finish(d)
+
+
+def _units(job) -> int:
+    """Finished units in the job folder (renamed into place after their sha256: complete)."""
+    from pipelines.job import UNIT_SUFFIX
+
+    return len(list(job.folder.glob(f"*{UNIT_SUFFIX}"))) if job.folder.is_dir() else 0
 
 
 def _selected_rows(ds, asked: list[int], index_by: str) -> list[int]:
@@ -271,7 +312,7 @@ def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], l
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,
-         run_info: dict[str, Any], d=None) -> dict[str, Any]:
+         run_info: dict[str, Any], d=None, store=None, resumed: bool = False) -> dict[str, Any]:
     """Run the analysis (hrm.analysis.analyze) and write every file of the output directory ``out``."""
     import pyarrow.parquet as pq
 
@@ -286,7 +327,8 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
         writer.write_table(table)
 
     try:
-        result = analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress, d=d)
+        result = analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress, d=d,
+                         store=store)
     except TokenError as e:
         raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
     finally:
@@ -352,7 +394,8 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     import torch
 
     phases = {**result.seconds, "figures": round(time.time() - started, 2)}
-    run = {**run_info, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    run = {**run_info, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "resumed": resumed}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     log(STAGE, "seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     return metrics

@@ -327,7 +327,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     """Evaluate HRM checkpoints: single model, the fork's Augmented HRM vote, a label-free vote, tiers.
 
     Resumable (the same command continues a stopped run) and distributed
-    (``torchrun --nproc-per-node N -m pipelines.evaluate ...``): pipelines/eval_job.py."""
+    (``torchrun --nproc-per-node N -m pipelines.evaluate ...``): pipelines/job.py."""
     import torch
 
     from hrm import __version__
@@ -371,7 +371,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     """The work of one rank (the command's options, checked; ``d`` its place among the ranks)."""
     import torch
 
-    from pipelines.eval_job import EvalJob, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
+    from pipelines.job import Job, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
     from schemas.manifest import file_sha256
 
     models = load_models(files, dev, forward_dtype)
@@ -397,10 +397,10 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
         "forward_dtype": str(models[0].config.forward_dtype), "hrm": version,
     }
     check_ranks_agree(job_settings, d)
-    job = EvalJob(job_folder(output), job_settings, d)
+    job = Job(job_folder(output), job_settings, d, STAGE)
     resumed = job.open(restart)
     mine = job.mine(units)
-    todo = [u for u in mine if not (resumed and job.done(u))]
+    todo = [u for u in mine if not (resumed and job.done(u.name))]
     say(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
         f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}; "
         f"{len(units)} unit(s) of up to {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
@@ -421,13 +421,13 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     # One count for the whole job, on rank 0: its own batches as they go, the other ranks' units as their
     # files appear (checked after each of its own units).
     others = [u for u in units if u not in set(mine)]
-    seen = {u for u in others if job.path(u).is_file()}
+    seen = {u for u in others if job.path(u.name).is_file()}
     done_here = sum(u.puzzles for u in mine) - sum(u.puzzles for u in todo)
     bar = progress_bar(sum(u.puzzles for u in units), STAGE, "puzzle", enabled=progress and d.rank == 0,
                        initial=done_here + sum(u.puzzles for u in seen))
 
     def count_other_ranks() -> None:
-        new = [u for u in others if u not in seen and job.path(u).is_file()]
+        new = [u for u in others if u not in seen and job.path(u.name).is_file()]
         seen.update(new)
         if new:
             bar.update(sum(u.puzzles for u in new))
@@ -443,13 +443,13 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
                 ids = {"row": data["rows"].astype(np.int64), "raw_index": data["raw_index"],
                        "puzzle_id": data["puzzle_id"], "rating": data["rating"]}
                 arrays.update({f"puzzles.{k}": v for k, v in {**ids, **res.puzzle_table()}.items()})
-            job.save(unit, arrays)
+            job.save(unit.name, arrays)
             del res
             if d.rank == 0:
                 count_other_ranks()
     except KeyboardInterrupt:
         bar.close()
-        left = sum(1 for u in todo if not job.path(u).is_file())
+        left = sum(1 for u in todo if not job.path(u.name).is_file())
         log(STAGE, f"stopped with {len(mine) - left} of this rank's {len(mine)} unit(s) done, kept in {job.folder}; "
                    "the same command continues from there")
         raise
@@ -463,9 +463,9 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     totals: list = [None] * len(set_names)
     table: dict[str, list[np.ndarray]] = {}
     for unit in units:
-        arrays = job.load(unit)
+        arrays = job.load(unit.name)
         if arrays is None:
-            raise StageError(f"{job.path(unit)}: a finished unit is missing or damaged; rerun the same command "
+            raise StageError(f"{job.path(unit.name)}: a finished unit is missing or damaged; rerun the same command "
                              f"to run it again")
         part = ev.EvalTotals.from_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("totals.")},
                                          names=names, perturbation=perts.kind, early_stop=early_stop)

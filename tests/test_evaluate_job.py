@@ -1,4 +1,4 @@
-"""``hrm evaluate`` as a job (pipelines/eval_job.py): chunks joined back, a stopped run continued,
+"""``hrm evaluate`` as a job (pipelines/job.py): chunks joined back, a stopped run continued,
 settings checked, and torchrun's ranks (2 CPU processes on gloo) giving the one-process outputs."""
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def hrm(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProces
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw)
 
 
-def signal_when(args: list[str], ready, sig: int) -> tuple[int, str]:
-    """Start `hrm evaluate` with ``args``, send it ``sig`` once ``ready()`` holds (or it ended, or 120 s
-    passed) and return its exit code and stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.evaluate", *args], cwd=REPO, stdout=subprocess.PIPE,
+def signal_when(args: list[str], ready, sig: int, module: str = "pipelines.evaluate") -> tuple[int, str]:
+    """Start the stage ``module`` (`hrm evaluate`) with ``args``, send it ``sig`` once ``ready()`` holds
+    (or it ended, or 120 s passed) and return its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
@@ -160,7 +160,7 @@ def test_changed_settings_are_refused_by_name_and_restart_drops_the_units(inputs
     assert outputs(out) == one_run and not resume.exists()
     shutil.rmtree(out)
     # A stopped job (its settings and no units yet), continued with another seed and permutations.
-    from pipelines.eval_job import JOB_FILE
+    from pipelines.job import JOB_FILE
 
     rc, _ = signal_when(args, lambda: (resume / JOB_FILE).is_file(), signal.SIGKILL)
     assert rc == -signal.SIGKILL
@@ -194,7 +194,7 @@ def _disagree(rank: int, world: int, init: str, queue) -> None:
     import torch.distributed as dist
 
     from hrm.distributed import Dist
-    from pipelines.eval_job import check_ranks_agree
+    from pipelines.job import check_ranks_agree
     from pipelines.io import StageError
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)

@@ -18,7 +18,7 @@ import numpy as np
 
 from hrm.analysis.fixed_points import CLASS_NAMES, answer_changes, classify, violations
 from hrm.analysis.traces import run_trace, score_predictions
-from hrm.distributed import Dist, shared_map
+from hrm.distributed import Dist, ResultStore, shared_map
 from hrm.evaluate import reveal_tier
 from hrm.rng import EASY_PROBE as EASY_STREAM  # the seed's stream id: hrm/rng.py
 
@@ -54,11 +54,11 @@ def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, seed: int = 0
 def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int], *, seed: int = 0,
                segments: int | None = None, batch_size: int = 64, tol: float = 0.01, tail: int = 0,
                solved: np.ndarray | None = None, progress: Callable[[int], None] | None = None,
-               d: Dist | None = None) -> list[dict[str, Any]]:
+               d: Dist | None = None, store: ResultStore | None = None) -> list[dict[str, Any]]:
     """One row per k: n, blanks_left (mean), exact, blank_acc, class fractions, violation_rate,
     accuracy with / without violation, and (given ``solved`` bool [N]) exact accuracy on the
     puzzles the model solved / did not solve in their original form. ``d``: ranks share the batches
-    (hrm.distributed.shared_map; every rank gets the same rows)."""
+    (hrm.distributed.shared_map; every rank gets the same rows), kept in ``store`` when given."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     rows = []
     for k in ks:
@@ -72,7 +72,7 @@ def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int],
             return (sc["exact"], sc["blank_acc"], classify(tr.seg_res, tr.seg_return, tol, tail),
                     answer_changes(tr.seg_predictions, tail))
 
-        for ex_b, ba_b, cl_b, ch_b in shared_map(probe, range(0, easy.shape[0], batch_size), d):
+        for ex_b, ba_b, cl_b, ch_b in shared_map(probe, range(0, easy.shape[0], batch_size), d, store, f"easy-k{k}"):
             exact.append(ex_b)
             blank_acc.append(ba_b)
             classes.append(cl_b)

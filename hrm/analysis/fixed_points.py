@@ -49,7 +49,7 @@ import torch
 from hrm.model.hrm import InnerCarry
 from hrm.model.layers import trunc_normal_init_
 from hrm.analysis.traces import initial_state, prediction_conflicts, run_trace, score_predictions
-from hrm.distributed import Dist, shared_map
+from hrm.distributed import Dist, ResultStore, shared_map
 from hrm.evaluate import make_perturbations
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
 
@@ -253,11 +253,13 @@ def noise_draws(model, runs: int, kind: str, noise_std: float | None = None, see
 def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int = 9, noise_runs: int = 8,
                   noise_std: float | None = None, noise: tuple[str, ...] = ("fork",), seed: int = 0,
                   segments: int | None = None, tol: float = 0.01, tail: int = 0, cluster_tol: float = 0.05,
-                  batch_size: int = 64, progress=None, d: Dist | None = None) -> MultiStability:
+                  batch_size: int = 64, progress=None, d: Dist | None = None,
+                  store: ResultStore | None = None) -> MultiStability:
     """The runs of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
     in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch): ``noise_runs``
     runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD). ``d``: ranks
-    share the chunks (hrm.distributed.shared_map; every rank gets the same result)."""
+    share the chunks (hrm.distributed.shared_map; every rank gets the same result), kept in ``store``
+    when given."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     n = inputs.shape[0]
     shifts = max(1, int(shifts))
@@ -291,7 +293,7 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
         return {"answers": ans, "classes": classify(tr.seg_res, tr.seg_return, tol, tail).reshape(r, b),
                 "final_res": tr.seg_res[-1].reshape(r, b), "states": state_clusters(fz[same_input], cluster_tol)}
 
-    for part in shared_map(chunk, range(0, n, batch_size), d):
+    for part in shared_map(chunk, range(0, n, batch_size), d, store, "multistability"):
         for key, value in part.items():
             parts[key].append(value)
         if progress is not None:

@@ -28,7 +28,7 @@ from hrm.analysis.fixed_points import (
 from hrm.analysis.landscape import Landscape, landscape
 from hrm.analysis.traces import Trace, prediction_conflicts, run_trace, score_predictions
 from hrm.data import eval_rows
-from hrm.distributed import Dist, shared_map
+from hrm.distributed import Dist, ResultStore, shared_map
 from hrm.sudoku import BLANK_TOKEN, SEQ_LEN
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]
@@ -128,7 +128,8 @@ def _bar(progress: bool, total: int, desc: str):
 
 
 def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndarray, settings: AnalysisSettings, *,
-            on_traces: Callable[[Any], None] | None = None, progress: bool = False, d: Dist | None = None) -> AnalysisResult:
+            on_traces: Callable[[Any], None] | None = None, progress: bool = False, d: Dist | None = None,
+            store: ResultStore | None = None) -> AnalysisResult:
     """Analyse ``model`` on the puzzles ``sample_rows`` (ascending rows of ``source``) and trace the
     ``selected`` rows too (in the sample or not) for the trajectory and landscape figures.
 
@@ -137,6 +138,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     ``d``: torchrun's ranks share the batches of the traces, the easy probe, the multistability runs and
     the landscapes (hrm.distributed.shared_map: the same batches as one process, every result sent to
     every rank), so every rank returns the same result.
+    ``store``: where each of those items' results is kept once computed and looked up first, so a
+    stopped analysis continues (hrm.distributed.shared_map; pipelines/job.py); same result either way.
     """
     st = settings
     s_count = st.segments
@@ -197,7 +200,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
 
     bar = _bar(progress, rows_all.size, "traces")
     try:
-        for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d):
+        for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d, _NoBadBatches.of(store), "traces"):
             if "bad" in out:
                 raise TokenError(out["bad"])
             if on_traces is not None:
@@ -257,7 +260,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
         try:
             tables["easy"] = easy_probe(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
                                         seed=st.seed, segments=s_count, batch_size=st.batch_size, tol=st.tol,
-                                        tail=st.tail, solved=final_exact[pick], progress=bar.update, d=d)
+                                        tail=st.tail, solved=final_exact[pick], progress=bar.update, d=d,
+                                        store=store)
         finally:
             bar.close()
         summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
@@ -274,7 +278,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             ms = run_perturbed(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), shifts=st.shifts,
                                noise_runs=st.noise_runs, noise_std=st.noise_std or None, noise=tuple(st.noise),
                                seed=st.seed, segments=s_count, tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
-                               batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update, d=d)
+                               batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update, d=d,
+                               store=store)
         finally:
             bar.close()
         summary["multistability"] = multistability_summary(ms)
@@ -300,7 +305,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
 
     bar = _bar(progress, len(states), "landscapes")
     try:
-        for row, land in zip(sorted(states), shared_map(landscape_of, sorted(states), d)):
+        for row, land in zip(sorted(states), shared_map(landscape_of, sorted(states), d, store, "landscape")):
             pcs, ratio, raw_index = states[row][4:]
             figures.append(PuzzleFigure(row=row, raw_index=raw_index, pcs=pcs, pca_ratio=ratio, landscape=land))
             i_grid, j_grid = land.grid()
@@ -323,6 +328,24 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     lap("landscapes")
     return AnalysisResult(summary=summary, tables=tables, residual_rows=res_rows, multistability=ms,
                           puzzle_figures=figures, h_cycles=c, trace_rows=trace_rows, seconds=phases)
+
+
+class _NoBadBatches:
+    """A store that keeps no refusal ({"bad": rows}): a fixed dataset's batches are run, not the refusal read."""
+
+    def __init__(self, store: ResultStore):
+        self.store = store
+
+    @classmethod
+    def of(cls, store: ResultStore | None) -> "_NoBadBatches | None":
+        return None if store is None else cls(store)
+
+    def load(self, name: str) -> Any | None:
+        return self.store.load(name)
+
+    def save(self, name: str, value: Any) -> None:
+        if "bad" not in value:
+            self.store.save(name, value)
 
 
 def _wide_residuals(rows: list[dict[str, Any]], segments: int) -> list[dict[str, Any]]:
