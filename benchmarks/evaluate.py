@@ -52,12 +52,13 @@ from hrm.sudoku import grids_to_tokens, strings_to_grids  # noqa: E402
 REAL = Path(os.environ.get("HRM_REAL_SUDOKU", Path(__file__).resolve().parents[1] / "tests" / "data" / "real-sudoku"))
 
 
-def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, device: str = "cpu") -> list[HRM]:
+def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, device: str = "cpu", expansion: float = 2,
+                heads: int = 4) -> list[HRM]:
     models = []
     for seed in range(k):
         torch.manual_seed(seed)
         cfg = HRMConfig(batch_size=8, puzzle_emb_ndim=hidden, H_layers=layers, L_layers=layers, H_cycles=cycles,
-                        L_cycles=cycles, hidden_size=hidden, expansion=2, num_heads=4, halt_max_steps=steps,
+                        L_cycles=cycles, hidden_size=hidden, expansion=expansion, num_heads=heads, halt_max_steps=steps,
                         forward_dtype="float32")
         m = HRM(cfg)
         with torch.no_grad():  # make the Q head (and so the halting flags) matter
@@ -143,6 +144,8 @@ def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: b
 @click.option("--layers", default=2, show_default=True)
 @click.option("--cycles", default=2, show_default=True)
 @click.option("--steps", default=4, show_default=True, help="halt_max_steps.")
+@click.option("--expansion", default=2.0, show_default=True, help="SwiGLU expansion (the quick profile: 4).")
+@click.option("--heads", default=4, show_default=True, help="Attention heads.")
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--max-rows", default=0, show_default=True,
@@ -158,15 +161,15 @@ def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: b
 @click.option("--cost-passes", default=8, show_default=True, help="Passes of the paper's architecture timed.")
 @click.option("--halt-fraction", type=float, default=None,
               help="Segments an early exit runs, as a fraction of all (default: the fraction measured here).")
-def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps, threads, device, max_rows, repeats,
+def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps, expansion, heads, threads, device, max_rows, repeats,
          skip_official, compile_, early_exit, cost, cost_passes, halt_fraction):
     torch.set_num_threads(threads)
-    models = tiny_models(checkpoints, hidden, layers, cycles, steps, device)
+    models = tiny_models(checkpoints, hidden, layers, cycles, steps, device, expansion, heads)
     max_rows = None if max_rows < 0 else (max_rows or ev.auto_max_rows(device) or None)
     q, a = puzzles(n)
     pert = ev.make_perturbations("shift", permutations)
     print(f"{n} puzzles, P={permutations} shifts, K={checkpoints} checkpoints (hidden {hidden}, {layers}+{layers} layers, "
-          f"cycles {cycles}, {steps} segments), batch {batch_size} puzzles, {device}, {threads} CPU thread(s), "
+          f"cycles {cycles}, {steps} segments, expansion {expansion:g}, {heads} heads), batch {batch_size} puzzles, {device}, {threads} CPU thread(s), "
           f"engine rows per forward {max_rows or permutations * batch_size}")
     # Warm-up (allocator, kernels) on a few puzzles, not timed.
     ev.evaluate_puzzles(ev.Engine(models, max_rows=max_rows), q[:2], a[:2], perturbations=pert, batch_size=2)
