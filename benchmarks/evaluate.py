@@ -2,6 +2,9 @@
 
     python benchmarks/evaluate.py                      # P = 9 shifts, K = 3 tiny checkpoints, CPU
     python benchmarks/evaluate.py --puzzles 64 --batch-size 32 --threads 2 --max-rows 64
+    python benchmarks/evaluate.py --threads 2 --hidden 128 --expansion 4 --steps 8 --checkpoints 2 --puzzles 16  # quick
+    python benchmarks/evaluate.py --threads 2 --hidden 512 --layers 4 --heads 8 --expansion 4 --steps 2 \
+        --checkpoints 1 --permutations 2 --puzzles 16 --skip-official --no-early-exit --no-cost  # paper architecture
 
 Three ways to get the same K x P passes over the same puzzles:
 
@@ -211,6 +214,8 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
     print(f"ceiling: the model's widest matmul alone runs at {ceiling:.1f} GFLOP/s (best of 3 row counts); "
           f"{flops / 1e9:.1f} GFLOP in all would take {flops / 1e9 / ceiling:.2f} s if every op ran that fast "
           f"(loop_predict / that = {timings['loop_predict'] * ceiling * 1e9 / flops:.2f}x: a loose bound on any batching)")
+    print("fraction of that rate reached: " + ", ".join(f"{name} {flops / s / 1e9 / ceiling:.0%}" for name, s in timings.items())
+          + " (issue 18's targets: >= 50% for the tiny and quick models, >= 90% at the paper's)")
     for fast in [k for k in timings if k.startswith("engine")]:
         for name in [k for k in timings if k.startswith("loop")]:
             print(f"ratio {fast} / {name}: {timings[name] / timings[fast]:.2f}x")
