@@ -375,6 +375,16 @@ def test_verifier_rejects_branches_loops_and_empty(batch):
     assert ref_route(loop_q, loop_a) is None and ref_bfs(loop_q) == (4, 1)
 
 
+def test_a_path_touching_itself_is_not_simple():
+    # S (1, 1) -> (1, 2) -> (2, 2) -> (2, 1) -> (3, 1) -> G (4, 1): a walk that visits every
+    # marked cell once, but (2, 1) also touches S, so S has 2 route neighbours and (2, 1) 3.
+    q = blank((1, 1, M.START), (1, 2, M.OPEN), (2, 2, M.OPEN), (2, 1, M.OPEN), (3, 1, M.OPEN), (4, 1, M.GOAL))
+    p = with_path(q, [(1, 2), (2, 2), (2, 1), (3, 1)])
+    assert M.check_mazes(q[None], p[None])[0] == M.REASON_NOT_A_PATH
+    assert M.broken_path_cells(q[None], p[None])[0] == 2
+    assert not M.verify_paths(q[None], p[None])[0]
+
+
 def test_verifier_rejects_malformed_questions():
     no_goal = RING.copy()
     no_goal[no_goal == M.GOAL] = M.OPEN
