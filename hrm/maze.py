@@ -14,7 +14,14 @@ Path length ("rating" here) is the number of moves from S to G, i.e. the number 
 (``PAPER_MIN_DIFFICULTY``); whether its CSV ``rating`` counts moves or ``o`` cells
 could not be checked (the CSV is not stored), so the two may differ by one.
 
-Moves are 4-connected and never leave the grid; every non-wall cell is walkable.
+Moves are 4-connected and never leave the grid; cells holding tokens 2..5 are walkable.
+
+Augmentation: the builder's 8 dihedral transforms of each train maze (``dihedral``,
+same order) are opt-in there (``--aug``, default off; test never), and the paper
+trains Maze without augmentation. The paper counts a path correct "if it is valid and
+optimal" (``verify_paths``); the HRM evaluation and the Augmented-HRM fork compare with
+the label exactly, which agrees only where the shortest path is unique
+(``count_shortest_paths``).
 """
 
 from __future__ import annotations
@@ -480,7 +487,7 @@ REASONS = {
 
 
 def _route_codes(questions, predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes up to NOT_SHORTEST, route moves, BFS shortest moves, shortest-path counts)."""
+    """(codes up to NOT_SHORTEST, BFS shortest moves, shortest-path counts capped at 2)."""
     q, p = _pair(questions, predictions)
     _jit()
     codes = np.empty(len(q), dtype=np.int8)
