@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hrm.tasks import SUDOKU
 from pipelines.io import StageError
 from schemas.columns import COLUMN_SPECS, type_name
 from schemas.manifest import DATASETS_INDEX, MANIFEST
@@ -59,7 +60,7 @@ def resolve_dataset(path: Path, variant: str) -> Path:
 # The generation tasks do not fit a fixed-length, position-aligned output.
 TASK_CATEGORIES = ["token-classification"]
 TAGS = ["sudoku", "reasoning", "hrm", "hierarchical-reasoning-model", "hrm-pipeline"]
-DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
+DEFAULT_HF_REPO = SUDOKU.hf_repo  # the raw source of a dataset whose lineage names none
 
 # The Hub's size buckets (total rows over all splits).
 _SIZE_BUCKETS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),

@@ -1,16 +1,19 @@
-"""``hrm raw``: the first stage. Get Sudoku puzzles, validate them, write the raw table.
+"""``hrm raw``: the first stage. Get puzzles of a task, validate them, write the raw table.
 
-Sources:
-- ``builtin`` (offline default): hrm.generate.generate_puzzles, seeded;
-- ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (Sudoku-Extreme),
-  at a pinned revision, converted to Parquet by streaming (no full copy in memory);
+Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme; schemas/raw.py) and ``maze``
+(Maze-30x30-Hard; schemas/raw_maze.py), in the same raw columns. Sources:
+- ``builtin`` (offline default): seeded generators, hrm.generate.generate_puzzles (Sudoku) and
+  hrm.maze.generate_mazes (mazes);
+- ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (by default the task's
+  reference dataset, at its pinned revision), converted to Parquet by streaming (no full copy in
+  memory);
 - ``csv``: ``DIR/train.csv`` and ``DIR/test.csv`` in the raw columns; empty ratings are
-  computed with hrm.solver.rate.
+  computed (the task's difficulty: tdoku backtracks, or the shortest path's moves).
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
 ``source,question,answer,rating``, rating Int64), ``OUTPUT/stats.json`` (the source, its
 settings and the full distributions), ``OUTPUT/metrics.json`` (the headline figures, the DVC
-metrics: puzzles, rejected rows, mean blanks and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
+metrics: puzzles, rejected rows, mean blanks (mazes: mean path moves) and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
 The output directory is built beside the target and swapped in only when everything
 succeeded: a failed or interrupted run leaves an earlier output exactly as it was.
 """
@@ -30,18 +33,22 @@ import click
 import numpy as np
 import polars as pl
 
+from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
     read_table, write_parquet,
 )
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, validate_raw
+from schemas.raw_maze import QUESTION_PATTERN as MAZE_QUESTION_PATTERN
+from schemas.raw_maze import validate_maze_raw
 
 SPLITS = ("train", "test")
 SOURCES = ("builtin", "hf", "csv")
-DEFAULT_HF_REPO = "sapientinc/sudoku-extreme"
-# Commit of sapientinc/sudoku-extreme holding train.csv (3,831,994 rows) and test.csv
-# (422,786 rows); the revision public reproductions pin. `--hf-revision main` follows the branch.
-DEFAULT_HF_REVISION = "58942f96baeb572ca3127e2a9e9c70f330783d6b"
+# Sudoku-Extreme at its pinned commit (hrm.tasks); `--hf-revision main` follows the branch.
+DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
+# Per task: the raw table's validator and the pattern of a well-formed question.
+VALIDATORS = {"sudoku": validate_raw, "maze": validate_maze_raw}
+QUESTION_PATTERNS = {"sudoku": QUESTION_PATTERN, "maze": MAZE_QUESTION_PATTERN}
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|metrics\.json|rejected-(train|test)\.parquet")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -73,6 +80,28 @@ def _env_true(name: str) -> bool:
 # --------------------------------------------------------------------------- sources
 
 
+def _builtin_maze_inputs(n_train: int, n_test: int, seed: int, min_path: int) -> tuple[list[SplitInput], dict]:
+    from hrm.maze import generate_mazes, tokens_to_strings
+
+    seeds = derive_seeds(seed)
+    inputs = []
+    for split, n in zip(SPLITS, (n_train, n_test)):
+        t0 = time.perf_counter()
+        try:
+            mazes = generate_mazes(n, seed=seeds[split], min_path=min_path)
+        except ValueError as exc:  # controls out of range, or too strict to satisfy
+            raise StageError(f"builtin maze generator ({split} split): {exc}") from None
+        table = pl.DataFrame({
+            "source": pl.Series(["builtin"] * n, dtype=pl.String),
+            "question": pl.Series(tokens_to_strings(mazes.questions), dtype=pl.String),
+            "answer": pl.Series(tokens_to_strings(mazes.answers), dtype=pl.String),
+            "rating": pl.Series(mazes.ratings, dtype=pl.Int64),
+        })
+        log("raw", f"generated {n:,} {split} mazes (seed {seeds[split]}) in {time.perf_counter() - t0:.1f} s")
+        inputs.append(SplitInput(split, table=table, display_path=f"builtin {split} split"))
+    return inputs, {"seed": seed, "split_seeds": seeds, "min_path": min_path, "sizes": {"train": n_train, "test": n_test}}
+
+
 def _builtin_inputs(n_train: int, n_test: int, seed: int, min_blanks: int, max_blanks: int, min_rating: int) -> tuple[list[SplitInput], dict]:
     from hrm.generate import generate_puzzles
     from hrm.sudoku import grids_to_strings
@@ -101,29 +130,38 @@ def _builtin_inputs(n_train: int, n_test: int, seed: int, min_blanks: int, max_b
     return inputs, info
 
 
-def fill_missing_ratings(table: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Compute ``rating`` (hrm.solver.rate) where it is empty and the question is well-formed."""
+def difficulty(task: Task, questions: np.ndarray) -> np.ndarray:
+    """int64 [N]: the rating of well-formed questions (strings), as the task measures it
+    (``Task.difficulty_means``): tdoku backtracks, or the moves of the shortest S-G path."""
+    if task.name == "maze":
+        from hrm.maze import shortest_path_lengths, strings_to_tokens
+
+        return shortest_path_lengths(strings_to_tokens(questions))
+    from hrm.solver import rate
+    from hrm.sudoku import strings_to_grids
+
+    return np.asarray(rate(strings_to_grids(questions)), dtype=np.int64)
+
+
+def fill_missing_ratings(table: pl.DataFrame, task: Task = SUDOKU) -> tuple[pl.DataFrame, int]:
+    """Compute ``rating`` (the task's difficulty) where it is empty and the question is well-formed."""
     if "rating" not in table.columns:
         table = table.with_columns(pl.lit(None, dtype=pl.String).alias("rating"))
     if "question" not in table.columns or table.schema["question"] != pl.String:
         return table, 0
     rating = table["rating"].cast(pl.String).str.strip_chars()
-    need = (rating.is_null() | (rating == "")) & table["question"].str.contains(QUESTION_PATTERN).fill_null(False)
+    need = (rating.is_null() | (rating == "")) & table["question"].str.contains(QUESTION_PATTERNS[task.name]).fill_null(False)
     rows = np.flatnonzero(need.to_numpy())
     if len(rows) == 0:
         return table.with_columns(rating.alias("rating")), 0
-    from hrm.solver import rate
-    from hrm.sudoku import strings_to_grids
-
-    grids = strings_to_grids(table["question"].gather(rows).to_numpy())
-    computed = np.asarray(rate(grids), dtype=np.int64)
+    computed = difficulty(task, table["question"].gather(rows).to_numpy())
     values = rating.to_list()
     for row, value in zip(rows.tolist(), computed.tolist()):
         values[row] = str(value)
     return table.with_columns(pl.Series("rating", values, dtype=pl.String)), len(rows)
 
 
-def _csv_inputs(input_dir: Path | None) -> tuple[list[SplitInput], dict]:
+def _csv_inputs(input_dir: Path | None, task: Task) -> tuple[list[SplitInput], dict]:
     if input_dir is None:
         raise StageError("--source csv needs --input DIR (with DIR/train.csv and DIR/test.csv)")
     inputs, computed = [], {}
@@ -131,7 +169,7 @@ def _csv_inputs(input_dir: Path | None) -> tuple[list[SplitInput], dict]:
         path = input_dir / f"{split}.csv"
         table = read_table(path)
         t0 = time.perf_counter()
-        table, n = fill_missing_ratings(table)
+        table, n = fill_missing_ratings(table, task)
         computed[split] = n
         if n:
             log("raw", f"computed {n:,} missing ratings of {path} in {time.perf_counter() - t0:.1f} s")
@@ -237,6 +275,7 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
 def validate_raw_file(
     path: str | os.PathLike,
     *,
+    task: Task = SUDOKU,
     check_unique: bool = True,
     batch_rows: int = BATCH_ROWS,
     display_path: str | None = None,
@@ -251,7 +290,8 @@ def validate_raw_file(
     parts: list[RawReport] = []
     offset = 0
     for batch in iter_table_batches(path, batch_rows):
-        part = validate_raw(batch, check_unique=check_unique, path=name, row_offset=offset, keep_valid=keep_valid)
+        part = VALIDATORS[task.name](batch, check_unique=check_unique, path=name, row_offset=offset,
+                                     keep_valid=keep_valid)
         parts.append(part)
         offset += batch.height
         if progress:
@@ -261,12 +301,12 @@ def validate_raw_file(
     return RawReport.merge(parts, path=name, keep_valid=keep_valid)
 
 
-def _validate(split: SplitInput, check_unique: bool) -> RawReport:
+def _validate(split: SplitInput, check_unique: bool, task: Task) -> RawReport:
     t0 = time.perf_counter()
     if split.table is not None:
-        report = validate_raw(split.table, check_unique=check_unique, path=split.display_path)
+        report = VALIDATORS[task.name](split.table, check_unique=check_unique, path=split.display_path)
     else:
-        report = validate_raw_file(split.staged, check_unique=check_unique, display_path=split.display_path,
+        report = validate_raw_file(split.staged, task=task, check_unique=check_unique, display_path=split.display_path,
                                    progress=True)
     seconds = time.perf_counter() - t0
     rate = report.n_rows / seconds if seconds > 0 else float("inf")
@@ -301,8 +341,22 @@ def _write_split(split: SplitInput, report: RawReport, out: Path, final_dir: Pat
     return rows
 
 
-def _split_summary(path: Path) -> dict:
+def _maze_split_summary(path: Path) -> dict:
+    """Rows, and the distributions of the rating and of the answer's path (moves) of a written maze split."""
+    from hrm.maze import PATH, describe_mazes, strings_to_tokens
+
+    table = pl.read_parquet(path, columns=["answer", "rating"])
+    answers = table["answer"]
+    moves = np.concatenate([(strings_to_tokens(answers.slice(i, BATCH_ROWS).to_numpy()) == PATH).sum(1) + 1
+                            for i in range(0, table.height, BATCH_ROWS)] or [np.zeros(0, np.int64)])
+    return {"rows": table.height, "distribution": {"rating": describe_mazes(table["rating"].to_numpy()),
+                                                   "path_moves": describe_mazes(moves)}}
+
+
+def _split_summary(path: Path, task: Task = SUDOKU) -> dict:
     """Rows, and the rating / blank-count distribution (hrm.generate.describe) of a written split."""
+    if task.name == "maze":
+        return _maze_split_summary(path)
     from hrm.generate import describe
     from hrm.sudoku import strings_to_grids
 
@@ -324,8 +378,11 @@ def headline_metrics(stats: dict) -> dict:
     out: dict = {}
     for split, summary in stats["splits"].items():
         dist = summary["distribution"]
-        out[split] = {"puzzles": summary["rows"], "rejected": summary["rejected"],
-                      "blanks_mean": dist["blanks"]["mean"], "rating_mean": dist["rating"]["mean"]}
+        out[split] = {"puzzles": summary["rows"], "rejected": summary["rejected"], "rating_mean": dist["rating"]["mean"]}
+        if "blanks" in dist:  # Sudoku
+            out[split]["blanks_mean"] = dist["blanks"]["mean"]
+        if "path_moves" in dist:  # mazes
+            out[split]["path_moves_mean"] = dist["path_moves"]["mean"]
     out["questions_in_both_splits"] = stats["questions_in_both_splits"]
     return out
 
@@ -349,20 +406,24 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
 
 
 @click.command("raw")
+@click.option("--task", type=click.Choice(list(TASKS)), default="sudoku", show_default=True,
+              help="sudoku (Sudoku-Extreme) or maze (Maze-30x30-Hard): the encoding, checks and reference dataset.")
 @click.option("--source", type=click.Choice(SOURCES), default="builtin",
-              help="builtin: generate puzzles offline; hf: download Sudoku-Extreme from the Hugging Face Hub; "
-                   "csv: read --input DIR/{train,test}.csv.")
+              help="builtin: generate puzzles offline; hf: download the task's reference dataset from the Hugging "
+                   "Face Hub; csv: read --input DIR/{train,test}.csv.")
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory to write train.parquet, test.parquet and stats.json into (replaced as a whole on success).")
 @click.option("--seed", type=int, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
 @click.option("--train-size", type=click.IntRange(min=1), default=5000, help="[builtin] Puzzles in the train split.")
 @click.option("--test-size", type=click.IntRange(min=1), default=1000, help="[builtin] Puzzles in the test split.")
-@click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin] Fewest blank cells per puzzle.")
-@click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin] Most blank cells per puzzle.")
-@click.option("--min-rating", type=click.IntRange(min=0), default=0, help="[builtin] Lowest rating (backtracks) kept.")
-@click.option("--hf-repo", default=DEFAULT_HF_REPO, help="[hf] Dataset repo id on the Hugging Face Hub.")
-@click.option("--hf-revision", default=DEFAULT_HF_REVISION,
-              help="[hf] Commit sha, tag or branch (the default is a pinned commit of Sudoku-Extreme).")
+@click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin, sudoku] Fewest blank cells per puzzle.")
+@click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin, sudoku] Most blank cells per puzzle.")
+@click.option("--min-rating", type=click.IntRange(min=0), default=0, help="[builtin, sudoku] Lowest rating (backtracks) kept.")
+@click.option("--min-path", type=click.IntRange(1, 900), default=111, show_default=True,
+              help="[builtin, maze] Fewest moves of the shortest S-G path (the paper's hard set: more than 110).")
+@click.option("--hf-repo", default=None, help="[hf] Dataset repo id on the Hugging Face Hub (default: the task's).")
+@click.option("--hf-revision", default=None,
+              help="[hf] Commit sha, tag or branch (default: the task's pinned commit of its reference dataset).")
 @click.option("--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="[csv] Directory with train.csv and test.csv (columns source,question,answer,rating; "
                    "empty ratings are computed).")
@@ -375,6 +436,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
 @click.pass_context
 def raw(
     ctx: click.Context,
+    task: str,
     source: str,
     output: Path,
     seed: int,
@@ -383,38 +445,49 @@ def raw(
     min_blanks: int,
     max_blanks: int,
     min_rating: int,
-    hf_repo: str,
-    hf_revision: str,
+    min_path: int,
+    hf_repo: str | None,
+    hf_revision: str | None,
     input_dir: Path | None,
     check_unique: bool | None,
     on_invalid: str,
 ) -> None:
-    """Get Sudoku puzzles, validate them and write the raw table (train and test splits)."""
+    """Get Sudoku puzzles or mazes, validate them and write the raw table (train and test splits)."""
     t_start = time.perf_counter()
+    the_task = TASKS[task]
     if check_unique is None:
         check_unique = source != "hf"
+    generator = {"sudoku": ["min_blanks", "max_blanks", "min_rating"], "maze": ["min_path"]}
     ignored = _explicit(ctx, {
         "builtin": ["input_dir", "hf_repo", "hf_revision"],
-        "hf": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "input_dir"],
-        "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "hf_repo", "hf_revision"],
-    }[source])
+        "hf": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "input_dir"],
+        "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "hf_repo",
+                "hf_revision"],
+    }[source] + (generator["maze" if task == "sudoku" else "sudoku"] if source == "builtin" else []))
     if ignored:
-        log("raw", f"note: ignored with --source {source}: {', '.join(ignored)}")
+        log("raw", f"note: ignored with --task {task} --source {source}: {', '.join(ignored)}")
+    other = {t.hf_repo: t.name for t in TASKS.values() if t.name != task}
+    if source == "hf" and hf_repo in other:  # e.g. params.yaml's Sudoku repo left in place for a maze run
+        raise StageError(f"--hf-repo {hf_repo} is the {other[hf_repo]} reference dataset, not the {task} one: pass "
+                         f"--hf-repo {the_task.hf_repo} (params.yaml: raw.hf_repo, and raw.hf_revision) or "
+                         f"--task {other[hf_repo]}")
     claim_output(output, OWNS, "raw")
 
-    stats: dict = {"source": source, "check_unique": check_unique, "on_invalid": on_invalid}
+    stats: dict = {"task": task, "source": source, "check_unique": check_unique, "on_invalid": on_invalid}
     with atomic_output(output, own=OWNS, stage="raw") as tmp:
         tmp.mkdir(parents=True)
-        if source == "builtin":
+        if source == "builtin" and task == "maze":
+            inputs, stats["builtin"] = _builtin_maze_inputs(train_size, test_size, seed, min_path)
+        elif source == "builtin":
             inputs, stats["builtin"] = _builtin_inputs(train_size, test_size, seed, min_blanks, max_blanks, min_rating)
         elif source == "csv":
-            inputs, stats["csv"] = _csv_inputs(input_dir)
+            inputs, stats["csv"] = _csv_inputs(input_dir, the_task)
         else:
             staging = tmp / ".staging"
             staging.mkdir()
-            inputs, stats["hf"] = _hf_inputs(hf_repo, hf_revision, staging)
+            inputs, stats["hf"] = _hf_inputs(hf_repo or the_task.hf_repo, hf_revision or the_task.hf_revision, staging)
 
-        reports = {split.name: _validate(split, check_unique) for split in inputs}
+        reports = {split.name: _validate(split, check_unique, the_task) for split in inputs}
         failed = [r for r in reports.values() if r.table_errors or (r.n_rejected and on_invalid == "fail")]
         if failed:
             hint = "" if any(r.table_errors for r in failed) else (
@@ -433,7 +506,7 @@ def raw(
         for split in inputs:
             report = reports[split.name]
             _write_split(split, report, tmp, output)
-            summary = _split_summary(tmp / f"{split.name}.parquet")
+            summary = _split_summary(tmp / f"{split.name}.parquet", the_task)
             summary["rejected"] = report.n_rejected
             stats["splits"][split.name] = summary
             if report.n_rejected:

@@ -69,6 +69,26 @@ def raw_source_info(stats_path: Path) -> dict:
     return info
 
 
+def refuse_other_tasks(stats_path: Path) -> None:
+    """The dataset stages build Sudoku datasets only so far: a raw table of mazes (``hrm raw --task
+    maze``) is refused here by name, before its 900-cell rows fail every Sudoku check."""
+    task = raw_task(stats_path)
+    if task != "sudoku":
+        raise StageError(f"{stats_path}: the raw table holds {task} examples (hrm raw --task {task}); the dataset "
+                         f"stages (subsample, augment, hints, shard) build Sudoku datasets only so far "
+                         f"(README, \"Maze\")")
+
+
+def raw_task(stats_path: Path) -> str:
+    """The raw table's task from the raw stage's stats.json (``sudoku`` when it is absent or older)."""
+    if not stats_path.is_file():
+        return "sudoku"
+    try:
+        return json.loads(stats_path.read_text()).get("task", "sudoku")
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{stats_path}: cannot read as JSON ({exc})") from None
+
+
 def _read_raw(path: Path, stage: str) -> pl.DataFrame:
     t0 = time.perf_counter()
     df = read_table(path)
@@ -124,6 +144,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     stage = "subsample"
     t_start = time.perf_counter()
     check_dirs(stage, input_dir, output, OWNS)
+    refuse_other_tasks(input_dir / "stats.json")
     from hrm.build import cap_indices, subsample_indices
 
     names = [f"{split}.parquet" for split in SPLITS]

@@ -220,7 +220,7 @@ def raw_schema(check_unique: bool = True) -> pa.DataFrameSchema:
 # --------------------------------------------------------------------------- report
 
 
-_PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "reason": pl.String}
+PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "reason": pl.String}
 _COLUMN_ORDER = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 
@@ -241,6 +241,7 @@ class RawReport:
     table_errors: list[str] = field(default_factory=list)
     path: str | None = None
     checked_unique: bool = True
+    unique_means: str = "exactly one solution each"  # what the uniqueness check asked, for the summary
 
     @property
     def ok(self) -> bool:
@@ -252,7 +253,7 @@ class RawReport:
 
     def summary(self) -> str:
         name = self.path or "table"
-        unique = "exactly one solution each" if self.checked_unique else "uniqueness not checked"
+        unique = self.unique_means if self.checked_unique else "uniqueness not checked"
         if self.ok:
             return f"{name}: OK, {self.n_rows:,} rows valid ({unique})"
         if self.table_errors:
@@ -293,6 +294,7 @@ class RawReport:
             table_errors=list(dict.fromkeys(e for p in parts for e in p.table_errors)),
             path=path or parts[0].path,
             checked_unique=parts[0].checked_unique,
+            unique_means=parts[0].unique_means,
         )
 
 
@@ -303,15 +305,15 @@ def empty_raw_table() -> pl.DataFrame:
     return pl.DataFrame(schema=RAW_SCHEMA)
 
 
-def _empty_rejected() -> pl.DataFrame:
+def empty_rejected() -> pl.DataFrame:
     return pl.DataFrame(schema={**RAW_SCHEMA, "row": pl.Int64, "reason": pl.String})
 
 
-def _empty_problems() -> pl.DataFrame:
-    return pl.DataFrame(schema=_PROBLEM_SCHEMA)
+def empty_problems() -> pl.DataFrame:
+    return pl.DataFrame(schema=PROBLEM_SCHEMA)
 
 
-def _normalise(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFrame]:
+def normalise_raw(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFrame]:
     """Check the column layout and cast ``rating`` to Int64.
 
     Returns (frame, table errors, problems of ratings that are not integers).
@@ -326,7 +328,7 @@ def _normalise(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFrame]
     for name in ("source", "question", "answer"):
         if name in df.columns and df.schema[name] not in (pl.String, pl.Null):
             errors.append(f"column {name} has type {df.schema[name]}, expected text")
-    bad_rating = _empty_problems()
+    bad_rating = empty_problems()
     if "rating" in df.columns:
         dtype = df.schema["rating"]
         if dtype in (pl.String, pl.Null):
@@ -340,7 +342,7 @@ def _normalise(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFrame]
                     "column": ["rating"] * len(rows),
                     "reason": [f"not an integer: {v!r}" for v in text.gather(rows).to_list()],
                 },
-                schema=_PROBLEM_SCHEMA,
+                schema=PROBLEM_SCHEMA,
             )
             df = df.with_columns(parsed.alias("rating"))
         elif dtype.is_integer():
@@ -410,7 +412,7 @@ def _reasons_from_failures(failures: pl.DataFrame, df: pl.DataFrame, diag: Sudok
             reasons[i] = f"{name} failed ({lines['failure_case'][i]})"
     out = pl.DataFrame(
         {"row": lines["index"], "column": lines["column"], "reason": pl.Series(reasons, dtype=pl.String)},
-        schema=_PROBLEM_SCHEMA,
+        schema=PROBLEM_SCHEMA,
     )
     return out, table_errors
 
@@ -429,13 +431,13 @@ def validate_raw(
     ``row_offset`` is added to row numbers (for a file validated in batches).
     """
     n = df.height
-    df, table_errors, problems = _normalise(df)
+    df, table_errors, problems = normalise_raw(df)
     if table_errors:
         return RawReport(
             n_rows=n,
             valid=empty_raw_table(),
-            rejected=_empty_rejected(),
-            problems=_empty_problems(),
+            rejected=empty_rejected(),
+            problems=empty_problems(),
             table_errors=table_errors,
             path=path,
             checked_unique=check_unique,
@@ -456,6 +458,15 @@ def validate_raw(
     finally:
         _CURRENT.reset(token)
 
+    return report_from_problems(df, problems, table_errors, path=path, row_offset=row_offset, keep_valid=keep_valid,
+                                checked_unique=check_unique)
+
+
+def report_from_problems(df: pl.DataFrame, problems: pl.DataFrame, table_errors: list[str], *, path: str | None,
+                         row_offset: int, keep_valid: bool, checked_unique: bool,
+                         unique_means: str = "exactly one solution each") -> RawReport:
+    """The report of a table in the raw columns from its (row, column, reason) problems: the rows
+    with none are valid, the others rejected with their reasons joined (shared by every task)."""
     problems = (
         problems.with_columns(pl.col("column").replace_strict(_COLUMN_ORDER, default=len(_COLUMN_ORDER)).alias("_order"))
         .unique(maintain_order=True)
@@ -475,13 +486,12 @@ def validate_raw(
         problems = problems.with_columns(pl.col("row") + row_offset)
         rejected = rejected.with_columns(pl.col("row") + row_offset)
     return RawReport(
-        n_rows=n,
+        n_rows=df.height,
         valid=valid,
         rejected=rejected.select(*RAW_COLUMNS, "row", "reason"),
         problems=problems,
         table_errors=table_errors,
         path=path,
-        checked_unique=check_unique,
+        checked_unique=checked_unique,
+        unique_means=unique_means,
     )
-
-
