@@ -1,13 +1,15 @@
 """Benchmark: training throughput on the CPU, and (optionally) easy-tier accuracy of a trained model.
 
     python benchmarks/train.py [--threads 2] [--seconds 15] [--only quick|paper]
+    python benchmarks/train.py --task maze --only quick --dtypes float32   # seq_len 900, vocab 6
     python benchmarks/train.py --easy-tiers CHECKPOINT --dataset DIR [--n 500]
 
 Throughput: examples/s of one training ACT segment, forward + backward, as the official
 trainer runs it: the inner segment (H_cycles x L_cycles updates, 1-step gradient), the
 extra no-grad segment that gives the Q-learning target, the loss and its backward
 (``--with-optimizer`` adds the optimiser steps, as in a full training step). Random
-Sudoku-like batches, weights as initialised, ``torch.set_num_threads(--threads)``.
+Sudoku-like batches (``--task maze``: generated mazes, seq_len 900, vocab 6), weights as
+initialised, ``torch.set_num_threads(--threads)``.
 
 Configs: "quick" = the quick CPU profile's model (hrm.train.QUICK_ARCH) at batch 64,
 "paper" = the paper model (hidden 512, 4+4 layers, 16 halt steps) at batch 32; each in
@@ -44,21 +46,33 @@ PAPER_ARCH = {key: PAPER_PROFILE[key] for key in QUICK_ARCH}  # the paper profil
 REFERENCE = {("quick", "float32"): 52.0, ("quick", "bfloat16"): 5.4, ("paper", "float32"): 3.3}
 
 
-def random_batch(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_batch(n: int, seed: int = 0, task: str = "sudoku") -> dict[str, torch.Tensor]:
+    if task == "maze":  # real mazes (hrm.maze's generator): the rate does not depend on the tokens, but why guess
+        from hrm.maze import generate_mazes
+
+        m = generate_mazes(n, seed=seed)
+        return {"inputs": torch.as_tensor(m.questions, dtype=torch.int32),
+                "labels": torch.as_tensor(m.answers, dtype=torch.int32),
+                "puzzle_identifiers": torch.zeros(n, dtype=torch.int32)}
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(2, 11, (n, 81), generator=g, dtype=torch.int32)
     inputs = torch.where(torch.rand(n, 81, generator=g) < 0.4, labels, torch.ones_like(labels))
     return {"inputs": inputs, "labels": labels, "puzzle_identifiers": torch.zeros(n, dtype=torch.int32)}
 
 
-def throughput(arch: dict, batch_size: int, dtype: str, seconds: float, with_optimizer: bool) -> tuple[float, float, int]:
+def throughput(arch: dict, batch_size: int, dtype: str, seconds: float, with_optimizer: bool,
+               task: str = "sudoku") -> tuple[float, float, int]:
     """Examples/s of training segments: at the median segment time, at the fastest; and the number of segments timed."""
+    from hrm.tasks import TASKS
+
     torch.manual_seed(0)
     cfg = {k: v for k, v in arch.items() if k != "loss_type"}
-    model = HRM(HRMConfig(**cfg, batch_size=batch_size, forward_dtype=dtype)).train()
+    t = TASKS[task]
+    model = HRM(HRMConfig(**cfg, batch_size=batch_size, forward_dtype=dtype, seq_len=t.seq_len,
+                          vocab_size=t.vocab_size)).train()
     opts = [SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=1e-4, weight_decay=0.1),
             AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))]
-    batch = random_batch(batch_size)
+    batch = random_batch(batch_size, task=task)
     carry = model.initial_carry(batch)
 
     def step():
@@ -139,6 +153,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=15.0, help="timed seconds per config (after 2 warm-up steps)")
     ap.add_argument("--only", choices=["quick", "paper"], default=None)
+    ap.add_argument("--task", choices=["sudoku", "maze"], default="sudoku", help="maze: seq_len 900, vocab 6")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--with-optimizer", action="store_true", help="include both optimiser steps (a full training step)")
     ap.add_argument("--easy-tiers", metavar="CHECKPOINT", help="evaluate this checkpoint (file or folder) on easy tiers instead")
@@ -169,10 +184,10 @@ def main() -> None:
             continue
         for dtype in args.dtypes.split(","):
             gflops = matmul_gflops()
-            rate, best, n = throughput(arch, bs, dtype, args.seconds, args.with_optimizer)
-            ref = REFERENCE.get((name, dtype))
+            rate, best, n = throughput(arch, bs, dtype, args.seconds, args.with_optimizer, args.task)
+            ref = REFERENCE.get((name, dtype)) if args.task == "sudoku" else None
             ref_s = f"  official reference {ref:g} ex/s: x{rate / ref:.2f} (best x{best / ref:.2f})" if ref else ""
-            print(f"{name:6s} hidden {arch['hidden_size']:4d} {arch['H_layers']}+{arch['L_layers']} layers batch {bs:3d} {dtype:9s}: "
+            print(f"{args.task} {name:6s} hidden {arch['hidden_size']:4d} {arch['H_layers']}+{arch['L_layers']} layers batch {bs:3d} {dtype:9s}: "
                   f"{rate:7.1f} ex/s median, {best:7.1f} best ({n} segments; matmul calibration {gflops:.0f} GFLOP/s){ref_s}", flush=True)
 
 

@@ -2,7 +2,8 @@
 
 One sub-command per table kind:
 
-- ``raw FILE``: a raw table (CSV or Parquet; schemas/raw.py);
+- ``raw FILE``: a raw table (CSV or Parquet; schemas/raw.py, or schemas/raw_maze.py with
+  ``--task maze``);
 - ``examples FILE``: an intermediate table of the dataset stages: the examples tables
   (Arrow IPC) of augment and hints (schemas/examples.py), or a subsample table (Parquet);
 - ``shards DIR``: a sharded dataset against its manifest and the shard schema
@@ -21,6 +22,7 @@ import click
 
 from pipelines.datasets import resolve_dataset
 from pipelines.io import BATCH_ROWS, StageError
+from hrm.tasks import TASKS
 from pipelines.raw import validate_raw_file
 from schemas.manifest import DATASETS_INDEX, ManifestError, Problem, check_split, read_manifest
 
@@ -37,19 +39,22 @@ def validate() -> None:
 
 @validate.command("raw")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--task", type=click.Choice(list(TASKS)), default="sudoku", show_default=True,
+              help="The rules the rows follow: Sudoku-Extreme's or Maze-30x30-Hard's.")
 @click.option(
     "--check-unique/--no-check-unique",
     default=True,
-    help="Also require every question to have exactly one solution (runs the solver on every row).",
+    help="Also require every question to have exactly one solution (Sudoku: runs the solver on every row; "
+         "maze: a unique shortest path).",
 )
 @click.option("--batch-rows", type=click.IntRange(min=1), default=BATCH_ROWS, help="Rows validated at a time.")
-def validate_raw_command(path: Path, check_unique: bool, batch_rows: int) -> None:
+def validate_raw_command(path: Path, task: str, check_unique: bool, batch_rows: int) -> None:
     """Validate a raw table (CSV or Parquet): source, question, answer, rating.
 
     Prints a one-line summary and exits 0 when every row is valid; otherwise exits 1
     with one line per problem: row (0-based data row), column and reason.
     """
-    report = validate_raw_file(path, check_unique=check_unique, batch_rows=batch_rows)
+    report = validate_raw_file(path, task=TASKS[task], check_unique=check_unique, batch_rows=batch_rows)
     if not report.ok:
         raise StageError(report.message())
     click.echo(report.summary())

@@ -142,3 +142,22 @@ def test_the_dataset_stages_refuse_a_maze_raw_table_by_name(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{raw / 'stats.json'}: the raw table holds maze examples" in result.output
     assert not (tmp_path / "sub").exists()
+
+
+def test_hrm_validate_raw_with_the_maze_task(mazes, tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    good = tmp_path / "mazes.csv"
+    mazes.write_csv(good)
+    result = CliRunner().invoke(cli, ["validate", "raw", "--task", "maze", str(good)])
+    assert result.exit_code == 0 and f"{good}: OK, 14 rows valid (a unique shortest path each)" in result.output
+    bad = tmp_path / "bad.csv"
+    mazes.with_columns(pl.col("question").str.replace("S", " ")).write_csv(bad)
+    result = CliRunner().invoke(cli, ["validate", "raw", "--task", "maze", str(bad), "--batch-rows", "5"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{bad}: 14 of 14 rows are invalid" in result.output
+    assert f"row 13, question: {M.REASONS[M.REASON_START_GOAL]}" in result.output  # numbered across batches
+    as_sudoku = CliRunner().invoke(cli, ["validate", "raw", str(good)])
+    assert as_sudoku.exit_code == 1 and "expected 81 characters, got 900" in as_sudoku.output
