@@ -6,7 +6,9 @@ when saved from a ``torch.compile``d model), with ``all_config.yaml`` in the sam
 folder. That YAML's ``arch`` block gives the architecture with the official
 names. The official code takes seq_len, vocab_size and num_puzzle_identifiers
 from the dataset, not the arch block; when they are absent they are read from
-the tensor shapes where possible, else default to Sudoku's 81 / 11 / 1.
+the tensor shapes where possible (with RoPE no tensor holds seq_len: the vocabulary
+names the task, hrm.tasks, and so its seq_len: 6 tokens a maze of 900 cells), else
+default to Sudoku's 81 / 11 / 1.
 
 Integrity: every file this package saves (``step_N``, and through :func:`write_verified` any
 other, e.g. a training state) gets a sidecar ``NAME.sha256`` (``sha256sum`` format), written
@@ -30,6 +32,7 @@ import torch
 import yaml
 
 from hrm.model.hrm import ARCH_NAME, HRM, HRMConfig, resolve_device
+from hrm.tasks import TASKS
 
 CONFIG_NAME = "all_config.yaml"
 COMPILE_PREFIX = "_orig_mod."
@@ -172,6 +175,9 @@ def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.T
         hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
         prefix = -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
         arch["seq_len"] = state["model.inner.embed_pos.embedding_weight"].shape[0] - prefix
+    seq_len_of_vocab = {t.vocab_size: t.seq_len for t in TASKS.values()}
+    if "seq_len" not in arch and arch.get("vocab_size") in seq_len_of_vocab:
+        arch["seq_len"] = seq_len_of_vocab[arch["vocab_size"]]
     for k, v in SUDOKU_DEFAULTS.items():
         arch.setdefault(k, v)
     if "batch_size" not in arch:
