@@ -84,9 +84,12 @@ def raw_task(stats_path: Path) -> str:
     if not stats_path.is_file():
         return "sudoku"
     try:
-        return json.loads(stats_path.read_text()).get("task", "sudoku")
+        stats = json.loads(stats_path.read_text())
     except (OSError, ValueError) as exc:
         raise StageError(f"{stats_path}: cannot read as JSON ({exc})") from None
+    if not isinstance(stats, dict):
+        raise StageError(f"{stats_path}: not the raw stage's statistics (a JSON object); rerun `hrm raw`")
+    return stats.get("task", "sudoku")
 
 
 def _read_raw(path: Path, stage: str) -> pl.DataFrame:
