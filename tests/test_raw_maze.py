@@ -142,6 +142,11 @@ def test_the_dataset_stages_refuse_a_maze_raw_table_by_name(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{raw / 'stats.json'}: the raw table holds maze examples" in result.output
     assert not (tmp_path / "sub").exists()
+    (raw / "stats.json").write_text("[]\n")  # valid JSON, not the raw stage's
+    result = CliRunner().invoke(cli, ["subsample", "--input", str(raw), "--output", str(tmp_path / "sub"),
+                                      "--subsample-size", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{raw / 'stats.json'}: not the raw stage's statistics" in result.output
 
 
 def test_hrm_validate_raw_with_the_maze_task(mazes, tmp_path):
@@ -161,8 +166,3 @@ def test_hrm_validate_raw_with_the_maze_task(mazes, tmp_path):
     assert f"row 13, question: {M.REASONS[M.REASON_START_GOAL]}" in result.output  # numbered across batches
     as_sudoku = CliRunner().invoke(cli, ["validate", "raw", str(good)])
     assert as_sudoku.exit_code == 1 and "expected 81 characters, got 900" in as_sudoku.output
-    (raw / "stats.json").write_text("[]\n")  # valid JSON, not the raw stage's
-    result = CliRunner().invoke(cli, ["subsample", "--input", str(raw), "--output", str(tmp_path / "sub"),
-                                      "--subsample-size", "2"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{raw / 'stats.json'}: not the raw stage's statistics" in result.output
