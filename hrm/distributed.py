@@ -91,14 +91,16 @@ class ResultStore(Protocol):
 
 
 def shared_map(fn: Callable[[Any], Any], items: Sequence[Any], d: Dist | None, store: ResultStore | None = None,
-               name: str = "item") -> Iterator[Any]:
+               name: str = "item", rank0_only: Sequence[str] = ()) -> Iterator[Any]:
     """``fn(item)`` for every item, in order, on every rank; item i is computed on rank i % world_size
     and sent to all (one round of world_size items at a time, so memory holds one round in flight).
     Every rank sees the same results in the same order and can go on with the same computation.
     Without a process group it is ``map(fn, items)``.
 
     ``store``: item i's result is looked up there first, under ``f"{name}-{i:06d}"``, and saved there
-    once computed, by the rank that computed it (``fn`` must not return None)."""
+    once computed, by the rank that computed it (``fn`` must not return None).
+    ``rank0_only``: keys of a dict result that only rank 0 needs (what it alone writes): they go to
+    rank 0 alone, and the other ranks see the result without them."""
     def result(i: int) -> Any:
         key = f"{name}-{i:06d}"
         got = None if store is None else store.load(key)
@@ -115,5 +117,15 @@ def shared_map(fn: Callable[[Any], Any], items: Sequence[Any], d: Dist | None, s
     for start in range(0, len(items), w):
         i = start + d.rank
         mine = result(i) if i < len(items) else None
-        got = all_gather_object(mine, d)
+        if rank0_only and isinstance(mine, dict):
+            private = {k: mine[k] for k in rank0_only if k in mine}
+            shared = {k: v for k, v in mine.items() if k not in private}
+        else:
+            private, shared = None, mine
+        got = all_gather_object(shared, d)
+        if rank0_only:
+            to_rank0 = [None] * w if d.rank == 0 else None
+            dist.gather_object(private, to_rank0, dst=0)
+            if d.rank == 0:
+                got = [g if p is None else {**g, **p} for g, p in zip(got, to_rank0)]
         yield from got[:min(w, len(items) - start)]

@@ -1,5 +1,6 @@
 """``hrm analyze`` under torchrun: 2 CPU processes on gloo share the batches of the traces, the easy
-probe, the multistability runs and the landscapes, and rank 0 writes what one process writes."""
+probe, the multistability runs and the landscapes, and rank 0 writes what one process writes (the
+per-step trace tables reach rank 0 alone)."""
 
 from __future__ import annotations
 
@@ -49,12 +50,16 @@ def _share(rank: int, world: int, init: str, queue) -> None:
             ran.append(item)
             return (item, item * item)
 
-        queue.put((rank, list(shared_map(fn, list(range(7)), Dist(rank=rank, world_size=world))), ran))
+        d = Dist(rank=rank, world_size=world)
+        plain = list(shared_map(fn, list(range(7)), d))
+        split = list(shared_map(lambda i: {"shared": i, "table": [i] * 3}, list(range(5)), d, rank0_only=("table",)))
+        queue.put((rank, plain, ran, split))
     finally:
         dist.destroy_process_group()
 
 
 def test_shared_map_computes_item_i_on_rank_i_mod_world_and_gives_every_rank_all_results(tmp_path):
+    """And the keys marked rank0_only go to rank 0 alone."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -62,9 +67,12 @@ def test_shared_map_computes_item_i_on_rank_i_mod_world_and_gives_every_rank_all
     procs = [ctx.Process(target=_share, args=(rank, 2, f"file://{tmp_path / 'rendezvous'}", queue)) for rank in range(2)]
     for p in procs:
         p.start()
-    got = {rank: (results, ran) for rank, results, ran in (queue.get(timeout=120) for _ in procs)}
+    got = {rank: (results, ran, split) for rank, results, ran, split in (queue.get(timeout=120) for _ in procs)}
     for p in procs:
         p.join(60)
     want = [(i, i * i) for i in range(7)]
     assert got[0][0] == got[1][0] == want  # in order, on every rank
     assert got[0][1] == [0, 2, 4, 6] and got[1][1] == [1, 3, 5]  # 7 items: rank 1 has none in the last round
+    # rank0_only: what only rank 0 writes reaches rank 0 alone, whichever rank computed it.
+    assert got[0][2] == [{"shared": i, "table": [i] * 3} for i in range(5)]
+    assert got[1][2] == [{"shared": i} for i in range(5)]

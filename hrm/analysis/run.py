@@ -137,7 +137,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     Raises :class:`TokenError` for a batch with tokens outside the encoding.
     ``d``: torchrun's ranks share the batches of the traces, the easy probe, the multistability runs and
     the landscapes (hrm.distributed.shared_map: the same batches as one process, every result sent to
-    every rank), so every rank returns the same result.
+    every rank but the per-step trace tables, which go to rank 0 alone), so every rank returns the
+    same result (``trace_rows`` and ``on_traces`` aside: rank 0's).
     ``store``: where each of those items' results is kept once computed and looked up first, so a
     stopped analysis continues (hrm.distributed.shared_map; pipelines/job.py); same result either way.
     """
@@ -200,12 +201,14 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
 
     bar = _bar(progress, rows_all.size, "traces")
     try:
-        for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d, _NoBadBatches.of(store), "traces"):
+        for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d, _NoBadBatches.of(store), "traces",
+                              rank0_only=("table",)):
             if "bad" in out:
                 raise TokenError(out["bad"])
-            if on_traces is not None:
-                on_traces(out["table"])
-            trace_rows += out["table"].num_rows
+            if "table" in out:  # the per-step table goes to rank 0 alone (it writes traces.parquet)
+                if on_traces is not None:
+                    on_traces(out["table"])
+                trace_rows += out["table"].num_rows
             states.update(out["states"])
             for key, value in out["acc"].items():
                 acc[key].append(value)
