@@ -206,15 +206,17 @@ def test_missing_input_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- hf (up to the network)
 
 
-def fake_hub_cache(root: Path, valid: pl.DataFrame, sha: str = FAKE_SHA) -> Path:
-    """A cache laid out like huggingface_hub's, holding sapientinc/sudoku-extreme at ``sha``."""
-    repo = root / ("datasets--" + DEFAULT_HF_REPO.replace("/", "--"))
+def fake_hub_cache(root: Path, valid: pl.DataFrame, sha: str = FAKE_SHA, repo_id: str = DEFAULT_HF_REPO,
+                   train: int = 30, test: int = 9) -> Path:
+    """A cache laid out like huggingface_hub's, holding ``repo_id`` (sapientinc/sudoku-extreme) at
+    ``sha``, `main` pointing to it: the first ``train`` rows of ``valid`` as train.csv, the last ``test``."""
+    repo = root / ("datasets--" + repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(sha)
     snapshot = repo / "snapshots" / sha
     snapshot.mkdir(parents=True)
-    valid.head(30).write_csv(snapshot / "train.csv")
-    valid.tail(9).write_csv(snapshot / "test.csv")
+    valid.head(train).write_csv(snapshot / "train.csv")
+    valid.tail(test).write_csv(snapshot / "test.csv")
     return root
 
 

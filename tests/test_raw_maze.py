@@ -14,7 +14,7 @@ from hrm import maze as M
 from hrm.tasks import MAZE, SUDOKU
 from schemas.raw import RAW_COLUMNS
 from schemas.raw_maze import validate_maze_raw
-from test_raw import FAKE_SHA, files_of, run, write_split_csvs
+from test_raw import FAKE_SHA, fake_hub_cache, files_of, run, write_split_csvs
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +90,10 @@ def test_sudoku_rows_under_the_maze_task_are_refused_by_row(tmp_path):
     assert "row 0, question: expected 900 characters, got 81" in result.output
 
 
-def fake_maze_hub(root: Path, mazes: pl.DataFrame) -> Path:
-    """A huggingface_hub cache holding the maze reference dataset at FAKE_SHA, `main` pointing to it."""
-    repo = root / ("datasets--" + MAZE.hf_repo.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(FAKE_SHA)
-    snapshot = repo / "snapshots" / FAKE_SHA
-    snapshot.mkdir(parents=True)
-    mazes.head(9).write_csv(snapshot / "train.csv")
-    mazes.tail(5).write_csv(snapshot / "test.csv")
-    return root
-
-
 def test_hf_mazes_from_the_cache_and_the_wrong_tasks_repo(mazes, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(fake_maze_hub(tmp_path / "hub", mazes)))
+    monkeypatch.setenv("HF_HUB_CACHE", str(fake_hub_cache(tmp_path / "hub", mazes, repo_id=MAZE.hf_repo, train=9,
+                                                          test=5)))
     out = tmp_path / "o"
     result = run("--task", "maze", "--source", "hf", "--output", str(out))  # the task's repo, at `main`
     assert result.exit_code == 0, result.output
