@@ -79,7 +79,8 @@ class SudokuDiagnosis:
         return (self.num_solutions == 1) | (self.num_solutions < 0)
 
 
-def _well_formed(strings: pl.Series, pattern: str) -> np.ndarray:
+def well_formed(strings: pl.Series, pattern: str) -> np.ndarray:
+    """bool [N]: the string matches ``pattern`` (False for nulls and for a column that is not text)."""
     if strings.dtype != pl.String:
         return np.zeros(len(strings), dtype=bool)
     return strings.str.contains(pattern).fill_null(False).to_numpy().astype(bool, copy=False)
@@ -104,8 +105,8 @@ def diagnose(
     n = len(questions)
     if len(answers) != n:
         raise ValueError(f"{n} questions but {len(answers)} answers")
-    q_ok = _well_formed(questions, QUESTION_PATTERN)
-    a_ok = _well_formed(answers, ANSWER_PATTERN)
+    q_ok = well_formed(questions, QUESTION_PATTERN)
+    a_ok = well_formed(answers, ANSWER_PATTERN)
     is_solution = np.ones(n, dtype=bool)
     first_mismatch = np.full(n, -1, dtype=np.int16)
     num_solutions = np.full(n, -1, dtype=np.int64) if count_solutions else None
@@ -149,36 +150,38 @@ def _diagnosis_for(data: PolarsData, *, need_count: bool) -> SudokuDiagnosis:
     return diagnose(frame["question"], frame["answer"], count_solutions=need_count)
 
 
-def _as_check_output(name: str, passed: np.ndarray) -> pl.LazyFrame:
+def check_output(name: str, passed: np.ndarray) -> pl.LazyFrame:
+    """What a registered check returns: one boolean column ``name`` (True = the row passes)."""
     return pl.LazyFrame({name: pl.Series(name, passed, dtype=pl.Boolean)})
 
 
 # --------------------------------------------------------------------------- registered checks
 
 
-def _register(fn):
+def register_check(fn):
+    """Register a custom check with Pandera (shared by the tasks' raw schemas)."""
     try:
         return register_check_method(fn)
     except ValueError:  # already registered (module imported twice, e.g. via reload)
         return fn
 
 
-@_register
+@register_check
 def sudoku_answer_is_solution(data: PolarsData) -> pl.LazyFrame:
     """Column check on ``answer``: a complete grid obeying the row, column and box rules."""
-    return _as_check_output(data.key, _diagnosis_for(data, need_count=False).answer_is_solution)
+    return check_output(data.key, _diagnosis_for(data, need_count=False).answer_is_solution)
 
 
-@_register
+@register_check
 def sudoku_answer_matches_givens(data: PolarsData) -> pl.LazyFrame:
     """Frame check: the answer holds the question's digit in every given cell."""
-    return _as_check_output("matches_givens", _diagnosis_for(data, need_count=False).matches_givens)
+    return check_output("matches_givens", _diagnosis_for(data, need_count=False).matches_givens)
 
 
-@_register
+@register_check
 def sudoku_unique_solution(data: PolarsData) -> pl.LazyFrame:
     """Frame check: the question has exactly one solution (hrm.solver.count_solutions == 1)."""
-    return _as_check_output("unique", _diagnosis_for(data, need_count=True).unique)
+    return check_output("unique", _diagnosis_for(data, need_count=True).unique)
 
 
 # --------------------------------------------------------------------------- models
@@ -355,15 +358,27 @@ def normalise_raw(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFra
     return df, errors, bad_rating
 
 
-def _reasons_from_failures(failures: pl.DataFrame, df: pl.DataFrame, diag: SudokuDiagnosis) -> tuple[pl.DataFrame, list[str]]:
-    """Turn Pandera's failure cases into (row, column, reason) lines and table-level errors."""
-    table_errors = [
+def table_level_errors(failures: pl.DataFrame) -> list[str]:
+    """The lines of Pandera's failure cases that are about no single row (a wrong type, say)."""
+    return [
         f"{col}: {check} failed ({case})"
         for col, check, case in failures.filter(pl.col("index").is_null())
         .select("column", "check", "failure_case")
         .unique(maintain_order=True)
         .iter_rows()
     ]
+
+
+def layout_report(n_rows: int, table_errors: list[str], *, path: str | None, checked_unique: bool,
+                  unique_means: str = "exactly one solution each") -> RawReport:
+    """The report of a table whose layout is wrong (normalise_raw's errors): the whole table is refused."""
+    return RawReport(n_rows=n_rows, valid=empty_raw_table(), rejected=empty_rejected(), problems=empty_problems(),
+                     table_errors=table_errors, path=path, checked_unique=checked_unique, unique_means=unique_means)
+
+
+def _reasons_from_failures(failures: pl.DataFrame, df: pl.DataFrame, diag: SudokuDiagnosis) -> tuple[pl.DataFrame, list[str]]:
+    """Turn Pandera's failure cases into (row, column, reason) lines and table-level errors."""
+    table_errors = table_level_errors(failures)
     rows = failures.filter(pl.col("index").is_not_null()).with_columns(pl.col("index").cast(pl.Int64))
     check, case = pl.col("check"), pl.col("failure_case")
     length = case.str.len_chars()
@@ -433,15 +448,7 @@ def validate_raw(
     n = df.height
     df, table_errors, problems = normalise_raw(df)
     if table_errors:
-        return RawReport(
-            n_rows=n,
-            valid=empty_raw_table(),
-            rejected=empty_rejected(),
-            problems=empty_problems(),
-            table_errors=table_errors,
-            path=path,
-            checked_unique=check_unique,
-        )
+        return layout_report(n, table_errors, path=path, checked_unique=check_unique)
     df = df.select(RAW_COLUMNS)
     diag = diagnose(df["question"], df["answer"], count_solutions=check_unique)
     token = _CURRENT.set(diag)

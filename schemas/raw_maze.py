@@ -33,12 +33,11 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 from pandera.config import ValidationDepth, config_context
-from pandera.extensions import register_check_method
 
 from hrm import maze
 from schemas.raw import (
-    CHUNK_ROWS, PROBLEM_SCHEMA, RAW_COLUMNS, RawReport, empty_problems, empty_raw_table, empty_rejected,
-    normalise_raw, report_from_problems,
+    CHUNK_ROWS, PROBLEM_SCHEMA, RAW_COLUMNS, RawReport, check_output, layout_report, normalise_raw, register_check,
+    report_from_problems, table_level_errors, well_formed,
 )
 
 QUESTION_CHARS = "[# SG]"
@@ -67,18 +66,12 @@ class MazeDiagnosis:
         return ~np.isin(self.code, codes)
 
 
-def _well_formed(strings: pl.Series, pattern: str) -> np.ndarray:
-    if strings.dtype != pl.String:
-        return np.zeros(len(strings), dtype=bool)
-    return strings.str.contains(pattern).fill_null(False).to_numpy().astype(bool, copy=False)
-
-
 def diagnose_mazes(questions: pl.Series, answers: pl.Series, *, chunk_rows: int = CHUNK_ROWS) -> MazeDiagnosis:
     """Parse both columns once and run every maze check, ``chunk_rows`` rows at a time."""
     n = len(questions)
     if len(answers) != n:
         raise ValueError(f"{n} questions but {len(answers)} answers")
-    q_ok, a_ok = _well_formed(questions, QUESTION_PATTERN), _well_formed(answers, ANSWER_PATTERN)
+    q_ok, a_ok = well_formed(questions, QUESTION_PATTERN), well_formed(answers, ANSWER_PATTERN)
     code = np.full(n, NOT_CHECKED, dtype=np.int8)
     shortest = np.full(n, -1, dtype=np.int64)
     path_moves = np.full(n, -1, dtype=np.int64)
@@ -109,34 +102,23 @@ def _diagnosis_for(data: PolarsData) -> MazeDiagnosis:
     return diagnose_mazes(frame["question"], frame["answer"])
 
 
-def _register(fn):
-    try:
-        return register_check_method(fn)
-    except ValueError:  # already registered (module imported twice, e.g. via reload)
-        return fn
-
-
-def _output(name: str, passed: np.ndarray) -> pl.LazyFrame:
-    return pl.LazyFrame({name: pl.Series(name, passed, dtype=pl.Boolean)})
-
-
-@_register
+@register_check
 def maze_start_and_goal(data: PolarsData) -> pl.LazyFrame:
     """Frame check: the question holds exactly one S and one G."""
-    return _output("start_and_goal", _diagnosis_for(data).passes(maze.REASON_START_GOAL))
+    return check_output("start_and_goal", _diagnosis_for(data).passes(maze.REASON_START_GOAL))
 
 
-@_register
+@register_check
 def maze_answer_is_shortest_path(data: PolarsData) -> pl.LazyFrame:
     """Frame check: the answer marks one simple S-G path through open cells, as short as the BFS optimum."""
-    return _output("shortest_path", _diagnosis_for(data).passes(
+    return check_output("shortest_path", _diagnosis_for(data).passes(
         maze.REASON_ANSWER_MISMATCH, maze.REASON_NOT_A_PATH, maze.REASON_NOT_SHORTEST))
 
 
-@_register
+@register_check
 def maze_unique_shortest_path(data: PolarsData) -> pl.LazyFrame:
     """Frame check: the question's shortest S-G path is unique."""
-    return _output("unique", _diagnosis_for(data).passes(maze.REASON_NOT_UNIQUE))
+    return check_output("unique", _diagnosis_for(data).passes(maze.REASON_NOT_UNIQUE))
 
 
 class RawMazeTable(pa.DataFrameModel):
@@ -201,8 +183,7 @@ def validate_maze_raw(df: pl.DataFrame, *, check_unique: bool = True, path: str 
     n = df.height
     df, table_errors, problems = normalise_raw(df)
     if table_errors:
-        return RawReport(n_rows=n, valid=empty_raw_table(), rejected=empty_rejected(), problems=empty_problems(),
-                         table_errors=table_errors, path=path, checked_unique=check_unique, unique_means=UNIQUE_MEANS)
+        return layout_report(n, table_errors, path=path, checked_unique=check_unique, unique_means=UNIQUE_MEANS)
     df = df.select(RAW_COLUMNS)
     diag = diagnose_mazes(df["question"], df["answer"])
     token = _CURRENT.set(diag)
@@ -211,9 +192,7 @@ def validate_maze_raw(df: pl.DataFrame, *, check_unique: bool = True, path: str 
             raw_maze_schema(check_unique).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
         failures = exc.failure_cases
-        table_errors += [f"{col}: {check} failed ({case})" for col, check, case in
-                         failures.filter(pl.col("index").is_null()).select("column", "check", "failure_case")
-                         .unique(maintain_order=True).iter_rows()]
+        table_errors += table_level_errors(failures)
         rows = failures.filter(pl.col("index").is_not_null())
         lines = [(int(i), _COLUMN_OF.get(check, col), _reason(check, col, case, int(i), diag))
                  for i, col, check, case in rows.select("index", "column", "check", "failure_case").iter_rows()]
