@@ -438,12 +438,11 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
             res = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"],
                                       on_batch=bar.update, **common)
             # What the outputs need: the totals, and for the test split the per-puzzle table (puzzles.parquet).
-            arrays = {f"totals.{k}": v for k, v in res.totals().as_arrays().items()}
+            done = {"totals": res.totals().as_arrays()}
             if unit.set_index == 0:
-                ids = {"row": data["rows"].astype(np.int64), "raw_index": data["raw_index"],
-                       "puzzle_id": data["puzzle_id"], "rating": data["rating"]}
-                arrays.update({f"puzzles.{k}": v for k, v in {**ids, **res.puzzle_table()}.items()})
-            job.save(unit.name, arrays)
+                done["puzzles"] = {"row": data["rows"].astype(np.int64), "raw_index": data["raw_index"],
+                                   "puzzle_id": data["puzzle_id"], "rating": data["rating"], **res.puzzle_table()}
+            job.save(unit.name, done)
             del res
             if d.rank == 0:
                 count_other_ranks()
@@ -463,17 +462,15 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     totals: list = [None] * len(set_names)
     table: dict[str, list[np.ndarray]] = {}
     for unit in units:
-        arrays = job.load(unit.name)
-        if arrays is None:
+        done = job.load(unit.name)
+        if done is None:
             raise StageError(f"{job.path(unit.name)}: a finished unit is missing or damaged; rerun the same command "
                              f"to run it again")
-        part = ev.EvalTotals.from_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("totals.")},
-                                         names=names, perturbation=perts.kind, early_stop=early_stop)
+        part = ev.EvalTotals.from_arrays(done["totals"], names=names, perturbation=perts.kind, early_stop=early_stop)
         totals[unit.set_index] = part if totals[unit.set_index] is None else totals[unit.set_index].add(part)
-        for k, v in arrays.items():
-            if k.startswith("puzzles."):
-                table.setdefault(k[8:], []).append(v)
-        del arrays
+        for k, v in done.get("puzzles", {}).items():
+            table.setdefault(k, []).append(v)
+        del done
     test, tier_results = totals[0], {ev.tier_name(t): r for t, r in zip(tier_list, totals[1:])}
     puzzle_table = {k: np.concatenate(v) for k, v in table.items()}
     log(STAGE, f"{split}: {n} puzzles, {test.seconds:.1f} s of evaluation ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
