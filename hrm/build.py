@@ -1,4 +1,4 @@
-"""Dataset building for Sudoku-Extreme (docs/reference-semantics.md §3), vectorised.
+"""Dataset building for Sudoku-Extreme (docs/reference-semantics.md §3) and mazes, vectorised.
 
 Arrays in, arrays out: no files, no params, no DVC. The stages in ``pipelines/``
 (``hrm subsample | augment | hints | shard``) call these functions.
@@ -18,6 +18,9 @@ ordered by group (original puzzle), then in emission order, exactly as the fork'
 builder emits them (the fork = the Augmented HRM paper's code, README "Reference code"):
 ``orig, [hint(orig)], aug_1, [hint(aug_1)], ...``.
 
+Mazes (:func:`augment_mazes`) use the same :class:`Examples`, with a dihedral id per row as
+their transform (hrm.maze.dihedral; the official builder's ``--aug`` takes all 8) and no hints.
+
 Randomness comes only from the ``numpy.random.Generator`` passed in. The hot loops are
 numba kernels (compiled on first use, cached next to this file).
 """
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hrm import maze
 from hrm.sudoku import (
     SEQ_LEN, Transforms, apply_transforms_rows, is_valid_solution, numba_kernel as _kernel, random_transforms,
 )
@@ -36,6 +40,7 @@ VARIANTS = ("original", "augmented", "hint")
 ORIGINAL, AUGMENTED, HINT = 0, 1, 2
 NO_PARENT = -1
 _HINT_CHUNK = 1 << 16  # rows per draw of hint randomness: bounds its memory (fixed: it fixes the stream)
+MAZE_MAX_AUG = 7  # a maze has 7 transformed copies besides itself (the dihedral group's other members)
 
 
 @dataclass
@@ -45,16 +50,17 @@ class Examples:
     ``group_id[i]`` indexes the original puzzles the split was built from; ``puzzle_id``
     is the row's position in emission order; ``parent_id`` is the puzzle_id a hint was
     made from (-1 for originals and augmented copies). ``transforms`` took the original
-    to this example (identity for originals; a hint shares its parent's).
+    to this example (identity for originals; a hint shares its parent's): a Sudoku
+    :class:`~hrm.sudoku.Transforms`, or for mazes the dihedral ids, uint8 [N] (0 = identity).
     """
 
     group_id: np.ndarray  # int32 [N]
     puzzle_id: np.ndarray  # int32 [N]
     variant: np.ndarray  # uint8 [N], codes into VARIANTS
     parent_id: np.ndarray  # int32 [N]
-    inputs: np.ndarray  # uint8 [N, 81] tokens 1..10
-    labels: np.ndarray  # uint8 [N, 81] tokens 2..10
-    transforms: Transforms
+    inputs: np.ndarray  # uint8 [N, 81] tokens 1..10 (mazes [N, 900], 1..4)
+    labels: np.ndarray  # uint8 [N, 81] tokens 2..10 (mazes [N, 900], 1..5)
+    transforms: Transforms | np.ndarray
 
     def __len__(self) -> int:
         return len(self.group_id)
@@ -65,7 +71,8 @@ class Examples:
         return Examples(
             self.group_id[rows], self.puzzle_id[rows], self.variant[rows], self.parent_id[rows],
             self.inputs[rows], self.labels[rows],
-            Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows]),
+            t[rows] if isinstance(t, np.ndarray)
+            else Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows]),
         )
 
 
@@ -340,6 +347,45 @@ def augment(questions: np.ndarray, answers: np.ndarray, num_aug: int, rng: np.ra
         inputs=inputs,
         labels=labels,
         transforms=t,
+    )
+
+
+def augment_mazes(questions: np.ndarray, answers: np.ndarray, num_aug: int, rng: np.random.Generator | None) -> Examples:
+    """Each original maze, then ``num_aug`` (at most 7) of its other dihedral transforms.
+
+    ``questions``/``answers``: maze tokens uint8 [G, 900]. Per maze, ``num_aug`` distinct ids
+    of 1..7 drawn uniformly, in ascending order; with 7 that is every transform in the official
+    builder's order, which is what its ``--aug`` emits. Group g occupies rows ``g * (1 + num_aug)
+    ...``, its original (id 0) first. ``num_aug == 0`` (the test split; the paper's maze
+    training) does not use ``rng``.
+    """
+    questions = np.ascontiguousarray(questions, dtype=np.uint8)
+    answers = np.ascontiguousarray(answers, dtype=np.uint8)
+    if questions.shape != answers.shape or questions.ndim != 2 or questions.shape[1] != maze.SEQ_LEN:
+        raise ValueError(f"questions and answers must both be [G, {maze.SEQ_LEN}], got {questions.shape} and "
+                         f"{answers.shape}")
+    if not 0 <= num_aug <= MAZE_MAX_AUG:
+        raise ValueError(f"num_aug must be in 0..{MAZE_MAX_AUG} for mazes (the other dihedral transforms), "
+                         f"got {num_aug}")
+    groups = len(questions)
+    per = 1 + num_aug
+    n = groups * per
+    group_id = np.repeat(np.arange(groups, dtype=np.int32), per)
+    variant = np.full(n, AUGMENTED, dtype=np.uint8)
+    variant[::per] = ORIGINAL
+    ids = np.zeros((groups, per), dtype=np.uint8)
+    if num_aug and groups:
+        others = rng.permuted(np.tile(np.arange(1, 8, dtype=np.uint8), (groups, 1)), axis=1)[:, :num_aug]
+        ids[:, 1:] = np.sort(others, axis=1)
+    ids = ids.reshape(-1)
+    return Examples(
+        group_id=group_id,
+        puzzle_id=np.arange(n, dtype=np.int32),
+        variant=variant,
+        parent_id=np.full(n, NO_PARENT, dtype=np.int32),
+        inputs=np.ascontiguousarray(maze.dihedral(questions[group_id], ids)),
+        labels=np.ascontiguousarray(maze.dihedral(answers[group_id], ids)),
+        transforms=ids,
     )
 
 

@@ -5,9 +5,10 @@ Reads a dataset directory as ``hrm shard`` writes it (``DIR/manifest.json``,
 checked against its manifest by ``schemas.manifest.check_split`` before anything is read.
 Shards may be in the Arrow IPC file or stream format, uncompressed, groups contiguous.
 
-Columns used (``schemas.columns.LOADER_COLUMNS``): ``inputs`` and ``labels``
-(``fixed_size_list<uint8>[81]``), ``group_id``, ``puzzle_id``, ``rating`` and ``raw_index``
-(int32; the original's row in the raw split file).
+Columns used (``loader_columns`` of the task's layout, schemas/columns.py): ``inputs`` and ``labels``
+(``fixed_size_list<uint8>[81]``; a maze dataset's, which its manifest's ``encoding`` names, [900]),
+``group_id``, ``puzzle_id``, ``rating`` and ``raw_index`` (int32; the original's row in the raw
+split file).
 Nothing is copied into memory: every shard is
 memory-mapped and a batch gathers its rows straight from the mapped values buffers
 (a zero-copy uint8 view of the file, fancy-indexed), so a training epoch reads only the
@@ -81,7 +82,7 @@ import torch
 
 from hrm.rng import EVAL_SAMPLE as EVAL_STREAM, TRAIN_ORDER as TRAIN_STREAM  # the seed's stream ids: hrm/rng.py
 from hrm.sudoku import IGNORE_LABEL, PAD_TOKEN, SEQ_LEN
-from schemas.columns import LOADER_COLUMNS
+from schemas.columns import layout, manifest_task
 from schemas.manifest import MANIFEST, ManifestError, OpenShard, check_split, read_manifest
 
 __all__ = [
@@ -254,7 +255,12 @@ class PuzzleDataset:
         # Also a folder made by hand (tools, tests): a shard entry needs only its file; without rows
         # or sha256 the shard's own row count is used and its bytes are not hashed. sizes=False: a
         # matching sha256 fixes the bytes; the recorded size is bookkeeping (`hrm validate`, registry).
-        checked = check_split(self.dataset_dir, self.manifest, split, required=LOADER_COLUMNS,
+        try:
+            self.layout = layout(manifest_task(self.manifest))
+        except ValueError as exc:
+            raise DatasetError(f"{self.dataset_dir / MANIFEST}: encoding: {exc}") from None
+        self.seq_len: int = int(self.layout.encoding["seq_len"])
+        checked = check_split(self.dataset_dir, self.manifest, split, required=self.layout.loader_columns,
                               entry_keys=("file",), verify=verify, sizes=False, first_only=True)
         if checked.problems:
             raise DatasetError(checked.problems[0].error)
@@ -270,7 +276,7 @@ class PuzzleDataset:
         """Index the checked, memory-mapped shards: the gathered columns and the groups."""
         self._buffers: list[pa.Buffer] = []
         self._tables: list[pa.Table] = []
-        self._inputs, self._labels = _Column(SEQ_LEN), _Column(SEQ_LEN)
+        self._inputs, self._labels = _Column(self.seq_len), _Column(self.seq_len)
         self._puzzle_id, self._rating, self._raw_index = _Column(4), _Column(4), _Column(4)
         group_ids = []
         row = 0
@@ -466,7 +472,7 @@ class PuzzleDataset:
         ``.batch(global_batch_size)`` gives the global batches of ``train_batches``) or the
         evaluation order (``mode="eval"``: every example in order, or the ``limit`` sample).
 
-        Columns (``hf_features()``): ``inputs`` and ``labels`` int32[81] (labels -100 for
+        Columns (``hf_features(seq_len)``): ``inputs`` and ``labels`` int32[seq_len] (labels -100 for
         pad), ``puzzle_identifiers``, ``puzzle_id``, ``rating`` and ``raw_index`` int32. One data source,
         so ``split_dataset_by_node`` gives rank r examples r, r+W, ... (module docstring).
         Rows are gathered per step (train) or per ``HF_EVAL_CHUNK`` rows (eval) by the same
@@ -496,18 +502,18 @@ class PuzzleDataset:
         source = datasets.Dataset.from_dict({"unit": units},
                                             features=datasets.Features({"unit": datasets.Value("int64")}))
         return (source.to_iterable_dataset(num_shards=1).with_format("arrow")
-                .map(stream, batched=True, batch_size=1, remove_columns=["unit"], features=hf_features())
+                .map(stream, batched=True, batch_size=1, remove_columns=["unit"], features=hf_features(self.seq_len))
                 .with_format(None))
 
 
 HF_EVAL_CHUNK = 1024  # rows per gather in to_iterable_dataset(mode="eval")
 
 
-def hf_features():
-    """Features of the examples ``to_iterable_dataset`` yields."""
+def hf_features(seq_len: int = SEQ_LEN):
+    """Features of the examples ``to_iterable_dataset`` yields (Sudoku's 81 cells unless told)."""
     import datasets
 
-    tokens = datasets.List(datasets.Value("int32"), length=SEQ_LEN)
+    tokens = datasets.List(datasets.Value("int32"), length=seq_len)
     return datasets.Features({
         "inputs": tokens, "labels": tokens, "puzzle_identifiers": datasets.Value("int32"),
         "puzzle_id": datasets.Value("int32"), "rating": datasets.Value("int32"),
@@ -554,7 +560,7 @@ class _HFStream:
         units = table.column("unit").to_numpy()
         rows = np.concatenate([self.rows(int(u)) for u in units]) if len(units) else np.zeros(0, np.int64)
         batch = self.dataset.gather(rows)
-        tokens = {k: pa.FixedSizeListArray.from_arrays(pa.array(batch[k].reshape(-1)), SEQ_LEN)
+        tokens = {k: pa.FixedSizeListArray.from_arrays(pa.array(batch[k].reshape(-1)), self.dataset.seq_len)
                   for k in ("inputs", "labels")}
         return pa.table({
             **tokens,

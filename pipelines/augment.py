@@ -7,6 +7,10 @@ every puzzle once, as itself (identity transform), never augmented. An independe
 (``train_vanilla``, subsample ``--vanilla-draw independent``) is augmented like train, from its
 own seed stream.
 
+Mazes (a maze lineage, ``hrm raw --task maze``): ``--num-aug`` (at most 7) of each train maze's
+other dihedral transforms (hrm.build.augment_mazes); 7 gives all 8, what the official builder's
+``--aug`` emits; 0, its default and the paper's maze training, none.
+
 Reads ``INPUT/{train,test}.parquet`` and ``INPUT/lineage.json`` (the subsample stage);
 writes ``OUTPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``; the examples table, schemas/examples.py; Arrow IPC) and
 ``OUTPUT/lineage.json``. Every table is validated (every row) before anything is written.
@@ -22,8 +26,8 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, read_lineage,
-    read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, lineage_task,
+    read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log, owns_pattern
 
@@ -33,15 +37,23 @@ OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
 AUGMENT_STREAMS = {"train": "augment", VANILLA_TRAIN: "augment_vanilla"}
 
 
-def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None) -> pl.DataFrame:
+def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None, task: str = "sudoku") -> pl.DataFrame:
     """The examples table of one split from its subsample table."""
-    from hrm.build import augment
-    from hrm.sudoku import strings_to_grids
     from schemas.examples import to_frame
 
-    questions = strings_to_grids(df.get_column("question").to_numpy())
-    answers = strings_to_grids(df.get_column("answer").to_numpy())
-    ex = augment(questions, answers, num_aug, rng)
+    if task == "maze":
+        from hrm.build import augment_mazes
+        from hrm.maze import strings_to_tokens
+
+        ex = augment_mazes(strings_to_tokens(df.get_column("question").to_numpy()),
+                           strings_to_tokens(df.get_column("answer").to_numpy()), num_aug, rng)
+    else:
+        from hrm.build import augment
+        from hrm.sudoku import strings_to_grids
+
+        questions = strings_to_grids(df.get_column("question").to_numpy())
+        answers = strings_to_grids(df.get_column("answer").to_numpy())
+        ex = augment(questions, answers, num_aug, rng)
     return to_frame(ex, df.get_column("source"), df.get_column("rating").cast(pl.Int64).to_numpy(),
                     df.get_column("raw_index").to_numpy())
 
@@ -52,7 +64,8 @@ def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None)
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/augment"),
               help="Directory to write (replaced as a whole on success).")
 @click.option("--num-aug", type=click.IntRange(min=0), default=100,
-              help="Transformed copies per train puzzle (paper: 1000).")
+              help="Transformed copies per train puzzle (paper: 1000); mazes: at most 7 (7: all 8 dihedral "
+                   "transforms, the official --aug; paper: 0).")
 @click.option("--seed", type=int, default=0, help="Seed of the transforms.")
 def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
@@ -61,8 +74,14 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
+    task = lineage_task(lineage)
+    from hrm.build import MAZE_MAX_AUG
+
+    if task == "maze" and num_aug > MAZE_MAX_AUG:
+        raise StageError(f"--num-aug {num_aug}: a maze has {MAZE_MAX_AUG} transformed copies besides itself (its "
+                         f"other dihedral transforms; {input_dir / LINEAGE} holds mazes); use 0..{MAZE_MAX_AUG}")
     names = [f"{split}.parquet" for split in splits]
-    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage) for split in splits}
+    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage, task=task) for split in splits}
     for split in splits:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
     groups = tables["train"].height
@@ -77,12 +96,12 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
         for split in splits:
             t0 = time.perf_counter()
             k = num_aug if split in AUGMENT_STREAMS else 0
-            df = build_split(tables[split], k, stage_rng(seed, AUGMENT_STREAMS[split]) if k else None)
+            df = build_split(tables[split], k, stage_rng(seed, AUGMENT_STREAMS[split]) if k else None, task)
             log(stage, f"built {split}: {tables[split].height:,} puzzles -> {df.height:,} examples, "
                        f"{time.perf_counter() - t0:.1f} s")
             name = f"{split}{EXAMPLES_SUFFIX}"
-            check_table(df, 1 + k, str(output / name), stage, built=True)
-            lineage[stage]["outputs"][name] = write_examples(df, tmp / name, stage, output / name)
+            check_table(df, 1 + k, str(output / name), stage, built=True, task=task)
+            lineage[stage]["outputs"][name] = write_examples(df, tmp / name, stage, output / name, task)
             del df
         write_json(tmp / LINEAGE, lineage)
     log(stage, f"wrote {output} in {time.perf_counter() - t_start:.1f} s")

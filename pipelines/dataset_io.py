@@ -10,6 +10,10 @@
   reads it: a record in ``lineage.json`` (rows, sha256, checks id) is bookkeeping, never a
   reason to skip a check (it could be edited together with the file it describes).
 
+The task (Sudoku or Maze) comes from the data: the subsample stage copies it from the raw
+stage's ``stats.json`` into the lineage's ``raw`` record (``lineage_task``; no record: Sudoku, the
+one task of the datasets built before mazes), and each table is validated by its task's schema.
+
 ``hrm validate examples`` reads the same tables with the same functions.
 """
 
@@ -122,6 +126,12 @@ def tables_of(lineage: dict) -> tuple[str, ...]:
     return SPLITS + ((VANILLA_TRAIN,) if draw == "independent" else ())
 
 
+def lineage_task(lineage: dict) -> str:
+    """The task of the tables a lineage describes (``raw.task``; absent: Sudoku)."""
+    raw = lineage.get("raw")
+    return str(raw.get("task", "sudoku")) if isinstance(raw, dict) else "sudoku"
+
+
 def rows_per_group(lineage: dict, split: str) -> int | None:
     """Rows per group of the table the last stage in ``lineage`` wrote (None if it does not say)."""
     per = (lineage.get("augment") or {}).get("rows_per_group", {}).get(split)
@@ -133,16 +143,17 @@ def rows_per_group(lineage: dict, split: str) -> int | None:
 # --------------------------------------------------------------------------- the subsample table
 
 
-def read_subsample(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
-    """A subsample table (raw columns + raw_index), validated; StageError naming file and rows."""
-    from schemas.raw import RAW_COLUMNS, validate_raw
+def read_subsample(path: Path, stage: str, *, quiet: bool = False, task: str = "sudoku") -> pl.DataFrame:
+    """A subsample table (raw columns + raw_index), validated by its task's raw schema; StageError
+    naming file and rows."""
+    from schemas.raw import RAW_COLUMNS, raw_validator
 
     t0 = time.perf_counter()
     df = read_table(path)
     if "raw_index" not in df.columns:
         raise StageError(f"{path}: missing column raw_index; expected the output of `hrm subsample` "
                          f"(columns {', '.join(RAW_COLUMNS)}, raw_index)")
-    report = validate_raw(df.drop("raw_index"), check_unique=False, path=str(path))
+    report = raw_validator(task)(df.drop("raw_index"), check_unique=False, path=str(path))
     problems = []
     if not report.ok:
         problems.append(report.message())
@@ -156,14 +167,15 @@ def read_subsample(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFra
     if problems:
         raise StageError("\n".join(problems))
     if not quiet:
-        log(stage, f"read {path}: {df.height:,} puzzles, valid, {time.perf_counter() - t0:.1f} s")
+        log(stage, f"read {path}: {df.height:,} {'mazes' if task == 'maze' else 'puzzles'}, valid, "
+                   f"{time.perf_counter() - t0:.1f} s")
     return df
 
 
 # --------------------------------------------------------------------------- examples tables
 
 
-def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> dict:
+def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path, task: str = "sudoku") -> dict:
     """Write a validated examples table; returns its lineage record (rows, sha256, checks id).
 
     Arrow IPC (Feather v2), uncompressed, not Parquet: Parquet stores each uint8 of a
@@ -181,15 +193,15 @@ def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> dic
             writer.write_table(table, max_chunksize=max(table.num_rows, 1))
     log(stage, f"wrote {shown}: {df.height:,} rows, {human_bytes(path.stat().st_size)}, "
                f"{time.perf_counter() - t0:.1f} s")
-    return examples_record(path, df.height)
+    return examples_record(path, df.height, task)
 
 
-def examples_record(path: Path, rows: int) -> dict:
+def examples_record(path: Path, rows: int, task: str = "sudoku") -> dict:
     """The lineage record of an examples table a stage validated and wrote: its rows, sha256 and
     the id of the checks it passed (a record of what was done; the next stage validates again)."""
-    from schemas.examples import CHECKS_ID
+    from schemas.examples import checks_id
 
-    return {"rows": rows, "sha256": sha256_file(path), "validated_with": CHECKS_ID}
+    return {"rows": rows, "sha256": sha256_file(path), "validated_with": checks_id(task)}
 
 
 def read_examples_file(path: Path, stage: str, *, quiet: bool = False) -> pl.DataFrame:
@@ -206,12 +218,13 @@ def read_examples_file(path: Path, stage: str, *, quiet: bool = False) -> pl.Dat
     return df
 
 
-def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool) -> None:
-    """Validate an examples table; a failure is a StageError naming the file and rows."""
+def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool,
+                task: str = "sudoku") -> None:
+    """Validate an examples table by its task's schema; a failure is a StageError naming the file and rows."""
     from schemas.examples import validate_examples
 
     t0 = time.perf_counter()
-    report = validate_examples(df, rows_per_group=rows_per_group, path=shown)
+    report = validate_examples(df, rows_per_group=rows_per_group, path=shown, task=task)
     if not report.ok:
         if built:  # our own output failed its schema: a bug, but still no half-written output
             raise StageError(f"internal error, the built table failed validation and nothing was written:\n"
@@ -220,9 +233,9 @@ def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage:
     log(stage, f"validated {shown}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
 
 
-def read_examples(path: Path, rows_per_group: int | None, stage: str) -> pl.DataFrame:
+def read_examples(path: Path, rows_per_group: int | None, stage: str, task: str = "sudoku") -> pl.DataFrame:
     """Read and validate an examples table, every row (whatever its lineage record says);
     StageError naming the file and rows."""
     df = read_examples_file(path, stage)
-    check_table(df, rows_per_group, str(path), stage, built=False)
+    check_table(df, rows_per_group, str(path), stage, built=False, task=task)
     return df

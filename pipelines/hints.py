@@ -11,7 +11,8 @@ the fork (the Augmented HRM paper's code, README "Reference code"), the test spl
 hinted: it passes through unchanged.
 
 With ``--enabled false`` every table passes through unchanged (byte copies) and only the
-vanilla dataset is sharded.
+vanilla dataset is sharded. Mazes have no hints (the fork's ``--hint`` is Sudoku's): a maze
+lineage needs ``--enabled false``.
 
 Reads ``INPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``) and ``INPUT/lineage.json`` (the
 augment stage); writes the same tables (examples tables, Arrow IPC) and ``OUTPUT/lineage.json``.
@@ -29,7 +30,8 @@ import polars as pl
 
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, examples_record, input_records,
-    read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples, write_json,
+    lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples,
+    write_json,
 )
 from pipelines.io import StageError, atomic_output, log, owns_pattern
 
@@ -60,9 +62,14 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
+    task = lineage_task(lineage)
+    if enabled and task != "sudoku":
+        raise StageError(f"{input_dir / LINEAGE}: the tables hold {task} examples, which have no hints (the fork's "
+                         f"--hint reveals Sudoku digits); run `hrm hints --enabled false` (params: data.hints: false, "
+                         f"and the vanilla dataset for train, evaluate and analyze)")
     names = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
     expected = {split: rows_per_group(lineage, split) for split in splits}
-    tables = {split: read_examples(input_dir / name, expected[split], stage)
+    tables = {split: read_examples(input_dir / name, expected[split], stage, task)
               for split, name in zip(splits, names)}
     for split, name in zip(splits, names):
         require_rows(tables[split].height, input_dir / name, stage)
@@ -77,7 +84,7 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
             target, shown = tmp / name, output / name
             if not (enabled and split == "train"):
                 shutil.copyfile(input_dir / name, target)
-                lineage[stage]["outputs"][name] = examples_record(target, tables[split].height)
+                lineage[stage]["outputs"][name] = examples_record(target, tables[split].height, task)
                 why = ("hints disabled" if not enabled else
                        "the independent vanilla draw is not hinted" if split == VANILLA_TRAIN else
                        "the test split is not hinted")

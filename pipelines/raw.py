@@ -38,16 +38,14 @@ from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
     read_table, write_parquet,
 )
-from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, validate_raw
+from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
 from schemas.raw_maze import QUESTION_PATTERN as MAZE_QUESTION_PATTERN
-from schemas.raw_maze import validate_maze_raw
 
 SPLITS = ("train", "test")
 SOURCES = ("builtin", "hf", "csv")
 # Sudoku-Extreme at its pinned commit (hrm.tasks); `--hf-revision main` follows the branch.
 DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
-# Per task: the raw table's validator and the pattern of a well-formed question.
-VALIDATORS = {"sudoku": validate_raw, "maze": validate_maze_raw}
+# Per task: the pattern of a well-formed question.
 QUESTION_PATTERNS = {"sudoku": QUESTION_PATTERN, "maze": MAZE_QUESTION_PATTERN}
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|metrics\.json|rejected-(train|test)\.parquet")
@@ -290,7 +288,7 @@ def validate_raw_file(
     parts: list[RawReport] = []
     offset = 0
     for batch in iter_table_batches(path, batch_rows):
-        part = VALIDATORS[task.name](batch, check_unique=check_unique, path=name, row_offset=offset,
+        part = raw_validator(task.name)(batch, check_unique=check_unique, path=name, row_offset=offset,
                                      keep_valid=keep_valid)
         parts.append(part)
         offset += batch.height
@@ -304,7 +302,7 @@ def validate_raw_file(
 def _validate(split: SplitInput, check_unique: bool, task: Task) -> RawReport:
     t0 = time.perf_counter()
     if split.table is not None:
-        report = VALIDATORS[task.name](split.table, check_unique=check_unique, path=split.display_path)
+        report = raw_validator(task.name)(split.table, check_unique=check_unique, path=split.display_path)
     else:
         report = validate_raw_file(split.staged, task=task, check_unique=check_unique, display_path=split.display_path,
                                    progress=True)

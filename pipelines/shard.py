@@ -15,7 +15,9 @@ validates it (every row), and writes under ``OUTPUT`` the layout of schemas/mani
 
 NAME follows the fork (the fork = the Augmented HRM paper's code, README "Reference code"):
 ``sudoku-{source}-{size}-aug-{num_aug}`` (``sudoku-extreme-1k-aug-1000``;
-``builtin`` for the offline generator; size ``full`` when the train split was not subsampled).
+``builtin`` for the offline generator; size ``full`` when the train split was not subsampled);
+mazes alike, ``maze-{source}-{size}[-aug-{num_aug}]`` (``maze-30x30-hard-1k-full``), in the maze
+layout (schemas/columns.py ``MAZE``), the task in the manifest's ``encoding``.
 The vanilla dataset is the hint table without its hint rows (puzzle ids renumbered), so
 the vanilla examples are built once; with an independent vanilla draw (subsample
 ``--vanilla-draw independent``) its train split is that draw instead. The test split is the
@@ -41,12 +43,12 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, input_records, read_examples, read_lineage, require_rows,
-    rows_per_group, tables_of, write_json,
+    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, input_records, lineage_task, read_examples, read_lineage,
+    require_rows, rows_per_group, tables_of, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
-from schemas.columns import SHARD_SCHEMA
+from schemas.columns import SHARD_SCHEMA, Layout, layout
 from schemas.manifest import (
     CARD, DATASETS_INDEX, MANIFEST, file_sha256, new_manifest, open_shard, shard_entry, split_entry,
 )
@@ -80,7 +82,6 @@ def _fixed_row_bytes(schema: pa.Schema) -> int:
     return size
 
 
-_FIXED_ROW_BYTES = _fixed_row_bytes(SHARD_SCHEMA)
 
 
 # --------------------------------------------------------------------------- names
@@ -93,11 +94,11 @@ def _size_tag(n: int) -> str:
     return str(n)
 
 
-def _source_tag(raw: dict) -> str:
+def _source_tag(raw: dict, task: str = "sudoku") -> str:
     source = raw.get("source", "unknown")
     if source == "hf":
         repo = (raw.get("hf_repo") or "sudoku-extreme").split("/")[-1].lower()
-        tag = repo.removeprefix("sudoku-") if repo.startswith("sudoku-") else repo
+        tag = repo.removeprefix(f"{task}-")
         return re.sub(r"[^a-z0-9]+", "-", tag).strip("-") or "hf"
     return {"builtin": "builtin", "csv": "csv"}.get(source, "custom")
 
@@ -109,7 +110,8 @@ def dataset_names(lineage: dict) -> dict[str, str | None]:
     raw_rows = (sub.get("raw_rows") or {}).get("train")
     size = "full" if groups is None or groups == raw_rows else _size_tag(groups)
     num_aug = ((lineage.get("augment") or {}).get("params") or {}).get("num_aug", 0)
-    name = f"sudoku-{_source_tag(lineage.get('raw') or {})}-{size}" + (f"-aug-{num_aug}" if num_aug else "")
+    task = lineage_task(lineage)
+    name = f"{task}-{_source_tag(lineage.get('raw') or {}, task)}-{size}" + (f"-aug-{num_aug}" if num_aug else "")
     hinted = bool(((lineage.get("hints") or {}).get("params") or {}).get("enabled"))
     return {"vanilla": name, "hint": f"{name}-hint" if hinted else None}
 
@@ -117,7 +119,7 @@ def dataset_names(lineage: dict) -> dict[str, str | None]:
 # --------------------------------------------------------------------------- shards
 
 
-def plan_shards(df: pl.DataFrame, max_bytes: int) -> list[tuple[int, int, int, int]]:
+def plan_shards(df: pl.DataFrame, max_bytes: int, schema: pa.Schema = SHARD_SCHEMA) -> list[tuple[int, int, int, int]]:
     """(row_start, row_stop, group_start, group_stop) per shard: whole groups, in order,
     each shard at most ``max_bytes`` (estimated from the column widths)."""
     n = df.height
@@ -125,7 +127,7 @@ def plan_shards(df: pl.DataFrame, max_bytes: int) -> list[tuple[int, int, int, i
         return [(0, 0, 0, 0)]
     g = df.get_column("group_id").to_numpy()
     starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
-    row_bytes = (_FIXED_ROW_BYTES
+    row_bytes = (_fixed_row_bytes(schema)
                  + df.get_column("variant").cast(pl.String).str.len_bytes().to_numpy().astype(np.int64)
                  + df.get_column("source").str.len_bytes().to_numpy().astype(np.int64))
     group_bytes = np.add.reduceat(row_bytes, starts)
@@ -142,31 +144,33 @@ def plan_shards(df: pl.DataFrame, max_bytes: int) -> list[tuple[int, int, int, i
     return shards
 
 
-def to_arrow(df: pl.DataFrame) -> pa.Table:
+def to_arrow(df: pl.DataFrame, schema: pa.Schema = SHARD_SCHEMA) -> pa.Table:
     """The shard layout of an examples table: plain strings, fixed-size uint8 lists, no metadata."""
     table = df.with_columns(pl.col("variant").cast(pl.String)).to_arrow()
-    columns = [table.column(f.name).cast(f.type) for f in SHARD_SCHEMA]
-    return pa.Table.from_arrays(columns, schema=SHARD_SCHEMA)
+    columns = [table.column(f.name).cast(f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_shard(table: pa.Table, path: Path) -> None:
     with pa.OSFile(str(path), "wb") as sink:
-        with pa.ipc.new_file(sink, SHARD_SCHEMA, options=pa.ipc.IpcWriteOptions(compression=None)) as writer:
+        with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=None)) as writer:
             writer.write_table(table, max_chunksize=BATCH_ROWS)
 
 
-def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown: str) -> list[dict]:
-    """Write one split's shards under ``root/split``, each read back (memory-mapped), compared
-    with what was meant to be written, and hashed. Returns their manifest entries."""
+def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown: str, lay: Layout) -> list[dict]:
+    """Write one split's shards under ``root/split`` in the task's layout, each read back
+    (memory-mapped), compared with what was meant to be written, and hashed. Returns their
+    manifest entries."""
     (root / split).mkdir(parents=True)
-    plan = plan_shards(df, max_bytes)
+    schema = lay.shard_schema
+    plan = plan_shards(df, max_bytes, schema)
     entries = []
     for i, (r0, r1, g0, g1) in enumerate(plan):
         name = f"{split}/data-{i:05d}-of-{len(plan):05d}.arrow"
-        table = to_arrow(df.slice(r0, r1 - r0))
+        table = to_arrow(df.slice(r0, r1 - r0), schema)
         write_shard(table, root / name)
         mapped, back = open_shard(root / name)
-        if back.schema != SHARD_SCHEMA or not back.equals(table):
+        if back.schema != schema or not back.equals(table):
             raise StageError(f"internal error: {shown}/{name} does not read back as written")
         del mapped, back, table
         entries.append(shard_entry(file=name, rows=(r0, r1), groups=(g0, g1), size=(root / name).stat().st_size,
@@ -174,14 +178,14 @@ def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown:
     return entries
 
 
-def verify_split(entries: list[dict], root: Path, per_group: int | None, shown: str) -> None:
+def verify_split(entries: list[dict], root: Path, per_group: int | None, shown: str, task: str = "sudoku") -> None:
     """Check the split's shards, read back together, against the shard schema: layout, ids,
     group order and sizes, and every rule of the examples table on every row (what
     ``hrm validate shards`` checks)."""
     from schemas.examples import validate_shards
 
     report = validate_shards([open_shard(root / e["file"])[1] for e in entries], rows_per_group=per_group,
-                             path=shown)
+                             path=shown, task=task)
     if not report.ok:
         raise StageError(f"internal error, the written shards failed validation:\n{report.message()}")
 
@@ -217,13 +221,15 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     t_start = time.perf_counter()
     check_dirs(stage, input_dir, output, OWNS)
     lineage = read_lineage(input_dir, stage)
+    task = lineage_task(lineage)
+    lay = layout(task)
     names = dataset_names(lineage)
     max_bytes = int(shard_max_mb * MIB)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
     files = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
     inputs = input_records(input_dir, files)
     per_group = {split: rows_per_group(lineage, split) for split in splits}
-    tables = {split: read_examples(input_dir / name, per_group[split], stage)
+    tables = {split: read_examples(input_dir / name, per_group[split], stage, task)
               for split, name in zip(splits, files)}
     for split, name in zip(splits, files):
         require_rows(tables[split].height, input_dir / name, stage)
@@ -253,7 +259,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
             root = tmp / name
             manifest = new_manifest(name=name, kind=kind, record_batch_rows=BATCH_ROWS, shard_max_bytes=max_bytes,
                                     params=params, source=lineage.get("raw") or {}, inputs=inputs, lineage=lineage,
-                                    test_capped=test_capped)
+                                    test_capped=test_capped, layout=lay)
             for split in SPLITS:
                 df = tables[split]
                 per = per_group[split]
@@ -264,8 +270,8 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
                         df = vanilla_of(df)
                         per = None if per is None else per // 2
                 shown = str(output / name / split)
-                entries = write_split(df, split, root, max_bytes, shown)
-                verify_split(entries, root, per, shown)
+                entries = write_split(df, split, root, max_bytes, shown, lay)
+                verify_split(entries, root, per, shown, task)
                 groups = int(df.get_column("group_id").n_unique()) if df.height else 0
                 manifest["splits"][split] = split_entry(
                     rows=df.height, groups=groups,

@@ -12,8 +12,9 @@ uniform sample kept in file order (0 = the whole split, as in the paper; the cap
 deviation for quick runs).
 
 Reads ``INPUT/{train,test}.parquet`` (the raw table) and, when present,
-``INPUT/stats.json`` (the raw source and revision); the rows it keeps are validated
-(schemas/raw.py; a bad one is named by its row in the file). Writes
+``INPUT/stats.json`` (the raw source and revision, and the task: Sudoku or Maze, recorded in the
+lineage for the later stages); the rows it keeps are validated by the task's raw schema
+(schemas/raw.py, schemas/raw_maze.py; a bad one is named by its row in the file). Writes
 ``OUTPUT/{train,test}.parquet`` (and ``train_vanilla.parquet``): the raw columns plus ``raw_index`` (the row in the raw
 file), and ``OUTPUT/lineage.json``.
 """
@@ -31,6 +32,7 @@ import polars as pl
 from pipelines.dataset_io import (
     LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, input_records, require_rows, stage_rng, write_json,
 )
+from hrm.tasks import TASKS
 from pipelines.io import StageError, atomic_output, human_bytes, log, owns_pattern, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
@@ -52,7 +54,8 @@ def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
 
 
 def raw_source_info(stats_path: Path) -> dict:
-    """Source and revision of the raw table, from the raw stage's stats.json (if present)."""
+    """Source and revision of the raw table, from the raw stage's stats.json (if present), and its
+    task when it is not Sudoku (a Sudoku lineage records none, as those built before mazes)."""
     if not stats_path.is_file():
         return {"source": "unknown"}
     try:
@@ -60,6 +63,9 @@ def raw_source_info(stats_path: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"{stats_path}: cannot read as JSON ({exc})") from None
     info = {"source": stats.get("source", "unknown")}
+    task = raw_task(stats_path)
+    if task != "sudoku":
+        info["task"] = task
     hf = stats.get("hf") or {}
     if info["source"] == "hf":
         info.update(hf_repo=hf.get("repo_id"), revision=hf.get("revision"), resolved_sha=hf.get("resolved_sha"))
@@ -67,16 +73,6 @@ def raw_source_info(stats_path: Path) -> dict:
         builtin = stats.get("builtin") or {}
         info.update({k: builtin.get(k) for k in ("seed", "split_seeds", "min_blanks", "max_blanks", "min_rating")})
     return info
-
-
-def refuse_other_tasks(stats_path: Path) -> None:
-    """The dataset stages build Sudoku datasets only so far: a raw table of mazes (``hrm raw --task
-    maze``) is refused here by name, before its 900-cell rows fail every Sudoku check."""
-    task = raw_task(stats_path)
-    if task != "sudoku":
-        raise StageError(f"{stats_path}: the raw table holds {task} examples (hrm raw --task {task}); the dataset "
-                         f"stages (subsample, augment, hints, shard) build Sudoku datasets only so far "
-                         f"(README, \"Maze\")")
 
 
 def raw_task(stats_path: Path) -> str:
@@ -89,7 +85,10 @@ def raw_task(stats_path: Path) -> str:
         raise StageError(f"{stats_path}: cannot read as JSON ({exc})") from None
     if not isinstance(stats, dict):
         raise StageError(f"{stats_path}: not the raw stage's statistics (a JSON object); rerun `hrm raw`")
-    return stats.get("task", "sudoku")
+    task = stats.get("task", "sudoku")
+    if task not in TASKS:
+        raise StageError(f"{stats_path}: task {task!r} is not one of {', '.join(TASKS)}")
+    return task
 
 
 def _read_raw(path: Path, stage: str) -> pl.DataFrame:
@@ -99,18 +98,18 @@ def _read_raw(path: Path, stage: str) -> pl.DataFrame:
     return df
 
 
-def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str) -> pl.DataFrame:
-    """The rows ``idx`` of a raw table, validated (layout and Sudoku rules; the solver's
-    uniqueness check ran in the raw stage). Only the rows the datasets use are checked:
-    the raw stage validated the whole file, and Sudoku-Extreme's train split has 3.8 M
-    rows. A bad row is named by its row in the file."""
+def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task: str) -> pl.DataFrame:
+    """The rows ``idx`` of a raw table, validated (layout and the task's rules; the uniqueness
+    check ran in the raw stage). Only the rows the datasets use are checked: the raw stage
+    validated the whole file, and Sudoku-Extreme's train split has 3.8 M rows. A bad row is
+    named by its row in the file."""
     import dataclasses
 
-    from schemas.raw import RAW_COLUMNS, validate_raw
+    from schemas.raw import RAW_COLUMNS, raw_validator
 
     t0 = time.perf_counter()
     rows = df[idx] if len(idx) < df.height or not np.array_equal(idx, np.arange(df.height)) else df
-    report = validate_raw(rows, check_unique=False, path=str(path))
+    report = raw_validator(task)(rows, check_unique=False, path=str(path))
     if not report.ok:
         in_file = pl.Series(idx, dtype=pl.Int64)
         report = dataclasses.replace(
@@ -147,7 +146,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     stage = "subsample"
     t_start = time.perf_counter()
     check_dirs(stage, input_dir, output, OWNS)
-    refuse_other_tasks(input_dir / "stats.json")
+    task = raw_task(input_dir / "stats.json")
     from hrm.build import cap_indices, subsample_indices
 
     names = [f"{split}.parquet" for split in SPLITS]
@@ -167,7 +166,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
         picks[VANILLA_TRAIN] = subsample_indices(stage_rng(seed, "subsample_vanilla"), tables["train"].height,
                                                  subsample_size)
         source[VANILLA_TRAIN] = "train"
-    picked = {name: _picked_rows(tables[source[name]], idx, input_dir / f"{source[name]}.parquet", stage)
+    picked = {name: _picked_rows(tables[source[name]], idx, input_dir / f"{source[name]}.parquet", stage, task)
               for name, idx in picks.items()}
     lineage = {
         "raw": raw_source_info(input_dir / "stats.json"),

@@ -63,25 +63,32 @@ def validate_raw_command(path: Path, task: str, check_unique: bool, batch_rows: 
 def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str:
     """Validate an intermediate table; returns the OK summary or raises StageError with the report.
 
-    An Arrow IPC examples table gets the examples schema; without ``rows_per_group`` the
-    group size is taken from ``lineage.json`` beside the file when it says (as the stages do).
-    A ``.parquet`` file is taken for a subsample table (raw columns and raw_index).
+    An Arrow IPC examples table gets its task's examples schema (a table with a ``dihedral``
+    column is a maze table); without ``rows_per_group`` the group size is taken from
+    ``lineage.json`` beside the file when it says (as the stages do). A ``.parquet`` file is
+    taken for a subsample table (raw columns and raw_index) of the task ``lineage.json`` beside
+    it names (none: Sudoku).
     """
-    from pipelines.dataset_io import LINEAGE, SPLITS, VANILLA_TRAIN, read_examples_file, read_lineage, read_subsample
+    from pipelines.dataset_io import (
+        LINEAGE, SPLITS, VANILLA_TRAIN, lineage_task, read_examples_file, read_lineage, read_subsample,
+    )
     from pipelines.dataset_io import rows_per_group as lineage_rows_per_group
     from schemas.examples import validate_examples
 
     if not path.is_file():
         raise StageError(f"{path}: file not found")
+    lineage = read_lineage(path.parent, "validate", required=False)
     if path.suffix.lower() == ".parquet":
-        df = read_subsample(path, "validate", quiet=True)
-        return f"{path}: OK, {df.height:,} rows valid (subsample table: raw columns and raw_index)"
+        task = lineage_task(lineage)
+        df = read_subsample(path, "validate", quiet=True, task=task)
+        return f"{path}: OK, {df.height:,} rows valid ({task} subsample table: raw columns and raw_index)"
     df = read_examples_file(path, "validate", quiet=True)
+    task = "maze" if "dihedral" in df.columns else "sudoku"
     where = "--rows-per-group"
     if rows_per_group is None and path.stem in SPLITS + (VANILLA_TRAIN,):
-        rows_per_group = lineage_rows_per_group(read_lineage(path.parent, "validate", required=False), path.stem)
+        rows_per_group = lineage_rows_per_group(lineage, path.stem)
         where = f"as {path.parent / LINEAGE} says"
-    report = validate_examples(df, rows_per_group=rows_per_group, path=str(path))
+    report = validate_examples(df, rows_per_group=rows_per_group, path=str(path), task=task)
     if not report.ok:
         raise StageError(report.message())
     groups = f"group size {rows_per_group}, {where}" if rows_per_group else "group size not checked"
@@ -134,14 +141,18 @@ def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
     (schemas.manifest.check_split: shard presence, sha256, size, Arrow schema, row ranges and
     counts), then each undamaged split against the shard schema (bad rows named with their
     shard). Returns (manifest, problems); the manifest is {} when it cannot be read."""
-    from schemas.columns import SHARD_SCHEMA
+    from schemas.columns import layout, manifest_task
     from schemas.examples import validate_shards
 
     try:
         manifest = read_manifest(dataset)
     except ManifestError as exc:
         return {}, exc.problems
-    required = {f.name: f.type for f in SHARD_SCHEMA}
+    task = manifest_task(manifest)
+    try:
+        required = {f.name: f.type for f in layout(task).shard_schema}
+    except ValueError as exc:
+        return manifest, [Problem("encoding", f"{dataset / 'manifest.json'}: encoding: {exc}")]
     problems = []
     for split, info in manifest["splits"].items():
         checked = check_split(dataset, manifest, split, required=required)
@@ -149,7 +160,7 @@ def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
         if checked.problems:  # content of a damaged split is not worth checking row by row
             continue
         report = validate_shards([s.table for s in checked.shards], rows_per_group=info.get("rows_per_group") or None,
-                                 path=str(dataset / split))
+                                 path=str(dataset / split), task=task)
         if not report.ok:
             problems.append(Problem("shard_schema", _with_shard_rows(report, info["shards"], dataset).message()))
     return manifest, problems

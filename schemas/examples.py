@@ -58,6 +58,13 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
     def array(values: np.ndarray, width: int) -> pl.Series:
         return pl.Series(np.ascontiguousarray(values, dtype=np.uint8).reshape(n, width), dtype=pl.Array(pl.UInt8, width))
 
+    if isinstance(t, np.ndarray):  # maze examples: one dihedral id per row
+        tokens = ex.inputs.shape[1]
+        transform = {"dihedral": pl.Series(t, dtype=pl.UInt8)}
+    else:
+        tokens = SEQ_LEN
+        transform = {"digit_map": array(t.digit_map, 10), "transpose": pl.Series(t.transpose, dtype=pl.Boolean),
+                     "row_order": array(t.row_order, 9), "col_order": array(t.col_order, 9)}
     return pl.DataFrame(
         {
             "group_id": pl.Series(ex.group_id, dtype=pl.Int32),
@@ -69,12 +76,9 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
             "source": pl.Series(sources, dtype=pl.String).gather(group),
             "rating": pl.Series(np.asarray(ratings)[ex.group_id], dtype=pl.Int32),
             "raw_index": pl.Series(np.asarray(raw_index)[ex.group_id], dtype=pl.Int32),
-            "inputs": array(ex.inputs, SEQ_LEN),
-            "labels": array(ex.labels, SEQ_LEN),
-            "digit_map": array(t.digit_map, 10),
-            "transpose": pl.Series(t.transpose, dtype=pl.Boolean),
-            "row_order": array(t.row_order, 9),
-            "col_order": array(t.col_order, 9),
+            "inputs": array(ex.inputs, tokens),
+            "labels": array(ex.labels, tokens),
+            **transform,
         }
     )
 
@@ -104,7 +108,11 @@ def variant_codes(s: pl.Series) -> np.ndarray:
 
 
 def from_frame(df: pl.DataFrame) -> build.Examples:
-    """The arrays of a (validated) examples table or shard table."""
+    """The arrays of a (validated) examples table or shard table (a maze table: its dihedral ids
+    as ``transforms``)."""
+    if "dihedral" in df.columns:
+        return build.Examples(_np(df, "group_id"), _np(df, "puzzle_id"), variant_codes(df.get_column("variant")),
+                              _np(df, "parent_id"), _np(df, "inputs"), _np(df, "labels"), _np(df, "dihedral"))
     return build.Examples(
         group_id=_np(df, "group_id"),
         puzzle_id=_np(df, "puzzle_id"),
@@ -119,14 +127,14 @@ def from_frame(df: pl.DataFrame) -> build.Examples:
 # --------------------------------------------------------------------------- check helpers
 
 
-def _frame(data: PolarsData, columns: tuple[str, ...]) -> pl.DataFrame | None:
-    """The columns a check reads, or None when one is missing, has another type or has
-    nulls (the column checks report those; the Sudoku checks then stand aside)."""
+def _frame(data: PolarsData, columns: tuple[str, ...], types: dict = POLARS_SCHEMA) -> pl.DataFrame | None:
+    """The columns a check reads, or None when one is missing, has another type than in ``types``
+    or has nulls (the column checks report those; the content checks then stand aside)."""
     schema = data.lazyframe.collect_schema()
     for name in columns:
         if name not in schema:
             return None
-        expected = POLARS_SCHEMA[name]
+        expected = types[name]
         if name == "variant":
             if schema[name] not in (VARIANT_DTYPE, pl.String):
                 return None
@@ -429,6 +437,7 @@ class ExamplesReport:
     table_errors: list
     path: str | None = None
     n_invalid: int = 0  # rows failing at least one check
+    columns: tuple = COLUMNS  # the layout's (schemas/columns.py), named when the table does not have it
 
     @property
     def ok(self) -> bool:
@@ -440,7 +449,7 @@ class ExamplesReport:
             return f"{name}: OK, {self.n_rows:,} rows valid"
         lines = []
         if self.table_errors:
-            lines.append(f"{name}: the table does not have the examples layout ({', '.join(COLUMNS)}):")
+            lines.append(f"{name}: the table does not have the examples layout ({', '.join(self.columns)}):")
             lines += [f"  {e}" for e in self.table_errors]
         if self.failing:
             counts = ", ".join(f"{c} {n:,}" for c, n in self.failing.items())
@@ -453,7 +462,7 @@ class ExamplesReport:
         return "\n".join(lines)
 
 
-def _table_error(err) -> str:
+def _table_error(err, columns: tuple) -> str:
     reason = getattr(err.reason_code, "name", str(err.reason_code))
     column = getattr(err.schema, "name", None)
     if reason == "COLUMN_NOT_IN_DATAFRAME":
@@ -466,17 +475,20 @@ def _table_error(err) -> str:
     if reason == "CHECK_ERROR":
         return f"check {getattr(err.check, 'name', err.check)} could not run: {err.failure_cases}"
     if reason == "COLUMN_NOT_ORDERED":
-        return f"columns out of order ({err.failure_cases}); expected {', '.join(COLUMNS)}"
+        return f"columns out of order ({err.failure_cases}); expected {', '.join(columns)}"
     return f"{column}: {err.check} failed ({err.failure_cases})"
 
 
-def _report(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None) -> ExamplesReport:
+def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, reasons: dict = _REASONS,
+                  columns: tuple = COLUMNS) -> ExamplesReport:
+    """The report of a lazy validation's errors: each failing row with its check's reason from
+    ``reasons`` (keyed by check name; a task's own checks are prefixed ``examples_`` or ``maze_``)."""
     table_errors, failing, problems = [], {}, []
     any_bad = np.zeros(n_rows, dtype=bool)
     for err in exc.schema_errors:
         output = err.check_output
         if not isinstance(output, pl.DataFrame) or output.width == 0 or output.height != n_rows:
-            table_errors.append(_table_error(err))
+            table_errors.append(_table_error(err, columns))
             continue
         bad = np.flatnonzero(~output.get_column(output.columns[-1]).fill_null(False).to_numpy())
         if len(bad) == 0:
@@ -485,49 +497,75 @@ def _report(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None) -> Examp
         check = err.check
         name = getattr(check, "name", None) or str(check)
         column = getattr(err.schema, "name", None)
-        column = column if column in COLUMNS else None
+        column = column if column in columns else None
         stats = dict(getattr(check, "statistics", None) or {})
-        if name in _REASONS:
-            reason = _REASONS[name].format(column=column, **stats)
-            short = name.removeprefix("examples_")
+        if name in reasons:
+            reason = reasons[name].format(column=column, **stats)
+            short = name.removeprefix("examples_").removeprefix("maze_")
         else:  # a built-in check (ge, isin, str_length, not_nullable ...)
             what = "missing value" if name == "not_nullable" else f"fails {getattr(check, 'error', None) or name}"
             reason = f"{column}: {what}" if column else what
             short = f"{column}: {'not_nullable' if name == 'not_nullable' else (getattr(check, 'error', None) or name)}"
-        key = f"{column}: {short}" if name == "examples_tokens_between" else short
+        key = f"{column}: {short}" if name.endswith("_tokens_between") else short
         failing[key] = failing.get(key, 0) + len(bad)
         shown = bad[:FAILURE_CASES_KEPT]
         problems.append(pl.DataFrame({"row": shown.astype(np.int64), "check": [key] * len(shown),
                                       "reason": [reason] * len(shown)}, schema=_PROBLEMS_SCHEMA))
     frame = pl.concat(problems).sort("row", maintain_order=True) if problems else pl.DataFrame(schema=_PROBLEMS_SCHEMA)
-    return ExamplesReport(n_rows, frame, failing, table_errors, path, int(any_bad.sum()))
+    return ExamplesReport(n_rows, frame, failing, table_errors, path, int(any_bad.sum()), columns)
 
 
-def examples_schema(rows_per_group: int | None = None, *, shards: bool = False) -> pa.DataFrameSchema:
-    """The schema of an examples table (or of a shard split), optionally with the group size."""
-    schema = copy.deepcopy((ShardTable if shards else ExamplesTable).to_schema())
+def checks_id(task: str = "sudoku") -> str:
+    """The id of a task's examples checks, which the lineage records (``CHECKS_ID`` for Sudoku)."""
+    if task == "sudoku":
+        return CHECKS_ID
+    from schemas.examples_maze import MAZE_CHECKS_ID
+
+    return MAZE_CHECKS_ID
+
+
+def _models(task: str) -> tuple:
+    """(examples model, shard model, reasons, columns) of a task."""
+    if task == "sudoku":
+        return ExamplesTable, ShardTable, _REASONS, COLUMNS
+    from schemas.columns import layout
+    from schemas.examples_maze import MAZE_REASONS, MazeExamplesTable, MazeShardTable
+
+    return MazeExamplesTable, MazeShardTable, MAZE_REASONS, layout(task).columns
+
+
+def examples_schema(rows_per_group: int | None = None, *, shards: bool = False,
+                    task: str = "sudoku") -> pa.DataFrameSchema:
+    """The schema of a task's examples table (or of a shard split), optionally with the group size."""
+    table, shard_table, _, _ = _models(task)
+    schema = copy.deepcopy((shard_table if shards else table).to_schema())
     if rows_per_group is not None:
         schema.checks = [*schema.checks, pa.Check.examples_rows_per_group(expected=int(rows_per_group), **_NO_FAILURES)]
     return schema
 
 
 def validate_examples(
-    df: pl.DataFrame, *, rows_per_group: int | None = None, path: str | None = None, shards: bool = False
+    df: pl.DataFrame, *, rows_per_group: int | None = None, path: str | None = None, shards: bool = False,
+    task: str = "sudoku",
 ) -> ExamplesReport:
     """Validate lazily (every failing row of every check); never raises for bad data."""
+    _, _, reasons, columns = _models(task)
     try:
-        examples_schema(rows_per_group, shards=shards).validate(df, lazy=True)
+        examples_schema(rows_per_group, shards=shards, task=task).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _report(exc, df.height, path)
-    return ExamplesReport(df.height, pl.DataFrame(schema=_PROBLEMS_SCHEMA), {}, [], path)
+        return report_errors(exc, df.height, path, reasons, columns)
+    return ExamplesReport(df.height, pl.DataFrame(schema=_PROBLEMS_SCHEMA), {}, [], path, columns=columns)
 
 
-def validate_shards(tables: list, *, rows_per_group: int | None = None, path: str | None = None) -> ExamplesReport:
+def validate_shards(tables: list, *, rows_per_group: int | None = None, path: str | None = None,
+                    task: str = "sudoku") -> ExamplesReport:
     """Validate one split's shards (pyarrow tables, in row order) read back together: the layout
     the loader relies on (schemas/columns.py types, ids, group order, sizes) and every rule of the
-    examples table, on every row."""
+    task's examples table, on every row."""
     import pyarrow
 
-    table = pyarrow.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+    from schemas.columns import layout
+
+    table = pyarrow.concat_tables(tables) if tables else layout(task).shard_schema.empty_table()
     return validate_examples(pl.from_arrow(table, rechunk=False), rows_per_group=rows_per_group, path=path,
-                             shards=True)
+                             shards=True, task=task)

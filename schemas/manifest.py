@@ -45,7 +45,7 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
 )
 
-from schemas.columns import ENCODING, SHARD_SCHEMA
+from schemas.columns import SUDOKU, Layout
 
 __all__ = [
     "MANIFEST", "CARD", "DATASETS_INDEX", "FORMAT_VERSION", "SPLIT_KEYS", "SHARD_KEYS",
@@ -68,15 +68,16 @@ SHARD_KEYS = ("file", "rows", "bytes", "sha256")  # what every shard entry `hrm 
 
 
 def new_manifest(*, name: str, kind: str, record_batch_rows: int, shard_max_bytes: int, params: dict,
-                 source: dict, inputs: dict, lineage: dict, test_capped: bool) -> dict:
-    """A dataset's manifest, its ``splits`` still empty (filled with :func:`split_entry`)."""
+                 source: dict, inputs: dict, lineage: dict, test_capped: bool, layout: Layout = SUDOKU) -> dict:
+    """A dataset's manifest, its ``splits`` still empty (filled with :func:`split_entry`); ``columns``
+    and ``encoding`` are the task's (schemas/columns.py)."""
     return {
         "name": name,
         "kind": kind,
         "format": {"version": FORMAT_VERSION, "files": "Arrow IPC file format, uncompressed",
                    "record_batch_rows": record_batch_rows, "shard_max_bytes": shard_max_bytes},
-        "columns": {f.name: str(f.type) for f in SHARD_SCHEMA},
-        "encoding": ENCODING,
+        "columns": {f.name: str(f.type) for f in layout.shard_schema},
+        "encoding": layout.encoding,
         "params": params,
         "source": source,
         "inputs": inputs,

@@ -502,3 +502,15 @@ def report_from_problems(df: pl.DataFrame, problems: pl.DataFrame, table_errors:
         checked_unique=checked_unique,
         unique_means=unique_means,
     )
+
+
+def raw_validator(task: str):
+    """The raw table's validator of a task: :func:`validate_raw` for Sudoku,
+    ``schemas.raw_maze.validate_maze_raw`` for mazes (same arguments, same report)."""
+    if task == "sudoku":
+        return validate_raw
+    if task == "maze":
+        from schemas.raw_maze import validate_maze_raw
+
+        return validate_maze_raw
+    raise ValueError(f"no raw table schema for task {task!r}: sudoku or maze")

@@ -119,25 +119,6 @@ def test_the_tasks_difficulty_is_what_the_generators_rate():
     assert np.array_equal(difficulty(SUDOKU, np.asarray(grids_to_strings(p.questions))), np.asarray(p.ratings))
 
 
-def test_the_dataset_stages_refuse_a_maze_raw_table_by_name(tmp_path):
-    from click.testing import CliRunner
-
-    from pipelines.cli import cli
-
-    raw = tmp_path / "raw"
-    assert run("--task", "maze", "--train-size", "3", "--test-size", "2", "--output", str(raw)).exit_code == 0
-    result = CliRunner().invoke(cli, ["subsample", "--input", str(raw), "--output", str(tmp_path / "sub"),
-                                      "--subsample-size", "2"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{raw / 'stats.json'}: the raw table holds maze examples" in result.output
-    assert not (tmp_path / "sub").exists()
-    (raw / "stats.json").write_text("[]\n")  # valid JSON, not the raw stage's
-    result = CliRunner().invoke(cli, ["subsample", "--input", str(raw), "--output", str(tmp_path / "sub"),
-                                      "--subsample-size", "2"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{raw / 'stats.json'}: not the raw stage's statistics" in result.output
-
-
 def test_hrm_validate_raw_with_the_maze_task(mazes, tmp_path):
     from click.testing import CliRunner
 
