@@ -71,6 +71,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from hrm import maze
 from hrm.model.hrm import InnerCarry, initial_inner_carry, run_segments
 from hrm.rng import PERTURB as PERTURB_STREAM, TIER as TIER_STREAM  # the seed's stream ids: hrm/rng.py
 from hrm.sudoku import (
@@ -88,11 +89,12 @@ __all__ = [
     "PERTURBATIONS", "PERTURB_STREAM", "TIER_STREAM", "RATING_EDGES", "BLANK_EDGES",
     "Perturbations", "make_perturbations",
     "Engine", "EngineOutput", "evaluate_puzzles", "EvalResult",
-    "paper_vote", "label_free_select", "Selection", "verifier", "reveal_tier", "reveal_tier_rows", "parse_tiers", "tier_name", "critical_step",
+    "paper_vote", "any_pass_solves", "label_free_select", "Selection", "verifier", "maze_verifier",
+    "TaskRules", "SUDOKU_RULES", "MAZE_RULES", "task_rules", "reveal_tier", "reveal_tier_rows", "parse_tiers", "tier_name", "critical_step",
     "Histogram", "calibration", "Runner",
 ]
 
-PERTURBATIONS = ("shift", "relabel", "symmetry")
+PERTURBATIONS = ("shift", "relabel", "symmetry", "swap")  # swap: mazes' (the others: Sudoku's)
 # Rating (backtracks) buckets [edge_i, edge_{i+1}); the last is open. Blank-count buckets likewise.
 RATING_EDGES: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 BLANK_EDGES: tuple[int, ...] = (0, 6, 11, 21, 31, 41, 51, 56, 61, 65)
@@ -103,49 +105,46 @@ BLANK_EDGES: tuple[int, ...] = (0, 6, 11, 21, 31, 41, 51, 56, 61, 65)
 
 @dataclass(frozen=True)
 class Perturbations:
-    """P perturbations, the same for every puzzle; pass p maps a grid x to
-    ``out[i] = digit_map[p][x[cell_index[p, i]]]`` (on tokens: digit tokens relabelled, pad/blank kept)."""
+    """P perturbations, the same for every puzzle; pass p maps a row of tokens x to
+    ``out[i] = token_maps[p][x[cell_index[p, i]]]`` (Sudoku: digit tokens relabelled, pad and blank
+    kept; mazes: S and G exchanged)."""
 
     kind: str
-    digit_map: np.ndarray  # uint8 [P, 10]; digit_map[:, 0] == 0
-    cell_index: np.ndarray  # int64 [P, 81]
+    token_maps: np.ndarray  # uint8 [P, 256]: token -> perturbed token, each a permutation keeping 0 (pad)
+    cell_index: np.ndarray  # int64 [P, L]
 
     def __post_init__(self) -> None:
-        p = self.digit_map.shape[0]
-        if self.digit_map.shape != (p, 10) or self.cell_index.shape != (p, SEQ_LEN) or p < 1:
-            raise ValueError("digit_map must be [P, 10] and cell_index [P, 81] with P >= 1")
-        if not (np.sort(self.digit_map, axis=1) == np.arange(10)).all() or (self.digit_map[:, 0] != 0).any():
-            raise ValueError("every digit_map must be a permutation of 0..9 that keeps 0 (blank)")
-        if not (np.sort(self.cell_index, axis=1) == np.arange(SEQ_LEN)).all():
-            raise ValueError("every cell_index must be a permutation of 0..80")
+        p = self.token_maps.shape[0]
+        if self.token_maps.shape != (p, 256) or self.cell_index.ndim != 2 or self.cell_index.shape[0] != p or p < 1:
+            raise ValueError("token_maps must be [P, 256] and cell_index [P, L] with P >= 1")
+        if not (np.sort(self.token_maps, axis=1) == np.arange(256)).all() or (self.token_maps[:, 0] != 0).any():
+            raise ValueError("every token map must be a permutation of 0..255 that keeps 0 (padding)")
+        if not (np.sort(self.cell_index, axis=1) == np.arange(self.cell_index.shape[1])).all():
+            raise ValueError("every cell_index must be a permutation of the cells")
 
     def __len__(self) -> int:
-        return self.digit_map.shape[0]
+        return self.token_maps.shape[0]
 
     @property
-    def token_maps(self) -> np.ndarray:
-        """uint8 [P, 256]: token -> perturbed token (0 pad and 1 blank fixed; 2..10 relabelled)."""
-        lut = np.tile(np.arange(256, dtype=np.uint8), (len(self), 1))
-        lut[:, 1:11] = self.digit_map + 1
-        return lut
+    def digit_map(self) -> np.ndarray:
+        """uint8 [P, 10]: a Sudoku perturbation's relabelling of grid values (0 = blank kept)."""
+        return (self.token_maps[:, 1:11] - 1).astype(np.uint8)
 
     @property
     def inverse_token_maps(self) -> np.ndarray:
-        lut = np.tile(np.arange(256, dtype=np.uint8), (len(self), 1))
-        lut[:, 1:11] = np.argsort(self.digit_map, axis=1).astype(np.uint8) + 1
-        return lut
+        return np.argsort(self.token_maps, axis=1).astype(np.uint8)
 
     @property
     def inverse_cell_index(self) -> np.ndarray:
         return np.argsort(self.cell_index, axis=1)
 
     def apply(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens [N, 81] (uint8, or int with IGNORE_LABEL = -100 kept) -> [P, N, 81], same dtype."""
+        """tokens [N, L] (uint8, or int with IGNORE_LABEL = -100 kept) -> [P, N, L], same dtype."""
         tokens = np.asarray(tokens)
         return _map_tokens(tokens, self.cell_index, self.token_maps)
 
     def restore(self, tokens: np.ndarray) -> np.ndarray:
-        """Map answers of the perturbed passes back: tokens [..., P, N, 81] -> original digits and cells."""
+        """Map answers of the perturbed passes back: tokens [..., P, N, L] -> original tokens and cells."""
         tokens = np.asarray(tokens)
         if tokens.shape[-3] != len(self):
             raise ValueError(f"expected {len(self)} passes in axis -3, got shape {tokens.shape}")
@@ -154,6 +153,13 @@ class Perturbations:
         for p in range(len(self)):
             out[..., p, :, :] = _lut(tokens[..., p, :, :][..., inv_cells[p]], inv_maps[p])
         return out
+
+
+def _digit_token_maps(digit_map: np.ndarray) -> np.ndarray:
+    """uint8 [P, 256] token maps of Sudoku digit relabellings [P, 10] (0 pad and 1 blank fixed)."""
+    lut = np.tile(np.arange(256, dtype=np.uint8), (len(digit_map), 1))
+    lut[:, 1:11] = np.asarray(digit_map, np.uint8) + 1
+    return lut
 
 
 def _lut(x: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -183,27 +189,34 @@ def make_perturbations(kind: str = "shift", count: int = 9, seed: int = 0) -> Pe
     """``count`` perturbations of ``kind`` (see the module docstring); pass 0 is the identity.
 
     ``shift``: shifts 0..count-1 (count <= 9). ``relabel`` / ``symmetry``: passes 1.. are drawn
-    from ``numpy.random.default_rng([PERTURB_STREAM, seed])``.
+    from ``numpy.random.default_rng([PERTURB_STREAM, seed])``. ``swap`` (mazes, count <= 2): pass 1
+    exchanges S and G, the fork's second maze pass.
     """
     if count < 1:
         raise ValueError(f"need at least 1 perturbation, got {count}")
+    if kind == "swap":
+        if count > 2:
+            raise ValueError(f"a maze has 2 passes (as is, and with S and G exchanged), asked for {count}")
+        maps = np.tile(np.arange(256, dtype=np.uint8), (count, 1))
+        maps[1:, [maze.START, maze.GOAL]] = maps[1:, [maze.GOAL, maze.START]]
+        return Perturbations(kind, maps, np.tile(np.arange(maze.SEQ_LEN, dtype=np.int64), (count, 1)))
     identity_cells = np.tile(np.arange(SEQ_LEN, dtype=np.int64), (count, 1))
     if kind == "shift":
         if count > 9:
             raise ValueError(f"there are only 9 cyclic digit shifts, asked for {count}")
-        return Perturbations(kind, digit_shift_maps(np.arange(count)), identity_cells)
+        return Perturbations(kind, _digit_token_maps(digit_shift_maps(np.arange(count))), identity_cells)
     rng = np.random.default_rng([PERTURB_STREAM, seed])
     if kind == "relabel":
         maps = np.tile(np.arange(10, dtype=np.uint8), (count, 1))
         if count > 1:
             maps[1:, 1:] = (np.argsort(rng.random((count - 1, 9)), axis=1) + 1).astype(np.uint8)
-        return Perturbations(kind, maps, identity_cells)
+        return Perturbations(kind, _digit_token_maps(maps), identity_cells)
     if kind == "symmetry":
         t = Transforms.identity(count)
         if count > 1:
             r = random_transforms(rng, count - 1)
             t = Transforms(*(np.concatenate([a[:1], b]) for a, b in zip(dataclasses.astuple(t), dataclasses.astuple(r))))
-        return Perturbations(kind, t.digit_map.copy(), _cell_index(t))
+        return Perturbations(kind, _digit_token_maps(t.digit_map), _cell_index(t))
     raise ValueError(f"unknown perturbation {kind!r}; expected one of {', '.join(PERTURBATIONS)}")
 
 
@@ -524,10 +537,11 @@ def verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
 
 
 def _answer_keys(answers: np.ndarray) -> np.ndarray:
-    """answers uint8 [..., 81] -> uint64 [..., 11]: equal rows <=> equal keys (exact, padded bytes)."""
+    """answers uint8 [..., L] -> uint64 [..., ceil(L / 8)]: equal rows <=> equal keys (exact, padded bytes)."""
     a = np.ascontiguousarray(answers, dtype=np.uint8)
-    padded = np.zeros(a.shape[:-1] + (88,), dtype=np.uint8)
-    padded[..., :SEQ_LEN] = a
+    width = a.shape[-1]
+    padded = np.zeros(a.shape[:-1] + (-(-width // 8) * 8,), dtype=np.uint8)
+    padded[..., :width] = a
     return padded.view(np.uint64)
 
 
@@ -546,7 +560,7 @@ def label_free_select(answers: np.ndarray, halted: np.ndarray, q_prob: np.ndarra
                       subsets: np.ndarray | None = None) -> Selection:
     """The label-free rule (module docstring) for M candidate answers per puzzle.
 
-    answers uint8 [M, B, 81] (original space), halted / verified bool [M, B], q_prob float [M, B]
+    answers uint8 [M, B, L] (original space), halted / verified bool [M, B], q_prob float [M, B]
     (sigmoid of the final q_halt); subsets bool [T, M] (default: one subset of all M).
     """
     answers = np.asarray(answers)
@@ -583,13 +597,75 @@ def label_free_select(answers: np.ndarray, halted: np.ndarray, q_prob: np.ndarra
     )
 
 
+# ============================================================================ the tasks
+
+
+def any_pass_solves(correct: np.ndarray, halted: np.ndarray) -> np.ndarray:
+    """The fork's maze rule. correct, halted: bool [K, P, N] -> bool [N]: a maze is solved when any
+    pass of any checkpoint is exactly right; halting is not required. Reads labels."""
+    return np.asarray(correct, bool).any(axis=(0, 1))
+
+
+def maze_verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """bool [...]: the answer is an optimal S-G path of the maze (hrm.maze.verify_paths), no label read."""
+    q, a = np.broadcast_arrays(np.asarray(questions), np.asarray(answers))
+    width = a.shape[-1]
+    ok = maze.verify_paths(q.reshape(-1, width).astype(np.uint8), np.clip(a, 0, 255).reshape(-1, width).astype(np.uint8))
+    return ok.reshape(a.shape[:-1])
+
+
+def _sudoku_revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.asarray(inputs) == BLANK_TOKEN
+
+
+def _maze_revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return (np.asarray(inputs) == maze.OPEN) & (np.asarray(labels) == maze.PATH)
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """What evaluating a task needs of it: Sudoku's (``SUDOKU_RULES``) or the mazes' (``MAZE_RULES``).
+
+    ``decided``: the token of the cells the model fills in (a Sudoku blank, a maze's open cell), whose
+    accuracy and calibration are reported; ``verify(questions, answers)``: the label-free verifier;
+    ``solves(correct, halted)``: the paper's rule over checkpoints x passes; ``revealable(inputs, labels)``:
+    the cells an easy tier reveals from the label (Sudoku blanks; the maze's shortest-path cells).
+    """
+
+    task: str
+    seq_len: int
+    decided: int
+    perturbations: tuple[str, ...]
+    verify: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    solves: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    revealable: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    rating_edges: tuple[int, ...]
+    blank_edges: tuple[int, ...]
+
+
+SUDOKU_RULES = TaskRules("sudoku", SEQ_LEN, BLANK_TOKEN, ("shift", "relabel", "symmetry"), verifier, paper_vote,
+                         _sudoku_revealable, RATING_EDGES, BLANK_EDGES)
+# Mazes: 2 passes (the fork's S/G swap), a path is right when exact (any pass, halted or not), rated by
+# its moves (the hard set: more than 110), "blanks" are the open cells the model decides.
+MAZE_RULES = TaskRules("maze", maze.SEQ_LEN, maze.OPEN, ("swap",), maze_verifier, any_pass_solves, _maze_revealable,
+                       (0, 111, 121, 131, 141, 161, 181), (0, 300, 350, 400, 450, 500))
+RULES = {r.task: r for r in (SUDOKU_RULES, MAZE_RULES)}
+
+
+def task_rules(task: str) -> TaskRules:
+    try:
+        return RULES[task]
+    except KeyError:
+        raise ValueError(f"no evaluation rules for task {task!r}: one of {', '.join(RULES)}") from None
+
+
 # ============================================================================ easy tiers
 
 
-def parse_tiers(text: str | Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
+def parse_tiers(text: str | Sequence[tuple[int, int]] | None, seq_len: int = SEQ_LEN) -> list[tuple[int, int]]:
     """"1-5,6-10,11-20" (or "5" for 5-5; "", "none" for no tiers) -> [(1, 5), (6, 10), (11, 20)].
 
-    A sequence of (lo, hi) pairs is checked and returned as a list.
+    A sequence of (lo, hi) pairs is checked (at most ``seq_len`` cells left) and returned as a list.
     """
     if text is None:
         return []
@@ -607,8 +683,8 @@ def parse_tiers(text: str | Sequence[tuple[int, int]] | None) -> list[tuple[int,
     else:
         pairs = [(int(a), int(b)) for a, b in text]
     for lo, hi in pairs:
-        if not 1 <= lo <= hi <= SEQ_LEN:
-            raise ValueError(f"bad tier {lo}-{hi}: need 1 <= LO <= HI <= 81")
+        if not 1 <= lo <= hi <= seq_len:
+            raise ValueError(f"bad tier {lo}-{hi}: need 1 <= LO <= HI <= {seq_len}")
     return pairs
 
 
@@ -616,34 +692,39 @@ def tier_name(tier: tuple[int, int]) -> str:
     return f"{tier[0]}-{tier[1]}" if tier[0] != tier[1] else str(tier[0])
 
 
-def reveal_tier(inputs: np.ndarray, labels: np.ndarray, lo: int, hi: int, rng: np.random.Generator) -> np.ndarray:
+def reveal_tier(inputs: np.ndarray, labels: np.ndarray, lo: int, hi: int, rng: np.random.Generator,
+                rules: "TaskRules | None" = None) -> np.ndarray:
     """Easy copies: each puzzle keeps k ~ uniform{lo..hi} blanks (at most its own), chosen
-    uniformly among its blank cells; every other cell is revealed from the answer. Tokens in, tokens out."""
+    uniformly among its blank cells; every other cell is revealed from the answer. Tokens in, tokens out.
+    (Mazes, ``rules`` MAZE_RULES: k cells of the shortest path are left open, the rest of it is marked.)"""
+    rules = rules or SUDOKU_RULES
     n = np.asarray(inputs).shape[0]
     k = rng.integers(lo, hi + 1, size=n)
-    return _reveal(inputs, labels, k, rng.random((n, SEQ_LEN)))
+    return _reveal(inputs, labels, k, rng.random((n, rules.seq_len)), rules)
 
 
 def reveal_tier_rows(inputs: np.ndarray, labels: np.ndarray, lo: int, hi: int, seed: int,
-                     rows: np.ndarray) -> np.ndarray:
+                     rows: np.ndarray, rules: "TaskRules | None" = None) -> np.ndarray:
     """:func:`reveal_tier` with one generator per puzzle, ``default_rng([TIER_STREAM, seed, lo, hi, row])``
     (``rows``: each puzzle's row in its split), drawing its k, then its cell scores: a puzzle's easy copy
     depends on its own row only, not on the other puzzles evaluated or on how the work is cut up."""
+    rules = rules or SUDOKU_RULES
     n = np.asarray(inputs).shape[0]
     k = np.empty(n, np.int64)
-    scores = np.empty((n, SEQ_LEN))
+    scores = np.empty((n, rules.seq_len))
     for i, row in enumerate(np.asarray(rows, np.int64).tolist()):
         g = np.random.default_rng([TIER_STREAM, seed, lo, hi, row])
         k[i] = g.integers(lo, hi + 1)
-        scores[i] = g.random(SEQ_LEN)
-    return _reveal(inputs, labels, k, scores)
+        scores[i] = g.random(rules.seq_len)
+    return _reveal(inputs, labels, k, scores, rules)
 
 
-def _reveal(inputs: np.ndarray, labels: np.ndarray, k: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Keep the k blanks of lowest score in each puzzle (at most its own blanks), reveal the rest."""
+def _reveal(inputs: np.ndarray, labels: np.ndarray, k: np.ndarray, scores: np.ndarray,
+            rules: "TaskRules") -> np.ndarray:
+    """Keep the k revealable cells of lowest score in each puzzle (at most its own), reveal the rest."""
     inputs = np.asarray(inputs)
     labels = np.asarray(labels)
-    blank = inputs == BLANK_TOKEN
+    blank = rules.revealable(inputs, labels)
     k = np.minimum(k, blank.sum(1))
     scores = np.where(blank, scores, np.inf)
     rank = np.argsort(np.argsort(scores, axis=1, kind="stable"), axis=1, kind="stable")
@@ -781,6 +862,7 @@ class EvalResult:
     cells_pooled: Histogram
     seconds: float = 0.0
     rows: int = 0  # model rows run per checkpoint (N * P)
+    task: str = "sudoku"  # whose rules (TaskRules) decide paper_vote and the buckets
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -802,8 +884,9 @@ class EvalResult:
         return self.correct[-1, 0]
 
     def paper_vote(self, k: int | None = None, p: int | None = None) -> np.ndarray:
+        """The paper's rule of the task: the fork's vote for Sudoku, any exact pass for mazes."""
         ks, ps = self._subset(k, p)
-        return paper_vote(self.correct[ks, ps], self.halted[ks, ps])
+        return task_rules(self.task).solves(self.correct[ks, ps], self.halted[ks, ps])
 
     def label_free(self, k: int | None = None, p: int | None = None) -> np.ndarray:
         K, P, _ = self.shape
@@ -854,6 +937,7 @@ class EvalResult:
         ] for k in range(K)], np.int64).reshape(K, 6)
         primary = self.stable_from[-1, 0].astype(np.int64)
         base, vote, lf, va = self.baseline(), self.paper_vote(), self.label_free(), self.verified_any()
+        rules = task_rules(self.task)
         return EvalTotals(
             names=list(self.names), perturbation=self.perturbation, early_stop=self.early_stop, n=n, grid=grid,
             pass_exact=np.int64(self.correct.sum()), checkpoint=checkpoint, blank_cells=np.int64(self.blanks.sum()),
@@ -864,10 +948,11 @@ class EvalResult:
             steps_run=self.steps.astype(np.int64).sum(axis=(1, 2)),
             critical=np.bincount(primary, minlength=S + 1).astype(np.int64)[:S + 1],
             segment_correct=self.segment_correct.copy(), segment_halted=self.segment_halted.copy(),
-            rating_buckets=_bucket_sums(self.rating, RATING_EDGES, base, vote, lf, va),
-            blank_buckets=_bucket_sums(self.blanks, BLANK_EDGES, base, vote, lf, va),
+            rating_buckets=_bucket_sums(self.rating, rules.rating_edges, base, vote, lf, va),
+            blank_buckets=_bucket_sums(self.blanks, rules.blank_edges, base, vote, lf, va),
             q_halt=self.q_calibration(), q_halt_pooled=self.q_calibration(pooled=True),
             cells_base=self.cells_base, cells_pooled=self.cells_pooled, seconds=self.seconds, rows=self.rows,
+            task=self.task,
         )
 
 
@@ -889,6 +974,7 @@ def _bucket_sums(values: np.ndarray, edges: Sequence[int], *decisions: np.ndarra
 
 
 _HISTOGRAMS = ("q_halt", "q_halt_pooled", "cells_base", "cells_pooled")
+_SCALARS = ("names", "perturbation", "early_stop", "task")  # the evaluation's, not summed
 
 
 @dataclass
@@ -911,21 +997,22 @@ class EvalTotals:
     critical: np.ndarray  # int64 [S + 1]: primary unperturbed puzzles by critical segment (0 = never)
     segment_correct: np.ndarray  # int64 [K, P, S]
     segment_halted: np.ndarray  # int64 [K, P, S]
-    rating_buckets: np.ndarray  # int64 [len(RATING_EDGES), 5]: puzzles, baseline, paper_vote, label_free, verified_any
-    blank_buckets: np.ndarray  # int64 [len(BLANK_EDGES), 5]
+    rating_buckets: np.ndarray  # int64 [len(rating_edges), 5]: puzzles, baseline, paper_vote, label_free, verified_any
+    blank_buckets: np.ndarray  # int64 [len(blank_edges), 5] (the task's edges, TaskRules)
     q_halt: Histogram  # sigmoid(q_halt) of the primary unperturbed pass vs its exactness
     q_halt_pooled: Histogram  # of every pass
     cells_base: Histogram
     cells_pooled: Histogram
     seconds: float = 0.0
     rows: int = 0
+    task: str = "sudoku"
 
     def add(self, other: "EvalTotals") -> "EvalTotals":
-        """The totals of both parts (the same evaluation: checkpoints, perturbation, early stop)."""
-        if (other.names, other.perturbation, other.early_stop, other.grid.shape) != (
-                self.names, self.perturbation, self.early_stop, self.grid.shape):
-            raise ValueError("totals of different evaluations (checkpoints, perturbation or early stop differ)")
-        out: dict[str, Any] = {k: getattr(self, k) for k in ("names", "perturbation", "early_stop")}
+        """The totals of both parts (the same evaluation: task, checkpoints, perturbation, early stop)."""
+        if (other.names, other.perturbation, other.early_stop, other.grid.shape, other.task) != (
+                self.names, self.perturbation, self.early_stop, self.grid.shape, self.task):
+            raise ValueError("totals of different evaluations (task, checkpoints, perturbation or early stop differ)")
+        out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
             if f.name in out:
@@ -947,14 +1034,15 @@ class EvalTotals:
             v = getattr(self, f.name)
             if isinstance(v, Histogram):
                 out.update({f"{f.name}.{k}": getattr(v, k) for k in ("count", "conf_sum", "ok_sum", "moments")})
-            elif f.name not in ("names", "perturbation", "early_stop"):
+            elif f.name not in _SCALARS:
                 out[f.name] = np.asarray(v)
         return out
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, names: Sequence[str], perturbation: str,
-                    early_stop: bool) -> "EvalTotals":
-        values: dict[str, Any] = {"names": list(names), "perturbation": perturbation, "early_stop": early_stop}
+                    early_stop: bool, task: str = "sudoku") -> "EvalTotals":
+        values: dict[str, Any] = {"names": list(names), "perturbation": perturbation, "early_stop": early_stop,
+                                  "task": task}
         for f in fields(cls):
             if f.name in values:
                 continue
@@ -1046,8 +1134,9 @@ class EvalTotals:
             {"checkpoints": k, "passes": p, **{k2: v for k2, v in self._row("x", 0, k, p).items() if k2 != "x"}}
             for k in range(1, K + 1) for p in range(1, P + 1)
         ]
-        t["rating"] = self._buckets(self.rating_buckets, RATING_EDGES, "rating")
-        t["blanks"] = self._buckets(self.blank_buckets, BLANK_EDGES, "blanks")
+        rules = task_rules(self.task)
+        t["rating"] = self._buckets(self.rating_buckets, rules.rating_edges, "rating")
+        t["blanks"] = self._buckets(self.blank_buckets, rules.blank_edges, "blanks")
         t["reliability_q_halt"] = self.q_halt.table()
         t["reliability_cells"] = self.cells_base.table()
         return t
@@ -1093,17 +1182,21 @@ def evaluate_puzzles(
     progress: bool = False,
     desc: str = "evaluate",
     on_batch: Callable[[int], None] | None = None,
+    rules: TaskRules | None = None,
 ) -> EvalResult:
     """Run N puzzles (tokens [N, 81]; labels tokens, -100 ignored) through K checkpoints x P passes.
 
     ``batch_size`` puzzles per batch: each checkpoint then sees batch_size x P rows.
     Returns an :class:`EvalResult`; nothing here depends on the batch size except speed.
     ``on_batch(puzzles)`` is called after each batch (a caller's own progress report).
+    ``rules``: the task's (default Sudoku's; ``MAZE_RULES`` for mazes of 900 tokens).
     """
+    rules = rules or SUDOKU_RULES
+    L = rules.seq_len
     inputs = np.asarray(inputs)
     labels = np.asarray(labels)
-    if inputs.ndim != 2 or inputs.shape[1] != SEQ_LEN or labels.shape != inputs.shape:
-        raise ValueError(f"inputs and labels must both be [N, {SEQ_LEN}]; got {inputs.shape} and {labels.shape}")
+    if inputs.ndim != 2 or inputs.shape[1] != L or labels.shape != inputs.shape:
+        raise ValueError(f"inputs and labels must both be [N, {L}]; got {inputs.shape} and {labels.shape}")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     inputs = inputs.astype(np.uint8)
@@ -1133,7 +1226,7 @@ def evaluate_puzzles(
             b = q.shape[0]
             xp = perturbations.apply(q)  # [P, B, 81]
             yp = perturbations.apply(lab)
-            res = runner.run(xp.reshape(P * b, SEQ_LEN), yp.reshape(P * b, SEQ_LEN), early_stop=early_stop)
+            res = runner.run(xp.reshape(P * b, L), yp.reshape(P * b, L), early_stop=early_stop)
 
             def kpb(a: np.ndarray) -> np.ndarray:
                 return a.reshape((K, P, b) + a.shape[2:])
@@ -1146,9 +1239,9 @@ def evaluate_puzzles(
             qh = kpb(res.q_halt)
             labelled = yp[None] != IGNORE_LABEL
             cell_ok = (pred == yp[None]) & labelled  # [K, P, B, 81]
-            blank = (xp == BLANK_TOKEN)[None] & labelled
-            answers = perturbations.restore(pred)  # [K, P, B, 81] original space
-            verified = verifier(q[None, None], answers)
+            blank = (xp == rules.decided)[None] & labelled
+            answers = perturbations.restore(pred)  # [K, P, B, L] original space
+            verified = rules.verify(q[None, None], answers)
 
             per["correct"].append(correct)
             per["halted"].append(halted)
@@ -1172,7 +1265,7 @@ def evaluate_puzzles(
             bmask = np.broadcast_to(blank, cell_ok.shape)
             cells_pooled.add(conf[bmask], cell_ok[bmask])
 
-            sel = label_free_select(answers.reshape(K * P, b, SEQ_LEN), halted.reshape(K * P, b),
+            sel = label_free_select(answers.reshape(K * P, b, L), halted.reshape(K * P, b),
                                     _sigmoid(qh).reshape(K * P, b), verified.reshape(K * P, b), masks)
             # Correctness of the chosen answer, judged in the original space.
             orig_ok = _exact_np(answers, lab[None, None]).reshape(K * P, b)
@@ -1197,7 +1290,7 @@ def evaluate_puzzles(
     kp0 = (K, P, 0)
     return EvalResult(
         names=names, perturbation=perturbations.kind, early_stop=early_stop,
-        blanks=(inputs == BLANK_TOKEN).sum(1).astype(np.int16),
+        blanks=(inputs == rules.decided).sum(1).astype(np.int16),
         rating=(np.asarray(ratings, np.int32) if ratings is not None else np.full(n, -1, np.int32)),
         label_cells=(labels != IGNORE_LABEL).sum(1).astype(np.int16),
         correct=cat("correct", 2, kp0, bool), halted=cat("halted", 2, kp0, bool),
@@ -1209,7 +1302,7 @@ def evaluate_puzzles(
         lf_verified=cat("lf_verified", 0, (0,), bool), lf_votes=cat("lf_votes", 0, (0,), np.int16),
         lf_pool=cat("lf_pool", 0, (0,), np.int16), lf_no_halt=cat("lf_no_halt", 0, (0,), bool),
         segment_correct=seg_ok, segment_halted=seg_halt, cells_base=cells_base, cells_pooled=cells_pooled,
-        seconds=seconds, rows=n * P,
+        seconds=seconds, rows=n * P, task=rules.task,
     )
 
 

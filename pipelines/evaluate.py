@@ -36,7 +36,7 @@ import click
 import numpy as np
 
 from pipelines.io import StageError, atomic_output, claim_output, json_ready, log, owns_pattern
-from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints
+from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options, resolve_device_option
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
@@ -61,10 +61,10 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_models(files: Sequence[Path], dev, forward_dtype: str):
-    """Load every checkpoint on ``dev`` and check they agree; StageError names file and mismatch."""
+def load_models(files: Sequence[Path], dev, forward_dtype: str, task: str = "sudoku"):
+    """Load every checkpoint on ``dev`` for ``task`` and check they agree; StageError names file and mismatch."""
     dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
-    models = [load_sudoku_model(f, dev, dtype) for f in files]
+    models = [load_task_model(f, dev, dtype, task) for f in files]
     first = models[0].config
     for f, m in zip(files[1:], models[1:]):
         for key in ("seq_len", "vocab_size", "halt_max_steps"):
@@ -92,22 +92,29 @@ def split_rows(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> np
     return rows
 
 
+# Per task: the token ranges of inputs and labels, and what they mean (hrm/sudoku.py, hrm/maze.py).
+TOKEN_RANGES = {"sudoku": ((1, 10), (2, 10), "1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2",
+                           "digit tokens 2..10"),
+                "maze": ((1, 4), (1, 5), "1 = wall, 2 = open, 3 = S, 4 = G", "maze tokens 1..5 (5 = path)")}
+
+
 def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
     """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges checked."""
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
     where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
-    bad_x = (x < 1) | (x > 10)
+    (x_lo, x_hi), (y_lo, y_hi), x_means, y_means = TOKEN_RANGES[ds.layout.task]
+    bad_x = (x < x_lo) | (x > x_hi)
     if bad_x.any():
         row = int(np.argmax(bad_x.any(1)))
         raise StageError(f"{where}: inputs hold tokens {int(x.min())}..{int(x.max())} (row {int(rows[row])}); "
-                         f"expected 1..10 (1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2) for a model "
+                         f"expected {x_lo}..{x_hi} ({x_means}) for a model "
                          f"with vocab_size {model_cfg.vocab_size}: the split was built with another encoding")
-    bad_y = ((y < 2) | (y > 10)) & (y != -100)
+    bad_y = ((y < y_lo) | (y > y_hi)) & (y != -100)
     if bad_y.any():
         row = int(np.argmax(bad_y.any(1)))
-        raise StageError(f"{where}: labels hold tokens outside 2..10 (row {int(rows[row])}, found "
-                         f"{sorted(set(np.unique(y[row]).tolist()))}); expected digit tokens 2..10")
+        raise StageError(f"{where}: labels hold tokens outside {y_lo}..{y_hi} (row {int(rows[row])}, found "
+                         f"{sorted(set(np.unique(y[row]).tolist()))}); expected {y_means}")
     if x.shape[1] != model_cfg.seq_len:
         raise StageError(f"{where}: rows of {x.shape[1]} tokens, {model_file} expects seq_len {model_cfg.seq_len}")
     return {"rows": rows, "inputs": x.astype(np.uint8), "labels": y.astype(np.int16),
@@ -155,9 +162,40 @@ def _tier_row(name: str, totals) -> dict[str, Any]:
             "label_free": s["label_free"], "verified_any": s["verified_any"]}
 
 
-def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str]) -> str:
+# What the report says of each task's rules (Sudoku's words are those of the reports made before mazes).
+REPORT_WORDS = {
+    "sudoku": {
+        "vote": "the fork's Augmented HRM",
+        "verified": "some pass gave a valid grid that keeps the givens",
+        "vote_rule": "paper_vote reproduces the fork's rule (per checkpoint: passes that are right AND halted > half of "
+                     "its halted passes; solved if any checkpoint does).",
+        "tiers": "## Easy tiers (test puzzles with only k blanks left)",
+        "left": "blanks left",
+        "exact": "- exact: all 81 cells right. Passes are compared in the perturbed space (the fork's way); label_free "
+                 "maps every answer back to the original digits and cells first.",
+        "verifier": "verifier (valid grid, keeps the givens)",
+        "cell": "blank",
+    },
+    "maze": {
+        "vote": "the fork's maze rule",
+        "verified": "some pass gave an optimal S-G path of the maze",
+        "vote_rule": "paper_vote is the fork's maze rule (solved if any pass of any checkpoint is exactly right; "
+                     "halting is not required).",
+        "tiers": "## Easy tiers (test mazes with only k cells of the shortest path left unmarked)",
+        "left": "path cells left",
+        "exact": "- exact: all 900 cells right. Passes are compared in the perturbed space (the fork's way: pass 1 "
+                 "exchanges S and G in input and label); label_free maps every answer back first.",
+        "verifier": "verifier (a connected S-G path through open cells, as short as the BFS optimum)",
+        "cell": "open",
+    },
+}
+
+
+def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str],
+                 task: str = "sudoku") -> str:
     m = metrics["test"]
     k, p = m["checkpoints"], m["passes"]
+    words = REPORT_WORDS[task]
     lines = [
         "# HRM evaluation",
         "",
@@ -172,9 +210,9 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
         "| method | reads labels | exact accuracy |",
         "| --- | --- | --- |",
         f"| HRM baseline (primary checkpoint, unperturbed) | no | {_pct(m.get('baseline_exact'))} |",
-        f"| paper_vote (the fork's Augmented HRM, {k} x {p}) | **yes**: a pass counts only if it equals the label | {_pct(m.get('paper_vote'))} |",
+        f"| paper_vote ({words['vote']}, {k} x {p}) | **yes**: a pass counts only if it equals the label | {_pct(m.get('paper_vote'))} |",
         f"| label_free (majority of halted passes, verifier first, q_halt tie-break) | no | {_pct(m.get('label_free'))} |",
-        f"| verified_any (some pass gave a valid grid that keeps the givens) | no (oracle bound of a verifier) | {_pct(m.get('verified_any'))} |",
+        f"| verified_any ({words['verified']}) | no (oracle bound of a verifier) | {_pct(m.get('verified_any'))} |",
         "",
         (f"Early-stop view (a different setting, not the paper's): reading the same primary unperturbed "
          f"passes at the model's own first halt gives {_pct(m['early_stop_view']['exact_accuracy'])} exact "
@@ -185,8 +223,7 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
          f"of the paper's procedure ({_pct(m['work']['saved_fraction'])} saved), "
          f"{_num(m['work']['gflop_run'])} GFLOP." if "work" in m else ""),
         "",
-        "paper_vote reproduces the fork's rule (per checkpoint: passes that are right AND halted > half of "
-        "its halted passes; solved if any checkpoint does). It selects with the labels, so it is not a "
+        f"{words['vote_rule']} It selects with the labels, so it is not a "
         "method that could answer an unseen puzzle; label_free is the same ensemble without labels.",
         "",
     ]
@@ -194,7 +231,7 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
         lines += [
             "## Single checkpoints (unperturbed)",
             "",
-            "| checkpoint | exact | cell accuracy | blank-cell accuracy | halt rate | q_halt accuracy |",
+            f"| checkpoint | exact | cell accuracy | {words['cell']}-cell accuracy | halt rate | q_halt accuracy |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for name, c in m.get("per_checkpoint", {}).items():
@@ -214,15 +251,15 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
             "",
             f"- sigmoid(q_halt) at the last segment vs exact correctness: ECE {_num(cal['q_halt']['ece'])}, "
             f"Pearson r {_num(cal['q_halt']['pearson_r'])}, Brier {_num(cal['q_halt']['brier'])}.",
-            f"- max-softmax per blank cell vs cell correctness: ECE {_num(cal['cells']['ece'])}, "
+            f"- max-softmax per {words['cell']} cell vs cell correctness: ECE {_num(cal['cells']['ece'])}, "
             f"Pearson r {_num(cal['cells']['pearson_r'])}, Brier {_num(cal['cells']['brier'])}.",
             f"- critical segment (answer right from then on), mean over solved puzzles: "
             f"{_num(m['critical_segment']['mean'])}.",
             "",
         ]
     if metrics.get("tiers"):
-        lines += ["## Easy tiers (test puzzles with only k blanks left)", "",
-                  "| blanks left | puzzles | baseline | paper_vote | label_free | verified_any |",
+        lines += [words["tiers"], "",
+                  f"| {words['left']} | puzzles | baseline | paper_vote | label_free | verified_any |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for r in tables["tiers"]:
             lines.append(f"| {r['tier']} | {r['puzzles']} | {_pct(r['baseline'])} | {_pct(r['paper_vote'])} | "
@@ -231,10 +268,9 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
     lines += [
         "## Definitions",
         "",
-        "- exact: all 81 cells right. Passes are compared in the perturbed space (the fork's way); label_free "
-        "maps every answer back to the original digits and cells first.",
+        words["exact"],
         "- label_free: pool = halted passes (all passes when none halted); if a pooled answer passes the "
-        "verifier (valid grid, keeps the givens) only verified answers are eligible; the most frequent "
+        f"{words['verifier']} only verified answers are eligible; the most frequent "
         "eligible answer wins; ties -> higher mean sigmoid(q_halt) of its passes, then the earlier pass.",
         "- Curves: k checkpoints = the last k; p passes = the first p.",
         "",
@@ -287,12 +323,14 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
               help="Which dataset of a shard stage output (the test split is the same in both).")
 @click.option("--split", default="test", help="Split to evaluate.")
 @click.option("--permutations", type=click.IntRange(min=1), default=9, help="Passes per checkpoint (pass 0 = unperturbed).")
-@click.option("--perturbation", type=click.Choice(["shift", "relabel", "symmetry"]), default="shift",
+@click.option("--perturbation", type=click.Choice(["shift", "relabel", "symmetry", "swap"]), default="shift",
               help="shift: the fork's cyclic digit shifts (at most 9); relabel: random digit relabellings; "
-                   "symmetry: random full Sudoku symmetries.")
+                   "symmetry: random full Sudoku symmetries; swap (mazes, at most 2 passes): the fork's S/G "
+                   "exchange.")
 @click.option("--test-size", type=click.IntRange(min=0), default=0, help="Seeded sample of N puzzles (0: the whole split).")
 @click.option("--tiers", default="1-5,6-10,11-20",
-              help="Easy tiers: ranges of blanks left (LO-HI, comma-separated; 'none' to skip).")
+              help="Easy tiers: ranges of blanks left (mazes: path cells left unmarked; LO-HI, comma-separated; "
+                   "'none' to skip).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64,
               help="Puzzles per batch; each checkpoint runs batch-size x permutations rows together.")
 @click.option("--max-rows", type=click.IntRange(min=0), default=0,
@@ -339,8 +377,8 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         torch.set_num_threads(num_threads)
     # ---- every check first
     try:
-        tier_list = ev.parse_tiers(tiers)
-        perts = ev.make_perturbations(perturbation, permutations, seed)
+        tier_list = ev.parse_tiers(tiers, seq_len=max(r.seq_len for r in ev.RULES.values()))
+        ev.make_perturbations(perturbation, permutations, seed)
     except ValueError as e:
         raise StageError(str(e)) from None
     files = resolve_checkpoints(checkpoints, last)
@@ -353,7 +391,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     dev = rank_device(dev, d)
     try:
         _evaluate(ev, d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
-                  perturbation=perturbation, test_size=test_size, tier_list=tier_list, perts=perts,
+                  perturbation=perturbation, test_size=test_size, tier_list=tier_list,
                   batch_size=batch_size, max_rows=max_rows, forward_dtype=forward_dtype, compile_=compile_,
                   early_stop=early_stop, seed=seed, output=output, wandb_mode=wandb_mode, project_name=project_name,
                   run_name=run_name, chunk_size=chunk_size, restart=restart, progress=progress, t_start=t_start,
@@ -365,8 +403,26 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly
 
 
+def task_settings(ev, ds, perturbation: str, permutations: int, seed: int, tier_list):
+    """The task's evaluation rules (from the dataset's manifest) and its perturbations, the options
+    checked against them: a StageError naming the manifest for a perturbation or tier of the other task."""
+    rules = ev.task_rules(ds.layout.task)
+    manifest = ds.dataset_dir / "manifest.json"
+    if perturbation not in rules.perturbations:
+        raise StageError(f"--perturbation {perturbation}: {manifest} holds {rules.task} examples, evaluated with "
+                         f"--perturbation {' or '.join(rules.perturbations)}"
+                         + (" (at most 2 passes: --permutations 2)" if rules.task == "maze" else ""))
+    for lo, hi in tier_list:
+        if hi > rules.seq_len:
+            raise StageError(f"--tiers {lo}-{hi}: {manifest} holds {rules.task} examples of {rules.seq_len} cells")
+    try:
+        return rules, ev.make_perturbations(perturbation, permutations, seed)
+    except ValueError as e:
+        raise StageError(f"{e} ({manifest} holds {rules.task} examples)") from None
+
+
 def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations, perturbation, test_size, tier_list,
-              perts, batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output, wandb_mode,
+              batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output, wandb_mode,
               project_name, run_name, chunk_size, restart, progress, t_start, version) -> None:
     """The work of one rank (the command's options, checked; ``d`` its place among the ranks)."""
     import torch
@@ -374,8 +430,9 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     from pipelines.job import Job, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
     from schemas.manifest import file_sha256
 
-    models = load_models(files, dev, forward_dtype)
     ds = open_split(dataset, variant, split)
+    rules, perts = task_settings(ev, ds, perturbation, permutations, seed, tier_list)
+    models = load_models(files, dev, forward_dtype, rules.task)
     dataset_dir = ds.dataset_dir
     rows = split_rows(ds, test_size, seed, files[0], models[0].config)
     claim_output(output, OWNS, STAGE)
@@ -406,14 +463,14 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
         f"{len(units)} unit(s) of up to {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
         + (f"; continuing {job.folder}: {len(mine) - len(todo)} of this rank's {len(mine)} already done" if resumed else ""))
 
-    common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop)
+    common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop, rules=rules)
 
     def unit_data(unit: Unit) -> dict[str, np.ndarray]:
         """The unit's puzzles, gathered from the memory-mapped split; a tier's easy copies drawn per puzzle."""
         data = gather_rows(ds, rows[unit.lo:unit.hi], files[0], models[0].config)
         if unit.set_index:
             lo, hi = tier_list[unit.set_index - 1]
-            data["inputs"] = ev.reveal_tier_rows(data["inputs"], data["labels"], lo, hi, seed, data["rows"])
+            data["inputs"] = ev.reveal_tier_rows(data["inputs"], data["labels"], lo, hi, seed, data["rows"], rules)
         return data
 
     from hrm.progress import progress_bar
@@ -466,7 +523,8 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
         if done is None:
             raise StageError(f"{job.path(unit.name)}: a finished unit is missing or damaged; rerun the same command "
                              f"to run it again")
-        part = ev.EvalTotals.from_arrays(done["totals"], names=names, perturbation=perts.kind, early_stop=early_stop)
+        part = ev.EvalTotals.from_arrays(done["totals"], names=names, perturbation=perts.kind, early_stop=early_stop,
+                                         task=rules.task)
         totals[unit.set_index] = part if totals[unit.set_index] is None else totals[unit.set_index].add(part)
         for k, v in done.get("puzzles", {}).items():
             table.setdefault(k, []).append(v)
@@ -508,7 +566,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
         (tmp / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
-        (tmp / "report.md").write_text(build_report(metrics, tables, settings, names))
+        (tmp / "report.md").write_text(build_report(metrics, tables, settings, names, rules.task))
         pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         log_wandb(wandb_mode, tmp, project_name, run_name, settings, metrics, tables)

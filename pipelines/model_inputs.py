@@ -1,7 +1,8 @@
 """The inputs of the stages that run a trained model (evaluate, analyze): checkpoints and a split.
 
-Which ``step_N`` files a path names, loading them for the Sudoku encoding, opening the split and
-checking its encoding against the model, each failure one clear message naming the file.
+Which ``step_N`` files a path names, loading them for a task's encoding (Sudoku's, or the mazes'
+that a maze dataset's manifest names), opening the split and checking its encoding against the
+model, each failure one clear message naming the file.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hrm.sudoku import SEQ_LEN, VOCAB_SIZE
+from hrm.tasks import get_task
 from pipelines.io import StageError
 
 
@@ -38,7 +39,12 @@ def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
 
 
 def load_sudoku_model(file: Path, device, forward_dtype: str | None):
-    """Load one checkpoint (weights_only) for the Sudoku encoding; ``forward_dtype`` None keeps the
+    """:func:`load_task_model` for Sudoku."""
+    return load_task_model(file, device, forward_dtype, "sudoku")
+
+
+def load_task_model(file: Path, device, forward_dtype: str | None, task: str):
+    """Load one checkpoint (weights_only) for the encoding of ``task``; ``forward_dtype`` None keeps the
     checkpoint's own. Every failure is a StageError naming the file."""
     from hrm.model import CheckpointError, load_checkpoint
 
@@ -48,12 +54,13 @@ def load_sudoku_model(file: Path, device, forward_dtype: str | None):
         raise StageError(str(e)) from None
     except (RuntimeError, AssertionError) as e:  # e.g. out of device memory
         raise StageError(f"{file}: cannot load on {device} ({type(e).__name__}: {e})") from None
-    c = model.config
-    if (c.seq_len, c.vocab_size) != (SEQ_LEN, VOCAB_SIZE):
+    c, t = model.config, get_task(task)
+    if (c.seq_len, c.vocab_size) != (t.seq_len, t.vocab_size):
         raise StageError(
-            f"{file}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; Sudoku "
-            f"(docs/reference-semantics.md §2) needs seq_len {SEQ_LEN}, "
-            f"vocab_size {VOCAB_SIZE} (from {file.parent / 'all_config.yaml'} or the tensor shapes)")
+            f"{file}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; "
+            + ("Sudoku (docs/reference-semantics.md §2)" if task == "sudoku" else f"the {task} dataset")
+            + f" needs seq_len {t.seq_len}, vocab_size {t.vocab_size} (from {file.parent / 'all_config.yaml'} or "
+            f"the tensor shapes)")
     return model
 
 
