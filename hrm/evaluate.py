@@ -58,6 +58,13 @@ Exact definitions (N puzzles, K checkpoints in the given order, P passes)
 - Calibration: sigmoid(q_halt) at the final segment vs exact correctness, and per-cell
   max-softmax probability at the final segment vs cell correctness over blank cells:
   equal-width bins on [0, 1], ECE = sum_b n_b / n * |acc_b - conf_b|, Pearson r, Brier score.
+
+Mazes (:data:`MAZE_RULES`; Sudoku's are :data:`SUDOKU_RULES`, the default, one code path): the
+``swap`` perturbation (at most 2 passes, pass 1 exchanges S and G in input and label, the fork's);
+``paper_vote`` is the fork's maze rule (any pass of any checkpoint exactly right, halting not
+required); the verifier is ``hrm.maze.verify_paths`` (an optimal S-G path, no label read); the
+"blank" cells are the open cells; easy tiers leave k path cells unmarked; the analysis' error
+measure is ``hrm.maze.broken_path_cells``.
 """
 
 from __future__ import annotations
@@ -618,6 +625,25 @@ def _sudoku_revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray(inputs) == BLANK_TOKEN
 
 
+def sudoku_conflicts(questions: np.ndarray | None, answers: np.ndarray) -> np.ndarray:
+    """int64 [...]: the fork's error measure of answer tokens [..., 81]: excess repeats of digits per
+    row, column and box, summed (cells not decoded as a digit ignored; the question is not read)."""
+    from hrm.sudoku import conflict_count
+
+    t = np.asarray(answers).astype(np.int16)
+    values = np.where((t >= 2) & (t <= 10), t - 1, 0).astype(np.uint8)
+    return conflict_count(values.reshape(-1, t.shape[-1])).reshape(t.shape[:-1])
+
+
+def maze_broken_cells(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """int64 [...]: cells where the answer [..., 900] breaks a local rule of a path in its maze
+    (hrm.maze.broken_path_cells); questions [..., 900] broadcast against it."""
+    q, a = np.broadcast_arrays(np.asarray(questions), np.asarray(answers))
+    width = a.shape[-1]
+    out = maze.broken_path_cells(q.reshape(-1, width).astype(np.uint8), np.clip(a, 0, 255).reshape(-1, width).astype(np.uint8))
+    return out.reshape(a.shape[:-1])
+
+
 def _maze_revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (np.asarray(inputs) == maze.OPEN) & (np.asarray(labels) == maze.PATH)
 
@@ -630,6 +656,9 @@ class TaskRules:
     accuracy and calibration are reported; ``verify(questions, answers)``: the label-free verifier;
     ``solves(correct, halted)``: the paper's rule over checkpoints x passes; ``revealable(inputs, labels)``:
     the cells an easy tier reveals from the label (Sudoku blanks; the maze's shortest-path cells).
+    ``errors(questions, answers)``: the analysis' error measure of an answer (``error_name``: Sudoku
+    conflicts, a maze's broken path cells), read on the cells of ``mark_token`` .. ``mark_last``
+    (``mark_name``: digits, path marks). ``input_tokens`` / ``label_tokens``: the encoding's ranges.
     """
 
     task: str
@@ -641,14 +670,28 @@ class TaskRules:
     revealable: Callable[[np.ndarray, np.ndarray], np.ndarray]
     rating_edges: tuple[int, ...]
     blank_edges: tuple[int, ...]
+    input_tokens: tuple[int, int]
+    label_tokens: tuple[int, int]
+    errors: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    error_name: str
+    mark_tokens: tuple[int, int]
+    mark_name: str
+
+    def marks(self, answers: np.ndarray) -> np.ndarray:
+        """int [...]: cells of answers [..., L] decoded as a mark the error measure reads."""
+        a = np.asarray(answers)
+        return ((a >= self.mark_tokens[0]) & (a <= self.mark_tokens[1])).sum(-1)
 
 
 SUDOKU_RULES = TaskRules("sudoku", SEQ_LEN, BLANK_TOKEN, ("shift", "relabel", "symmetry"), verifier, paper_vote,
-                         _sudoku_revealable, RATING_EDGES, BLANK_EDGES)
+                         _sudoku_revealable, RATING_EDGES, BLANK_EDGES, (1, 10), (2, 10), sudoku_conflicts, "conflicts",
+                         (2, 10), "digits")
 # Mazes: 2 passes (the fork's S/G swap), a path is right when exact (any pass, halted or not), rated by
 # its moves (the hard set: more than 110), "blanks" are the open cells the model decides.
 MAZE_RULES = TaskRules("maze", maze.SEQ_LEN, maze.OPEN, ("swap",), maze_verifier, any_pass_solves, _maze_revealable,
-                       (0, 111, 121, 131, 141, 161, 181), (0, 300, 350, 400, 450, 500))
+                       (0, 111, 121, 131, 141, 161, 181), (0, 300, 350, 400, 450, 500), (maze.WALL, maze.GOAL),
+                       (maze.WALL, maze.PATH), maze_broken_cells, "broken_path_cells", (maze.PATH, maze.PATH),
+                       "path_cells")
 RULES = {r.task: r for r in (SUDOKU_RULES, MAZE_RULES)}
 
 

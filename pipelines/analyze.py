@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, claim_output, json_ready, log, owns_pattern
-from pipelines.model_inputs import check_dataset_encoding, load_sudoku_model, open_split, resolve_checkpoints
+from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options, resolve_device_option
 
@@ -56,15 +56,25 @@ FIGURES = {
 }
 
 # Fixed table schemas: a skipped analysis still writes its table (zero rows), so every DVC out exists.
-MULTISTABILITY_SCHEMA = {
-    "row": pl.Int64, "run": pl.Int16, "kind": pl.String, "param": pl.Int16, "exact": pl.Boolean,
-    "convergence": pl.String, "trapped": pl.Boolean, "conflicts": pl.Int16, "final_res": pl.Float32,
-    "answer_id": pl.Int16, "state_id": pl.Int16, "answer": pl.Array(pl.UInt8, 81),
-}
-LANDSCAPE_SCHEMA = {
-    "row": pl.Int64, "i": pl.Int16, "j": pl.Int16, "conflicts": pl.Int16, "digits": pl.Int16, "exact": pl.Boolean,
-    "dest_i": pl.Float32, "dest_j": pl.Float32,
-}
+# Per task (hrm.evaluate.TaskRules): its error measure names a column, its grids are seq_len wide.
+def multistability_schema(rules) -> dict:
+    return {
+        "row": pl.Int64, "run": pl.Int16, "kind": pl.String, "param": pl.Int16, "exact": pl.Boolean,
+        "convergence": pl.String, "trapped": pl.Boolean, rules.error_name: pl.Int16, "final_res": pl.Float32,
+        "answer_id": pl.Int16, "state_id": pl.Int16, "answer": pl.Array(pl.UInt8, rules.seq_len),
+    }
+
+
+def landscape_schema(rules) -> dict:
+    return {
+        "row": pl.Int64, "i": pl.Int16, "j": pl.Int16, rules.error_name: pl.Int16, rules.mark_name: pl.Int16,
+        "exact": pl.Boolean, "dest_i": pl.Float32, "dest_j": pl.Float32,
+    }
+
+
+# The landscape figure's colour bar, per task.
+ERROR_LABELS = {"sudoku": "Sudoku conflicts", "maze": "broken path cells"}
+MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
 MULTISTABILITY_CSV = ("distinct_answers", "puzzles_all_runs", "puzzles_converged_runs")
 OFF = ("", "none", "off")
 
@@ -162,6 +172,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     from hrm.analysis import AnalysisSettings, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
+    from hrm.evaluate import task_rules
     from pipelines.job import Job, check_ranks_agree, job_folder
     from schemas.manifest import file_sha256
 
@@ -169,14 +180,18 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     if num_threads:
         torch.set_num_threads(num_threads)
     asked = _ints(puzzle_index, "--puzzle-index")
-    try:
-        ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--easy-k") from None
     noise = _noise_kinds(noise_kinds)
     # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(dataset, variant, split)
+    rules = task_rules(ds.layout.task)  # the task the dataset's manifest names
+    try:
+        ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k, rules.seq_len)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--easy-k") from None
+    if rules.task == "maze" and shifts > MAZE_SHIFTS:
+        raise StageError(f"--shifts {shifts}: {ds.dataset_dir / 'manifest.json'} holds mazes, which have "
+                         f"{MAZE_SHIFTS} relabellings (as is, S and G exchanged); use --shifts {MAZE_SHIFTS} or less")
     selected = _selected_rows(ds, asked, index_by)
     # Under torchrun the ranks share the batches of the analysis (same result on every rank); rank 0 writes.
     dev = resolve_device_option(device)
@@ -188,7 +203,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     try:
         if d.rank == 0:
             claim_output(output, OWNS, STAGE)
-        model = load_sudoku_model(checkpoint_file, dev, None if forward_dtype == "config" else forward_dtype)
+        model = load_task_model(checkpoint_file, dev, None if forward_dtype == "config" else forward_dtype, rules.task)
         check_dataset_encoding(ds, checkpoint_file, model.config)
         cfg = model.config
         s_count = segments or cfg.halt_max_steps
@@ -229,7 +244,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         try:
             if d.rank != 0:  # this rank's share of the batches (hrm.analysis.analyze ``d``); rank 0 writes
                 try:
-                    analyze(model, ds, sample_rows, np.asarray(selected, np.int64), settings, d=d, store=job)
+                    analyze(model, ds, sample_rows, np.asarray(selected, np.int64), settings, d=d, store=job, rules=rules)
                 except TokenError as e:
                     raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
                 return
@@ -237,7 +252,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                 tmp.mkdir(parents=True)
                 (tmp / "plots").mkdir()
                 metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip,
-                               progress, run_info, d, job, resumed)
+                               progress, run_info, d, job, resumed, rules)
         except KeyboardInterrupt:
             if d.rank == 0:
                 log(STAGE, f"stopped with {_units(job)} finished batch(es) kept in {job.folder}; the same command "
@@ -312,11 +327,14 @@ def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], l
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,
-         run_info: dict[str, Any], d=None, store=None, resumed: bool = False) -> dict[str, Any]:
+         run_info: dict[str, Any], d=None, store=None, resumed: bool = False, rules=None) -> dict[str, Any]:
     """Run the analysis (hrm.analysis.analyze) and write every file of the output directory ``out``."""
     import pyarrow.parquet as pq
 
     from hrm.analysis import EASY_COLUMNS, TokenError, analyze, plots, render_report
+    from hrm.evaluate import SUDOKU_RULES
+
+    rules = rules or SUDOKU_RULES
 
     writer = None
 
@@ -328,7 +346,7 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
 
     try:
         result = analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress, d=d,
-                         store=store)
+                         store=store, rules=rules)
     except TokenError as e:
         raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
     finally:
@@ -356,7 +374,7 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
         figures.append((FIGURES["easy"], "figures/easy.png"))
     else:
         skipped["easy"] = "--easy-k none: no k to probe"
-    _frame(t["multistability"], MULTISTABILITY_SCHEMA).write_parquet(out / "multistability.parquet", compression="zstd")
+    _frame(t["multistability"], multistability_schema(rules)).write_parquet(out / "multistability.parquet", compression="zstd")
     write_plot_csv(plots_dir / "multistability.csv", t["multistability_counts"], header=MULTISTABILITY_CSV)
     if result.multistability is not None:
         ms = result.multistability
@@ -373,12 +391,12 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
                               ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle at {which}")
         figures.append((f"Trajectory of the puzzle at {which} (z_H, PCA)", f"figures/trajectory_{name}.png"))
         plots.plot_landscape(fig.landscape, figures_dir / f"landscape_{name}.png", clip=clip,
-                             title=f"Error landscape, puzzle at {which}")
+                             title=f"Error landscape, puzzle at {which}", error_label=ERROR_LABELS[rules.task])
         figures.append((f"Error landscape of the puzzle at {which}", f"figures/landscape_{name}.png"))
     if not result.puzzle_figures:
         skipped["landscapes"] = "--puzzle-index none: no puzzle selected for trajectories and landscapes"
-    lands = [_frame(cols, LANDSCAPE_SCHEMA) for cols in t["landscape"]]
-    (pl.concat(lands) if lands else _frame(None, LANDSCAPE_SCHEMA)).write_parquet(out / "landscape.parquet",
+    lands = [_frame(cols, landscape_schema(rules)) for cols in t["landscape"]]
+    (pl.concat(lands) if lands else _frame(None, landscape_schema(rules))).write_parquet(out / "landscape.parquet",
                                                                                   compression="zstd")
 
     run_info = {**run_info, "trace_rows": result.trace_rows}

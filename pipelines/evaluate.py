@@ -92,10 +92,9 @@ def split_rows(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> np
     return rows
 
 
-# Per task: the token ranges of inputs and labels, and what they mean (hrm/sudoku.py, hrm/maze.py).
-TOKEN_RANGES = {"sudoku": ((1, 10), (2, 10), "1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2",
-                           "digit tokens 2..10"),
-                "maze": ((1, 4), (1, 5), "1 = wall, 2 = open, 3 = S, 4 = G", "maze tokens 1..5 (5 = path)")}
+# Per task: what its token ranges (hrm.evaluate.TaskRules) mean (hrm/sudoku.py, hrm/maze.py).
+TOKEN_MEANINGS = {"sudoku": ("1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2", "digit tokens 2..10"),
+                  "maze": ("1 = wall, 2 = open, 3 = S, 4 = G", "maze tokens 1..5 (5 = path)")}
 
 
 def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
@@ -103,7 +102,11 @@ def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, 
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
     where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
-    (x_lo, x_hi), (y_lo, y_hi), x_means, y_means = TOKEN_RANGES[ds.layout.task]
+    from hrm.evaluate import task_rules
+
+    rules = task_rules(ds.layout.task)
+    (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
+    x_means, y_means = TOKEN_MEANINGS[rules.task]
     bad_x = (x < x_lo) | (x > x_hi)
     if bad_x.any():
         row = int(np.argmax(bad_x.any(1)))

@@ -494,7 +494,10 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     assert {"several_stable_answers_noise_fork", "several_stable_answers_noise_iid"} <= set(headline["multistability"])
     assert "noise (fork) runs only" in (out / "report.md").read_text()
     from hrm.analysis import EASY_COLUMNS
-    from pipelines.analyze import LANDSCAPE_SCHEMA, MULTISTABILITY_CSV, MULTISTABILITY_SCHEMA  # a skipped run's, too
+    from hrm.evaluate import SUDOKU_RULES
+    from pipelines.analyze import MULTISTABILITY_CSV, landscape_schema, multistability_schema  # a skipped run's, too
+
+    MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU_RULES), landscape_schema(SUDOKU_RULES)
 
     assert dict(pl.read_parquet_schema(out / "multistability.parquet")) == MULTISTABILITY_SCHEMA
     assert dict(pl.read_parquet_schema(out / "landscape.parquet")) == LANDSCAPE_SCHEMA
@@ -600,7 +603,10 @@ FAST = dict(sample=4, batch_size=4, segments=2, easy_sample=2, fp_sample=2, land
 ])
 def test_stage_switched_off_analyses_still_write_every_declared_output(stage_inputs, tmp_path, switches):
     from hrm.analysis import EASY_COLUMNS
-    from pipelines.analyze import LANDSCAPE_SCHEMA, MULTISTABILITY_CSV, MULTISTABILITY_SCHEMA
+    from hrm.evaluate import SUDOKU_RULES
+    from pipelines.analyze import MULTISTABILITY_CSV, landscape_schema, multistability_schema
+
+    MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU_RULES), landscape_schema(SUDOKU_RULES)
 
     ckpt, ds = stage_inputs
     out = tmp_path / "out"

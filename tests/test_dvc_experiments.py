@@ -149,3 +149,34 @@ def test_apply_and_checkout_move_between_experiments_without_rerunning(repo):
     status = sh(repo, "dvc", "status")
     assert "changed" not in status, status
     assert ran(sh(repo, "dvc", "repro")) == []  # main's outputs are back: nothing to rerun
+
+
+# The task switches of the maze pipeline (README, "Maze-30x30-Hard"): the quick profile's sizes aside,
+# these are what `dvc exp run` needs to rebuild everything from raw to analysis on mazes.
+MAZE_SWITCHES = ("raw.task=maze", "data.num_aug=7", "data.hints=false", "train.variant=vanilla",
+                 "evaluate.variant=vanilla", "evaluate.perturbation=swap", "evaluate.permutations=2",
+                 "analyze.variant=vanilla", "analyze.shifts=2")
+
+
+def test_the_maze_pipeline_is_one_experiment(repo):
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    args = [a for s in MAZE_SWITCHES for a in ("-S", s)]
+    log = sh(repo, "dvc", "exp", "run", "-n", "maze", *args, "-S", "data.subsample_size=8", "-S", "data.test_size=4")
+    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze"]
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    names = {exp.get("name") for commit in shown for exp in commit.get("experiments") or []}
+    assert "maze" in names
+    diff = json.loads(sh(repo, "dvc", "params", "diff", "main", "maze", "--json"))
+    assert diff["params.yaml"]["raw.task"] == {"old": "sudoku", "new": "maze"}
+    sh(repo, "dvc", "exp", "apply", "maze")
+    index = json.loads((repo / "data" / "datasets" / "datasets.json").read_text())
+    assert index == {"vanilla": "maze-builtin-8-aug-7", "hint": None}
+    manifest = json.loads((repo / "data" / "datasets" / index["vanilla"] / "manifest.json").read_text())
+    assert manifest["encoding"]["task"] == "maze"
+    evaluate = json.loads((repo / "data" / "evaluate" / "summary.json").read_text())
+    assert evaluate["test"]["passes"] == 2 and evaluate["test"]["puzzles"] == 4
+    import polars as pl
+
+    assert "broken_path_cells" in pl.read_parquet_schema(repo / "data" / "analysis" / "puzzles.parquet")
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout")

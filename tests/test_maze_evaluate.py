@@ -150,3 +150,37 @@ def test_a_sudoku_checkpoint_is_refused_on_maze_data(trained, tmp_path):
                 "--perturbation", "swap", "--permutations", "2", "--output", str(tmp_path / "e"))
     assert f"{step}: the model expects seq_len 81 and vocab_size 11; the maze dataset needs seq_len 900" in out
     assert not (tmp_path / "e").exists()
+
+
+def test_hrm_analyze_on_a_maze_dataset(trained, tmp_path):
+    import polars as pl
+
+    from hrm.analysis import reveal_all_but
+
+    datasets, run = trained
+    out = tmp_path / "analysis"
+    ok("analyze", "--checkpoint", str(run), "--dataset", str(datasets), "--variant", "vanilla", "--output", str(out),
+       "--sample", "4", "--shifts", "2", "--noise-runs", "1", "--fp-sample", "3", "--easy-k", "0,2", "--easy-sample", "3",
+       "--landscape-radius", "2")
+    puzzles = pl.read_parquet(out / "puzzles.parquet")
+    assert "broken_path_cells" in puzzles.columns and "conflicts" not in puzzles.columns
+    traces = pl.read_parquet(out / "traces.parquet", columns=["row", "step", "prediction", "broken_path_cells"])
+    from hrm.data import PuzzleDataset
+
+    ds = PuzzleDataset(next(datasets.glob("*/manifest.json")).parent, "test")
+    rows = traces["row"].to_numpy()
+    ds_inputs = ds.gather(rows)["inputs"].astype(np.uint8)
+    preds = traces["prediction"].to_numpy().astype(np.uint8)
+    # The error column is the maze's own measure of each step's answer, in its maze.
+    assert np.array_equal(traces["broken_path_cells"].to_numpy(), M.broken_path_cells(ds_inputs, preds))
+    kinds = set(pl.read_parquet(out / "multistability.parquet")["kind"].to_list())
+    assert kinds == {"plain", "swap", "noise_fork", "noise_iid"}
+    land = pl.read_parquet(out / "landscape.parquet")
+    assert {"broken_path_cells", "path_cells"} <= set(land.columns) and land.height == 25
+    easy = {r["k"]: r for r in pl.read_csv(out / "plots" / "easy.csv").iter_rows(named=True)}
+    assert easy[0]["blanks_left"] == 0 and easy[2]["blanks_left"] == 2  # path cells left unmarked
+    q = ds.gather(np.arange(3))
+    shown = reveal_all_but(q["inputs"], q["labels"], 2, 0, ev.MAZE_RULES)
+    assert (((shown == M.OPEN) & (q["labels"] == M.PATH)).sum(1) == 2).all()
+    assert fails("analyze", "--checkpoint", str(run), "--dataset", str(datasets), "--variant", "vanilla",
+                 "--output", str(tmp_path / "a2"), "--shifts", "3").count("holds mazes, which have 2 relabellings") == 1

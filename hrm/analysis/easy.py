@@ -8,6 +8,10 @@ sample at once (so the result does not depend on the batch size). Each easy copy
 same segments from the initial state; reported per k: exact accuracy, blank-cell accuracy,
 convergence classes and fixed-point violations (:mod:`hrm.analysis.fixed_points`), and the
 accuracy split by whether the model solved the original puzzle.
+
+Mazes (``rules`` = hrm.evaluate.MAZE_RULES): the "blank cells" are the cells of the shortest path,
+all but k of which are marked ``o`` in the input (k = 0: the whole path given); their accuracy is
+that of the open cells.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from hrm.analysis.fixed_points import CLASS_NAMES, answer_changes, classify, violations
 from hrm.analysis.traces import run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate import reveal_tier
+from hrm.evaluate import SUDOKU_RULES, TaskRules, reveal_tier
 from hrm.rng import EASY_PROBE as EASY_STREAM  # the seed's stream id: hrm/rng.py
 
 __all__ = ["EASY_STREAM", "EASY_COLUMNS", "parse_ks", "reveal_all_but", "easy_probe"]
@@ -29,8 +33,8 @@ EASY_COLUMNS = ("k", "n", "blanks_left", "exact", "blank_acc", *CLASS_NAMES, "vi
                 "exact_if_no_violation", "exact_if_solved", "exact_if_unsolved")
 
 
-def parse_ks(text: str | Sequence[int]) -> list[int]:
-    """"0,1,2,5" -> [0, 1, 2, 5] (sorted, unique, each in 0..81)."""
+def parse_ks(text: str | Sequence[int], seq_len: int = 81) -> list[int]:
+    """"0,1,2,5" -> [0, 1, 2, 5] (sorted, unique, each in 0..seq_len)."""
     if isinstance(text, str):
         parts = [p.strip() for p in text.split(",") if p.strip()]
         try:
@@ -39,22 +43,25 @@ def parse_ks(text: str | Sequence[int]) -> list[int]:
             raise ValueError(f"bad k list {text!r}: expected comma-separated integers such as 0,1,2,5,10") from None
     else:
         ks = [int(k) for k in text]
-    bad = [k for k in ks if not 0 <= k <= 81]
+    bad = [k for k in ks if not 0 <= k <= seq_len]
     if bad:
-        raise ValueError(f"k must be in 0..81, got {bad}")
+        raise ValueError(f"k must be in 0..{seq_len}, got {bad}")
     return sorted(set(ks))
 
 
-def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Tokens [N, 81] with all but min(k, blanks) blank cells filled from ``labels`` (seeded)."""
+def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, seed: int = 0,
+                   rules: TaskRules = SUDOKU_RULES) -> np.ndarray:
+    """Tokens [N, L] with all but min(k, blanks) blank cells filled from ``labels`` (seeded; a maze's
+    path cells, ``rules``)."""
     rng = np.random.default_rng([EASY_STREAM, seed, k])
-    return reveal_tier(np.asarray(inputs), np.asarray(labels), k, k, rng)
+    return reveal_tier(np.asarray(inputs), np.asarray(labels), k, k, rng, rules)
 
 
 def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int], *, seed: int = 0,
                segments: int | None = None, batch_size: int = 64, tol: float = 0.01, tail: int = 0,
                solved: np.ndarray | None = None, progress: Callable[[int], None] | None = None,
-               d: Dist | None = None, store: ResultStore | None = None) -> list[dict[str, Any]]:
+               d: Dist | None = None, store: ResultStore | None = None,
+               rules: TaskRules = SUDOKU_RULES) -> list[dict[str, Any]]:
     """One row per k: n, blanks_left (mean), exact, blank_acc, class fractions, violation_rate,
     accuracy with / without violation, and (given ``solved`` bool [N]) exact accuracy on the
     puzzles the model solved / did not solve in their original form. ``d``: ranks share the batches
@@ -62,13 +69,13 @@ def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int],
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     rows = []
     for k in ks:
-        easy = reveal_all_but(inputs, labels, k, seed)
+        easy = reveal_all_but(inputs, labels, k, seed, rules)
         exact, blank_acc, classes, changes = [], [], [], []
 
         def probe(lo: int, easy=easy) -> tuple[np.ndarray, ...]:
             x, y = easy[lo:lo + batch_size], labels[lo:lo + batch_size]
             tr = run_trace(model, x, segments=segments, steps=False)
-            sc = score_predictions(tr.final_predictions, x, y)
+            sc = score_predictions(tr.final_predictions, x, y, rules.decided)
             return (sc["exact"], sc["blank_acc"], classify(tr.seg_res, tr.seg_return, tol, tail),
                     answer_changes(tr.seg_predictions, tail))
 
@@ -85,7 +92,7 @@ def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int],
         vi = violations(cl, np.concatenate(changes) if changes else np.zeros(0, np.int16))
         n = int(ex.size)
         row: dict[str, Any] = {"k": int(k), "n": n,
-                               "blanks_left": float((easy == 1).sum(1).mean()) if n else None,
+                               "blanks_left": float(rules.revealable(easy, labels).sum(1).mean()) if n else None,
                                "exact": float(ex.mean()) if n else None,
                                "blank_acc": float(np.nanmean(ba.astype(np.float64))) if n and not np.isnan(ba).all() else None}
         for code, name in enumerate(CLASS_NAMES):

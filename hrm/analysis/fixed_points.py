@@ -35,6 +35,10 @@ over the converged runs; distinct final states over the runs that share the plai
 and the noise runs): states are linked when ||a - b|| <= ``cluster_tol`` x (||a|| + ||b||) / 2 and
 clusters are the connected components. A run is *trapped* when it converged to a wrong answer
 (a stable wrong fixed point: "guessing").
+
+Mazes (``rules`` = hrm.evaluate.MAZE_RULES): the relabelled pass is the fork's S/G exchange (at most
+one: ``shifts`` <= 2), and the error measure of an answer is its broken path cells in place of
+Sudoku conflicts.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ import torch
 
 from hrm.model.hrm import InnerCarry
 from hrm.model.layers import trunc_normal_init_
-from hrm.analysis.traces import initial_state, prediction_conflicts, run_trace, score_predictions
+from hrm.analysis.traces import initial_state, run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate import make_perturbations
+from hrm.evaluate import SUDOKU_RULES, TaskRules, make_perturbations
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
 
 __all__ = [
@@ -206,18 +210,19 @@ def state_clusters(states: torch.Tensor, tol: float = 0.05) -> tuple[np.ndarray,
 class MultiStability:
     """R runs of N puzzles (see the module docstring); arrays are [R, N] unless noted."""
 
-    kind: np.ndarray  # str [R]: "plain", "shift", "noise_fork", "noise_iid"
+    kind: np.ndarray  # str [R]: "plain", "shift" (mazes: "swap"), "noise_fork", "noise_iid"
     param: np.ndarray  # int [R]: the shift p, or the noise run number (1-based)
-    answers: np.ndarray  # uint8 [R, N, 81], mapped back to the original digits
+    answers: np.ndarray  # uint8 [R, N, L], mapped back to the original digits (S and G)
     exact: np.ndarray  # bool
     classes: np.ndarray  # int8 (CONVERGED / OSCILLATING / DRIFTING)
-    conflicts: np.ndarray  # int
+    conflicts: np.ndarray  # int: the task's error measure of each answer (TaskRules.errors: Sudoku conflicts)
     final_res: np.ndarray  # float32: joint residual of the last segment
     answer_id: np.ndarray  # int16: answer class (smallest run index with that answer)
     state_id: np.ndarray  # int16 [R, N]: state cluster among same-input runs (-1 for shifted runs)
     n_answers: np.ndarray = field(default=None)  # type: ignore[assignment]  # int [N]
     n_stable_answers: np.ndarray = field(default=None)  # type: ignore[assignment]
     n_state_clusters: np.ndarray = field(default=None)  # type: ignore[assignment]
+    error_name: str = "conflicts"  # what ``conflicts`` counts (TaskRules.error_name)
 
     @property
     def converged(self) -> np.ndarray:
@@ -254,7 +259,7 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
                   noise_std: float | None = None, noise: tuple[str, ...] = ("fork",), seed: int = 0,
                   segments: int | None = None, tol: float = 0.01, tail: int = 0, cluster_tol: float = 0.05,
                   batch_size: int = 64, progress=None, d: Dist | None = None,
-                  store: ResultStore | None = None) -> MultiStability:
+                  store: ResultStore | None = None, rules: TaskRules = SUDOKU_RULES) -> MultiStability:
     """The runs of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
     in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch): ``noise_runs``
     runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD). ``d``: ranks
@@ -263,15 +268,16 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     n = inputs.shape[0]
     shifts = max(1, int(shifts))
-    if shifts > 9:
+    if rules.task == "sudoku" and shifts > 9:
         raise ValueError(f"there are only 9 cyclic digit shifts, asked for {shifts}")
-    shift = make_perturbations("shift", shifts)  # the evaluation's cyclic digit shifts
+    # The evaluation's relabellings: Sudoku's cyclic digit shifts, the mazes' S/G exchange.
+    shift = make_perturbations(rules.perturbations[0] if rules.task != "sudoku" else "shift", shifts)
     luts, inv = shift.token_maps, shift.inverse_token_maps
     noise_kinds = tuple(dict.fromkeys(noise))
     draws = [e for k in noise_kinds for e in noise_draws(model, noise_runs, k, noise_std, seed)]
     n_noise = len(draws)
     r = shifts + n_noise
-    kind = np.array(["plain"] + ["shift"] * (shifts - 1) + [f"noise_{k}" for k in noise_kinds for _ in range(noise_runs)])
+    kind = np.array(["plain"] + [shift.kind] * (shifts - 1) + [f"noise_{k}" for k in noise_kinds for _ in range(noise_runs)])
     param = np.concatenate([np.arange(shifts)] + [np.arange(1, noise_runs + 1)] * len(noise_kinds)).astype(np.int64)
     parts: dict[str, list] = {k: [] for k in ("answers", "classes", "final_res", "states")}
 
@@ -301,7 +307,7 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
     answers = np.concatenate(parts["answers"], axis=1) if parts["answers"] else np.zeros((r, 0, inputs.shape[1]), np.uint8)
     classes = np.concatenate(parts["classes"], axis=1) if parts["classes"] else np.zeros((r, 0), np.int8)
     final_res = np.concatenate(parts["final_res"], axis=1) if parts["final_res"] else np.zeros((r, 0), np.float32)
-    exact = score_predictions(answers, inputs, labels)["exact"]
+    exact = score_predictions(answers, inputs, labels, rules.decided)["exact"]
     n_answers, answer_id = answer_classes(answers)
     n_stable, _ = answer_classes(answers, among=classes == CONVERGED)
     state_id = np.full((r, n), -1, np.int16)
@@ -313,9 +319,9 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
         state_id[same_input] = same_input[labels_same]
         n_states = counts
     return MultiStability(kind=kind, param=param, answers=answers, exact=exact, classes=classes,
-                          conflicts=prediction_conflicts(answers), final_res=final_res, answer_id=answer_id,
+                          conflicts=rules.errors(inputs[None], answers), final_res=final_res, answer_id=answer_id,
                           state_id=state_id, n_answers=n_answers, n_stable_answers=n_stable,
-                          n_state_clusters=n_states)
+                          n_state_clusters=n_states, error_name=rules.error_name)
 
 
 def multistability_summary(m: MultiStability) -> dict[str, Any]:
@@ -344,7 +350,7 @@ def multistability_summary(m: MultiStability) -> dict[str, Any]:
         "puzzles_stable_right_and_wrong": float((stable_right & stable_wrong).mean()),
         "plain_accuracy": float(m.exact[0].mean()),
         "any_run_correct": float(m.exact.any(0).mean()),
-        "mean_conflicts_trapped": float(m.conflicts[trapped].mean()) if trapped.any() else None,
+        f"mean_{m.error_name}_trapped": float(m.conflicts[trapped].mean()) if trapped.any() else None,
         "by_perturbation": by_perturbation(m),
     }
 

@@ -13,7 +13,9 @@ Exact definition, for one puzzle
 - Error at a point: the Sudoku conflict count (excess repeats of digits per row, column and box)
   of argmax(lm_head(z)) over the 81 output cells (non-digit cells ignored), unclipped here (the
   fork clips its plot at 40). Cells decoded as blank or pad are not digits and never conflict,
-  as in the fork; ``digits`` counts the cells decoded as digits.
+  as in the fork; ``digits`` counts the cells decoded as digits. Mazes (``rules`` MAZE_RULES): the
+  error is the broken path cells of the decoded answer in its maze (hrm.maze.broken_path_cells) and
+  ``digits`` counts the cells decoded as a path mark.
 - Flow at a point: one segment run from (z, z_L(centre)) on the puzzle; the new z_H, projected:
   dest = ((z' - z_H(centre)) . (d1, d2)) / scale, in grid units. The arrow goes from (i, j) to dest.
 - Trajectory: every traced z_H in the same coordinates, ((z_t - z_H(centre)) . (d1, d2)) / scale.
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm.analysis.traces import decode, pca_basis, prediction_conflicts, run_segment
+from hrm.analysis.traces import decode, pca_basis, run_segment
+from hrm.evaluate import SUDOKU_RULES, TaskRules
 
 __all__ = ["Landscape", "landscape"]
 
@@ -39,8 +42,8 @@ class Landscape:
     scale: float
     center_segment: int
     offsets: np.ndarray  # int [2R + 1]: -R..R
-    conflicts: np.ndarray  # int64 [2R + 1, 2R + 1], indexed [j + R, i + R] (rows: PC2, columns: PC1)
-    digits: np.ndarray  # int16 [2R + 1, 2R + 1]: cells decoded as a digit (the conflict count ignores the others)
+    conflicts: np.ndarray  # int64 [2R + 1, 2R + 1], indexed [j + R, i + R] (rows: PC2, columns: PC1): the task's errors
+    digits: np.ndarray  # int16 [2R + 1, 2R + 1]: cells decoded as a digit (mazes: a path mark; TaskRules.marks)
     exact: np.ndarray | None  # bool [2R + 1, 2R + 1]: decoded answer equals the label (when labels given)
     dest: np.ndarray | None  # float32 [2R + 1, 2R + 1, 2]: where one segment takes the point (grid units)
     trajectory: np.ndarray  # float32 [T, 2]
@@ -54,7 +57,8 @@ class Landscape:
 @torch.no_grad()
 def landscape(model, inputs: np.ndarray, z_H_trace: torch.Tensor, center: tuple[torch.Tensor, torch.Tensor], *,
               center_segment: int = 0, labels: np.ndarray | None = None, radius: int = 20, divisor: float = 8.0,
-              flow: bool = True, batch_size: int = 256, puzzle_identifier: int = 0) -> Landscape:
+              flow: bool = True, batch_size: int = 256, puzzle_identifier: int = 0,
+              rules: TaskRules = SUDOKU_RULES) -> Landscape:
     """The landscape of one puzzle: ``inputs`` tokens [81], ``z_H_trace`` [T, positions, hidden]
     (the PCA data), ``center`` = (z_H, z_L) [positions, hidden] (the carry after the centre segment)."""
     traj = z_H_trace.reshape(z_H_trace.shape[0], -1).to(torch.float32).cpu()
@@ -81,8 +85,8 @@ def landscape(model, inputs: np.ndarray, z_H_trace: torch.Tensor, center: tuple[
         z = c_h.unsqueeze(0) + (cf * scale) @ comps  # [b, D]
         z = z.reshape((cf.shape[0],) + tuple(shape))
         pred = decode(model, z).cpu().numpy()
-        conflicts[lo:lo + cf.shape[0]] = prediction_conflicts(pred)
-        digits[lo:lo + cf.shape[0]] = ((pred >= 2) & (pred <= 10)).sum(-1)
+        conflicts[lo:lo + cf.shape[0]] = rules.errors(x, pred)
+        digits[lo:lo + cf.shape[0]] = rules.marks(pred)
         if exact is not None:
             exact[lo:lo + cf.shape[0]] = ((pred == lab) | (lab == -100)).all(-1)
         if flow:

@@ -68,22 +68,23 @@ def plot_trajectory(scores: np.ndarray, path: str | os.PathLike, *, h_cycles: in
 
 
 def plot_landscape(land, path: str | os.PathLike, *, clip: float = 0, arrow_stride: int = 0,
-                   title: str = "Error landscape on the principal plane") -> Path:
+                   title: str = "Error landscape on the principal plane", error_label: str = "Sudoku conflicts") -> Path:
     """Conflict-count heat map on the PC1/PC2 grid, the trajectory, one-step flow arrows (every
     ``arrow_stride``-th grid point per axis; 0 = about 10 per axis) and the cells where the decoded
     answer is exactly right (outlined). The colour scale spans the grid's own conflict counts
     (``clip`` 0), or 0..``clip`` with counts above it capped (the fork: 40), which a badly trained
-    model's grid (all above 40) shows as one colour."""
+    model's grid (all above 40) shows as one colour. ``error_label``: what the counts are (mazes: broken
+    path cells)."""
     plt = _plt()
     r = land.radius
     extent = (-r - 0.5, r + 0.5, -r - 0.5, r + 0.5)
     fig, ax = plt.subplots(figsize=(6.8, 6.0), layout="constrained")
     conflicts = np.asarray(land.conflicts)
     if clip > 0:
-        shown, lo, hi, label = np.minimum(conflicts, clip), 0, clip, f"Sudoku conflicts (capped at {clip:g})"
+        shown, lo, hi, label = np.minimum(conflicts, clip), 0, clip, f"{error_label} (capped at {clip:g})"
     else:
         lo, hi = float(conflicts.min()), float(conflicts.max())
-        shown, hi, label = conflicts, (hi if hi > lo else lo + 1), "Sudoku conflicts"
+        shown, hi, label = conflicts, (hi if hi > lo else lo + 1), error_label
     im = ax.imshow(shown, origin="lower", extent=extent, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.85, label=label)
     if land.exact is not None and land.exact.any():

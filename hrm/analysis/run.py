@@ -26,10 +26,10 @@ from hrm.analysis.fixed_points import (
     residual_curves, run_perturbed, tail_window, violations,
 )
 from hrm.analysis.landscape import Landscape, landscape
-from hrm.analysis.traces import Trace, prediction_conflicts, run_trace, score_predictions
+from hrm.analysis.traces import Trace, run_trace, score_predictions
 from hrm.data import eval_rows
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.sudoku import BLANK_TOKEN, SEQ_LEN
+from hrm.evaluate import SUDOKU_RULES, TaskRules
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]
 
@@ -43,11 +43,13 @@ class RowSource(Protocol):
 
 
 class TokenError(ValueError):
-    """Puzzles whose tokens are outside the Sudoku encoding; ``rows`` names the first ones."""
+    """Puzzles whose tokens are outside the task's encoding; ``rows`` names the first ones."""
 
-    def __init__(self, rows: Sequence[int]):
+    def __init__(self, rows: Sequence[int], rules: TaskRules = SUDOKU_RULES):
         self.rows = list(rows)
-        super().__init__(f"rows {self.rows} hold tokens outside the Sudoku encoding (inputs 0..10, labels 2..10)")
+        (a, b), (c, d) = rules.input_tokens, rules.label_tokens
+        super().__init__(f"rows {self.rows} hold tokens outside the {rules.task} encoding (inputs {a}..{b}, "
+                         f"labels {c}..{d})")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def _bar(progress: bool, total: int, desc: str):
 
 def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndarray, settings: AnalysisSettings, *,
             on_traces: Callable[[Any], None] | None = None, progress: bool = False, d: Dist | None = None,
-            store: ResultStore | None = None) -> AnalysisResult:
+            store: ResultStore | None = None, rules: TaskRules = SUDOKU_RULES) -> AnalysisResult:
     """Analyse ``model`` on the puzzles ``sample_rows`` (ascending rows of ``source``) and trace the
     ``selected`` rows too (in the sample or not) for the trajectory and landscape figures.
 
@@ -141,7 +143,12 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     same result (``trace_rows`` and ``on_traces`` aside: rank 0's).
     ``store``: where each of those items' results is kept once computed and looked up first, so a
     stopped analysis continues (hrm.distributed.shared_map; pipelines/job.py); same result either way.
+    ``rules``: the task's (hrm.evaluate.TaskRules): its blank cells, error measure (the ``conflicts``
+    of Sudoku, a maze's ``broken_path_cells``; the output columns are named by it), easy probe and
+    relabelling.
     """
+    errors, error_name, decided = rules.errors, rules.error_name, rules.decided
+    (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
     st = settings
     s_count = st.segments
     phases: dict[str, float] = {}
@@ -166,34 +173,34 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
         rows = rows_all[lo:lo + st.batch_size]
         data = source.gather(rows)
         x, y = data["inputs"], data["labels"]
-        bad = ((x < 0) | (x > 10)).any(1) | (((y < 2) | (y > 10)) & (y != -100)).any(1)
+        bad = ((x < x_lo) | (x > x_hi)).any(1) | (((y < y_lo) | (y > y_hi)) & (y != -100)).any(1)
         if bad.any():  # returned, not raised: every rank then raises it, none waits for the others
             return {"bad": rows[bad][:10].tolist()}
         keep = need_states[lo:lo + st.batch_size]
         tr = run_trace(model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=s_count,
                        keep_states=keep, lookback=st.lookback)
-        step_scores = score_predictions(tr.predictions, x, y)
-        step_conf = prediction_conflicts(tr.predictions)
+        step_scores = score_predictions(tr.predictions, x, y, decided)
+        step_conf = errors(x, tr.predictions)
         step_changed = np.zeros_like(step_conf, dtype=np.int16)
         step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
         meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
-                "blanks": (x == BLANK_TOKEN).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
+                "blanks": (x == decided).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
         out: dict[str, Any] = {"rows": rows.size, "states": {},
                                "table": trace_table(tr, meta, step_scores, step_conf, step_changed,
-                                                    keep_rows[lo:lo + st.batch_size])}
+                                                    keep_rows[lo:lo + st.batch_size], error_name)}
         for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
             row = int(rows[r])
             if row in selected_set:
                 out["states"][row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
                                       int(data["raw_index"][r]))
-        seg = score_predictions(tr.seg_predictions, x, y)
-        blank = (x == BLANK_TOKEN)
+        seg = score_predictions(tr.seg_predictions, x, y, decided)
+        blank = (x == decided)
         out["acc"] = {
             "exact": seg["exact"], "blank_acc": seg["blank_acc"],
             "blank_wrong": ((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16),
             "res_H": tr.seg_res_H, "res_L": tr.seg_res_L, "res": tr.seg_res, "ret": tr.seg_return,
             "changes": answer_changes(tr.seg_predictions, st.tail),
-            "conflicts": prediction_conflicts(tr.final_predictions),
+            "conflicts": errors(x, tr.final_predictions),
             "inputs": x.astype(np.uint8), "labels": y.astype(np.int16), "puzzle_id": data["puzzle_id"],
             "rating": data["rating"], "raw_index": data["raw_index"],
         }
@@ -204,7 +211,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
         for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d, _NoBadBatches.of(store), "traces",
                               rank0_only=("table",)):
             if "bad" in out:
-                raise TokenError(out["bad"])
+                raise TokenError(out["bad"], rules)
             if "table" in out:  # the per-step table goes to rank 0 alone (it writes traces.parquet)
                 if on_traces is not None:
                     on_traces(out["table"])
@@ -235,8 +242,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     tables["puzzles"] = {
         "row": rows_all, "raw_index": cat["raw_index"], "puzzle_id": cat["puzzle_id"], "rating": cat["rating"],
         "in_sample": in_sample,
-        "blanks": (cat["inputs"] == BLANK_TOKEN).sum(1).astype(np.int16),
-        "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], "conflicts": cat["conflicts"].astype(np.int16),
+        "blanks": (cat["inputs"] == decided).sum(1).astype(np.int16),
+        "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], error_name: cat["conflicts"].astype(np.int16),
         "critical_step": critical_step(cat["exact"]), "first_correct": first_correct(cat["exact"]),
         "convergence": np.asarray(CLASS_NAMES)[all_classes], "answer_changes_tail": all_changes,
         "violation": violations(all_classes, all_changes),
@@ -264,7 +271,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             tables["easy"] = easy_probe(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
                                         seed=st.seed, segments=s_count, batch_size=st.batch_size, tol=st.tol,
                                         tail=st.tail, solved=final_exact[pick], progress=bar.update, d=d,
-                                        store=store)
+                                        store=store, rules=rules)
         finally:
             bar.close()
         summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
@@ -282,7 +289,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
                                noise_runs=st.noise_runs, noise_std=st.noise_std or None, noise=tuple(st.noise),
                                seed=st.seed, segments=s_count, tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
                                batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update, d=d,
-                               store=store)
+                               store=store, rules=rules)
         finally:
             bar.close()
         summary["multistability"] = multistability_summary(ms)
@@ -304,7 +311,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
         centre = st.center_segment * c - 1  # the last step of the centre segment
         return landscape(model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
                          radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
-                         batch_size=max(st.batch_size, 64))
+                         batch_size=max(st.batch_size, 64), rules=rules)
 
     bar = _bar(progress, len(states), "landscapes")
     try:
@@ -315,14 +322,14 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             r = st.landscape_radius
             tables["landscape"].append({
                 "row": np.full(i_grid.size, row, np.int64), "i": i_grid.ravel().astype(np.int16),
-                "j": j_grid.ravel().astype(np.int16), "conflicts": land.conflicts.ravel().astype(np.int16),
-                "digits": land.digits.ravel().astype(np.int16), "exact": land.exact.ravel(),
+                "j": j_grid.ravel().astype(np.int16), error_name: land.conflicts.ravel().astype(np.int16),
+                rules.mark_name: land.digits.ravel().astype(np.int16), "exact": land.exact.ravel(),
                 # Without the flow: None (null columns, so the table's schema does not depend on it).
                 "dest_i": None if land.dest is None else land.dest[..., 0].ravel(),
                 "dest_j": None if land.dest is None else land.dest[..., 1].ravel()})
             summary["landscapes"][str(row)] = {
                 "raw_index": raw_index, "scale": land.scale, "pca_ratio_1": float(land.ratio[0]), "pca_ratio_2": float(land.ratio[1]),
-                "centre_conflicts": int(land.conflicts[r, r]), "min_conflicts": int(land.conflicts.min()),
+                f"centre_{error_name}": int(land.conflicts[r, r]), f"min_{error_name}": int(land.conflicts.min()),
                 "exact_area": float(land.exact.mean()),
             }
             bar.update(1)
@@ -377,18 +384,19 @@ def _multistability_columns(ms: MultiStability, rows: np.ndarray) -> dict[str, n
         "row": np.repeat(rows, r_count), "run": np.tile(np.arange(r_count), n).astype(np.int16),
         "kind": np.tile(ms.kind, n), "param": np.tile(ms.param, n).astype(np.int16),
         "exact": flat(ms.exact), "convergence": np.asarray(CLASS_NAMES)[flat(ms.classes)],
-        "trapped": flat(ms.trapped), "conflicts": flat(ms.conflicts).astype(np.int16),
+        "trapped": flat(ms.trapped), ms.error_name: flat(ms.conflicts).astype(np.int16),
         "final_res": flat(ms.final_res), "answer_id": flat(ms.answer_id), "state_id": flat(ms.state_id),
-        "answer": np.ascontiguousarray(ms.answers.transpose(1, 0, 2)).reshape(-1, SEQ_LEN),
+        "answer": np.ascontiguousarray(ms.answers.transpose(1, 0, 2)).reshape(-1, ms.answers.shape[-1]),
     }
 
 
 def trace_table(tr: Trace, meta: dict[str, np.ndarray], scores: dict[str, np.ndarray], conflicts: np.ndarray,
-                changed: np.ndarray, store: np.ndarray):
+                changed: np.ndarray, store: np.ndarray, error_name: str = "conflicts"):
     """The per-step table of one traced batch (pyarrow): B x T rows, puzzle-major.
 
     ``meta``: per-puzzle row, raw_index, puzzle_id, rating, blanks, in_sample; ``scores`` / ``conflicts`` /
-    ``changed``: per step [T, B]; ``store`` bool [B]: the puzzles whose z_H / z_L go in the table.
+    ``changed``: per step [T, B]; ``store`` bool [B]: the puzzles whose z_H / z_L go in the table;
+    ``error_name``: the column of ``conflicts`` (the task's error measure, TaskRules.error_name).
     """
     import pyarrow as pa
 
@@ -420,8 +428,8 @@ def trace_table(tr: Trace, meta: dict[str, np.ndarray], scores: dict[str, np.nda
         "segment": pa.array(np.tile((step - 1) // c + 1, b).astype(np.int16)),
         "cycle": pa.array(np.tile((step - 1) % c + 1, b).astype(np.int16)),
         "segment_end": pa.array(np.tile(seg_end, b)),
-        "prediction": pa.FixedSizeListArray.from_arrays(pa.array(preds, pa.uint8()), SEQ_LEN),
-        "conflicts": pa.array(per_step(conflicts).astype(np.int16)),
+        "prediction": pa.FixedSizeListArray.from_arrays(pa.array(preds, pa.uint8()), tr.predictions.shape[-1]),
+        error_name: pa.array(per_step(conflicts).astype(np.int16)),
         "exact": pa.array(per_step(scores["exact"])),
         "cell_acc": pa.array(per_step(scores["cell_acc"]).astype(np.float32)),
         "blank_acc": pa.array(per_step(scores["blank_acc"]).astype(np.float32), from_pandas=True),

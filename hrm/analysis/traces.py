@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hrm.evaluate import sudoku_conflicts
 from hrm.model.hrm import HRM, InnerCarry, initial_inner_carry, run_segments
-from hrm.sudoku import BLANK_TOKEN, IGNORE_LABEL, conflict_count
+from hrm.sudoku import BLANK_TOKEN, IGNORE_LABEL
 
 __all__ = [
     "Trace", "initial_state", "decode", "run_segment", "run_trace", "relative_residual",
@@ -184,25 +185,24 @@ def tokens_to_values(tokens: np.ndarray) -> np.ndarray:
 
 def prediction_conflicts(tokens: np.ndarray) -> np.ndarray:
     """int64 [...]: the fork's error metric of answer tokens [..., 81]: excess repeats of digits per
-    row, column and box, summed (non-digit cells ignored)."""
-    t = np.asarray(tokens)
-    flat = tokens_to_values(t.reshape(-1, t.shape[-1]))
-    return conflict_count(flat).reshape(t.shape[:-1])
+    row, column and box, summed (non-digit cells ignored). Sudoku's ``TaskRules.errors``."""
+    return sudoku_conflicts(None, tokens)
 
 
-def score_predictions(pred: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """pred [..., B, 81] tokens against labels [B, 81] (IGNORE_LABEL cells skipped), inputs [B, 81].
+def score_predictions(pred: np.ndarray, inputs: np.ndarray, labels: np.ndarray,
+                      decided: int = BLANK_TOKEN) -> dict[str, np.ndarray]:
+    """pred [..., B, L] tokens against labels [B, L] (IGNORE_LABEL cells skipped), inputs [B, L].
 
     Returns ``exact`` (bool: every labelled cell right, the official exact accuracy), ``cell_acc``
-    (fraction of labelled cells right) and ``blank_acc`` (fraction of the input's blank cells right;
-    NaN for a puzzle without blanks), all shaped [..., B].
+    (fraction of labelled cells right) and ``blank_acc`` (fraction of the input's blank cells right,
+    the cells of token ``decided``: a maze's open cells; NaN for a puzzle without any), all shaped [..., B].
     """
     pred = np.asarray(pred).astype(np.int16)
     lab = np.asarray(labels).astype(np.int16)
     inp = np.asarray(inputs)
     labelled = lab != IGNORE_LABEL
     right = (pred == lab) & labelled
-    blank = (inp == BLANK_TOKEN) & labelled
+    blank = (inp == decided) & labelled
     n_lab = labelled.sum(-1)
     n_blank = blank.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
