@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from hrm import rng
+from hrm.tasks import TASKS
 from pipelines.io import Owns, StageError, claim_output, human_bytes, log, read_table
 from schemas.manifest import file_sha256, lineage_problems
 
@@ -85,6 +86,9 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"{path}: cannot read as JSON ({exc})") from None
     problems = lineage_problems(lineage)
+    task = lineage.get("raw", {}).get("task", "sudoku") if isinstance(lineage.get("raw"), dict) else "sudoku"
+    if not problems and task not in TASKS:
+        problems = [f"key raw.task: {task!r} is not one of {', '.join(TASKS)}"]
     upstream = _UPSTREAM.get(stage)
     if not problems and upstream and not isinstance(lineage.get(upstream), dict):
         problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]

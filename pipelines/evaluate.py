@@ -98,12 +98,12 @@ TOKEN_MEANINGS = {"sudoku": ("1 = blank, 2..10 = digits 1..9, docs/reference-sem
 
 
 def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
-    """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges checked."""
+    """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges (the task's) checked."""
+    from hrm.evaluate import task_rules
+
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
     where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
-    from hrm.evaluate import task_rules
-
     rules = task_rules(ds.layout.task)
     (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
     x_means, y_means = TOKEN_MEANINGS[rules.task]

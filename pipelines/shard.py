@@ -82,8 +82,6 @@ def _fixed_row_bytes(schema: pa.Schema) -> int:
     return size
 
 
-
-
 # --------------------------------------------------------------------------- names
 
 

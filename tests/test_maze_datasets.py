@@ -204,3 +204,15 @@ def test_the_maze_checks_id_follows_the_checks():
         f"the code of the maze checks changed: if a check changed, give schemas.examples_maze.MAZE_CHECKS_ID a new "
         f"value; then set MAZE_CHECKS_CODE = {got!r} in tests/test_maze_datasets.py")
     assert checks_id("maze") == MAZE_CHECKS_ID != checks_id("sudoku")
+
+
+def test_an_unknown_task_in_the_lineage_is_named(built, tmp_path):
+    import shutil
+
+    folder = tmp_path / "augment"
+    shutil.copytree(built.parent / "augment", folder)
+    lineage = json.loads((folder / "lineage.json").read_text())
+    lineage["raw"]["task"] = "arc"
+    (folder / "lineage.json").write_text(json.dumps(lineage))
+    out = fails("hints", "--input", str(folder), "--output", str(tmp_path / "h"), "--enabled", "false")
+    assert f"{folder / 'lineage.json'}: key raw.task: 'arc' is not one of sudoku, maze" in out
