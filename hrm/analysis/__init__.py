@@ -11,9 +11,13 @@ Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
   curves; perturbed runs (digit relabellings, noisy initial states) and their end states.
 - :mod:`~hrm.analysis.critical`: the critical step ("grokking" over segments).
 - :mod:`~hrm.analysis.easy`: reveal all but k cells, accuracy vs k.
-- :mod:`~hrm.analysis.landscape`: the conflict-count landscape on the top-two-PC plane.
+- :mod:`~hrm.analysis.landscape`: the error landscape (Sudoku conflicts) on the top-two-PC plane.
 - :mod:`~hrm.analysis.memory`: the memory a run will need, estimated before it runs.
 - :mod:`~hrm.analysis.plots`, :mod:`~hrm.analysis.report`: figures and the Markdown page.
+
+Every function takes the task's ``rules`` (hrm.evaluate.TaskRules; Sudoku's by default): for mazes
+the error measure is broken path cells in place of conflicts, the easy probe's cells are the path's,
+and the relabelling is the S/G exchange.
 """
 
 from hrm.analysis.critical import aligned_curve, critical_histogram, critical_step, critical_summary, first_correct
