@@ -15,7 +15,7 @@ Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
 - :mod:`~hrm.analysis.memory`: the memory a run will need, estimated before it runs.
 - :mod:`~hrm.analysis.plots`, :mod:`~hrm.analysis.report`: figures and the Markdown page.
 
-Every function takes the task's ``rules`` (hrm.evaluate.TaskRules; Sudoku's by default): for mazes
+The functions that depend on the task take its ``rules`` (hrm.evaluate.TaskRules; Sudoku's by default): for mazes
 the error measure is broken path cells in place of conflicts, the easy probe's cells are the path's,
 and the relabelling is the S/G exchange.
 """
