@@ -521,17 +521,21 @@ def checks_id(task: str = "sudoku") -> str:
         return CHECKS_ID
     from schemas.examples_maze import MAZE_CHECKS_ID
 
-    return MAZE_CHECKS_ID
+    if task == "maze":
+        return MAZE_CHECKS_ID
+    raise ValueError(f"no examples checks for task {task!r}: sudoku or maze")
 
 
 def _models(task: str) -> tuple:
     """(examples model, shard model, reasons, columns) of a task."""
     if task == "sudoku":
         return ExamplesTable, ShardTable, _REASONS, COLUMNS
-    from schemas.columns import layout
+    if task != "maze":
+        raise ValueError(f"no examples schema for task {task!r}: sudoku or maze")
+    from schemas.columns import MAZE
     from schemas.examples_maze import MAZE_REASONS, MazeExamplesTable, MazeShardTable
 
-    return MazeExamplesTable, MazeShardTable, MAZE_REASONS, layout(task).columns
+    return MazeExamplesTable, MazeShardTable, MAZE_REASONS, MAZE.columns
 
 
 def examples_schema(rows_per_group: int | None = None, *, shards: bool = False,
