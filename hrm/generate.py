@@ -28,7 +28,7 @@ from numba import njit
 # so a cached generator would keep running an old solver after hrm/solver.py changes:
 # these kernels are compiled afresh in each process (about 3 s) instead.
 from hrm.solver import _ALL, _MAX_DEPTH, _SCRATCH, _WIDTH, _load, _search
-from hrm.sudoku import SEQ_LEN, num_blanks
+from hrm.sudoku import SEQ_LEN, check_int, num_blanks
 
 MAX_BLANKS = 64  # a puzzle with a unique solution has at least 17 givens
 MAX_ATTEMPTS = 1000  # per puzzle, before the controls are declared unsatisfiable
@@ -132,15 +132,6 @@ def _generate(seed, min_blanks, min_rating, max_blanks, max_attempts, questions,
     return -1
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
-
-
 def generate_puzzles(
     n: int, seed: int, min_blanks: int = 0, min_rating: int = 0, max_blanks: int = MAX_BLANKS
 ) -> GeneratedPuzzles:
@@ -149,14 +140,14 @@ def generate_puzzles(
     Raises ValueError for out-of-range controls, and when a puzzle meeting `min_blanks`
     and `min_rating` is not found within MAX_ATTEMPTS attempts (too strict controls).
     """
-    n = _check_int("n", n, 0)
+    n = check_int("n", n, 0)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    max_blanks = _check_int("max_blanks", max_blanks, 0, MAX_BLANKS)
-    min_blanks = _check_int("min_blanks", min_blanks, 0, MAX_BLANKS)
+    max_blanks = check_int("max_blanks", max_blanks, 0, MAX_BLANKS)
+    min_blanks = check_int("min_blanks", min_blanks, 0, MAX_BLANKS)
     if min_blanks > max_blanks:
         raise ValueError(f"min_blanks ({min_blanks}) > max_blanks ({max_blanks})")
-    min_rating = _check_int("min_rating", min_rating, 0)
+    min_rating = check_int("min_rating", min_rating, 0)
 
     questions = np.zeros((n, SEQ_LEN), dtype=np.uint8)
     answers = np.zeros((n, SEQ_LEN), dtype=np.uint8)

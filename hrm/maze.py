@@ -30,7 +30,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from hrm.sudoku import EncodingError
+from hrm.sudoku import EncodingError, check_int
 
 SIDE = 30
 SEQ_LEN = SIDE * SIDE
@@ -628,15 +628,6 @@ MAX_ATTEMPTS = 1000  # per maze, before the controls are declared unsatisfiable
 DEFAULT_OPENINGS = 40
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
-
-
 def generate_mazes(
     n: int, seed: int, min_path: int = HARD_MIN_PATH, openings: int = DEFAULT_OPENINGS
 ) -> GeneratedMazes:
@@ -660,11 +651,11 @@ def generate_mazes(
     is not found within MAX_ATTEMPTS attempts (``min_path`` too large, above ~200, or
     too many ``openings``).
     """
-    n = _check_int("n", n, 0)
+    n = check_int("n", n, 0)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    min_path = _check_int("min_path", min_path, 1, SEQ_LEN)
-    openings = _check_int("openings", openings, 0)
+    min_path = check_int("min_path", min_path, 1, SEQ_LEN)
+    openings = check_int("openings", openings, 0)
     questions = np.zeros((n, SEQ_LEN), dtype=np.uint8)
     answers = np.zeros((n, SEQ_LEN), dtype=np.uint8)
     ratings = np.zeros(n, dtype=np.int64)

@@ -47,6 +47,17 @@ class EncodingError(ValueError):
         super().__init__(f"{message}: rows {shown}{more}")
 
 
+def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int in [lo, hi] (no upper bound when ``hi`` is None), else a ValueError naming
+    ``name``: the controls of both seeded generators (hrm.generate, hrm.maze)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return int(value)
+
+
 def strings_to_grids(strings: Sequence[str] | np.ndarray) -> np.ndarray:
     """81-character strings -> uint8 grids [N, 81]. Raises EncodingError naming bad rows."""
     strings = np.asarray(strings, dtype=object)

@@ -186,7 +186,7 @@ def test_training_on_mazes(built, tmp_path):
 
 
 # sha256[:16] of the maze checks' code (schemas/examples_maze.py and hrm/maze.py) when MAZE_CHECKS_ID was set.
-MAZE_CHECKS_CODE = "218b8efe2f9b7548"
+MAZE_CHECKS_CODE = "21dd4da8e59e08ba"
 
 
 def test_the_maze_checks_id_follows_the_checks():
