@@ -58,14 +58,15 @@ ENCODING = {"seq_len": SEQ_LEN, "vocab_size": VOCAB_SIZE, "pad": PAD_TOKEN, "bla
             "digits": "2..10 = 1..9"}
 
 # A maze example: the same ids and origin as a Sudoku one, 900-token grids, one transform column.
+_SUDOKU_SPEC = {spec[0]: spec for spec in COLUMN_SPECS}
 MAZE_COLUMN_SPECS: tuple[tuple[str, pa.DataType, str], ...] = (
-    COLUMN_SPECS[0],
-    ("puzzle_id", pa.int32(), "row number in the split, in emission order"),
+    _SUDOKU_SPEC["group_id"],
+    _SUDOKU_SPEC["puzzle_id"],
     ("variant", pa.string(), "`original` or `augmented` (mazes have no hints)"),
     ("parent_id", pa.int32(), "-1 (no maze is made from another example)"),
-    ("source", pa.string(), "the original's raw `source`"),
+    _SUDOKU_SPEC["source"],
     ("rating", pa.int32(), "the original's raw `rating` (moves of its shortest S-G path for the builtin source)"),
-    COLUMN_SPECS[6],
+    _SUDOKU_SPEC["raw_index"],
     ("inputs", _uint8s(MAZE_TASK.seq_len), "tokens: 1 = `#` wall, 2 = open, 3 = `S`, 4 = `G` (0 = padding, unused)"),
     ("labels", _uint8s(MAZE_TASK.seq_len), "tokens 1..5: the input with its shortest S-G path's open cells set to 5 (`o`)"),
     ("dihedral", pa.uint8(), "transform from the original: dihedral id 0..7, the official builder's order "
