@@ -529,6 +529,12 @@ def paper_vote(correct: np.ndarray, halted: np.ndarray) -> np.ndarray:
     return (2 * counted > halted_n).any(axis=0)
 
 
+def digit_values(tokens: np.ndarray) -> np.ndarray:
+    """Sudoku tokens (2..10 digits) -> grid values 1..9; anything else (blank 1, pad 0, -100) -> 0."""
+    t = np.asarray(tokens).astype(np.int16)
+    return np.where((t >= 2) & (t <= 10), t - 1, 0).astype(np.uint8)
+
+
 def verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """bool [...]: answer tokens form a valid complete grid that keeps the question's givens.
 
@@ -539,7 +545,7 @@ def verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
     q, a = np.broadcast_arrays(q, a)
     shape = a.shape[:-1]
     qg = np.where(q >= 1, q - 1, 0).astype(np.uint8).reshape(-1, SEQ_LEN)
-    ag = np.where((a >= 2) & (a <= 10), a - 1, 0).astype(np.uint8).reshape(-1, SEQ_LEN)
+    ag = digit_values(a).reshape(-1, SEQ_LEN)
     return (is_valid_solution(ag) & agrees_with_givens(qg, ag)).reshape(shape)
 
 
@@ -613,12 +619,19 @@ def any_pass_solves(correct: np.ndarray, halted: np.ndarray) -> np.ndarray:
     return np.asarray(correct, bool).any(axis=(0, 1))
 
 
-def maze_verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    """bool [...]: the answer is an optimal S-G path of the maze (hrm.maze.verify_paths), no label read."""
+def _maze_rows(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], questions: np.ndarray,
+               answers: np.ndarray) -> np.ndarray:
+    """``fn`` of hrm.maze (rows of questions, rows of answers -> one value per row) over answers
+    [..., 900], questions broadcast against them; shaped [...]."""
     q, a = np.broadcast_arrays(np.asarray(questions), np.asarray(answers))
     width = a.shape[-1]
-    ok = maze.verify_paths(q.reshape(-1, width).astype(np.uint8), np.clip(a, 0, 255).reshape(-1, width).astype(np.uint8))
-    return ok.reshape(a.shape[:-1])
+    out = fn(q.reshape(-1, width).astype(np.uint8), np.clip(a, 0, 255).reshape(-1, width).astype(np.uint8))
+    return out.reshape(a.shape[:-1])
+
+
+def maze_verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """bool [...]: the answer is an optimal S-G path of the maze (hrm.maze.verify_paths), no label read."""
+    return _maze_rows(maze.verify_paths, questions, answers)
 
 
 def _sudoku_revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -630,18 +643,14 @@ def sudoku_conflicts(questions: np.ndarray | None, answers: np.ndarray) -> np.nd
     row, column and box, summed (cells not decoded as a digit ignored; the question is not read)."""
     from hrm.sudoku import conflict_count
 
-    t = np.asarray(answers).astype(np.int16)
-    values = np.where((t >= 2) & (t <= 10), t - 1, 0).astype(np.uint8)
-    return conflict_count(values.reshape(-1, t.shape[-1])).reshape(t.shape[:-1])
+    t = np.asarray(answers)
+    return conflict_count(digit_values(t).reshape(-1, t.shape[-1])).reshape(t.shape[:-1])
 
 
 def maze_broken_cells(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """int64 [...]: cells where the answer [..., 900] breaks a local rule of a path in its maze
     (hrm.maze.broken_path_cells); questions [..., 900] broadcast against it."""
-    q, a = np.broadcast_arrays(np.asarray(questions), np.asarray(answers))
-    width = a.shape[-1]
-    out = maze.broken_path_cells(q.reshape(-1, width).astype(np.uint8), np.clip(a, 0, 255).reshape(-1, width).astype(np.uint8))
-    return out.reshape(a.shape[:-1])
+    return _maze_rows(maze.broken_path_cells, questions, answers)
 
 
 def _maze_revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:

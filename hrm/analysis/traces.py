@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm.evaluate import sudoku_conflicts
+from hrm.evaluate import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
 from hrm.model.hrm import HRM, InnerCarry, initial_inner_carry, run_segments
 from hrm.sudoku import BLANK_TOKEN, IGNORE_LABEL
 
@@ -175,12 +175,6 @@ def _ratio(diff: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """diff / base with 0 / x = 0 and x / 0 = inf (a residual from the zero state)."""
     safe = torch.where(base > 0, base, torch.ones_like(base))
     return torch.where(diff == 0, torch.zeros_like(diff), torch.where(base > 0, diff / safe, torch.full_like(diff, float("inf"))))
-
-
-def tokens_to_values(tokens: np.ndarray) -> np.ndarray:
-    """Tokens (2..10 digits) -> grid values 1..9; anything else (blank 1, pad 0, -100) -> 0 (ignored)."""
-    t = np.asarray(tokens).astype(np.int16)
-    return np.where((t >= 2) & (t <= 10), t - 1, 0).astype(np.uint8)
 
 
 def prediction_conflicts(tokens: np.ndarray) -> np.ndarray:
