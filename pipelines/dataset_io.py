@@ -86,8 +86,8 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"{path}: cannot read as JSON ({exc})") from None
     problems = lineage_problems(lineage)
-    if not problems and lineage_task(lineage) not in TASKS:  # a well-formed lineage (a JSON object)
-        problems = [f"key raw.task: {lineage_task(lineage)!r} is not one of {', '.join(TASKS)}"]
+    if not problems and (task := lineage_task(lineage)) not in TASKS:  # a well-formed lineage (a JSON object)
+        problems = [f"key raw.task: {task!r} is not one of {', '.join(TASKS)}"]
     upstream = _UPSTREAM.get(stage)
     if not problems and upstream and not isinstance(lineage.get(upstream), dict):
         problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]

@@ -53,17 +53,32 @@ def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
 # --------------------------------------------------------------------------- raw source
 
 
-def raw_source_info(stats_path: Path) -> dict:
-    """Source and revision of the raw table, from the raw stage's stats.json (if present), and its
-    task when it is not Sudoku (a Sudoku lineage records none, as those built before mazes)."""
+def read_raw_stats(stats_path: Path) -> dict:
+    """The raw stage's stats.json ({} when there is none), read once; StageError naming the file when it
+    is not JSON or not an object."""
     if not stats_path.is_file():
-        return {"source": "unknown"}
+        return {}
     try:
         stats = json.loads(stats_path.read_text())
     except (OSError, ValueError) as exc:
         raise StageError(f"{stats_path}: cannot read as JSON ({exc})") from None
+    if not isinstance(stats, dict):
+        raise StageError(f"{stats_path}: not the raw stage's statistics (a JSON object); rerun `hrm raw`")
+    return stats
+
+
+def raw_task(stats: dict, stats_path: Path) -> str:
+    """The raw table's task from its statistics (``sudoku`` when they are absent or older)."""
+    task = stats.get("task", "sudoku")
+    if task not in TASKS:
+        raise StageError(f"{stats_path}: task {task!r} is not one of {', '.join(TASKS)}")
+    return task
+
+
+def raw_source_info(stats: dict, task: str) -> dict:
+    """Source and revision of the raw table, from its statistics, and its task when it is not Sudoku
+    (a Sudoku lineage records none, as those built before mazes)."""
     info = {"source": stats.get("source", "unknown")}
-    task = raw_task(stats_path)
     if task != "sudoku":
         info["task"] = task
     hf = stats.get("hf") or {}
@@ -73,22 +88,6 @@ def raw_source_info(stats_path: Path) -> dict:
         builtin = stats.get("builtin") or {}
         info.update({k: builtin.get(k) for k in ("seed", "split_seeds", "min_blanks", "max_blanks", "min_rating")})
     return info
-
-
-def raw_task(stats_path: Path) -> str:
-    """The raw table's task from the raw stage's stats.json (``sudoku`` when it is absent or older)."""
-    if not stats_path.is_file():
-        return "sudoku"
-    try:
-        stats = json.loads(stats_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StageError(f"{stats_path}: cannot read as JSON ({exc})") from None
-    if not isinstance(stats, dict):
-        raise StageError(f"{stats_path}: not the raw stage's statistics (a JSON object); rerun `hrm raw`")
-    task = stats.get("task", "sudoku")
-    if task not in TASKS:
-        raise StageError(f"{stats_path}: task {task!r} is not one of {', '.join(TASKS)}")
-    return task
 
 
 def _read_raw(path: Path, stage: str) -> pl.DataFrame:
@@ -146,7 +145,8 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     stage = "subsample"
     t_start = time.perf_counter()
     check_dirs(stage, input_dir, output, OWNS)
-    task = raw_task(input_dir / "stats.json")
+    stats = read_raw_stats(input_dir / "stats.json")
+    task = raw_task(stats, input_dir / "stats.json")
     from hrm.build import cap_indices, subsample_indices
 
     names = [f"{split}.parquet" for split in SPLITS]
@@ -169,7 +169,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     picked = {name: _picked_rows(tables[source[name]], idx, input_dir / f"{source[name]}.parquet", stage, task)
               for name, idx in picks.items()}
     lineage = {
-        "raw": raw_source_info(input_dir / "stats.json"),
+        "raw": raw_source_info(stats, task),
         stage: {
             "params": {"seed": seed, "subsample_size": subsample_size, "test_size": test_size,
                        "vanilla_draw": vanilla_draw},
