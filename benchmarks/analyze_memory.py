@@ -18,10 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Runs `hrm ARGS` (analyze); prints GROWTH <bytes> (VmHWM at the end - VmRSS at the estimate) and
-# ESTIMATE <bytes> (the stage's own estimate, as it made it).
+# Runs `hrm ARGS` (analyze); prints GROWTH <bytes> (VmHWM at the end - VmRSS at the estimate),
+# ESTIMATE <bytes> (the stage's own estimate, as it made it) and, on CUDA, DEVICE_PEAK <bytes> (the
+# GPU's peak allocation from the estimate on).
 MEASURE = r"""
 import re, sys
+import torch
 import hrm.analysis as analysis
 import pipelines.analyze as stage
 from pipelines.cli import cli
@@ -38,25 +40,31 @@ def measured_check(*args, **kwargs):
     check(*args, **kwargs)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    if torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
     start.update(status())
 analysis.estimate_memory, stage._check_memory = recorded_estimate, measured_check
 cli(sys.argv[1:], standalone_mode=False)
 print("GROWTH", status()["VmHWM"] - start["VmRSS"], file=sys.stderr)
 print("ESTIMATE", made["estimate"].bytes, file=sys.stderr)
+if torch.cuda.is_initialized():
+    print("DEVICE_PEAK", torch.cuda.max_memory_allocated(), file=sys.stderr)
 """
 
 LIGHT = ["--easy-k", "none", "--shifts", "0", "--landscape-radius", "1", "--no-flow", "--num-threads", "1",
          "--no-progress"]
 
 
-def measure_growth(args: list[str]) -> tuple[int, int]:
-    """(resident memory growth of `hrm ARGS` from its memory estimate to its peak, that estimate), in
-    bytes; the command runs in a subprocess."""
-    r = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, timeout=1800)
+def measure_growth(args: list[str], cwd: str | Path | None = None) -> dict[str, int | None]:
+    """`hrm ARGS` in a subprocess: {"growth": its resident memory growth from its memory estimate to its
+    peak, "estimate": that estimate, "device_peak": the GPU's peak allocation (None off CUDA)}, in bytes."""
+    r = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, timeout=1800, cwd=cwd)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
-    found = dict(line.split()[:2] for line in r.stderr.splitlines() if line.startswith(("GROWTH", "ESTIMATE")))
-    return int(found["GROWTH"]), int(found["ESTIMATE"])
+    found = dict(line.split()[:2] for line in r.stderr.splitlines()
+                 if line.startswith(("GROWTH", "ESTIMATE", "DEVICE_PEAK")))
+    return {"growth": int(found["GROWTH"]), "estimate": int(found["ESTIMATE"]),
+            "device_peak": int(found["DEVICE_PEAK"]) if "DEVICE_PEAK" in found else None}
 
 
 def main() -> None:
@@ -73,7 +81,8 @@ def main() -> None:
             sample, segments = (int(v) for v in point.split("x"))
             args = ["analyze", "--checkpoint", a.checkpoint, "--dataset", a.dataset, "-o", f"{tmp}/{point}",
                     "--sample", str(sample), "--segments", str(segments), *LIGHT]
-            measured, estimated = measure_growth(args)
+            found = measure_growth(args)
+            measured, estimated = found["growth"], found["estimate"]
             print(f"{point:>18} {measured / 1e6:>8.0f}MB {estimated / 1e6:>8.0f}MB {estimated / measured:>9.2f}",
                   flush=True)
 

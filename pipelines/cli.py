@@ -66,3 +66,7 @@ def main(command: click.Command = cli, prog_name: str | None = None) -> None:
             click.echo(f"hrm: stopped by {interrupts.name}; outputs being written were not put in place", err=True)
             sys.exit(128 + interrupts.signum)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # python -m pipelines.cli STAGE ... (where the `hrm` script is not installed)
+    main(prog_name="hrm")
