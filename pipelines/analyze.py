@@ -39,15 +39,12 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import FiniteFloatRange, StageError, atomic_output, claim_output, json_ready, log, owns_pattern
+from pipelines.io import FiniteFloatRange, StageError, atomic_output, check_apart, claim_output, json_ready, log
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options, resolve_device_option
 
 STAGE = "analyze"
-# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(traces|puzzles|multistability|landscape)\.parquet|metrics\.json|summary\.json|run\.json|report\.md"
-                    r"|plots|figures")
 FIGURES = {
     "residuals": "Residual vs segment",
     "critical": "Critical step",
@@ -183,6 +180,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     noise = _noise_kinds(noise_kinds)
     # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
+    check_apart(output, [dataset, checkpoint, checkpoint_file.parent])
     ds = open_split(dataset, variant, split)
     rules = task_rules(ds.layout.task)  # the task the dataset's manifest names
     try:
@@ -202,7 +200,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     dev = rank_device(dev, d)
     try:
         if d.rank == 0:
-            claim_output(output, OWNS, STAGE)
+            claim_output(output, STAGE)
         model = load_task_model(checkpoint_file, dev, None if forward_dtype == "config" else forward_dtype, rules.task)
         check_dataset_encoding(ds, checkpoint_file, model.config)
         cfg = model.config
@@ -248,7 +246,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                 except TokenError as e:
                     raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
                 return
-            with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
+            with atomic_output(output, stage=STAGE) as tmp:
                 tmp.mkdir(parents=True)
                 (tmp / "plots").mkdir()
                 metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip,

@@ -29,10 +29,9 @@ from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, lineage_task,
     read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
 )
-from pipelines.io import StageError, atomic_output, log, owns_pattern
+from pipelines.io import StageError, atomic_output, log
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
 # The seed stream of each train table's symmetries (the test split is not augmented).
 AUGMENT_STREAMS = {"train": "augment", VANILLA_TRAIN: "augment_vanilla"}
 
@@ -71,7 +70,7 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
     stage = "augment"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output, OWNS)
+    check_dirs(stage, input_dir, output)
     lineage = read_lineage(input_dir, stage)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
     task = lineage_task(lineage)
@@ -91,7 +90,7 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
                       "rows_per_group": {split: 1 + num_aug if split in AUGMENT_STREAMS else 1 for split in splits},
                       "outputs": {}}
 
-    with atomic_output(output, own=OWNS, stage=stage) as tmp:
+    with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for split in splits:
             t0 = time.perf_counter()

@@ -29,7 +29,7 @@ import polars as pl
 
 from hrm import rng
 from hrm.tasks import TASKS
-from pipelines.io import Owns, StageError, claim_output, human_bytes, log, read_table
+from pipelines.io import StageError, check_apart, claim_output, human_bytes, log, read_table
 from schemas.manifest import file_sha256, lineage_problems
 
 SPLITS = ("train", "test")
@@ -55,15 +55,12 @@ def stage_rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng([STREAMS[stream], seed])
 
 
-def check_dirs(stage: str, input_dir: Path, output: Path, own: Owns) -> None:
-    """The input exists, the output is apart from it and holds nothing but this stage's files (``own``)."""
+def check_dirs(stage: str, input_dir: Path, output: Path) -> None:
+    """The input exists, the output is apart from it and holds nothing but this stage's own files."""
     if not input_dir.is_dir():
         raise StageError(f"{input_dir}: input directory not found (run the stage before `hrm {stage}`)")
-    inp, out = input_dir.resolve(), output.resolve()
-    if out == inp or inp in out.parents or out in inp.parents:
-        raise StageError(f"{output}: the output must not be the input directory, inside it or above it "
-                         "(the output is replaced as a whole; inputs are never modified)")
-    claim_output(output, own, stage)
+    check_apart(output, [input_dir])
+    claim_output(output, stage)
 
 
 def require_rows(rows: int, path: Path, stage: str) -> None:

@@ -35,15 +35,13 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from pipelines.io import StageError, atomic_output, claim_output, json_ready, log, owns_pattern
+from pipelines.io import StageError, atomic_output, check_apart, claim_output, json_ready, log
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options, resolve_device_option
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
 
 STAGE = "evaluate"
-# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"metrics\.json|summary\.json|run\.json|report\.md|puzzles\.parquet|plots|wandb")
 PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks", "reliability_q_halt",
          "reliability_cells", "tiers")
 
@@ -385,6 +383,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     except ValueError as e:
         raise StageError(str(e)) from None
     files = resolve_checkpoints(checkpoints, last)
+    check_apart(output, [dataset, *checkpoints, *(f.parent for f in files)])
     names = checkpoint_names(files)
     dev = resolve_device_option(device)
     try:
@@ -438,7 +437,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     models = load_models(files, dev, forward_dtype, rules.task)
     dataset_dir = ds.dataset_dir
     rows = split_rows(ds, test_size, seed, files[0], models[0].config)
-    claim_output(output, OWNS, STAGE)
+    claim_output(output, STAGE)
     n = len(rows)
     say = (lambda m: log(STAGE, m)) if d.rank == 0 else (lambda m: None)
     set_names = [split] + [f"tier {ev.tier_name(t)}" for t in tier_list]
@@ -563,7 +562,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
 
     import polars as pl
 
-    with atomic_output(output, own=OWNS, stage=STAGE) as tmp:
+    with atomic_output(output, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")

@@ -33,10 +33,9 @@ from pipelines.dataset_io import (
     lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples,
     write_json,
 )
-from pipelines.io import StageError, atomic_output, log, owns_pattern
+from pipelines.io import StageError, atomic_output, log
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
 
 
 def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
@@ -59,7 +58,7 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     """Add an easier copy (extra givens from the answer) after every train example."""
     stage = "hints"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output, OWNS)
+    check_dirs(stage, input_dir, output)
     lineage = read_lineage(input_dir, stage)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
     task = lineage_task(lineage)
@@ -78,7 +77,7 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     lineage[stage] = {"params": {"seed": seed, "enabled": enabled}, "inputs": input_records(input_dir, names),
                       "outputs": {}}
 
-    with atomic_output(output, own=OWNS, stage=stage) as tmp:
+    with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for split, name in zip(splits, names):
             target, shown = tmp / name, output / name

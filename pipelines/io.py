@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import math
 import os
 import re
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import click
 import numpy as np
@@ -162,34 +163,98 @@ def remove_leftovers(final: Path) -> list[Path]:
     return gone
 
 
-# DVC writes a .gitignore beside the outputs it tracks one by one: any stage's output folder may hold one.
+# DVC writes a .gitignore beside the outputs it tracks one by one: any folder of an output may hold one.
 _DVC_FILES = frozenset({".gitignore"})
-Owns = Callable[[Path], bool]
+# The record of what a command wrote in its output folder: the command and every file with its sha256.
+RECORD = ".hrm-record.json"
+RECORD_FORMAT = 1
+# Files whose bytes differ from run to run (timings, W&B's run files): recorded as the command's, without
+# a hash, so the record itself is the same for the same outputs (it is committed beside DVC metrics).
+_VOLATILE = re.compile(r"(.*/)?run\.json|wandb/.*")
 
 
-def owns_pattern(regex: str) -> Owns:
-    """An ``own`` rule: the entries whose name matches ``regex`` (fully)."""
-    compiled = re.compile(regex)
-    return lambda p: compiled.fullmatch(p.name) is not None
+def _output_files(folder: Path) -> list[str]:
+    """The files under ``folder`` (relative, posix, sorted) but its record and DVC's files."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name not in _DVC_FILES and p.name != RECORD)
 
 
-def claim_output(final: str | os.PathLike, own: Owns, stage: str) -> None:
-    """Refuse an output folder that holds anything the stage does not write itself.
+def write_record(folder: Path, stage: str) -> None:
+    """Write ``folder``'s record: `hrm stage` wrote every file now in it."""
+    from schemas.manifest import file_sha256  # pyarrow and pydantic: only when an output is committed
 
-    ``own(entry)`` says whether a top-level entry of the folder is one of the stage's outputs
-    (the stage replaces those, and only those, as a whole). A user's files, another stage's
-    output or a git checkout in ``final`` end the command with one message, before any work.
+    files = {rel: None if _VOLATILE.fullmatch(rel) else file_sha256(folder / rel) for rel in _output_files(folder)}
+    record = {"format": RECORD_FORMAT, "command": stage, "files": files}
+    (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def read_record(folder: Path) -> dict | None:
+    """``folder``'s record (None when it has none); a record that is not one is refused, naming it."""
+    path = folder / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StageError(f"{path}: not a readable record of an hrm output ({e}); move the folder away") from None
+    files = record.get("files") if isinstance(record, dict) else None
+    well_formed = (isinstance(files, dict) and record.get("format") == RECORD_FORMAT and isinstance(record.get("command"), str)
+                   and all(isinstance(k, str) and (v is None or (isinstance(v, str) and len(v) == 64)) for k, v in files.items()))
+    if not well_formed:
+        raise StageError(f"{path}: not a record of an hrm output (format {RECORD_FORMAT}: command, files and their "
+                         "sha256); move the folder away")
+    return record
+
+
+def claim_output(final: str | os.PathLike, stage: str) -> None:
+    """Refuse an output folder that holds anything `hrm stage` did not write there itself.
+
+    A folder is the stage's when its record (``RECORD``) names this stage and lists every file in it with
+    the bytes it has (files recorded without a hash: the stage's whatever their bytes). Anything else (a
+    user's file, a changed file, another command's output, a folder with no record) ends the command with
+    one message naming the folder and the files, before any work. An empty folder is free.
     """
     final = Path(final)
     if not final.exists() and not final.is_symlink():
         return
     if not final.is_dir() or final.is_symlink():
         raise StageError(f"{final}: exists and is not a directory; choose a new --output directory")
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in final.iterdir() if p.name not in _DVC_FILES and not own(p))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
-        raise StageError(f"{final}: refusing to replace this folder: it holds files `hrm {stage}` does not write ({shown}); "
-                         "choose an empty or new --output folder")
+    present = _output_files(final)
+    record = read_record(final)
+    if record is not None and record["command"] != stage:
+        raise StageError(f"{final}: holds the output of `hrm {record['command']}` (its record {RECORD}); "
+                         f"`hrm {stage}` does not replace it: choose another --output folder")
+    recorded = record["files"] if record is not None else {}
+    foreign = [rel for rel in present if rel not in recorded]
+    changed = [rel for rel in present if recorded.get(rel) is not None and _sha256(final / rel) != recorded[rel]]
+    if foreign or changed:
+        shown = ", ".join(_names(foreign) + [f"{rel} (changed since)" for rel in changed][:5])
+        raise StageError(f"{final}: refusing to replace this folder: it holds files `hrm {stage}` did not write "
+                         f"({shown}); choose an empty or new --output folder, or move them away")
+
+
+def _sha256(path: Path) -> str:
+    from schemas.manifest import file_sha256
+
+    return file_sha256(path)
+
+
+def _names(rels: list[str], most: int = 5) -> list[str]:
+    """The top-level entries of ``rels`` (a folder once, with a slash), at most ``most``, then a count."""
+    tops = list(dict.fromkeys(rel.split("/", 1)[0] + ("/" if "/" in rel else "") for rel in rels))
+    return tops[:most] + ([f"... ({len(tops)} in all)"] if len(tops) > most else [])
+
+
+def check_apart(output: Path, inputs: list[Path], option: str = "--output") -> None:
+    """Refuse an output that is one of the inputs, lies inside one or holds one: writing it would change an
+    input, and rebuilding the input (a stage replaces its output as a whole) would delete the output."""
+    out = output.resolve()
+    for given in inputs:
+        inp = Path(given).resolve()
+        if out == inp or inp in out.parents or out in inp.parents:
+            raise StageError(f"{output}: {option} must not be the input {given}, inside it or above it "
+                             "(inputs are never modified, and rebuilding an input replaces it as a whole); "
+                             f"choose another {option} folder")
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -208,20 +273,21 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_output(final: str | os.PathLike, *, own: Owns | None = None, stage: str = "") -> Iterator[Path]:
+def atomic_output(final: str | os.PathLike, *, stage: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; put it in place of ``final`` only on success.
 
     Works for files and directories. On any failure (Ctrl-C included) the temporary path is
     removed and whatever was at ``final`` before stays untouched. A directory replaces an
     existing one in a single exchange, so at every instant the complete old or the complete
-    new output is at ``final``. An existing directory is replaced only when ``own`` (see
-    :func:`claim_output`) owns every entry in it. Temporaries of killed runs are removed first.
+    new output is at ``final``. ``stage``: a directory output is `hrm stage`'s; it gets a record of
+    its files (:func:`write_record`) and replaces an existing folder only when :func:`claim_output`
+    finds it the stage's own. Temporaries of killed runs are removed first.
     """
     final = Path(final)
     if final.is_dir():
-        if own is None:
+        if stage is None:
             raise StageError(f"{final}: is a folder; refusing to replace it")
-        claim_output(final, own, stage)
+        claim_output(final, stage)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(final)
     tmp = _temp_sibling(final)
@@ -230,24 +296,37 @@ def atomic_output(final: str | os.PathLike, *, own: Owns | None = None, stage: s
         check_interrupted()  # a Ctrl-C that Python dropped: the new output is not put in place
         if not tmp.exists():
             raise RuntimeError(f"nothing was written for {final}")
-        if tmp.is_dir() and final.exists():
-            if own is not None:
-                claim_output(final, own, stage)  # again: something may have appeared while the stage ran
-            for name in _DVC_FILES:  # DVC's files stay
-                if (final / name).is_file() and not (tmp / name).exists():
-                    shutil.copy2(final / name, tmp / name)
-            if _exchange(tmp, final):
-                _remove(tmp)  # the old output, now at the temporary's name
-            else:  # a directory cannot be renamed over a non-empty one: move the old one aside first
-                old = _temp_sibling(final)
-                os.replace(final, old)
-                os.replace(tmp, final)
-                _remove(old)
-        else:
-            os.replace(tmp, final)
+        if tmp.is_dir() and stage is not None:
+            write_record(tmp, stage)
+        _put_in_place(tmp, final, stage)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _put_in_place(tmp: Path, final: Path, stage: str | None) -> None:
+    """Rename ``tmp`` to ``final``; a folder already there (also one that another process put there while
+    this one ran: the concurrent winner) is claimed again, then exchanged with it in one step."""
+    if not (tmp.is_dir() and final.exists()):
+        try:
+            os.replace(tmp, final)
+            return
+        except OSError as e:
+            if not (tmp.is_dir() and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and final.is_dir()):
+                raise
+    if stage is not None:
+        claim_output(final, stage)  # again: something may have appeared while the stage ran
+    for dvc_file in final.rglob(".gitignore"):  # DVC's files stay
+        kept = tmp / dvc_file.relative_to(final)
+        if dvc_file.name in _DVC_FILES and dvc_file.is_file() and kept.parent.is_dir() and not kept.exists():
+            shutil.copy2(dvc_file, kept)
+    if _exchange(tmp, final):
+        _remove(tmp)  # the old output, now at the temporary's name
+    else:  # a directory cannot be renamed over a non-empty one: move the old one aside first
+        old = _temp_sibling(final)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
 
 
 def human_bytes(n: float) -> str:

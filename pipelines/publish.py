@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from pipelines.datasets import CARD_WORDS, dataset_card, license_links, license_of, render_card
-from pipelines.io import StageError, atomic_output, human_bytes, log
+from pipelines.io import StageError, atomic_output, check_apart, human_bytes, log
 from pipelines.registry import (
     Artifact, Version, check_dataset, content_hash, dataset_files, fetch_version, find_root, read_manifest,
     resolve_version,
@@ -173,8 +173,7 @@ def plan_upload(directory: Path, manifest: dict, card: str) -> list[tuple[str, P
 def write_folder(plan: list[tuple[str, Path | bytes, int]], out: Path) -> None:
     """Write the folder the commit would create (hard links for shards where possible); an existing
     folder is replaced only when it holds nothing but such files."""
-    top = {path_in_repo.split("/", 1)[0] for path_in_repo, _, _ in plan}
-    with atomic_output(out, own=lambda entry: entry.name in top, stage="publish") as tmp:
+    with atomic_output(out, stage="publish") as tmp:
         tmp.mkdir(parents=True)
         for path_in_repo, source, _ in plan:
             dest = tmp / path_in_repo
@@ -286,6 +285,7 @@ def publish(spec: str, repo_id: str, private: bool, dry_run: bool, save_folder: 
         card = publish_card(manifest, record, version, repo_id, license_id)
         plan = plan_upload(directory, manifest, card)
         if save_folder is not None:
+            check_apart(save_folder, [directory], "--save-folder")
             write_folder(plan, save_folder)
             log("publish", f"wrote the folder to upload to {save_folder}")
         total = sum(size for _, _, size in plan)

@@ -35,7 +35,7 @@ import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
-    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
+    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log,
     read_table, write_parquet,
 )
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
@@ -47,8 +47,6 @@ SOURCES = ("builtin", "hf", "csv")
 DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
 # Per task: the pattern of a well-formed question.
 QUESTION_PATTERNS = {"sudoku": QUESTION_PATTERN, "maze": MAZE_QUESTION_PATTERN}
-# What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|metrics\.json|rejected-(train|test)\.parquet")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -469,10 +467,10 @@ def raw(
         raise StageError(f"--hf-repo {hf_repo} is the {other[hf_repo]} reference dataset, not the {task} one: pass "
                          f"--hf-repo {the_task.hf_repo} (params.yaml: raw.hf_repo, and raw.hf_revision) or "
                          f"--task {other[hf_repo]}")
-    claim_output(output, OWNS, "raw")
+    claim_output(output, "raw")
 
     stats: dict = {"task": task, "source": source, "check_unique": check_unique, "on_invalid": on_invalid}
-    with atomic_output(output, own=OWNS, stage="raw") as tmp:
+    with atomic_output(output, stage="raw") as tmp:
         tmp.mkdir(parents=True)
         if source == "builtin" and task == "maze":
             inputs, stats["builtin"] = _builtin_maze_inputs(train_size, test_size, seed, min_path)

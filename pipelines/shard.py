@@ -58,15 +58,6 @@ MIB = 1 << 20
 MAX_SHARD_MB = float(1 << 20)  # --shard-max-mb above 1 TiB (or inf) is refused
 
 
-def OWNS(entry: Path) -> bool:  # noqa: N802 - the stages' own-files rule, named alike in every stage
-    """What the stage writes in its output folder (it replaces that, and refuses a folder holding anything else):
-    datasets.json, the root card (README.md) and dataset folders, also those of other params (they hold a
-    manifest.json)."""
-    if entry.name in (DATASETS_INDEX, CARD):
-        return entry.is_file()
-    return entry.is_dir() and (entry / MANIFEST).is_file()
-
-
 def _fixed_row_bytes(schema: pa.Schema) -> int:
     """Bytes a row takes whatever its strings: numbers and arrays, a bool (rounded up), string offsets."""
     size = 0
@@ -217,7 +208,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     """Write the vanilla (and hint) datasets as Arrow shards with a dataset card and manifest."""
     stage = "shard"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output, OWNS)
+    check_dirs(stage, input_dir, output)
     lineage = read_lineage(input_dir, stage)
     task = lineage_task(lineage)
     lay = layout(task)
@@ -247,7 +238,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     }
     test_capped = (sub.get("groups") or {}).get("test") != (sub.get("raw_rows") or {}).get("test")
 
-    with atomic_output(output, own=OWNS, stage=stage) as tmp:
+    with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         kinds = [("hint", names["hint"])] if names["hint"] else []
         kinds.append(("vanilla", names["vanilla"]))

@@ -33,13 +33,12 @@ from pipelines.dataset_io import (
     LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, input_records, require_rows, stage_rng, write_json,
 )
 from hrm.tasks import TASKS
-from pipelines.io import StageError, atomic_output, human_bytes, log, owns_pattern, read_table
+from pipelines.io import StageError, atomic_output, human_bytes, log, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
 SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=False)
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test|train_vanilla)\.parquet|lineage\.json")
 
 
 def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
@@ -144,7 +143,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     """Draw the train puzzles (and cap the test split) that the datasets are built from."""
     stage = "subsample"
     t_start = time.perf_counter()
-    check_dirs(stage, input_dir, output, OWNS)
+    check_dirs(stage, input_dir, output)
     stats = read_raw_stats(input_dir / "stats.json")
     task = raw_task(stats, input_dir / "stats.json")
     from hrm.build import cap_indices, subsample_indices
@@ -178,7 +177,7 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
             "groups": {split: len(idx) for split, idx in picks.items()},
         },
     }
-    with atomic_output(output, own=OWNS, stage=stage) as tmp:
+    with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for name, df in picked.items():
             write_table(df, tmp / f"{name}.parquet", stage, output / f"{name}.parquet")

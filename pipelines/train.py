@@ -32,7 +32,7 @@ import click
 import yaml
 
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
-from pipelines.io import FiniteFloatRange, StageError
+from pipelines.io import FiniteFloatRange, StageError, check_apart
 from pipelines.settings import file_value, given_on_command_line, read_section, resolve_device_option
 
 # name, click type, help. Architecture options go into the arch block. The defaults are the quick
@@ -199,6 +199,7 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
         return
     resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
     dataset_dir = resolve_dataset(dataset, variant)
+    check_apart(output, [dataset, dataset_dir])
     cfg = build_config(values, dataset_dir, output, section)
 
     from hrm.data import DatasetError

@@ -43,6 +43,7 @@ from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_me
 from pipelines.io import StageError, atomic_output, pid_alive
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
+from schemas.manifest import file_sha256
 
 STATE_NAME = "train_state.pt"  # OUT/train_state.pt: outside checkpoints/ (the DVC output), it is not deterministic
 RUN_INFO_NAME = "run.json"  # OUT/run.json: train_seconds, W&B id (not a DVC output)
@@ -215,6 +216,7 @@ class RunFolder(TrainHooks):
         self.total_steps = 0
         self.forward_dtype = cfg.forward_dtype
         self.wandb_id: str | None = None
+        self.written: dict[str, str] = {}  # step_N this run wrote -> its sha256: the only ones pruning deletes
         self.run = None
         self.bar = None
 
@@ -239,6 +241,7 @@ class RunFolder(TrainHooks):
         own = saved["history"]
         self.wandb_id = own.get("wandb_id")
         self.last_checkpoint = Path(own["last_checkpoint"]) if own.get("last_checkpoint") else None
+        self.written = dict(own.get("checkpoints_written") or {})
         self.say(f"resuming from {self.state_path} at step {saved['step']}/{total_steps} "
                  f"(block {saved['block']}, step {saved['step_in_block']} in block)")
         self.files.start(saved.get("plot_rows"), keep_until_step=saved["step"])
@@ -353,17 +356,27 @@ class RunFolder(TrainHooks):
             return
         t0 = time.perf_counter()
         self.last_checkpoint = save_checkpoint(model, self.ckpt_dir / f"step_{step}", extra_config=official_config(self.cfg, self.forward_dtype))
+        self.written[self.last_checkpoint.name] = hash_file(self.last_checkpoint).read_text().split()[0]
         if self.cfg.keep_checkpoints:
-            for _, f in step_files(self.ckpt_dir)[: -self.cfg.keep_checkpoints]:
+            self._prune(self.cfg.keep_checkpoints)
+        self._note(f"saved {self.last_checkpoint} ({self.last_checkpoint.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s)")
+
+    def _prune(self, keep: int) -> None:
+        """Delete all but the last ``keep`` step_N this run wrote, each only while its bytes are the ones
+        it wrote: a step_N a user put in checkpoints/, or changed, is never deleted."""
+        mine = [f for _, f in step_files(self.ckpt_dir) if f.name in self.written]
+        for f in mine[:-keep]:
+            if file_sha256(f) == self.written[f.name]:
                 f.unlink()
                 hash_file(f).unlink(missing_ok=True)
-        self._note(f"saved {self.last_checkpoint} ({self.last_checkpoint.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s)")
+            del self.written[f.name]
 
     def save(self, snapshot: Mapping[str, Any] | None, state: TrainState, stopped: bool) -> None:
         if snapshot is None or self.state_path is None:
             return
         snapshot = {**snapshot, "history": {**snapshot["history"], "wandb_id": self.wandb_id,
-                                            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None},
+                                            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                                            "checkpoints_written": dict(self.written)},
                     "plot_rows": self.files.rows}
         write_verified(self.state_path, lambda tmp: torch.save(snapshot, tmp))
         if stopped:

@@ -240,7 +240,8 @@ def test_published_folder_loads_with_datasets(published, tmp_path):
     dataset = root / "data" / "datasets" / HINT
     assert (folder / "manifest.json").read_bytes() == (dataset / "manifest.json").read_bytes()
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
-        ["README.md", "manifest.json", *[p.relative_to(dataset).as_posix() for p in dataset.rglob("*.arrow")]])
+        [".hrm-record.json", "README.md", "manifest.json",  # the record: what `hrm publish` wrote there
+         *[p.relative_to(dataset).as_posix() for p in dataset.rglob("*.arrow")]])
 
     card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])

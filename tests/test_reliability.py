@@ -44,7 +44,7 @@ def test_dataset_stage_refuses_an_output_holding_other_files(built, tmp_path, st
     out = tmp_path / "v" / "data"
     before = plant_foreign_files(out)
     msg = fails(*stage_args(root, stage, out))
-    assert str(out) in msg and f"`hrm {stage}` does not write" in msg and ".git/" in msg and "models/" in msg
+    assert str(out) in msg and f"`hrm {stage}` did not write" in msg and ".git/" in msg and "models/" in msg
     assert len(msg.strip().splitlines()) == 1
     assert digest_tree(out) == before  # nothing deleted, nothing added
 
@@ -53,7 +53,7 @@ def test_raw_refuses_an_output_holding_other_files(tmp_path):
     out = tmp_path / "data"
     before = plant_foreign_files(out)
     msg = fails("raw", "--source", "builtin", "--train-size", "3", "--test-size", "2", "--output", str(out))
-    assert "`hrm raw` does not write" in msg and digest_tree(out) == before
+    assert "`hrm raw` did not write" in msg and digest_tree(out) == before
 
 
 @pytest.mark.parametrize("stage", ["subsample", "shard"])
@@ -92,9 +92,9 @@ def test_evaluate_and_analyze_refuse_the_working_directory(built, tmp_path, monk
     monkeypatch.chdir(project)
     common = ["--checkpoint", str(tmp_path / "run"), "--dataset", str(dataset), "--output", ".", "--no-progress"]
     msg = fails("evaluate", *common, "--test-size", "2", "--permutations", "1", "--tiers", "none")
-    assert "`hrm evaluate` does not write (dvc.yaml, notes.md)" in msg
+    assert "`hrm evaluate` did not write (dvc.yaml, notes.md)" in msg
     msg = fails("analyze", *common, "--sample", "2", "--easy-k", "none", "--shifts", "0", "--puzzle-index", "none")
-    assert "`hrm analyze` does not write (dvc.yaml, notes.md)" in msg
+    assert "`hrm analyze` did not write (dvc.yaml, notes.md)" in msg
     assert digest_tree(project) == before
 
 
@@ -116,10 +116,11 @@ def test_a_folder_is_replaced_in_one_exchange(tmp_path, monkeypatch):
     final = tmp_path / "out"
     final.mkdir()
     (final / "a.txt").write_text("old")
+    stage_io.write_record(final, "test")
     renames = []
     real_replace = os.replace
     monkeypatch.setattr(stage_io.os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
-    with stage_io.atomic_output(final, own=stage_io.owns_pattern(r"a\.txt"), stage="test") as tmp:
+    with stage_io.atomic_output(final, stage="test") as tmp:
         tmp.mkdir()
         (tmp / "a.txt").write_text("new")
     assert (final / "a.txt").read_text() == "new"
@@ -176,7 +177,7 @@ def test_an_interrupt_python_dropped_is_raised_at_the_next_check_point(tmp_path)
         stage_io.log("test", "raised once, not again")
         final = tmp_path / "out"
         with pytest.raises(KeyboardInterrupt):
-            with stage_io.atomic_output(final, own=lambda p: True) as tmp:
+            with stage_io.atomic_output(final, stage="test") as tmp:
                 tmp.mkdir()
                 Finalizer()
         assert not final.exists() and list(tmp_path.iterdir()) == []

@@ -157,7 +157,7 @@ def test_without_hints_only_vanilla(built, tmp_path):
     build(tmp_path, hints=False)
     out = tmp_path / "datasets"
     assert json.loads((out / "datasets.json").read_text()) == {"vanilla": VANILLA, "hint": None}
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "datasets.json", VANILLA]
+    assert sorted(p.name for p in out.iterdir()) == [".hrm-record.json", "README.md", "datasets.json", VANILLA]
     manifest = json.loads((out / VANILLA / "manifest.json").read_text())
     assert manifest["params"]["hints"] is False
     # The same vanilla shards as when they are taken from the hint table.
