@@ -17,7 +17,7 @@ import yaml
 from conftest import REAL_SUDOKU as REAL
 from pipelines.cli import cli
 from pipelines.settings import config_params
-from stage_helpers import fails, make_raw, ok
+from stage_helpers import digest_tree, fails, make_raw, ok
 from test_dvc_data import new_repo, ran, run, sh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,3 +146,41 @@ def test_a_shell_payload_in_a_param_runs_nothing(tmp_path):
         assert message in out and "Traceback" not in out, out
         assert len([line for line in out.splitlines() if line.startswith("Error: ")]) == 1, out
         no_command_ran(root)
+
+
+# main's dvc.yaml before issue 26: every value pasted into the cmd as a flag (DVC writes a boolean as true/false).
+OLD_FLAGS = {
+    "raw": "--task {raw[task]} --source {raw[source]} --seed {seed} --train-size {raw[train_size]} "
+           "--test-size {raw[test_size]} --min-blanks {raw[min_blanks]} --min-rating {raw[min_rating]} "
+           "--min-path {raw[min_path]} --hf-repo {raw[hf_repo]} --hf-revision {raw[hf_revision]} --input {raw[csv_input]}",
+    "subsample": "--seed {seed} --subsample-size {data[subsample_size]} --test-size {data[test_size]} "
+                 "--vanilla-draw {data[vanilla_draw]}",
+    "augment": "--seed {seed} --num-aug {data[num_aug]}",
+    "hints": "--seed {seed} --enabled {hints}",
+    "shard": "--shard-max-mb {data[shard_max_mb]}",
+}
+
+
+def test_the_config_file_gives_the_stages_the_values_the_old_flags_gave(tmp_path, monkeypatch):
+    """The default params (tiny builtin sizes; shard_max_mb stays the integer 128) through raw .. shard,
+    once with the flags the cmds used to paste in, once with dvc.yaml's cmds now: the same bytes, every file."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["raw"].update(train_size=64, test_size=32)
+    params["data"].update(subsample_size=32, test_size=16, num_aug=3)
+    assert params["data"]["shard_max_mb"] == 128
+    digests = {}
+    for way in ("flags", "file"):
+        root = tmp_path / way
+        root.mkdir()
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        monkeypatch.chdir(root)
+        for name, stage in stages().items():
+            if name not in OLD_FLAGS:
+                continue
+            args = shlex.split(stage["cmd"])[1:]
+            if way == "flags":
+                conf = args.index("--config-file")
+                args[conf:conf + 4] = shlex.split(OLD_FLAGS[name].format(hints=str(params["data"]["hints"]).lower(), **params))
+            ok(*args)
+        digests[way] = digest_tree(root / "data")
+    assert len(digests["file"]) >= 20 and digests["file"] == digests["flags"]
