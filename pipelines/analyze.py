@@ -39,10 +39,11 @@ import click
 import numpy as np
 import polars as pl
 
+from pipelines.device import resolve_device_option
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, check_apart, claim_output, json_ready, log
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
-from pipelines.settings import config_file_options, resolve_device_option
+from pipelines.settings import config_file_options
 
 STAGE = "analyze"
 FIGURES = {

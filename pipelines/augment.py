@@ -26,8 +26,8 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, lineage_task,
-    read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, data_settings, input_records,
+    lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log
 
@@ -66,6 +66,7 @@ def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None,
               help="Transformed copies per train puzzle (paper: 1000); mazes: at most 7 (7: all 8 dihedral "
                    "transforms, the official --aug; paper: 0).")
 @click.option("--seed", type=int, default=0, help="Seed of the transforms.")
+@data_settings("augment")
 def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
     stage = "augment"

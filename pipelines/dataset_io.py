@@ -2,6 +2,8 @@
 
 - their folders: ``check_dirs`` (input and output never overlap), ``lineage.json``
   (``read_lineage``, ``input_records``, ``write_json``);
+- their settings: params.yaml's ``data`` section, the keys each stage reads (``DATA_KEYS``,
+  ``data_settings``), and the top-level ``seed``;
 - their seeded draws: ``stage_rng`` (stream ids in hrm/rng.py);
 - their tables: the subsample table (Parquet: the raw columns plus ``raw_index``,
   ``read_subsample``) and the examples tables (Arrow IPC, schemas/examples.py:
@@ -30,6 +32,7 @@ import polars as pl
 from hrm import rng
 from hrm.tasks import TASKS
 from pipelines.io import StageError, check_apart, claim_output, human_bytes, log, read_table
+from pipelines.settings import config_file_options
 from schemas.manifest import file_sha256, lineage_problems
 
 SPLITS = ("train", "test")
@@ -43,11 +46,22 @@ INT32_MAX = 2**31 - 1  # ids and ratings are Int32 in the examples table
 # The seed's stream of each draw of the dataset stages (the test cap is the subsample stage's).
 STREAMS = {"subsample": rng.SUBSAMPLE, "test_cap": rng.TEST_CAP, "augment": rng.AUGMENT, "hints": rng.HINTS,
            "subsample_vanilla": rng.VANILLA_SUBSAMPLE, "augment_vanilla": rng.VANILLA_AUGMENT}
+# params.yaml's data section, shared by the dataset stages: the keys each one reads (its options'
+# names; ``hints`` is hints' --enabled). dvc.yaml's params list the same (tests/test_dvc_params.py).
+DATA_KEYS = {"subsample": ("subsample_size", "test_size", "vanilla_draw"), "augment": ("num_aug",),
+             "hints": ("hints",), "shard": ("shard_max_mb",)}
 # The stage whose output each stage reads: its lineage record must be there.
 _UPSTREAM = {"augment": "subsample", "hints": "augment", "shard": "hints"}
 
 
 # --------------------------------------------------------------------------- folders and lineage
+
+
+def data_settings(stage: str, aliases: dict[str, str] | None = None):
+    """``--config-file`` / ``--section data`` of a dataset stage: its ``DATA_KEYS`` of the section (the
+    other stages' keys are left alone, any other is refused) and the top-level seed (pipelines.settings)."""
+    others = [key for name, keys in DATA_KEYS.items() if name != stage for key in keys]
+    return config_file_options("data", aliases, keys=DATA_KEYS[stage], shared=others)
 
 
 def stage_rng(seed: int, stream: str) -> np.random.Generator:

@@ -35,10 +35,11 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
+from pipelines.device import resolve_device_option
 from pipelines.io import StageError, atomic_output, check_apart, claim_output, json_ready, log
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
-from pipelines.settings import config_file_options, resolve_device_option
+from pipelines.settings import config_file_options
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
 
 STAGE = "evaluate"

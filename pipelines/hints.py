@@ -29,9 +29,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, examples_record, input_records,
-    lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples,
-    write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, data_settings, examples_record,
+    input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of,
+    write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log
 
@@ -54,6 +54,7 @@ def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
 @click.option("--enabled", type=bool, default=True,
               help="true: add a hint example after every train example; false: pass the tables through.")
 @click.option("--seed", type=int, default=0, help="Seed of the hint draws.")
+@data_settings("hints", aliases={"hints": "enabled"})
 def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     """Add an easier copy (extra givens from the answer) after every train example."""
     stage = "hints"

@@ -38,6 +38,7 @@ from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log,
     read_table, write_parquet,
 )
+from pipelines.settings import config_file_options
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
 from schemas.raw_maze import QUESTION_PATTERN as MAZE_QUESTION_PATTERN
 
@@ -430,6 +431,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
               help="fail: stop and write nothing; drop: keep the valid rows and write the others, with reasons, "
                    "to rejected-{split}.parquet.")
 @click.pass_context
+@config_file_options("raw", aliases={"csv_input": "input"})  # params.yaml's raw section and top-level seed
 def raw(
     ctx: click.Context,
     task: str,

@@ -43,8 +43,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, input_records, lineage_task, read_examples, read_lineage,
-    require_rows, rows_per_group, tables_of, write_json,
+    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, data_settings, input_records, lineage_task, read_examples,
+    read_lineage, require_rows, rows_per_group, tables_of, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
@@ -204,10 +204,12 @@ def vanilla_of(df: pl.DataFrame) -> pl.DataFrame:
               help="Directory to write the datasets into (replaced as a whole on success).")
 @click.option("--shard-max-mb", type=FiniteFloatRange(min=0, min_open=True, max=MAX_SHARD_MB), default=128.0,
               help="Largest shard, in MiB (whole groups per shard).")
+@data_settings("shard")
 def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     """Write the vanilla (and hint) datasets as Arrow shards with a dataset card and manifest."""
     stage = "shard"
     t_start = time.perf_counter()
+    shard_max_mb = float(shard_max_mb)  # `128` in a config file is 128.0 on the command line: one manifest
     check_dirs(stage, input_dir, output)
     lineage = read_lineage(input_dir, stage)
     task = lineage_task(lineage)

@@ -30,7 +30,8 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, input_records, require_rows, stage_rng, write_json,
+    LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, data_settings, input_records, require_rows, stage_rng,
+    write_json,
 )
 from hrm.tasks import TASKS
 from pipelines.io import StageError, atomic_output, human_bytes, log, read_table
@@ -138,6 +139,7 @@ def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task
               help="coupled: the vanilla dataset is the hint dataset minus its hints (same puzzles and symmetries); "
                    "independent: draw its train puzzles (and later its symmetries) again, as the fork's two builds.")
 @click.option("--seed", type=int, default=0, help="Seed of the draws.")
+@data_settings("subsample")
 def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int, vanilla_draw: str,
               seed: int) -> None:
     """Draw the train puzzles (and cap the test split) that the datasets are built from."""

@@ -17,8 +17,8 @@ current step; otherwise it is saved at every evaluation); changed settings start
 
 Settings, from lowest to highest precedence: the option defaults (the quick CPU profile),
 ``--profile paper`` (the paper's Sudoku run), the ``--section`` of ``--config-file``
-(keys = option names with underscores; architecture keys flat or under ``arch:``), and
-options given on the command line.
+(keys = option names with underscores; architecture keys flat or under ``arch:``) with the file's
+top-level ``seed`` (pipelines.settings), and options given on the command line.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import click
 import yaml
 
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
+from pipelines.device import resolve_device_option
 from pipelines.io import FiniteFloatRange, StageError, check_apart
-from pipelines.settings import file_value, given_on_command_line, read_section, resolve_device_option
+from pipelines.settings import file_value, given_on_command_line, read_section, read_top_level, reads_section
 
 # name, click type, help. Architecture options go into the arch block. The defaults are the quick
 # profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
@@ -157,6 +158,7 @@ def build_config(values: dict[str, Any], dataset_dir: Path, output: Path, sectio
 @click.option("--print-config", is_flag=True, help="Print the resolved settings as YAML and exit without training.")
 @_add_options
 @click.pass_context
+@reads_section("train")
 def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile: str, config_file: Path | None,
           section: str, print_config: bool, **options: Any) -> None:
     """Train the HRM (AdamATan2 + sign-SGD puzzle embedding, ACT carry across batches), resumably.
@@ -176,9 +178,11 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
     values = dict(options)
     if profile == "paper":
         values.update({k: v for k, v in PAPER_PROFILE.items() if not explicit(k)})
-    for key, value in file_values.items():
-        if key in OPTION_NAMES and not explicit(key):
-            values[key] = file_value(config_file, section, key, value, OPTION_TYPES[key], nullable=key in NULLABLE)
+    top_values = read_top_level(config_file, section, OPTION_NAMES, file_values) if config_file else {}
+    for where, items in ((section, file_values), (None, top_values)):
+        for key, value in items.items():
+            if key in OPTION_NAMES and not explicit(key):
+                values[key] = file_value(config_file, where, key, value, OPTION_TYPES[key], nullable=key in NULLABLE)
     for key in ("dataset", "output"):
         if key in file_values and not isinstance(file_values[key], str):
             raise StageError(f"{config_file}: {section}.{key}: must be a path, not {file_values[key]!r}")

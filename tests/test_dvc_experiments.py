@@ -31,10 +31,14 @@ TINY = {
 }
 
 
-def sh(cwd: Path, *args: str) -> str:
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def sh(cwd: Path, *args: str) -> str:
+    proc = run(cwd, *args)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -149,6 +153,48 @@ def test_apply_and_checkout_move_between_experiments_without_rerunning(repo):
     status = sh(repo, "dvc", "status")
     assert "changed" not in status, status
     assert ran(sh(repo, "dvc", "repro")) == []  # main's outputs are back: nothing to rerun
+
+
+# Every folder of a stage with git-tracked results (raw, train's dvclive, evaluate, analyze): dvc.yaml
+# declares its outputs `persist: true`, so DVC does not delete them before it runs the stage.
+RESULT_FOLDERS = ("data/raw", "data/models/hrm/dvclive", "data/evaluate", "data/analysis")
+REFUSED = (("raw", "train_size", 0), ("train", "lr", -1), ("evaluate", "batch_size", 0), ("analyze", "sample", -1))
+
+
+def files_under(repo: Path, folders) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes() for folder in folders for p in sorted((repo / folder).rglob("*"))
+            if p.is_file()}
+
+
+def test_a_refused_run_leaves_the_previous_results_and_a_good_run_replaces_them(repo, tmp_path):
+    """Issue 26, class 6: a stage refused for a bad param under `dvc repro` leaves every file of its results
+    (the uncommitted metrics and plots above all) byte-identical; a good run still replaces them, equal to
+    a run into an empty folder."""
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout")
+    before = files_under(repo, RESULT_FOLDERS)
+    assert set(METRICS) <= set(before) and "data/evaluate/plots/passes.csv" in before
+    main_params = yaml.safe_load((repo / "params.yaml").read_text())
+    for stage, key, bad in REFUSED:
+        (repo / "params.yaml").write_text(yaml.safe_dump(merge(main_params, {stage: {key: bad}}), sort_keys=False))
+        proc = run(repo, "dvc", "repro", stage)
+        assert proc.returncode != 0 and f"params.yaml: {stage}.{key}: {bad}" in proc.stdout + proc.stderr, proc.stderr
+        assert files_under(repo, RESULT_FOLDERS) == before, f"a refused {stage} run changed its results"
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    assert ran(sh(repo, "dvc", "repro")) == []  # everything in place: nothing to rerun
+
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(main_params, {"evaluate": {"permutations": 3}}), sort_keys=False))
+    assert ran(sh(repo, "dvc", "repro", "evaluate")) == ["evaluate"]
+    after = files_under(repo, ["data/evaluate"])
+    assert after["data/evaluate/plots/passes.csv"] != before["data/evaluate/plots/passes.csv"]
+    fresh = tmp_path / "evaluate"
+    sh(repo, "hrm", "evaluate", "--checkpoint", "data/models/hrm", "--dataset", "data/datasets", "--output", str(fresh),
+       "--config-file", "params.yaml", "--section", "evaluate")
+    timings = ("data/evaluate/run.json", "data/evaluate/.gitignore")  # run.json: seconds; .gitignore: DVC's
+    assert {k: v for k, v in after.items() if k not in timings} == \
+        {f"data/evaluate/{k}": v for k, v in files_under(fresh, ["."]).items() if f"data/evaluate/{k}" not in timings}
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout")
 
 
 # The task switches of the maze pipeline (README, "Maze-30x30-Hard"): the quick profile's sizes aside,
