@@ -2,7 +2,7 @@
 
 ``hrm evaluate`` and ``hrm analyze`` both run as a job. A unit is one piece of the work whose result
 is written, once finished, to the job folder beside the output (``OUT.resume/``), atomically with its
-sha256 (hrm.model.write_verified); a kill loses at most the units in flight. The same command
+sha256 (hrm.integrity.write_verified); a kill loses at most the units in flight. The same command
 continues a stopped job: units already there (and verified) are not run again. Rank 0 joins the
 units in order, writes the outputs and removes the job folder, so the outputs equal an
 uninterrupted one-process run's.
@@ -152,7 +152,7 @@ class Job:
         return False
 
     def _holds_only_units(self) -> bool:
-        from hrm.model.checkpoint import HASH_SUFFIX
+        from hrm.integrity import HASH_SUFFIX
 
         def ours(p: Path) -> bool:
             name = p.name.split(".tmp-")[0]  # a write a kill interrupted
@@ -181,15 +181,14 @@ class Job:
         return self.load(name) is not None
 
     def save(self, name: str, value: Any) -> None:
-        from hrm.model.checkpoint import write_verified
+        from hrm.integrity import write_verified
 
         data = pack(value)
         write_verified(self.path(name), lambda tmp: tmp.write_bytes(data))
 
     def load(self, name: str) -> Any | None:
         """The unit's value, read from bytes checked against their sha256; None when it is not done."""
-        from hrm.model import CheckpointError
-        from hrm.model.checkpoint import hash_file, read_verified
+        from hrm.integrity import IntegrityError, hash_file, read_verified
 
         path = self.path(name)
         if not path.is_file():
@@ -197,7 +196,7 @@ class Job:
         try:
             data, verified = read_verified(path)
             value = unpack(data) if verified else None
-        except (CheckpointError, UnitFormatError) as e:
+        except (IntegrityError, UnitFormatError) as e:
             log(self.stage, f"{e}; running {name} again")
             value = None
         if value is None:  # no sidecar (the write was cut short), or damaged

@@ -11,7 +11,8 @@ Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme; schemas/raw.py) and `
   computed (the task's difficulty: tdoku backtracks, or the shortest path's moves).
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
-``source,question,answer,rating``, rating Int64), ``OUTPUT/stats.json`` (the source, its
+``source,question,answer,rating``, rating Int64; each with its sha256 in ``NAME.sha256``, which the
+subsample stage checks), ``OUTPUT/stats.json`` (the source, its
 settings and the full distributions), ``OUTPUT/metrics.json`` (the headline figures, the DVC
 metrics: puzzles, rejected rows, mean blanks (mazes: mean path moves) and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
 The output directory is built beside the target and swapped in only when everything
@@ -33,6 +34,7 @@ import click
 import numpy as np
 import polars as pl
 
+from hrm.integrity import record_sha256
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
@@ -48,7 +50,7 @@ DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
 # Per task: the pattern of a well-formed question.
 QUESTION_PATTERNS = {"sudoku": QUESTION_PATTERN, "maze": MAZE_QUESTION_PATTERN}
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
-OWNS = owns_pattern(r"(train|test)\.parquet|stats\.json|metrics\.json|rejected-(train|test)\.parquet")
+OWNS = owns_pattern(r"(train|test)\.parquet(\.sha256)?|stats\.json|metrics\.json|rejected-(train|test)\.parquet")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -504,6 +506,7 @@ def raw(
         for split in inputs:
             report = reports[split.name]
             _write_split(split, report, tmp, output)
+            record_sha256(tmp / f"{split.name}.parquet")  # NAME.sha256: checked by the stage that reads it
             summary = _split_summary(tmp / f"{split.name}.parquet", the_task)
             summary["rejected"] = report.n_rejected
             stats["splits"][split.name] = summary

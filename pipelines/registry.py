@@ -308,16 +308,15 @@ def run_metrics_file(directory: Path) -> Path | None:
 
 
 def model_files(directory: Path) -> list[str]:
-    """The files that are the model (hashed into its content): its checkpoint folder's step_N, their
-    step_N.sha256 and all_config.yaml, and the run summary (dvclive/metrics.json). Not the training state,
+    """The files that are the model (hashed into its content): its checkpoint folder's step_N and
+    all_config.yaml with their NAME.sha256, and the run summary (dvclive/metrics.json). Not the training state,
     run.json, wandb/, the metric histories or previous-runs/: they are not deterministic, or not the model, and the train stage keeps
     them outside its DVC outputs, so a rebuilt model (`dvc repro -f train`) has the same content."""
     config = _find_config(directory)
     if config is None:
         return _walk(directory)
     folder = config.parent
-    names = [n for n in _walk(folder)
-             if n == config.name or _STEP.match(n) or (n.endswith(".sha256") and _STEP.match(n[: -len(".sha256")]))]
+    names = [n for n in _walk(folder) if _STEP.match(n.removesuffix(".sha256")) or n.removesuffix(".sha256") == config.name]
     names = [(folder / n).relative_to(directory).as_posix() for n in names]
     metrics = run_metrics_file(directory)
     if metrics is not None and metrics.relative_to(directory).as_posix() not in names:
@@ -326,24 +325,27 @@ def model_files(directory: Path) -> list[str]:
 
 
 def checkpoint_problems(directory: Path) -> list[str]:
-    """Each step_N of the model whose bytes differ from its step_N.sha256 (hrm.model.read_verified's rule)."""
-    from hrm.model.checkpoint import CheckpointError, hash_file, recorded_sha256
+    """Each step_N of the model, and its all_config.yaml, whose bytes differ from their NAME.sha256, or a
+    config without one beside verified weights (hrm.model.load_checkpoint's rule)."""
+    from hrm.integrity import IntegrityError, hash_file, mismatch, recorded_sha256
 
     config = _find_config(directory)
     if config is None:
         return []
-    problems = []
-    for p in sorted(config.parent.iterdir()):
-        if not (p.is_file() and _STEP.match(p.name)):
-            continue
+    problems, verified = [], False
+    files = [p for p in sorted(config.parent.iterdir()) if p.is_file() and _STEP.match(p.name)]
+    for p in [*files, config]:
         try:
             want = recorded_sha256(p)
-        except CheckpointError as exc:
+        except IntegrityError as exc:
             problems.append(str(exc))
             continue
+        if want is None and p == config and verified:
+            problems.append(f"{p}: no {hash_file(p).name} beside it, while the step_N beside it are verified: "
+                            f"the config cannot be verified")
+        verified = verified or want is not None
         if want is not None and (got := file_sha256(p)) != want:
-            problems.append(f"{p}: content does not match its recorded sha256 (corrupt or modified): "
-                            f"{hash_file(p).name} records {want}, the file has {got}")
+            problems.append(str(mismatch(p, want, got)))
     return problems
 
 
