@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import functools
 import io
 import json
@@ -41,7 +40,7 @@ from hrm.integrity import IntegrityError
 from hrm.model import hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.progress import ProgressLines, progress_bar
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import StageError, atomic_output, pid_alive
+from pipelines.io import StageError, atomic_output, output_lock, pid_alive
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 
@@ -404,24 +403,10 @@ def run(cfg: TrainConfig, *, dataset: Any | None = None, eval_dataset: Any | Non
 
 @contextlib.contextmanager
 def run_lock(folder: Path | None) -> Iterator[None]:
-    """Hold the run folder's lock (a second process writing the same run is refused); None: no lock."""
+    """Hold the run folder's lock (a second process writing the same run is refused); None: no lock.
+    The file stays (pipelines.io.output_lock)."""
     if folder is None:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / LOCK_NAME, "a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise StageError(f"{folder}: another `hrm train` ({holder}) is writing this run folder; wait for it to end, "
-                             "or choose another --output") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
+    with output_lock(folder / LOCK_NAME, folder, "train", "this run folder"):
         yield
-    finally:
-        fh.close()  # releases the lock; the file stays (removing it could let two processes lock two files)
