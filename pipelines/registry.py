@@ -628,9 +628,12 @@ def collect(root: Path) -> dict:
     undeclared = []
     index = root / "data" / "datasets" / DATASETS_INDEX
     if index.is_file():
+        from pipelines.datasets import read_datasets_index
+
         try:
-            built = [n for n in json.loads(index.read_text()).values() if n]
-        except (OSError, ValueError):
+            built = [n for n in read_datasets_index(index.parent).values() if n]
+        except StageError as exc:  # listed as a note: the artifacts above are what `list` is for
+            log("registry", f"note: {exc.message}")
             built = []
         declared = {Path(a.path).as_posix().rstrip("/") for a in artifacts.values()}
         undeclared = [n for n in built if f"data/datasets/{n}" not in declared]

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import click
 
-from pipelines.datasets import resolve_dataset
+from pipelines.datasets import read_datasets_index, resolve_dataset
 from pipelines.io import BATCH_ROWS, StageError
 from hrm.tasks import TASKS
 from pipelines.raw import validate_raw_file
-from schemas.manifest import DATASETS_INDEX, ManifestError, Problem, check_split, read_manifest
+from schemas.manifest import ManifestError, Problem, check_split, read_manifest
 
 PROBLEMS_SHOWN = 20  # problems listed in one message; the rest are counted
 
@@ -119,12 +119,10 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
 def validate_shards_dir(path: Path) -> str:
     """Validate a dataset directory, or every dataset of the shard stage's output; returns the
     OK summary or raises StageError listing every problem."""
-    import json
-
     first = resolve_dataset(path, "vanilla")  # a dataset directory resolves to itself
     datasets = [first]
     if first != path:
-        names = json.loads((path / DATASETS_INDEX).read_text())
+        names = read_datasets_index(path)
         datasets += [resolve_dataset(path, "hint")] if names.get("hint") else []
     problems, shards, rows = [], 0, 0
     for dataset in datasets:

@@ -335,3 +335,28 @@ def test_raw_and_subsample_record_the_sha256_of_their_tables(built, tmp_path):
         for p in tables:
             digest = hashlib.sha256(p.read_bytes()).hexdigest()
             assert (folder / f"{p.name}.sha256").read_text() == f"{digest}  {p.name}\n"
+
+
+@pytest.mark.parametrize("names, expected", [
+    ({"vanilla": 3, "hint": None}, "key vanilla: input should be a valid string (found 3)"),
+    ({"vanilla": "../raw", "hint": None}, "key vanilla: must be the name of a dataset folder inside"),
+    ({"vanilla": "/tmp", "hint": None}, "key vanilla: must be the name of a dataset folder inside"),
+    ({"vanilla": "elsewhere", "hint": None}, "key vanilla: 'elsewhere' is not a dataset folder of"),
+    ({"vanilla": "V", "hint": None, "extra": "V"}, "key extra: extra inputs are not permitted"),
+    (["V"], "key (top level): expected a JSON object"),
+])
+def test_a_datasets_index_of_the_wrong_shape_is_refused_naming_the_key(built, tmp_path, names, expected):
+    """datasets.json (the shard stage's index, read by every --dataset ROOT) is checked against its schema:
+    `hrm validate shards` and the resolver refuse it with one message naming the file and key."""
+    from pipelines.datasets import resolve_dataset
+    from pipelines.io import StageError
+    from stage_helpers import VANILLA
+
+    root, _ = built
+    shutil.copytree(root / "datasets", tmp_path / "datasets")
+    index = tmp_path / "datasets" / "datasets.json"
+    index.write_text(json.dumps(json.loads(json.dumps(names).replace('"V"', json.dumps(VANILLA)))))
+    out = fails("validate", "shards", str(tmp_path / "datasets"))
+    assert out.count("Error:") == 1 and f"{index}: {expected}" in out, out
+    with pytest.raises(StageError, match="datasets.json"):
+        resolve_dataset(tmp_path / "datasets", "vanilla")
