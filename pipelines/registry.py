@@ -101,7 +101,8 @@ def parse_version(text: str) -> str:
 
 
 def version_key(version: str) -> tuple:
-    """Semantic-version order: numbers numerically, a pre-release before its release."""
+    """Semantic-version order: numbers numerically, a pre-release before its release; build metadata
+    (``+...``) is ignored, so ``1.0.0+build`` has the key of ``1.0.0``: the same version (SemVer 2.0.0 §10)."""
     m = _SEMVER.match(version)
     assert m, version
     pre = m.group(4)
@@ -152,14 +153,25 @@ def get_artifact(root: Path, name: str) -> Artifact:
     raise StageError(message)
 
 
-def parse_record(message: str) -> dict | None:
+def parse_record(message: str, tag: str = "") -> dict | None:
+    """The record in a tag's message (its last ``hrm-registry:`` line), checked against its schema
+    (schemas/registry.py); None for a tag without one (made outside hrm). A record of the wrong shape
+    is a StageError naming the tag and the keys."""
+    from schemas.registry import registry_record_problems
+
     for line in reversed(message.splitlines()):
         if line.startswith(RECORD_PREFIX):
             try:
                 record = json.loads(line[len(RECORD_PREFIX):])
-            except ValueError:
-                return None
-            return record if isinstance(record, dict) else None
+            except ValueError as exc:
+                problems = [f"not JSON ({exc})"]
+            else:
+                problems = registry_record_problems(record)
+            if problems:
+                raise StageError(f"tag {tag}: its {RECORD_PREFIX.strip()} record is malformed: "
+                                 + "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+                                 + f" (not a record `hrm registry register` writes; remove the tag: `git tag -d {tag}`)")
+            return record
     return None
 
 
@@ -184,7 +196,7 @@ def read_versions(root: Path) -> dict[str, list[Version]]:
             cancelled.add((name, version))
             continue
         versions.setdefault(name, {})[version] = Version(
-            name=name, version=version, tag=tag, commit=target or obj, date=date, record=parse_record(message))
+            name=name, version=version, tag=tag, commit=target or obj, date=date, record=parse_record(message, tag))
     result = {}
     for name, by_version in versions.items():
         for v in by_version.values():
@@ -511,14 +523,15 @@ def register_version(root: Path, name: str, version: str, message: str | None = 
         raise StageError(f"{root / art.path}: not found (build it, or `dvc pull`), nothing to register")
     tag = f"{name}@{version}"
     for old in versions.get(name, []):
-        if old.version != version:
+        if version_key(old.version) != version_key(version):  # SemVer: build metadata (+...) is the same version
             continue
         if old.record and old.record.get("content") == record["content"]:
-            return tag, False, old.record
+            return old.tag, False, old.record
         had = old.record.get("content") if old.record else "not recorded (tag made outside hrm)"
         newer = _next_patch(versions.get(name, []))
+        same = "" if old.version == version else f" ({version} is the same version: build metadata does not make a new one)"
         raise StageError(
-            f"{tag} already exists (commit {old.commit[:10]}) with content {had}; the workspace has "
+            f"{old.tag} already exists{same} (commit {old.commit[:10]}) with content {had}; the workspace has "
             f"{record['content']}. Versions are immutable: register the new content as a new version "
             f"(e.g. `hrm registry register {name} {newer}`).")
     dvc_state = committed_state(root, art)
@@ -898,23 +911,30 @@ def resolve_version(root: Path, spec: str) -> tuple[Artifact, Version]:
 
 
 def fetch_version(root: Path, spec: str, out: Path, force: bool = False) -> tuple[str, dict]:
-    """``dvc artifacts get`` of a registered version into ``out``, checked against its record."""
+    """``dvc artifacts get`` of a registered version into a temporary beside ``out``, checked against its
+    record, then put in place (pipelines.io.atomic_output): refused bytes never reach ``out``, and an
+    ``out`` that was there (``--force``) stays as it was."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
+
+    from pipelines.io import atomic_output
 
     art, v = resolve_version(root, spec)
     if out.exists() and not force:
         raise StageError(f"{out}: already exists (use --force to replace it)")
-    try:
-        with Repo(str(root)) as repo:  # the local project: its cache, then its default remote
-            repo.artifacts.download(v.name, version=v.version, out=str(out), force=force)
-    except DvcException as exc:
-        raise StageError(f"cannot fetch {v.tag} with DVC: {exc} (is it pushed to the DVC remote? `dvc push`)") \
-            from None
     record = v.record or {}
-    files = hash_files(out, model_files(out) if art.type == "model" else _walk(out)) if out.is_dir() else \
-        {out.name: {"bytes": out.stat().st_size, "sha256": file_sha256(out)}}
-    if record.get("content") and content_hash(files) != record["content"]:
-        raise StageError(f"{out}: fetched content {content_hash(files)} differs from {v.tag}'s "
-                         f"{record['content']} (corrupt cache or remote?)")
+    if not record.get("content"):
+        log("registry", f"note: {v.tag} has no recorded content hash (a tag made outside hrm): fetched unverified")
+    with atomic_output(out, own=lambda entry: True, stage="registry get") as tmp:  # --force: out is replaced
+        try:
+            with Repo(str(root)) as repo:  # the local project: its cache, then its default remote
+                repo.artifacts.download(v.name, version=v.version, out=str(tmp))
+        except DvcException as exc:
+            raise StageError(f"cannot fetch {v.tag} with DVC: {exc} (is it pushed to the DVC remote? `dvc push`)") \
+                from None
+        files = hash_files(tmp, model_files(tmp) if art.type == "model" else _walk(tmp)) if tmp.is_dir() else \
+            {out.name: {"bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}}
+        if record.get("content") and content_hash(files) != record["content"]:
+            raise StageError(f"{out}: fetched content {content_hash(files)} differs from {v.tag}'s "
+                             f"{record['content']} (corrupt cache or remote?); nothing was written to {out}")
     return v.tag, record
