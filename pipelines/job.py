@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def job_folder(output: Path) -> Path:
 
 def lock_file(output: Path) -> Path:
     """The lock of the job writing ``output``: ``.OUT.lock`` beside it (removed when released)."""
+    output = Path(os.path.abspath(output))  # "." or "a/..": the folder's own name
     return output.with_name(f".{output.name}.lock")
 
 
