@@ -40,7 +40,7 @@ from hrm.integrity import IntegrityError
 from hrm.model import hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.progress import ProgressLines, progress_bar
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import StageError, atomic_output, output_lock, pid_alive
+from pipelines.io import atomic_output, output_lock, pid_alive
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 
