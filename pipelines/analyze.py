@@ -28,6 +28,7 @@ options on the command line win).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -171,7 +172,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
     from hrm.evaluate import task_rules
-    from pipelines.job import Job, check_ranks_agree, job_folder
+    from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
     from schemas.manifest import file_sha256
 
     started = time.time()
@@ -199,7 +200,9 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     except DistributedError as e:
         raise StageError(str(e)) from None
     dev = rank_device(dev, d)
+    lock = contextlib.ExitStack()
     try:
+        lock.enter_context(job_lock(output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
         if d.rank == 0:
             claim_output(output, STAGE)
         model = load_task_model(checkpoint_file, dev, None if forward_dtype == "config" else forward_dtype, rules.task)
@@ -261,6 +264,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
             f"{time.time() - started:.1f} s -> {output}")
     finally:
+        lock.close()
         finish(d)
 
 

@@ -11,7 +11,7 @@ Mazes (a maze lineage, ``hrm raw --task maze``): ``--num-aug`` (at most 7) of ea
 other dihedral transforms (hrm.build.augment_mazes); 7 gives all 8, what the official builder's
 ``--aug`` emits; 0, its default and the paper's maze training, none.
 
-Reads ``INPUT/{train,test}.parquet`` and ``INPUT/lineage.json`` (the subsample stage);
+Reads ``INPUT/{train,test}.parquet`` (checked against their ``NAME.sha256``) and ``INPUT/lineage.json`` (the subsample stage);
 writes ``OUTPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``; the examples table, schemas/examples.py; Arrow IPC) and
 ``OUTPUT/lineage.json``. Every table is validated (every row) before anything is written.
 """
@@ -27,7 +27,8 @@ import polars as pl
 
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, data_settings, input_records,
-    lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
+    lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table, write_examples,
+    write_json,
 )
 from pipelines.io import StageError, atomic_output, log
 
@@ -81,6 +82,8 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
         raise StageError(f"--num-aug {num_aug}: a maze has {MAZE_MAX_AUG} transformed copies besides itself (its "
                          f"other dihedral transforms; {input_dir / LINEAGE} holds mazes); use 0..{MAZE_MAX_AUG}")
     names = [f"{split}.parquet" for split in splits]
+    for name in names:  # the bytes the subsample stage recorded, before any is used
+        verify_table(input_dir / name, lineage, stage)
     tables = {split: read_subsample(input_dir / f"{split}.parquet", stage, task=task) for split in splits}
     for split in splits:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)

@@ -8,9 +8,14 @@
 - their tables: the subsample table (Parquet: the raw columns plus ``raw_index``,
   ``read_subsample``) and the examples tables (Arrow IPC, schemas/examples.py:
   ``write_examples``, ``read_examples``, ``check_table``), with the group size the lineage
-  records (``rows_per_group``). Every input table is validated, every row, by the stage that
-  reads it: a record in ``lineage.json`` (rows, sha256, checks id) is bookkeeping, never a
-  reason to skip a check (it could be edited together with the file it describes).
+  records (``rows_per_group``);
+- the sha256 of every table, recorded by the stage that writes it and checked by the stage (and
+  ``hrm validate``) that reads it, before anything is computed (``verify_table``): in
+  ``lineage.json``'s ``outputs`` for augment and hints, in ``NAME.sha256`` beside the table for
+  raw and subsample (hrm/integrity.py; their lineage and stats.json predate the records, and
+  stay byte for byte as they were). A mismatch or a missing record is refused, naming the file.
+  Every input table is also validated, every row: a record is never a reason to skip a check
+  (it could be edited together with the file it describes).
 
 The task (Sudoku or Maze) comes from the data: the subsample stage copies it from the raw
 stage's ``stats.json`` into the lineage's ``raw`` record (``lineage_task``; no record: Sudoku, the
@@ -21,7 +26,6 @@ one task of the datasets built before mazes), and each table is validated by its
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
@@ -115,16 +119,63 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, *, fresh: bool = False) -> str:
     """A file's sha256, read once per stage for its lineage (cached by path, size and
-    modification time: a stage that writes a table records its hash, the next records it as input)."""
+    modification time: a stage that writes a table records its hash, the next records it as input).
+    ``fresh``: read the bytes again whatever the cache holds (a verification), and cache that."""
     stat = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if fresh or key not in _SHA256:
+        if len(_SHA256) >= 256:
+            _SHA256.clear()
+        _SHA256[key] = file_sha256(path)
+    return _SHA256[key]
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # size, mtime_ns: only in the cache key
-    return file_sha256(path)
+_SHA256: dict[tuple[str, int, int], str] = {}
+# The dataset stages, latest first: the last one a folder's lineage.json names wrote its tables.
+_WRITERS = ("hints", "augment", "subsample")
+
+
+def table_writer(lineage: dict) -> str:
+    """The stage that wrote the tables beside ``lineage`` (its lineage.json; {} for the raw stage's folder)."""
+    return next((s for s in _WRITERS if isinstance(lineage.get(s), dict)), "raw")
+
+
+def table_record(path: Path, lineage: dict) -> tuple[str | None, str]:
+    """(the sha256 recorded for the table ``path``, or None; where it is recorded): the writer's
+    ``outputs`` in ``lineage.json`` (augment, hints), else ``NAME.sha256`` beside it (raw, subsample)."""
+    from hrm.integrity import IntegrityError, hash_file, recorded_sha256
+
+    writer = table_writer(lineage)
+    if writer in ("augment", "hints"):
+        entry = (lineage[writer].get("outputs") or {}).get(path.name)
+        want = entry.get("sha256") if isinstance(entry, dict) else None
+        return (want if isinstance(want, str) else None), f"{path.parent / LINEAGE} ({writer}.outputs.{path.name}.sha256)"
+    try:
+        return recorded_sha256(path), str(hash_file(path))
+    except IntegrityError as e:
+        raise StageError(f"{e}; rebuild {path.parent} with `hrm {writer}`") from None
+
+
+def verify_table(path: Path, lineage: dict, stage: str) -> str:
+    """Refuse the input table ``path`` unless its bytes (read again now) match the sha256 the stage
+    that wrote it recorded (:func:`table_record`); a table without a record is refused too. One
+    message naming the file and both hashes, and the command that rebuilds it. Returns the sha256."""
+    if not path.is_file():
+        raise StageError(f"{path}: file not found (run the stage before `hrm {stage}`)")
+    writer = table_writer(lineage)
+    want, where = table_record(path, lineage)
+    rebuild = f"rebuild {path.parent} with `hrm {writer}`"
+    if want is None:
+        raise StageError(f"{path}: no sha256 recorded for it (expected in {where}), so its content cannot be "
+                         f"verified; {rebuild}")
+    got = sha256_file(path, fresh=True)
+    if got != want:
+        from hrm.integrity import mismatch
+
+        raise StageError(f"{mismatch(path, want, got, where)}; {rebuild}")
+    return got
 
 
 def input_records(input_dir: Path, names: list[str]) -> dict:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from hrm.tasks import get_task
 from pipelines.io import StageError
 from schemas.columns import layout, manifest_task, type_name
-from schemas.manifest import DATASETS_INDEX, MANIFEST
+from schemas.manifest import DATASETS_INDEX, MANIFEST, datasets_index_problems
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCardData
@@ -36,15 +36,27 @@ def resolve_dataset(path: Path, variant: str) -> Path:
     index = path / DATASETS_INDEX
     if (path / MANIFEST).is_file() or not index.is_file():
         return path
-    try:
-        names = json.loads(index.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StageError(f"{index}: cannot read ({e})") from None
-    name = names.get(variant) if isinstance(names, dict) else None
+    names = read_datasets_index(path)
+    name = names.get(variant)
     if not name:
         hint = " (the hint dataset is built only with data.hints: true)" if variant == "hint" else ""
         raise StageError(f"{index}: no {variant!r} dataset listed{hint}; found {names}")
     return path / name
+
+
+def read_datasets_index(root: Path) -> dict[str, str | None]:
+    """``ROOT/datasets.json``, checked against its schema (schemas.manifest.datasets_index_problems:
+    names are strings of dataset folders inside ``root``); a StageError naming the file and key."""
+    index = root / DATASETS_INDEX
+    try:
+        names = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise StageError(f"{index}: cannot read ({e})") from None
+    problems = datasets_index_problems(names, root)
+    if problems:
+        raise StageError("\n".join(f"{index}: {p}" for p in problems)
+                         + "\n(not the datasets.json `hrm shard` writes; rebuild it with `hrm shard`)")
+    return names
 
 
 # --------------------------------------------------------------------------- cards

@@ -25,6 +25,7 @@ models' seq_len / vocab_size, token ranges) runs before any inference starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -373,6 +374,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     from hrm import __version__
     from hrm import evaluate as ev
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
+    from pipelines.job import job_lock
 
     t_start = time.perf_counter()
     if num_threads:
@@ -392,7 +394,9 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     except DistributedError as e:
         raise StageError(str(e)) from None
     dev = rank_device(dev, d)
+    lock = contextlib.ExitStack()
     try:
+        lock.enter_context(job_lock(output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
         _evaluate(ev, d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
                   perturbation=perturbation, test_size=test_size, tier_list=tier_list,
                   batch_size=batch_size, max_rows=max_rows, forward_dtype=forward_dtype, compile_=compile_,
@@ -400,6 +404,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
                   run_name=run_name, chunk_size=chunk_size, restart=restart, progress=progress, t_start=t_start,
                   version=__version__)
     finally:
+        lock.close()
         finish(d)
 
 

@@ -31,6 +31,7 @@ import polars as pl
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, data_settings, examples_record,
     input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of,
+    verify_table,
     write_examples, write_json,
 )
 from pipelines.io import StageError, atomic_output, log
@@ -69,6 +70,8 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
                          f"and the vanilla dataset for train, evaluate and analyze)")
     names = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
     expected = {split: rows_per_group(lineage, split) for split in splits}
+    for name in names:  # the bytes the augment stage recorded in lineage.json, before any is used
+        verify_table(input_dir / name, lineage, stage)
     tables = {split: read_examples(input_dir / name, expected[split], stage, task)
               for split, name in zip(splits, names)}
     for split, name in zip(splits, names):

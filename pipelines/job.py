@@ -2,7 +2,7 @@
 
 ``hrm evaluate`` and ``hrm analyze`` both run as a job. A unit is one piece of the work whose result
 is written, once finished, to the job folder beside the output (``OUT.resume/``), atomically with its
-sha256 (hrm.model.write_verified); a kill loses at most the units in flight. The same command
+sha256 (hrm.integrity.write_verified); a kill loses at most the units in flight. The same command
 continues a stopped job: units already there (and verified) are not run again. Rank 0 joins the
 units in order, writes the outputs and removes the job folder, so the outputs equal an
 uninterrupted one-process run's.
@@ -22,23 +22,33 @@ lists, tuples, numbers, strings, numpy arrays, Arrow tables and the library's da
 ``OUT.resume/job.json`` holds the job's settings: the inputs with their sha256 and every option that
 changes a result. A job whose settings changed since its units were written is refused, naming each
 changed setting (``--restart`` drops the old units). The number of ranks and of threads is not a
-setting: a job may continue on another number of them.
+setting: a job may continue on another number of them. Each unit carries its job's identity, the
+digest of those settings (:func:`settings_digest`, inside the hashed bytes): a unit of another job
+(copied from another job folder, its own hash intact) is named and run again, never merged.
+
+One process writes a job at a time: rank 0 holds ``.OUT.lock`` beside the output
+(:func:`job_lock`, pipelines.io.output_lock) from before the job folder is opened until the outputs
+are in place; a second ``hrm evaluate`` / ``hrm analyze`` on the same output is refused naming the
+folder and the holder's pid, and touches nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import os
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from hrm.distributed import Dist, all_gather_object, barrier
-from pipelines.io import StageError, log
+from pipelines.io import StageError, log, output_lock
 
 JOB_FILE = "job.json"
 UNIT_SUFFIX = ".npz"
@@ -48,6 +58,34 @@ RESUME_SUFFIX = ".resume"
 def job_folder(output: Path) -> Path:
     """Where the units of the job writing ``output`` live: ``OUT.resume`` beside it."""
     return output.with_name(output.name + RESUME_SUFFIX)
+
+
+def lock_file(output: Path) -> Path:
+    """The lock of the job writing ``output``: ``.OUT.lock`` beside it (removed when released)."""
+    output = Path(os.path.abspath(output))  # "." or "a/..": the folder's own name
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextlib.contextmanager
+def job_lock(output: Path, d: Dist, stage: str) -> Iterator[None]:
+    """Rank 0 holds the lock of the job writing ``output`` (:func:`lock_file`) while inside; a second
+    process on the same output is refused, and every rank learns it (they all stop, before any work)."""
+    with contextlib.ExitStack() as held:
+        outcome: dict[str, Any] = {}
+        if d.rank == 0:
+            try:
+                held.enter_context(output_lock(lock_file(output), output, stage, "this output", remove=True))
+            except StageError as e:
+                outcome["error"] = str(e)
+        outcome = all_gather_object(outcome, d)[0]
+        if "error" in outcome:
+            raise StageError(outcome["error"])
+        yield
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """The identity of a job: sha256 of its settings as canonical JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -102,6 +140,7 @@ class Job:
     def __init__(self, folder: Path, settings: dict[str, Any], d: Dist, stage: str) -> None:
         self.folder = Path(folder)
         self.settings = settings
+        self.digest = settings_digest(settings)
         self.d = d
         self.stage = stage
 
@@ -152,7 +191,7 @@ class Job:
         return False
 
     def _holds_only_units(self) -> bool:
-        from hrm.model.checkpoint import HASH_SUFFIX
+        from hrm.integrity import HASH_SUFFIX
 
         def ours(p: Path) -> bool:
             name = p.name.split(".tmp-")[0]  # a write a kill interrupted
@@ -181,29 +220,37 @@ class Job:
         return self.load(name) is not None
 
     def save(self, name: str, value: Any) -> None:
-        from hrm.model.checkpoint import write_verified
+        from hrm.integrity import write_verified
 
-        data = pack(value)
+        data = pack({JOB_KEY: self.digest, "unit": value})
         write_verified(self.path(name), lambda tmp: tmp.write_bytes(data))
 
     def load(self, name: str) -> Any | None:
-        """The unit's value, read from bytes checked against their sha256; None when it is not done."""
-        from hrm.model import CheckpointError
-        from hrm.model.checkpoint import hash_file, read_verified
+        """The unit's value, read from bytes checked against their sha256 and written by this job (its
+        settings digest); None when it is not done (a damaged unit, or another job's, is run again)."""
+        from hrm.integrity import IntegrityError, hash_file, read_verified
 
         path = self.path(name)
         if not path.is_file():
             return None
         try:
             data, verified = read_verified(path)
-            value = unpack(data) if verified else None
-        except (CheckpointError, UnitFormatError) as e:
+            value = self._own_unit(path, unpack(data)) if verified else None
+        except (IntegrityError, UnitFormatError) as e:
             log(self.stage, f"{e}; running {name} again")
             value = None
         if value is None:  # no sidecar (the write was cut short), or damaged
             path.unlink(missing_ok=True)
             hash_file(path).unlink(missing_ok=True)
         return value
+
+    def _own_unit(self, path: Path, stored: Any) -> Any:
+        """The value of a unit this job wrote; UnitFormatError naming the unit for another job's."""
+        theirs = stored.get(JOB_KEY) if isinstance(stored, dict) else None
+        if theirs != self.digest:
+            raise UnitFormatError(f"{path}: a unit of another job (settings digest {str(theirs)[:16]}, this job's "
+                                  f"{self.digest[:16]}), not merged")
+        return stored["unit"]
 
     def wait_for_all(self) -> None:
         barrier(self.d)
@@ -212,6 +259,7 @@ class Job:
 # ----------------------------------------------------------------------------- a unit's bytes
 
 STRUCTURE_KEY = "__structure__"
+JOB_KEY = "job"  # a unit's bytes: {"job": its job's settings digest, "unit": the value}
 
 
 class UnitFormatError(ValueError):

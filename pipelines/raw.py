@@ -5,13 +5,15 @@ Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme; schemas/raw.py) and `
 - ``builtin`` (offline default): seeded generators, hrm.generate.generate_puzzles (Sudoku) and
   hrm.maze.generate_mazes (mazes);
 - ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (by default the task's
-  reference dataset, at its pinned revision), converted to Parquet by streaming (no full copy in
-  memory);
+  reference dataset, at its pinned revision), checked against the hash the Hub records for the file
+  at that commit (its LFS sha256; :func:`verify_hub_file`: a corrupt or tampered cache is refused),
+  then converted to Parquet by streaming (no full copy in memory); stats.json records each file's sha256;
 - ``csv``: ``DIR/train.csv`` and ``DIR/test.csv`` in the raw columns; empty ratings are
   computed (the task's difficulty: tdoku backtracks, or the shortest path's moves).
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
-``source,question,answer,rating``, rating Int64), ``OUTPUT/stats.json`` (the source, its
+``source,question,answer,rating``, rating Int64; each with its sha256 in ``NAME.sha256``, which the
+subsample stage checks), ``OUTPUT/stats.json`` (the source, its
 settings and the full distributions), ``OUTPUT/metrics.json`` (the headline figures, the DVC
 metrics: puzzles, rejected rows, mean blanks (mazes: mean path moves) and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
 The output directory is built beside the target and swapped in only when everything
@@ -21,6 +23,7 @@ succeeded: a failed or interrupted run leaves an earlier output exactly as it wa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +36,7 @@ import click
 import numpy as np
 import polars as pl
 
+from hrm.integrity import record_sha256
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log,
@@ -49,6 +53,7 @@ DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
 # Per task: the pattern of a well-formed question.
 QUESTION_PATTERNS = {"sudoku": QUESTION_PATTERN, "maze": MAZE_QUESTION_PATTERN}
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -246,6 +251,57 @@ def download_hub_file(repo: str, revision: str, filename: str) -> tuple[Path, st
     return local, sha
 
 
+def hub_record(repo: str, revision: str, filename: str, local: Path) -> tuple[str | None, str]:
+    """(what the Hub records for ``filename`` at ``revision``: its LFS sha256, or for a file outside LFS its
+    git blob id; where that comes from). Online: the Hub's API (``HfApi.get_paths_info``). Offline, or the
+    API unreachable: the etag huggingface_hub recorded when it downloaded the file, the name of the blob
+    the cache's snapshot links to (the same two ids). (None, ...) when neither is there."""
+    if not _env_true("HF_HUB_OFFLINE"):
+        try:
+            from huggingface_hub import HfApi
+
+            with _quiet_hub_logs():
+                infos = HfApi().get_paths_info(repo, [filename], revision=revision, repo_type="dataset")
+            info = next((i for i in infos if getattr(i, "path", None) == filename), None)
+            if info is not None:
+                return (info.lfs.sha256 if info.lfs else info.blob_id), f"the Hub ({repo} at {revision})"
+        except Exception as exc:  # noqa: BLE001 - network errors come in many types
+            log("raw", f"note: the Hub could not be asked for the hash of {filename} ({type(exc).__name__}); "
+                       "checking it against the etag the cache recorded")
+    if local.is_symlink():
+        etag = Path(os.readlink(local)).name
+        if _SHA256.match(etag) or _SHA.match(etag):
+            return etag, f"the cache's record of the Hub's etag ({local} -> blobs/{etag})"
+    return None, f"no record: offline, and {local} is not a link to a blob named by its etag"
+
+
+def _git_blob_sha1(path: Path) -> str:
+    """The git object id of a file's bytes (what the Hub records for a file outside LFS)."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_hub_file(repo: str, revision: str, filename: str, local: Path) -> str:
+    """The sha256 of a downloaded (or cached) Hub file, after checking its bytes against what the Hub records
+    (:func:`hub_record`); a mismatch, or no record, is a StageError naming the file (and both hashes)."""
+    from hrm.integrity import sha256_of
+
+    want, where = hub_record(repo, revision, filename, local)
+    again = f"delete {local.resolve()} (the cache's copy) to download it again"
+    if want is None:
+        raise StageError(f"{local}: its content cannot be verified ({where}); connect to the Hub (unset "
+                         f"HF_HUB_OFFLINE), or {again}")
+    digest = sha256_of(local)
+    got = digest if _SHA256.match(want) else _git_blob_sha1(local)
+    if got != want.lower():
+        raise StageError(f"{local}: content does not match what the Hub records for {filename} (a corrupt or "
+                         f"tampered cache): {where} records {want}, the file has {got}; {again}")
+    return digest
+
+
 def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput], dict]:
     inputs, files, shas = [], {}, set()
     for split in SPLITS:
@@ -253,6 +309,7 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
         t0 = time.perf_counter()
         csv_path, sha = download_hub_file(repo, revision, filename)
         shas.add(sha)
+        digest = verify_hub_file(repo, sha or revision, filename, csv_path)  # before any byte is used
         staged = staging / f"{split}.parquet"
         try:
             pl.scan_csv(csv_path, infer_schema=False).sink_parquet(staged, **PARQUET_OPTIONS)
@@ -260,7 +317,7 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
             raise StageError(f"{csv_path}: cannot read as csv ({type(exc).__name__}: {exc})") from None
         size = csv_path.stat().st_size
         log("raw", f"converted {csv_path} ({human_bytes(size)}) to Parquet in {time.perf_counter() - t0:.1f} s")
-        files[filename] = {"bytes": size}
+        files[filename] = {"bytes": size, "sha256": digest}
         inputs.append(SplitInput(split, staged=staged, display_path=str(csv_path)))
     resolved = shas.pop() if len(shas) == 1 else None
     return inputs, {"repo_id": repo, "revision": revision, "resolved_sha": resolved, "files": files}
@@ -504,6 +561,7 @@ def raw(
         for split in inputs:
             report = reports[split.name]
             _write_split(split, report, tmp, output)
+            record_sha256(tmp / f"{split.name}.parquet")  # NAME.sha256: checked by the stage that reads it
             summary = _split_summary(tmp / f"{split.name}.parquet", the_task)
             summary["rejected"] = report.n_rejected
             stats["splits"][split.name] = summary

@@ -101,7 +101,8 @@ def parse_version(text: str) -> str:
 
 
 def version_key(version: str) -> tuple:
-    """Semantic-version order: numbers numerically, a pre-release before its release."""
+    """Semantic-version order: numbers numerically, a pre-release before its release; build metadata
+    (``+...``) is ignored, so ``1.0.0+build`` has the key of ``1.0.0``: the same version (SemVer 2.0.0 §10)."""
     m = _SEMVER.match(version)
     assert m, version
     pre = m.group(4)
@@ -152,14 +153,25 @@ def get_artifact(root: Path, name: str) -> Artifact:
     raise StageError(message)
 
 
-def parse_record(message: str) -> dict | None:
+def parse_record(message: str, tag: str = "") -> dict | None:
+    """The record in a tag's message (its last ``hrm-registry:`` line), checked against its schema
+    (schemas/registry.py); None for a tag without one (made outside hrm). A record of the wrong shape
+    is a StageError naming the tag and the keys."""
+    from schemas.registry import registry_record_problems
+
     for line in reversed(message.splitlines()):
         if line.startswith(RECORD_PREFIX):
             try:
                 record = json.loads(line[len(RECORD_PREFIX):])
-            except ValueError:
-                return None
-            return record if isinstance(record, dict) else None
+            except ValueError as exc:
+                problems = [f"not JSON ({exc})"]
+            else:
+                problems = registry_record_problems(record)
+            if problems:
+                raise StageError(f"tag {tag}: its {RECORD_PREFIX.strip()} record is malformed: "
+                                 + "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+                                 + f" (not a record `hrm registry register` writes; remove the tag: `git tag -d {tag}`)")
+            return record
     return None
 
 
@@ -184,7 +196,7 @@ def read_versions(root: Path) -> dict[str, list[Version]]:
             cancelled.add((name, version))
             continue
         versions.setdefault(name, {})[version] = Version(
-            name=name, version=version, tag=tag, commit=target or obj, date=date, record=parse_record(message))
+            name=name, version=version, tag=tag, commit=target or obj, date=date, record=parse_record(message, tag))
     result = {}
     for name, by_version in versions.items():
         for v in by_version.values():
@@ -308,16 +320,15 @@ def run_metrics_file(directory: Path) -> Path | None:
 
 
 def model_files(directory: Path) -> list[str]:
-    """The files that are the model (hashed into its content): its checkpoint folder's step_N, their
-    step_N.sha256 and all_config.yaml, and the run summary (dvclive/metrics.json). Not the training state,
+    """The files that are the model (hashed into its content): its checkpoint folder's step_N and
+    all_config.yaml with their NAME.sha256, and the run summary (dvclive/metrics.json). Not the training state,
     run.json, wandb/, the metric histories or previous-runs/: they are not deterministic, or not the model, and the train stage keeps
     them outside its DVC outputs, so a rebuilt model (`dvc repro -f train`) has the same content."""
     config = _find_config(directory)
     if config is None:
         return _walk(directory)
     folder = config.parent
-    names = [n for n in _walk(folder)
-             if n == config.name or _STEP.match(n) or (n.endswith(".sha256") and _STEP.match(n[: -len(".sha256")]))]
+    names = [n for n in _walk(folder) if _STEP.match(n.removesuffix(".sha256")) or n.removesuffix(".sha256") == config.name]
     names = [(folder / n).relative_to(directory).as_posix() for n in names]
     metrics = run_metrics_file(directory)
     if metrics is not None and metrics.relative_to(directory).as_posix() not in names:
@@ -326,24 +337,27 @@ def model_files(directory: Path) -> list[str]:
 
 
 def checkpoint_problems(directory: Path) -> list[str]:
-    """Each step_N of the model whose bytes differ from its step_N.sha256 (hrm.model.read_verified's rule)."""
-    from hrm.model.checkpoint import CheckpointError, hash_file, recorded_sha256
+    """Each step_N of the model, and its all_config.yaml, whose bytes differ from their NAME.sha256, or a
+    config without one beside verified weights (hrm.model.load_checkpoint's rule)."""
+    from hrm.integrity import IntegrityError, hash_file, mismatch, recorded_sha256
 
     config = _find_config(directory)
     if config is None:
         return []
-    problems = []
-    for p in sorted(config.parent.iterdir()):
-        if not (p.is_file() and _STEP.match(p.name)):
-            continue
+    problems, verified = [], False
+    files = [p for p in sorted(config.parent.iterdir()) if p.is_file() and _STEP.match(p.name)]
+    for p in [*files, config]:
         try:
             want = recorded_sha256(p)
-        except CheckpointError as exc:
+        except IntegrityError as exc:
             problems.append(str(exc))
             continue
+        if want is None and p == config and verified:
+            problems.append(f"{p}: no {hash_file(p).name} beside it, while the step_N beside it are verified: "
+                            f"the config cannot be verified")
+        verified = verified or want is not None
         if want is not None and (got := file_sha256(p)) != want:
-            problems.append(f"{p}: content does not match its recorded sha256 (corrupt or modified): "
-                            f"{hash_file(p).name} records {want}, the file has {got}")
+            problems.append(str(mismatch(p, want, got)))
     return problems
 
 
@@ -509,14 +523,15 @@ def register_version(root: Path, name: str, version: str, message: str | None = 
         raise StageError(f"{root / art.path}: not found (build it, or `dvc pull`), nothing to register")
     tag = f"{name}@{version}"
     for old in versions.get(name, []):
-        if old.version != version:
+        if version_key(old.version) != version_key(version):  # SemVer: build metadata (+...) is the same version
             continue
         if old.record and old.record.get("content") == record["content"]:
-            return tag, False, old.record
+            return old.tag, False, old.record
         had = old.record.get("content") if old.record else "not recorded (tag made outside hrm)"
         newer = _next_patch(versions.get(name, []))
+        same = "" if old.version == version else f" ({version} is the same version: build metadata does not make a new one)"
         raise StageError(
-            f"{tag} already exists (commit {old.commit[:10]}) with content {had}; the workspace has "
+            f"{old.tag} already exists{same} (commit {old.commit[:10]}) with content {had}; the workspace has "
             f"{record['content']}. Versions are immutable: register the new content as a new version "
             f"(e.g. `hrm registry register {name} {newer}`).")
     dvc_state = committed_state(root, art)
@@ -626,9 +641,12 @@ def collect(root: Path) -> dict:
     undeclared = []
     index = root / "data" / "datasets" / DATASETS_INDEX
     if index.is_file():
+        from pipelines.datasets import read_datasets_index
+
         try:
-            built = [n for n in json.loads(index.read_text()).values() if n]
-        except (OSError, ValueError):
+            built = [n for n in read_datasets_index(index.parent).values() if n]
+        except StageError as exc:  # listed as a note: the artifacts above are what `list` is for
+            log("registry", f"note: {exc.message}")
             built = []
         declared = {Path(a.path).as_posix().rstrip("/") for a in artifacts.values()}
         undeclared = [n for n in built if f"data/datasets/{n}" not in declared]
@@ -893,23 +911,30 @@ def resolve_version(root: Path, spec: str) -> tuple[Artifact, Version]:
 
 
 def fetch_version(root: Path, spec: str, out: Path, force: bool = False) -> tuple[str, dict]:
-    """``dvc artifacts get`` of a registered version into ``out``, checked against its record."""
+    """``dvc artifacts get`` of a registered version into a temporary beside ``out``, checked against its
+    record, then put in place (pipelines.io.atomic_output): refused bytes never reach ``out``, and an
+    ``out`` that was there (``--force``) stays as it was."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
+
+    from pipelines.io import atomic_output
 
     art, v = resolve_version(root, spec)
     if out.exists() and not force:
         raise StageError(f"{out}: already exists (use --force to replace it)")
-    try:
-        with Repo(str(root)) as repo:  # the local project: its cache, then its default remote
-            repo.artifacts.download(v.name, version=v.version, out=str(out), force=force)
-    except DvcException as exc:
-        raise StageError(f"cannot fetch {v.tag} with DVC: {exc} (is it pushed to the DVC remote? `dvc push`)") \
-            from None
     record = v.record or {}
-    files = hash_files(out, model_files(out) if art.type == "model" else _walk(out)) if out.is_dir() else \
-        {out.name: {"bytes": out.stat().st_size, "sha256": file_sha256(out)}}
-    if record.get("content") and content_hash(files) != record["content"]:
-        raise StageError(f"{out}: fetched content {content_hash(files)} differs from {v.tag}'s "
-                         f"{record['content']} (corrupt cache or remote?)")
+    if not record.get("content"):
+        log("registry", f"note: {v.tag} has no recorded content hash (a tag made outside hrm): fetched unverified")
+    with atomic_output(out, own=lambda entry: True, stage="registry get") as tmp:  # --force: out is replaced
+        try:
+            with Repo(str(root)) as repo:  # the local project: its cache, then its default remote
+                repo.artifacts.download(v.name, version=v.version, out=str(tmp))
+        except DvcException as exc:
+            raise StageError(f"cannot fetch {v.tag} with DVC: {exc} (is it pushed to the DVC remote? `dvc push`)") \
+                from None
+        files = hash_files(tmp, model_files(tmp) if art.type == "model" else _walk(tmp)) if tmp.is_dir() else \
+            {out.name: {"bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}}
+        if record.get("content") and content_hash(files) != record["content"]:
+            raise StageError(f"{out}: fetched content {content_hash(files)} differs from {v.tag}'s "
+                             f"{record['content']} (corrupt cache or remote?); nothing was written to {out}")
     return v.tag, record

@@ -1,8 +1,8 @@
 """``hrm shard``: the finished datasets, as Arrow IPC shards with a dataset card and manifest.
 
 Reads the hints stage output (``INPUT/{train,test}.arrow`` and, from an independent vanilla draw,
-``train_vanilla.arrow``; ``INPUT/lineage.json``),
-validates it (every row), and writes under ``OUTPUT`` the layout of schemas/manifest.py
+``train_vanilla.arrow``; ``INPUT/lineage.json``), checks each table against the sha256 the hints stage
+recorded in the lineage, validates it (every row), and writes under ``OUTPUT`` the layout of schemas/manifest.py
 (columns: schemas/columns.py; card: pipelines/datasets.py):
 
     OUTPUT/datasets.json                 {"vanilla": NAME, "hint": NAME-hint or null}
@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, data_settings, input_records, lineage_task, read_examples,
-    read_lineage, require_rows, rows_per_group, tables_of, write_json,
+    read_lineage, require_rows, rows_per_group, tables_of, verify_table, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
@@ -218,6 +218,8 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     max_bytes = int(shard_max_mb * MIB)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
     files = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
+    for name in files:  # the bytes the hints stage recorded in lineage.json, before any is used
+        verify_table(input_dir / name, lineage, stage)
     inputs = input_records(input_dir, files)
     per_group = {split: rows_per_group(lineage, split) for split in splits}
     tables = {split: read_examples(input_dir / name, per_group[split], stage, task)

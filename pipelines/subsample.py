@@ -11,12 +11,13 @@ Test split: passed through, or capped by ``--test-size`` to a
 uniform sample kept in file order (0 = the whole split, as in the paper; the cap is a
 deviation for quick runs).
 
-Reads ``INPUT/{train,test}.parquet`` (the raw table) and, when present,
+Reads ``INPUT/{train,test}.parquet`` (the raw table; checked against the sha256 the raw stage recorded
+in ``NAME.sha256`` beside each) and, when present,
 ``INPUT/stats.json`` (the raw source and revision, and the task: Sudoku or Maze, recorded in the
 lineage for the later stages); the rows it keeps are validated by the task's raw schema
 (schemas/raw.py, schemas/raw_maze.py; a bad one is named by its row in the file). Writes
 ``OUTPUT/{train,test}.parquet`` (and ``train_vanilla.parquet``): the raw columns plus ``raw_index`` (the row in the raw
-file), and ``OUTPUT/lineage.json``.
+file), each with its ``NAME.sha256``, and ``OUTPUT/lineage.json``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import polars as pl
 
 from pipelines.dataset_io import (
     LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, data_settings, input_records, require_rows, stage_rng,
-    write_json,
+    verify_table, write_json,
 )
 from hrm.tasks import TASKS
 from pipelines.io import StageError, atomic_output, human_bytes, log, read_table
@@ -43,9 +44,13 @@ SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statis
 
 
 def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
-    """Write one Parquet table (fixed settings: the same rows give the same bytes) and log it."""
+    """Write one Parquet table (fixed settings: the same rows give the same bytes), record its sha256
+    (``NAME.sha256``, checked by the stage that reads it) and log it."""
+    from hrm.integrity import record_sha256
+
     t0 = time.perf_counter()
     df.write_parquet(path, **SUBSAMPLE_PARQUET_OPTIONS)
+    record_sha256(path)
     log(stage, f"wrote {shown}: {df.height:,} rows, {human_bytes(path.stat().st_size)}, "
                f"{time.perf_counter() - t0:.1f} s")
 
@@ -151,6 +156,8 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     from hrm.build import cap_indices, subsample_indices
 
     names = [f"{split}.parquet" for split in SPLITS]
+    for name in names:  # the bytes the raw stage recorded, before any is used
+        verify_table(input_dir / name, {}, stage)
     tables = {split: _read_raw(input_dir / f"{split}.parquet", stage) for split in SPLITS}
     for split in SPLITS:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)

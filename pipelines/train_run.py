@@ -2,7 +2,7 @@
 
     OUT/checkpoints/step_N           official-format state dicts, one per due checkpoint
     OUT/checkpoints/step_N.sha256    its content hash, checked before every use (hrm.model.read_verified)
-    OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...)
+    OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...), + .sha256
     OUT/train_state.pt (+ .sha256)   the snapshot of hrm.train.TrainState, plus this folder's own resume data
     OUT/dvclive/metrics.json         the run's summary (``dvc metrics show``, ``dvc exp show``): deterministic, no timings
     OUT/dvclive/plots/metrics/       per-step train/* and per-evaluation eval/* histories, one TSV per metric (dvclive)
@@ -15,7 +15,7 @@ the histories from the rows saved in the state, since ``dvc repro`` deletes them
 the stage); different settings, a complete run, or a state whose bytes do not match its
 sha256 (or that has none) start over, the previous run moved aside to OUT/previous-runs/N.
 
-Only ``checkpoints/`` (step_N, their hashes, all_config.yaml) and ``dvclive/`` are DVC outputs: all deterministic, so ``dvc repro -f train`` gives byte-identical outputs. The
+Only ``checkpoints/`` (step_N, all_config.yaml, their hashes) and ``dvclive/`` are DVC outputs: all deterministic, so ``dvc repro -f train`` gives byte-identical outputs. The
 training state, run.json and wandb/ live beside them, outside every hashed output.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import functools
 import io
 import json
@@ -37,10 +36,11 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 import torch.distributed as dist
 
-from hrm.model import CheckpointError, hash_file, read_verified, save_checkpoint, step_files, write_verified
+from hrm.integrity import IntegrityError
+from hrm.model import hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.progress import ProgressLines, progress_bar
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import StageError, atomic_output, pid_alive
+from pipelines.io import atomic_output, output_lock, pid_alive
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 from schemas.manifest import file_sha256
@@ -52,7 +52,7 @@ CONFIG_NAME = "all_config.yaml"
 PREVIOUS_RUNS = "previous-runs"  # OUT/previous-runs/N: an earlier run's files, moved aside when a run starts over
 LOCK_NAME = ".train.lock"  # held by the process writing the run folder
 # The temporary of a file the run folder writes (hrm.model.atomic_write: NAME.tmp-PID), left by a process killed mid-write.
-WRITE_LEFTOVER = re.compile(r"^(?:step_\d+(?:\.sha256)?|all_config\.yaml|train_state\.pt(?:\.sha256)?)\.tmp-(\d+)$")
+WRITE_LEFTOVER = re.compile(r"^(?:step_\d+|all_config\.yaml|train_state\.pt)(?:\.sha256)?\.tmp-(\d+)$")
 
 
 def checkpoint_dir(cfg: TrainConfig) -> Path | None:
@@ -266,7 +266,8 @@ class RunFolder(TrainHooks):
         old: list[tuple[Path, Path]] = []
         if self.ckpt_dir is not None:
             names = [f.name for _, f in step_files(self.ckpt_dir)]
-            names += [hash_file(self.ckpt_dir / n).name for n in names] + [CONFIG_NAME, STATE_NAME, STATE_NAME + ".sha256"]
+            names += [CONFIG_NAME]
+            names += [hash_file(self.ckpt_dir / n).name for n in names] + [STATE_NAME, STATE_NAME + ".sha256"]
             old += [(self.ckpt_dir / n, Path(self.ckpt_dir.name) / n) for n in names if (self.ckpt_dir / n).is_file()]
         if self.out_dir is not None:
             live = self.out_dir / LIVE_DIR
@@ -290,7 +291,7 @@ class RunFolder(TrainHooks):
             return None
         try:
             data, verified = read_verified(self.state_path)
-        except CheckpointError as e:  # a flipped byte, a truncation: never resumed from
+        except IntegrityError as e:  # a flipped byte, a truncation: never resumed from
             self.say(f"{e}; not resuming from it: starting over")
             return None
         if not verified:
@@ -415,24 +416,10 @@ def run(cfg: TrainConfig, *, dataset: Any | None = None, eval_dataset: Any | Non
 
 @contextlib.contextmanager
 def run_lock(folder: Path | None) -> Iterator[None]:
-    """Hold the run folder's lock (a second process writing the same run is refused); None: no lock."""
+    """Hold the run folder's lock (a second process writing the same run is refused); None: no lock.
+    The file stays (pipelines.io.output_lock)."""
     if folder is None:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / LOCK_NAME, "a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise StageError(f"{folder}: another `hrm train` ({holder}) is writing this run folder; wait for it to end, "
-                             "or choose another --output") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
+    with output_lock(folder / LOCK_NAME, folder, "train", "this run folder"):
         yield
-    finally:
-        fh.close()  # releases the lock; the file stays (removing it could let two processes lock two files)

@@ -10,6 +10,9 @@ One sub-command per table kind:
   (:func:`dataset_problems`, also the registry's check), or every dataset of the shard
   stage's output.
 
+A table in a stage's output folder (``raw``, ``examples``) is first checked against the sha256 its
+stage recorded, as the next stage checks it (:func:`verify_recorded`).
+
 Exit status 0 with a one-line OK summary, or 1 with a report naming the file and every
 bad row or key (the first 20, the rest counted).
 """
@@ -20,11 +23,11 @@ from pathlib import Path
 
 import click
 
-from pipelines.datasets import resolve_dataset
+from pipelines.datasets import read_datasets_index, resolve_dataset
 from pipelines.io import BATCH_ROWS, StageError
 from hrm.tasks import TASKS
 from pipelines.raw import validate_raw_file
-from schemas.manifest import DATASETS_INDEX, ManifestError, Problem, check_split, read_manifest
+from schemas.manifest import ManifestError, Problem, check_split, read_manifest
 
 PROBLEMS_SHOWN = 20  # problems listed in one message; the rest are counted
 
@@ -54,10 +57,27 @@ def validate_raw_command(path: Path, task: str, check_unique: bool, batch_rows: 
     Prints a one-line summary and exits 0 when every row is valid; otherwise exits 1
     with one line per problem: row (0-based data row), column and reason.
     """
+    recorded = verify_recorded(path, {})
     report = validate_raw_file(path, task=TASKS[task], check_unique=check_unique, batch_rows=batch_rows)
     if not report.ok:
         raise StageError(report.message())
-    click.echo(report.summary())
+    click.echo(report.summary() + recorded)
+
+
+def verify_recorded(path: Path, lineage: dict) -> str:
+    """Check a table of a stage's output folder (a lineage.json, a stats.json or a ``NAME.sha256`` beside
+    it) against its recorded sha256, as the next stage would (pipelines.dataset_io.verify_table: a
+    mismatch or a missing record is refused); a file outside one has no record to check. Returns the
+    note for the OK line."""
+    from hrm.integrity import hash_file
+    from pipelines.dataset_io import verify_table
+
+    if not path.is_file():
+        raise StageError(f"{path}: file not found")
+    if not (lineage or (path.parent / "stats.json").is_file() or hash_file(path).is_file()):
+        return " (not in a stage's output folder: no recorded sha256 to check)"
+    verify_table(path, lineage, "validate")
+    return " (sha256 as recorded)"
 
 
 def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str:
@@ -78,10 +98,11 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
     if not path.is_file():
         raise StageError(f"{path}: file not found")
     lineage = read_lineage(path.parent, "validate", required=False)
+    recorded = verify_recorded(path, lineage)
     if path.suffix.lower() == ".parquet":
         task = lineage_task(lineage)
         df = read_subsample(path, "validate", quiet=True, task=task)
-        return f"{path}: OK, {df.height:,} rows valid ({task} subsample table: raw columns and raw_index)"
+        return f"{path}: OK, {df.height:,} rows valid ({task} subsample table: raw columns and raw_index){recorded}"
     df = read_examples_file(path, "validate", quiet=True)
     task = "maze" if "dihedral" in df.columns else "sudoku"
     where = "--rows-per-group"
@@ -92,18 +113,16 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
     if not report.ok:
         raise StageError(report.message())
     groups = f"group size {rows_per_group}, {where}" if rows_per_group else "group size not checked"
-    return f"{report.message()} (examples table; {groups})"
+    return f"{report.message()} (examples table; {groups}){recorded}"
 
 
 def validate_shards_dir(path: Path) -> str:
     """Validate a dataset directory, or every dataset of the shard stage's output; returns the
     OK summary or raises StageError listing every problem."""
-    import json
-
     first = resolve_dataset(path, "vanilla")  # a dataset directory resolves to itself
     datasets = [first]
     if first != path:
-        names = json.loads((path / DATASETS_INDEX).read_text())
+        names = read_datasets_index(path)
         datasets += [resolve_dataset(path, "hint")] if names.get("hint") else []
     problems, shards, rows = [], 0, 0
     for dataset in datasets:

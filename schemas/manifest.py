@@ -52,6 +52,7 @@ __all__ = [
     "new_manifest", "split_entry", "shard_entry",
     "file_sha256", "open_shard", "ShardReadError",
     "Problem", "ManifestError", "ManifestSchema", "LineageRecord", "lineage_problems", "manifest_problems",
+    "DatasetsIndex", "datasets_index_problems",
     "read_manifest", "OpenShard", "CheckedSplit", "check_split",
 ]
 
@@ -214,6 +215,41 @@ def lineage_problems(data: object, prefix: str = "") -> list[str]:
     if not isinstance(data, dict):
         return [f"key {prefix or '(top level)'}: expected a JSON object of stage records, found {type(data).__name__}"]
     return schema_problems(LineageRecord, data, prefix)
+
+
+# The shard stage's index of its output: ROOT/datasets.json.
+
+
+def _dataset_name(name: str) -> str:
+    """A name in datasets.json: a dataset folder directly inside the root (relative, one part)."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or len(path.parts) != 1 or name in (".", "..") or "\\" in name or name.startswith("~"):
+        raise ValueError("must be the name of a dataset folder inside the shard stage's output (no '/', '..', "
+                         "not absolute)")
+    return name
+
+
+DatasetName = Annotated[StrictStr, AfterValidator(_dataset_name)]
+
+
+class DatasetsIndex(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    vanilla: DatasetName
+    hint: DatasetName | None = None
+
+
+def datasets_index_problems(data: object, root: Path) -> list[str]:
+    """The keys of ``ROOT/datasets.json`` (``data``) of the wrong shape: ``vanilla`` (and ``hint``, or
+    null) must name a dataset folder of ``root`` holding a manifest.json; nothing else may be there."""
+    if not isinstance(data, dict):
+        return [f"key (top level): expected a JSON object {{\"vanilla\": NAME, \"hint\": NAME or null}}, "
+                f"found {type(data).__name__}"]
+    problems = schema_problems(DatasetsIndex, data)
+    for key in ("vanilla", "hint"):
+        name = data.get(key)
+        if not problems and name is not None and not (root / name / MANIFEST).is_file():
+            problems.append(f"key {key}: {name!r} is not a dataset folder of {root} (no {name}/{MANIFEST})")
+    return problems
 
 
 # The manifest's own keys.

@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
+from hrm.integrity import record_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSAMPLE, NUM_AUG = 20, 4
@@ -52,6 +53,8 @@ def build_datasets(dest: Path, seed: int) -> Path:
     valid[:30].write_parquet(raw / "train.parquet")
     valid[30:].write_parquet(raw / "test.parquet")
     (raw / "stats.json").write_text(json.dumps({"source": "csv", "csv": {"input": "data/csv"}}) + "\n")
+    for name in ("train.parquet", "test.parquet"):
+        record_sha256(raw / name)  # as `hrm raw` records them
     ok(subsample, "--input", raw, "--output", dest / "subsample", "--seed", seed,
        "--subsample-size", SUBSAMPLE, "--test-size", 0)
     ok(augment, "--input", dest / "subsample", "--output", dest / "augment", "--seed", seed, "--num-aug", NUM_AUG)

@@ -159,3 +159,19 @@ def test_a_units_bytes_round_trip_without_pickle():
     np.savez(forged, __structure__=np.frombuffer(b'{"dataclass": "os:PathLike", "fields": {}}', np.uint8))
     with pytest.raises(UnitFormatError, match="not a dataclass of hrm"):
         unpack(forged.getvalue())
+
+
+def test_a_second_analyze_on_the_same_output_is_refused_and_nothing_blocks_the_rerun(stage_inputs, one_run,  # noqa: F811
+                                                                                    tmp_path):
+    """Issue 26: two `hrm analyze` on one output: the second is refused naming the folder and the first's
+    pid, touching nothing; the first killed, the same command continues to the one-run outputs and leaves
+    no lock file or job folder."""
+    from test_evaluate_job import a_second_process_is_refused
+
+    out, resume = tmp_path / "out", tmp_path / "out.resume"
+    args = analyze_args(stage_inputs, out)
+    a_second_process_is_refused(args, out, lambda: list(resume.glob("*.npz.sha256")), MODULE)
+    r = hrm(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert outputs(out) == one_run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -82,6 +82,8 @@ def test_every_checkpoint_has_its_sha256_and_loads_verified(reference_run):
     for _, f in step_files(ckpt):
         side = hash_file(f)
         assert side.read_text() == f"{sha(f)}  {f.name}\n"  # sha256sum format: `cd checkpoints && sha256sum -c step_6.sha256`
+    config = ckpt / "all_config.yaml"
+    assert hash_file(config).read_text() == f"{sha(config)}  all_config.yaml\n"  # the config is recorded too
     notes = []
     model = load_checkpoint(ckpt / "step_12", device="cpu", note=notes.append)
     assert notes == [] and same_weights(model, result.model)
@@ -114,6 +116,40 @@ def test_a_flipped_byte_in_step_n_is_refused_by_load_evaluate_and_analyze(refere
     # The same bytes with a hash that matches load: the refusal is the hash, not the file.
     hash_file(bad).write_text(f"{got}  {bad.name}\n")
     assert load_checkpoint(bad, device="cpu", note=lambda m: pytest.fail(m)) is not None
+
+
+@pytest.mark.parametrize("damage", ["edit", "no-hash"])
+def test_an_edited_all_config_beside_a_verified_checkpoint_is_refused(reference_run, hint_dir, tmp_path, damage):
+    """Issue 26: halt steps edited in all_config.yaml (every figure would change, exit 0), or its hash
+    removed: load_checkpoint, evaluate, analyze and `hrm registry verify`'s check refuse it, naming the
+    file (and both hashes for an edit); nothing is written."""
+    import yaml
+
+    from pipelines.registry import checkpoint_problems
+
+    run_dir = copy_run(reference_run[0], tmp_path / "run")
+    config = run_dir / "checkpoints" / "all_config.yaml"
+    want = sha(config)
+    if damage == "edit":
+        cfg = yaml.safe_load(config.read_text())
+        cfg["arch"]["halt_max_steps"] = cfg["arch"]["halt_max_steps"] + 1
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        expected = [f"{config}: content does not match its recorded sha256", want, sha(config)]
+    else:
+        hash_file(config).unlink()
+        expected = [f"{config}: no all_config.yaml.sha256 beside it"]
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(run_dir / "checkpoints" / "step_12", device="cpu")
+    assert all(text in str(e.value) for text in expected), str(e.value)
+    for stage in ("evaluate", "analyze"):
+        out = tmp_path / f"{stage}-out"
+        r = CliRunner().invoke(cli, [stage, "--checkpoint", str(run_dir), "--dataset", str(hint_dir), "--output", str(out),
+                                     "--device", "cpu", "--no-progress"])
+        assert r.exit_code == 1 and "Traceback" not in r.output and r.output.count("Error:") == 1, (stage, r.output)
+        assert all(text in r.output for text in expected), (stage, r.output)
+        assert not out.exists()
+    problems = checkpoint_problems(run_dir)
+    assert len(problems) == 1 and all(text in problems[0] for text in expected), problems
 
 
 def test_a_checkpoint_of_nan_weights_is_refused_by_load_evaluate_and_analyze(reference_run, hint_dir, tmp_path):

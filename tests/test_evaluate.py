@@ -491,6 +491,8 @@ def test_cli_official_checkpoint_with_compile_prefix(tmp_path, dataset_dir):
 
 
 def test_cli_bad_inputs(tmp_path, dataset_dir, real):
+    from hrm.integrity import record_sha256
+
     q, a, r = real
     run = write_run(tmp_path / "run", steps=(1,))
     out = tmp_path / "out"
@@ -501,6 +503,7 @@ def test_cli_bad_inputs(tmp_path, dataset_dir, real):
     wrong = tmp_path / "wrong"
     save_checkpoint(tiny_model(0, hidden_size=32, num_heads=2), wrong / "step_1")
     shutil.copy(run / "checkpoints" / "all_config.yaml", wrong / "all_config.yaml")
+    record_sha256(wrong / "all_config.yaml")  # recorded: the check past the hash is what is tested
     res = _cli(["--checkpoint", wrong / "step_1", *common])
     assert res.exit_code != 0 and "shape mismatch" in res.output and str(wrong / "step_1") in res.output
     assert "expected [" in res.output and "found [" in res.output
@@ -511,6 +514,7 @@ def test_cli_bad_inputs(tmp_path, dataset_dir, real):
     cfg = yaml.safe_load((other / "all_config.yaml").read_text())
     cfg["arch"]["name"] = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
     (other / "all_config.yaml").write_text(yaml.safe_dump(cfg))
+    record_sha256(other / "all_config.yaml")
     res = _cli(["--checkpoint", other / "step_1", *common])
     assert res.exit_code != 0 and "TinyRecursiveReasoningModel_ACTV1" in res.output
 

@@ -224,3 +224,60 @@ def test_ranks_that_disagree_on_a_checkpoint_stop_before_any_work(tmp_path):
     assert messages[0] == messages[1]
     assert messages[0].startswith("rank 1 and rank 0 disagree on checkpoints")
     assert '"ab"' in messages[0] and '"cd"' in messages[0]
+
+
+# ----------------------------------------------------------------------------- issue 26: one job, one process
+
+
+def a_second_process_is_refused(args: list[str], out: Path, ready, module: str = "pipelines.evaluate") -> None:
+    """Start the stage on ``args``, stop it (SIGSTOP) once ``ready()`` holds, when it holds its lock and is
+    mid-job; the same command in a second process is refused with one message naming the output folder and
+    the first one's pid, and changes nothing there. The first is then killed (SIGKILL), as a crash would."""
+    stage = module.split(".")[-1]
+    first = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first run ended before the second could start"
+        files = lambda: sorted((str(p), p.stat().st_size) for p in out.parent.rglob("*") if p.is_file())  # noqa: E731
+        before = files()
+        second = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+        assert second.stderr.count("Error:") == 1
+        assert f"{out}: another `hrm {stage}` (pid {first.pid}) is writing this output" in second.stderr
+        assert files() == before  # nothing written, nothing removed
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+
+def test_a_second_evaluate_on_the_same_output_is_refused_and_nothing_blocks_the_rerun(inputs, one_run, tmp_path):
+    out, resume = tmp_path / "out", tmp_path / "out.resume"
+    args = evaluate_args(inputs, out)
+    a_second_process_is_refused(args, out, lambda: list(resume.glob("*.npz.sha256")))
+    r = hrm(*args)  # the first one was killed: its lock is free, its units are continued
+    assert r.returncode == 0, r.stderr
+    assert outputs(out) == one_run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file, no job folder left
+
+
+def test_a_unit_of_another_job_is_named_and_run_again(inputs, one_run, tmp_path):
+    """A unit copied from another job's folder (seed 4; its own sha256 intact) into this job's: not
+    merged; named and run again, the outputs those of one uninterrupted run."""
+    out, resume = tmp_path / "out", tmp_path / "out.resume"
+    other, other_resume = tmp_path / "other", tmp_path / "other.resume"
+    args = evaluate_args(inputs, out)
+    for a, folder in ((args, resume), (evaluate_args(inputs, other, "--seed", 4), other_resume)):
+        rc, _ = signal_when(a, lambda: len(list(folder.glob("*.npz.sha256"))) >= 2, signal.SIGKILL)
+        assert rc == -signal.SIGKILL, "the run ended before it could be killed"
+    unit = sorted(resume.glob("*.npz"))[0]
+    for name in (unit.name, unit.name + ".sha256"):
+        shutil.copyfile(other_resume / name, resume / name)
+    r = hrm(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"{unit}: a unit of another job" in r.stderr and f"running {unit.stem} again" in r.stderr
+    assert outputs(out) == one_run

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from hrm import maze as M
-from stage_helpers import digest_tree, fails, ok
+from stage_helpers import digest_tree, fails, ok, record_table
 from test_maze import ref_bfs, ref_route
 
 TRAIN, TEST, NUM_AUG = 12, 5, 7
@@ -122,6 +122,7 @@ def test_a_damaged_maze_row_is_named(built, tmp_path):
     bad.write_ipc(folder / "train.arrow")
     for name in ("test.arrow", "lineage.json"):
         (folder / name).write_bytes((root / "augment" / name).read_bytes())
+    record_table(folder / "train.arrow")  # its record forged too: the rows are still checked
     out = fails("validate", "examples", str(folder / "train.arrow"))
     assert f"row {row}: labels: not the input maze with one shortest S-G path marked" in out
     assert f"row {row}: augmented maze is not its transform" in out
@@ -136,6 +137,7 @@ def test_the_subsample_stage_checks_maze_rows_by_the_maze_rules(tmp_path):
     answer = table["answer"][2].replace("o", " ", 1)  # a path with a gap
     table.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit(answer)).otherwise(pl.col("answer"))
                        .alias("answer")).write_parquet(raw / "train.parquet")
+    record_table(raw / "train.parquet")
     out = fails("subsample", "--input", str(raw), "--output", str(tmp_path / "sub"), "--subsample-size", "0")
     assert f"{raw / 'train.parquet'}" in out and "row 2" in out and "answer" in out
     (raw / "stats.json").write_text("[]\n")  # valid JSON, not the raw stage's

@@ -1,5 +1,6 @@
 """`hrm raw`: builtin, csv and hf sources, real files, real CLI runs."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,7 +56,8 @@ def test_builtin_is_deterministic(tmp_path):
     assert first.exit_code == 0, first.output
     assert run(*args, "--output", str(tmp_path / "b")).exit_code == 0
     a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
-    assert sorted(a) == ["metrics.json", "stats.json", "test.parquet", "train.parquet"]
+    assert sorted(a) == ["metrics.json", "stats.json", "test.parquet", "test.parquet.sha256", "train.parquet",
+                         "train.parquet.sha256"]
     assert a == b  # byte-identical Parquet files and stats
     other = run("--train-size", "40", "--test-size", "15", "--seed", "4", "--output", str(tmp_path / "c"))
     assert other.exit_code == 0
@@ -148,7 +150,7 @@ def test_on_invalid_drop_writes_rejected_rows(valid, bad_split, tmp_path):
     result = run("--source", "csv", "--input", str(src), "--output", str(out), "--on-invalid", "drop")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "rejected-train.parquet", "stats.json", "test.parquet",
-                                                     "train.parquet"]
+                                                     "test.parquet.sha256", "train.parquet", "train.parquet.sha256"]
     train = assert_raw_table(out / "train.parquet")
     assert train.height == 7
     rejected = pl.read_parquet(out / "rejected-train.parquet")
@@ -209,15 +211,30 @@ def test_missing_input_is_a_clear_error(tmp_path):
 def fake_hub_cache(root: Path, valid: pl.DataFrame, sha: str = FAKE_SHA, repo_id: str = DEFAULT_HF_REPO,
                    train: int = 30, test: int = 9) -> Path:
     """A cache laid out like huggingface_hub's, holding ``repo_id`` (sapientinc/sudoku-extreme) at
-    ``sha``, `main` pointing to it: the first ``train`` rows of ``valid`` as train.csv, the last ``test``."""
+    ``sha``, `main` pointing to it: the first ``train`` rows of ``valid`` as train.csv, the last ``test``.
+    As huggingface_hub lays it out, each file of the snapshot links to ``blobs/ETAG``, an LFS file's etag
+    being its sha256 (what the Hub records for it)."""
     repo = root / ("datasets--" + repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(sha)
     snapshot = repo / "snapshots" / sha
     snapshot.mkdir(parents=True)
-    valid.head(train).write_csv(snapshot / "train.csv")
-    valid.tail(test).write_csv(snapshot / "test.csv")
+    publish(snapshot, "train.csv", valid.head(train))
+    publish(snapshot, "test.csv", valid.tail(test))
     return root
+
+
+def publish(snapshot: Path, name: str, table: pl.DataFrame) -> str:
+    """``table`` as the CSV file ``name`` of the Hub's snapshot: its blob named by its sha256 (the LFS
+    etag), the snapshot's entry a relative link to it. Returns the sha256."""
+    data = table.write_csv().encode()
+    digest = hashlib.sha256(data).hexdigest()
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir(exist_ok=True)
+    (blobs / digest).write_bytes(data)
+    (snapshot / name).unlink(missing_ok=True)
+    (snapshot / name).symlink_to(Path("..", "..", "blobs", digest))
+    return digest
 
 
 @pytest.fixture()
@@ -241,7 +258,8 @@ def test_hf_source_from_cache(valid, tmp_path, offline):
     assert stats["hf"]["revision"] == "main" and stats["hf"]["resolved_sha"] == FAKE_SHA
     assert stats["check_unique"] is False  # off by default for hf
     assert stats["splits"]["train"]["distribution"]["count"] == 30
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "stats.json", "test.parquet", "train.parquet"]  # no staging
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "stats.json", "test.parquet", "test.parquet.sha256",
+                                                     "train.parquet", "train.parquet.sha256"]  # no staging
 
 
 def test_hf_default_revision_is_pinned_and_used_from_cache(valid, tmp_path, offline):
@@ -255,7 +273,7 @@ def test_hf_default_revision_is_pinned_and_used_from_cache(valid, tmp_path, offl
 def test_hf_invalid_rows_name_the_hub_file(valid, bad_split, tmp_path, offline):
     hub = fake_hub_cache(tmp_path / "hub", valid)
     snapshot = hub / ("datasets--" + DEFAULT_HF_REPO.replace("/", "--")) / "snapshots" / FAKE_SHA
-    bad_split.write_csv(snapshot / "train.csv")
+    publish(snapshot, "train.csv", bad_split)  # published so: the Hub's record matches, the rows are bad
     offline.setenv("HF_HUB_CACHE", str(hub))
     result = run("--source", "hf", "--hf-revision", "main", "--output", str(tmp_path / "o"))
     assert result.exit_code == 1
@@ -292,3 +310,65 @@ def test_console_script(valid, tmp_path):
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "--source builtin" in bad.stderr
+
+
+def _snapshot(hub: Path) -> Path:
+    return hub / ("datasets--" + DEFAULT_HF_REPO.replace("/", "--")) / "snapshots" / FAKE_SHA
+
+
+def test_hf_records_the_sha256_and_refuses_a_tampered_cache(valid, tmp_path, offline):
+    """Issue 26: stats.json records each Hub file's sha256; a cache whose bytes were changed at the pinned
+    revision (its etag, the Hub's sha256, kept) is refused naming the file and both hashes; nothing written."""
+    hub = fake_hub_cache(tmp_path / "hub", valid)
+    offline.setenv("HF_HUB_CACHE", str(hub))
+    train = _snapshot(hub) / "train.csv"
+    want = hashlib.sha256(train.read_bytes()).hexdigest()
+    out = tmp_path / "o"
+    assert run("--source", "hf", "--hf-revision", FAKE_SHA, "--output", str(out)).exit_code == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["hf"]["files"]["train.csv"]["sha256"] == want and stats["hf"]["resolved_sha"] == FAKE_SHA
+
+    blob = train.resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the cached copy
+    blob.write_bytes(bytes(data))
+    got = hashlib.sha256(data).hexdigest()
+    result = run("--source", "hf", "--hf-revision", FAKE_SHA, "--output", str(tmp_path / "p"))
+    assert result.exit_code == 1 and "Traceback" not in result.output and result.output.count("Error:") == 1
+    assert f"{train}: content does not match what the Hub records" in result.output
+    assert want in result.output and got in result.output
+    assert not (tmp_path / "p").exists()
+
+    train.unlink()  # a plain file in the snapshot, offline: nothing records what the Hub holds
+    train.write_bytes(bytes(data))
+    result = run("--source", "hf", "--hf-revision", FAKE_SHA, "--output", str(tmp_path / "p"))
+    assert result.exit_code == 1 and f"{train}: its content cannot be verified" in result.output
+
+
+def test_hf_files_are_checked_against_the_hubs_record_when_online(valid, tmp_path, monkeypatch):
+    """Online, the Hub's API says what the file at that commit holds (its LFS sha256; the network is faked
+    at HfApi.get_paths_info): a cache that agrees with its own etag but not with the Hub is refused."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub = fake_hub_cache(tmp_path / "hub", valid)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    records = {name: hashlib.sha256((_snapshot(hub) / name).read_bytes()).hexdigest() for name in ("train.csv", "test.csv")}
+    asked = []
+
+    def get_paths_info(self, repo_id, paths, *, revision=None, repo_type=None, **kw):
+        asked.append((repo_id, tuple(paths), revision, repo_type))
+        return [RepoFile(path=p, size=1, oid="0" * 40, lfs={"size": 1, "oid": records[p], "pointerSize": 130})
+                for p in paths]
+
+    monkeypatch.setattr(HfApi, "get_paths_info", get_paths_info)
+    assert run("--source", "hf", "--hf-revision", FAKE_SHA, "--output", str(tmp_path / "o")).exit_code == 0
+    assert (DEFAULT_HF_REPO, ("train.csv",), FAKE_SHA, "dataset") in asked
+    hub_says = "f" * 64  # the Hub holds other bytes than this cache at that commit
+    records["train.csv"] = hub_says
+    result = run("--source", "hf", "--hf-revision", FAKE_SHA, "--output", str(tmp_path / "p"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{_snapshot(hub) / 'train.csv'}: content does not match what the Hub records" in result.output
+    assert f"the Hub ({DEFAULT_HF_REPO} at {FAKE_SHA}) records {hub_says}" in result.output
+    assert not (tmp_path / "p").exists()

@@ -302,3 +302,59 @@ def test_gto_tag_names_are_parsed_like_gto(project):
     versions = read_versions(root)
     assert list(versions) == [VANILLA] and versions[VANILLA][0].deregistered
     assert listing(root)[VANILLA]["versions"][0]["deregistered"] is True
+
+
+# --------------------------------------------------------------------------- issue 26: records, versions, get
+
+
+def test_a_malformed_tag_record_is_one_message_naming_the_tag_and_key(project):
+    """A tag whose hrm-registry record has a key of the wrong type: `show`, `verify`, `get` and `list`
+    each say so in one message naming the tag and the key, no traceback."""
+    root, env = project
+    ok(registry, "-C", root, "register", VANILLA, "1.0.0")
+    record = dict(read_versions(root)[VANILLA][0].record)
+    record["files"] = {"README.md": {"bytes": "12", "sha256": "x"}}
+    tag = f"{VANILLA}@v2.0.0"
+    sh(root, "git", "tag", "-a", tag, "-m", f"Registering\n\nhrm-registry: {json.dumps(record)}", env=env)
+    for args in (["show", VANILLA], ["show", tag], ["verify", tag], ["get", tag, "-o", root.parent / "got"],
+                 ["list"]):
+        result = reg(root, *args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, (args, result.output)
+        assert result.output.count("Error:") == 1 and f"tag {tag}: " in result.output, (args, result.output)
+        assert "key files.README.md.bytes" in result.output and "key files.README.md.sha256" in result.output
+    assert not (root.parent / "got").exists()
+
+
+def test_build_metadata_is_the_same_version(project, built):
+    """SemVer: 1.0.0+build is 1.0.0. Registering it with other content is refused as a re-registration of
+    v1.0.0; with the same content it is already there."""
+    root, env = project
+    ok(registry, "-C", root, "register", VANILLA, "1.0.0")
+    result = reg(root, "register", VANILLA, "1.0.0+build.7")
+    assert result.exit_code == 0 and "already registered with this content" in result.output, result.output
+    replace_datasets(root, built[4], env, "seed 4")
+    result = reg(root, "register", VANILLA, "1.0.0+build.7")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{VANILLA}@v1.0.0 already exists (v1.0.0+build.7 is the same version" in result.output
+    assert "immutable" in result.output
+    assert [v.version for v in read_versions(root)[VANILLA]] == ["v1.0.0"]
+
+
+def test_get_of_corrupt_bytes_leaves_nothing_at_the_output(project, tmp_path):
+    """The DVC cache holding a flipped byte of the registered dataset: `hrm registry get -o DIR` refuses
+    the fetched content and leaves nothing at DIR (nor a temporary beside it)."""
+    root, env = project
+    ok(registry, "-C", root, "register", VANILLA, "1.0.0")
+    cache = root / ".dvc" / "cache"
+    for obj in [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".dir")]:
+        obj.chmod(0o644)
+        data = bytearray(obj.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        obj.write_bytes(bytes(data))
+    got = tmp_path / "fetched"
+    got.mkdir()
+    out = got / "v1"
+    result = reg(root, "get", f"{VANILLA}@v1.0.0", "-o", out)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{out}: fetched content" in result.output and "nothing was written" in result.output
+    assert list(got.iterdir()) == []

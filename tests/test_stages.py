@@ -16,7 +16,7 @@ from pipelines.io import StageError
 from schemas.columns import SHARD_SCHEMA
 from schemas.examples import POLARS_SCHEMA, validate_examples
 from stage_helpers import (
-    HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok, verify_dataset,
+    HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok, record_table, verify_dataset,
 )
 
 
@@ -273,6 +273,7 @@ def test_bad_examples_tables_name_file_and_rows(built, tmp_path):
     labels = table["labels"].to_numpy().copy()
     labels[12, [0, 1]] = labels[12, [1, 0]]
     table.with_columns(pl.Series("labels", labels, dtype=pl.Array(pl.UInt8, 81))).write_ipc(bad / "train.arrow")
+    record_table(bad / "train.arrow")  # its record forged too: the rows are still checked
     before = digest_tree(bad)
     out = fails("hints", "--input", str(bad), "--output", str(tmp_path / "h"))
     assert str(bad / "train.arrow") in out and "row 12:" in out and "not a valid Sudoku solution" in out
@@ -280,6 +281,9 @@ def test_bad_examples_tables_name_file_and_rows(built, tmp_path):
     # A truncated file.
     data = (root / "augment" / "train.arrow").read_bytes()
     (bad / "train.arrow").write_bytes(data[: len(data) // 3])
+    out = fails("hints", "--input", str(bad), "--output", str(tmp_path / "h"))
+    assert str(bad / "train.arrow") in out and "does not match its recorded sha256" in out
+    record_table(bad / "train.arrow")
     out = fails("hints", "--input", str(bad), "--output", str(tmp_path / "h"))
     assert str(bad / "train.arrow") in out and "cannot read" in out
     # A missing lineage; an output inside the input.

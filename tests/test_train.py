@@ -395,6 +395,7 @@ def test_cli_errors(data, hint_dir, tmp_path):
     params.write_text("train:\n  epoch: 3\n")
     assert "unknown key(s) in train: epoch" in fails("--dataset", data, "--output", tmp_path / "o", "--config-file", params)
     (data_copy := tmp_path / "dsets").mkdir()
+    shutil.copytree(hint_dir, data_copy / "x")  # datasets.json names folders that are there (its schema)
     (data_copy / "datasets.json").write_text(json.dumps({"vanilla": "x", "hint": None}))
     assert "no 'hint' dataset" in fails("--dataset", data_copy, "--output", tmp_path / "o")
 

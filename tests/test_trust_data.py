@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from conftest import REAL_SUDOKU as REAL
-from stage_helpers import fails, make_raw, ok, run
+from stage_helpers import fails, make_raw, ok, record_table, run
 
 
 def _copy(built, tmp_path: Path, *names: str) -> Path:
@@ -68,6 +68,7 @@ def test_subsample_refuses_an_empty_split_and_a_size_above_the_split(tmp_path):
     empty = tmp_path / "empty"
     shutil.copytree(raw, empty)
     valid[:0].with_columns(pl.col("rating").cast(pl.Int64)).write_parquet(empty / "test.parquet")
+    record_table(empty / "test.parquet")
     out = fails("subsample", "--input", str(empty), "--output", str(tmp_path / "s2"), "--subsample-size", "0")
     assert str(empty / "test.parquet") in out and "0 rows" in out
     assert not (tmp_path / "s2").exists()
@@ -85,6 +86,7 @@ def test_dataset_stages_refuse_an_empty_input_split(built, tmp_path, stage, upst
         pl.read_parquet(path)[:0].write_parquet(path)
     else:
         pl.read_ipc(path)[:0].write_ipc(path, compression="uncompressed")
+    record_table(path)  # a 0-row table with a matching record: refused for its rows
     out = fails(stage, "--input", str(tmp_path / upstream), "--output", str(tmp_path / "out"))
     assert str(path) in out and "0 rows" in out and f"`hrm {stage}` needs at least one row" in out
     assert not (tmp_path / "out").exists()
@@ -262,3 +264,99 @@ def test_the_shard_stage_checks_its_output_against_the_examples_rules(built, tmp
         verify_split(entries, dataset, per, "train")
     assert "the written shards failed validation" in str(err.value)
     assert f"row {entries[1]['rows'][0] + 2}: labels: not a valid Sudoku solution" in str(err.value)
+
+
+# --------------------------------------------------------------------------- issue 26, class 2: verify on read
+
+
+def _flip_bit(path: Path) -> tuple[str, str]:
+    """Flip one bit in the middle of ``path``; returns (sha256 before, after)."""
+    import hashlib
+
+    data = bytearray(path.read_bytes())
+    before = hashlib.sha256(data).hexdigest()
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+    return before, hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("stage, upstream, table, validate", [
+    ("subsample", "raw", "train.parquet", "raw"),
+    ("augment", "subsample", "train.parquet", "examples"),
+    ("hints", "augment", "train.arrow", "examples"),
+    ("shard", "hints", "test.arrow", "examples"),
+])
+def test_a_flipped_bit_in_an_input_table_is_refused_naming_the_file_and_both_hashes(built, tmp_path, stage, upstream,
+                                                                                    table, validate):
+    """One flipped bit in a table the stage before wrote (and recorded): the stage and `hrm validate`
+    refuse it before computing anything, naming the file and both hashes; nothing is written."""
+    _copy(built, tmp_path, upstream)
+    path = tmp_path / upstream / table
+    want, got = _flip_bit(path)
+    out = fails(stage, "--input", str(tmp_path / upstream), "--output", str(tmp_path / "out"))
+    assert out.count("Error:") == 1 and f"{path}: content does not match its recorded sha256" in out
+    assert want in out and got in out and f"`hrm {upstream}`" in out
+    assert not (tmp_path / "out").exists()
+    out = fails("validate", validate, str(path))
+    assert f"{path}: content does not match its recorded sha256" in out and want in out and got in out
+
+
+@pytest.mark.parametrize("stage, upstream, table", [
+    ("augment", "subsample", "train.parquet"),
+    ("shard", "hints", "test.arrow"),
+])
+def test_a_table_without_its_record_is_refused(built, tmp_path, stage, upstream, table):
+    """The record removed (the sidecar deleted, the lineage entry dropped): refused, naming the file and
+    the stage that rebuilds it."""
+    from hrm.integrity import hash_file
+
+    _copy(built, tmp_path, upstream)
+    path = tmp_path / upstream / table
+    if table.endswith(".parquet"):
+        hash_file(path).unlink()
+    else:
+        lineage = json.loads((tmp_path / upstream / "lineage.json").read_text())
+        del lineage[upstream]["outputs"][table]
+        (tmp_path / upstream / "lineage.json").write_text(json.dumps(lineage))
+    out = fails(stage, "--input", str(tmp_path / upstream), "--output", str(tmp_path / "out"))
+    assert f"{path}: no sha256 recorded for it" in out and f"with `hrm {upstream}`" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_raw_and_subsample_record_the_sha256_of_their_tables(built, tmp_path):
+    """`hrm raw` and `hrm subsample` write NAME.sha256 (sha256sum format) beside each table they write."""
+    import hashlib
+
+    root, _ = built
+    ok("raw", "--source", "builtin", "--train-size", "6", "--test-size", "3", "--output", str(tmp_path / "raw"))
+    for folder in (tmp_path / "raw", root / "subsample"):
+        tables = sorted(folder.glob("*.parquet"))
+        assert [p.name for p in tables] == ["test.parquet", "train.parquet"]
+        for p in tables:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            assert (folder / f"{p.name}.sha256").read_text() == f"{digest}  {p.name}\n"
+
+
+@pytest.mark.parametrize("names, expected", [
+    ({"vanilla": 3, "hint": None}, "key vanilla: input should be a valid string (found 3)"),
+    ({"vanilla": "../raw", "hint": None}, "key vanilla: must be the name of a dataset folder inside"),
+    ({"vanilla": "/tmp", "hint": None}, "key vanilla: must be the name of a dataset folder inside"),
+    ({"vanilla": "elsewhere", "hint": None}, "key vanilla: 'elsewhere' is not a dataset folder of"),
+    ({"vanilla": "V", "hint": None, "extra": "V"}, "key extra: extra inputs are not permitted"),
+    (["V"], "key (top level): expected a JSON object"),
+])
+def test_a_datasets_index_of_the_wrong_shape_is_refused_naming_the_key(built, tmp_path, names, expected):
+    """datasets.json (the shard stage's index, read by every --dataset ROOT) is checked against its schema:
+    `hrm validate shards` and the resolver refuse it with one message naming the file and key."""
+    from pipelines.datasets import resolve_dataset
+    from pipelines.io import StageError
+    from stage_helpers import VANILLA
+
+    root, _ = built
+    shutil.copytree(root / "datasets", tmp_path / "datasets")
+    index = tmp_path / "datasets" / "datasets.json"
+    index.write_text(json.dumps(json.loads(json.dumps(names).replace('"V"', json.dumps(VANILLA)))))
+    out = fails("validate", "shards", str(tmp_path / "datasets"))
+    assert out.count("Error:") == 1 and f"{index}: {expected}" in out, out
+    with pytest.raises(StageError, match="datasets.json"):
+        resolve_dataset(tmp_path / "datasets", "vanilla")

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from pipelines.shard import to_arrow, write_shard
 from pipelines.validate import problems_message
-from stage_helpers import HINT, NUM_AUG, VANILLA, fails, ok
+from stage_helpers import HINT, NUM_AUG, VANILLA, fails, ok, record_table
 
 
 def one_line_ok(*args: str) -> str:
@@ -66,10 +66,12 @@ def test_bad_row_in_examples_table(built, tmp_path):
     labels = table["labels"].to_numpy().copy()
     labels[12, [0, 1]] = labels[12, [1, 0]]
     table.with_columns(pl.Series("labels", labels, dtype=pl.Array(pl.UInt8, 81))).write_ipc(bad / "train.arrow")
+    record_table(bad / "train.arrow")  # its record forged too: the rows are still checked
     out = fails("validate", "examples", str(bad / "train.arrow"))
     assert f"{bad / 'train.arrow'}: " in out and "row 12: labels: not a valid Sudoku solution" in out
     # The group size comes from lineage.json beside the file; --rows-per-group overrides it.
     table.head(-1).write_ipc(bad / "train.arrow")
+    record_table(bad / "train.arrow")
     assert f"does not have {1 + NUM_AUG} rows" in fails("validate", "examples", str(bad / "train.arrow"))
     out = fails("validate", "examples", str(bad / "train.arrow"), "--rows-per-group", "3")
     assert "row 0: the group starting here does not have 3 rows" in out

@@ -10,17 +10,17 @@ the tensor shapes where possible (with RoPE no tensor holds seq_len: the vocabul
 names the task, hrm.tasks, and so its seq_len: 6 tokens a maze of 900 cells), else
 default to Sudoku's 81 / 11 / 1.
 
-Integrity: every file this package saves (``step_N``, and through :func:`write_verified` any
-other, e.g. a training state) gets a sidecar ``NAME.sha256`` (``sha256sum`` format), written
-before the file itself is renamed into place. :func:`read_verified` reads the bytes once,
-checks them against it and hands back exactly those bytes; a mismatch is a CheckpointError
-naming the file and both hashes. An official checkpoint has no sidecar: it loads with a
-one-line note saying it is unverified.
+Integrity (hrm/integrity.py): every file this package saves (``step_N``, ``all_config.yaml``, and
+through :func:`write_verified` any other, e.g. a training state) gets a sidecar ``NAME.sha256``
+(``sha256sum`` format), written before the file itself is renamed into place. The weights and the
+config are read once, checked against it, and exactly those bytes are used; a mismatch is a
+CheckpointError naming the file and both hashes. A verified ``step_N`` needs a verified
+``all_config.yaml`` (halt steps and cycles change every figure). An official checkpoint has no
+sidecar at all: it loads with a one-line note saying it is unverified.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -31,16 +31,17 @@ from typing import Any, Callable, Mapping
 import torch
 import yaml
 
+from hrm.integrity import (HASH_SUFFIX, IntegrityError, atomic_write, hash_file, read_verified,  # noqa: F401 - re-exported
+                           recorded_sha256, write_verified)
 from hrm.model.hrm import ARCH_NAME, HRM, HRMConfig, resolve_device
 from hrm.tasks import TASKS
 
 CONFIG_NAME = "all_config.yaml"
 COMPILE_PREFIX = "_orig_mod."
 SUDOKU_DEFAULTS = {"seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1}
-HASH_SUFFIX = ".sha256"  # step_N -> step_N.sha256: "HEX  step_N" (sha256sum -c reads it)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IntegrityError):
     """A checkpoint that cannot be used as asked; the message names the file and what is wrong."""
 
 
@@ -68,57 +69,27 @@ def _checkpoint_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def hash_file(path: str | os.PathLike) -> Path:
-    """The sidecar holding ``path``'s sha256: ``NAME.sha256`` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + HASH_SUFFIX)
-
-
-def recorded_sha256(path: str | os.PathLike) -> str | None:
-    """The sha256 recorded for ``path`` in its sidecar; None when there is none. A sidecar that
-    does not hold one 64-digit hex hash is a CheckpointError."""
-    side = hash_file(path)
-    if not side.is_file():
-        return None
-    try:
-        text = side.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{side}: cannot read the recorded sha256 of {Path(path).name} ({e})") from e
-    digest = text.split()[0].lower() if text.split() else ""
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise CheckpointError(f"{side}: does not hold a sha256 (64 hex digits) of {Path(path).name}; "
-                              f"the file cannot be verified")
-    return digest
-
-
-def read_verified(path: str | os.PathLike) -> tuple[bytes, bool]:
-    """``path``'s bytes, checked against its sidecar: (bytes, True); (bytes, False) when it has no
-    sidecar (e.g. an official checkpoint). A mismatch is a CheckpointError naming the file and both
-    hashes. The caller uses these bytes, never a second read of the file."""
-    p = Path(path)
-    want = recorded_sha256(p)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{p}: cannot read ({e})") from e
-    if want is None:
-        return data, False
-    got = hashlib.sha256(data).hexdigest()
-    if got != want:
-        raise CheckpointError(f"{p}: content does not match its recorded sha256 (corrupt or modified): "
-                              f"{hash_file(p).name} records {want}, the file has {got}")
-    return data, True
-
-
 def _note_stderr(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
+
+
+def _read_checked(path: Path) -> tuple[bytes, bool]:
+    """:func:`read_verified`, its refusal a CheckpointError."""
+    try:
+        return read_verified(path)
+    except IntegrityError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def read_state_dict(path: str | os.PathLike, note: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
     """Load a state dict (weights_only) onto the CPU, verified against ``NAME.sha256`` (a file without
     one: ``note`` says it is unverified, default stderr), and normalise its keys to ``model.inner....``."""
-    p = Path(path)
-    data, verified = read_verified(p)
+    return _read_state(Path(path), note)[0]
+
+
+def _read_state(p: Path, note: Callable[[str], None] | None) -> tuple[dict[str, torch.Tensor], bool]:
+    """:func:`read_state_dict`, and whether the bytes were verified."""
+    data, verified = _read_checked(p)
     if not verified:
         (note or _note_stderr)(f"{p}: no {hash_file(p).name} beside it (e.g. an official checkpoint): loaded unverified")
     try:
@@ -129,7 +100,7 @@ def read_state_dict(path: str | os.PathLike, note: Callable[[str], None] | None 
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{p} does not hold a state dict (a mapping of names to tensors)")
-    return normalise_keys(obj)
+    return normalise_keys(obj), verified
 
 
 def normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -143,14 +114,21 @@ def normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def read_config(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``all_config.yaml`` beside ``checkpoint``."""
+def read_config(checkpoint: str | os.PathLike, weights_verified: bool = False) -> dict[str, Any]:
+    """The parsed ``all_config.yaml`` beside ``checkpoint``, from bytes checked against its
+    ``all_config.yaml.sha256``. Beside verified weights (``weights_verified``) the config must have
+    one too: without it, an edited config would change every figure of a verified model."""
     cfg_path = Path(checkpoint).parent / CONFIG_NAME
     if not cfg_path.is_file():
         raise CheckpointError(f"no {CONFIG_NAME} beside checkpoint {checkpoint}: expected {cfg_path}")
+    data, verified = _read_checked(cfg_path)
+    if weights_verified and not verified:
+        raise CheckpointError(f"{cfg_path}: no {hash_file(cfg_path).name} beside it, while {Path(checkpoint).name} "
+                              f"is verified: the config cannot be verified (retrain with `hrm train`, which records "
+                              f"it; or, having checked it by hand, record it: `sha256sum {CONFIG_NAME} > "
+                              f"{hash_file(cfg_path).name}` in {cfg_path.parent})")
     try:
-        with open(cfg_path) as f:
-            cfg = yaml.safe_load(f)
+        cfg = yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise CheckpointError(f"{cfg_path} is not valid YAML: {e}") from e
     if not isinstance(cfg, dict) or not isinstance(cfg.get("arch"), dict):
@@ -237,10 +215,10 @@ def load_checkpoint(
     a checkpoint whose bytes do not match its sha256 is a CheckpointError.
     """
     file = _checkpoint_file(path)
-    state = read_state_dict(file, note=note)
+    state, verified = _read_state(file, note)
     if config is None:
         cfg_file = file.parent / CONFIG_NAME
-        config, loss_type = config_from_files(read_config(file), state, source=str(cfg_file))
+        config, loss_type = config_from_files(read_config(file, verified), state, source=str(cfg_file))
     else:
         loss_type = "stablemax_cross_entropy"
     if forward_dtype is not None:
@@ -254,44 +232,9 @@ def load_checkpoint(
     return model.to(resolve_device(device)).eval()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """``write(tmp)`` to a temporary beside ``path``, then rename it onto ``path``: a reader sees the old file or the new one.
-
-    The temporary is ``NAME.tmp-PID``: torch.save names its zip archive after the file's stem
-    (``step_312.tmp-7`` -> ``step_312/``), so the saved bytes are those of a direct save to ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_verified(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """:func:`atomic_write` that also records the written bytes' sha256 in ``NAME.sha256`` (itself
-    written atomically, before the file is renamed into place: a kill in between leaves a sidecar that
-    does not match, which :func:`read_verified` refuses, never an unverified file that looks verified)."""
-    path = Path(path)
-
-    def write_and_hash(tmp: Path) -> None:
-        write(tmp)
-        h = hashlib.sha256()
-        with open(tmp, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
-        atomic_write(hash_file(path), lambda t: t.write_text(f"{digest}  {path.name}\n"))
-
-    return atomic_write(path, write_and_hash)
-
-
 def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
-    """Save ``model``'s state dict to ``path`` (official format, with ``NAME.sha256``) and all_config.yaml beside it, each atomically.
+    """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it, each atomically
+    with its ``NAME.sha256``.
 
     The YAML holds ``extra_config`` (e.g. the run's training params) plus the ``arch`` block.
     """
@@ -302,5 +245,5 @@ def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[s
 
     cfg = dict(extra_config or {})
     cfg["arch"] = model.arch_dict()
-    atomic_write(path.parent / CONFIG_NAME, lambda tmp: tmp.write_text(yaml.safe_dump(cfg, sort_keys=False)))
+    write_verified(path.parent / CONFIG_NAME, lambda tmp: tmp.write_text(yaml.safe_dump(cfg, sort_keys=False)))
     return path
