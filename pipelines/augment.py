@@ -11,7 +11,7 @@ Mazes (a maze lineage, ``hrm raw --task maze``): ``--num-aug`` (at most 7) of ea
 other dihedral transforms (hrm.build.augment_mazes); 7 gives all 8, what the official builder's
 ``--aug`` emits; 0, its default and the paper's maze training, none.
 
-Reads ``INPUT/{train,test}.parquet`` (checked against their ``NAME.sha256``) and ``INPUT/lineage.json`` (the subsample stage);
+Reads ``INPUT/{train,test}.parquet`` (checked against the subsample output's record) and ``INPUT/lineage.json`` (the subsample stage);
 writes ``OUTPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``; the examples table, schemas/examples.py; Arrow IPC) and
 ``OUTPUT/lineage.json``. Every table is validated (every row) before anything is written.
 """

@@ -11,9 +11,9 @@
   records (``rows_per_group``);
 - the sha256 of every table, recorded by the stage that writes it and checked by the stage (and
   ``hrm validate``) that reads it, before anything is computed (``verify_table``): in
-  ``lineage.json``'s ``outputs`` for augment and hints, in ``NAME.sha256`` beside the table for
-  raw and subsample (hrm/integrity.py; their lineage and stats.json predate the records, and
-  stay byte for byte as they were). A mismatch or a missing record is refused, naming the file.
+  ``lineage.json``'s ``outputs`` for augment and hints, in the output folder's record
+  (``.hrm-record.json``) for raw and subsample (their lineage and stats.json predate the hashes,
+  and stay byte for byte as they were). A mismatch or a missing record is refused, naming the file.
   Every input table is also validated, every row: a record is never a reason to skip a check
   (it could be edited together with the file it describes).
 
@@ -35,7 +35,7 @@ import polars as pl
 
 from hrm import rng
 from hrm.tasks import TASKS
-from pipelines.io import StageError, check_apart, claim_output, human_bytes, log, read_table
+from pipelines.io import RECORD, StageError, check_apart, claim_output, human_bytes, log, read_record, read_table
 from pipelines.settings import config_file_options
 from schemas.manifest import file_sha256, lineage_problems
 
@@ -144,18 +144,16 @@ def table_writer(lineage: dict) -> str:
 
 def table_record(path: Path, lineage: dict) -> tuple[str | None, str]:
     """(the sha256 recorded for the table ``path``, or None; where it is recorded): the writer's
-    ``outputs`` in ``lineage.json`` (augment, hints), else ``NAME.sha256`` beside it (raw, subsample)."""
-    from hrm.integrity import IntegrityError, hash_file, recorded_sha256
-
+    ``outputs`` in ``lineage.json`` (augment, hints), else the record of the folder the raw or subsample
+    stage wrote (``.hrm-record.json``, pipelines.io.write_record: every file of an output and its sha256)."""
     writer = table_writer(lineage)
     if writer in ("augment", "hints"):
         entry = (lineage[writer].get("outputs") or {}).get(path.name)
         want = entry.get("sha256") if isinstance(entry, dict) else None
         return (want if isinstance(want, str) else None), f"{path.parent / LINEAGE} ({writer}.outputs.{path.name}.sha256)"
-    try:
-        return recorded_sha256(path), str(hash_file(path))
-    except IntegrityError as e:
-        raise StageError(f"{e}; rebuild {path.parent} with `hrm {writer}`") from None
+    record = read_record(path.parent)
+    want = record["files"].get(path.name) if record is not None and record["command"] == writer else None
+    return want, f"{path.parent / RECORD} (the `hrm {writer}` record's files.{path.name})"
 
 
 def verify_table(path: Path, lineage: dict, stage: str) -> str:

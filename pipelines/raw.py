@@ -12,7 +12,7 @@ Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme; schemas/raw.py) and `
   computed (the task's difficulty: tdoku backtracks, or the shortest path's moves).
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
-``source,question,answer,rating``, rating Int64; each with its sha256 in ``NAME.sha256``, which the
+``source,question,answer,rating``, rating Int64; each with its sha256 in the output's record, which the
 subsample stage checks), ``OUTPUT/stats.json`` (the source, its
 settings and the full distributions), ``OUTPUT/metrics.json`` (the headline figures, the DVC
 metrics: puzzles, rejected rows, mean blanks (mazes: mean path moves) and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
@@ -36,7 +36,6 @@ import click
 import numpy as np
 import polars as pl
 
-from hrm.integrity import record_sha256
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log,
@@ -561,7 +560,6 @@ def raw(
         for split in inputs:
             report = reports[split.name]
             _write_split(split, report, tmp, output)
-            record_sha256(tmp / f"{split.name}.parquet")  # NAME.sha256: checked by the stage that reads it
             summary = _split_summary(tmp / f"{split.name}.parquet", the_task)
             summary["rejected"] = report.n_rejected
             stats["splits"][split.name] = summary

@@ -925,7 +925,7 @@ def fetch_version(root: Path, spec: str, out: Path, force: bool = False) -> tupl
     record = v.record or {}
     if not record.get("content"):
         log("registry", f"note: {v.tag} has no recorded content hash (a tag made outside hrm): fetched unverified")
-    with atomic_output(out, own=lambda entry: True, stage="registry get") as tmp:  # --force: out is replaced
+    with atomic_output(out, stage="registry get") as tmp:  # --force: replaces an earlier `registry get` only
         try:
             with Repo(str(root)) as repo:  # the local project: its cache, then its default remote
                 repo.artifacts.download(v.name, version=v.version, out=str(tmp))

@@ -12,12 +12,12 @@ uniform sample kept in file order (0 = the whole split, as in the paper; the cap
 deviation for quick runs).
 
 Reads ``INPUT/{train,test}.parquet`` (the raw table; checked against the sha256 the raw stage recorded
-in ``NAME.sha256`` beside each) and, when present,
+in its output's ``.hrm-record.json``) and, when present,
 ``INPUT/stats.json`` (the raw source and revision, and the task: Sudoku or Maze, recorded in the
 lineage for the later stages); the rows it keeps are validated by the task's raw schema
 (schemas/raw.py, schemas/raw_maze.py; a bad one is named by its row in the file). Writes
 ``OUTPUT/{train,test}.parquet`` (and ``train_vanilla.parquet``): the raw columns plus ``raw_index`` (the row in the raw
-file), each with its ``NAME.sha256``, and ``OUTPUT/lineage.json``.
+file), and ``OUTPUT/lineage.json``.
 """
 
 from __future__ import annotations
@@ -44,13 +44,10 @@ SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statis
 
 
 def write_table(df: pl.DataFrame, path: Path, stage: str, shown: Path) -> None:
-    """Write one Parquet table (fixed settings: the same rows give the same bytes), record its sha256
-    (``NAME.sha256``, checked by the stage that reads it) and log it."""
-    from hrm.integrity import record_sha256
-
+    """Write one Parquet table (fixed settings: the same rows give the same bytes) and log it (its sha256
+    goes into the output's record, which the next stage checks)."""
     t0 = time.perf_counter()
     df.write_parquet(path, **SUBSAMPLE_PARQUET_OPTIONS)
-    record_sha256(path)
     log(stage, f"wrote {shown}: {df.height:,} rows, {human_bytes(path.stat().st_size)}, "
                f"{time.perf_counter() - t0:.1f} s")
 

@@ -65,16 +65,16 @@ def validate_raw_command(path: Path, task: str, check_unique: bool, batch_rows: 
 
 
 def verify_recorded(path: Path, lineage: dict) -> str:
-    """Check a table of a stage's output folder (a lineage.json, a stats.json or a ``NAME.sha256`` beside
-    it) against its recorded sha256, as the next stage would (pipelines.dataset_io.verify_table: a
+    """Check a table of a stage's output folder (a lineage.json, a stats.json or a record beside it)
+    against its recorded sha256, as the next stage would (pipelines.dataset_io.verify_table: a
     mismatch or a missing record is refused); a file outside one has no record to check. Returns the
     note for the OK line."""
-    from hrm.integrity import hash_file
     from pipelines.dataset_io import verify_table
+    from pipelines.io import RECORD
 
     if not path.is_file():
         raise StageError(f"{path}: file not found")
-    if not (lineage or (path.parent / "stats.json").is_file() or hash_file(path).is_file()):
+    if not (lineage or (path.parent / "stats.json").is_file() or (path.parent / RECORD).is_file()):
         return " (not in a stage's output folder: no recorded sha256 to check)"
     verify_table(path, lineage, "validate")
     return " (sha256 as recorded)"

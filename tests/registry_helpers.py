@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
-from hrm.integrity import record_sha256
+from pipelines.io import write_record
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSAMPLE, NUM_AUG = 20, 4
@@ -53,8 +53,7 @@ def build_datasets(dest: Path, seed: int) -> Path:
     valid[:30].write_parquet(raw / "train.parquet")
     valid[30:].write_parquet(raw / "test.parquet")
     (raw / "stats.json").write_text(json.dumps({"source": "csv", "csv": {"input": "data/csv"}}) + "\n")
-    for name in ("train.parquet", "test.parquet"):
-        record_sha256(raw / name)  # as `hrm raw` records them
+    write_record(raw, "raw")  # as `hrm raw` records its output
     ok(subsample, "--input", raw, "--output", dest / "subsample", "--seed", seed,
        "--subsample-size", SUBSAMPLE, "--test-size", 0)
     ok(augment, "--input", dest / "subsample", "--output", dest / "augment", "--seed", seed, "--num-aug", NUM_AUG)

@@ -11,9 +11,8 @@ import polars as pl
 from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
-from hrm.integrity import record_sha256
 from pipelines.cli import cli
-from pipelines.io import StageError
+from pipelines.io import StageError, write_record
 from pipelines.validate import dataset_problems, problems_message
 
 SUBSAMPLE, NUM_AUG = 20, 4
@@ -41,15 +40,14 @@ def make_raw(directory: Path, valid: pl.DataFrame | None = None) -> Path:
     valid[:30].write_parquet(directory / "train.parquet")
     valid[30:].write_parquet(directory / "test.parquet")
     (directory / "stats.json").write_text(json.dumps({"source": "csv", "csv": {"input": "data/csv"}}) + "\n")
-    for name in ("train.parquet", "test.parquet"):
-        record_sha256(directory / name)  # as `hrm raw` records them
+    write_record(directory, "raw")  # as `hrm raw` records its output
     return directory
 
 
 def record_table(path: Path) -> None:
     """Record an edited table's new sha256 where the stage that wrote it records it (lineage.json's
-    outputs for augment and hints, NAME.sha256 for raw and subsample), as someone forging the record
-    would: what the next stage checks beyond the hash can then be tested."""
+    outputs for augment and hints, the output's record for raw and subsample), as someone forging the
+    record would: what the next stage checks beyond the hash can then be tested."""
     from pipelines.dataset_io import LINEAGE, table_writer
 
     lineage_path = path.parent / LINEAGE
@@ -59,7 +57,7 @@ def record_table(path: Path) -> None:
         lineage[writer]["outputs"][path.name]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         lineage_path.write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     else:
-        record_sha256(path)
+        write_record(path.parent, writer)
 
 
 def build(root: Path, hints: bool = True, shard_mb: str = "0.02", raw: Path | None = None,

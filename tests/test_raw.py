@@ -56,8 +56,7 @@ def test_builtin_is_deterministic(tmp_path):
     assert first.exit_code == 0, first.output
     assert run(*args, "--output", str(tmp_path / "b")).exit_code == 0
     a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
-    assert sorted(a) == ["metrics.json", "stats.json", "test.parquet", "test.parquet.sha256", "train.parquet",
-                         "train.parquet.sha256"]
+    assert sorted(a) == [".hrm-record.json", "metrics.json", "stats.json", "test.parquet", "train.parquet"]
     assert a == b  # byte-identical Parquet files and stats
     other = run("--train-size", "40", "--test-size", "15", "--seed", "4", "--output", str(tmp_path / "c"))
     assert other.exit_code == 0
@@ -149,8 +148,8 @@ def test_on_invalid_drop_writes_rejected_rows(valid, bad_split, tmp_path):
     out = tmp_path / "o"
     result = run("--source", "csv", "--input", str(src), "--output", str(out), "--on-invalid", "drop")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "rejected-train.parquet", "stats.json", "test.parquet",
-                                                     "test.parquet.sha256", "train.parquet", "train.parquet.sha256"]
+    assert sorted(p.name for p in out.iterdir()) == [".hrm-record.json", "metrics.json", "rejected-train.parquet",
+                                                     "stats.json", "test.parquet", "train.parquet"]
     train = assert_raw_table(out / "train.parquet")
     assert train.height == 7
     rejected = pl.read_parquet(out / "rejected-train.parquet")
@@ -258,8 +257,8 @@ def test_hf_source_from_cache(valid, tmp_path, offline):
     assert stats["hf"]["revision"] == "main" and stats["hf"]["resolved_sha"] == FAKE_SHA
     assert stats["check_unique"] is False  # off by default for hf
     assert stats["splits"]["train"]["distribution"]["count"] == 30
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "stats.json", "test.parquet", "test.parquet.sha256",
-                                                     "train.parquet", "train.parquet.sha256"]  # no staging
+    assert sorted(p.name for p in out.iterdir()) == [".hrm-record.json", "metrics.json", "stats.json", "test.parquet",
+                                                     "train.parquet"]  # no staging
 
 
 def test_hf_default_revision_is_pinned_and_used_from_cache(valid, tmp_path, offline):

@@ -306,14 +306,14 @@ def test_a_flipped_bit_in_an_input_table_is_refused_naming_the_file_and_both_has
     ("shard", "hints", "test.arrow"),
 ])
 def test_a_table_without_its_record_is_refused(built, tmp_path, stage, upstream, table):
-    """The record removed (the sidecar deleted, the lineage entry dropped): refused, naming the file and
-    the stage that rebuilds it."""
-    from hrm.integrity import hash_file
+    """The record removed (the output's record deleted, the lineage entry dropped): refused, naming the
+    file and the stage that rebuilds it."""
+    from pipelines.io import RECORD
 
     _copy(built, tmp_path, upstream)
     path = tmp_path / upstream / table
     if table.endswith(".parquet"):
-        hash_file(path).unlink()
+        (path.parent / RECORD).unlink()
     else:
         lineage = json.loads((tmp_path / upstream / "lineage.json").read_text())
         del lineage[upstream]["outputs"][table]
@@ -324,8 +324,10 @@ def test_a_table_without_its_record_is_refused(built, tmp_path, stage, upstream,
 
 
 def test_raw_and_subsample_record_the_sha256_of_their_tables(built, tmp_path):
-    """`hrm raw` and `hrm subsample` write NAME.sha256 (sha256sum format) beside each table they write."""
+    """`hrm raw` and `hrm subsample` record each table they write, with its sha256, in their output's record."""
     import hashlib
+
+    from pipelines.io import read_record
 
     root, _ = built
     ok("raw", "--source", "builtin", "--train-size", "6", "--test-size", "3", "--output", str(tmp_path / "raw"))
@@ -334,7 +336,7 @@ def test_raw_and_subsample_record_the_sha256_of_their_tables(built, tmp_path):
         assert [p.name for p in tables] == ["test.parquet", "train.parquet"]
         for p in tables:
             digest = hashlib.sha256(p.read_bytes()).hexdigest()
-            assert (folder / f"{p.name}.sha256").read_text() == f"{digest}  {p.name}\n"
+            assert read_record(folder)["files"][p.name] == digest
 
 
 @pytest.mark.parametrize("names, expected", [
