@@ -29,7 +29,7 @@ from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, lineage_task,
     read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
 )
-from pipelines.io import StageError, atomic_output, log, owns_pattern
+from pipelines.io import Count, SEED, StageError, atomic_output, log, owns_pattern
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
@@ -63,10 +63,10 @@ def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None,
               default=Path("data/subsample"), help="Subsample stage output.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/augment"),
               help="Directory to write (replaced as a whole on success).")
-@click.option("--num-aug", type=click.IntRange(min=0), default=100,
+@click.option("--num-aug", type=Count(0), default=100,
               help="Transformed copies per train puzzle (paper: 1000); mazes: at most 7 (7: all 8 dihedral "
                    "transforms, the official --aug; paper: 0).")
-@click.option("--seed", type=int, default=0, help="Seed of the transforms.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the transforms.")
 def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
     stage = "augment"

@@ -33,7 +33,7 @@ from pipelines.dataset_io import (
     lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples,
     write_json,
 )
-from pipelines.io import StageError, atomic_output, log, owns_pattern
+from pipelines.io import SEED, StageError, atomic_output, log, owns_pattern
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 OWNS = owns_pattern(r"(train|test|train_vanilla)\.arrow|lineage\.json")
@@ -54,7 +54,7 @@ def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
               help="Directory to write (replaced as a whole on success).")
 @click.option("--enabled", type=bool, default=True,
               help="true: add a hint example after every train example; false: pass the tables through.")
-@click.option("--seed", type=int, default=0, help="Seed of the hint draws.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the hint draws.")
 def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     """Add an easier copy (extra givens from the answer) after every train example."""
     stage = "hints"

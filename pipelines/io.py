@@ -61,6 +61,104 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+# Ranges shared by every option and config-file value of a kind (pipelines.settings.file_value checks a
+# file's values with the same types). Each upper bound is what the code behind the option can take.
+SEED_MAX = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take every seed in 0..2**32-1
+THREADS_MAX = 1024  # torch.set_num_threads(10**6) ends in MemoryError or a segfault
+COUNT_MAX = 2**31 - 1  # rows, puzzles, copies, widths: the examples tables' ids are Int32
+SEED = click.IntRange(0, SEED_MAX)
+THREADS = click.IntRange(0, THREADS_MAX)  # 0: torch's default
+
+
+def Count(min: int = 0, max: int = COUNT_MAX) -> click.IntRange:  # noqa: A002, N802 (click's own names)
+    """The option type of a size or count: an integer in ``min..max`` (at most COUNT_MAX). Whether
+    the work it asks for fits in memory is estimated by the stage (:func:`check_memory`)."""
+    return click.IntRange(min, max)
+
+
+# --------------------------------------------------------------------------- errors of the system on the user's paths
+
+# errno -> (what happened, what to do): the errors a user's path can cause (pipelines.cli.main, atomic_output).
+PATH_ERRORS = {
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose a path whose folders are folders"),
+    errno.EEXIST: ("exists and is not a folder", "choose a path whose folders are folders, or move the file away"),
+    errno.EISDIR: ("is a folder, not a file", "give a file"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.EACCES: ("permission denied", "choose a path you may write (or read), or change its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a path you may write (or read), or change its permissions"),
+    errno.EROFS: ("read-only file system", "choose an --output on a writable file system"),
+    errno.ENOSPC: ("no space left on the device", "free some space or choose an --output on another device"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose an --output on another device"),
+    errno.EFBIG: ("file too large (the file system's or the process's file size limit)",
+                  "raise the limit (ulimit -f) or choose an --output on another file system"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+    errno.ELOOP: ("too many levels of symbolic links", "check the links in the path"),
+}
+_ERRNO_TEXT = re.compile(r"os error (\d+)|\[errno (\d+)\]", re.IGNORECASE)  # polars, pyarrow
+_TEMP_NAME = re.compile(r"\.([^/]+)\.tmp-\d+-[0-9a-f]{8}")  # _temp_sibling's names
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def os_error_of(exc: BaseException) -> tuple[int, str | None] | None:
+    """(errno, path) of the operating-system error behind ``exc``, if any: an OSError in its chain,
+    or the ``os error N`` / ``[errno N]`` that polars and pyarrow put in their messages."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno:
+            return e.errno, e.filename if isinstance(e.filename, str) else None
+        m = _ERRNO_TEXT.search(str(e))
+        if m:
+            return int(m.group(1) or m.group(2)), None
+        if "No space left on device" in str(e):
+            return errno.ENOSPC, None
+    return None
+
+
+def user_path(path: str | os.PathLike) -> str:
+    """``path`` as the user named it: a temporary of :func:`atomic_output` (``.NAME.tmp-PID-XXXXXXXX``) is ``NAME``."""
+    return _TEMP_NAME.sub(r"\1", str(path))
+
+
+def path_error(exc: BaseException, output: Path | None = None) -> StageError | None:
+    """One message for an operating-system error on a user's path (a file where a folder must be, no
+    permission, a read-only or full disk, ...), naming the path and what to do; None for any other error.
+    ``output``: the output being written, named when the error does not say which path it was."""
+    found = os_error_of(exc)
+    if found is None or found[0] not in PATH_ERRORS or isinstance(exc, click.ClickException):
+        return None
+    code, path = found
+    if path is None and output is None:
+        return None
+    what, advice = PATH_ERRORS[code]
+    kept = "; the previous output is unchanged" if output is not None and (path is None or _TEMP_NAME.search(path)) else ""
+    return StageError(f"{user_path(path or output)}: {what} ({os.strerror(code)}); {advice}{kept}")
+
+
+def _out_of_space(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has no free block left (a failed write that did not say why:
+    numpy's "N requested and M written", torch's "unexpected pos")."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def output_error(exc: BaseException, final: Path, tmp: Path) -> StageError | None:
+    """What :func:`atomic_output` reports when writing ``final`` failed on a path error; checked before its
+    temporary is removed (a full disk is seen while it is full)."""
+    if not isinstance(exc, Exception) or isinstance(exc, click.ClickException):
+        return None
+    if os_error_of(exc) is None and _out_of_space(tmp.parent):
+        return path_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), final)
+    return path_error(exc, final)
+
+
 def log(stage: str, message: str) -> None:
     """``stage: message`` on stderr, from rank 0 only (a torchrun job's other ranks stay quiet).
     Also where a Ctrl-C that Python dropped is raised again (:func:`check_interrupted`)."""
@@ -245,8 +343,11 @@ def atomic_output(final: str | os.PathLike, *, own: Owns | None = None, stage: s
                 _remove(old)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        failure = output_error(exc, final, tmp)  # before the temporary goes: a full disk is seen while full
         _remove(tmp)
+        if failure is not None:
+            raise failure from None
         raise
 
 

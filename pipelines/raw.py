@@ -35,7 +35,7 @@ import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
-    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
+    BATCH_ROWS, PARQUET_OPTIONS, SEED, Count, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log, owns_pattern,
     read_table, write_parquet,
 )
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
@@ -411,12 +411,12 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
                    "Face Hub; csv: read --input DIR/{train,test}.csv.")
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory to write train.parquet, test.parquet and stats.json into (replaced as a whole on success).")
-@click.option("--seed", type=int, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
-@click.option("--train-size", type=click.IntRange(min=1), default=5000, help="[builtin] Puzzles in the train split.")
-@click.option("--test-size", type=click.IntRange(min=1), default=1000, help="[builtin] Puzzles in the test split.")
+@click.option("--seed", type=SEED, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
+@click.option("--train-size", type=Count(1), default=5000, help="[builtin] Puzzles in the train split.")
+@click.option("--test-size", type=Count(1), default=1000, help="[builtin] Puzzles in the test split.")
 @click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin, sudoku] Fewest blank cells per puzzle.")
 @click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin, sudoku] Most blank cells per puzzle.")
-@click.option("--min-rating", type=click.IntRange(min=0), default=0, help="[builtin, sudoku] Lowest rating (backtracks) kept.")
+@click.option("--min-rating", type=Count(0), default=0, help="[builtin, sudoku] Lowest rating (backtracks) kept.")
 @click.option("--min-path", type=click.IntRange(1, 900), default=111, show_default=True,
               help="[builtin, maze] Fewest moves of the shortest S-G path (the paper's hard set: more than 110).")
 @click.option("--hf-repo", default=None, help="[hf] Dataset repo id on the Hugging Face Hub (default: the task's).")

@@ -32,44 +32,44 @@ import click
 import yaml
 
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
-from pipelines.io import FiniteFloatRange, StageError
+from pipelines.io import Count, FiniteFloatRange, SEED, StageError, THREADS
 from pipelines.settings import file_value, given_on_command_line, read_section, resolve_device_option
 
 # name, click type, help. Architecture options go into the arch block. The defaults are the quick
 # profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
 ARCH_OPTIONS: list[tuple[str, Any, str]] = [
-    ("hidden_size", click.IntRange(min=1), "Model width."),
-    ("num_heads", click.IntRange(min=1), "Attention heads (hidden_size must be a multiple)."),
+    ("hidden_size", Count(1), "Model width."),
+    ("num_heads", Count(1), "Attention heads (hidden_size must be a multiple)."),
     ("expansion", FiniteFloatRange(min=0, min_open=True), "SwiGLU expansion factor."),
-    ("H_layers", click.IntRange(min=1), "Blocks in the high-level module."),
-    ("L_layers", click.IntRange(min=1), "Blocks in the low-level module."),
-    ("H_cycles", click.IntRange(min=1), "High-level updates per ACT segment."),
-    ("L_cycles", click.IntRange(min=1), "Low-level updates per high-level update."),
-    ("halt_max_steps", click.IntRange(min=1), "Most ACT segments per puzzle."),
+    ("H_layers", Count(1), "Blocks in the high-level module."),
+    ("L_layers", Count(1), "Blocks in the low-level module."),
+    ("H_cycles", Count(1), "High-level updates per ACT segment."),
+    ("L_cycles", Count(1), "Low-level updates per high-level update."),
+    ("halt_max_steps", Count(1), "Most ACT segments per puzzle."),
     ("halt_exploration_prob", FiniteFloatRange(0, 1), "Probability of a random minimum number of segments."),
     ("pos_encodings", click.Choice(["rope", "learned"]), "Position encoding."),
-    ("puzzle_emb_ndim", click.IntRange(min=0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
+    ("puzzle_emb_ndim", Count(0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
     ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "Token loss."),
 ]
 TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
-    ("global_batch_size", click.IntRange(min=1), "Examples per step over all processes."),
-    ("epochs", click.IntRange(min=1), "Group-epochs (each visits every original puzzle once, one variant each)."),
-    ("eval_interval", click.IntRange(min=1), "Epochs between evaluations + checkpoints; must divide --epochs (above it: --epochs, one evaluation at the end)."),
+    ("global_batch_size", Count(1), "Examples per step over all processes."),
+    ("epochs", Count(1), "Group-epochs (each visits every original puzzle once, one variant each)."),
+    ("eval_interval", Count(1), "Epochs between evaluations + checkpoints; must divide --epochs (above it: --epochs, one evaluation at the end)."),
     ("lr", FiniteFloatRange(min=0), "Peak learning rate of the weights (AdamATan2)."),
     ("lr_min_ratio", FiniteFloatRange(min=0), "Final lr / peak lr of the cosine decay (1.0: constant)."),
-    ("lr_warmup_steps", click.IntRange(min=0), "Linear warm-up steps."),
+    ("lr_warmup_steps", Count(0), "Linear warm-up steps."),
     ("beta1", FiniteFloatRange(0, 1, max_open=True), "AdamATan2 beta1."),
     ("beta2", FiniteFloatRange(0, 1, max_open=True), "AdamATan2 beta2."),
     ("weight_decay", FiniteFloatRange(min=0), "Decoupled weight decay of the weights."),
     ("puzzle_emb_lr", FiniteFloatRange(min=0), "Learning rate of the puzzle embedding (sign-SGD)."),
     ("puzzle_emb_weight_decay", FiniteFloatRange(min=0), "Weight decay of the puzzle embedding."),
-    ("seed", int, "Seed of the initialisation, data order and exploration."),
+    ("seed", SEED, "Seed of the initialisation, data order and exploration."),
     ("checkpoint_every_eval", bool, "Save step_N at every evaluation (else only the last)."),
-    ("keep_checkpoints", click.IntRange(min=0), "Keep only the last N step_N files (0: all)."),
-    ("eval_size", click.IntRange(min=0), "Evaluate on a seeded sample of N test puzzles (0: all)."),
+    ("keep_checkpoints", Count(0), "Keep only the last N step_N files (0: all)."),
+    ("eval_size", Count(0), "Evaluate on a seeded sample of N test puzzles (0: all)."),
     ("device", click.Choice(["auto", "cpu", "cuda", "mps"]), "auto: cuda, else mps, else cpu."),
     ("forward_dtype", click.Choice(["auto", "float32", "bfloat16"]), "Activation dtype; auto: bfloat16 on cuda, else float32."),
-    ("num_threads", click.IntRange(min=0), "torch CPU threads (0: torch's default)."),
+    ("num_threads", THREADS, "torch CPU threads (0: torch's default)."),
     ("compile", bool, "torch.compile the model (as the official trainer does on CUDA)."),
     ("wandb_mode", click.Choice(["online", "offline", "disabled"]), "Weights & Biases logging."),
     ("project_name", str, "W&B project (empty: hrm-sudoku)."),
