@@ -39,7 +39,9 @@ import click
 import numpy as np
 import polars as pl
 
-from pipelines.io import Count, FiniteFloatRange, SEED, StageError, THREADS, atomic_output, claim_output, json_ready, log, owns_pattern
+from pipelines.io import (
+    SEED, THREADS, Count, FiniteFloatRange, StageError, atomic_output, check_memory, claim_output, json_ready, log, owns_pattern,
+)
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options, resolve_device_option
@@ -169,7 +171,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     import torch
 
     from hrm import __version__
-    from hrm.analysis import AnalysisSettings, TokenError, analyze, parse_ks
+    from hrm.analysis import AnalysisSettings, NonFiniteError, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
     from hrm.evaluate import task_rules
@@ -253,6 +255,9 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                 (tmp / "plots").mkdir()
                 metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip,
                                progress, run_info, d, job, resumed, rules)
+        except NonFiniteError as e:
+            job.remove()  # its units were computed under settings refused here: of no use to a rerun
+            raise non_finite_error(e, settings) from None
         except KeyboardInterrupt:
             if d.rank == 0:
                 log(STAGE, f"stopped with {_units(job)} finished batch(es) kept in {job.folder}; the same command "
@@ -263,6 +268,17 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
             f"{time.time() - started:.1f} s -> {output}")
     finally:
         finish(d)
+
+
+def non_finite_error(e, settings) -> StageError:
+    """A result that came out NaN or inf (hrm.analysis.NonFiniteError) is refused, not written as figures,
+    naming the setting behind it and its value."""
+    values = {"--landscape-divisor": settings.landscape_divisor, "--noise-std": settings.noise_std}
+    if e.option in values:
+        default = next(p.default for p in analyze.params if e.option in p.opts)
+        return StageError(f"{e.option} {values[e.option]:g}: {e}; nothing was written. Choose a value nearer the "
+                          f"default ({default:g})")
+    return StageError(f"{e}; nothing was written (the model's states overflow float32 with these settings)")
 
 
 def _units(job) -> int:
@@ -309,21 +325,13 @@ def _noise_kinds(text: str) -> tuple[str, ...]:
 def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], limit_gb: float) -> None:
     """Refuse, before any work, a run whose estimated memory (hrm.analysis.estimate_memory) is above the
     limit (--memory-limit-gb; 0: 80% of the memory available now), naming the options to lower."""
-    from hrm.analysis import available_memory_bytes, estimate_memory, format_bytes
+    from hrm.analysis import estimate_memory
 
     n_rows = int(np.union1d(sample_rows, np.asarray(selected, np.int64)).size)
     est = estimate_memory(cfg, settings, n_rows, len(set(selected)), n_sample=int(sample_rows.size))
-    if limit_gb > 0:
-        limit, why = limit_gb * 1e9, "--memory-limit-gb"
-    else:
-        avail = available_memory_bytes()
-        limit = None if avail is None else 0.8 * avail
-        why = "80% of available memory; --memory-limit-gb to change"
-    if limit is not None and est.bytes > limit:
-        lower = " or ".join(o for o in est.peak.options) or "--segments"
-        raise StageError(f"{est.describe('needed')}, above the limit of {format_bytes(limit)} ({why}); lower {lower}")
-    log(STAGE, f"memory: {est.describe()} (estimated peak"
-        + ("" if limit is None else f"; limit {format_bytes(limit)}") + ")")
+    peak = est.peak
+    shown = " x ".join(f"{o} {est.values[o]}" for o in peak.options if o in est.values)
+    check_memory(STAGE, est.bytes, shown, f"the {peak.name}", list(peak.options) or ["--segments"], limit_gb=limit_gb)
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,

@@ -26,8 +26,8 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, input_records, lineage_task,
-    read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_examples_memory, check_table, input_records,
+    lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, write_examples, write_json,
 )
 from pipelines.io import Count, SEED, StageError, atomic_output, log, owns_pattern
 
@@ -87,6 +87,8 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     groups = tables["train"].height
     if groups * (1 + num_aug) > INT32_MAX:
         raise StageError(f"{groups:,} puzzles x {1 + num_aug:,} examples do not fit Int32 ids; lower --num-aug")
+    check_examples_memory(stage, groups * (1 + num_aug), task, f"--num-aug {num_aug} x {groups:,} puzzles",
+                          ["--num-aug", "the subsample stage's --subsample-size"])
     lineage[stage] = {"params": {"seed": seed, "num_aug": num_aug}, "inputs": input_records(input_dir, names),
                       "rows_per_group": {split: 1 + num_aug if split in AUGMENT_STREAMS else 1 for split in splits},
                       "outputs": {}}

@@ -29,9 +29,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, examples_record, input_records,
-    lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of, write_examples,
-    write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, check_tables_memory, examples_record,
+    input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of,
+    write_examples, write_json,
 )
 from pipelines.io import SEED, StageError, atomic_output, log, owns_pattern
 
@@ -69,6 +69,8 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
                          f"and the vanilla dataset for train, evaluate and analyze)")
     names = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
     expected = {split: rows_per_group(lineage, split) for split in splits}
+    # The tables read, and the hint table of twice the train rows.
+    check_tables_memory(stage, [input_dir / name for name in names], 3, ["the augment stage's --num-aug"])
     tables = {split: read_examples(input_dir / name, expected[split], stage, task)
               for split, name in zip(splits, names)}
     for split, name in zip(splits, names):

@@ -351,6 +351,31 @@ def atomic_output(final: str | os.PathLike, *, own: Owns | None = None, stage: s
         raise
 
 
+MEMORY_SHARE = 0.8  # of the memory available now: the default limit of an estimate
+
+
+def check_memory(stage: str, need: int, shown: str, counted: str, lower: list[str], *, limit_gb: float = 0.0,
+                 available: int | None = None, where: str = "memory") -> None:
+    """Refuse, before it starts, work whose estimated peak memory ``need`` (bytes) is above the limit
+    (``limit_gb``; 0: 80% of the memory available now), in one line naming the options to lower; else
+    log the estimate. ``shown``: the settings behind it (``--num-aug 100 x 1,000 puzzles``); ``counted``:
+    what the estimate counts (``the examples table``); ``available``: the bytes free (default: the machine's
+    memory available now), ``where`` what they are (``memory of cuda:0``)."""
+    from hrm.resources import available_memory_bytes, format_bytes
+
+    what = f"{shown + ': ' if shown else ''}about {format_bytes(need)}"
+    if limit_gb > 0:
+        limit, why = limit_gb * 1e9, "--memory-limit-gb"
+    else:
+        avail = available_memory_bytes() if available is None else available
+        limit = None if avail is None else MEMORY_SHARE * avail
+        why = f"80% of available {where}" + ("; --memory-limit-gb to change" if stage == "analyze" else "")
+    if limit is not None and need > limit:
+        raise StageError(f"{what} needed for {counted}, above the limit of {format_bytes(limit)} ({why}); "
+                         f"lower {' or '.join(lower)}")
+    log(stage, f"memory: {what} for {counted} (estimated peak" + ("" if limit is None else f"; limit {format_bytes(limit)}") + ")")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -359,12 +384,48 @@ def human_bytes(n: float) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+# The longest cell a table of ours holds is a maze string (900 characters); 4 KiB a cell leaves room
+# for any text a user's table may hold, and bounds what a Parquet file may decompress to.
+MAX_CELL_BYTES = 4096
+PARQUET_SLACK = 1 << 20  # per column chunk: headers, dictionaries, statistics
+
+
+def check_parquet_sizes(path: Path, max_cell_bytes: int = MAX_CELL_BYTES) -> None:
+    """Refuse a Parquet file that would decompress to more than its rows can hold, before it is read.
+
+    The footer gives each column chunk's row count and uncompressed size (pages, dictionary included);
+    a chunk above ``rows x max_cell_bytes + 1 MiB`` is a compression bomb (14 KB on disk, 400 MB in one
+    cell): a StageError names the file, the column and both sizes. A footer that cannot be read is left
+    to the reader, which reports it.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # not Parquet, truncated: the reader's own error names the file
+        return
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        limit = group.num_rows * max_cell_bytes + PARQUET_SLACK
+        for c in range(group.num_columns):
+            column = group.column(c)
+            if column.total_uncompressed_size > limit:
+                raise StageError(
+                    f"{path}: column {column.path_in_schema!r} (row group {g}) decompresses to "
+                    f"{human_bytes(column.total_uncompressed_size)} for {group.num_rows:,} row(s), more than "
+                    f"{human_bytes(limit)} ({max_cell_bytes:,} bytes a cell); refusing to read it "
+                    f"({human_bytes(column.total_compressed_size)} on disk: a compression bomb or a damaged file)")
+
+
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pl.DataFrame:
-    """Read a Parquet or CSV file into polars, turning I/O and format errors into StageError."""
+    """Read a Parquet or CSV file into polars, turning I/O and format errors into StageError.
+    A Parquet file's sizes are checked first (:func:`check_parquet_sizes`)."""
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{path}: file not found")
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        check_parquet_sizes(path)
     try:
         if suffix == ".parquet":
             return pl.read_parquet(path, columns=columns)
@@ -395,7 +456,8 @@ def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) ->
 
     Memory stays bounded by one batch: a Parquet file is read slice by slice; a CSV file
     is first streamed into a temporary Parquet file (polars' streaming sink), then
-    sliced. Yields at least one (possibly empty) frame, so the column layout can always
+    sliced; a Parquet file's sizes are checked first (:func:`check_parquet_sizes`). Yields at
+    least one (possibly empty) frame, so the column layout can always
     be checked. A missing, truncated or malformed file raises StageError naming it.
     """
     path = Path(path)
@@ -406,6 +468,7 @@ def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) ->
         raise StageError(f"{path}: unsupported file type {suffix!r} (expected .parquet or .csv)")
     try:
         if suffix == ".parquet":
+            check_parquet_sizes(path)
             yield from _parquet_batches(path, batch_rows)
             return
         with tempfile.TemporaryDirectory(prefix="hrm-validate-") as tmp:
@@ -413,6 +476,8 @@ def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) ->
             # Everything as text: a bad value must reach validation, not fail parsing.
             pl.scan_csv(path, infer_schema=False).sink_parquet(staged, compression="lz4")
             yield from _parquet_batches(staged, batch_rows)
+    except StageError:
+        raise
     except Exception as exc:  # polars raises many kinds for a corrupt or truncated file
         raise StageError(f"{path}: cannot read as {suffix[1:]} ({type(exc).__name__}: {exc})") from None
 

@@ -32,7 +32,7 @@ import click
 import yaml
 
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
-from pipelines.io import Count, FiniteFloatRange, SEED, StageError, THREADS
+from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory
 from pipelines.settings import file_value, given_on_command_line, read_section, resolve_device_option
 
 # name, click type, help. Architecture options go into the arch block. The defaults are the quick
@@ -142,6 +142,41 @@ def build_config(values: dict[str, Any], dataset_dir: Path, output: Path, sectio
         raise StageError(eval_interval_advice(str(e), values, section)) from None
 
 
+def check_train_memory(cfg: TrainConfig, dataset_dir: Path, device) -> None:
+    """Refuse a model and batch that will not fit (hrm.train.estimate_train_memory), before the data is read:
+    against the GPU's free memory on CUDA, else the memory available now (ranks of a torchrun job on one
+    machine share it)."""
+    import os
+    import types
+
+    import torch
+
+    from hrm.train import build_model_config, estimate_train_memory
+    from schemas.manifest import ManifestError, read_manifest
+
+    try:
+        manifest = read_manifest(dataset_dir)
+    except ManifestError:
+        return  # the run's own reading of the dataset reports it, naming the file
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    try:
+        model_config, loss_type = build_model_config(cfg, types.SimpleNamespace(manifest=manifest), world, device)
+    except TrainError as e:
+        raise StageError(str(e)) from None
+    terms = estimate_train_memory(model_config, loss_type)
+    top = max(terms, key=terms.get)
+    lower = {"activations": ["--global-batch-size", "--hidden-size"], "buffers": ["--puzzle-emb-ndim", "--hidden-size"]}.get(
+        top, ["--hidden-size", "--H-layers", "--L-layers", "--expansion"])
+    shown = f"--hidden-size {model_config.hidden_size} x --global-batch-size {cfg.global_batch_size}"
+    counted = f"the model, its optimiser and a batch ({top} the most)"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        check_memory("train", sum(terms.values()), shown, counted, lower, available=free, where=f"memory of {device}")
+    else:
+        check_memory("train", sum(terms.values()) * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))), shown, counted,
+                     lower)
+
+
 @click.command("train")
 @click.option("--dataset", type=click.Path(path_type=Path), default=Path("data/datasets"),
               help="A dataset directory (manifest.json), or the shard stage's output (datasets.json) with --variant.")
@@ -197,9 +232,10 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
         dataset_dir = dataset if not (dataset / "datasets.json").is_file() else resolve_dataset(dataset, variant)
         click.echo(yaml.safe_dump(build_config(values, dataset_dir, output, section).to_dict(), sort_keys=False), nl=False)
         return
-    resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
+    device = resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
     dataset_dir = resolve_dataset(dataset, variant)
     cfg = build_config(values, dataset_dir, output, section)
+    check_train_memory(cfg, dataset_dir, device)
 
     from hrm.data import DatasetError
     from hrm.model import CheckpointError
