@@ -43,6 +43,7 @@ Sudoku conflicts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
