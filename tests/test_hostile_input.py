@@ -220,6 +220,21 @@ def test_the_default_sizes_pass_the_estimates(built, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_the_train_estimate_counts_the_model_that_is_built():
+    """The parameters and buffers counted on the meta device are those of the model built for real."""
+    from hrm.model import HRMConfig
+    from hrm.model.hrm import HRM
+    from hrm.train import estimate_train_memory
+
+    config = HRMConfig(hidden_size=64, num_heads=2, H_layers=1, L_layers=2, puzzle_emb_ndim=64, num_puzzle_identifiers=30,
+                       batch_size=8, forward_dtype="float32")
+    terms = estimate_train_memory(config)
+    model = HRM(config)
+    assert terms["weights, gradients and optimiser moments"] == 16 * sum(p.numel() for p in model.parameters())
+    assert terms["buffers"] == sum(b.numel() * b.element_size() for b in model.buffers())
+    assert terms["activations"] > 4 * 8 * 81 * 64 * 3  # at least the blocks' states of the batch
+
+
 # --------------------------------------------------------------------------- results that come out NaN
 
 
