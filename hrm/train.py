@@ -442,6 +442,31 @@ def build_model_config(cfg: TrainConfig, dataset: Any, world_size: int, device: 
         raise TrainError(f"invalid arch block: {e}") from None
 
 
+def estimate_train_memory(model_config: HRMConfig, loss_type: str = "stablemax_cross_entropy") -> dict[str, int]:
+    """Bytes one training process needs, by what they count, before the model exists.
+
+    The parameters are counted on torch's meta device (shapes only, nothing allocated): fp32 weights,
+    their gradients and AdamATan2's two moments, 16 bytes each; the buffers (the puzzle embedding, H/L
+    init, rotary tables) at their own size. Activations of one step on the per-process batch B of P =
+    seq_len + puzzle_emb_len positions (fp32, 4 bytes; bf16 needs less): the carry (z_H, z_L), the blocks
+    that keep their graph for the one-step gradient (H_layers + L_layers), each ~10 state-sized tensors and
+    4 of the SwiGLU width per position and the attention scores (heads x P x P, scores and softmax), one
+    more block's worth for the no-grad updates, and the logits with their loss (3 x P x vocab).
+    """
+    from hrm.model.layers import swiglu_width
+
+    with torch.device("meta"):
+        model = HRM(model_config, loss_type=loss_type)
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    c = model_config
+    positions = c.seq_len + c.puzzle_emb_len
+    per_block = positions * (10 * c.hidden_size + 4 * swiglu_width(c.hidden_size, c.expansion)) + 2 * c.num_heads * positions**2
+    activations = 4 * c.batch_size * ((c.H_layers + c.L_layers + 1) * per_block + 2 * positions * c.hidden_size
+                                      + 3 * positions * c.vocab_size)
+    return {"weights, gradients and optimiser moments": 16 * params, "buffers": buffers, "activations": activations}
+
+
 def create_state(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, d: Dist, device: torch.device) -> TrainState:
     """The model seeded per rank as the official (seed + rank), rank 0's weights broadcast, and its two optimisers."""
     torch.random.manual_seed(cfg.seed + d.rank)

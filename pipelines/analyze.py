@@ -41,7 +41,10 @@ import numpy as np
 import polars as pl
 
 from pipelines.device import resolve_device_option
-from pipelines.io import FiniteFloatRange, StageError, atomic_output, check_apart, claim_output, json_ready, log
+from pipelines.io import (
+    SEED, THREADS, Count, FiniteFloatRange, StageError, atomic_output, check_apart, check_memory, claim_output, json_ready,
+    log,
+)
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
@@ -101,16 +104,16 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--split", default="test", help="Split to analyse.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory (replaced atomically).")
-@click.option("--sample", type=click.IntRange(min=0), default=200,
+@click.option("--sample", type=Count(0), default=200,
               help="Seeded uniform sample of N puzzles of the split (hrm.data.eval_rows); 0 = all.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the sample, the easy probe and the noise.")
-@click.option("--segments", type=click.IntRange(min=0), default=0,
+@click.option("--seed", type=SEED, default=0, help="Seed of the sample, the easy probe and the noise.")
+@click.option("--segments", type=Count(0), default=0,
               help="ACT segments per run; 0 = the model's halt_max_steps.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               help="auto: cuda, else mps, else cpu.")
 @click.option("--forward-dtype", type=click.Choice(["float32", "bfloat16", "config"]), default="float32",
               help="Activation dtype; config = the checkpoint's own (bfloat16 for official ones).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Puzzles per forward batch.")
+@click.option("--batch-size", type=Count(1), default=64, help="Puzzles per forward batch.")
 @click.option("--puzzle-index", default="0",
               help="Puzzles (comma-separated) for trajectory and landscape figures and stored states, numbered as "
                    "--index-by says (none = no landscapes).")
@@ -120,14 +123,14 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--store-states", type=click.Choice(["selected", "all", "none"]), default="selected",
               help="Store z_H / z_L of every step in traces.parquet for the --puzzle-index puzzles, all, or none.")
 @click.option("--tol", type=FiniteFloatRange(min=0), default=0.01, help="Convergence: joint residual <= tol on the tail.")
-@click.option("--tail", type=click.IntRange(min=0), default=0, help="Tail segments; 0 = max(1, ceil(segments / 4)).")
-@click.option("--lookback", type=click.IntRange(min=2), default=4, help="Largest lag K of the oscillation test.")
+@click.option("--tail", type=Count(0), default=0, help="Tail segments; 0 = max(1, ceil(segments / 4)).")
+@click.option("--lookback", type=Count(2), default=4, help="Largest lag K of the oscillation test.")
 @click.option("--easy-k", default="0,1,2,5,10,20", help="Cells left blank in the easy probe (comma-separated; none = skip).")
-@click.option("--easy-sample", type=click.IntRange(min=0), default=100,
+@click.option("--easy-sample", type=Count(0), default=100,
               help="Puzzles of the sample for the easy probe; 0 = all.")
 @click.option("--shifts", type=click.IntRange(0, 9), default=9,
               help="Cyclic digit relabellings (incl. the identity); 0 = skip multistability.")
-@click.option("--noise-runs", type=click.IntRange(min=0), default=4,
+@click.option("--noise-runs", type=Count(0), default=4,
               help="Runs from a noisy initial state per puzzle, for each kind of --noise.")
 @click.option("--noise", "noise_kinds", default="fork,iid",
               help="Initial-state noise kinds (comma-separated; none = no noise runs): fork = the fork's, one "
@@ -137,17 +140,17 @@ def _ints(text: str, what: str) -> list[int]:
               help="Std of the initial-state noise (H_init has std 1); 0 = each kind's own (fork 2, the fork's; iid 0.5).")
 @click.option("--cluster-tol", type=FiniteFloatRange(min=0), default=0.05,
               help="Relative distance linking two final states.")
-@click.option("--fp-sample", type=click.IntRange(min=0), default=32,
+@click.option("--fp-sample", type=Count(0), default=32,
               help="Puzzles of the sample for multistability; 0 = all.")
-@click.option("--landscape-radius", type=click.IntRange(min=0), default=20, help="Grid offsets -R..R on each PC axis.")
+@click.option("--landscape-radius", type=Count(0), default=20, help="Grid offsets -R..R on each PC axis.")
 @click.option("--landscape-divisor", type=FiniteFloatRange(min=0, min_open=True), default=8.0,
               help="Grid step = sqrt(state size) / divisor.")
-@click.option("--landscape-segment", type=click.IntRange(min=0), default=0, help="Centre segment; 0 = the last.")
+@click.option("--landscape-segment", type=Count(0), default=0, help="Centre segment; 0 = the last.")
 @click.option("--landscape-clip", type=FiniteFloatRange(min=0), default=0.0,
               help="Cap of the landscape's colour scale (conflicts above it share the top colour); 0 = the grid's own "
                    "range (the fork: 40).")
 @click.option("--flow/--no-flow", default=True, help="Compute the one-segment flow arrows of the landscape.")
-@click.option("--num-threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
+@click.option("--num-threads", type=THREADS, default=0, help="torch CPU threads (0: torch's default).")
 @click.option("--memory-limit-gb", type=FiniteFloatRange(min=0), default=0.0,
               help="Refuse a run whose estimated memory exceeds this (GB); 0 = 80% of the memory available now. "
                    "Machine-dependent: not a params.yaml setting.")
@@ -168,7 +171,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     import torch
 
     from hrm import __version__
-    from hrm.analysis import AnalysisSettings, TokenError, analyze, parse_ks
+    from hrm.analysis import AnalysisSettings, NonFiniteError, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
     from hrm.evaluate import task_rules
@@ -255,6 +258,9 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
                 (tmp / "plots").mkdir()
                 metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip,
                                progress, run_info, d, job, resumed, rules)
+        except NonFiniteError as e:
+            job.remove()  # its units were computed under settings refused here: of no use to a rerun
+            raise non_finite_error(e, settings) from None
         except KeyboardInterrupt:
             if d.rank == 0:
                 log(STAGE, f"stopped with {_units(job)} finished batch(es) kept in {job.folder}; the same command "
@@ -266,6 +272,17 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     finally:
         lock.close()
         finish(d)
+
+
+def non_finite_error(e, settings) -> StageError:
+    """A result that came out NaN or inf (hrm.analysis.NonFiniteError) is refused, not written as figures,
+    naming the setting behind it and its value."""
+    values = {"--landscape-divisor": settings.landscape_divisor, "--noise-std": settings.noise_std}
+    if e.option in values:
+        default = next(p.default for p in analyze.params if e.option in p.opts)
+        return StageError(f"{e.option} {values[e.option]:g}: {e}; nothing was written. Choose a value nearer the "
+                          f"default ({default:g})")
+    return StageError(f"{e}; nothing was written (the model's states overflow float32 with these settings)")
 
 
 def _units(job) -> int:
@@ -312,21 +329,13 @@ def _noise_kinds(text: str) -> tuple[str, ...]:
 def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], limit_gb: float) -> None:
     """Refuse, before any work, a run whose estimated memory (hrm.analysis.estimate_memory) is above the
     limit (--memory-limit-gb; 0: 80% of the memory available now), naming the options to lower."""
-    from hrm.analysis import available_memory_bytes, estimate_memory, format_bytes
+    from hrm.analysis import estimate_memory
 
     n_rows = int(np.union1d(sample_rows, np.asarray(selected, np.int64)).size)
     est = estimate_memory(cfg, settings, n_rows, len(set(selected)), n_sample=int(sample_rows.size))
-    if limit_gb > 0:
-        limit, why = limit_gb * 1e9, "--memory-limit-gb"
-    else:
-        avail = available_memory_bytes()
-        limit = None if avail is None else 0.8 * avail
-        why = "80% of available memory; --memory-limit-gb to change"
-    if limit is not None and est.bytes > limit:
-        lower = " or ".join(o for o in est.peak.options) or "--segments"
-        raise StageError(f"{est.describe('needed')}, above the limit of {format_bytes(limit)} ({why}); lower {lower}")
-    log(STAGE, f"memory: {est.describe()} (estimated peak"
-        + ("" if limit is None else f"; limit {format_bytes(limit)}") + ")")
+    peak = est.peak
+    shown = " x ".join(f"{o} {est.values[o]}" for o in peak.options if o in est.values)
+    check_memory(STAGE, est.bytes, shown, f"the {peak.name}", list(peak.options) or ["--segments"], limit_gb=limit_gb)
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,

@@ -26,11 +26,11 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, data_settings, input_records,
-    lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table, write_examples,
-    write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_examples_memory, check_table, data_settings,
+    input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table,
+    write_examples, write_json,
 )
-from pipelines.io import StageError, atomic_output, log
+from pipelines.io import Count, SEED, StageError, atomic_output, log
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 # The seed stream of each train table's symmetries (the test split is not augmented).
@@ -63,10 +63,10 @@ def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None,
               default=Path("data/subsample"), help="Subsample stage output.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/augment"),
               help="Directory to write (replaced as a whole on success).")
-@click.option("--num-aug", type=click.IntRange(min=0), default=100,
+@click.option("--num-aug", type=Count(0), default=100,
               help="Transformed copies per train puzzle (paper: 1000); mazes: at most 7 (7: all 8 dihedral "
                    "transforms, the official --aug; paper: 0).")
-@click.option("--seed", type=int, default=0, help="Seed of the transforms.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the transforms.")
 @data_settings("augment")
 def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     """Build the vanilla examples table: originals plus NUM_AUG symmetries per train puzzle."""
@@ -90,6 +90,8 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     groups = tables["train"].height
     if groups * (1 + num_aug) > INT32_MAX:
         raise StageError(f"{groups:,} puzzles x {1 + num_aug:,} examples do not fit Int32 ids; lower --num-aug")
+    check_examples_memory(stage, groups * (1 + num_aug), task, f"--num-aug {num_aug} x {groups:,} puzzles",
+                          ["--num-aug", "the subsample stage's --subsample-size"])
     lineage[stage] = {"params": {"seed": seed, "num_aug": num_aug}, "inputs": input_records(input_dir, names),
                       "rows_per_group": {split: 1 + num_aug if split in AUGMENT_STREAMS else 1 for split in splits},
                       "outputs": {}}

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
-import importlib
+import os
 import signal
 import sys
 
-import click
 
-from hrm import __version__
-from pipelines.io import Interrupts
+def _stop_while_starting(signum: int, frame: object) -> None:  # noqa: ARG001
+    """SIGINT / SIGTERM before the command's own handler (pipelines.io.Interrupts) is in place: nothing has
+    been written yet, so exit at once, with one line, whatever was being imported."""
+    os.write(2, f"hrm: stopped by {signal.Signals(signum).name} while starting; nothing was written\n".encode())
+    os._exit(128 + signum)
+
+
+def _install_early_stop() -> dict:
+    """Install :func:`_stop_while_starting` for SIGINT and SIGTERM; returns the handlers it replaced."""
+    return {sig: signal.signal(sig, _stop_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+# Launched as the `hrm` script or `python -m pipelines.cli`: the handler goes in before anything slow is
+# imported (click, numpy, polars, torch: a Ctrl-C there was a traceback). Imported by a test or another
+# program, the module leaves their signal handlers alone.
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "hrm":
+    _install_early_stop()
+
+import importlib  # noqa: E402
+
+import click  # noqa: E402
+
+from hrm import __version__  # noqa: E402
 
 # name -> "module:attribute". Imported on use, so `hrm raw` does not pay for torch,
 # datasets or the registry's git/DVC imports.
@@ -51,7 +71,21 @@ def cli() -> None:
 
 def main(command: click.Command = cli, prog_name: str | None = None) -> None:
     """Run ``command`` (the ``hrm`` group) as the console script does, with Ctrl-C and SIGTERM
-    stopping it (pipelines.io.Interrupts): exit 128 + the signal's number, one line, no traceback."""
+    stopping it (pipelines.io.Interrupts): exit 128 + the signal's number, one line, no traceback.
+    An operating-system error on a user's path (pipelines.io.path_error) is one message, exit 1."""
+    # Until Interrupts is in place (importing pipelines.io loads numpy and polars); the caller's handlers
+    # come back at the end (a test calling main keeps its own).
+    saved = _install_early_stop() if threading_is_main() else {}
+    try:
+        _run(command, prog_name)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _run(command: click.Command, prog_name: str | None) -> None:
+    from pipelines.io import Interrupts, path_error
+
     with Interrupts() as interrupts:
         try:
             code = command.main(prog_name=prog_name, standalone_mode=False)
@@ -60,12 +94,25 @@ def main(command: click.Command = cli, prog_name: str | None = None) -> None:
             sys.exit(e.exit_code)
         except (click.exceptions.Abort, KeyboardInterrupt):  # click turns KeyboardInterrupt into Abort
             interrupts.signum = interrupts.signum or signal.SIGINT
+        except Exception as e:
+            if interrupts.signum is None:  # after a signal, whatever failed failed because of it
+                error = path_error(e)
+                if error is None:
+                    raise
+                error.show()
+                sys.exit(error.exit_code)
         if interrupts.signum is None and interrupts.dropped:  # dropped, and no check point came after it
             interrupts.signum = signal.SIGINT
         if interrupts.signum is not None:
             click.echo(f"hrm: stopped by {interrupts.name}; outputs being written were not put in place", err=True)
             sys.exit(128 + interrupts.signum)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # python -m pipelines.cli STAGE ... (where the `hrm` script is not installed)

@@ -35,7 +35,9 @@ import polars as pl
 
 from hrm import rng
 from hrm.tasks import TASKS
-from pipelines.io import RECORD, StageError, check_apart, claim_output, human_bytes, log, read_record, read_table
+from pipelines.io import (
+    RECORD, StageError, check_apart, check_memory, claim_output, human_bytes, log, read_record, read_table,
+)
 from pipelines.settings import config_file_options
 from schemas.manifest import file_sha256, lineage_problems
 
@@ -302,3 +304,27 @@ def read_examples(path: Path, rows_per_group: int | None, stage: str, task: str 
     df = read_examples_file(path, stage)
     check_table(df, rows_per_group, str(path), stage, built=False, task=task)
     return df
+
+
+# --------------------------------------------------------------------------- memory, before the work
+
+# Bytes of one examples-table row besides its two grids (inputs, labels: seq_len each): five Int32 ids and
+# the rating, the variant, the source string's view, the transform (Sudoku: 29 bytes; a maze: 1).
+# A 400,100-row Sudoku table is 90.5 MB on disk (Arrow IPC, uncompressed: its size in memory), 226 a row.
+EXAMPLE_ROW_EXTRA = 66
+
+
+def check_examples_memory(stage: str, rows: int, task: str, shown: str, lower: list[str]) -> None:
+    """Refuse (pipelines.io.check_memory) building an examples table of ``rows`` rows that will not fit:
+    it counts the table twice (the library's arrays and the polars table built from them; a 400,100-row
+    augment grew the process by 1.2 x the table)."""
+    row = 2 * TASKS[task].seq_len + EXAMPLE_ROW_EXTRA
+    check_memory(stage, 2 * rows * row, shown, f"{rows:,} examples ({row} bytes each, twice)", lower)
+
+
+def check_tables_memory(stage: str, paths: list[Path], copies: int, lower: list[str]) -> None:
+    """Refuse (pipelines.io.check_memory) reading examples tables that will not fit: their bytes on disk
+    (Arrow IPC, uncompressed: their size in memory) ``copies`` times (the tables read and what the stage
+    builds from them)."""
+    size = sum(p.stat().st_size for p in paths if p.is_file())
+    check_memory(stage, copies * size, "", f"{human_bytes(size)} of input tables ({copies} copies)", lower)

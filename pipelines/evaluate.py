@@ -37,7 +37,7 @@ import click
 import numpy as np
 
 from pipelines.device import resolve_device_option
-from pipelines.io import StageError, atomic_output, check_apart, claim_output, json_ready, log
+from pipelines.io import Count, SEED, StageError, THREADS, atomic_output, check_apart, claim_output, json_ready, log
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
@@ -319,24 +319,24 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.command("evaluate")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
               help="A checkpoint file, or a training run directory (its last --last step_N). Repeat for an ensemble.")
-@click.option("--last", type=click.IntRange(min=1), default=1, help="Checkpoints taken from each run directory.")
+@click.option("--last", type=Count(1), default=1, help="Checkpoints taken from each run directory.")
 @click.option("--dataset", type=click.Path(path_type=Path), default=Path("data/datasets"),
               help="A dataset directory (manifest.json), or the shard stage's output (datasets.json) with --variant.")
 @click.option("--variant", type=click.Choice(["hint", "vanilla"]), default="hint",
               help="Which dataset of a shard stage output (the test split is the same in both).")
 @click.option("--split", default="test", help="Split to evaluate.")
-@click.option("--permutations", type=click.IntRange(min=1), default=9, help="Passes per checkpoint (pass 0 = unperturbed).")
+@click.option("--permutations", type=Count(1), default=9, help="Passes per checkpoint (pass 0 = unperturbed).")
 @click.option("--perturbation", type=click.Choice(["shift", "relabel", "symmetry", "swap"]), default="shift",
               help="shift: the fork's cyclic digit shifts (at most 9); relabel: random digit relabellings; "
                    "symmetry: random full Sudoku symmetries; swap (mazes, at most 2 passes): the fork's S/G "
                    "exchange.")
-@click.option("--test-size", type=click.IntRange(min=0), default=0, help="Seeded sample of N puzzles (0: the whole split).")
+@click.option("--test-size", type=Count(0), default=0, help="Seeded sample of N puzzles (0: the whole split).")
 @click.option("--tiers", default="1-5,6-10,11-20",
               help="Easy tiers: ranges of blanks left (mazes: path cells left unmarked; LO-HI, comma-separated; "
                    "'none' to skip).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64,
+@click.option("--batch-size", type=Count(1), default=64,
               help="Puzzles per batch; each checkpoint runs batch-size x permutations rows together.")
-@click.option("--max-rows", type=click.IntRange(min=0), default=0,
+@click.option("--max-rows", type=Count(0), default=0,
               help="Rows per forward (0: auto = 32 on CPU, all on GPU).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="auto: cuda, else mps, else cpu.")
 @click.option("--forward-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
@@ -346,14 +346,14 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
               help="torch.compile the segment (one compilation for all K).")
 @click.option("--early-stop", type=click.BOOL, default=False, is_flag=False, flag_value=True,
               help="Stop each pass at the model's own halt (not the paper's evaluation, which runs every segment).")
-@click.option("--seed", type=int, default=0, help="Seed of the sample, random perturbations and tiers.")
-@click.option("--num-threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: torch's default).")
+@click.option("--seed", type=SEED, default=0, help="Seed of the sample, random perturbations and tiers.")
+@click.option("--num-threads", type=THREADS, default=0, help="torch CPU threads (0: torch's default).")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/evaluate"),
               help="Output directory (replaced on success).")
 @click.option("--wandb-mode", type=click.Choice(["online", "offline", "disabled"]), default="disabled", help="Weights & Biases logging.")
 @click.option("--project-name", default=DEFAULT_PROJECT, help="W&B project.")
 @click.option("--run-name", default="", help="W&B run name (empty: W&B chooses).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=1024,
+@click.option("--chunk-size", type=Count(1), default=1024,
               help="Puzzles per unit of work (rounded up to whole batches): what a stopped run keeps, and what "
                    "torchrun's ranks share out.")
 @click.option("--restart", is_flag=True, default=False,

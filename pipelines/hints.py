@@ -29,12 +29,11 @@ import numpy as np
 import polars as pl
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, data_settings, examples_record,
-    input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng, tables_of,
-    verify_table,
-    write_examples, write_json,
+    EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, check_tables_memory, data_settings,
+    examples_record, input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng,
+    tables_of, verify_table, write_examples, write_json,
 )
-from pipelines.io import StageError, atomic_output, log
+from pipelines.io import SEED, StageError, atomic_output, log
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 
@@ -54,7 +53,7 @@ def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
               help="Directory to write (replaced as a whole on success).")
 @click.option("--enabled", type=bool, default=True,
               help="true: add a hint example after every train example; false: pass the tables through.")
-@click.option("--seed", type=int, default=0, help="Seed of the hint draws.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the hint draws.")
 @data_settings("hints", aliases={"hints": "enabled"})
 def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     """Add an easier copy (extra givens from the answer) after every train example."""
@@ -72,6 +71,8 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     expected = {split: rows_per_group(lineage, split) for split in splits}
     for name in names:  # the bytes the augment stage recorded in lineage.json, before any is used
         verify_table(input_dir / name, lineage, stage)
+    # The tables read, and the hint table of twice the train rows.
+    check_tables_memory(stage, [input_dir / name for name in names], 3, ["the augment stage's --num-aug"])
     tables = {split: read_examples(input_dir / name, expected[split], stage, task)
               for split, name in zip(splits, names)}
     for split, name in zip(splits, names):

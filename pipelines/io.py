@@ -62,6 +62,104 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+# Ranges shared by every option and config-file value of a kind (pipelines.settings.file_value checks a
+# file's values with the same types). Each upper bound is what the code behind the option can take.
+SEED_MAX = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take every seed in 0..2**32-1
+THREADS_MAX = 1024  # torch.set_num_threads(10**6) ends in MemoryError or a segfault
+COUNT_MAX = 2**31 - 1  # rows, puzzles, copies, widths: the examples tables' ids are Int32
+SEED = click.IntRange(0, SEED_MAX)
+THREADS = click.IntRange(0, THREADS_MAX)  # 0: torch's default
+
+
+def Count(min: int = 0, max: int = COUNT_MAX) -> click.IntRange:  # noqa: A002, N802 (click's own names)
+    """The option type of a size or count: an integer in ``min..max`` (at most COUNT_MAX). Whether
+    the work it asks for fits in memory is estimated by the stage (:func:`check_memory`)."""
+    return click.IntRange(min, max)
+
+
+# --------------------------------------------------------------------------- errors of the system on the user's paths
+
+# errno -> (what happened, what to do): the errors a user's path can cause (pipelines.cli.main, atomic_output).
+PATH_ERRORS = {
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose a path whose folders are folders"),
+    errno.EEXIST: ("exists and is not a folder", "choose a path whose folders are folders, or move the file away"),
+    errno.EISDIR: ("is a folder, not a file", "give a file"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.EACCES: ("permission denied", "choose a path you may write (or read), or change its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a path you may write (or read), or change its permissions"),
+    errno.EROFS: ("read-only file system", "choose an --output on a writable file system"),
+    errno.ENOSPC: ("no space left on the device", "free some space or choose an --output on another device"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose an --output on another device"),
+    errno.EFBIG: ("file too large (the file system's or the process's file size limit)",
+                  "raise the limit (ulimit -f) or choose an --output on another file system"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+    errno.ELOOP: ("too many levels of symbolic links", "check the links in the path"),
+}
+_ERRNO_TEXT = re.compile(r"os error (\d+)|\[errno (\d+)\]", re.IGNORECASE)  # polars, pyarrow
+_TEMP_NAME = re.compile(r"\.([^/]+)\.tmp-\d+-[0-9a-f]{8}")  # _temp_sibling's names
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def os_error_of(exc: BaseException) -> tuple[int, str | None] | None:
+    """(errno, path) of the operating-system error behind ``exc``, if any: an OSError in its chain,
+    or the ``os error N`` / ``[errno N]`` that polars and pyarrow put in their messages."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno:
+            return e.errno, e.filename if isinstance(e.filename, str) else None
+        m = _ERRNO_TEXT.search(str(e))
+        if m:
+            return int(m.group(1) or m.group(2)), None
+        if "No space left on device" in str(e):
+            return errno.ENOSPC, None
+    return None
+
+
+def user_path(path: str | os.PathLike) -> str:
+    """``path`` as the user named it: a temporary of :func:`atomic_output` (``.NAME.tmp-PID-XXXXXXXX``) is ``NAME``."""
+    return _TEMP_NAME.sub(r"\1", str(path))
+
+
+def path_error(exc: BaseException, output: Path | None = None) -> StageError | None:
+    """One message for an operating-system error on a user's path (a file where a folder must be, no
+    permission, a read-only or full disk, ...), naming the path and what to do; None for any other error.
+    ``output``: the output being written, named when the error does not say which path it was."""
+    found = os_error_of(exc)
+    if found is None or found[0] not in PATH_ERRORS or isinstance(exc, click.ClickException):
+        return None
+    code, path = found
+    if path is None and output is None:
+        return None
+    what, advice = PATH_ERRORS[code]
+    kept = "; the previous output is unchanged" if output is not None and (path is None or _TEMP_NAME.search(path)) else ""
+    return StageError(f"{user_path(path or output)}: {what} ({os.strerror(code)}); {advice}{kept}")
+
+
+def _out_of_space(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has no free block left (a failed write that did not say why:
+    numpy's "N requested and M written", torch's "unexpected pos")."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def output_error(exc: BaseException, final: Path, tmp: Path) -> StageError | None:
+    """What :func:`atomic_output` reports when writing ``final`` failed on a path error; checked before its
+    temporary is removed (a full disk is seen while it is full)."""
+    if not isinstance(exc, Exception) or isinstance(exc, click.ClickException):
+        return None
+    if os_error_of(exc) is None and _out_of_space(tmp.parent):
+        return path_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), final)
+    return path_error(exc, final)
+
+
 def log(stage: str, message: str) -> None:
     """``stage: message`` on stderr, from rank 0 only (a torchrun job's other ranks stay quiet).
     Also where a Ctrl-C that Python dropped is raised again (:func:`check_interrupted`)."""
@@ -299,8 +397,11 @@ def atomic_output(final: str | os.PathLike, *, stage: str | None = None) -> Iter
         if tmp.is_dir() and stage is not None:
             write_record(tmp, stage)
         _put_in_place(tmp, final, stage)
-    except BaseException:
+    except BaseException as exc:
+        failure = output_error(exc, final, tmp)  # before the temporary goes: a full disk is seen while full
         _remove(tmp)
+        if failure is not None:
+            raise failure from None
         raise
 
 
@@ -329,6 +430,31 @@ def _put_in_place(tmp: Path, final: Path, stage: str | None) -> None:
         _remove(old)
 
 
+MEMORY_SHARE = 0.8  # of the memory available now: the default limit of an estimate
+
+
+def check_memory(stage: str, need: int, shown: str, counted: str, lower: list[str], *, limit_gb: float = 0.0,
+                 available: int | None = None, where: str = "memory") -> None:
+    """Refuse, before it starts, work whose estimated peak memory ``need`` (bytes) is above the limit
+    (``limit_gb``; 0: 80% of the memory available now), in one line naming the options to lower; else
+    log the estimate. ``shown``: the settings behind it (``--num-aug 100 x 1,000 puzzles``); ``counted``:
+    what the estimate counts (``the examples table``); ``available``: the bytes free (default: the machine's
+    memory available now), ``where`` what they are (``memory of cuda:0``)."""
+    from hrm.resources import available_memory_bytes, format_bytes
+
+    what = f"{shown + ': ' if shown else ''}about {format_bytes(need)}"
+    if limit_gb > 0:
+        limit, why = limit_gb * 1e9, "--memory-limit-gb"
+    else:
+        avail = available_memory_bytes() if available is None else available
+        limit = None if avail is None else MEMORY_SHARE * avail
+        why = f"80% of available {where}" + ("; --memory-limit-gb to change" if stage == "analyze" else "")
+    if limit is not None and need > limit:
+        raise StageError(f"{what} needed for {counted}, above the limit of {format_bytes(limit)} ({why}); "
+                         f"lower {' or '.join(lower)}")
+    log(stage, f"memory: {what} for {counted} (estimated peak" + ("" if limit is None else f"; limit {format_bytes(limit)}") + ")")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -337,12 +463,48 @@ def human_bytes(n: float) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+# The longest cell a table of ours holds is a maze string (900 characters); 4 KiB a cell leaves room
+# for any text a user's table may hold, and bounds what a Parquet file may decompress to.
+MAX_CELL_BYTES = 4096
+PARQUET_SLACK = 1 << 20  # per column chunk: headers, dictionaries, statistics
+
+
+def check_parquet_sizes(path: Path, max_cell_bytes: int = MAX_CELL_BYTES) -> None:
+    """Refuse a Parquet file that would decompress to more than its rows can hold, before it is read.
+
+    The footer gives each column chunk's row count and uncompressed size (pages, dictionary included);
+    a chunk above ``rows x max_cell_bytes + 1 MiB`` is a compression bomb (14 KB on disk, 400 MB in one
+    cell): a StageError names the file, the column and both sizes. A footer that cannot be read is left
+    to the reader, which reports it.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # not Parquet, truncated: the reader's own error names the file
+        return
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        limit = group.num_rows * max_cell_bytes + PARQUET_SLACK
+        for c in range(group.num_columns):
+            column = group.column(c)
+            if column.total_uncompressed_size > limit:
+                raise StageError(
+                    f"{path}: column {column.path_in_schema!r} (row group {g}) decompresses to "
+                    f"{human_bytes(column.total_uncompressed_size)} for {group.num_rows:,} row(s), more than "
+                    f"{human_bytes(limit)} ({max_cell_bytes:,} bytes a cell); refusing to read it "
+                    f"({human_bytes(column.total_compressed_size)} on disk: a compression bomb or a damaged file)")
+
+
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pl.DataFrame:
-    """Read a Parquet or CSV file into polars, turning I/O and format errors into StageError."""
+    """Read a Parquet or CSV file into polars, turning I/O and format errors into StageError.
+    A Parquet file's sizes are checked first (:func:`check_parquet_sizes`)."""
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{path}: file not found")
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        check_parquet_sizes(path)
     try:
         if suffix == ".parquet":
             return pl.read_parquet(path, columns=columns)
@@ -373,7 +535,8 @@ def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) ->
 
     Memory stays bounded by one batch: a Parquet file is read slice by slice; a CSV file
     is first streamed into a temporary Parquet file (polars' streaming sink), then
-    sliced. Yields at least one (possibly empty) frame, so the column layout can always
+    sliced; a Parquet file's sizes are checked first (:func:`check_parquet_sizes`). Yields at
+    least one (possibly empty) frame, so the column layout can always
     be checked. A missing, truncated or malformed file raises StageError naming it.
     """
     path = Path(path)
@@ -384,6 +547,7 @@ def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) ->
         raise StageError(f"{path}: unsupported file type {suffix!r} (expected .parquet or .csv)")
     try:
         if suffix == ".parquet":
+            check_parquet_sizes(path)
             yield from _parquet_batches(path, batch_rows)
             return
         with tempfile.TemporaryDirectory(prefix="hrm-validate-") as tmp:
@@ -391,6 +555,8 @@ def iter_table_batches(path: str | os.PathLike, batch_rows: int = BATCH_ROWS) ->
             # Everything as text: a bad value must reach validation, not fail parsing.
             pl.scan_csv(path, infer_schema=False).sink_parquet(staged, compression="lz4")
             yield from _parquet_batches(staged, batch_rows)
+    except StageError:
+        raise
     except Exception as exc:  # polars raises many kinds for a corrupt or truncated file
         raise StageError(f"{path}: cannot read as {suffix[1:]} ({type(exc).__name__}: {exc})") from None
 

@@ -38,8 +38,8 @@ import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.io import (
-    BATCH_ROWS, PARQUET_OPTIONS, StageError, atomic_output, claim_output, human_bytes, iter_table_batches, log,
-    read_table, write_parquet,
+    BATCH_ROWS, PARQUET_OPTIONS, SEED, Count, StageError, atomic_output, check_memory, claim_output, human_bytes,
+    iter_table_batches, log, read_table, write_parquet,
 )
 from pipelines.settings import config_file_options
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
@@ -129,6 +129,22 @@ def _builtin_inputs(n_train: int, n_test: int, seed: int, min_blanks: int, max_b
     info = {"seed": seed, "split_seeds": seeds, "min_blanks": min_blanks, "max_blanks": max_blanks,
             "min_rating": min_rating, "sizes": {"train": n_train, "test": n_test}}
     return inputs, info
+
+
+def builtin_puzzle_bytes(task: Task) -> int:
+    """Memory per generated puzzle of ``--source builtin``, L = the task's seq_len: the table (two strings of
+    L, a view of 16 bytes each, the source and the rating: 2L + 63), one column as Python strings while it is
+    built (L + 65), the generator's arrays (question, answer, solution: 3L + 8), the split summary's arrays
+    (L + 8), the validation's temporaries (about four string columns: 4L + 64). 11 L + 208: 1,099 bytes a
+    Sudoku; 40,000 Sudoku puzzles grew the process by 44 MB, 1.1 KB each."""
+    return 11 * task.seq_len + 208
+
+
+def _check_builtin_memory(task: Task, train_size: int, test_size: int) -> None:
+    n = train_size + test_size
+    check_memory("raw", n * builtin_puzzle_bytes(task), f"--train-size {train_size:,} + --test-size {test_size:,}",
+                 f"the generated {task.noun}s and their tables ({builtin_puzzle_bytes(task):,} bytes each)",
+                 ["--train-size", "--test-size"])
 
 
 def difficulty(task: Task, questions: np.ndarray) -> np.ndarray:
@@ -466,12 +482,12 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
                    "Face Hub; csv: read --input DIR/{train,test}.csv.")
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory to write train.parquet, test.parquet and stats.json into (replaced as a whole on success).")
-@click.option("--seed", type=int, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
-@click.option("--train-size", type=click.IntRange(min=1), default=5000, help="[builtin] Puzzles in the train split.")
-@click.option("--test-size", type=click.IntRange(min=1), default=1000, help="[builtin] Puzzles in the test split.")
+@click.option("--seed", type=SEED, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
+@click.option("--train-size", type=Count(1), default=5000, help="[builtin] Puzzles in the train split.")
+@click.option("--test-size", type=Count(1), default=1000, help="[builtin] Puzzles in the test split.")
 @click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin, sudoku] Fewest blank cells per puzzle.")
 @click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin, sudoku] Most blank cells per puzzle.")
-@click.option("--min-rating", type=click.IntRange(min=0), default=0, help="[builtin, sudoku] Lowest rating (backtracks) kept.")
+@click.option("--min-rating", type=Count(0), default=0, help="[builtin, sudoku] Lowest rating (backtracks) kept.")
 @click.option("--min-path", type=click.IntRange(1, 900), default=111, show_default=True,
               help="[builtin, maze] Fewest moves of the shortest S-G path (the paper's hard set: more than 110).")
 @click.option("--hf-repo", default=None, help="[hf] Dataset repo id on the Hugging Face Hub (default: the task's).")
@@ -526,6 +542,8 @@ def raw(
                          f"--hf-repo {the_task.hf_repo} (params.yaml: raw.hf_repo, and raw.hf_revision) or "
                          f"--task {other[hf_repo]}")
     claim_output(output, "raw")
+    if source == "builtin":
+        _check_builtin_memory(the_task, train_size, test_size)
 
     stats: dict = {"task": task, "source": source, "check_unique": check_unique, "on_invalid": on_invalid}
     with atomic_output(output, stage="raw") as tmp:

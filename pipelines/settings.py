@@ -49,11 +49,13 @@ def read_section(config_file: Path, section: str | None, options: Iterable[str],
         return {}
     if not isinstance(node, dict):
         raise StageError(f"{config_file}: section {section!r} is not a mapping")
+    _check_keys(config_file, section, node)
     flat = {k: v for k, v in node.items() if k != nested}
     if nested is not None:
         inner = node.get(nested) or {}
         if not isinstance(inner, dict):
             raise StageError(f"{config_file}: {section}.{nested} is not a mapping")
+        _check_keys(config_file, f"{section}.{nested}" if section else nested, inner)
         flat.update(inner)
     options = set(options)
     unknown = sorted(set(flat) - options - set(other_keys))
@@ -77,6 +79,14 @@ def read_top_level(config_file: Path, section: str | None, options: Iterable[str
         raise StageError(f"{config_file}: {', '.join(both)} is set both at the top of the file and in {section} "
                          f"({', '.join(f'{section}.{k}' for k in both)}); keep one")
     return found
+
+
+def _check_keys(config_file: Path, where: str | None, node: dict) -> None:
+    """A section's keys are option names: a number, null or list as a key (``train: {1: 2}``) is refused."""
+    bad = [k for k in node if not isinstance(k, str)]
+    if bad:
+        raise StageError(f"{config_file}: {where or 'the file'}: key {bad[0]!r} is not a name; keys are option "
+                         "names such as epochs or seed")
 
 
 def file_value(config_file: Path, section: str | None, key: str, value: Any, click_type: click.ParamType, *,

@@ -43,8 +43,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, data_settings, input_records, lineage_task, read_examples,
-    read_lineage, require_rows, rows_per_group, tables_of, verify_table, write_json,
+    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, check_tables_memory, data_settings, input_records, lineage_task,
+    read_examples, read_lineage, require_rows, rows_per_group, tables_of, verify_table, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
@@ -222,6 +222,8 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
         verify_table(input_dir / name, lineage, stage)
     inputs = input_records(input_dir, files)
     per_group = {split: rows_per_group(lineage, split) for split in splits}
+    # The tables read, and the vanilla table or the shards' Arrow batches built from them.
+    check_tables_memory(stage, [input_dir / name for name in files], 2, ["the augment stage's --num-aug"])
     tables = {split: read_examples(input_dir / name, per_group[split], stage, task)
               for split, name in zip(splits, files)}
     for split, name in zip(splits, files):

@@ -35,7 +35,7 @@ from pipelines.dataset_io import (
     verify_table, write_json,
 )
 from hrm.tasks import TASKS
-from pipelines.io import StageError, atomic_output, human_bytes, log, read_table
+from pipelines.io import Count, SEED, StageError, atomic_output, human_bytes, log, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
 SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=False)
@@ -132,15 +132,15 @@ def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task
               help="Raw stage output: train.parquet, test.parquet (and stats.json).")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("data/subsample"),
               help="Directory to write (replaced as a whole on success).")
-@click.option("--subsample-size", type=click.IntRange(min=0), default=1000,
+@click.option("--subsample-size", type=Count(0), default=1000,
               help="Train puzzles drawn uniformly without replacement; 0 = all, in file order "
                    "(more than the split holds: refused).")
-@click.option("--test-size", type=click.IntRange(min=0), default=1000,
+@click.option("--test-size", type=Count(0), default=1000,
               help="Cap on test puzzles (uniform sample, file order kept); 0 = the whole test split (paper).")
 @click.option("--vanilla-draw", type=click.Choice(VANILLA_DRAWS), default="coupled",
               help="coupled: the vanilla dataset is the hint dataset minus its hints (same puzzles and symmetries); "
                    "independent: draw its train puzzles (and later its symmetries) again, as the fork's two builds.")
-@click.option("--seed", type=int, default=0, help="Seed of the draws.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the draws.")
 @data_settings("subsample")
 def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int, vanilla_draw: str,
               seed: int) -> None:

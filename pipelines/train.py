@@ -33,44 +33,44 @@ import yaml
 
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
 from pipelines.device import resolve_device_option
-from pipelines.io import FiniteFloatRange, StageError, check_apart
+from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_apart, check_memory
 from pipelines.settings import file_value, given_on_command_line, read_section, read_top_level, reads_section
 
 # name, click type, help. Architecture options go into the arch block. The defaults are the quick
 # profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
 ARCH_OPTIONS: list[tuple[str, Any, str]] = [
-    ("hidden_size", click.IntRange(min=1), "Model width."),
-    ("num_heads", click.IntRange(min=1), "Attention heads (hidden_size must be a multiple)."),
+    ("hidden_size", Count(1), "Model width."),
+    ("num_heads", Count(1), "Attention heads (hidden_size must be a multiple)."),
     ("expansion", FiniteFloatRange(min=0, min_open=True), "SwiGLU expansion factor."),
-    ("H_layers", click.IntRange(min=1), "Blocks in the high-level module."),
-    ("L_layers", click.IntRange(min=1), "Blocks in the low-level module."),
-    ("H_cycles", click.IntRange(min=1), "High-level updates per ACT segment."),
-    ("L_cycles", click.IntRange(min=1), "Low-level updates per high-level update."),
-    ("halt_max_steps", click.IntRange(min=1), "Most ACT segments per puzzle."),
+    ("H_layers", Count(1), "Blocks in the high-level module."),
+    ("L_layers", Count(1), "Blocks in the low-level module."),
+    ("H_cycles", Count(1), "High-level updates per ACT segment."),
+    ("L_cycles", Count(1), "Low-level updates per high-level update."),
+    ("halt_max_steps", Count(1), "Most ACT segments per puzzle."),
     ("halt_exploration_prob", FiniteFloatRange(0, 1), "Probability of a random minimum number of segments."),
     ("pos_encodings", click.Choice(["rope", "learned"]), "Position encoding."),
-    ("puzzle_emb_ndim", click.IntRange(min=0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
+    ("puzzle_emb_ndim", Count(0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
     ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "Token loss."),
 ]
 TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
-    ("global_batch_size", click.IntRange(min=1), "Examples per step over all processes."),
-    ("epochs", click.IntRange(min=1), "Group-epochs (each visits every original puzzle once, one variant each)."),
-    ("eval_interval", click.IntRange(min=1), "Epochs between evaluations + checkpoints; must divide --epochs (above it: --epochs, one evaluation at the end)."),
+    ("global_batch_size", Count(1), "Examples per step over all processes."),
+    ("epochs", Count(1), "Group-epochs (each visits every original puzzle once, one variant each)."),
+    ("eval_interval", Count(1), "Epochs between evaluations + checkpoints; must divide --epochs (above it: --epochs, one evaluation at the end)."),
     ("lr", FiniteFloatRange(min=0), "Peak learning rate of the weights (AdamATan2)."),
     ("lr_min_ratio", FiniteFloatRange(min=0), "Final lr / peak lr of the cosine decay (1.0: constant)."),
-    ("lr_warmup_steps", click.IntRange(min=0), "Linear warm-up steps."),
+    ("lr_warmup_steps", Count(0), "Linear warm-up steps."),
     ("beta1", FiniteFloatRange(0, 1, max_open=True), "AdamATan2 beta1."),
     ("beta2", FiniteFloatRange(0, 1, max_open=True), "AdamATan2 beta2."),
     ("weight_decay", FiniteFloatRange(min=0), "Decoupled weight decay of the weights."),
     ("puzzle_emb_lr", FiniteFloatRange(min=0), "Learning rate of the puzzle embedding (sign-SGD)."),
     ("puzzle_emb_weight_decay", FiniteFloatRange(min=0), "Weight decay of the puzzle embedding."),
-    ("seed", int, "Seed of the initialisation, data order and exploration."),
+    ("seed", SEED, "Seed of the initialisation, data order and exploration."),
     ("checkpoint_every_eval", bool, "Save step_N at every evaluation (else only the last)."),
-    ("keep_checkpoints", click.IntRange(min=0), "Keep only the last N step_N files (0: all)."),
-    ("eval_size", click.IntRange(min=0), "Evaluate on a seeded sample of N test puzzles (0: all)."),
+    ("keep_checkpoints", Count(0), "Keep only the last N step_N files (0: all)."),
+    ("eval_size", Count(0), "Evaluate on a seeded sample of N test puzzles (0: all)."),
     ("device", click.Choice(["auto", "cpu", "cuda", "mps"]), "auto: cuda, else mps, else cpu."),
     ("forward_dtype", click.Choice(["auto", "float32", "bfloat16"]), "Activation dtype; auto: bfloat16 on cuda, else float32."),
-    ("num_threads", click.IntRange(min=0), "torch CPU threads (0: torch's default)."),
+    ("num_threads", THREADS, "torch CPU threads (0: torch's default)."),
     ("compile", bool, "torch.compile the model (as the official trainer does on CUDA)."),
     ("wandb_mode", click.Choice(["online", "offline", "disabled"]), "Weights & Biases logging."),
     ("project_name", str, "W&B project (empty: hrm-sudoku)."),
@@ -143,6 +143,41 @@ def build_config(values: dict[str, Any], dataset_dir: Path, output: Path, sectio
         raise StageError(eval_interval_advice(str(e), values, section)) from None
 
 
+def check_train_memory(cfg: TrainConfig, dataset_dir: Path, device) -> None:
+    """Refuse a model and batch that will not fit (hrm.train.estimate_train_memory), before the data is read:
+    against the GPU's free memory on CUDA, else the memory available now (ranks of a torchrun job on one
+    machine share it)."""
+    import os
+    import types
+
+    import torch
+
+    from hrm.train import build_model_config, estimate_train_memory
+    from schemas.manifest import ManifestError, read_manifest
+
+    try:
+        manifest = read_manifest(dataset_dir)
+    except ManifestError:
+        return  # the run's own reading of the dataset reports it, naming the file
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    try:
+        model_config, loss_type = build_model_config(cfg, types.SimpleNamespace(manifest=manifest), world, device)
+    except TrainError as e:
+        raise StageError(str(e)) from None
+    terms = estimate_train_memory(model_config, loss_type)
+    top = max(terms, key=terms.get)
+    lower = {"activations": ["--global-batch-size", "--hidden-size"], "buffers": ["--puzzle-emb-ndim", "--hidden-size"]}.get(
+        top, ["--hidden-size", "--H-layers", "--L-layers", "--expansion"])
+    shown = f"--hidden-size {model_config.hidden_size} x --global-batch-size {cfg.global_batch_size}"
+    counted = f"the model, its optimiser and a batch ({top} the most)"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        check_memory("train", sum(terms.values()), shown, counted, lower, available=free, where=f"memory of {device}")
+    else:
+        check_memory("train", sum(terms.values()) * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))), shown, counted,
+                     lower)
+
+
 @click.command("train")
 @click.option("--dataset", type=click.Path(path_type=Path), default=Path("data/datasets"),
               help="A dataset directory (manifest.json), or the shard stage's output (datasets.json) with --variant.")
@@ -201,10 +236,11 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
         dataset_dir = dataset if not (dataset / "datasets.json").is_file() else resolve_dataset(dataset, variant)
         click.echo(yaml.safe_dump(build_config(values, dataset_dir, output, section).to_dict(), sort_keys=False), nl=False)
         return
-    resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
+    device = resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
     dataset_dir = resolve_dataset(dataset, variant)
     check_apart(output, [dataset, dataset_dir])
     cfg = build_config(values, dataset_dir, output, section)
+    check_train_memory(cfg, dataset_dir, device)
 
     from hrm.data import DatasetError
     from hrm.model import CheckpointError

@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from pipelines.datasets import read_datasets_index, resolve_dataset
-from pipelines.io import BATCH_ROWS, StageError
+from pipelines.io import BATCH_ROWS, Count, StageError
 from hrm.tasks import TASKS
 from pipelines.raw import validate_raw_file
 from schemas.manifest import ManifestError, Problem, check_split, read_manifest
@@ -50,7 +50,7 @@ def validate() -> None:
     help="Also require every question to have exactly one solution (Sudoku: runs the solver on every row; "
          "maze: a unique shortest path).",
 )
-@click.option("--batch-rows", type=click.IntRange(min=1), default=BATCH_ROWS, help="Rows validated at a time.")
+@click.option("--batch-rows", type=Count(1), default=BATCH_ROWS, help="Rows validated at a time.")
 def validate_raw_command(path: Path, task: str, check_unique: bool, batch_rows: int) -> None:
     """Validate a raw table (CSV or Parquet): source, question, answer, rating.
 
@@ -192,7 +192,7 @@ def problems_message(problems: list[str], limit: int = PROBLEMS_SHOWN) -> str:
 
 @validate.command("examples")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--rows-per-group", type=click.IntRange(min=1), default=None,
+@click.option("--rows-per-group", type=Count(1), default=None,
               help="Require this many rows per group [default: what lineage.json beside the file says, if any].")
 def validate_examples_command(path: Path, rows_per_group: int | None) -> None:
     """Validate an intermediate table of the dataset stages.

@@ -130,3 +130,110 @@ def test_analyze_refuses_an_unknown_noise_kind(tmp_path, value):
     refused(invoke("analyze", "--checkpoint", tmp_path, "--output", tmp_path / "out", "--noise", value), 2,
             "Invalid value for --noise", "fork, iid")
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- issue 26, class 3: every number has a range
+
+
+def _commands():
+    """Every command of `hrm`, sub-commands of groups included: (name, click.Command)."""
+    import click
+
+    from pipelines.cli import COMMANDS, LazyGroup
+
+    group = LazyGroup()
+    for name in COMMANDS:
+        command = group.get_command(None, name)
+        if isinstance(command, click.Group):
+            yield from ((f"{name} {sub}", c) for sub, c in command.commands.items())
+        else:
+            yield name, command
+
+
+def test_every_numeric_option_of_every_command_has_a_range():
+    """The rule, checked on the commands themselves (a new option without a range fails here): an integer is
+    an IntRange with both ends, a float a FiniteFloatRange; every --seed is the shared SEED range, every
+    --num-threads the shared THREADS range (pipelines/io.py)."""
+    import click
+
+    from pipelines.io import SEED, THREADS, FiniteFloatRange
+
+    unbounded = []
+    for name, command in _commands():
+        for param in command.params:
+            t, where = param.type, f"hrm {name} {param.opts[0]}"
+            if isinstance(t, click.types.IntParamType) and not (isinstance(t, click.IntRange) and t.min is not None
+                                                               and t.max is not None):
+                unbounded.append(where)
+            if isinstance(t, click.types.FloatParamType) and not isinstance(t, FiniteFloatRange):
+                unbounded.append(where)
+            if param.name == "seed" and t is not SEED or param.name == "num_threads" and t is not THREADS:
+                unbounded.append(f"{where} (not the shared range)")
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**31, 2**32 - 1])
+def test_numpy_and_torch_take_every_seed_of_the_shared_range(seed):
+    """The range's ends and middle, through what the stages call with a seed: numpy's SeedSequence and
+    Generator (the dataset stages' stage_rng, raw's derived seeds) and torch.manual_seed (train, analyze)."""
+    import numpy as np
+    import torch
+
+    from pipelines.dataset_io import stage_rng
+    from pipelines.io import SEED
+    from pipelines.raw import derive_seeds
+
+    assert SEED.convert(str(seed), None, None) == seed
+    stage_rng(seed, "augment").integers(10)
+    derive_seeds(seed)
+    np.random.default_rng(seed).random()
+    assert torch.manual_seed(seed).initial_seed() == seed
+
+
+SEED_STAGES = {
+    "raw": ["raw", "--output", "{out}"], "subsample": ["subsample", "--input", "{tmp}", "--output", "{out}"],
+    "augment": ["augment", "--input", "{tmp}", "--output", "{out}"], "hints": ["hints", "--input", "{tmp}", "--output", "{out}"],
+    "train": ["train", "--dataset", "{tmp}", "--output", "{out}"],
+    "evaluate": ["evaluate", "--checkpoint", "{tmp}", "--output", "{out}"],
+    "analyze": ["analyze", "--checkpoint", "{tmp}", "--output", "{out}"],
+}
+
+
+@pytest.mark.parametrize("value", ["-1", str(2**32), "99999999999999999999"])
+@pytest.mark.parametrize("stage", list(SEED_STAGES))
+def test_a_seed_outside_the_shared_range_is_refused_by_every_stage(tmp_path, stage, value):
+    args = [a.format(tmp=tmp_path, out=tmp_path / "out") for a in SEED_STAGES[stage]]
+    refused(invoke(*args, "--seed", value), 2, "'--seed'", "0<=x<=4294967295")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate", "analyze"])
+def test_num_threads_is_bounded(tmp_path, stage):
+    """torch.set_num_threads(1000000) ended in MemoryError (once a segfault): refused while parsing."""
+    args = [a.format(tmp=tmp_path, out=tmp_path / "out") for a in SEED_STAGES[stage]]
+    refused(invoke(*args, "--num-threads", "1000000"), 2, "'--num-threads'", "0<=x<=1024")
+
+
+@pytest.mark.parametrize("flag, value", [("--train-size", "1000000000000"), ("--test-size", str(2**31))])
+def test_sizes_beyond_the_count_range_are_refused_while_parsing(tmp_path, flag, value):
+    refused(invoke("raw", "--output", tmp_path / "out", flag, value), 2, f"'{flag}'", "2147483647")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage, text, key", [
+    ("train", "train: {1: 2}", "train: key 1 is not a name"),
+    ("train", "train: {arch: {7: 1}}", "train.arch: key 7 is not a name"),
+    ("evaluate", "evaluate: {null: 3}", "evaluate: key None is not a name"),
+    ("analyze", "analyze: {1.5: 3}", "analyze: key 1.5 is not a name"),
+    ("evaluate", "evaluate: {seed: -1}", "evaluate.seed: -1 is not in the range 0<=x<=4294967295"),
+    ("analyze", "analyze: {num_threads: 1000000}", "analyze.num_threads: 1000000 is not in the range 0<=x<=1024"),
+    ("train", "train: {seed: 4294967296}", "train.seed: 4294967296 is not in the range"),
+])
+def test_config_file_keys_and_values_get_the_same_checks(tmp_path, stage, text, key):
+    """A non-string key (YAML reads `1:` as an int, `null:` as None) ended in a TypeError from sorted();
+    config values get the options' ranges (pipelines.settings.file_value checks them as the option's type)."""
+    config = tmp_path / "params.yaml"
+    config.write_text(text + "\n")
+    args = [a.format(tmp=tmp_path, out=tmp_path / "out") for a in SEED_STAGES[stage]]
+    refused(invoke(*args, "--config-file", config), 1, f"{config}: {key}")
+    assert not (tmp_path / "out").exists()

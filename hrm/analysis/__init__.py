@@ -32,14 +32,14 @@ from hrm.analysis.memory import MemoryEstimate, PhaseEstimate, available_memory_
 from hrm.analysis.report import render_report
 from hrm.analysis.run import AnalysisResult, AnalysisSettings, PuzzleFigure, TokenError, analyze, trace_table
 from hrm.analysis.traces import (
-    Trace, decode, initial_state, pca_basis, prediction_conflicts, relative_residual, run_segment, run_trace,
+    NonFiniteError, Trace, decode, initial_state, pca_basis, prediction_conflicts, relative_residual, run_segment, run_trace,
     score_predictions, tokens_to_values, trajectory_pca,
 )
 
 __all__ = [
     "AnalysisResult", "AnalysisSettings", "PuzzleFigure", "TokenError", "analyze", "render_report", "trace_table",
     "MemoryEstimate", "PhaseEstimate", "available_memory_bytes", "estimate_memory", "format_bytes",
-    "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "Trace",
+    "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "NonFiniteError", "Trace",
     "aligned_curve", "answer_changes", "answer_classes", "classify", "critical_histogram",
     "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",
     "fixed_point_summary", "initial_state", "landscape", "multistability_summary", "parse_ks", "pca_basis",

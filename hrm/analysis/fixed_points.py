@@ -52,7 +52,7 @@ import torch
 
 from hrm.model.hrm import InnerCarry
 from hrm.model.layers import trunc_normal_init_
-from hrm.analysis.traces import initial_state, run_trace, score_predictions
+from hrm.analysis.traces import NonFiniteError, initial_state, run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
 from hrm.evaluate import SUDOKU_RULES, TaskRules, make_perturbations
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
@@ -243,6 +243,8 @@ def noise_draws(model, runs: int, kind: str, noise_std: float | None = None, see
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise kind {kind!r}: one of {', '.join(NOISE_KINDS)}")
     std = NOISE_STD[kind] if noise_std is None else float(noise_std)
+    if not std * 4 < float(np.finfo(np.float32).max):  # the noise is float32, truncated at 2 std (x 2: a margin)
+        raise NonFiniteError("the initial-state noise", "--noise-std")
     inner = getattr(model, "inner", model)
     hidden = inner.config.hidden_size
     key = [NOISE_STREAM, seed] if kind == "iid" else [NOISE_STREAM, seed, 1]
@@ -289,12 +291,17 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
         noisy = [initial_state(model, b, noise=e) for e in draws]
         z_h = torch.cat([plain.z_H] + [c.z_H for c in noisy])
         z_l = torch.cat([plain.z_L] + [c.z_L for c in noisy])
-        tr = run_trace(model, run_inputs, segments=segments, init=InnerCarry(z_h, z_l), steps=False, keep_final=True)
+        try:
+            tr = run_trace(model, run_inputs, segments=segments, init=InnerCarry(z_h, z_l), steps=False, keep_final=True)
+        except NonFiniteError as e:  # the noise put the initial states past float32
+            raise NonFiniteError(f"the noisy runs' {e.what}", "--noise-std" if n_noise else None) from None
         ans = tr.final_predictions.reshape(r, b, -1)
         for p in range(shifts):  # map shifted answers back to the original digits
             ans[p] = inv[p][ans[p]]
         same_input = [0] + list(range(shifts, r))
         fz = torch.cat([tr.final_z_H.flatten(1), tr.final_z_L.flatten(1)], dim=1).reshape(r, b, -1)
+        if n_noise and (np.isnan(tr.seg_res).any() or not bool(torch.isfinite(fz[shifts:]).all())):  # inf: x / 0
+            raise NonFiniteError("the noisy runs' states", "--noise-std")
         return {"answers": ans, "classes": classify(tr.seg_res, tr.seg_return, tol, tail).reshape(r, b),
                 "final_res": tr.seg_res[-1].reshape(r, b), "states": state_clusters(fz[same_input], cluster_tol)}
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm.analysis.traces import decode, pca_basis, run_segment
+from hrm.analysis.traces import NonFiniteError, decode, pca_basis, require_finite, run_segment
 from hrm.evaluate import SUDOKU_RULES, TaskRules
 
 __all__ = ["Landscape", "landscape"]
@@ -62,27 +62,37 @@ def landscape(model, inputs: np.ndarray, z_H_trace: torch.Tensor, center: tuple[
     """The landscape of one puzzle: ``inputs`` tokens [81], ``z_H_trace`` [T, positions, hidden]
     (the PCA data), ``center`` = (z_H, z_L) [positions, hidden] (the carry after the centre segment)."""
     traj = z_H_trace.reshape(z_H_trace.shape[0], -1).to(torch.float32).cpu()
-    basis = pca_basis(traj)
-    comps = basis["components"]  # [2, D]
+    basis = pca_basis(traj)  # components [2, D]
     d = traj.shape[1]
     scale = math.sqrt(d) / divisor
     c_h = center[0].reshape(-1).to(torch.float32).cpu()
     c_l = center[1].to(torch.float32).cpu()
     shape = center[0].shape
 
+    x = np.asarray(inputs).reshape(1, -1)
+    lab = None if labels is None else np.asarray(labels).reshape(1, -1).astype(np.int64)
+    try:
+        return _grid_landscape(model, x, lab, traj, basis, scale, c_h, c_l, shape, radius, center_segment, flow, batch_size,
+                               puzzle_identifier, rules)
+    except NonFiniteError as e:  # the grid's step is sqrt(D) / divisor: a tiny divisor puts it past float32
+        raise NonFiniteError(f"the landscape's {e.what}", "--landscape-divisor") from None
+
+
+def _grid_landscape(model, x, lab, traj, basis, scale, c_h, c_l, shape, radius, center_segment, flow, batch_size,
+                    puzzle_identifier, rules) -> Landscape:
+    comps = basis["components"]
     offsets = np.arange(-radius, radius + 1)
     jj, ii = np.meshgrid(offsets, offsets, indexing="ij")  # [n, n]: row j, column i
     coef = torch.as_tensor(np.stack([ii.ravel(), jj.ravel()], 1), dtype=torch.float32)  # [G, 2]
     g = coef.shape[0]
     conflicts = np.zeros(g, np.int64)
     digits = np.zeros(g, np.int16)
-    exact = np.zeros(g, bool) if labels is not None else None
+    exact = np.zeros(g, bool) if lab is not None else None
     dest = np.zeros((g, 2), np.float32) if flow else None
-    x = np.asarray(inputs).reshape(1, -1)
-    lab = None if labels is None else np.asarray(labels).reshape(1, -1).astype(np.int64)
     for lo in range(0, g, batch_size):
         cf = coef[lo:lo + batch_size]
         z = c_h.unsqueeze(0) + (cf * scale) @ comps  # [b, D]
+        require_finite(z, "grid states")
         z = z.reshape((cf.shape[0],) + tuple(shape))
         pred = decode(model, z).cpu().numpy()
         conflicts[lo:lo + cf.shape[0]] = rules.errors(x, pred)
@@ -95,6 +105,8 @@ def landscape(model, inputs: np.ndarray, z_H_trace: torch.Tensor, center: tuple[
                                             np.full(b, puzzle_identifier))
             moved = new_h.reshape(b, -1).to(torch.float32).cpu() - c_h.unsqueeze(0)
             dest[lo:lo + b] = ((moved @ comps.T) / scale).numpy()
+    if dest is not None and not np.isfinite(dest).all():
+        raise NonFiniteError("flow arrows")
     n = len(offsets)
     trajectory = ((traj - c_h.unsqueeze(0)) @ comps.T / scale).numpy().astype(np.float32)
     return Landscape(

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hrm.model.layers import swiglu_width
+from hrm.resources import available_memory_bytes, format_bytes
 
 __all__ = ["MemoryEstimate", "PhaseEstimate", "estimate_memory", "available_memory_bytes", "format_bytes"]
 
@@ -91,10 +92,6 @@ class MemoryEstimate:
         p = self.peak
         what = " x ".join(f"{o} {self.values[o]}" for o in p.options if o in self.values)
         return f"{what + ': ' if what else ''}about {format_bytes(p.bytes)}{' ' + verb if verb else ''} for the {p.name}"
-
-
-def format_bytes(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"
 
 
 def _config(config, name: str, default: Any) -> Any:
@@ -194,25 +191,3 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
               "--puzzle-index": f"({n_selected} puzzle{'s' if n_selected != 1 else ''})", "--store-states": st.store_states,
               "--landscape-radius": st.landscape_radius}
     return MemoryEstimate(phases=phases, values=values)
-
-
-def available_memory_bytes() -> int | None:
-    """Memory available now: /proc/meminfo's MemAvailable on Linux, else free physical pages (os.sysconf);
-    None when neither is known."""
-    import os
-
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        pages = os.sysconf("SC_AVPHYS_PAGES")
-        size = os.sysconf("SC_PAGE_SIZE")
-        if pages > 0 and size > 0:
-            return int(pages) * int(size)
-    except (ValueError, OSError, AttributeError):
-        pass
-    return None

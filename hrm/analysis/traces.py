@@ -118,12 +118,31 @@ def initial_state(model: HRM, batch_size: int, noise_std: float = 0.0, generator
     return carry
 
 
+class NonFiniteError(ValueError):
+    """A state or its logits came out NaN or inf (the weights are checked finite when loaded): a setting
+    scaled the states past what float32 holds, and every figure computed from them would be meaningless
+    (an argmax of NaN logits is digit 0: "0 conflicts"). ``option``: the setting, where known."""
+
+    def __init__(self, what: str, option: str | None = None) -> None:
+        self.what, self.option = what, option
+        super().__init__(f"{what} came out NaN or inf" + (f" ({option} scales the states past float32)" if option else ""))
+
+
+def require_finite(t: torch.Tensor, what: str, option: str | None = None) -> None:
+    """Raise :class:`NonFiniteError` if ``t`` holds a NaN or inf."""
+    if not bool(torch.isfinite(t).all()):
+        raise NonFiniteError(what, option)
+
+
 @torch.no_grad()
 def decode(model: HRM, z_H: torch.Tensor) -> torch.Tensor:
-    """argmax(lm_head(z_H)) over the output positions: [..., prefix + seq_len, hidden] -> int64 [..., seq_len]."""
+    """argmax(lm_head(z_H)) over the output positions: [..., prefix + seq_len, hidden] -> int64 [..., seq_len];
+    NaN or inf logits raise :class:`NonFiniteError`."""
     inner = _inner(model)
     z = z_H.to(device=inner.H_init.device, dtype=inner.forward_dtype)
-    return inner.lm_head(z)[..., inner.puzzle_emb_len:, :].argmax(-1)
+    logits = inner.lm_head(z)[..., inner.puzzle_emb_len:, :]
+    require_finite(logits, "the logits")
+    return logits.argmax(-1)
 
 
 def _batch(model: HRM, inputs, puzzle_identifiers=None) -> dict[str, torch.Tensor]:
