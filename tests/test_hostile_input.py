@@ -164,12 +164,13 @@ def bomb(tmp_path_factory):
     import pyarrow.parquet as pq
 
     from conftest import REAL_SUDOKU
-    from stage_helpers import make_raw
+    from stage_helpers import make_raw, record_table
 
     raw = make_raw(tmp_path_factory.mktemp("bomb") / "raw", pl.read_csv(REAL_SUDOKU / "valid.csv", infer_schema=False))
     table = pa.table({"source": ["x"], "question": ["1" * (300 << 20)], "answer": ["2" * 81], "rating": [0]})
     pq.write_table(table, raw / "train.parquet", compression="zstd")
     assert (raw / "train.parquet").stat().st_size < 100_000
+    record_table(raw / "train.parquet")  # its record forged too: the footer check is what is tested
     return raw
 
 
