@@ -198,3 +198,14 @@ def test_train_pruning_deletes_only_checkpoints_the_run_wrote(model_run, tmp_pat
     assert not result.interrupted and user_step.read_bytes() == b"my own model"
     steps = sorted(p.name for p in user_step.parent.glob("step_*") if not p.name.endswith(".sha256"))
     assert steps == sorted([result.checkpoint.name, "step_999"])
+
+
+def test_the_committed_results_are_their_commands_own(tmp_path):
+    """A fresh clone holds the git-tracked results of raw, evaluate and analyze (DVC keeps them: persist)
+    and their records: `dvc repro` there finds each folder its stage's own (README set-up command 1)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "data"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+    for folder, stage in (("raw", "raw"), ("evaluate", "evaluate"), ("analysis", "analyze")):
+        out = tmp_path / "data" / folder
+        assert (out / stage_io.RECORD).is_file(), f"data/{folder}: its record is not committed"
+        stage_io.claim_output(out, stage)  # raises StageError naming what is not the stage's
