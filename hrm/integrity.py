@@ -13,6 +13,7 @@ bytes once and checks them; :func:`recorded_sha256` is the record itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -95,10 +96,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and _disk_full(path.parent)
         tmp.unlink(missing_ok=True)
+        if full:  # torch.save says "unexpected pos", not ENOSPC: name the cause while the disk is still full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
     return path
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _write_record(path: Path, digest: str) -> None:

@@ -185,8 +185,8 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     noise = _noise_kinds(noise_kinds)
     # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
-    check_apart(output, [dataset, checkpoint, checkpoint_file.parent])
     ds = open_split(dataset, variant, split)
+    check_apart(output, [dataset, checkpoint, checkpoint_file.parent])
     rules = task_rules(ds.layout.task)  # the task the dataset's manifest names
     try:
         ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k, rules.seq_len)

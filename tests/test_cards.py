@@ -89,7 +89,7 @@ def test_root_card_one_config_per_dataset(built):
 
     root, _ = built
     out = root / "datasets"
-    assert sorted(p.name for p in out.iterdir()) == sorted(["README.md", "datasets.json", VANILLA, HINT])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".hrm-record.json", "README.md", "datasets.json", VANILLA, HINT])
     card = DatasetCard.load(out / "README.md")
     meta = card.data.to_dict()
     assert all(meta.get(key) for key in HUB_KEYS), meta

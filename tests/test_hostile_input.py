@@ -121,6 +121,23 @@ def test_a_full_disk_is_one_message_naming_the_output_and_the_old_output_stays(b
         no_temporaries(disk)
 
 
+def test_a_checkpoint_on_a_full_disk_is_one_message_naming_it(built, tmp_path):
+    """Training whose step_N does not fit: torch.save reports no error number ("unexpected pos"), so the
+    checkpoint write names the full disk itself (hrm.integrity.atomic_write) while it is full; one
+    message naming the checkpoint, no traceback, no temporary left. Needs a real full disk (a tmpfs)."""
+    root, _ = built
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "256k") as mounted:
+        if not mounted:
+            pytest.skip("this machine allows no mounts: torch.save's failure on a full disk cannot be made here")
+        out = disk / "run"
+        proc = hrm("train", "--dataset", root / "datasets", "--output", out, "--hidden-size", "64", "--num-heads", "4",
+                   "--puzzle-emb-ndim", "64", "--h-layers", "1", "--l-layers", "1", "--halt-max-steps", "2",
+                   "--global-batch-size", "8", "--epochs", "1", "--eval-size", "4", "--no-progress")
+        one_message(proc, 1, str(out / "checkpoints" / "step_"), "no space left on the device")
+        assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
 # --------------------------------------------------------------------------- signals in the first second
 
 
