@@ -83,3 +83,17 @@ def test_estimate_covers_the_measured_growth_of_a_real_run(stage_inputs, tmp_pat
     assert measured > 10e6, measured  # the run did grow: the measurement measured something
     assert estimated >= measured, (measured, estimated)
     assert estimated <= 4 * measured, (measured, estimated)  # conservative, not wildly so
+
+
+
+def test_the_per_cell_arrays_are_counted_for_the_tasks_cells():
+    """Predictions, scores and masks are arrays of one entry per output cell: a 900-cell maze model's
+    are counted for 900 cells, not Sudoku's 81 (before, every task was counted as 81 cells)."""
+    from hrm.analysis.memory import TENSOR_OVERHEAD
+
+    flat = replace(SETTINGS, store_states="none", easy_k=(), shifts=0)
+    terms = {cells: estimate_memory(tiny_config(seq_len=cells), flat, 6, 0).phases[0].terms["per-step arrays"]
+             for cells in (81, 900)}
+    t, s, b = flat.segments * tiny_config().H_cycles, flat.segments, min(flat.batch_size, 6)
+    assert terms[900] - terms[81] == (900 - 81) * (16 * t * b + 13 * s * b)
+    assert terms[81] == t * b * (81 * 16 + 160) + t * 5 * TENSOR_OVERHEAD + s * (b * (81 * 13 + 40) + 6 * TENSOR_OVERHEAD)

@@ -19,7 +19,7 @@ Per phase (each is what that phase holds at its peak, on top of what the earlier
   (glibc's fragmentation; measured, not derived): 4 x; its T x T Gram matrix per puzzle, float64, with the
   eigenvectors, their flipped copy and LAPACK's workspace: 8 x T^2 x (3B + 2). The kept states
   (z_H and z_L, float32) of the batch: listed, stacked, then copied again into the Arrow table:
-  5 x 2 x T x K_b x D x 4. Per (step, puzzle): the predictions (uint8 [T, B, 81], torch list +
+  5 x 2 x T x K_b x D x 4. Per (step, puzzle): the predictions (uint8 [T, B, cells], torch list +
   numpy copy), their scoring, conflict and change masks and the per-step table:
   PER_STEP_ROW bytes; per (segment, puzzle): the segment answers and their scores,
   PER_SEGMENT_ROW; per step, the small torch tensors of the lists (TENSOR_OVERHEAD each). And one
@@ -43,15 +43,24 @@ from hrm.resources import available_memory_bytes, format_bytes
 
 __all__ = ["MemoryEstimate", "PhaseEstimate", "estimate_memory", "available_memory_bytes", "format_bytes"]
 
-SEQ_OUT = 81  # output cells per puzzle
-# Bytes per (step, puzzle) besides the states: predictions uint8 81 (torch list + numpy stack = 2 x 81),
-# score_predictions' int16 copy and five bool masks (7 x 81), prediction_conflicts' int16 / bool / uint8
-# copies (4 x 81), the change mask (81), the per-step table's prediction column and its transposed copy
-# (2 x 81); residuals, norms and PCA scores (4 x 4 x 2 + 8) and the table's ~25 other columns (~120).
-PER_STEP_ROW = 81 * 16 + 40 + 120
-# Bytes per (segment, puzzle) of a run: answers uint8 (list + stack: 2 x 81), scoring (7 x 81), blank
-# errors (2 x 81), answer changes (2 x 81); Q values and residuals (5 x 4 x 2).
-PER_SEGMENT_ROW = 81 * 13 + 40
+SEQ_OUT = 81  # output cells per puzzle when the config does not say (Sudoku's)
+
+
+def per_step_row(cells: int) -> int:
+    """Bytes per (step, puzzle) besides the states, for puzzles of ``cells`` output cells: predictions
+    uint8 (torch list + numpy stack = 2 x cells), score_predictions' int16 copy and five bool masks
+    (7 x cells), the error count's int16 / bool / uint8 copies (4 x cells), the change mask (cells), the
+    per-step table's prediction column and its transposed copy (2 x cells); residuals, norms and PCA
+    scores (4 x 4 x 2 + 8) and the table's ~25 other columns (~120)."""
+    return cells * 16 + 40 + 120
+
+
+def per_segment_row(cells: int) -> int:
+    """Bytes per (segment, puzzle) of a run: answers uint8 (list + stack: 2 x cells), scoring (7 x cells),
+    blank errors (2 x cells), answer changes (2 x cells); Q values and residuals (5 x 4 x 2)."""
+    return cells * 13 + 40
+
+
 # One small torch tensor in a per-step list (Python object, TensorImpl, storage, allocator block).
 TENSOR_OVERHEAD = 512
 # Per segment, the Python rows of the summary tables: the wide residual row (22 keys), three long
@@ -117,7 +126,9 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
     c = int(_config(config, "H_cycles", 2))
     s = int(st.segments)
     t = s * c
-    p = int(_config(config, "seq_len", SEQ_OUT)) + int(_config(config, "puzzle_emb_len", 0))
+    cells = int(_config(config, "seq_len", SEQ_OUT))  # 81 for Sudoku, 900 for mazes
+    p = cells + int(_config(config, "puzzle_emb_len", 0))
+    step_row, segment_row = per_step_row(cells), per_segment_row(cells)
     h = int(_config(config, "hidden_size", 512))
     d = p * h
     heads = int(_config(config, "num_heads", 8))
@@ -138,7 +149,7 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
         "trajectory PCA states": 4 * state * b,
         "trajectory PCA Gram matrices": 8 * t * t * (3 * b + 2),
         "stored states": 5 * 2 * state * kept_b,
-        "per-step arrays": t * b * PER_STEP_ROW + t * 5 * TENSOR_OVERHEAD + s * (b * PER_SEGMENT_ROW + 6 * TENSOR_OVERHEAD),
+        "per-step arrays": t * b * step_row + t * 5 * TENSOR_OVERHEAD + s * (b * segment_row + 6 * TENSOR_OVERHEAD),
         "forward pass": _forward(b, p, h, heads, inter, vocab),
         "per-segment summaries": kept_summary,
         "selected puzzles' states": kept_states,
@@ -160,7 +171,7 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
     held += tables
 
     def run_phase(name: str, rows: int) -> None:
-        run = {f"{name} runs": s * (rows * PER_SEGMENT_ROW + 6 * TENSOR_OVERHEAD) + (st.lookback + 3) * 2 * rows * d * 4,
+        run = {f"{name} runs": s * (rows * segment_row + 6 * TENSOR_OVERHEAD) + (st.lookback + 3) * 2 * rows * d * 4,
                "forward pass": _forward(rows, p, h, heads, inter, vocab)}
         phases.append(PhaseEstimate(name, held + sum(run.values()), {"kept": held, **run}, ()))
 
