@@ -1,4 +1,7 @@
-"""File I/O shared by the stages: atomic outputs, table reading, user-facing errors and option types, the stage log.
+"""What every command shares: atomic outputs and their records (which command wrote which bytes: a
+folder is replaced only by its own command), the output lock, table reading (bytes bounded before a
+Parquet file is read), option ranges, one message for the system's errors on a user's path, the
+memory check made before work that grows with a setting, and the stage log.
 
 (A file's sha256 is schemas.manifest.file_sha256: the loader needs it too.)
 """
