@@ -1,9 +1,9 @@
 """Recorded sha256 of a file: ``NAME.sha256`` beside ``NAME`` (``sha256sum`` format, ``sha256sum -c`` reads it).
 
 The one home of the record for every file the project writes and reads back whole: checkpoints
-(``step_N``, ``all_config.yaml``), the training state, a job's units (hrm.model.checkpoint,
-pipelines/job.py) and the raw and subsample tables (pipelines/dataset_io.py). No torch here, so
-the dataset stages stay light.
+(``step_N``, ``all_config.yaml``), the training state and a job's units (hrm.model.checkpoint,
+pipelines/job.py); and the one sha256 of a file (:func:`file_sha256`). No torch here, so the
+dataset stages stay light.
 
 :func:`write_verified` writes a file and its record (the record first, so a kill in between
 leaves a record that does not match, which is refused, never an unverified file that looks
@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from hrm.resources import disk_full
+
 HASH_SUFFIX = ".sha256"  # step_N -> step_N.sha256: "HEX  step_N"
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -34,8 +36,9 @@ def hash_file(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + HASH_SUFFIX)
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 (hex) of a file's bytes, read in chunks."""
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 (hex) of a file, read in chunks with read(), not mmap: the hashed pages do not stay in
+    the process's resident memory."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -97,19 +100,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         write(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
-        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and _disk_full(path.parent)
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and disk_full(path.parent)
         tmp.unlink(missing_ok=True)
         if full:  # torch.save says "unexpected pos", not ENOSPC: name the cause while the disk is still full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
     return path
-
-
-def _disk_full(folder: Path) -> bool:
-    try:
-        return os.statvfs(folder).f_bavail == 0
-    except OSError:
-        return False
 
 
 def _write_record(path: Path, digest: str) -> None:
@@ -118,7 +114,7 @@ def _write_record(path: Path, digest: str) -> None:
 
 def record_sha256(path: str | os.PathLike) -> str:
     """Record the sha256 of the file ``path`` (already written) in ``NAME.sha256``; returns it."""
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     _write_record(Path(path), digest)
     return digest
 
@@ -131,6 +127,6 @@ def write_verified(path: str | os.PathLike, write: Callable[[Path], Any]) -> Pat
 
     def write_and_hash(tmp: Path) -> None:
         write(tmp)
-        _write_record(path, sha256_of(tmp))
+        _write_record(path, file_sha256(tmp))
 
     return atomic_write(path, write_and_hash)

@@ -1,11 +1,12 @@
-"""The machine's memory, for the estimates made before work that grows with a setting: light (no torch),
-so a stage can ask before it imports anything large."""
+"""The machine's memory and disk: the memory available for the estimates made before work that grows
+with a setting, and whether a disk is full (a failed write that did not say why). Light (no torch), so
+a stage can ask before it imports anything large."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["available_memory_bytes", "format_bytes"]
+__all__ = ["available_memory_bytes", "disk_full", "format_bytes"]
 
 
 def format_bytes(n: float) -> str:
@@ -30,3 +31,12 @@ def available_memory_bytes() -> int | None:
     except (ValueError, OSError, AttributeError):
         pass
     return None
+
+
+def disk_full(folder: str | os.PathLike) -> bool:
+    """Whether the file system of ``folder`` has no free block left: what a failed write that names no
+    error means (numpy's "N requested and M written", torch.save's "unexpected pos")."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False

@@ -333,9 +333,8 @@ def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], l
 
     n_rows = int(np.union1d(sample_rows, np.asarray(selected, np.int64)).size)
     est = estimate_memory(cfg, settings, n_rows, len(set(selected)), n_sample=int(sample_rows.size))
-    peak = est.peak
-    shown = " x ".join(f"{o} {est.values[o]}" for o in peak.options if o in est.values)
-    check_memory(STAGE, est.bytes, shown, f"the {peak.name}", list(peak.options) or ["--segments"], limit_gb=limit_gb)
+    check_memory(STAGE, est.bytes, est.settings(), f"the {est.peak.name}", list(est.peak.options) or ["--segments"],
+                 limit_gb=limit_gb, limit_option="--memory-limit-gb")
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,

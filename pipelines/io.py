@@ -28,6 +28,9 @@ import click
 import numpy as np
 import polars as pl
 
+from hrm.integrity import file_sha256
+from hrm.resources import disk_full
+
 
 def json_ready(x: Any, digits: int | None = None) -> Any:
     """NaN / inf -> None, numpy scalars -> Python, recursively (valid JSON for DVC and W&B);
@@ -144,21 +147,12 @@ def path_error(exc: BaseException, output: Path | None = None) -> StageError | N
     return StageError(f"{user_path(path or output)}: {what} ({os.strerror(code)}); {advice}{kept}")
 
 
-def _out_of_space(folder: Path) -> bool:
-    """Whether the file system of ``folder`` has no free block left (a failed write that did not say why:
-    numpy's "N requested and M written", torch's "unexpected pos")."""
-    try:
-        return os.statvfs(folder).f_bavail == 0
-    except OSError:
-        return False
-
-
 def output_error(exc: BaseException, final: Path, tmp: Path) -> StageError | None:
     """What :func:`atomic_output` reports when writing ``final`` failed on a path error; checked before its
     temporary is removed (a full disk is seen while it is full)."""
     if not isinstance(exc, Exception) or isinstance(exc, click.ClickException):
         return None
-    if os_error_of(exc) is None and _out_of_space(tmp.parent):
+    if os_error_of(exc) is None and disk_full(tmp.parent):
         return path_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), final)
     return path_error(exc, final)
 
@@ -282,8 +276,6 @@ def _output_files(folder: Path) -> list[str]:
 
 def write_record(folder: Path, stage: str) -> None:
     """Write ``folder``'s record: `hrm stage` wrote every file now in it."""
-    from schemas.manifest import file_sha256  # pyarrow and pydantic: only when an output is committed
-
     files = {rel: None if _VOLATILE.fullmatch(rel) else file_sha256(folder / rel) for rel in _output_files(folder)}
     record = {"format": RECORD_FORMAT, "command": stage, "files": files}
     (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -327,17 +319,11 @@ def claim_output(final: str | os.PathLike, stage: str) -> None:
                          f"`hrm {stage}` does not replace it: choose another --output folder")
     recorded = record["files"] if record is not None else {}
     foreign = [rel for rel in present if rel not in recorded]
-    changed = [rel for rel in present if recorded.get(rel) is not None and _sha256(final / rel) != recorded[rel]]
+    changed = [rel for rel in present if recorded.get(rel) is not None and file_sha256(final / rel) != recorded[rel]]
     if foreign or changed:
         shown = ", ".join(_names(foreign) + [f"{rel} (changed since)" for rel in changed][:5])
         raise StageError(f"{final}: refusing to replace this folder: it holds files `hrm {stage}` did not write "
                          f"({shown}); choose an empty or new --output folder, or move them away")
-
-
-def _sha256(path: Path) -> str:
-    from schemas.manifest import file_sha256
-
-    return file_sha256(path)
 
 
 def _names(rels: list[str], most: int = 5) -> list[str]:
@@ -437,21 +423,22 @@ MEMORY_SHARE = 0.8  # of the memory available now: the default limit of an estim
 
 
 def check_memory(stage: str, need: int, shown: str, counted: str, lower: list[str], *, limit_gb: float = 0.0,
-                 available: int | None = None, where: str = "memory") -> None:
+                 limit_option: str | None = None, available: int | None = None, where: str = "memory") -> None:
     """Refuse, before it starts, work whose estimated peak memory ``need`` (bytes) is above the limit
     (``limit_gb``; 0: 80% of the memory available now), in one line naming the options to lower; else
     log the estimate. ``shown``: the settings behind it (``--num-aug 100 x 1,000 puzzles``); ``counted``:
-    what the estimate counts (``the examples table``); ``available``: the bytes free (default: the machine's
-    memory available now), ``where`` what they are (``memory of cuda:0``)."""
+    what the estimate counts (``the examples table``); ``limit_option``: the option that sets ``limit_gb``
+    (named in the message); ``available``: the bytes free (default: the machine's memory available now),
+    ``where`` what they are (``memory of cuda:0``)."""
     from hrm.resources import available_memory_bytes, format_bytes
 
     what = f"{shown + ': ' if shown else ''}about {format_bytes(need)}"
     if limit_gb > 0:
-        limit, why = limit_gb * 1e9, "--memory-limit-gb"
+        limit, why = limit_gb * 1e9, limit_option or "the limit given"
     else:
         avail = available_memory_bytes() if available is None else available
         limit = None if avail is None else MEMORY_SHARE * avail
-        why = f"80% of available {where}" + ("; --memory-limit-gb to change" if stage == "analyze" else "")
+        why = f"80% of available {where}" + (f"; {limit_option} to change" if limit_option else "")
     if limit is not None and need > limit:
         raise StageError(f"{what} needed for {counted}, above the limit of {format_bytes(limit)} ({why}); "
                          f"lower {' or '.join(lower)}")

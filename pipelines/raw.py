@@ -302,14 +302,14 @@ def _git_blob_sha1(path: Path) -> str:
 def verify_hub_file(repo: str, revision: str, filename: str, local: Path) -> str:
     """The sha256 of a downloaded (or cached) Hub file, after checking its bytes against what the Hub records
     (:func:`hub_record`); a mismatch, or no record, is a StageError naming the file (and both hashes)."""
-    from hrm.integrity import sha256_of
+    from hrm.integrity import file_sha256
 
     want, where = hub_record(repo, revision, filename, local)
     again = f"delete {local.resolve()} (the cache's copy) to download it again"
     if want is None:
         raise StageError(f"{local}: its content cannot be verified ({where}); connect to the Hub (unset "
                          f"HF_HUB_OFFLINE), or {again}")
-    digest = sha256_of(local)
+    digest = file_sha256(local)
     got = digest if _SHA256.match(want) else _git_blob_sha1(local)
     if got != want.lower():
         raise StageError(f"{local}: content does not match what the Hub records for {filename} (a corrupt or "

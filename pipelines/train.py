@@ -167,7 +167,7 @@ def check_train_memory(cfg: TrainConfig, dataset_dir: Path, device) -> None:
     terms = estimate_train_memory(model_config, loss_type)
     top = max(terms, key=terms.get)
     lower = {"activations": ["--global-batch-size", "--hidden-size"], "buffers": ["--puzzle-emb-ndim", "--hidden-size"]}.get(
-        top, ["--hidden-size", "--H-layers", "--L-layers", "--expansion"])
+        top, ["--hidden-size", "--h-layers", "--l-layers", "--expansion"])
     shown = f"--hidden-size {model_config.hidden_size} x --global-batch-size {cfg.global_batch_size}"
     counted = f"the model, its optimiser and a batch ({top} the most)"
     if device.type == "cuda":

@@ -34,7 +34,6 @@ a :class:`ManifestError` naming the file and key. A
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -45,6 +44,7 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
 )
 
+from hrm.integrity import file_sha256  # re-exported: the loader and the stages take it from here
 from schemas.columns import SUDOKU, Layout
 
 __all__ = [
@@ -342,16 +342,6 @@ def manifest_problems(manifest: object, path: Path, entry_keys: tuple[str, ...] 
 
 
 # --------------------------------------------------------------------------- files
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 (hex) of a file, read in chunks with read(), not mmap: the hashed pages do not
-    stay in the process's resident memory."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ShardReadError(ValueError):

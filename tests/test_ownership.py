@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hrm.integrity import file_sha256
 from hrm.model import HRM, HRMConfig, save_checkpoint
 from pipelines import io as stage_io
 from stage_helpers import digest_tree, fails, ok
@@ -55,7 +56,7 @@ def test_every_output_folder_carries_its_record(built, model_run, tmp_path):
         files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != stage_io.RECORD)
         assert sorted(record["files"]) == files
         for rel, sha in record["files"].items():  # every hash is the file's; run.json's timings have none
-            assert sha == (None if rel == "run.json" else stage_io._sha256(out / rel))
+            assert sha == (None if rel == "run.json" else file_sha256(out / rel))
 
 
 @pytest.mark.parametrize("planted", ["plots/my_plot.csv", "my_notes.md"])

@@ -96,10 +96,13 @@ class MemoryEstimate:
     def bytes(self) -> int:
         return self.peak.bytes
 
+    def settings(self) -> str:
+        """The values of the options behind the peak: ``--segments 800 x --batch-size 64``."""
+        return " x ".join(f"{o} {self.values[o]}" for o in self.peak.options if o in self.values)
+
     def describe(self, verb: str = "") -> str:
         """``--segments 800 x --batch-size 64: about 1.2 GB[ verb] for the traces``."""
-        p = self.peak
-        what = " x ".join(f"{o} {self.values[o]}" for o in p.options if o in self.values)
+        what, p = self.settings(), self.peak
         return f"{what + ': ' if what else ''}about {format_bytes(p.bytes)}{' ' + verb if verb else ''} for the {p.name}"
 
 
