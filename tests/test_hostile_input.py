@@ -163,6 +163,10 @@ def test_a_signal_in_the_first_second_exits_with_one_line(tmp_path, command, del
         # Python's own start-up (site, the .pth files), before any line of hrm runs: ~20 ms on an idle machine,
         # more on a loaded one; what the interpreter does then is not ours to change.
         pytest.skip(f"{sig.name} at {delay} s reached Python before it started running hrm's code")
+    if command == "train" and proc.returncode == 1 and "--output must not be the input" in err:
+        # Its own end without a signal (the output lies inside --dataset, refused once torch is imported),
+        # reached as the signal was sent: on an idle machine `hrm train` gets there in about 0.5 s.
+        pytest.skip(f"hrm train ended on its own as {sig.name} was sent at {delay} s")
     assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(f"{command}: ")]  # its log
