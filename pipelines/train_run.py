@@ -40,7 +40,7 @@ from hrm.integrity import IntegrityError
 from hrm.model import hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.progress import ProgressLines, progress_bar
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import atomic_output, output_lock, pid_alive
+from pipelines.io import atomic_output, output_lock, pid_alive, remove_leftovers
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 from schemas.manifest import file_sha256
@@ -249,7 +249,8 @@ class RunFolder(TrainHooks):
 
     def _remove_write_leftovers(self) -> None:
         """Remove the NAME.tmp-PID temporaries of processes killed while writing a step_N, its hash,
-        all_config.yaml or the training state: half-written, never used, and not to stay in checkpoints/."""
+        all_config.yaml, the training state or the metrics summary: half-written, never used, and not to
+        stay in checkpoints/ or be moved aside with a previous run."""
         folders = {f for f in (self.ckpt_dir, self.out_dir, self.state_path and self.state_path.parent) if f is not None}
         for folder in folders:
             if not folder.is_dir():
@@ -258,6 +259,8 @@ class RunFolder(TrainHooks):
                 m = WRITE_LEFTOVER.match(p.name)
                 if m and p.is_file() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
                     p.unlink(missing_ok=True)
+        if self.out_dir is not None:  # dvclive's metrics.json, written through atomic_output (it persists under DVC)
+            remove_leftovers(self.out_dir / LIVE_DIR / "metrics.json")
 
     def _move_previous_run(self) -> Path | None:
         """Move the files of an earlier run (step_N and their hashes, train_state.pt, all_config.yaml, metrics,
