@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hrm import maze
+from hrm.encoding import numba_kernel as _kernel
 from hrm.sudoku import (
-    SEQ_LEN, Transforms, apply_transforms_rows, is_valid_solution, numba_kernel as _kernel, random_transforms,
+    SEQ_LEN, Transforms, apply_transforms_rows, is_valid_solution, random_transforms,
 )
 
 VARIANTS = ("original", "augmented", "hint")

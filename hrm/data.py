@@ -1,11 +1,11 @@
 """The streaming loader: Arrow shards in, torch batches out (docs/reference-semantics.md §2-§4).
 
 Reads a dataset directory as ``hrm shard`` writes it (``DIR/manifest.json``,
-``DIR/<split>/*.arrow``: the layout is schemas/manifest.py's, the columns schemas/columns.py's),
-checked against its manifest by ``schemas.manifest.check_split`` before anything is read.
+``DIR/<split>/*.arrow``: the layout is hrm/manifest.py's, the columns the task's, hrm.tasks),
+checked against its manifest by ``hrm.manifest.check_split`` before anything is read.
 Shards may be in the Arrow IPC file or stream format, uncompressed, groups contiguous.
 
-Columns used (``loader_columns`` of the task's layout, schemas/columns.py): ``inputs`` and ``labels``
+Columns used (``loader_columns`` of the task, hrm/tasks/base.py): ``inputs`` and ``labels``
 (``fixed_size_list<uint8>[81]``; a maze dataset's, which its manifest's ``encoding`` names, [900]),
 ``group_id``, ``puzzle_id``, ``rating`` and ``raw_index`` (int32; the original's row in the raw
 split file).
@@ -81,9 +81,10 @@ import pyarrow as pa
 import torch
 
 from hrm.rng import EVAL_SAMPLE as EVAL_STREAM, TRAIN_ORDER as TRAIN_STREAM  # the seed's stream ids: hrm/rng.py
-from hrm.sudoku import IGNORE_LABEL, PAD_TOKEN, SEQ_LEN
-from schemas.columns import layout, manifest_task
-from schemas.manifest import MANIFEST, ManifestError, OpenShard, check_split, read_manifest
+from hrm.encoding import IGNORE_LABEL, PAD_TOKEN
+from hrm.sudoku import SEQ_LEN
+from hrm.tasks import manifest_task
+from hrm.manifest import MANIFEST, ManifestError, OpenShard, check_split, read_manifest
 
 __all__ = [
     "DatasetError", "PuzzleDataset", "epochs_to_steps", "steps_in_block", "epoch_rows", "eval_rows",
@@ -256,11 +257,11 @@ class PuzzleDataset:
         # or sha256 the shard's own row count is used and its bytes are not hashed. sizes=False: a
         # matching sha256 fixes the bytes; the recorded size is bookkeeping (`hrm validate`, registry).
         try:
-            self.layout = layout(manifest_task(self.manifest))
+            self.task = manifest_task(self.manifest)
         except ValueError as exc:
             raise DatasetError(f"{self.dataset_dir / MANIFEST}: encoding: {exc}") from None
-        self.seq_len: int = int(self.layout.encoding["seq_len"])
-        checked = check_split(self.dataset_dir, self.manifest, split, required=self.layout.loader_columns,
+        self.seq_len: int = self.task.seq_len
+        checked = check_split(self.dataset_dir, self.manifest, split, required=self.task.loader_columns,
                               entry_keys=("file",), verify=verify, sizes=False, first_only=True)
         if checked.problems:
             raise DatasetError(checked.problems[0].error)

@@ -81,9 +81,9 @@ import torch
 from hrm import maze
 from hrm.model.hrm import InnerCarry, initial_inner_carry, run_segments
 from hrm.rng import PERTURB as PERTURB_STREAM, TIER as TIER_STREAM  # the seed's stream ids: hrm/rng.py
+from hrm.encoding import IGNORE_LABEL
 from hrm.sudoku import (
     BLANK_TOKEN,
-    IGNORE_LABEL,
     SEQ_LEN,
     agrees_with_givens,
     digit_shift_maps,

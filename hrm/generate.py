@@ -28,7 +28,8 @@ from numba import njit
 # so a cached generator would keep running an old solver after hrm/solver.py changes:
 # these kernels are compiled afresh in each process (about 3 s) instead.
 from hrm.solver import _ALL, _MAX_DEPTH, _SCRATCH, _WIDTH, _load, _search
-from hrm.sudoku import SEQ_LEN, check_int, num_blanks
+from hrm.encoding import check_int
+from hrm.sudoku import SEQ_LEN, num_blanks
 
 MAX_BLANKS = 64  # a puzzle with a unique solution has at least 17 givens
 MAX_ATTEMPTS = 1000  # per puzzle, before the controls are declared unsatisfiable

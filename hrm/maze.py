@@ -30,7 +30,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from hrm.sudoku import EncodingError, check_int
+from hrm.encoding import EncodingError, check_int
 
 SIDE = 30
 SEQ_LEN = SIDE * SIDE
@@ -99,7 +99,7 @@ def _pair(questions, answers) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- compiled kernels
 #
 # The kernels call one another (BFS inside the generator, ...), which numba only allows
-# between compiled functions; ``hrm.sudoku.numba_kernel`` compiles each function on its
+# between compiled functions; ``hrm.encoding.numba_kernel`` compiles each function on its
 # own. So they are plain functions here, compiled together on the first call of any
 # public function (``_jit``) and rebound in this module's namespace, keeping the import
 # free of numba's start-up. One source file: numba's on-disk cache stays consistent.

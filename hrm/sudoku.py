@@ -8,17 +8,16 @@ Three representations (docs/reference-semantics.md §2):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from hrm.encoding import EncodingError, numba_kernel
+
 SEQ_LEN = 81
 VOCAB_SIZE = 11
-PAD_TOKEN = 0
 BLANK_TOKEN = 1
-IGNORE_LABEL = -100
 
 _CELLS = np.arange(SEQ_LEN)
 ROW_OF = _CELLS // 9
@@ -35,27 +34,6 @@ _CHAR_TO_VALUE[ord(".")] = 0
 _CHAR_TO_VALUE[ord("0")] = 0
 for _d in range(1, 10):
     _CHAR_TO_VALUE[ord(str(_d))] = _d
-
-
-class EncodingError(ValueError):
-    """A string or array that is not a Sudoku in the expected encoding; names the rows."""
-
-    def __init__(self, message: str, rows: np.ndarray):
-        self.rows = np.asarray(rows)
-        shown = ", ".join(str(r) for r in self.rows[:10])
-        more = f" (and {len(self.rows) - 10} more)" if len(self.rows) > 10 else ""
-        super().__init__(f"{message}: rows {shown}{more}")
-
-
-def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    """``value`` as an int in [lo, hi] (no upper bound when ``hi`` is None), else a ValueError naming
-    ``name``: the controls of both seeded generators (hrm.generate, hrm.maze)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
 
 
 def strings_to_grids(strings: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -144,23 +122,6 @@ def num_blanks(grids: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- compiled kernels
-
-
-def numba_kernel(fn):
-    """``numba.njit(cache=True)``, applied on first call, so that importing a module that
-    defines kernels does not pay numba's import and start-up (~0.7 s)."""
-    compiled = None
-
-    @functools.wraps(fn)
-    def call(*args):
-        nonlocal compiled
-        if compiled is None:
-            from numba import njit
-
-            compiled = njit(cache=True)(fn)
-        return compiled(*args)
-
-    return call
 
 
 @numba_kernel

@@ -59,7 +59,7 @@ from hrm.distributed import Dist, DistributedError, all_gather_object, finish, i
 from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device
 from hrm.model.hrm import mistyped_fields
 from hrm.optim import AdamATan2, cosine_schedule_lr
-from hrm.sudoku import IGNORE_LABEL
+from hrm.encoding import IGNORE_LABEL
 
 STATE_FORMAT = 1
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers")

@@ -176,7 +176,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
     from hrm.evaluate import task_rules
     from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
-    from schemas.manifest import file_sha256
+    from hrm.manifest import file_sha256
 
     started = time.time()
     if num_threads:
@@ -187,7 +187,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(dataset, variant, split)
     check_apart(output, [dataset, checkpoint, checkpoint_file.parent])
-    rules = task_rules(ds.layout.task)  # the task the dataset's manifest names
+    rules = task_rules(ds.task.name)  # the task the dataset's manifest names
     try:
         ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k, rules.seq_len)
     except ValueError as e:

@@ -25,6 +25,7 @@ import click
 import numpy as np
 import polars as pl
 
+from hrm.tasks import Task
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_examples_memory, check_table, data_settings,
     input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table,
@@ -37,25 +38,13 @@ from pipelines.io import Count, SEED, StageError, atomic_output, log
 AUGMENT_STREAMS = {"train": "augment", VANILLA_TRAIN: "augment_vanilla"}
 
 
-def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None, task: str = "sudoku") -> pl.DataFrame:
+def build_split(df: pl.DataFrame, num_aug: int, rng: np.random.Generator | None, task: Task) -> pl.DataFrame:
     """The examples table of one split from its subsample table."""
     from schemas.examples import to_frame
 
-    if task == "maze":
-        from hrm.build import augment_mazes
-        from hrm.maze import strings_to_tokens
-
-        ex = augment_mazes(strings_to_tokens(df.get_column("question").to_numpy()),
-                           strings_to_tokens(df.get_column("answer").to_numpy()), num_aug, rng)
-    else:
-        from hrm.build import augment
-        from hrm.sudoku import strings_to_grids
-
-        questions = strings_to_grids(df.get_column("question").to_numpy())
-        answers = strings_to_grids(df.get_column("answer").to_numpy())
-        ex = augment(questions, answers, num_aug, rng)
+    ex = task.augment(df.get_column("question").to_numpy(), df.get_column("answer").to_numpy(), num_aug, rng)
     return to_frame(ex, df.get_column("source"), df.get_column("rating").cast(pl.Int64).to_numpy(),
-                    df.get_column("raw_index").to_numpy())
+                    df.get_column("raw_index").to_numpy(), task)
 
 
 @click.command("augment")
@@ -76,15 +65,14 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     lineage = read_lineage(input_dir, stage)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
     task = lineage_task(lineage)
-    from hrm.build import MAZE_MAX_AUG
-
-    if task == "maze" and num_aug > MAZE_MAX_AUG:
-        raise StageError(f"--num-aug {num_aug}: a maze has {MAZE_MAX_AUG} transformed copies besides itself (its "
-                         f"other dihedral transforms; {input_dir / LINEAGE} holds mazes); use 0..{MAZE_MAX_AUG}")
+    if task.max_aug is not None and num_aug > task.max_aug:
+        raise StageError(f"--num-aug {num_aug}: a {task.noun} has {task.max_aug} transformed copies besides itself "
+                         f"({task.words['augment_limit']}; {input_dir / LINEAGE} holds {task.noun}s); "
+                         f"use 0..{task.max_aug}")
     names = [f"{split}.parquet" for split in splits]
     for name in names:  # the bytes the subsample stage recorded, before any is used
         verify_table(input_dir / name, lineage, stage)
-    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage, task=task) for split in splits}
+    tables = {split: read_subsample(input_dir / f"{split}.parquet", stage, task) for split in splits}
     for split in splits:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
     groups = tables["train"].height

@@ -18,8 +18,9 @@
   (it could be edited together with the file it describes).
 
 The task (Sudoku or Maze) comes from the data: the subsample stage copies it from the raw
-stage's ``stats.json`` into the lineage's ``raw`` record (``lineage_task``; no record: Sudoku, the
-one task of the datasets built before mazes), and each table is validated by its task's schema.
+stage's ``stats.json`` into the lineage's ``raw`` record (``lineage_task``, hrm.tasks.recorded_task:
+Sudoku's records name no task, as those built before mazes), and each table is validated by its
+task's schema.
 
 ``hrm validate examples`` reads the same tables with the same functions.
 """
@@ -34,12 +35,12 @@ import numpy as np
 import polars as pl
 
 from hrm import rng
-from hrm.tasks import TASKS
+from hrm.tasks import Task, recorded_task
 from pipelines.io import (
     RECORD, StageError, check_apart, check_memory, claim_output, human_bytes, log, read_record, read_table,
 )
 from pipelines.settings import config_file_options
-from schemas.manifest import file_sha256, lineage_problems
+from hrm.manifest import file_sha256, lineage_problems
 
 SPLITS = ("train", "test")
 # The train table of an independent vanilla draw (``--vanilla-draw independent``): its own puzzles and
@@ -103,8 +104,11 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     except (OSError, ValueError) as exc:
         raise StageError(f"{path}: cannot read as JSON ({exc})") from None
     problems = lineage_problems(lineage)
-    if not problems and (task := lineage_task(lineage)) not in TASKS:  # a well-formed lineage (a JSON object)
-        problems = [f"key raw.task: {task!r} is not one of {', '.join(TASKS)}"]
+    if not problems:  # a well-formed lineage (a JSON object): its task must be one we know
+        try:
+            lineage_task(lineage)
+        except ValueError as exc:
+            problems = [f"key raw.task: {exc}"]
     upstream = _UPSTREAM.get(stage)
     if not problems and upstream and not isinstance(lineage.get(upstream), dict):
         problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]
@@ -112,7 +116,7 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
         raise StageError("\n".join(f"{path}: {p}" for p in problems[:20])
                          + (f"\n... and {len(problems) - 20:,} more" if len(problems) > 20 else "")
                          + "\n(not the lineage.json the dataset stages write; rebuild the input with the stage "
-                           "before, see schemas/manifest.py)")
+                           "before, see hrm/manifest.py)")
     return lineage
 
 
@@ -191,10 +195,11 @@ def tables_of(lineage: dict) -> tuple[str, ...]:
     return SPLITS + ((VANILLA_TRAIN,) if draw == "independent" else ())
 
 
-def lineage_task(lineage: dict) -> str:
-    """The task of the tables a lineage describes (``raw.task``; absent: Sudoku)."""
+def lineage_task(lineage: dict) -> Task:
+    """The task of the tables a lineage describes (``raw.task``, hrm.tasks.recorded_task); ValueError
+    for a name no task has."""
     raw = lineage.get("raw")
-    return str(raw.get("task", "sudoku")) if isinstance(raw, dict) else "sudoku"
+    return recorded_task(raw.get("task") if isinstance(raw, dict) else None)
 
 
 def rows_per_group(lineage: dict, split: str) -> int | None:
@@ -208,7 +213,7 @@ def rows_per_group(lineage: dict, split: str) -> int | None:
 # --------------------------------------------------------------------------- the subsample table
 
 
-def read_subsample(path: Path, stage: str, *, quiet: bool = False, task: str = "sudoku") -> pl.DataFrame:
+def read_subsample(path: Path, stage: str, task: Task, *, quiet: bool = False) -> pl.DataFrame:
     """A subsample table (raw columns + raw_index), validated by its task's raw schema; StageError
     naming file and rows."""
     from schemas.raw import RAW_COLUMNS, raw_validator
@@ -232,7 +237,7 @@ def read_subsample(path: Path, stage: str, *, quiet: bool = False, task: str = "
     if problems:
         raise StageError("\n".join(problems))
     if not quiet:
-        log(stage, f"read {path}: {df.height:,} {'mazes' if task == 'maze' else 'puzzles'}, valid, "
+        log(stage, f"read {path}: {df.height:,} {task.noun}s, valid, "
                    f"{time.perf_counter() - t0:.1f} s")
     return df
 
@@ -240,7 +245,7 @@ def read_subsample(path: Path, stage: str, *, quiet: bool = False, task: str = "
 # --------------------------------------------------------------------------- examples tables
 
 
-def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path, task: str = "sudoku") -> dict:
+def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path, task: Task) -> dict:
     """Write a validated examples table; returns its lineage record (rows, sha256, checks id).
 
     Arrow IPC (Feather v2), uncompressed, not Parquet: Parquet stores each uint8 of a
@@ -261,7 +266,7 @@ def write_examples(df: pl.DataFrame, path: Path, stage: str, shown: Path, task: 
     return examples_record(path, df.height, task)
 
 
-def examples_record(path: Path, rows: int, task: str = "sudoku") -> dict:
+def examples_record(path: Path, rows: int, task: Task) -> dict:
     """The lineage record of an examples table a stage validated and wrote: its rows, sha256 and
     the id of the checks it passed (a record of what was done; the next stage validates again)."""
     from schemas.examples import checks_id
@@ -284,12 +289,12 @@ def read_examples_file(path: Path, stage: str, *, quiet: bool = False) -> pl.Dat
 
 
 def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage: str, *, built: bool,
-                task: str = "sudoku") -> None:
+                task: Task) -> None:
     """Validate an examples table by its task's schema; a failure is a StageError naming the file and rows."""
     from schemas.examples import validate_examples
 
     t0 = time.perf_counter()
-    report = validate_examples(df, rows_per_group=rows_per_group, path=shown, task=task)
+    report = validate_examples(df, task, rows_per_group=rows_per_group, path=shown)
     if not report.ok:
         if built:  # our own output failed its schema: a bug, but still no half-written output
             raise StageError(f"internal error, the built table failed validation and nothing was written:\n"
@@ -298,7 +303,7 @@ def check_table(df: pl.DataFrame, rows_per_group: int | None, shown: str, stage:
     log(stage, f"validated {shown}: {df.height:,} rows, {time.perf_counter() - t0:.1f} s")
 
 
-def read_examples(path: Path, rows_per_group: int | None, stage: str, task: str = "sudoku") -> pl.DataFrame:
+def read_examples(path: Path, rows_per_group: int | None, stage: str, task: Task) -> pl.DataFrame:
     """Read and validate an examples table, every row (whatever its lineage record says);
     StageError naming the file and rows."""
     df = read_examples_file(path, stage)
@@ -314,11 +319,11 @@ def read_examples(path: Path, rows_per_group: int | None, stage: str, task: str 
 EXAMPLE_ROW_EXTRA = 66
 
 
-def check_examples_memory(stage: str, rows: int, task: str, shown: str, lower: list[str]) -> None:
+def check_examples_memory(stage: str, rows: int, task: Task, shown: str, lower: list[str]) -> None:
     """Refuse (pipelines.io.check_memory) building an examples table of ``rows`` rows that will not fit:
     it counts the table twice (the library's arrays and the polars table built from them; a 400,100-row
     augment grew the process by 1.2 x the table)."""
-    row = 2 * TASKS[task].seq_len + EXAMPLE_ROW_EXTRA
+    row = 2 * task.seq_len + EXAMPLE_ROW_EXTRA
     check_memory(stage, 2 * rows * row, shown, f"{rows:,} examples ({row} bytes each, twice)", lower)
 
 

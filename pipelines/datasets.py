@@ -1,7 +1,7 @@
 """A built dataset as the commands after the shard stage find it, and its card.
 
 ``resolve_dataset`` turns ``--dataset`` (a dataset folder, or the shard stage's output root
-with its ``datasets.json``; layout in schemas/manifest.py) into a dataset folder, for
+with its ``datasets.json``; layout in hrm/manifest.py) into a dataset folder, for
 train, evaluate, analyze and ``hrm validate``. ``dataset_card`` is the README.md the shard
 stage writes beside each manifest, which ``hrm publish`` extends; ``root_card`` the README.md
 of the shard stage's output root (one ``datasets`` config per dataset). Both carry the Hub
@@ -17,10 +17,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hrm.tasks import get_task
+import pyarrow as pa
+
+from hrm.manifest import DATASETS_INDEX, MANIFEST, datasets_index_problems
+from hrm.tasks import Task, manifest_task
 from pipelines.io import StageError
-from schemas.columns import layout, manifest_task, type_name
-from schemas.manifest import DATASETS_INDEX, MANIFEST, datasets_index_problems
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCardData
@@ -45,7 +46,7 @@ def resolve_dataset(path: Path, variant: str) -> Path:
 
 
 def read_datasets_index(root: Path) -> dict[str, str | None]:
-    """``ROOT/datasets.json``, checked against its schema (schemas.manifest.datasets_index_problems:
+    """``ROOT/datasets.json``, checked against its schema (hrm.manifest.datasets_index_problems:
     names are strings of dataset folders inside ``root``); a StageError naming the file and key."""
     index = root / DATASETS_INDEX
     try:
@@ -71,40 +72,20 @@ def read_datasets_index(root: Path) -> dict[str, str | None]:
 # "token-classification" ("assign a label to each token of a sequence") is that task exactly.
 # The generation tasks do not fit a fixed-length, position-aligned output.
 TASK_CATEGORIES = ["token-classification"]
-TAGS = ["sudoku", "reasoning", "hrm", "hierarchical-reasoning-model", "hrm-pipeline"]
-
-# What a card says of each task (Sudoku's words are those of the datasets built before mazes).
-CARD_WORDS = {
-    "sudoku": {
-        "tag": "sudoku",
-        "title": "Sudoku-Extreme style dataset",
-        "hf": "(Sudoku-Extreme, compiled by the HRM authors from public Sudoku collections)",
-        "examples": "puzzles",
-        "builtin": "These puzzles are much easier than Sudoku-Extreme's; they are for quick, offline runs.",
-        "generator": "hrm.generate",
-        "license_name": "sudoku-extreme-terms",
-        "lineage": "Lineage: an example equals its group's original with its transform applied (optional "
-                   "transpose, then rows/columns reordered, then digits relabelled); a hint also reveals some "
-                   "blanks of its parent from the label.",
-    },
-    "maze": {
-        "tag": "maze",
-        "title": "Maze-30x30-Hard style dataset",
-        "hf": "(Maze-30x30-Hard, the HRM authors' 30x30 mazes whose shortest path exceeds 110 moves)",
-        "examples": "mazes",
-        "builtin": "These mazes are corridors on a lattice with a few loops, not the official data's random "
-                   "walls; their shortest paths are as long (at least 111 moves) and unique.",
-        "generator": "hrm.maze.generate_mazes",
-        "license_name": "maze-30x30-hard-terms",
-        "lineage": "Lineage: an example equals its group's original with its dihedral transform applied "
-                   "(hrm.maze.dihedral, the official builder's order); mazes have no hints.",
-    },
-}
+# After the task's own tag (Task.words["card"]["tag"]).
+TAGS = ["reasoning", "hrm", "hierarchical-reasoning-model", "hrm-pipeline"]
 
 # The Hub's size buckets (total rows over all splits).
 _SIZE_BUCKETS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                  (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
                  (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T")]
+
+
+def type_name(type_: pa.DataType) -> str:
+    """``int32``, ``string``, ``bool``, or ``uint8[81]`` for a fixed-size list (the card's notation)."""
+    if pa.types.is_fixed_size_list(type_):
+        return f"{type_.value_type}[{type_.list_size}]"
+    return str(type_)
 
 
 def size_category(rows: int) -> str:
@@ -116,15 +97,15 @@ def _revision(source: dict) -> str | None:
     return source.get("resolved_sha") or source.get("revision")
 
 
-def license_of(source: dict, task: str = "sudoku") -> tuple[str, str]:
+def license_of(source: dict, task: Task) -> tuple[str, str]:
     """(YAML license id, the card's license paragraph) for the raw source: the builtin generator's
     puzzles are ours (the project's Apache-2.0, pyproject.toml), the Hub's are under their dataset's
     terms ("other", with ``license_name``/``license_link``: :func:`license_links`), a CSV's are unknown."""
     kind = source.get("source")
-    words = CARD_WORDS[task]
+    words = task.words["card"]
     noun = words["examples"]
     if kind == "hf":
-        repo = source.get("hf_repo") or get_task(task).hf_repo
+        repo = source.get("hf_repo") or task.hf_repo
         rev = _revision(source)
         return "other", (
             f"The {noun} (questions, answers, ratings) are those of the Hugging Face dataset "
@@ -142,20 +123,20 @@ def license_of(source: dict, task: str = "sudoku") -> tuple[str, str]:
         "Publish with `--license` set to the right identifier.")
 
 
-def license_links(source: dict, license_id: str, task: str = "sudoku") -> dict:
+def license_links(source: dict, license_id: str, task: Task) -> dict:
     """``license_name`` and ``license_link`` (the Hub's keys for ``license: other``) where they are known."""
     if license_id != "other" or source.get("source") != "hf":
         return {}
-    repo = source.get("hf_repo") or get_task(task).hf_repo
-    return {"license_name": CARD_WORDS[task]["license_name"], "license_link": f"https://huggingface.co/datasets/{repo}"}
+    repo = source.get("hf_repo") or task.hf_repo
+    return {"license_name": task.words["card"]["license_name"], "license_link": f"https://huggingface.co/datasets/{repo}"}
 
 
-def source_datasets(source: dict, task: str = "sudoku") -> list[str]:
+def source_datasets(source: dict, task: Task) -> list[str]:
     """The Hub's ``source_datasets``: the Hub dataset at its pinned revision (``REPO@SHA``), "original"
     for the builtin generator's own puzzles, "user-supplied-csv" for a CSV."""
     kind = source.get("source")
     if kind == "hf":
-        repo, rev = source.get("hf_repo") or get_task(task).hf_repo, _revision(source)
+        repo, rev = source.get("hf_repo") or task.hf_repo, _revision(source)
         return [f"{repo}@{rev}" if rev else repo]
     if kind == "builtin":
         return ["original"]
@@ -176,7 +157,7 @@ def card_data(manifests: list[dict], pretty_name: str, configs: list[dict]) -> D
         **license_links(source, license_id, task),
         task_categories=list(TASK_CATEGORIES),
         size_categories=[size_category(rows)],
-        tags=[CARD_WORDS[task]["tag"], *TAGS[1:]],
+        tags=[task.words["card"]["tag"], *TAGS],
         source_datasets=source_datasets(source, task),
         configs=configs,
         # Lineage, machine-readable: the params and the raw source (and its revision); manifest.json
@@ -208,7 +189,7 @@ def dataset_card(manifest: dict) -> str:
     params = manifest["params"]
     source = manifest["source"]
     task = manifest_task(manifest)
-    words, seq_len = CARD_WORDS[task], layout(task).encoding["seq_len"]
+    words, seq_len = task.words["card"], task.seq_len
     data = card_data([manifest], name, [{"config_name": "default", "data_files": _data_files(manifest)}])
     lines = ["", f"# {name}", ""]
     kind = ("with hints: after every train example an easier copy of it (extra givens copied from the answer)"
@@ -252,7 +233,7 @@ def dataset_card(manifest: dict) -> str:
         "| column | type | meaning |",
         "| --- | --- | --- |",
     ]
-    lines += [f"| `{c}` | {type_name(t)} | {d} |" for c, t, d in layout(task).column_specs]
+    lines += [f"| `{c}` | {type_name(t)} | {d} |" for c, t, d in task.column_specs]
     lines += [
         "",
         words["lineage"],

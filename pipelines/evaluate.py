@@ -104,7 +104,7 @@ def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, 
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
     where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
-    rules = task_rules(ds.layout.task)
+    rules = task_rules(ds.task.name)
     (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
     x_means, y_means = TOKEN_MEANINGS[rules.task]
     bad_x = (x < x_lo) | (x > x_hi)
@@ -414,7 +414,7 @@ RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are sh
 def task_settings(ev, ds, perturbation: str, permutations: int, seed: int, tier_list):
     """The task's evaluation rules (from the dataset's manifest) and its perturbations, the options
     checked against them: a StageError naming the manifest for a perturbation or tier of the other task."""
-    rules = ev.task_rules(ds.layout.task)
+    rules = ev.task_rules(ds.task.name)
     manifest = ds.dataset_dir / "manifest.json"
     if perturbation not in rules.perturbations:
         raise StageError(f"--perturbation {perturbation}: {manifest} holds {rules.task} examples, evaluated with "
@@ -436,7 +436,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     import torch
 
     from pipelines.job import Job, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
-    from schemas.manifest import file_sha256
+    from hrm.manifest import file_sha256
 
     ds = open_split(dataset, variant, split)
     rules, perts = task_settings(ev, ds, perturbation, permutations, seed, tier_list)

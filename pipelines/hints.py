@@ -28,6 +28,7 @@ import click
 import numpy as np
 import polars as pl
 
+from hrm.tasks import Task
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, check_tables_memory, data_settings,
     examples_record, input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng,
@@ -38,12 +39,12 @@ from pipelines.io import SEED, StageError, atomic_output, log
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 
 
-def hint_table(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+def hint_table(df: pl.DataFrame, rng: np.random.Generator, task: Task) -> pl.DataFrame:
     """The vanilla table ``df`` with a hint after every row."""
     from hrm.build import add_hints
     from schemas.examples import derived_frame, from_frame
 
-    return derived_frame(add_hints(from_frame(df), rng), df)
+    return derived_frame(add_hints(from_frame(df, task), rng), df, task)
 
 
 @click.command("hints")
@@ -63,8 +64,8 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
     lineage = read_lineage(input_dir, stage)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
     task = lineage_task(lineage)
-    if enabled and task != "sudoku":
-        raise StageError(f"{input_dir / LINEAGE}: the tables hold {task} examples, which have no hints (the fork's "
+    if enabled and not task.has_hints:
+        raise StageError(f"{input_dir / LINEAGE}: the tables hold {task.name} examples, which have no hints (the fork's "
                          f"--hint reveals Sudoku digits); run `hrm hints --enabled false` (params: data.hints: false, "
                          f"and the vanilla dataset for train, evaluate and analyze)")
     names = [f"{split}{EXAMPLES_SUFFIX}" for split in splits]
@@ -95,11 +96,11 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
                 log(stage, f"wrote {shown}: {tables[split].height:,} rows, unchanged ({why})")
                 continue
             t0 = time.perf_counter()
-            df = hint_table(tables[split], stage_rng(seed, "hints"))
+            df = hint_table(tables[split], stage_rng(seed, "hints"), task)
             log(stage, f"built {split}: {tables[split].height:,} -> {df.height:,} examples, "
                        f"{time.perf_counter() - t0:.1f} s")
-            check_table(df, rows_per_group(lineage, split), str(shown), stage, built=True)
-            lineage[stage]["outputs"][name] = write_examples(df, target, stage, shown)
+            check_table(df, rows_per_group(lineage, split), str(shown), stage, built=True, task=task)
+            lineage[stage]["outputs"][name] = write_examples(df, target, stage, shown, task)
             del df
         write_json(tmp / LINEAGE, lineage)
     log(stage, f"wrote {output} in {time.perf_counter() - t_start:.1f} s")

@@ -3,7 +3,7 @@ folder is replaced only by its own command), the output lock, table reading (byt
 Parquet file is read), option ranges, one message for the system's errors on a user's path, the
 memory check made before work that grows with a setting, and the stage log.
 
-(A file's sha256 is schemas.manifest.file_sha256: the loader needs it too.)
+(A file's sha256 is hrm.manifest.file_sha256: the loader needs it too.)
 """
 
 from __future__ import annotations

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import click
 
-from pipelines.datasets import CARD_WORDS, dataset_card, license_links, license_of, render_card
+from pipelines.datasets import dataset_card, license_links, license_of, render_card
 from pipelines.io import StageError, atomic_output, check_apart, human_bytes, log
 from pipelines.registry import (
     Artifact, Version, check_dataset, content_hash, dataset_files, fetch_version, find_root, read_manifest,
     resolve_version,
 )
-from schemas.columns import manifest_task
-from schemas.manifest import CARD, MANIFEST
+from hrm.manifest import CARD, MANIFEST
+from hrm.tasks import manifest_task
 
 REPO_TYPE = "dataset"
 KEEP_ON_HUB = {".gitattributes"}
@@ -74,7 +74,7 @@ def publish_card(manifest: dict, record: dict, version: Version, repo_id: str, l
     source = manifest.get("source") or {}
     task = manifest_task(manifest)
     _, license_text = license_of(source, task)
-    noun = CARD_WORDS[task]["examples"]
+    noun = task.words["card"]["examples"]
     if license_id:
         data.license = license_id
         for key in ("license_name", "license_link"):
@@ -102,11 +102,7 @@ def publish_card(manifest: dict, record: dict, version: Version, repo_id: str, l
         f"`dvc repro shard` in `hrm-pipeline`: raw source {origin} -> `hrm subsample` (`subsample_size` "
         f"{params.get('subsample_size')} train {noun} drawn uniformly without replacement; test capped to "
         f"`test_size` {params.get('test_size')}, 0 = all) -> `hrm augment` (`num_aug` {params.get('num_aug')} "
-        + ("random symmetries per train puzzle: digit relabelling, transpose, band/row and stack/column "
-           "permutations) -> `hrm hints` (hint dataset only: after every train example an easier copy with "
-           "extra givens)" if task == "sudoku" else
-           "of the other dihedral transforms per train maze: rotations and flips) -> `hrm hints` (passes "
-           "mazes through: they have no hints)")
+        + task.words["card"]["build"]
         + " -> `hrm shard` (Arrow IPC shards of whole groups). Every stage validates its input "
         "and output; the same params give byte-identical files.",
         "",

@@ -359,7 +359,7 @@ def validate_raw_file(
     parts: list[RawReport] = []
     offset = 0
     for batch in iter_table_batches(path, batch_rows):
-        part = raw_validator(task.name)(batch, check_unique=check_unique, path=name, row_offset=offset,
+        part = raw_validator(task)(batch, check_unique=check_unique, path=name, row_offset=offset,
                                      keep_valid=keep_valid)
         parts.append(part)
         offset += batch.height
@@ -373,7 +373,7 @@ def validate_raw_file(
 def _validate(split: SplitInput, check_unique: bool, task: Task) -> RawReport:
     t0 = time.perf_counter()
     if split.table is not None:
-        report = raw_validator(task.name)(split.table, check_unique=check_unique, path=split.display_path)
+        report = raw_validator(task)(split.table, check_unique=check_unique, path=split.display_path)
     else:
         report = validate_raw_file(split.staged, task=task, check_unique=check_unique, display_path=split.display_path,
                                    progress=True)

@@ -38,9 +38,9 @@ import click
 import yaml
 
 from pipelines.io import StageError, log
-from schemas.manifest import CARD, DATASETS_INDEX, MANIFEST, ManifestError
-from schemas.manifest import file_sha256  # never the stages' cached hash: verification must re-read
-from schemas.manifest import read_manifest as read_manifest_file
+from hrm.manifest import CARD, DATASETS_INDEX, MANIFEST, ManifestError
+from hrm.manifest import file_sha256  # never the stages' cached hash: verification must re-read
+from hrm.manifest import read_manifest as read_manifest_file
 
 RECORD_PREFIX = "hrm-registry: "
 RECORD_SCHEMA = 1
@@ -230,7 +230,7 @@ def hash_files(directory: Path, names: list[str]) -> dict[str, dict]:
 
 
 def read_manifest(directory: Path) -> dict:
-    """The dataset's manifest (schemas/manifest.py); a StageError when it cannot be used."""
+    """The dataset's manifest (hrm/manifest.py); a StageError when it cannot be used."""
     try:
         return read_manifest_file(directory)
     except ManifestError as exc:

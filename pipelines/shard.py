@@ -2,8 +2,8 @@
 
 Reads the hints stage output (``INPUT/{train,test}.arrow`` and, from an independent vanilla draw,
 ``train_vanilla.arrow``; ``INPUT/lineage.json``), checks each table against the sha256 the hints stage
-recorded in the lineage, validates it (every row), and writes under ``OUTPUT`` the layout of schemas/manifest.py
-(columns: schemas/columns.py; card: pipelines/datasets.py):
+recorded in the lineage, validates it (every row), and writes under ``OUTPUT`` the layout of hrm/manifest.py
+(columns: the task's, hrm.tasks; card: pipelines/datasets.py):
 
     OUTPUT/datasets.json                 {"vanilla": NAME, "hint": NAME-hint or null}
     OUTPUT/README.md                     root card: one ``datasets`` config per dataset ("vanilla", "hint")
@@ -17,7 +17,7 @@ NAME follows the fork (the fork = the Augmented HRM paper's code, README "Refere
 ``sudoku-{source}-{size}-aug-{num_aug}`` (``sudoku-extreme-1k-aug-1000``;
 ``builtin`` for the offline generator; size ``full`` when the train split was not subsampled);
 mazes alike, ``maze-{source}-{size}[-aug-{num_aug}]`` (``maze-30x30-hard-1k-full``), in the maze
-layout (schemas/columns.py ``MAZE``), the task in the manifest's ``encoding``.
+layout (hrm.tasks ``MAZE``), the task in the manifest's ``encoding``.
 The vanilla dataset is the hint table without its hint rows (puzzle ids renumbered), so
 the vanilla examples are built once; with an independent vanilla draw (subsample
 ``--vanilla-draw independent``) its train split is that draw instead. The test split is the
@@ -48,8 +48,8 @@ from pipelines.dataset_io import (
 )
 from pipelines.datasets import dataset_card, root_card
 from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
-from schemas.columns import SHARD_SCHEMA, Layout, layout
-from schemas.manifest import (
+from hrm.tasks import Task
+from hrm.manifest import (
     CARD, DATASETS_INDEX, MANIFEST, file_sha256, new_manifest, open_shard, shard_entry, split_entry,
 )
 
@@ -83,11 +83,11 @@ def _size_tag(n: int) -> str:
     return str(n)
 
 
-def _source_tag(raw: dict, task: str = "sudoku") -> str:
+def _source_tag(raw: dict, task: Task) -> str:
     source = raw.get("source", "unknown")
     if source == "hf":
         repo = (raw.get("hf_repo") or "sudoku-extreme").split("/")[-1].lower()
-        tag = repo.removeprefix(f"{task}-")
+        tag = repo.removeprefix(f"{task.name}-")
         return re.sub(r"[^a-z0-9]+", "-", tag).strip("-") or "hf"
     return {"builtin": "builtin", "csv": "csv"}.get(source, "custom")
 
@@ -100,7 +100,7 @@ def dataset_names(lineage: dict) -> dict[str, str | None]:
     size = "full" if groups is None or groups == raw_rows else _size_tag(groups)
     num_aug = ((lineage.get("augment") or {}).get("params") or {}).get("num_aug", 0)
     task = lineage_task(lineage)
-    name = f"{task}-{_source_tag(lineage.get('raw') or {}, task)}-{size}" + (f"-aug-{num_aug}" if num_aug else "")
+    name = f"{task.name}-{_source_tag(lineage.get('raw') or {}, task)}-{size}" + (f"-aug-{num_aug}" if num_aug else "")
     hinted = bool(((lineage.get("hints") or {}).get("params") or {}).get("enabled"))
     return {"vanilla": name, "hint": f"{name}-hint" if hinted else None}
 
@@ -108,7 +108,7 @@ def dataset_names(lineage: dict) -> dict[str, str | None]:
 # --------------------------------------------------------------------------- shards
 
 
-def plan_shards(df: pl.DataFrame, max_bytes: int, schema: pa.Schema = SHARD_SCHEMA) -> list[tuple[int, int, int, int]]:
+def plan_shards(df: pl.DataFrame, max_bytes: int, schema: pa.Schema) -> list[tuple[int, int, int, int]]:
     """(row_start, row_stop, group_start, group_stop) per shard: whole groups, in order,
     each shard at most ``max_bytes`` (estimated from the column widths)."""
     n = df.height
@@ -133,7 +133,7 @@ def plan_shards(df: pl.DataFrame, max_bytes: int, schema: pa.Schema = SHARD_SCHE
     return shards
 
 
-def to_arrow(df: pl.DataFrame, schema: pa.Schema = SHARD_SCHEMA) -> pa.Table:
+def to_arrow(df: pl.DataFrame, schema: pa.Schema) -> pa.Table:
     """The shard layout of an examples table: plain strings, fixed-size uint8 lists, no metadata."""
     table = df.with_columns(pl.col("variant").cast(pl.String)).to_arrow()
     columns = [table.column(f.name).cast(f.type) for f in schema]
@@ -146,12 +146,12 @@ def write_shard(table: pa.Table, path: Path) -> None:
             writer.write_table(table, max_chunksize=BATCH_ROWS)
 
 
-def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown: str, lay: Layout) -> list[dict]:
+def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown: str, task: Task) -> list[dict]:
     """Write one split's shards under ``root/split`` in the task's layout, each read back
     (memory-mapped), compared with what was meant to be written, and hashed. Returns their
     manifest entries."""
     (root / split).mkdir(parents=True)
-    schema = lay.shard_schema
+    schema = task.shard_schema
     plan = plan_shards(df, max_bytes, schema)
     entries = []
     for i, (r0, r1, g0, g1) in enumerate(plan):
@@ -167,14 +167,14 @@ def write_split(df: pl.DataFrame, split: str, root: Path, max_bytes: int, shown:
     return entries
 
 
-def verify_split(entries: list[dict], root: Path, per_group: int | None, shown: str, task: str = "sudoku") -> None:
+def verify_split(entries: list[dict], root: Path, per_group: int | None, shown: str, task: Task) -> None:
     """Check the split's shards, read back together, against the shard schema: layout, ids,
     group order and sizes, and every rule of the examples table on every row (what
     ``hrm validate shards`` checks)."""
     from schemas.examples import validate_shards
 
-    report = validate_shards([open_shard(root / e["file"])[1] for e in entries], rows_per_group=per_group,
-                             path=shown, task=task)
+    report = validate_shards([open_shard(root / e["file"])[1] for e in entries], task, rows_per_group=per_group,
+                             path=shown)
     if not report.ok:
         raise StageError(f"internal error, the written shards failed validation:\n{report.message()}")
 
@@ -189,12 +189,12 @@ def _variant_counts(df: pl.DataFrame) -> dict[str, int]:
 # --------------------------------------------------------------------------- command
 
 
-def vanilla_of(df: pl.DataFrame) -> pl.DataFrame:
+def vanilla_of(df: pl.DataFrame, task: Task) -> pl.DataFrame:
     """The hint table without its hint rows, ids renumbered (hrm.build.drop_hints): the vanilla dataset."""
     from hrm.build import drop_hints
     from schemas.examples import derived_frame, from_frame
 
-    return derived_frame(drop_hints(from_frame(df)), df)
+    return derived_frame(drop_hints(from_frame(df, task)), df, task)
 
 
 @click.command("shard")
@@ -213,7 +213,6 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
     check_dirs(stage, input_dir, output)
     lineage = read_lineage(input_dir, stage)
     task = lineage_task(lineage)
-    lay = layout(task)
     names = dataset_names(lineage)
     max_bytes = int(shard_max_mb * MIB)
     splits = tables_of(lineage)  # train, test (and train_vanilla)
@@ -254,7 +253,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
             root = tmp / name
             manifest = new_manifest(name=name, kind=kind, record_batch_rows=BATCH_ROWS, shard_max_bytes=max_bytes,
                                     params=params, source=lineage.get("raw") or {}, inputs=inputs, lineage=lineage,
-                                    test_capped=test_capped, layout=lay)
+                                    test_capped=test_capped, task=task)
             for split in SPLITS:
                 df = tables[split]
                 per = per_group[split]
@@ -262,10 +261,10 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
                     if VANILLA_TRAIN in tables:  # its own draw of puzzles and symmetries
                         df, per = tables[VANILLA_TRAIN], per_group[VANILLA_TRAIN]
                     else:
-                        df = vanilla_of(df)
+                        df = vanilla_of(df, task)
                         per = None if per is None else per // 2
                 shown = str(output / name / split)
-                entries = write_split(df, split, root, max_bytes, shown, lay)
+                entries = write_split(df, split, root, max_bytes, shown, task)
                 verify_split(entries, root, per, shown, task)
                 groups = int(df.get_column("group_id").n_unique()) if df.height else 0
                 manifest["splits"][split] = split_entry(

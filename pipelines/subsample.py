@@ -34,7 +34,7 @@ from pipelines.dataset_io import (
     LINEAGE, SPLITS, VANILLA_DRAWS, VANILLA_TRAIN, check_dirs, data_settings, input_records, require_rows, stage_rng,
     verify_table, write_json,
 )
-from hrm.tasks import TASKS
+from hrm.tasks import Task, recorded_task
 from pipelines.io import Count, SEED, StageError, atomic_output, human_bytes, log, read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
@@ -69,20 +69,19 @@ def read_raw_stats(stats_path: Path) -> dict:
     return stats
 
 
-def raw_task(stats: dict, stats_path: Path) -> str:
-    """The raw table's task from its statistics (``sudoku`` when they are absent or older)."""
-    task = stats.get("task", "sudoku")
-    if task not in TASKS:
-        raise StageError(f"{stats_path}: task {task!r} is not one of {', '.join(TASKS)}")
-    return task
+def raw_task(stats: dict, stats_path: Path) -> Task:
+    """The raw table's task from its statistics (hrm.tasks.recorded_task: the raw stage names it)."""
+    try:
+        return recorded_task(stats.get("task"))
+    except ValueError as exc:
+        raise StageError(f"{stats_path}: task {exc}") from None
 
 
-def raw_source_info(stats: dict, task: str) -> dict:
-    """Source and revision of the raw table, from its statistics, and its task when it is not Sudoku
-    (a Sudoku lineage records none, as those built before mazes)."""
+def raw_source_info(stats: dict, task: Task) -> dict:
+    """Source and revision of the raw table, from its statistics, and its task where its records name it
+    (Task.records_name: a Sudoku lineage names none, as those built before mazes)."""
     info = {"source": stats.get("source", "unknown")}
-    if task != "sudoku":
-        info["task"] = task
+    info.update(task.recorded_name())
     hf = stats.get("hf") or {}
     if info["source"] == "hf":
         info.update(hf_repo=hf.get("repo_id"), revision=hf.get("revision"), resolved_sha=hf.get("resolved_sha"))
@@ -99,7 +98,7 @@ def _read_raw(path: Path, stage: str) -> pl.DataFrame:
     return df
 
 
-def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task: str) -> pl.DataFrame:
+def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task: Task) -> pl.DataFrame:
     """The rows ``idx`` of a raw table, validated (layout and the task's rules; the uniqueness
     check ran in the raw stage). Only the rows the datasets use are checked: the raw stage
     validated the whole file, and Sudoku-Extreme's train split has 3.8 M rows. A bad row is

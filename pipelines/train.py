@@ -153,7 +153,7 @@ def check_train_memory(cfg: TrainConfig, dataset_dir: Path, device) -> None:
     import torch
 
     from hrm.train import build_model_config, estimate_train_memory
-    from schemas.manifest import ManifestError, read_manifest
+    from hrm.manifest import ManifestError, read_manifest
 
     try:
         manifest = read_manifest(dataset_dir)

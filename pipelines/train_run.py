@@ -43,7 +43,7 @@ from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_me
 from pipelines.io import atomic_output, output_lock, pid_alive, remove_leftovers
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
-from schemas.manifest import file_sha256
+from hrm.manifest import file_sha256
 
 STATE_NAME = "train_state.pt"  # OUT/train_state.pt: outside checkpoints/ (the DVC output), it is not deterministic
 RUN_INFO_NAME = "run.json"  # OUT/run.json: train_seconds, W&B id (not a DVC output)

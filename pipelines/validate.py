@@ -25,9 +25,9 @@ import click
 
 from pipelines.datasets import read_datasets_index, resolve_dataset
 from pipelines.io import BATCH_ROWS, Count, StageError
-from hrm.tasks import TASKS
+from hrm.tasks import TASKS, manifest_task, task_of_columns
 from pipelines.raw import validate_raw_file
-from schemas.manifest import ManifestError, Problem, check_split, read_manifest
+from hrm.manifest import ManifestError, Problem, check_split, read_manifest
 
 PROBLEMS_SHOWN = 20  # problems listed in one message; the rest are counted
 
@@ -101,15 +101,15 @@ def validate_examples_file(path: Path, rows_per_group: int | None = None) -> str
     recorded = verify_recorded(path, lineage)
     if path.suffix.lower() == ".parquet":
         task = lineage_task(lineage)
-        df = read_subsample(path, "validate", quiet=True, task=task)
-        return f"{path}: OK, {df.height:,} rows valid ({task} subsample table: raw columns and raw_index){recorded}"
+        df = read_subsample(path, "validate", task, quiet=True)
+        return f"{path}: OK, {df.height:,} rows valid ({task.name} subsample table: raw columns and raw_index){recorded}"
     df = read_examples_file(path, "validate", quiet=True)
-    task = "maze" if "dihedral" in df.columns else "sudoku"
+    task = task_of_columns(df.columns)  # no lineage needed: the table's own columns say
     where = "--rows-per-group"
     if rows_per_group is None and path.stem in SPLITS + (VANILLA_TRAIN,):
         rows_per_group = lineage_rows_per_group(lineage, path.stem)
         where = f"as {path.parent / LINEAGE} says"
-    report = validate_examples(df, rows_per_group=rows_per_group, path=str(path), task=task)
+    report = validate_examples(df, task, rows_per_group=rows_per_group, path=str(path))
     if not report.ok:
         raise StageError(report.message())
     groups = f"group size {rows_per_group}, {where}" if rows_per_group else "group size not checked"
@@ -157,19 +157,18 @@ def _with_shard_rows(report, shards: list[dict], root: Path):
 
 def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
     """Every problem of a sharded dataset folder: each split against the manifest
-    (schemas.manifest.check_split: shard presence, sha256, size, Arrow schema, row ranges and
+    (hrm.manifest.check_split: shard presence, sha256, size, Arrow schema, row ranges and
     counts), then each undamaged split against the shard schema (bad rows named with their
     shard). Returns (manifest, problems); the manifest is {} when it cannot be read."""
-    from schemas.columns import layout, manifest_task
     from schemas.examples import validate_shards
 
     try:
         manifest = read_manifest(dataset)
     except ManifestError as exc:
         return {}, exc.problems
-    task = manifest_task(manifest)
     try:
-        required = {f.name: f.type for f in layout(task).shard_schema}
+        task = manifest_task(manifest)
+        required = {f.name: f.type for f in task.shard_schema}
     except ValueError as exc:
         return manifest, [Problem("encoding", f"{dataset / 'manifest.json'}: encoding: {exc}")]
     problems = []
@@ -178,8 +177,8 @@ def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
         problems += checked.problems
         if checked.problems:  # content of a damaged split is not worth checking row by row
             continue
-        report = validate_shards([s.table for s in checked.shards], rows_per_group=info.get("rows_per_group") or None,
-                                 path=str(dataset / split), task=task)
+        report = validate_shards([s.table for s in checked.shards], task, rows_per_group=info.get("rows_per_group") or None,
+                                 path=str(dataset / split))
         if not report.ok:
             problems.append(Problem("shard_schema", _with_shard_rows(report, info["shards"], dataset).message()))
     return manifest, problems

@@ -1,6 +1,6 @@
 """The content checks of the examples table (stages augment and hints) and of the shards.
 
-The columns and their types are schemas/columns.py's (``variant`` is a polars Enum in the
+The columns and their types are the task's (hrm.tasks) (``variant`` is a polars Enum in the
 examples table, a string in the shards). Checked here, on every row: tokens in range,
 labels a valid solution with the inputs' givens, ``group_id`` 0, 1, 2, ... in table order
 with each group starting at its one original, ``puzzle_id`` the row number, and the
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
+import pyarrow
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
@@ -27,14 +28,14 @@ from pandera.extensions import register_check_method
 
 from hrm import build
 from hrm.sudoku import SEQ_LEN, Transforms
-from schemas.columns import COLUMNS, SHARD_SCHEMA
+from hrm.tasks import SUDOKU, Task
 
 VARIANTS = build.VARIANTS
 VARIANT_DTYPE = pl.Enum(list(VARIANTS))
 TOKEN_COLUMNS = ("inputs", "labels")
 TRANSFORM_COLUMNS = ("digit_map", "transpose", "row_order", "col_order")
 # The examples table's polars types: the shard columns, with ``variant`` as an Enum.
-POLARS_SCHEMA = dict(pl.from_arrow(SHARD_SCHEMA.empty_table()).schema) | {"variant": VARIANT_DTYPE}
+POLARS_SCHEMA = dict(pl.from_arrow(SUDOKU.shard_schema.empty_table()).schema) | {"variant": VARIANT_DTYPE}
 # Identifies these checks in the lineage (``validated_with``: the checks a table passed when its
 # stage wrote it). A record only: every stage validates its input tables again, since a lineage
 # record can be edited along with its file. Give it a new value whenever a check of the examples
@@ -48,23 +49,26 @@ FAILURE_CASES_KEPT = 100  # Pandera keeps this many failure cases per check; cou
 # --------------------------------------------------------------------------- table <-> arrays
 
 
+def _transform_series(values: np.ndarray, type_: pyarrow.DataType, n: int) -> pl.Series:
+    """One transform column of ``n`` rows in the polars type of its shard type (uint8, bool, uint8[width])."""
+    if pyarrow.types.is_fixed_size_list(type_):
+        width = type_.list_size
+        return pl.Series(np.ascontiguousarray(values, dtype=np.uint8).reshape(n, width), dtype=pl.Array(pl.UInt8, width))
+    return pl.Series(values, dtype=pl.from_arrow(pyarrow.array([], type_)).dtype)
+
+
 def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.ndarray,
-             raw_index: np.ndarray) -> pl.DataFrame:
+             raw_index: np.ndarray, task: Task) -> pl.DataFrame:
     """The examples table of ``ex``; ``sources``/``ratings``/``raw_index`` are per group (original puzzle)."""
-    t = ex.transforms
     group = pl.Series(ex.group_id, dtype=pl.UInt32)
     n = len(ex)
 
     def array(values: np.ndarray, width: int) -> pl.Series:
         return pl.Series(np.ascontiguousarray(values, dtype=np.uint8).reshape(n, width), dtype=pl.Array(pl.UInt8, width))
 
-    if isinstance(t, np.ndarray):  # maze examples: one dihedral id per row
-        tokens = ex.inputs.shape[1]
-        transform = {"dihedral": pl.Series(t, dtype=pl.UInt8)}
-    else:
-        tokens = SEQ_LEN
-        transform = {"digit_map": array(t.digit_map, 10), "transpose": pl.Series(t.transpose, dtype=pl.Boolean),
-                     "row_order": array(t.row_order, 9), "col_order": array(t.col_order, 9)}
+    tokens = task.seq_len
+    values = task.transform_frame_columns(ex.transforms, n)
+    transform = {name: _transform_series(values[name], type_, n) for name, type_, _ in task.transform_columns}
     return pl.DataFrame(
         {
             "group_id": pl.Series(ex.group_id, dtype=pl.Int32),
@@ -83,12 +87,12 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
     )
 
 
-def derived_frame(ex: build.Examples, table: pl.DataFrame) -> pl.DataFrame:
+def derived_frame(ex: build.Examples, table: pl.DataFrame, task: Task) -> pl.DataFrame:
     """The examples table of ``ex``, derived from the examples table ``table`` (same groups: their
     sources, ratings and raw rows are taken from ``table``'s originals)."""
     starts = np.flatnonzero(variant_codes(table.get_column("variant")) == build.ORIGINAL)  # one per group, in order
     return to_frame(ex, table.get_column("source").gather(starts), table.get_column("rating").to_numpy()[starts],
-                    table.get_column("raw_index").to_numpy()[starts])
+                    table.get_column("raw_index").to_numpy()[starts], task)
 
 
 def _np(df: pl.DataFrame, name: str) -> np.ndarray:
@@ -107,12 +111,9 @@ def variant_codes(s: pl.Series) -> np.ndarray:
                                             return_dtype=pl.UInt8).to_numpy()
 
 
-def from_frame(df: pl.DataFrame) -> build.Examples:
-    """The arrays of a (validated) examples table or shard table (a maze table: its dihedral ids
-    as ``transforms``)."""
-    if "dihedral" in df.columns:
-        return build.Examples(_np(df, "group_id"), _np(df, "puzzle_id"), variant_codes(df.get_column("variant")),
-                              _np(df, "parent_id"), _np(df, "inputs"), _np(df, "labels"), _np(df, "dihedral"))
+def from_frame(df: pl.DataFrame, task: Task) -> build.Examples:
+    """The arrays of a (validated) examples table or shard table of ``task`` (its transform columns
+    as ``transforms``: Task.transform_arrays)."""
     return build.Examples(
         group_id=_np(df, "group_id"),
         puzzle_id=_np(df, "puzzle_id"),
@@ -120,7 +121,7 @@ def from_frame(df: pl.DataFrame) -> build.Examples:
         parent_id=_np(df, "parent_id"),
         inputs=_np(df, "inputs"),
         labels=_np(df, "labels"),
-        transforms=Transforms(_np(df, "digit_map"), _np(df, "transpose"), _np(df, "row_order"), _np(df, "col_order")),
+        transforms=task.transform_arrays({name: _np(df, name) for name in task.transform_names}),
     )
 
 
@@ -317,10 +318,10 @@ def examples_hint_matches_parent(data: PolarsData):
     """A hint's parent (parent_id, a row number) is an earlier non-hint row of the same group
     with the same labels, transform, source, rating and raw row; the hint keeps every given of the
     parent and has strictly more givens (a parent with at most one blank is copied unchanged)."""
-    df = _frame(data, COLUMNS)
+    df = _frame(data, SUDOKU.columns)
     if df is None:
         return True
-    ex = from_frame(df)
+    ex = from_frame(df, SUDOKU)
     rows = np.flatnonzero(ex.variant == build.HINT)
     passed = np.ones(df.height, dtype=bool)
     if len(rows) == 0:
@@ -437,7 +438,7 @@ class ExamplesReport:
     table_errors: list
     path: str | None = None
     n_invalid: int = 0  # rows failing at least one check
-    columns: tuple = COLUMNS  # the layout's (schemas/columns.py), named when the table does not have it
+    columns: tuple = SUDOKU.columns  # the task's (hrm.tasks), named when the table does not have it
 
     @property
     def ok(self) -> bool:
@@ -479,8 +480,8 @@ def _table_error(err, columns: tuple) -> str:
     return f"{column}: {err.check} failed ({err.failure_cases})"
 
 
-def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, reasons: dict = _REASONS,
-                  columns: tuple = COLUMNS) -> ExamplesReport:
+def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, reasons: dict,
+                  columns: tuple) -> ExamplesReport:
     """The report of a lazy validation's errors: each failing row with its check's reason from
     ``reasons`` (keyed by check name; a task's own checks are prefixed ``examples_`` or ``maze_``)."""
     table_errors, failing, problems = [], {}, []
@@ -515,31 +516,25 @@ def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, re
     return ExamplesReport(n_rows, frame, failing, table_errors, path, int(any_bad.sum()), columns)
 
 
-def checks_id(task: str = "sudoku") -> str:
+def checks_id(task: Task) -> str:
     """The id of a task's examples checks, which the lineage records (``CHECKS_ID`` for Sudoku)."""
-    if task == "sudoku":
-        return CHECKS_ID
-    from schemas.examples_maze import MAZE_CHECKS_ID
-
-    if task == "maze":
-        return MAZE_CHECKS_ID
-    raise ValueError(f"no examples checks for task {task!r}: sudoku or maze")
+    return _models(task)[3]
 
 
-def _models(task: str) -> tuple:
-    """(examples model, shard model, reasons, columns) of a task."""
-    if task == "sudoku":
-        return ExamplesTable, ShardTable, _REASONS, COLUMNS
-    if task != "maze":
-        raise ValueError(f"no examples schema for task {task!r}: sudoku or maze")
-    from schemas.columns import MAZE
-    from schemas.examples_maze import MAZE_REASONS, MazeExamplesTable, MazeShardTable
+def _models(task: Task) -> tuple:
+    """(examples model, shard model, reasons, checks id) of a task."""
+    from schemas.examples_maze import MAZE_CHECKS_ID, MAZE_REASONS, MazeExamplesTable, MazeShardTable
 
-    return MazeExamplesTable, MazeShardTable, MAZE_REASONS, MAZE.columns
+    # Until the checks are the task's own (docs/architecture.md): the models of each task's checks.
+    models = {"sudoku": (ExamplesTable, ShardTable, _REASONS, CHECKS_ID),
+              "maze": (MazeExamplesTable, MazeShardTable, MAZE_REASONS, MAZE_CHECKS_ID)}
+    try:
+        return models[task.name]
+    except KeyError:
+        raise ValueError(f"no examples schema for task {task.name!r}: one of {', '.join(models)}") from None
 
 
-def examples_schema(rows_per_group: int | None = None, *, shards: bool = False,
-                    task: str = "sudoku") -> pa.DataFrameSchema:
+def examples_schema(task: Task, rows_per_group: int | None = None, *, shards: bool = False) -> pa.DataFrameSchema:
     """The schema of a task's examples table (or of a shard split), optionally with the group size."""
     table, shard_table, _, _ = _models(task)
     schema = copy.deepcopy((shard_table if shards else table).to_schema())
@@ -549,27 +544,26 @@ def examples_schema(rows_per_group: int | None = None, *, shards: bool = False,
 
 
 def validate_examples(
-    df: pl.DataFrame, *, rows_per_group: int | None = None, path: str | None = None, shards: bool = False,
-    task: str = "sudoku",
+    df: pl.DataFrame, task: Task, *, rows_per_group: int | None = None, path: str | None = None,
+    shards: bool = False,
 ) -> ExamplesReport:
     """Validate lazily (every failing row of every check); never raises for bad data."""
-    _, _, reasons, columns = _models(task)
+    _, _, reasons, _ = _models(task)
+    columns = task.columns
     try:
-        examples_schema(rows_per_group, shards=shards, task=task).validate(df, lazy=True)
+        examples_schema(task, rows_per_group, shards=shards).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
         return report_errors(exc, df.height, path, reasons, columns)
     return ExamplesReport(df.height, pl.DataFrame(schema=_PROBLEMS_SCHEMA), {}, [], path, columns=columns)
 
 
-def validate_shards(tables: list, *, rows_per_group: int | None = None, path: str | None = None,
-                    task: str = "sudoku") -> ExamplesReport:
+def validate_shards(tables: list, task: Task, *, rows_per_group: int | None = None,
+                    path: str | None = None) -> ExamplesReport:
     """Validate one split's shards (pyarrow tables, in row order) read back together: the layout
-    the loader relies on (schemas/columns.py types, ids, group order, sizes) and every rule of the
+    the loader relies on (the task's column types, ids, group order, sizes) and every rule of the
     task's examples table, on every row."""
     import pyarrow
 
-    from schemas.columns import layout
-
-    table = pyarrow.concat_tables(tables) if tables else layout(task).shard_schema.empty_table()
-    return validate_examples(pl.from_arrow(table, rechunk=False), rows_per_group=rows_per_group, path=path,
-                             shards=True, task=task)
+    table = pyarrow.concat_tables(tables) if tables else task.shard_schema.empty_table()
+    return validate_examples(pl.from_arrow(table, rechunk=False), task, rows_per_group=rows_per_group, path=path,
+                             shards=True)

@@ -1,4 +1,4 @@
-"""The content checks of a maze examples table and of maze shards (schemas/columns.py ``MAZE``).
+"""The content checks of a maze examples table and of maze shards (hrm.tasks ``MAZE``).
 
 The same table as Sudoku's (schemas/examples.py: ids, groups, origin, Pandera on the polars
 back end, lazy, every row) with the maze's own rules in place of Sudoku's:
@@ -26,7 +26,7 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 
 from hrm import build, maze
-from schemas.columns import MAZE
+from hrm.tasks import MAZE
 from schemas.examples import (
     FAILURE_CASES_KEPT, VARIANT_DTYPE, VARIANTS, _NO_FAILURES, _frame, _np, _original_rows, _register, _result,
     _same_origin, _stats, variant_codes,

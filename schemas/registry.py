@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
-from schemas.manifest import Count, Sha256, StrictRecord, schema_problems
+from hrm.manifest import Count, Sha256, StrictRecord, schema_problems
 
 Content = Annotated[StrictStr, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 

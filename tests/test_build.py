@@ -7,6 +7,7 @@ import pytest
 from conftest import REAL_SUDOKU as REAL
 from hrm import build as B
 from hrm import sudoku as S
+from hrm.tasks import SUDOKU
 from schemas import examples as E
 
 
@@ -31,7 +32,7 @@ def hinted(vanilla):
 
 def frame(real, ex):
     df, _, _ = real
-    return E.to_frame(ex, df["source"], df["rating"].cast(pl.Int64).to_numpy(), np.arange(df.height))
+    return E.to_frame(ex, df["source"], df["rating"].cast(pl.Int64).to_numpy(), np.arange(df.height), SUDOKU)
 
 
 def t_rows(t, rows):
@@ -202,13 +203,13 @@ def test_add_hints_emission_order(vanilla, hinted):
 
 def test_schema_accepts_built_tables(real, vanilla, hinted):
     df, q, a = real
-    assert E.validate_examples(frame(real, vanilla), rows_per_group=7).ok
-    assert E.validate_examples(frame(real, hinted), rows_per_group=14).ok
-    assert E.validate_examples(frame(real, B.augment(q, a, 0, None)), rows_per_group=1).ok
+    assert E.validate_examples(frame(real, vanilla), SUDOKU, rows_per_group=7).ok
+    assert E.validate_examples(frame(real, hinted), SUDOKU, rows_per_group=14).ok
+    assert E.validate_examples(frame(real, B.augment(q, a, 0, None)), SUDOKU, rows_per_group=1).ok
     table = frame(real, hinted)
-    assert table.schema == pl.Schema(E.POLARS_SCHEMA) and list(table.columns) == list(E.COLUMNS)
+    assert table.schema == pl.Schema(E.POLARS_SCHEMA) and list(table.columns) == list(SUDOKU.columns)
     # Lineage columns re-derive every example from its original.
-    t = E.from_frame(table)
+    t = E.from_frame(table, SUDOKU)
     assert np.array_equal(S.apply_transforms(a[t.group_id], t.transforms) + 1, t.labels)
 
 
@@ -244,7 +245,7 @@ def test_schema_names_every_bad_row(real, hinted):
         inputs=edit([4], lambda a, r: a.__setitem__((r, slice(None)), a[r + 2])),  # augmented != transform(original)
         parent_id=edit([7], lambda a, r: a.__setitem__(r, 2)),  # hint pointing at another example
     )
-    report = E.validate_examples(bad, rows_per_group=14, path="bad.arrow")
+    report = E.validate_examples(bad, SUDOKU, rows_per_group=14, path="bad.arrow")
     assert not report.ok
     found = failing(report)
     assert found["valid_solution"] == [2]
@@ -254,73 +255,75 @@ def test_schema_names_every_bad_row(real, hinted):
     assert message.startswith("bad.arrow:") and "row 2:" in message and "row 7:" in message
 
     bad = corrupt(real, hinted, inputs=edit([1], blank_a_given))  # a hint that drops one of its parent's givens
-    assert failing(E.validate_examples(bad))["hint_matches_parent"] == [1]
+    assert failing(E.validate_examples(bad, SUDOKU))["hint_matches_parent"] == [1]
     bad = corrupt(real, hinted, inputs=edit([3], lambda a, r: a.__setitem__((r, slice(None)), a[r - 1])))  # no new givens
-    assert failing(E.validate_examples(bad))["hint_matches_parent"] == [3]
+    assert failing(E.validate_examples(bad, SUDOKU))["hint_matches_parent"] == [3]
     bad = corrupt(real, hinted, inputs=edit([5], lambda a, r: a.__setitem__((r, 0), 0)))  # token 0 in the inputs
-    assert 5 in failing(E.validate_examples(bad))["inputs: tokens_between"]
+    assert 5 in failing(E.validate_examples(bad, SUDOKU))["inputs: tokens_between"]
     bad = corrupt(real, hinted, puzzle_id=edit([9], lambda a, r: a.__setitem__(r, 10)))
-    assert failing(E.validate_examples(bad))["puzzle_id_is_row"] == [9]
+    assert failing(E.validate_examples(bad, SUDOKU))["puzzle_id_is_row"] == [9]
     bad = corrupt(real, hinted, group_id=edit([20], lambda a, r: a.__setitem__(r, 5)))
-    assert 20 in failing(E.validate_examples(bad))["groups_in_order"]
+    assert 20 in failing(E.validate_examples(bad, SUDOKU))["groups_in_order"]
     bad = corrupt(real, hinted, variant=edit([14], lambda a, r: a.__setitem__(r, B.AUGMENTED)))  # group 1 loses its original
-    assert 14 in failing(E.validate_examples(bad))["groups_in_order"]
+    assert 14 in failing(E.validate_examples(bad, SUDOKU))["groups_in_order"]
 
 
 def test_schema_checks_transforms_and_group_sizes(real, vanilla):
     table = frame(real, vanilla)
-    report = E.validate_examples(table, rows_per_group=8)
+    report = E.validate_examples(table, SUDOKU, rows_per_group=8)
     assert set(report.failing) == {"rows_per_group"} and report.failing["rows_per_group"] == len(np.unique(vanilla.group_id))
     # An original with a transform, an augmented copy whose recorded transform is not the one applied.
     dm = table["digit_map"].to_numpy().copy()
     dm[0] = dm[1]
     dm[3, 1:] = np.roll(dm[3, 1:], 1)
     bad = table.with_columns(pl.Series("digit_map", dm, dtype=pl.Array(pl.UInt8, 10)))
-    found = failing(E.validate_examples(bad, rows_per_group=7))
+    found = failing(E.validate_examples(bad, SUDOKU, rows_per_group=7))
     assert found["original_is_identity"] == [0] and 3 in found["augmented_matches_original"]
 
 
 def test_schema_reports_layout_errors(real, vanilla):
     table = frame(real, vanilla)
     bad = table.drop("rating").with_columns(pl.col("variant").cast(pl.String), extra=pl.lit(1))
-    report = E.validate_examples(bad, path="x.arrow")
+    report = E.validate_examples(bad, SUDOKU, path="x.arrow")
     text = report.message()
     assert "missing column: rating" in text and "unexpected column: extra" in text and "variant" in text
     short = table.with_columns(pl.Series("inputs", table["inputs"].to_numpy()[:, :80], dtype=pl.Array(pl.UInt8, 80)))
-    assert "inputs" in E.validate_examples(short).message()
+    assert "inputs" in E.validate_examples(short, SUDOKU).message()
     nulls = table.with_columns(pl.when(pl.col("puzzle_id") == 3).then(None).otherwise(pl.col("rating")).alias("rating"))
-    assert failing(E.validate_examples(nulls))["rating: not_nullable"] == [3]
+    assert failing(E.validate_examples(nulls, SUDOKU))["rating: not_nullable"] == [3]
 
 
 def test_schema_checks_raw_index(real, hinted):
     """Every example carries its group's raw row (issue 16): a hint or an augmented copy naming another
     row, and two groups naming the same row, are each reported at their rows."""
     table = frame(real, hinted)  # 14 rows per group: rows 0..13 are group 0, 14.. group 1
-    assert E.validate_examples(table, rows_per_group=14).ok
+    assert E.validate_examples(table, SUDOKU, rows_per_group=14).ok
     raw = table["raw_index"].to_numpy().copy()
     raw[3] += 100  # a hint (odd rows are hints) whose raw row is not its parent's
     raw[4] += 100  # an augmented copy whose raw row is not its original's
-    found = failing(E.validate_examples(table.with_columns(pl.Series("raw_index", raw, dtype=pl.Int32))))
+    found = failing(E.validate_examples(table.with_columns(pl.Series("raw_index", raw, dtype=pl.Int32)), SUDOKU))
     assert found["hint_matches_parent"] == [3, 5] and found["augmented_matches_original"] == [4]
     same = np.where(table["group_id"].to_numpy() == 1, 0, table["raw_index"].to_numpy())  # group 1 claims raw row 0
-    found = failing(E.validate_examples(table.with_columns(pl.Series("raw_index", same, dtype=pl.Int32))))
+    found = failing(E.validate_examples(table.with_columns(pl.Series("raw_index", same, dtype=pl.Int32)), SUDOKU))
     assert found == {"raw_index_distinct": [0, 14]}
     negative = table.with_columns(pl.Series("raw_index", np.full(table.height, -1), dtype=pl.Int32))
-    assert "raw_index" in E.validate_examples(negative).message()
+    assert "raw_index" in E.validate_examples(negative, SUDOKU).message()
 
 
 def test_shard_schema_reads_string_variants(real, hinted):
     table = frame(real, hinted).with_columns(pl.col("variant").cast(pl.String))
-    assert E.validate_examples(table, rows_per_group=14, shards=True).ok
+    assert E.validate_examples(table, SUDOKU, rows_per_group=14, shards=True).ok
     bad = table.with_columns(pl.when(pl.col("puzzle_id") == 4).then(pl.lit("other")).otherwise(pl.col("variant")).alias("variant"))
-    assert 4 in E.validate_examples(bad, shards=True).problems["row"].to_list()
+    assert 4 in E.validate_examples(bad, SUDOKU, shards=True).problems["row"].to_list()
 
 
 # --------------------------------------------------------------------------- one layout, one checks id
 
 
 def test_the_check_models_have_the_one_column_layout():
-    from schemas.columns import COLUMNS, SHARD_SCHEMA
+    from hrm.tasks import SUDOKU
+
+    COLUMNS, SHARD_SCHEMA = SUDOKU.columns, SUDOKU.shard_schema
 
     for model in (E.ExamplesTable, E.ShardTable):
         assert tuple(model.to_schema().columns) == COLUMNS, model.__name__

@@ -23,7 +23,7 @@ from hrm.data import (
     DatasetError, PuzzleDataset, arrow_to_batch, epoch_rows, epochs_to_steps, eval_rows, steps_in_block,
 )
 from pipelines.cli import cli
-from schemas.columns import LOADER_COLUMNS as REQUIRED_COLUMNS
+from hrm.tasks import SUDOKU
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS, NUM_AUG = 30, 5  # train: 30 groups x (1 + 5) puzzles, x 2 with hints = 12 per group
@@ -124,8 +124,8 @@ def plan(ds: PuzzleDataset, **kw) -> list[np.ndarray]:
 
 
 def test_reads_what_shard_writes(hint_dir, train, test_split, table):
-    shard_types = {f.name: f.type for f in shard_stage.SHARD_SCHEMA}
-    assert all(shard_types[name] == typ for name, typ in REQUIRED_COLUMNS.items())  # formats cannot drift
+    shard_types = {f.name: f.type for f in SUDOKU.shard_schema}
+    assert all(shard_types[name] == typ for name, typ in SUDOKU.loader_columns.items())  # formats cannot drift
     manifest = json.loads((hint_dir / "manifest.json").read_text())
     assert len(manifest["splits"]["train"]["shards"]) > 3  # the fixture really crosses shard boundaries
     assert all(len(t.column("inputs").chunks) > 1 for t in train._tables)  # ... and record batch boundaries

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
+from hrm.tasks import SUDOKU
 from schemas.examples import validate_examples
 from stage_helpers import verify_dataset
 
@@ -66,8 +67,8 @@ def check_outputs(root: Path, num_aug: int) -> None:
     """Every output exists and validates; the manifests match the shards."""
     names = json.loads((root / "data/datasets/datasets.json").read_text())
     assert names == {"vanilla": f"sudoku-builtin-30-aug-{num_aug}", "hint": f"sudoku-builtin-30-aug-{num_aug}-hint"}
-    assert validate_examples(pl.read_ipc(root / "data/augment/train.arrow"), rows_per_group=1 + num_aug).ok
-    assert validate_examples(pl.read_ipc(root / "data/hints/train.arrow"), rows_per_group=2 * (1 + num_aug)).ok
+    assert validate_examples(pl.read_ipc(root / "data/augment/train.arrow"), SUDOKU, rows_per_group=1 + num_aug).ok
+    assert validate_examples(pl.read_ipc(root / "data/hints/train.arrow"), SUDOKU, rows_per_group=2 * (1 + num_aug)).ok
     for kind, name in names.items():
         manifest = verify_dataset(root / "data/datasets" / name)  # hashes, sizes, ranges, shard schema
         assert manifest["splits"]["test"]["rows"] == 10

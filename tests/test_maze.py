@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hrm import maze as M
-from hrm.sudoku import EncodingError
+from hrm.encoding import EncodingError
 
 N = 50
 

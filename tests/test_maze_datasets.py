@@ -195,6 +195,7 @@ def test_the_maze_checks_id_follows_the_checks():
     # As test_build.test_checks_id_follows_the_checks for Sudoku: the lineage records MAZE_CHECKS_ID.
     import hashlib
 
+    from hrm.tasks import MAZE, SUDOKU
     from schemas.examples import checks_id
     from schemas.examples_maze import MAZE_CHECKS_ID
     from test_build import _code
@@ -205,7 +206,7 @@ def test_the_maze_checks_id_follows_the_checks():
     assert got == MAZE_CHECKS_CODE, (
         f"the code of the maze checks changed: if a check changed, give schemas.examples_maze.MAZE_CHECKS_ID a new "
         f"value; then set MAZE_CHECKS_CODE = {got!r} in tests/test_maze_datasets.py")
-    assert checks_id("maze") == MAZE_CHECKS_ID != checks_id("sudoku")
+    assert checks_id(MAZE) == MAZE_CHECKS_ID != checks_id(SUDOKU)
 
 
 def test_an_unknown_task_in_the_lineage_is_named(built, tmp_path):

@@ -264,10 +264,11 @@ def test_published_folder_loads_with_datasets(published, tmp_path):
 
 
 def test_card_license_follows_the_source():
+    from hrm.tasks import SUDOKU
     from pipelines.publish import license_of
 
-    assert license_of({"source": "builtin"})[0] == "apache-2.0"
-    lic, text = license_of({"source": "hf", "hf_repo": "sapientinc/sudoku-extreme", "resolved_sha": "abc123"})
+    assert license_of({"source": "builtin"}, SUDOKU)[0] == "apache-2.0"
+    lic, text = license_of({"source": "hf", "hf_repo": "sapientinc/sudoku-extreme", "resolved_sha": "abc123"}, SUDOKU)
     assert lic == "other" and "sapientinc/sudoku-extreme" in text and "abc123" in text
 
 

@@ -13,7 +13,7 @@ import pytest
 from hrm import build as B
 from hrm import sudoku as S
 from pipelines.io import StageError
-from schemas.columns import SHARD_SCHEMA
+from hrm.tasks import SUDOKU
 from schemas.examples import POLARS_SCHEMA, validate_examples
 from stage_helpers import (
     HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok, record_table, verify_dataset,
@@ -47,11 +47,11 @@ def test_augment_and_hints_tables(built):
     hinted = pl.read_ipc(root / "hints" / "train.arrow")
     assert dict(vanilla.schema) == POLARS_SCHEMA
     assert vanilla.height == SUBSAMPLE * (1 + NUM_AUG) and hinted.height == 2 * vanilla.height
-    assert validate_examples(vanilla, rows_per_group=1 + NUM_AUG).ok
-    assert validate_examples(hinted, rows_per_group=2 * (1 + NUM_AUG)).ok
+    assert validate_examples(vanilla, SUDOKU, rows_per_group=1 + NUM_AUG).ok
+    assert validate_examples(hinted, SUDOKU, rows_per_group=2 * (1 + NUM_AUG)).ok
     assert hinted.filter(pl.col("variant") != "hint").drop("puzzle_id").equals(vanilla.drop("puzzle_id"))
     test = pl.read_ipc(root / "augment" / "test.arrow")
-    assert test.height == 9 and (test["variant"] == "original").all() and validate_examples(test, rows_per_group=1).ok
+    assert test.height == 9 and (test["variant"] == "original").all() and validate_examples(test, SUDOKU, rows_per_group=1).ok
     # The test split is never hinted: passed through byte for byte.
     assert (root / "hints" / "test.arrow").read_bytes() == (root / "augment" / "test.arrow").read_bytes()
     # An original is its raw puzzle, re-derivable from the lineage columns.
@@ -94,7 +94,7 @@ def test_shards_manifest_and_card(built):
             assert path.stat().st_size == shard["bytes"] <= 0.02 * 2**20
             assert shard["rows"][1] - shard["rows"][0] == per * (shard["groups"][1] - shard["groups"][0])
             table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-            assert table.schema == SHARD_SCHEMA and table.num_rows == shard["rows"][1] - shard["rows"][0]
+            assert table.schema == SUDOKU.shard_schema and table.num_rows == shard["rows"][1] - shard["rows"][0]
         # Rows in table order; the vanilla dataset is the hint table without its hints, renumbered.
         back = pl.from_arrow(read_split(dataset, "train"))
         expected = hinted if kind == "hint" else hinted.filter(pl.col("variant") != "hint").with_columns(

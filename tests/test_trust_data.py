@@ -17,6 +17,8 @@ import pytest
 from conftest import REAL_SUDOKU as REAL
 from stage_helpers import fails, make_raw, ok, record_table, run
 
+from hrm.tasks import SUDOKU
+
 
 def _copy(built, tmp_path: Path, *names: str) -> Path:
     root, _ = built
@@ -235,7 +237,7 @@ def test_validate_shards_checks_every_row_against_the_examples_rules(built, tmp_
     manifest = json.loads((dataset / "manifest.json").read_text())
     entry = manifest["splits"]["train"]["shards"][1]
     path = dataset / entry["file"]
-    write_shard(to_arrow(_swap_label_cells(pl.read_ipc(path), 3)), path)
+    write_shard(to_arrow(_swap_label_cells(pl.read_ipc(path), 3), SUDOKU.shard_schema), path)
     entry.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bytes=path.stat().st_size)
     (dataset / "manifest.json").write_text(json.dumps(manifest))
     out = fails("validate", "shards", str(dataset))
@@ -255,13 +257,13 @@ def test_the_shard_stage_checks_its_output_against_the_examples_rules(built, tmp
     manifest = json.loads((dataset / "manifest.json").read_text())
     entries = manifest["splits"]["train"]["shards"]
     per = manifest["splits"]["train"]["rows_per_group"]
-    verify_split(entries, dataset, per, "train")  # as written: passes
+    verify_split(entries, dataset, per, "train", SUDOKU)  # as written: passes
     path = dataset / entries[1]["file"]
     from pipelines.shard import to_arrow, write_shard
 
-    write_shard(to_arrow(_swap_label_cells(pl.read_ipc(path), 2)), path)
+    write_shard(to_arrow(_swap_label_cells(pl.read_ipc(path), 2), SUDOKU.shard_schema), path)
     with pytest.raises(StageError) as err:
-        verify_split(entries, dataset, per, "train")
+        verify_split(entries, dataset, per, "train", SUDOKU)
     assert "the written shards failed validation" in str(err.value)
     assert f"row {entries[1]['rows'][0] + 2}: labels: not a valid Sudoku solution" in str(err.value)
 

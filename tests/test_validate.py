@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from hrm.tasks import SUDOKU
 from pipelines.shard import to_arrow, write_shard
 from pipelines.validate import problems_message
 from stage_helpers import HINT, NUM_AUG, VANILLA, fails, ok, record_table
@@ -116,7 +117,7 @@ def test_bad_row_in_shard_names_shard_and_row(built, tmp_path):
     table = pl.from_arrow(pa.ipc.open_file(pa.py_buffer(path.read_bytes())).read_all())
     table = table.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(10**6, pl.Int32))
                                .otherwise(pl.col("puzzle_id")).alias("puzzle_id"))
-    write_shard(to_arrow(table), path)
+    write_shard(to_arrow(table, SUDOKU.shard_schema), path)
     record.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bytes=path.stat().st_size)
     (dataset / "manifest.json").write_text(json.dumps(manifest))
     out = fails("validate", "shards", str(dataset))

@@ -33,7 +33,8 @@ import torch
 
 from hrm.evaluate import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
 from hrm.model.hrm import HRM, InnerCarry, initial_inner_carry, run_segments
-from hrm.sudoku import BLANK_TOKEN, IGNORE_LABEL
+from hrm.encoding import IGNORE_LABEL
+from hrm.sudoku import BLANK_TOKEN
 
 __all__ = [
     "Trace", "initial_state", "decode", "run_segment", "run_trace", "relative_residual",

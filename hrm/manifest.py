@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from hrm.integrity import file_sha256  # re-exported: the loader and the stages take it from here
-from schemas.columns import SUDOKU, Layout
+from hrm.tasks import Task
 
 __all__ = [
     "MANIFEST", "CARD", "DATASETS_INDEX", "FORMAT_VERSION", "SPLIT_KEYS", "SHARD_KEYS",
@@ -69,16 +69,16 @@ SHARD_KEYS = ("file", "rows", "bytes", "sha256")  # what every shard entry `hrm 
 
 
 def new_manifest(*, name: str, kind: str, record_batch_rows: int, shard_max_bytes: int, params: dict,
-                 source: dict, inputs: dict, lineage: dict, test_capped: bool, layout: Layout = SUDOKU) -> dict:
+                 source: dict, inputs: dict, lineage: dict, test_capped: bool, task: Task) -> dict:
     """A dataset's manifest, its ``splits`` still empty (filled with :func:`split_entry`); ``columns``
-    and ``encoding`` are the task's (schemas/columns.py)."""
+    and ``encoding`` are the task's (hrm.tasks)."""
     return {
         "name": name,
         "kind": kind,
         "format": {"version": FORMAT_VERSION, "files": "Arrow IPC file format, uncompressed",
                    "record_batch_rows": record_batch_rows, "shard_max_bytes": shard_max_bytes},
-        "columns": {f.name: str(f.type) for f in layout.shard_schema},
-        "encoding": layout.encoding,
+        "columns": {f.name: str(f.type) for f in task.shard_schema},
+        "encoding": dict(task.encoding),
         "params": params,
         "source": source,
         "inputs": inputs,

@@ -1,0 +1,172 @@
+"""What a task is to the rest of the code: the one interface every layer asks.
+
+A :class:`Task` carries the facts of a task (sequence length, vocabulary, the reference dataset on
+the Hugging Face Hub), its dataset layout (the examples table's and shards' columns, the token
+encoding a manifest records), its raw-table rules (well-formed questions, difficulty, the built-in
+generator), its augmentation, its evaluation rules (:class:`EvalRules`) and the words the cards and
+reports use. The stages, schemas and engines take a task object, never its name: a new task is one
+module that defines a subclass and registers an instance (hrm/tasks/__init__.py).
+
+Heavy rules (numba kernels, the solver) are imported inside the methods, so that naming a task costs
+nothing at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:  # the arrays of a built split (hrm.build imports the task modules' rules)
+    from hrm.build import Examples
+
+__all__ = ["ColumnSpec", "EvalRules", "Task", "uint8s", "LOADED_COLUMNS"]
+
+ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
+# What the loader reads of a shard (hrm/data.py gathers these straight from the mapped file).
+LOADED_COLUMNS = ("group_id", "puzzle_id", "rating", "raw_index", "inputs", "labels")
+
+
+def uint8s(width: int) -> pa.DataType:
+    return pa.list_(pa.uint8(), width)
+
+
+# The columns every task's examples share, before its token and transform columns; ``{variant}``,
+# ``{parent_id}`` and ``{rating}`` are the task's words (Task.column_meanings).
+_SHARED_HEAD = ("group_id", "puzzle_id", "variant", "parent_id", "source", "rating", "raw_index")
+_SHARED_MEANINGS = {
+    "group_id": "original puzzle (group); groups are contiguous and in order",
+    "puzzle_id": "row number in the split, in emission order",
+    "source": "the original's raw `source`",
+    "raw_index": "the original's row in the raw split file (the fork indexes the full test file)",
+}
+_SHARED_TYPES = {"group_id": pa.int32(), "puzzle_id": pa.int32(), "variant": pa.string(), "parent_id": pa.int32(),
+                 "source": pa.string(), "rating": pa.int32(), "raw_index": pa.int32()}
+
+
+@dataclass(frozen=True)
+class EvalRules:
+    """What evaluating and analysing a task needs of it.
+
+    ``decided``: the token of the cells the model fills in (a Sudoku blank, a maze's open cell), whose
+    accuracy and calibration are reported; ``perturbations``: the kinds of pass the task allows;
+    ``verify(questions, answers)``: the label-free verifier; ``solves(correct, halted)``: the paper's
+    rule over checkpoints x passes; ``revealable(inputs, labels)``: the cells an easy tier reveals
+    from the label. ``errors(questions, answers)``: the analysis' error measure of an answer
+    (``error_name``), read on the cells of ``mark_tokens`` (``mark_name``). ``input_tokens`` /
+    ``label_tokens``: the encoding's ranges. ``max_shifts``: the most relabellings the analysis can
+    make (None: no limit of its own).
+    """
+
+    decided: int
+    perturbations: tuple[str, ...]
+    verify: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    solves: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    revealable: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    rating_edges: tuple[int, ...]
+    blank_edges: tuple[int, ...]
+    input_tokens: tuple[int, int]
+    label_tokens: tuple[int, int]
+    errors: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    error_name: str
+    mark_tokens: tuple[int, int]
+    mark_name: str
+    max_shifts: int | None = None
+
+    def marks(self, answers: np.ndarray) -> np.ndarray:
+        """int [...]: cells of answers [..., L] decoded as a mark the error measure reads."""
+        a = np.asarray(answers)
+        return ((a >= self.mark_tokens[0]) & (a <= self.mark_tokens[1])).sum(-1)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task. Subclasses implement the methods; instances are registered in hrm.tasks."""
+
+    name: str
+    noun: str  # one example: "puzzle", "maze"
+    seq_len: int
+    vocab_size: int  # tokens incl. padding 0
+    hf_repo: str  # the reference dataset (train.csv, test.csv in the raw columns)
+    hf_revision: str  # its pinned commit; "main" where none is pinned yet
+    difficulty_means: str  # what the raw table's rating measures
+    encoding: Mapping[str, Any]  # the token encoding, as a manifest's `encoding` records it
+    column_meanings: Mapping[str, str]  # the card's words for variant, parent_id, rating, inputs, labels
+    transform_columns: tuple[ColumnSpec, ...]  # how an example was made from its group's original
+    question_pattern: str  # a well-formed question (a regular expression over the raw string)
+    answer_pattern: str
+    generator_options: tuple[str, ...]  # the raw stage's options of the built-in generator
+    max_aug: int | None = None  # the most transformed copies per original (None: no limit)
+    has_hints: bool = False  # whether the hints stage can make an easier copy of an example
+    records_name: bool = True  # False for Sudoku only: its records predate tasks and carry no name
+    words: Mapping[str, Any] = field(default_factory=dict)  # what cards and reports say of the task
+
+    # ------------------------------------------------------------------ dataset layout
+
+    @property
+    def column_specs(self) -> tuple[ColumnSpec, ...]:
+        """The examples table's and shards' columns, in order."""
+        meaning = {**_SHARED_MEANINGS, **self.column_meanings}
+        head = tuple((name, _SHARED_TYPES[name], meaning[name]) for name in _SHARED_HEAD)
+        tokens = tuple((name, uint8s(self.seq_len), meaning[name]) for name in ("inputs", "labels"))
+        return head + tokens + tuple(self.transform_columns)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.column_specs)
+
+    @property
+    def shard_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(name, type_) for name, type_, _ in self.column_specs])
+
+    @property
+    def loader_columns(self) -> dict[str, pa.DataType]:
+        schema = self.shard_schema
+        return {name: schema.field(name).type for name in LOADED_COLUMNS}
+
+    @property
+    def transform_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.transform_columns)
+
+    def recorded_name(self) -> dict[str, str]:
+        """``{"task": name}`` for a record (lineage, manifest), or nothing for a task whose records name none."""
+        return {"task": self.name} if self.records_name else {}
+
+    # ------------------------------------------------------------------ raw table
+
+    def difficulty(self, questions: np.ndarray) -> np.ndarray:
+        """int64 [N]: the rating of well-formed questions (strings), as ``difficulty_means`` says."""
+        raise NotImplementedError
+
+    def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> tuple[list[str], list[str], np.ndarray]:
+        """``n`` seeded (question, answer) strings and their ratings from the built-in generator;
+        ValueError when the options are out of range or too strict to satisfy."""
+        raise NotImplementedError
+
+    def describe_split(self, questions: np.ndarray, answers: np.ndarray, ratings: np.ndarray) -> dict:
+        """The raw stage's distribution of a written split (stats.json)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ datasets
+
+    def augment(self, questions: np.ndarray, answers: np.ndarray, num_aug: int,
+                rng: np.random.Generator | None) -> "Examples":
+        """The examples of one split from its raw question/answer strings: each original, then
+        ``num_aug`` transformed copies drawn from ``rng`` (None: the originals only)."""
+        raise NotImplementedError
+
+    def transform_arrays(self, columns: Mapping[str, np.ndarray]) -> Any:
+        """The ``transforms`` of :class:`hrm.build.Examples` from the transform columns."""
+        raise NotImplementedError
+
+    def transform_frame_columns(self, transforms: Any, n: int) -> dict[str, np.ndarray]:
+        """The transform columns (numpy, in ``transform_columns`` order) of ``n`` examples' ``transforms``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ evaluation
+
+    @property
+    def rules(self) -> EvalRules:
+        raise NotImplementedError
