@@ -45,6 +45,7 @@ COMMANDS = {
     "validate": "pipelines.validate:validate",
     "registry": "pipelines.registry:registry",
     "publish": "pipelines.publish:publish",
+    "profile": "pipelines.profile:profile",
 }
 
 

@@ -59,7 +59,7 @@ def repo(tmp_path_factory) -> Path:
     root.mkdir()
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
-    for name in ("hrm", "pipelines", "schemas"):
+    for name in ("hrm", "pipelines", "schemas", "profiles"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -197,24 +197,40 @@ def test_a_refused_run_leaves_the_previous_results_and_a_good_run_replaces_them(
     sh(repo, "dvc", "checkout")
 
 
-# The task switches of the maze pipeline (README, "Maze-30x30-Hard"): the quick profile's sizes aside,
+# The task switches of the maze pipeline (docs/tasks.md, "Maze-30x30-Hard"): the quick profile's sizes aside,
 # these are what `dvc exp run` needs to rebuild everything from raw to analysis on mazes.
 MAZE_SWITCHES = ("raw.task=maze", "data.num_aug=7", "data.hints=false", "train.variant=vanilla",
                  "evaluate.variant=vanilla", "evaluate.perturbation=swap", "evaluate.permutations=2",
                  "analyze.variant=vanilla", "analyze.shifts=2")
 
 
+def dotted(params: dict, key: str):
+    for part in key.split("."):
+        params = params[part]
+    return params
+
+
 def test_the_maze_pipeline_is_one_experiment(repo):
+    """`hrm profile run maze-quick` is that experiment: the profile carries the switches, and `-S` on the
+    command line wins over its sizes (here: back to this repository's tiny ones)."""
     sh(repo, "git", "checkout", "--", "params.yaml")
-    args = [a for s in MAZE_SWITCHES for a in ("-S", s)]
-    log = sh(repo, "dvc", "exp", "run", "-n", "maze", *args, "-S", "data.subsample_size=8", "-S", "data.test_size=4",
-             "-S", "analyze.index_by=row")  # the capped test split need not hold raw row 0
+    profile = yaml.safe_load((repo / "profiles" / "maze-quick.yaml").read_text())["params"]
+    switches = dict(s.split("=") for s in MAZE_SWITCHES)
+    assert {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in profile.items() if k in switches} == switches
+    tiny = yaml.safe_load((repo / "params.yaml").read_text())
+    sizes = {k: dotted(tiny, k) for k in profile if k not in switches and k not in ("data.test_size", "analyze.index_by")}
+    assert {"train.epochs", "train.arch.hidden_size", "analyze.sample"} <= set(sizes)
+    args = [a for k, v in sizes.items() for a in ("-S", f"{k}={v}")]
+    log = sh(repo, "hrm", "profile", "run", "maze-quick", "--name", "maze", *args, "-S", "data.subsample_size=8",
+             "-S", "data.test_size=4")  # analyze.index_by=row from the profile: the capped split need not hold raw row 0
     assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze"]
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     names = {exp.get("name") for commit in shown for exp in commit.get("experiments") or []}
     assert "maze" in names
-    diff = json.loads(sh(repo, "dvc", "params", "diff", "main", "maze", "--json"))
-    assert diff["params.yaml"]["raw.task"] == {"old": "sudoku", "new": "maze"}
+    diff = json.loads(sh(repo, "dvc", "params", "diff", "main", "maze", "--json"))["params.yaml"]
+    assert diff["raw.task"] == {"old": "sudoku", "new": "maze"}
+    assert diff["analyze.index_by"] == {"old": "raw", "new": "row"}
+    assert not set(sizes) & set(diff), diff  # the command line's -S won over the profile's sizes
     sh(repo, "dvc", "exp", "apply", "maze")
     index = json.loads((repo / "data" / "datasets" / "datasets.json").read_text())
     assert index == {"vanilla": "maze-builtin-8-aug-7", "hint": None}

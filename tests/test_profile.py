@@ -1,0 +1,165 @@
+"""`hrm profile`: the profiles a user switches to (profiles/NAME.yaml), each one `dvc exp run`.
+
+The flags are checked against the commands the README gave before the profiles existed; the paper profiles'
+training against `hrm train --profile paper` (hrm.train.PAPER_PROFILE). A real `dvc exp run` through
+`hrm profile run maze-quick` is in tests/test_dvc_experiments.py (test_the_maze_pipeline_is_one_experiment);
+here `run` goes to a stand-in `dvc` that records its arguments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipelines.profile import profile
+
+REPO = Path(__file__).resolve().parents[1]
+PLACE = ["--profiles-dir", str(REPO / "profiles"), "--params-file", str(REPO / "params.yaml")]
+
+# The README's quick maze command, flag for flag, before it became a profile.
+MAZE_QUICK = (
+    "raw.task=maze data.num_aug=7 data.hints=false data.test_size=200 "
+    "train.variant=vanilla train.epochs=8 train.eval_interval=4 train.global_batch_size=32 "
+    "train.arch.hidden_size=64 train.arch.num_heads=2 train.arch.expansion=2 train.arch.H_layers=1 "
+    "train.arch.L_layers=1 train.arch.halt_max_steps=4 train.arch.puzzle_emb_ndim=64 "
+    "evaluate.variant=vanilla evaluate.perturbation=swap evaluate.permutations=2 "
+    "analyze.variant=vanilla analyze.shifts=2 analyze.sample=50 analyze.easy_sample=50 "
+    "analyze.fp_sample=16 analyze.landscape_radius=10 analyze.index_by=row").split()
+# The README's paper maze data and switches (its train values: PAPER_PROFILE, checked below).
+MAZE_PAPER = (
+    "raw.task=maze raw.source=hf raw.hf_repo=sapientinc/maze-30x30-hard-1k raw.hf_revision=main "
+    "data.subsample_size=0 data.test_size=0 data.num_aug=0 data.hints=false "
+    "train.variant=vanilla evaluate.variant=vanilla evaluate.perturbation=swap evaluate.permutations=2 "
+    "analyze.variant=vanilla analyze.shifts=2 evaluate.test_size=0").split()
+# The README's paper datasets (`dvc exp run -S raw.source=hf -S data.num_aug=1000 -S data.test_size=0`).
+PAPER_DATA = ["raw.source=hf", "data.num_aug=1000", "data.test_size=0"]
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(profile, [*PLACE, *args], env=env)
+
+
+def shown(name: str) -> list[str]:
+    result = invoke("show", name)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"# {REPO / 'profiles' / name}.yaml: ")
+    return lines[1:]
+
+
+def test_list_names_every_profile_with_its_description():
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    names = [line.split(":")[0] for line in result.output.splitlines()]
+    assert names == ["fork-hint", "maze-paper", "maze-quick", "paper-sudoku"]
+    assert all(len(line.split(": ", 1)[1]) > 20 for line in result.output.splitlines())
+
+
+def test_show_gives_the_readme_flags_of_maze_quick_in_order():
+    assert shown("maze-quick") == MAZE_QUICK
+
+
+def test_the_paper_profiles_hold_the_readme_data_and_switches():
+    assert set(MAZE_PAPER) <= set(shown("maze-paper"))
+    assert set(PAPER_DATA) <= set(shown("paper-sudoku"))
+    fork = set(shown("fork-hint"))
+    assert set(PAPER_DATA) | {"train.variant=hint", "train.epochs=40000", "train.eval_interval=1000"} <= fork
+
+
+@pytest.mark.parametrize("name,own", [("paper-sudoku", {}), ("maze-paper", {}),
+                                      ("fork-hint", {"epochs": 40000, "eval_interval": 1000})])
+def test_the_paper_profiles_train_as_hrm_train_profile_paper(name, own):
+    """Every value of PAPER_PROFILE is the profile's (or params.yaml's, where they agree), so the DVC run
+    trains what `hrm train --profile paper` does; the fork's hint run differs in its epochs only."""
+    from hrm.train import PAPER_PROFILE
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    settings = dict(line.split("=", 1) for line in shown(name))
+    for key, paper in {**PAPER_PROFILE, **own}.items():
+        dotted = f"train.arch.{key}" if key in params["arch"] else f"train.{key}"
+        section = params["arch"] if key in params["arch"] else params
+        value = yaml.safe_load(settings[dotted]) if dotted in settings else section[key]
+        if isinstance(paper, (int, float)) and isinstance(value, str):
+            value = float(value)  # "1e-4": YAML 1.1 reads no float without a dot; DVC's YAML does
+        assert value == paper, (name, dotted, value, paper)
+
+
+def test_dry_run_prints_the_exact_command_and_overrides_win():
+    result = invoke("run", "maze-quick", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.output == "dvc exp run -n maze-quick " + " ".join(f"-S {s}" for s in MAZE_QUICK) + "\n"
+
+    result = invoke("run", "maze-quick", "--dry-run", "-S", "train.epochs=2", "-S", "seed=1", "--name", "tiny")
+    expected = [s if s != "train.epochs=8" else "train.epochs=2" for s in MAZE_QUICK] + ["seed=1"]
+    assert result.output == "dvc exp run -n tiny " + " ".join(f"-S {s}" for s in expected) + "\n"
+
+
+def test_run_passes_the_arguments_as_a_list_and_returns_dvc_s_exit_status(tmp_path):
+    """A value with a space, `;` and `$(...)` reaches dvc as one argument, never parsed by a shell."""
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport sys\nopen({str(record)!r}, 'w').write('\\n'.join(sys.argv[1:]))\n"
+                    "sys.exit(3)\n")
+    fake.chmod(0o755)
+    value = "analyze.puzzle_index=0; touch x $(echo y)"
+    result = invoke("run", "paper-sudoku", "-S", value, env={"PATH": str(fake.parent)})
+    assert result.exit_code == 3, result.output
+    argv = record.read_text().splitlines()
+    assert argv[:4] == ["exp", "run", "-n", "paper-sudoku"] and argv[-2:] == ["-S", value]
+    assert argv[4:-2] == [a for s in shown("paper-sudoku") for a in ("-S", s)]
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_without_dvc_on_path_is_one_message(tmp_path):
+    result = invoke("run", "maze-quick", env={"PATH": str(tmp_path)})
+    assert result.exit_code == 1 and "dvc is not on PATH" in result.output
+
+
+def write_profile(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("params:\n  train.arch.hiden_size: 64\n", "train.arch.hiden_size: not a key of"),
+    ("params:\n  train.arch: 3\n", "train.arch: not a key of"),  # a section, not a value
+    ("params:\n  train.lr: [1, 2]\n", "train.lr: a value is one scalar"),
+    ("params: {}\n", "a profile is a mapping with a non-empty 'params' mapping"),
+    ("- raw.task=maze\n", "a profile is a mapping with a non-empty 'params' mapping"),
+    ("params:\n  raw.task: maze\nparam:\n  x: 1\n", "unknown key 'param'"),
+    ("params:\n  raw.task: [maze\n", "not valid YAML (line "),
+])
+def test_a_bad_profile_is_one_message_naming_its_file_and_key(tmp_path, text, message):
+    path = write_profile(tmp_path / "profiles", "bad", text)
+    args = ["--profiles-dir", str(path.parent), "--params-file", str(REPO / "params.yaml")]
+    for command in (["show", "bad"], ["run", "bad", "--dry-run"]):
+        result = CliRunner().invoke(profile, [*args, *command])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert result.output.startswith(f"Error: {path}: ") and message in result.output, result.output
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.arch.hiden_size=64", "-S train.arch.hiden_size=64: train.arch.hiden_size: not a key of"),
+    ("train.lr", "-S train.lr: not key=value"),
+])
+def test_a_bad_override_is_one_message(override, message):
+    result = invoke("run", "maze-quick", "--dry-run", "-S", override)
+    assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_an_unknown_profile_through_hrm_is_one_line_exit_1(tmp_path):
+    """As a user gets it: the `hrm` entry point, no traceback, the file that is missing and the ones there are."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "profile", "show", "paper"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == ("Error: no profile 'paper': profiles/paper.yaml does not exist "
+                                   "(profiles in profiles: fork-hint, maze-paper, maze-quick, paper-sudoku)")
