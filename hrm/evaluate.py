@@ -255,17 +255,12 @@ class Runner(Protocol):
 
 
 def segment_flops(model: torch.nn.Module) -> float:
-    """Multiply-add FLOPs of one ACT segment of one row (matmuls and attention; norms and activations
-    left out): the unit of work an early exit saves. A pass of the paper's procedure is
-    ``halt_max_steps`` of them."""
-    from hrm.model.layers import swiglu_width
+    """Multiply-add FLOPs of one ACT segment of one row, as the model's architecture counts them
+    (hrm.model.base.Architecture.segment_flops): the unit of work an early exit saves. A pass of the
+    paper's procedure is ``halt_max_steps`` of them."""
+    from hrm.model.registry import architecture_of
 
-    c = model.config
-    t, h = c.seq_len + model.inner.puzzle_emb_len, c.hidden_size
-    inter = swiglu_width(h, c.expansion)
-    per_token_layer = 2 * h * 4 * h + 2 * 2 * t * h + 2 * h * 3 * inter  # qkv + out, scores + values, SwiGLU
-    layers = c.H_cycles * (c.L_cycles * c.L_layers + c.H_layers)
-    return float(t * (layers * per_token_layer + 2 * h * c.vocab_size))
+    return architecture_of(model).segment_flops(model.config)
 
 
 def auto_max_rows(device: torch.device | str) -> int | None:

@@ -56,8 +56,9 @@ import torch
 import torch.distributed as dist
 
 from hrm.distributed import Dist, DistributedError, all_gather_object, finish, init_distributed, rank_device
-from hrm.model import HRM, Carry, HRMConfig, InnerCarry, SparseEmbeddingSignSGD, resolve_device
-from hrm.model.hrm import mistyped_fields
+from hrm.model import Carry, InnerCarry, RecurrentModel, SparseEmbeddingSignSGD, resolve_device
+from hrm.model.base import mistyped_fields
+from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
 from hrm.optim import AdamATan2, cosine_schedule_lr
 from hrm.encoding import IGNORE_LABEL
 
@@ -88,6 +89,10 @@ PAPER_PROFILE: dict[str, Any] = dict(
     global_batch_size=768, epochs=20000, eval_interval=2000, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2000, beta1=0.9,
     beta2=0.95, weight_decay=1.0, puzzle_emb_lr=1e-4, puzzle_emb_weight_decay=1.0, eval_size=0,
 )
+
+
+# Keys of an arch block that are no config field: the architecture's name and the loss head's settings.
+ARCH_BLOCK_KEYS = {"name", "loss", "loss_type"}
 
 
 class TrainError(ValueError):
@@ -188,9 +193,14 @@ class TrainConfig:
             problems.append("keep_checkpoints must be >= 0")
         if self.eval_size is not None and self.eval_size < 0:
             problems.append("eval_size must be >= 0 (0 or None: the whole test split)")
-        unknown = set(self.arch) - {f.name for f in dataclasses.fields(HRMConfig)} - {"name", "loss", "loss_type"}
-        if unknown:
-            problems.append(f"unknown arch keys: {', '.join(sorted(unknown))}")
+        try:
+            known = architecture_of_arch(self.arch).config_keys()  # no arch.name: HRM
+        except UnknownArchitecture as e:
+            problems.append(str(e))
+        else:
+            unknown = set(self.arch) - known - ARCH_BLOCK_KEYS
+            if unknown:
+                problems.append(f"unknown arch keys: {', '.join(sorted(unknown))}")
         if problems:
             raise TrainError("invalid training config: " + "; ".join(problems))
 
@@ -204,7 +214,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: HRM
+    model: RecurrentModel
     step: int
     total_steps: int
     metrics: dict[str, Any]  # summary(): {"step", "total_steps", "epochs_done", "train", "eval", "train_seconds"} (rank 0; {} elsewhere)
@@ -350,7 +360,7 @@ HISTORY_KEYS = ("block_sums", "block_steps", "last_lr", "last_eval", "elapsed")
 class TrainState:
     """Everything that changes while training; :meth:`snapshot` / :meth:`restore` make a run resumable bit-exactly."""
 
-    model: HRM
+    model: RecurrentModel
     optimizers: list[torch.optim.Optimizer]
     base_lrs: list[float]
     step: int = 0
@@ -420,9 +430,10 @@ def resolve_forward_dtype(forward_dtype: str, device: torch.device) -> str:
     return forward_dtype
 
 
-def build_model_config(cfg: TrainConfig, dataset: Any, world_size: int, device: torch.device) -> tuple[HRMConfig, str]:
-    """HRMConfig from the arch block plus the data-derived sizes (as the official create_model)."""
-    arch = {k: v for k, v in cfg.arch.items() if k not in ("name", "loss", "loss_type")}
+def build_model_config(cfg: TrainConfig, dataset: Any, world_size: int, device: torch.device) -> tuple[Any, str]:
+    """The architecture's config from the arch block plus the data-derived sizes (as the official create_model)."""
+    architecture = architecture_of_arch(cfg.arch)
+    arch = {k: v for k, v in cfg.arch.items() if k not in ARCH_BLOCK_KEYS}
     loss = cfg.arch.get("loss")
     loss_type = cfg.arch.get("loss_type") or (loss.get("loss_type") if isinstance(loss, Mapping) else None) or "stablemax_cross_entropy"
     if cfg.global_batch_size % world_size:
@@ -437,41 +448,33 @@ def build_model_config(cfg: TrainConfig, dataset: Any, world_size: int, device: 
         forward_dtype=resolve_forward_dtype(cfg.forward_dtype, device),
     )
     try:
-        return HRMConfig.from_dict(arch), loss_type
+        return architecture.config_from_dict(arch), loss_type
     except (TypeError, ValueError) as e:
         raise TrainError(f"invalid arch block: {e}") from None
 
 
-def estimate_train_memory(model_config: HRMConfig, loss_type: str = "stablemax_cross_entropy") -> dict[str, int]:
+def estimate_train_memory(model_config: Any, loss_type: str = "stablemax_cross_entropy") -> dict[str, int]:
     """Bytes one training process needs, by what they count, before the model exists.
 
     The parameters are counted on torch's meta device (shapes only, nothing allocated): fp32 weights,
     their gradients and AdamATan2's two moments, 16 bytes each; the buffers (the puzzle embedding, H/L
-    init, rotary tables) at their own size. Activations of one step on the per-process batch B of P =
-    seq_len + puzzle_emb_len positions (fp32, 4 bytes; bf16 needs less): the carry (z_H, z_L), the blocks
-    that keep their graph for the one-step gradient (H_layers + L_layers), each ~10 state-sized tensors and
-    4 of the SwiGLU width per position and the attention scores (heads x P x P, scores and softmax), one
-    more block's worth for the no-grad updates, and the logits with their loss (3 x P x vocab).
+    init, rotary tables) at their own size. Activations of one step on the per-process batch: the
+    architecture's count (:meth:`~hrm.model.base.Architecture.train_activation_bytes`).
     """
-    from hrm.model.layers import swiglu_width
-
+    architecture = architecture_for(model_config)
     with torch.device("meta"):
-        model = HRM(model_config, loss_type=loss_type)
+        model = architecture.build(model_config, loss_type=loss_type)
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    c = model_config
-    positions = c.seq_len + c.puzzle_emb_len
-    per_block = positions * (10 * c.hidden_size + 4 * swiglu_width(c.hidden_size, c.expansion)) + 2 * c.num_heads * positions**2
-    activations = 4 * c.batch_size * ((c.H_layers + c.L_layers + 1) * per_block + 2 * positions * c.hidden_size
-                                      + 3 * positions * c.vocab_size)
+    activations = architecture.train_activation_bytes(model_config)
     return {"weights, gradients and optimiser moments": 16 * params, "buffers": buffers, "activations": activations}
 
 
-def create_state(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, d: Dist, device: torch.device) -> TrainState:
+def create_state(cfg: TrainConfig, model_config: Any, loss_type: str, d: Dist, device: torch.device) -> TrainState:
     """The model seeded per rank as the official (seed + rank), rank 0's weights broadcast, and its two optimisers."""
     torch.random.manual_seed(cfg.seed + d.rank)
     with torch.device(device):
-        model = HRM(model_config, loss_type=loss_type)
+        model = architecture_for(model_config).build(model_config, loss_type=loss_type)
     if d.enabled:
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
@@ -479,8 +482,8 @@ def create_state(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, d: D
     # Official order: the puzzle embedding's sign-SGD, then AdamATan2 (both lr set every step).
     optimizers: list[torch.optim.Optimizer] = []
     base_lrs: list[float] = []
-    if model_config.puzzle_emb_ndim > 0:
-        optimizers.append(SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay,
+    if model.sparse_embedding is not None:
+        optimizers.append(SparseEmbeddingSignSGD(model.sparse_embedding.buffers(), lr=0.0, weight_decay=cfg.puzzle_emb_weight_decay,
                                                  world_size=d.world_size))
         base_lrs.append(cfg.puzzle_emb_lr)
     optimizers.append(AdamATan2(model.parameters(), lr=0.0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)))
@@ -488,11 +491,11 @@ def create_state(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, d: D
     return TrainState(model=model, optimizers=optimizers, base_lrs=base_lrs)
 
 
-def resume_key(cfg: TrainConfig, model_config: HRMConfig, loss_type: str, dataset: Any) -> dict[str, Any]:
+def resume_key(cfg: TrainConfig, model_config: Any, loss_type: str, dataset: Any) -> dict[str, Any]:
     """The settings that shape the trajectory: a saved state is only continued when these are equal."""
     manifest = getattr(dataset, "manifest", None)
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16] if manifest else None
-    arch = model_config.to_dict()
+    arch = architecture_for(model_config).config_to_dict(model_config)
     arch.pop("batch_size")  # per-device; the global batch is below
     return {
         "arch": arch,
@@ -595,7 +598,7 @@ def train_step(state: TrainState, forward: Callable, batch: dict[str, torch.Tens
 
 
 @torch.inference_mode()
-def evaluate(model: HRM, dataset: Any, *, batch_size: int, device: torch.device, eval_size: int | None = None, d: Dist | None = None) -> dict[str, float]:
+def evaluate(model: RecurrentModel, dataset: Any, *, batch_size: int, device: torch.device, eval_size: int | None = None, d: Dist | None = None) -> dict[str, float]:
     """Official evaluation on the test split: each batch runs until all rows halted; metrics / count.
 
     Padding rows of the last batch get ignored labels, so they are not counted.
@@ -654,7 +657,7 @@ class TrainHooks:
     def evaluated(self, step: int, metrics: Mapping[str, float]) -> None:
         """Every evaluation's ``eval/...`` metrics (rank 0; {} elsewhere)."""
 
-    def checkpoint(self, step: int, model: HRM) -> None:
+    def checkpoint(self, step: int, model: RecurrentModel) -> None:
         """A checkpoint of ``model`` after ``step`` is due (every evaluation with checkpoint_every_eval, else the last)."""
 
     def save(self, snapshot: Mapping[str, Any] | None, state: TrainState, stopped: bool) -> None:

@@ -175,6 +175,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
     from hrm.evaluate import task_rules
+    from hrm.model import architecture_of
     from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
     from hrm.manifest import file_sha256
 
@@ -226,7 +227,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
         _check_memory(cfg, settings, sample_rows, selected, memory_limit_gb)
         run_info = {
             "checkpoint": str(checkpoint), "dataset": str(ds.dataset_dir), "split": split, "puzzles": int(sample_rows.size),
-            "seed": seed, "segments": s_count, "h_cycles": cfg.H_cycles, "hidden_size": cfg.hidden_size,
+            "seed": seed, "segments": s_count, "h_cycles": architecture_of(model).steps_per_segment(cfg), "hidden_size": cfg.hidden_size,
             "device": str(model.device), "forward_dtype": str(cfg.forward_dtype if forward_dtype == "config" else forward_dtype),
             "puzzle_index": {"by": index_by, "asked": asked, "rows": selected,
                              "raw_index": ds.gather(np.asarray(selected, np.int64))["raw_index"].tolist()},

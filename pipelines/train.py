@@ -31,26 +31,30 @@ from typing import Any
 import click
 import yaml
 
+from hrm.model.base import ArchOption
+from hrm.model.losses import LOSS_FUNCTIONS
+from hrm.model.registry import get_architecture
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
 from pipelines.device import resolve_device_option
 from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_apart, check_memory
 from pipelines.settings import file_value, given_on_command_line, read_section, read_top_level, reads_section
 
-# name, click type, help. Architecture options go into the arch block. The defaults are the quick
+
+def _click_type(option: ArchOption) -> Any:
+    """The option type of an architecture setting (hrm.model.base.ArchOption): its range or choices."""
+    if option.choices:
+        return click.Choice(list(option.choices))
+    if option.kind == "int":
+        return Count(int(option.minimum or 0))
+    return FiniteFloatRange(min=option.minimum, max=option.maximum, min_open=option.min_open)
+
+
+# name, click type, help. Architecture options go into the arch block: the settings of the default
+# architecture's config (hrm.model.registry; HRM's), then the loss head's. The defaults are the quick
 # profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
 ARCH_OPTIONS: list[tuple[str, Any, str]] = [
-    ("hidden_size", Count(1), "Model width."),
-    ("num_heads", Count(1), "Attention heads (hidden_size must be a multiple)."),
-    ("expansion", FiniteFloatRange(min=0, min_open=True), "SwiGLU expansion factor."),
-    ("H_layers", Count(1), "Blocks in the high-level module."),
-    ("L_layers", Count(1), "Blocks in the low-level module."),
-    ("H_cycles", Count(1), "High-level updates per ACT segment."),
-    ("L_cycles", Count(1), "Low-level updates per high-level update."),
-    ("halt_max_steps", Count(1), "Most ACT segments per puzzle."),
-    ("halt_exploration_prob", FiniteFloatRange(0, 1), "Probability of a random minimum number of segments."),
-    ("pos_encodings", click.Choice(["rope", "learned"]), "Position encoding."),
-    ("puzzle_emb_ndim", Count(0), "Puzzle embedding width (0: none; the paper: hidden_size)."),
-    ("loss_type", click.Choice(["stablemax_cross_entropy", "softmax_cross_entropy"]), "Token loss."),
+    *((o.name, _click_type(o), o.help) for o in get_architecture().options()),
+    ("loss_type", click.Choice(list(LOSS_FUNCTIONS)), "Token loss."),
 ]
 TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("global_batch_size", Count(1), "Examples per step over all processes."),

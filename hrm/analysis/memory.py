@@ -7,9 +7,12 @@ is not counted: the estimate is the growth on top of the process as it is then. 
 term, measured, not derived: the libraries imported on first use and torch's first-forward
 buffers (FIRST_USE).
 
-Notation: S segments, C = H_cycles, T = S x C steps, P = puzzle_emb_len + seq_len positions, H =
-hidden_size, D = P x H numbers per state, B = puzzles per forward batch, N = traced rows (the
-sample and the selected puzzles), K = rows whose z_H / z_L are kept.
+Every size per row comes from the model's architecture (hrm.model.base.Architecture.row_memory), for
+any architecture and any sequence length: the steps per segment, the output cells, the numbers per
+state and one forward step's activations. Notation: S segments, C steps per segment (HRM: H_cycles),
+T = S x C steps, cells = seq_len output cells (81 for Sudoku, 900 for a maze), P = puzzle_emb_len +
+seq_len positions, H = hidden_size, D = P x H numbers per state, B = puzzles per forward batch, N =
+traced rows (the sample and the selected puzzles), K = rows whose z_H / z_L are kept.
 
 Per phase (each is what that phase holds at its peak, on top of what the earlier phases keep):
 
@@ -23,7 +26,8 @@ Per phase (each is what that phase holds at its peak, on top of what the earlier
   numpy copy), their scoring, conflict and change masks and the per-step table:
   PER_STEP_ROW bytes; per (segment, puzzle): the segment answers and their scores,
   PER_SEGMENT_ROW; per step, the small torch tensors of the lists (TENSOR_OVERHEAD each). And one
-  forward pass of B rows (activations, float32).
+  forward pass of B rows (activations, float32, as the architecture counts them; HRM: per position
+  ~10 state-sized tensors, 4 of the SwiGLU width and the logits, plus heads x P x P attention scores twice).
   Kept across batches: per (segment, row) the summaries' [S, N] arrays (19 bytes, concatenated
   and sliced: x 4) and the z_H / z_L of the selected puzzles for the landscapes.
 - ``summaries``: per segment, the residual / critical tables as Python rows (PER_SEGMENT_TABLE).
@@ -38,13 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hrm.model.layers import swiglu_width
+from hrm.model.registry import architecture_for
 from hrm.resources import available_memory_bytes, format_bytes
 
 __all__ = ["MemoryEstimate", "PhaseEstimate", "estimate_memory", "available_memory_bytes", "format_bytes"]
-
-SEQ_OUT = 81  # output cells per puzzle when the config does not say (Sudoku's)
-
 
 def per_step_row(cells: int) -> int:
     """Bytes per (step, puzzle) besides the states, for puzzles of ``cells`` output cells: predictions
@@ -106,58 +107,47 @@ class MemoryEstimate:
         return f"{what + ': ' if what else ''}about {format_bytes(p.bytes)}{' ' + verb if verb else ''} for the {p.name}"
 
 
-def _config(config, name: str, default: Any) -> Any:
-    return getattr(config, name, default)
+@dataclass(frozen=True)
+class _Sizes:
+    """The sizes the estimate multiplies: from the settings, the row counts and the architecture (RowMemory)."""
+
+    s: int  # segments
+    t: int  # steps = segments x steps per segment
+    d: int  # numbers per state (positions x hidden)
+    b: int  # rows per forward batch
+    state: int  # one puzzle's z_H (or z_L) over every step, float32 bytes
+    step_row: int  # per (step, puzzle) bytes besides the states
+    segment_row: int  # per (segment, puzzle) bytes
+    forward_row: int  # activations of one segment step per row
 
 
-def _forward(rows: int, p: int, h: int, heads: int, inter: int, vocab: int) -> int:
-    """Activations of one segment step on ``rows`` rows (float32): per position ~10 state-sized tensors
-    (q, k, v, rotary copies, attention output, projection, residual, norm), 4 of the SwiGLU width and the
-    LM head's logits; the attention scores (heads x P x P, twice: scores and softmax)."""
-    return rows * 4 * (p * (10 * h + 4 * inter + vocab) + 2 * heads * p * p)
+def _sizes(config, settings, n_rows: int) -> _Sizes:
+    row = architecture_for(config).row_memory(config)  # the architecture's own sizes: steps, cells, state, activations
+    s = int(settings.segments)
+    t = s * row.steps_per_segment
+    return _Sizes(s=s, t=t, d=row.state_numbers, b=max(1, min(int(settings.batch_size), n_rows)),
+                  state=t * row.state_numbers * 4, step_row=per_step_row(row.cells), segment_row=per_segment_row(row.cells),
+                  forward_row=row.forward_bytes)
 
 
-def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample: int | None = None) -> MemoryEstimate:
-    """The peak memory growth of ``analyze(model, source, sample_rows, selected, settings)`` per phase.
-
-    ``config``: the model's HRMConfig; ``n_rows``: traced rows (the union of the sample and the
-    selected rows); ``n_selected``: selected rows (landscapes); ``n_sample``: the sample's size
-    (default ``n_rows``).
-    """
-    st = settings
-    n_sample = n_rows if n_sample is None else n_sample
-    c = int(_config(config, "H_cycles", 2))
-    s = int(st.segments)
-    t = s * c
-    cells = int(_config(config, "seq_len", SEQ_OUT))  # 81 for Sudoku, 900 for mazes
-    p = cells + int(_config(config, "puzzle_emb_len", 0))
-    step_row, segment_row = per_step_row(cells), per_segment_row(cells)
-    h = int(_config(config, "hidden_size", 512))
-    d = p * h
-    heads = int(_config(config, "num_heads", 8))
-    inter = swiglu_width(h, float(_config(config, "expansion", 4)))
-    vocab = int(_config(config, "vocab_size", 11))
-    b = max(1, min(int(st.batch_size), n_rows))
-    store_all = st.store_states == "all"
+def _trace_terms(z: _Sizes, settings, n_rows: int, n_selected: int) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+    """The traces phase: its terms, and the options that make each grow."""
+    store_all = settings.store_states == "all"
+    s, t, b, state = z.s, z.t, z.b, z.state
     kept_b = b if store_all else min(n_selected, b)
-    state = t * d * 4  # one puzzle's z_H (or z_L) over every step, float32
-
     # Kept after the traces: the summaries' per-segment arrays, the selected puzzles' states (views of
     # their batch's stacked states: with --store-states all, the whole batch stays).
     retained_rows = min(n_rows, n_selected * b) if store_all else n_selected
-    kept_summary = s * n_rows * SUMMARY_ROW
-    kept_states = 2 * state * retained_rows + t * b * 8 * min(n_selected, n_rows)
     terms = {
         # 3 copies (list, stack, centred) + 1 for the heap holes of the freed per-step states (glibc fragmentation).
         "trajectory PCA states": 4 * state * b,
         "trajectory PCA Gram matrices": 8 * t * t * (3 * b + 2),
         "stored states": 5 * 2 * state * kept_b,
-        "per-step arrays": t * b * step_row + t * 5 * TENSOR_OVERHEAD + s * (b * segment_row + 6 * TENSOR_OVERHEAD),
-        "forward pass": _forward(b, p, h, heads, inter, vocab),
-        "per-segment summaries": kept_summary,
-        "selected puzzles' states": kept_states,
+        "per-step arrays": t * b * z.step_row + t * 5 * TENSOR_OVERHEAD + s * (b * z.segment_row + 6 * TENSOR_OVERHEAD),
+        "forward pass": b * z.forward_row,
+        "per-segment summaries": s * n_rows * SUMMARY_ROW,
+        "selected puzzles' states": 2 * state * retained_rows + t * b * 8 * min(n_selected, n_rows),
     }
-    phases = [PhaseEstimate("traces", sum(terms.values()), terms, ())]
     tags = {
         "trajectory PCA states": ("--segments", "--batch-size"),
         "trajectory PCA Gram matrices": ("--segments", "--batch-size"),
@@ -167,41 +157,64 @@ def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample:
         "per-segment summaries": ("--segments", "--sample"),
         "selected puzzles' states": ("--segments", "--puzzle-index"),
     }
-    held = kept_summary + kept_states
-    tables = s * PER_SEGMENT_TABLE
-    phases.append(PhaseEstimate("summaries", held + tables, {"per-segment summaries": held, "summary tables": tables}, ()))
-    tags["summary tables"] = ("--segments",)
-    held += tables
+    return terms, tags
+
+
+def _later_phases(z: _Sizes, settings, held: int, n_sample: int, n_selected: int
+                  ) -> tuple[list[PhaseEstimate], dict[str, tuple[str, ...]]]:
+    """The easy probe, multistability and landscape phases, each on top of ``held`` (what the traces keep)."""
+    st, phases, tags = settings, [], {}
 
     def run_phase(name: str, rows: int) -> None:
-        run = {f"{name} runs": s * (rows * segment_row + 6 * TENSOR_OVERHEAD) + (st.lookback + 3) * 2 * rows * d * 4,
-               "forward pass": _forward(rows, p, h, heads, inter, vocab)}
+        run = {f"{name} runs": z.s * (rows * z.segment_row + 6 * TENSOR_OVERHEAD) + (st.lookback + 3) * 2 * rows * z.d * 4,
+               "forward pass": rows * z.forward_row}
         phases.append(PhaseEstimate(name, held + sum(run.values()), {"kept": held, **run}, ()))
+        tags[f"{name} runs"] = ("--segments", "--batch-size")
 
     if st.runs_easy:
         run_phase("easy probe", max(1, min(int(st.batch_size), st.easy_sample or n_sample, n_sample)))
-        tags["easy probe runs"] = ("--segments", "--batch-size")
     if st.runs_multistability:
         r = max(1, st.shifts) + st.noise_runs * len(st.noise)
         per = max(1, int(st.batch_size) // r)
         run_phase("multistability", r * max(1, min(per, st.fp_sample or n_sample, n_sample)))
-        tags["multistability runs"] = ("--segments", "--batch-size")
     if n_selected:
         grid = (2 * st.landscape_radius + 1) ** 2
         gb = min(grid, max(int(st.batch_size), 64))
         land = {"kept": held,
-                "landscape PCA": 4 * state + 8 * t * t * 5,
-                "landscape grid": grid * 40 + gb * d * 4 * 3 + _forward(gb, p, h, heads, inter, vocab)}
+                "landscape PCA": 4 * z.state + 8 * z.t * z.t * 5,
+                "landscape grid": grid * 40 + gb * z.d * 4 * 3 + gb * z.forward_row}
         phases.append(PhaseEstimate("landscapes", sum(land.values()), land, ()))
         tags["landscape PCA"] = ("--segments",)
         tags["landscape grid"] = ("--landscape-radius", "--batch-size")
+    return phases, tags
+
+
+def estimate_memory(config, settings, n_rows: int, n_selected: int, *, n_sample: int | None = None) -> MemoryEstimate:
+    """The peak memory growth of ``analyze(model, source, sample_rows, selected, settings)`` per phase.
+
+    ``config``: the model's config (its architecture gives the sizes per row: hrm.model.base.RowMemory);
+    ``n_rows``: traced rows (the union of the sample and the selected rows); ``n_selected``: selected
+    rows (landscapes); ``n_sample``: the sample's size (default ``n_rows``).
+    """
+    st = settings
+    n_sample = n_rows if n_sample is None else n_sample
+    z = _sizes(config, st, n_rows)
+    terms, tags = _trace_terms(z, st, n_rows, n_selected)
+    phases = [PhaseEstimate("traces", sum(terms.values()), terms, ())]
+    held = terms["per-segment summaries"] + terms["selected puzzles' states"]
+    tables = z.s * PER_SEGMENT_TABLE
+    phases.append(PhaseEstimate("summaries", held + tables, {"per-segment summaries": held, "summary tables": tables}, ()))
+    tags["summary tables"] = ("--segments",)
+    later, later_tags = _later_phases(z, st, held + tables, n_sample, n_selected)
+    phases += later
+    tags.update(later_tags)
     tags["kept"] = ("--segments", "--sample")
     for ph in phases:
         ph.terms["libraries and buffers on first use"] = FIRST_USE
         ph.bytes += FIRST_USE
         top = max(ph.terms, key=lambda k: ph.terms[k])
         ph.options = tags.get(top, ())
-    values = {"--segments": s, "--batch-size": int(st.batch_size), "--sample": n_sample,
+    values = {"--segments": z.s, "--batch-size": int(st.batch_size), "--sample": n_sample,
               "--puzzle-index": f"({n_selected} puzzle{'s' if n_selected != 1 else ''})", "--store-states": st.store_states,
               "--landscape-radius": st.landscape_radius}
     return MemoryEstimate(phases=phases, values=values)

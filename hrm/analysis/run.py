@@ -30,6 +30,7 @@ from hrm.analysis.traces import Trace, run_trace, score_predictions
 from hrm.data import eval_rows
 from hrm.distributed import Dist, ResultStore, shared_map
 from hrm.evaluate import SUDOKU_RULES, TaskRules
+from hrm.model.registry import architecture_of
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]
 
@@ -305,7 +306,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     figures: list[PuzzleFigure] = []
     tables["landscape"] = []
     summary["landscapes"] = {}
-    c = model.config.H_cycles
+    c = architecture_of(model).steps_per_segment(model.config)  # steps per segment
     def landscape_of(row: int) -> Landscape:
         z_h, z_l, x, y = states[row][:4]
         centre = st.center_segment * c - 1  # the last step of the centre segment

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 
 from hrm.evaluate import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
-from hrm.model.hrm import HRM, InnerCarry, initial_inner_carry, run_segments
 from hrm.encoding import IGNORE_LABEL
+from hrm.model.base import InnerCarry, initial_inner_carry, module_device, run_segments
+from hrm.model.hrm import HRM
+from hrm.model.registry import architecture_of
 from hrm.sudoku import BLANK_TOKEN
 
 __all__ = [
@@ -84,7 +86,7 @@ class Trace:
 
 
 def _inner(model):
-    """The segment module (HRMInner) of an HRM, an HRMACT, or the inner module itself."""
+    """The segment module (hrm.model.base.Recurrence) of a model, of its ACT wrapper, or the module itself."""
     return getattr(model, "inner", model)
 
 
@@ -140,7 +142,7 @@ def decode(model: HRM, z_H: torch.Tensor) -> torch.Tensor:
     """argmax(lm_head(z_H)) over the output positions: [..., prefix + seq_len, hidden] -> int64 [..., seq_len];
     NaN or inf logits raise :class:`NonFiniteError`."""
     inner = _inner(model)
-    z = z_H.to(device=inner.H_init.device, dtype=inner.forward_dtype)
+    z = z_H.to(device=module_device(inner), dtype=inner.forward_dtype)
     logits = inner.lm_head(z)[..., inner.puzzle_emb_len:, :]
     require_finite(logits, "the logits")
     return logits.argmax(-1)
@@ -149,7 +151,7 @@ def decode(model: HRM, z_H: torch.Tensor) -> torch.Tensor:
 def _batch(model: HRM, inputs, puzzle_identifiers=None) -> dict[str, torch.Tensor]:
     inner = _inner(model)
     cfg = inner.config
-    device = inner.H_init.device
+    device = module_device(inner)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
     if x.ndim != 2 or x.shape[1] != cfg.seq_len or x.is_floating_point():
         raise ValueError(f"inputs must be integer tokens [B, {cfg.seq_len}], got {x.dtype} {list(x.shape)}")
@@ -172,7 +174,7 @@ def run_segment(model: HRM, z_H: torch.Tensor, z_L: torch.Tensor, inputs, puzzle
     States are cast to the model's forward dtype and device (as the fork's landscape does).
     """
     inner = _inner(model)
-    dev, dt = inner.H_init.device, inner.forward_dtype
+    dev, dt = module_device(inner), inner.forward_dtype
     carry = InnerCarry(z_H=z_H.to(device=dev, dtype=dt), z_L=z_L.to(device=dev, dtype=dt))
     with _evaluating(inner):
         new, logits, (qh, qc) = inner(carry, _batch(model, inputs, puzzle_identifiers), trace=trace)
@@ -384,7 +386,7 @@ def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | No
                 ret = _ratio(dk, d1)
 
         out = Trace(
-            segments=s_count, h_cycles=cfg.H_cycles,
+            segments=s_count, h_cycles=architecture_of(inner).steps_per_segment(cfg),
             seg_predictions=_np(torch.stack(seg_pred)), q_halt=_np(torch.stack(q_h)), q_continue=_np(torch.stack(q_c)),
             seg_res_H=_np(torch.stack(seg_rh)).astype(np.float32), seg_res_L=_np(torch.stack(seg_rl)).astype(np.float32),
             seg_res=_np(torch.stack(seg_r)).astype(np.float32), seg_return=_np(ret).astype(np.float32),

@@ -33,7 +33,9 @@ import yaml
 
 from hrm.integrity import (HASH_SUFFIX, IntegrityError, atomic_write, hash_file, read_verified,  # noqa: F401 - re-exported
                            recorded_sha256, write_verified)
-from hrm.model.hrm import ARCH_NAME, HRM, HRMConfig, resolve_device
+from hrm.model.act import RecurrentModel
+from hrm.model.device import resolve_device
+from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
 from hrm.tasks import TASKS
 
 CONFIG_NAME = "all_config.yaml"
@@ -136,23 +138,18 @@ def read_config(checkpoint: str | os.PathLike, weights_verified: bool = False) -
     return cfg
 
 
-def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str = "all_config.yaml") -> tuple[HRMConfig, str]:
-    """HRMConfig and loss type from an all_config mapping, filling data-derived sizes from tensor shapes."""
+def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str = "all_config.yaml") -> tuple[Any, str]:
+    """The architecture's config and the loss type from an all_config mapping, filling data-derived sizes from
+    tensor shapes (the architecture's :meth:`~hrm.model.base.Architecture.sizes_from_state`) and the task."""
     arch = dict(all_config["arch"])
-    name = arch.get("name", ARCH_NAME)
-    if not str(name).endswith("HierarchicalReasoningModel_ACTV1"):
-        raise CheckpointError(f"{source}: arch.name is {name!r}; only {ARCH_NAME} (HRM ACT v1) is supported")
+    try:
+        architecture = architecture_of_arch(arch)  # no arch.name: HRM (hrm.model.registry.DEFAULT_ARCH_NAME)
+    except UnknownArchitecture as e:
+        raise CheckpointError(f"{source}: {e}") from None
     loss = arch.get("loss") or {}
     loss_type = loss.get("loss_type", "stablemax_cross_entropy") if isinstance(loss, Mapping) else "stablemax_cross_entropy"
 
-    if "vocab_size" not in arch and "model.inner.embed_tokens.embedding_weight" in state:
-        arch["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
-    if "num_puzzle_identifiers" not in arch and "model.inner.puzzle_emb.weights" in state:
-        arch["num_puzzle_identifiers"] = state["model.inner.puzzle_emb.weights"].shape[0]
-    if "seq_len" not in arch and arch.get("pos_encodings") == "learned" and "model.inner.embed_pos.embedding_weight" in state:
-        hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
-        prefix = -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
-        arch["seq_len"] = state["model.inner.embed_pos.embedding_weight"].shape[0] - prefix
+    arch = architecture.sizes_from_state(arch, state)
     seq_len_of_vocab = {t.vocab_size: t.seq_len for t in TASKS.values()}
     if "seq_len" not in arch and arch.get("vocab_size") in seq_len_of_vocab:
         arch["seq_len"] = seq_len_of_vocab[arch["vocab_size"]]
@@ -160,14 +157,8 @@ def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.T
         arch.setdefault(k, v)
     if "batch_size" not in arch:
         arch["batch_size"] = int(all_config.get("global_batch_size", 1))
-    # The official config class has no default for puzzle_emb_ndim other than 0.
-    arch.setdefault("puzzle_emb_ndim", 0)
-    # Required in the official config; default only what the official defaults.
-    missing = [k for k in ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads", "pos_encodings", "halt_max_steps", "halt_exploration_prob") if k not in arch]
-    if missing:
-        raise CheckpointError(f"{source}: arch block lacks {', '.join(missing)}")
     try:
-        return HRMConfig.from_dict(arch), loss_type
+        return architecture.config_from_checkpoint(arch), loss_type
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: {e}") from e
 
@@ -202,10 +193,11 @@ def load_checkpoint(
     path: str | os.PathLike,
     device: torch.device | str | None = "auto",
     forward_dtype: str | None = None,
-    config: HRMConfig | None = None,
+    config: Any | None = None,
     note: Callable[[str], None] | None = None,
-) -> HRM:
-    """Load an HRM checkpoint (ours or the official code's) -> :class:`HRM` in eval mode on ``device``.
+) -> RecurrentModel:
+    """Load a checkpoint (ours or the official code's) of any registered architecture (arch.name of its
+    all_config.yaml; HRM's -> :class:`~hrm.model.hrm.HRM`) in eval mode on ``device``.
 
     ``path``: the checkpoint file (or a folder: its latest ``step_N``).
     ``device``: "auto"/None -> cuda, else mps, else cpu.
@@ -221,18 +213,19 @@ def load_checkpoint(
         config, loss_type = config_from_files(read_config(file, verified), state, source=str(cfg_file))
     else:
         loss_type = "stablemax_cross_entropy"
+    architecture = architecture_for(config)
     if forward_dtype is not None:
-        config = HRMConfig.from_dict({**config.to_dict(), "forward_dtype": forward_dtype})
+        config = architecture.config_from_dict({**architecture.config_to_dict(config), "forward_dtype": forward_dtype})
 
     with torch.device("cpu"):
-        model = HRM(config, loss_type=loss_type)
+        model = architecture.build(config, loss_type=loss_type)
     check_state_dict(model, state, source=str(file))
     check_finite(state, source=str(file))
     model.load_state_dict(state, strict=True)
     return model.to(resolve_device(device)).eval()
 
 
-def save_checkpoint(model: HRM, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(model: RecurrentModel, path: str | os.PathLike, extra_config: Mapping[str, Any] | None = None) -> Path:
     """Save ``model``'s state dict to ``path`` (official format) and all_config.yaml beside it, each atomically
     with its ``NAME.sha256``.
 

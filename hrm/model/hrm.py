@@ -1,13 +1,17 @@
-"""The Hierarchical Reasoning Model with adaptive computation time (docs/reference-semantics.md §5 and §6).
+"""The Hierarchical Reasoning Model with adaptive computation time (docs/reference-semantics.md §5 and §6):
+one architecture (hrm.model.base), registered as ``hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1``.
 
 Three nested modules, named so that the state dict matches the official checkpoints:
 
 - :class:`HRMInner` (``model.inner``): embeddings, the H and L reasoning levels, the
   LM and Q heads, and the initial states. One call = one ACT segment.
-- :class:`HRMACT` (``model``): the ACT wrapper. It owns the carry (states, step
-  counts, halted flags, the batch each row is working on) and the halting policy.
+- :class:`HRMACT` (``model``): the ACT wrapper (hrm.model.act.ACTModel). It owns the carry
+  (states, step counts, halted flags, the batch each row is working on) and the halting policy.
 - :class:`HRM`: the loss head around it (``ACTLossHead``) plus the inference API
   :meth:`HRM.predict`. Its ``state_dict()`` has exactly the official keys.
+
+:data:`ARCHITECTURE` is what the rest of the library asks: config from a dict, the model, steps and
+FLOPs per segment, memory per row.
 
 Training loop sketch::
 
@@ -26,41 +30,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
-from hrm.model.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding, trunc_normal_init_
-from hrm.model.losses import ACTLossHead
+from hrm.model.act import ACTModel, Prediction, RecurrentModel
+from hrm.model.base import (Architecture, Carry, InnerCarry, Recurrence, RowMemory, SegmentOutput,  # noqa: F401 - re-exported
+                            initial_inner_carry, mistyped_fields, run_segments)
+from hrm.model.device import DeviceError, resolve_device  # noqa: F401 - re-exported
+from hrm.model.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding, swiglu_width, trunc_normal_init_
 from hrm.model.sparse_embedding import CastedSparseEmbedding
 
 ARCH_NAME = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def mistyped_fields(config: Any) -> list[tuple[str, str, Any]]:
-    """(field, expected kind, value) of every int / float / bool / str field of a dataclass whose value
-    is something else: a bool is no number, a float field takes any finite real (``expansion: 4``; NaN
-    and inf are refused), None passes where the annotation allows it (``int | None``)."""
-    wrong = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        kind = str(f.type).replace(" | None", "")
-        if value is None and kind != str(f.type):
-            continue
-        if kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            wrong.append((f.name, "an integer", value))
-        elif kind == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
-            wrong.append((f.name, "a finite number", value))
-        elif kind == "bool" and not isinstance(value, bool):
-            wrong.append((f.name, "true or false", value))
-        elif kind == "str" and not isinstance(value, str):
-            wrong.append((f.name, "a string", value))
-    return wrong
+def _option(default: Any, help: str, **limits: Any) -> Any:  # noqa: A002 - click's word
+    """A field a user sets: its help and range (``min``, ``max``, ``min_open``, ``choices``) make its ``hrm train`` option."""
+    return field(default=default, metadata={"help": help, **limits})
 
 
 @dataclass
@@ -69,24 +58,24 @@ class HRMConfig:
 
     batch_size: int = 768  # per-device training batch (size of the puzzle-embedding gradient buffer)
     seq_len: int = 81
-    puzzle_emb_ndim: int = 512
+    puzzle_emb_ndim: int = _option(512, "Puzzle embedding width (0: none; the paper: hidden_size).", min=0)
     num_puzzle_identifiers: int = 1
     vocab_size: int = 11
 
-    H_cycles: int = 2
-    L_cycles: int = 2
-    H_layers: int = 4
-    L_layers: int = 4
+    H_cycles: int = _option(2, "High-level updates per ACT segment.", min=1)
+    L_cycles: int = _option(2, "Low-level updates per high-level update.", min=1)
+    H_layers: int = _option(4, "Blocks in the high-level module.", min=1)
+    L_layers: int = _option(4, "Blocks in the low-level module.", min=1)
 
-    hidden_size: int = 512
-    expansion: float = 4
-    num_heads: int = 8
-    pos_encodings: str = "rope"  # "rope" | "learned"
+    hidden_size: int = _option(512, "Model width.", min=1)
+    expansion: float = _option(4, "SwiGLU expansion factor.", min=0, min_open=True)
+    num_heads: int = _option(8, "Attention heads (hidden_size must be a multiple).", min=1)
+    pos_encodings: str = _option("rope", "Position encoding.", choices=("rope", "learned"))
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
-    halt_max_steps: int = 16
-    halt_exploration_prob: float = 0.1
+    halt_max_steps: int = _option(16, "Most ACT segments per puzzle.", min=1)
+    halt_exploration_prob: float = _option(0.1, "Probability of a random minimum number of segments.", min=0, max=1)
 
     forward_dtype: str = "bfloat16"  # "float32" | "bfloat16"
 
@@ -136,34 +125,6 @@ class HRMConfig:
         return dataclasses.asdict(self)
 
 
-# ----------------------------------------------------------------------------- carry
-
-
-@dataclass
-class InnerCarry:
-    z_H: torch.Tensor  # [B, puzzle_emb_len + seq_len, hidden]
-    z_L: torch.Tensor
-
-
-@dataclass
-class SegmentOutput:
-    """What one segment of :func:`run_segments` gives."""
-
-    carry: InnerCarry  # the state after the segment (detached)
-    logits: torch.Tensor  # [B, seq_len, vocab]
-    q_halt: torch.Tensor  # float32 [B]
-    q_continue: torch.Tensor  # float32 [B]
-    states: list | None = None  # (z_H, z_L) after every H update of the segment, when traced
-
-
-@dataclass
-class Carry:
-    inner_carry: InnerCarry
-    steps: torch.Tensor  # int32 [B]: segments run on the current data
-    halted: torch.Tensor  # bool [B]: the row is done; the next call restarts it on the next batch
-    current_data: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 # ----------------------------------------------------------------------------- modules
 
 
@@ -181,7 +142,7 @@ class ReasoningModule(nn.Module):
         return hidden_states
 
 
-class HRMInner(nn.Module):
+class HRMInner(Recurrence):
     """One ACT segment: H_cycles x (L_cycles L updates, one H update), 1-step gradient."""
 
     def __init__(self, config: HRMConfig):
@@ -286,149 +247,14 @@ class HRMInner(nn.Module):
         return new_carry, logits, (q[..., 0], q[..., 1])
 
 
-def initial_inner_carry(inner: HRMInner, batch_size: int) -> InnerCarry:
-    """Every row at the initial states: H_init, L_init broadcast over all positions."""
-    return inner.reset_carry(torch.ones(batch_size, dtype=torch.bool, device=inner.H_init.device),
-                             inner.empty_carry(batch_size))
-
-
-def run_segments(inner: HRMInner, batch: Mapping[str, torch.Tensor], segments: int, *, carry: InnerCarry | None = None,
-                 trace: bool = False, step: Callable | None = None) -> Iterator[SegmentOutput]:
-    """Run ``segments`` ACT segments of ``inner`` on every row of ``batch``, from ``carry`` (default:
-    the initial state), with no halting inside the run; yields each segment's output in turn.
-
-    The one loop behind :meth:`HRM.predict`, the evaluation engine and the analysis traces.
-    ``trace``: each output also holds the (z_H, z_L) after every H update of its segment.
-    ``step``: what runs one segment, with ``inner``'s call signature (default ``inner`` itself;
-    the evaluation passes a compiled one).
-    """
-    step = inner if step is None else step
-    carry = initial_inner_carry(inner, batch["inputs"].shape[0]) if carry is None else carry
-    for _ in range(segments):
-        states: list | None = [] if trace else None
-        carry, logits, (q_halt, q_continue) = step(carry, batch, trace=states)
-        yield SegmentOutput(carry, logits, q_halt, q_continue, states)
-
-
-class HRMACT(nn.Module):
-    """ACT wrapper: every call advances each row by one segment (docs/reference-semantics.md §6).
-
-    Rows that halted in the previous call are first reset to the initial state and
-    loaded with the corresponding rows of ``batch``; the others keep their data.
-    Training: a row halts at halt_max_steps, or when q_halt > q_continue, but with
-    probability halt_exploration_prob it must first reach a minimum drawn from
-    uniform{2..halt_max_steps}; ``outputs["target_q_continue"]`` is the bootstrap
-    target from one extra no-grad segment. Evaluation: every row halts exactly at
-    halt_max_steps.
-    """
+class HRMACT(ACTModel):
+    """The ACT wrapper around :class:`HRMInner` (hrm.model.act.ACTModel; the official HierarchicalReasoningModel_ACTV1)."""
 
     def __init__(self, config: HRMConfig):
-        super().__init__()
-        self.config = config
-        self.inner = HRMInner(config)
-
-    @property
-    def puzzle_emb(self) -> CastedSparseEmbedding:
-        return self.inner.puzzle_emb
-
-    def initial_carry(self, batch: Mapping[str, torch.Tensor]) -> Carry:
-        """A carry in which every row is halted, so the first call loads the whole batch."""
-        b = batch["inputs"].shape[0]
-        device = batch["inputs"].device
-        return Carry(
-            inner_carry=self.inner.empty_carry(b, device=device),
-            steps=torch.zeros(b, dtype=torch.int32, device=device),
-            halted=torch.ones(b, dtype=torch.bool, device=device),
-            current_data={k: torch.zeros_like(v) for k, v in batch.items()},
-        )
-
-    def forward(self, carry: Carry, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[Carry, dict[str, torch.Tensor]]:
-        """One ACT step. ``generator`` drives exploration (None: torch's global RNG, as the official code)."""
-        cfg = self.config
-        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
-        steps = torch.where(carry.halted, 0, carry.steps)
-        data = {
-            k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v) for k, v in carry.current_data.items()
-        }
-
-        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data)
-        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
-
-        with torch.no_grad():
-            steps = steps + 1
-            is_last_step = steps >= cfg.halt_max_steps
-            halted = is_last_step
-
-            if self.training and cfg.halt_max_steps > 1:
-                halted = halted | (q_halt > q_continue)
-                # Exploration: some rows must run a random minimum number of steps first.
-                # (Both draws always happen, keeping the RNG stream of the official code.)
-                explore = torch.rand(q_halt.shape, dtype=q_halt.dtype, device=q_halt.device, generator=generator) < cfg.halt_exploration_prob
-                min_steps = explore * torch.randint(
-                    2, cfg.halt_max_steps + 1, steps.shape, dtype=steps.dtype, device=steps.device, generator=generator
-                )
-                halted = halted & (steps >= min_steps)
-
-                # Bootstrapped target for q_continue: the Q values after one more segment.
-                # No replay buffer or target network; the many rows of a batch play that role.
-                _, _, (next_q_halt, next_q_continue) = self.inner(inner_carry, data)
-                outputs["target_q_continue"] = torch.sigmoid(torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue)))
-
-        return Carry(inner_carry, steps, halted, data), outputs
+        super().__init__(config, HRMInner(config))
 
 
-# ----------------------------------------------------------------------------- top level
-
-
-@dataclass
-class Prediction:
-    """Result of :meth:`HRM.predict` (S segments, B puzzles, all float32 / on the model's device)."""
-
-    logits: torch.Tensor  # [S, B, seq_len, vocab]
-    q_halt: torch.Tensor  # [S, B]
-    q_continue: torch.Tensor  # [S, B]
-    predictions: torch.Tensor  # [B, seq_len] int64 tokens: argmax of the last segment
-    halted: torch.Tensor  # [B] bool: q_halt > q_continue at the last segment
-    z_H: torch.Tensor | None = None  # [S * H_cycles, B, puzzle_emb_len + seq_len, hidden], after every H update
-    z_L: torch.Tensor | None = None  # same shape, z_L at those moments
-
-    def to(self, device: torch.device | str) -> "Prediction":
-        return Prediction(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device)) for f in dataclasses.fields(self)})
-
-    def numpy(self) -> dict[str, np.ndarray]:
-        return {f.name: v.cpu().numpy() for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
-
-
-class DeviceError(ValueError):
-    """A device this machine or this torch build does not have."""
-
-
-def resolve_device(device: torch.device | str | None = "auto") -> torch.device:
-    """"auto" (or None) -> cuda if available, else mps, else cpu. A device that is not here
-    (``cuda`` on a CPU build, ``cuda:3`` on a one-GPU machine, an unknown name) is a DeviceError."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise DeviceError(f"not a torch device ({e})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-            raise DeviceError(f"no CUDA device is available here: {build}")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"cuda:{dev.index} does not exist ({torch.cuda.device_count()} CUDA device(s) here)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("MPS is not available here")
-    return dev
-
-
-class HRM(ACTLossHead):
+class HRM(RecurrentModel):
     """HRM + ACT + loss head: the module the official trainer saves, plus inference helpers.
 
     ``HRM(config)(carry, batch)`` -> (carry, loss, metrics, outputs, all_halted); see :class:`ACTLossHead`.
@@ -445,80 +271,92 @@ class HRM(ACTLossHead):
     def inner(self) -> HRMInner:
         return self.model.inner
 
-    @property
-    def puzzle_emb(self) -> CastedSparseEmbedding:
-        return self.model.inner.puzzle_emb
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.inner.H_init.device
+# ----------------------------------------------------------------------------- the architecture
 
-    def arch_dict(self) -> dict[str, Any]:
-        """The ``arch`` block of all_config.yaml (official names, plus the data-derived sizes)."""
-        d = self.config.to_dict()
-        return {"name": ARCH_NAME, "loss": {"name": "losses@ACTLossHead", "loss_type": self.loss_type}, **d}
+# The keys the official config class requires (no default there); a checkpoint's arch block must have them.
+REQUIRED_KEYS = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads", "pos_encodings",
+                 "halt_max_steps", "halt_exploration_prob")
 
-    def _as_tokens(self, inputs, name: str, shape_tail: tuple[int, ...]) -> torch.Tensor:
-        t = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise ValueError(f"{name} must be integer tokens, got dtype {t.dtype}")
-        if t.ndim == len(shape_tail):
-            t = t.unsqueeze(0)
-        if tuple(t.shape[1:]) != shape_tail:
-            raise ValueError(f"{name} must have shape [B, {', '.join(map(str, shape_tail))}], got {list(t.shape)}")
-        return t.to(device=self.device, dtype=torch.int32)
 
-    @torch.no_grad()
-    def predict(self, inputs, puzzle_identifiers=None, segments: int | None = None, trace: bool = False) -> Prediction:
-        """Run ``segments`` (default halt_max_steps) segments from the initial state on every puzzle.
+class HRMArchitecture(Architecture):
+    """HRM as the library asks it (hrm.model.base.Architecture)."""
 
-        Evaluation semantics: no halting inside the run; ``halted`` is the model's own
-        decision (q_halt > q_continue) at the last segment. More segments than
-        halt_max_steps simply keep iterating from the carried state.
-        ``inputs``: int tokens [B, seq_len] (torch or numpy; 1 = blank, 2..10 = digits).
-        """
-        cfg = self.config
-        x = self._as_tokens(inputs, "inputs", (cfg.seq_len,))
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= cfg.vocab_size):
-            raise ValueError(f"inputs hold tokens outside 0..{cfg.vocab_size - 1}")
-        b = x.shape[0]
-        if puzzle_identifiers is None:
-            ids = torch.zeros(b, dtype=torch.int32, device=self.device)
-        else:
-            ids = self._as_tokens(puzzle_identifiers, "puzzle_identifiers", ()).reshape(-1)
-            if ids.shape[0] != b:
-                raise ValueError(f"puzzle_identifiers has {ids.shape[0]} rows, inputs has {b}")
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= cfg.num_puzzle_identifiers):
-                raise ValueError(f"puzzle_identifiers outside 0..{cfg.num_puzzle_identifiers - 1}")
-        segments = cfg.halt_max_steps if segments is None else int(segments)
-        if segments < 1:
-            raise ValueError("segments must be >= 1")
+    name = ARCH_NAME
+    config_class = HRMConfig
+    # The hrm train options' order (the CLI's since its first version), not the config's field order.
+    option_order = ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
+                    "halt_exploration_prob", "pos_encodings", "puzzle_emb_ndim")
 
-        was_training = self.training
-        self.eval()
-        try:
-            batch = {"inputs": x, "puzzle_identifiers": ids}
-            logits, q_halt, q_cont, states = [], [], [], []
-            for seg in run_segments(self.inner, batch, segments, trace=trace):
-                logits.append(seg.logits.to(torch.float32))
-                q_halt.append(seg.q_halt)
-                q_cont.append(seg.q_continue)
-                states += seg.states or []
-        finally:
-            self.train(was_training)
+    def accepts(self, name: str) -> bool:
+        # Any module path of the official class (the official code has moved it between releases).
+        return str(name).endswith("HierarchicalReasoningModel_ACTV1")
 
-        out = Prediction(
-            logits=torch.stack(logits),
-            q_halt=torch.stack(q_halt),
-            q_continue=torch.stack(q_cont),
-            predictions=logits[-1].argmax(-1),
-            halted=q_halt[-1] > q_cont[-1],
-        )
-        if trace:
-            out.z_H = torch.stack([s[0] for s in states]).to(torch.float32)
-            out.z_L = torch.stack([s[1] for s in states]).to(torch.float32)
-        return out
+    def build(self, config: HRMConfig, loss_type: str = "stablemax_cross_entropy") -> HRM:
+        return HRM(config, loss_type=loss_type)
 
+    def sizes_from_state(self, arch: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """vocab_size and num_puzzle_identifiers from the embeddings' shapes; seq_len from learned positions."""
+        arch = dict(arch)
+        if "vocab_size" not in arch and "model.inner.embed_tokens.embedding_weight" in state:
+            arch["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
+        if "num_puzzle_identifiers" not in arch and "model.inner.puzzle_emb.weights" in state:
+            arch["num_puzzle_identifiers"] = state["model.inner.puzzle_emb.weights"].shape[0]
+        if "seq_len" not in arch and arch.get("pos_encodings") == "learned" and "model.inner.embed_pos.embedding_weight" in state:
+            hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
+            prefix = -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
+            arch["seq_len"] = state["model.inner.embed_pos.embedding_weight"].shape[0] - prefix
+        return arch
+
+    def config_from_checkpoint(self, arch: Mapping[str, Any]) -> HRMConfig:
+        arch = dict(arch)
+        # The official config class has no default for puzzle_emb_ndim other than 0.
+        arch.setdefault("puzzle_emb_ndim", 0)
+        # Required in the official config; default only what the official defaults.
+        missing = [k for k in REQUIRED_KEYS if k not in arch]
+        if missing:
+            raise ValueError(f"arch block lacks {', '.join(missing)}")
+        return self.config_from_dict(arch)
+
+    def steps_per_segment(self, config: HRMConfig) -> int:
+        return config.H_cycles  # one traced state per H update
+
+    def segment_flops(self, config: HRMConfig) -> float:
+        """Multiply-add FLOPs of one ACT segment of one row (matmuls and attention; norms and activations
+        left out): the unit of work an early exit saves. A pass of the paper's procedure is
+        ``halt_max_steps`` of them."""
+        c = config
+        t, h = c.seq_len + c.puzzle_emb_len, c.hidden_size
+        inter = swiglu_width(h, c.expansion)
+        per_token_layer = 2 * h * 4 * h + 2 * 2 * t * h + 2 * h * 3 * inter  # qkv + out, scores + values, SwiGLU
+        layers = c.H_cycles * (c.L_cycles * c.L_layers + c.H_layers)
+        return float(t * (layers * per_token_layer + 2 * h * c.vocab_size))
+
+    def row_memory(self, config: HRMConfig) -> RowMemory:
+        """Activations of one segment step on one row (float32): per position ~10 state-sized tensors (q, k, v,
+        rotary copies, attention output, projection, residual, norm), 4 of the SwiGLU width and the LM head's
+        logits; the attention scores (heads x P x P, twice: scores and softmax)."""
+        c = config
+        p, h = c.seq_len + c.puzzle_emb_len, c.hidden_size
+        inter = swiglu_width(h, float(c.expansion))
+        return RowMemory(steps_per_segment=c.H_cycles, cells=c.seq_len, positions=p, state_numbers=p * h,
+                         forward_bytes=4 * (p * (10 * h + 4 * inter + c.vocab_size) + 2 * c.num_heads * p * p))
+
+    def train_activation_bytes(self, config: HRMConfig) -> int:
+        """Activations of one step on the per-process batch B of P = seq_len + puzzle_emb_len positions (fp32,
+        4 bytes; bf16 needs less): the carry (z_H, z_L), the blocks that keep their graph for the one-step
+        gradient (H_layers + L_layers), each ~10 state-sized tensors and 4 of the SwiGLU width per position and
+        the attention scores (heads x P x P, scores and softmax), one more block's worth for the no-grad
+        updates, and the logits with their loss (3 x P x vocab)."""
+        c = config
+        positions = c.seq_len + c.puzzle_emb_len
+        per_block = positions * (10 * c.hidden_size + 4 * swiglu_width(c.hidden_size, c.expansion)) + 2 * c.num_heads * positions**2
+        return 4 * c.batch_size * ((c.H_layers + c.L_layers + 1) * per_block + 2 * positions * c.hidden_size
+                                   + 3 * positions * c.vocab_size)
+
+
+ARCHITECTURE = HRMArchitecture()
+HRM.architecture = ARCHITECTURE
 
 # Official class names, for readers coming from the reference code.
 HierarchicalReasoningModel_ACTV1Config = HRMConfig
