@@ -28,13 +28,10 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:  # annotations only
-    from hrm.model.act import RecurrentModel
 
 
 def mistyped_fields(config: Any) -> list[tuple[str, str, Any]]:
@@ -212,10 +209,10 @@ class Architecture(ABC):
         return [found[n] for n in order]
 
     @abstractmethod
-    def build(self, config: Any, loss_type: str = "stablemax_cross_entropy") -> RecurrentModel:
+    def build(self, config: Any, loss_type: str = "stablemax_cross_entropy") -> nn.Module:
         """The loss-head model, freshly initialised (consuming torch's global RNG as the official code)."""
 
-    def initial_carry(self, model: RecurrentModel, batch_size: int) -> InnerCarry:
+    def initial_carry(self, model: nn.Module, batch_size: int) -> InnerCarry:
         """Every row of ``batch_size`` at the initial state."""
         return initial_inner_carry(model.inner, batch_size)
 

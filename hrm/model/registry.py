@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from hrm.model import hrm
 from hrm.model.base import Architecture
+from hrm.model.hrm import ARCH_NAME, ARCHITECTURE as HRM_ARCHITECTURE
 
 # An arch block without a name is HRM's: the official all_config.yaml always names it, and every
 # config this code wrote before the registry (and every TrainConfig arch made from the options) is HRM's.
-DEFAULT_ARCH_NAME = hrm.ARCH_NAME
+DEFAULT_ARCH_NAME = ARCH_NAME
 
 _ARCHITECTURES: dict[str, Architecture] = {}
 
@@ -70,4 +70,4 @@ def architecture_of(model: Any) -> Architecture:
     return known if isinstance(known, Architecture) else architecture_for(model.config)
 
 
-register(hrm.ARCHITECTURE)
+register(HRM_ARCHITECTURE)
