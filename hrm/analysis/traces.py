@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm.evaluate import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
+from hrm.evaluate.rules import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
 from hrm.model.hrm import HRM, InnerCarry, initial_inner_carry, run_segments
 from hrm.sudoku import BLANK_TOKEN, IGNORE_LABEL
 
