@@ -29,6 +29,34 @@ def _subset_masks(k_count: int, p_count: int) -> np.ndarray:
     return masks
 
 
+# The per-puzzle outcomes gathered batch by batch: key -> (the axis the batches join on, the dtype of an
+# evaluation of no puzzles). Axis 2: [K, P, N] per checkpoint and pass; axis 0: [N], the full ensemble's.
+_PER_PUZZLE: dict[str, tuple[int, type]] = {
+    "correct": (2, bool), "halted": (2, bool), "q_halt": (2, np.float32), "q_continue": (2, np.float32),
+    "verified": (2, bool), "blank_correct": (2, np.int16), "cell_correct": (2, np.int16), "steps": (2, np.int16),
+    "stable_from": (2, np.int8), "es_correct": (2, bool), "es_steps": (2, np.int16), "lf_correct": (2, bool),
+    "lf_verified": (0, bool), "lf_votes": (0, np.int16), "lf_pool": (0, np.int16), "lf_no_halt": (0, bool),
+}
+
+
+class _Gathered:
+    """What :func:`evaluate_puzzles` gathers over its batches of K checkpoints x P passes x S segments:
+    the per-puzzle outcomes (joined at the end), per-segment counts and the cells' histograms."""
+
+    def __init__(self, k_count: int, p_count: int, s_count: int, bins: int):
+        self.shape = (k_count, p_count, s_count)
+        self.per: dict[str, list[np.ndarray]] = {key: [] for key in _PER_PUZZLE}
+        self.segment_correct = np.zeros(self.shape, np.int64)
+        self.segment_halted = np.zeros(self.shape, np.int64)
+        self.cells_base, self.cells_pooled = Histogram(bins), Histogram(bins)
+
+    def joined(self, key: str) -> np.ndarray:
+        axis, dtype = _PER_PUZZLE[key]
+        parts = self.per[key]
+        empty = self.shape[:2] + (0,) if axis == 2 else (0,)
+        return np.concatenate(parts, axis=axis) if parts else np.zeros(empty, dtype)
+
+
 def evaluate_puzzles(
     runner: Runner,
     inputs: np.ndarray,
@@ -53,116 +81,114 @@ def evaluate_puzzles(
     ``rules``: the task's (default Sudoku's; ``MAZE_RULES`` for mazes of 900 tokens).
     """
     rules = rules or SUDOKU_RULES
-    L = rules.seq_len
-    inputs = np.asarray(inputs)
-    labels = np.asarray(labels)
-    if inputs.ndim != 2 or inputs.shape[1] != L or labels.shape != inputs.shape:
-        raise ValueError(f"inputs and labels must both be [N, {L}]; got {inputs.shape} and {labels.shape}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    inputs = inputs.astype(np.uint8)
-    labels = labels.astype(np.int16)
+    inputs, labels = _checked_tokens(inputs, labels, rules.seq_len, batch_size)
     n = inputs.shape[0]
     K, P, S = runner.num_models, len(perturbations), runner.segments
     names = list(names) if names is not None else [f"checkpoint_{k}" for k in range(K)]
     if len(names) != K:
         raise ValueError(f"{len(names)} names for {K} checkpoints")
     masks = _subset_masks(K, P)
-
-    per: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "correct", "halted", "q_halt", "q_continue", "verified", "blank_correct", "cell_correct", "steps",
-        "stable_from", "es_correct", "es_steps", "lf_correct", "lf_verified", "lf_votes", "lf_pool", "lf_no_halt")}
-    seg_ok = np.zeros((K, P, S), np.int64)
-    seg_halt = np.zeros((K, P, S), np.int64)
-    cells_base, cells_pooled = Histogram(bins), Histogram(bins)
+    got = _Gathered(K, P, S, bins)
 
     bar = progress_bar(n, desc, "puzzle", enabled=progress)
     t0 = time.perf_counter()
     try:
         for start in range(0, n, batch_size):
             q = inputs[start:start + batch_size]
-            lab = labels[start:start + batch_size]
-            b = q.shape[0]
-            xp = perturbations.apply(q)  # [P, B, 81]
-            yp = perturbations.apply(lab)
-            res = runner.run(xp.reshape(P * b, L), yp.reshape(P * b, L), early_stop=early_stop)
-
-            def kpb(a: np.ndarray) -> np.ndarray:
-                return a.reshape((K, P, b) + a.shape[2:])
-
-            pred = kpb(res.predictions)  # [K, P, B, 81] perturbed space
-            seg = res.segment_correct.reshape(K, S, P, b).transpose(0, 2, 1, 3)  # [K, P, S, B]
-            seg_h = res.segment_halted.reshape(K, S, P, b).transpose(0, 2, 1, 3)
-            correct = seg[:, :, -1] if S else np.zeros((K, P, b), bool)
-            halted = kpb(res.halted)
-            qh = kpb(res.q_halt)
-            labelled = yp[None] != IGNORE_LABEL
-            cell_ok = (pred == yp[None]) & labelled  # [K, P, B, 81]
-            blank = (xp == rules.decided)[None] & labelled
-            answers = perturbations.restore(pred)  # [K, P, B, L] original space
-            verified = rules.verify(q[None, None], answers)
-
-            per["correct"].append(correct)
-            per["halted"].append(halted)
-            per["q_halt"].append(qh)
-            per["q_continue"].append(kpb(res.q_continue))
-            per["verified"].append(verified)
-            per["blank_correct"].append((cell_ok & blank).sum(-1).astype(np.int16))
-            per["cell_correct"].append(cell_ok.sum(-1).astype(np.int16))
-            per["steps"].append(kpb(res.steps).astype(np.int16))
-            per["stable_from"].append(critical_step(np.moveaxis(seg, 2, 0)).astype(np.int8))
-            # The early-stop view, read off the full run: the answer at the first segment where
-            # q_halt > q_continue (or the last). Equals the run itself under early_stop.
-            halts = seg_h.any(2)
-            es_steps = np.where(halts, seg_h.argmax(2) + 1, S).astype(np.int16)  # [K, P, B]
-            per["es_steps"].append(es_steps)
-            per["es_correct"].append(np.take_along_axis(seg, es_steps[:, :, None].astype(np.int64) - 1, 2)[:, :, 0])
-            seg_ok += seg.sum(-1)
-            seg_halt += seg_h.sum(-1)
-            conf = kpb(res.confidence)
-            cells_base.add(conf[-1, 0][blank[0, 0]], cell_ok[-1, 0][blank[0, 0]])
-            bmask = np.broadcast_to(blank, cell_ok.shape)
-            cells_pooled.add(conf[bmask], cell_ok[bmask])
-
-            sel = label_free_select(answers.reshape(K * P, b, L), halted.reshape(K * P, b),
-                                    sigmoid(qh).reshape(K * P, b), verified.reshape(K * P, b), masks)
-            # Correctness of the chosen answer, judged in the original space.
-            orig_ok = _exact_np(answers, lab[None, None]).reshape(K * P, b)
-            chosen_ok = np.take_along_axis(orig_ok.T[None], sel.index[..., None], -1)[..., 0]  # [T, B]
-            per["lf_correct"].append(chosen_ok.reshape(K, P, b))
-            per["lf_verified"].append(sel.verified[-1])
-            per["lf_votes"].append(sel.votes[-1].astype(np.int16))
-            per["lf_pool"].append(sel.pool[-1].astype(np.int16))
-            per["lf_no_halt"].append(sel.no_halt[-1])
-
-            bar.update(b)
+            _evaluate_batch(runner, perturbations, rules, q, labels[start:start + batch_size], early_stop, masks, got)
+            bar.update(q.shape[0])
             if on_batch is not None:
-                on_batch(b)
+                on_batch(q.shape[0])
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
 
-    def cat(key: str, axis: int, empty_shape: tuple, dtype) -> np.ndarray:
-        parts = per[key]
-        return np.concatenate(parts, axis=axis) if parts else np.zeros(empty_shape, dtype)
-
-    kp0 = (K, P, 0)
     return EvalResult(
         names=names, perturbation=perturbations.kind, early_stop=early_stop,
         blanks=(inputs == rules.decided).sum(1).astype(np.int16),
         rating=(np.asarray(ratings, np.int32) if ratings is not None else np.full(n, -1, np.int32)),
         label_cells=(labels != IGNORE_LABEL).sum(1).astype(np.int16),
-        correct=cat("correct", 2, kp0, bool), halted=cat("halted", 2, kp0, bool),
-        q_halt=cat("q_halt", 2, kp0, np.float32), q_continue=cat("q_continue", 2, kp0, np.float32),
-        verified=cat("verified", 2, kp0, bool), blank_correct=cat("blank_correct", 2, kp0, np.int16),
-        cell_correct=cat("cell_correct", 2, kp0, np.int16), steps=cat("steps", 2, kp0, np.int16),
-        stable_from=cat("stable_from", 2, kp0, np.int8), es_correct=cat("es_correct", 2, kp0, bool),
-        es_steps=cat("es_steps", 2, kp0, np.int16), lf_correct=cat("lf_correct", 2, kp0, bool),
-        lf_verified=cat("lf_verified", 0, (0,), bool), lf_votes=cat("lf_votes", 0, (0,), np.int16),
-        lf_pool=cat("lf_pool", 0, (0,), np.int16), lf_no_halt=cat("lf_no_halt", 0, (0,), bool),
-        segment_correct=seg_ok, segment_halted=seg_halt, cells_base=cells_base, cells_pooled=cells_pooled,
-        seconds=seconds, rows=n * P, task=rules.task,
+        **{key: got.joined(key) for key in _PER_PUZZLE},
+        segment_correct=got.segment_correct, segment_halted=got.segment_halted,
+        cells_base=got.cells_base, cells_pooled=got.cells_pooled, seconds=seconds, rows=n * P, task=rules.task,
     )
+
+
+def _checked_tokens(inputs: np.ndarray, labels: np.ndarray, seq_len: int,
+                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """inputs as uint8 and labels as int16 tokens [N, seq_len], once their shapes (and the batch size) hold."""
+    inputs = np.asarray(inputs)
+    labels = np.asarray(labels)
+    if inputs.ndim != 2 or inputs.shape[1] != seq_len or labels.shape != inputs.shape:
+        raise ValueError(f"inputs and labels must both be [N, {seq_len}]; got {inputs.shape} and {labels.shape}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return inputs.astype(np.uint8), labels.astype(np.int16)
+
+
+def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: TaskRules, q: np.ndarray, lab: np.ndarray,
+                    early_stop: bool, masks: np.ndarray, got: _Gathered) -> None:
+    """One batch of B puzzles (tokens q, labels lab [B, L]): its K x P passes run, their outcomes added to ``got``."""
+    (K, P, S), b, L = got.shape, q.shape[0], rules.seq_len
+    xp = perturbations.apply(q)  # [P, B, 81]
+    yp = perturbations.apply(lab)
+    res = runner.run(xp.reshape(P * b, L), yp.reshape(P * b, L), early_stop=early_stop)
+
+    def kpb(a: np.ndarray) -> np.ndarray:
+        return a.reshape((K, P, b) + a.shape[2:])
+
+    pred = kpb(res.predictions)  # [K, P, B, 81] perturbed space
+    seg = res.segment_correct.reshape(K, S, P, b).transpose(0, 2, 1, 3)  # [K, P, S, B]
+    seg_h = res.segment_halted.reshape(K, S, P, b).transpose(0, 2, 1, 3)
+    correct = seg[:, :, -1] if S else np.zeros((K, P, b), bool)
+    halted = kpb(res.halted)
+    qh = kpb(res.q_halt)
+    labelled = yp[None] != IGNORE_LABEL
+    cell_ok = (pred == yp[None]) & labelled  # [K, P, B, 81]
+    blank = (xp == rules.decided)[None] & labelled
+    answers = perturbations.restore(pred)  # [K, P, B, L] original space
+    verified = rules.verify(q[None, None], answers)
+
+    per = got.per
+    per["correct"].append(correct)
+    per["halted"].append(halted)
+    per["q_halt"].append(qh)
+    per["q_continue"].append(kpb(res.q_continue))
+    per["verified"].append(verified)
+    per["blank_correct"].append((cell_ok & blank).sum(-1).astype(np.int16))
+    per["cell_correct"].append(cell_ok.sum(-1).astype(np.int16))
+    per["steps"].append(kpb(res.steps).astype(np.int16))
+    per["stable_from"].append(critical_step(np.moveaxis(seg, 2, 0)).astype(np.int8))
+    # The early-stop view, read off the full run: the answer at the first segment where
+    # q_halt > q_continue (or the last). Equals the run itself under early_stop.
+    halts = seg_h.any(2)
+    es_steps = np.where(halts, seg_h.argmax(2) + 1, S).astype(np.int16)  # [K, P, B]
+    per["es_steps"].append(es_steps)
+    per["es_correct"].append(np.take_along_axis(seg, es_steps[:, :, None].astype(np.int64) - 1, 2)[:, :, 0])
+    got.segment_correct += seg.sum(-1)
+    got.segment_halted += seg_h.sum(-1)
+    conf = kpb(res.confidence)
+    got.cells_base.add(conf[-1, 0][blank[0, 0]], cell_ok[-1, 0][blank[0, 0]])
+    bmask = np.broadcast_to(blank, cell_ok.shape)
+    got.cells_pooled.add(conf[bmask], cell_ok[bmask])
+    for key, value in _label_free_outcomes(answers, halted, qh, verified, lab, masks).items():
+        per[key].append(value)
+
+
+def _label_free_outcomes(answers: np.ndarray, halted: np.ndarray, q_halt: np.ndarray, verified: np.ndarray,
+                         lab: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """The label-free choice of one batch (answers [K, P, B, L] in the original space) for every subset
+    of ``masks``: whether it is right for each subset, and the full ensemble's details."""
+    K, P, b = halted.shape
+    L = lab.shape[1]
+    sel = label_free_select(answers.reshape(K * P, b, L), halted.reshape(K * P, b),
+                            sigmoid(q_halt).reshape(K * P, b), verified.reshape(K * P, b), masks)
+    # Correctness of the chosen answer, judged in the original space.
+    orig_ok = _exact_np(answers, lab[None, None]).reshape(K * P, b)
+    chosen_ok = np.take_along_axis(orig_ok.T[None], sel.index[..., None], -1)[..., 0]  # [T, B]
+    return {"lf_correct": chosen_ok.reshape(K, P, b), "lf_verified": sel.verified[-1],
+            "lf_votes": sel.votes[-1].astype(np.int16), "lf_pool": sel.pool[-1].astype(np.int16),
+            "lf_no_halt": sel.no_halt[-1]}
 
 
 def _exact_np(pred: np.ndarray, lab: np.ndarray) -> np.ndarray:
