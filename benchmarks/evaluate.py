@@ -47,7 +47,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hrm import evaluate as ev  # noqa: E402
+from hrm.evaluate.engine import Engine, auto_max_rows, segment_flops  # noqa: E402
+from hrm.evaluate.perturbations import Perturbations, make_perturbations  # noqa: E402
+from hrm.evaluate.run import evaluate_puzzles  # noqa: E402
+from hrm.evaluate.selection import paper_vote  # noqa: E402
 from hrm.model import HRM, HRMConfig  # noqa: E402
 from hrm.model.layers import swiglu_width  # noqa: E402
 from hrm.sudoku import grids_to_tokens, strings_to_grids  # noqa: E402
@@ -73,7 +76,7 @@ def tiny_models(k: int, hidden: int, layers: int, cycles: int, steps: int, devic
 
 def flops_per_pass(model: HRM) -> float:
     """Multiply-add FLOPs of one pass (halt_max_steps segments, one row): what no batching can avoid."""
-    return model.config.halt_max_steps * ev.segment_flops(model)
+    return model.config.halt_max_steps * segment_flops(model)
 
 
 def matmul_ceiling(model: HRM, rows: int, repeats: int = 20) -> float:
@@ -101,7 +104,7 @@ def puzzles(n: int) -> tuple[np.ndarray, np.ndarray]:
     return q, a.astype(np.int16)
 
 
-def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: bool):
+def loop(models, inputs, labels, pert: Perturbations, batch: int, official: bool):
     """The paper's structure: batch x checkpoint x shift, one forward batch of B each."""
     k_count, p_count, n = len(models), len(pert), inputs.shape[0]
     preds = np.zeros((k_count, p_count, n, 81), np.uint8)
@@ -135,7 +138,7 @@ def loop(models, inputs, labels, pert: ev.Perturbations, batch: int, official: b
                 preds[k, p, start:start + b] = pred
                 halted[k, p, start:start + b] = halt
                 correct[k, p, start:start + b] = (pred == y[p]).all(-1)
-    return preds, halted, ev.paper_vote(correct, halted)
+    return preds, halted, paper_vote(correct, halted)
 
 
 @click.command()
@@ -168,29 +171,29 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
          skip_official, compile_, early_exit, cost, cost_passes, halt_fraction):
     torch.set_num_threads(threads)
     models = tiny_models(checkpoints, hidden, layers, cycles, steps, device, expansion, heads)
-    max_rows = None if max_rows < 0 else (max_rows or ev.auto_max_rows(device) or None)
+    max_rows = None if max_rows < 0 else (max_rows or auto_max_rows(device) or None)
     q, a = puzzles(n)
-    pert = ev.make_perturbations("shift", permutations)
+    pert = make_perturbations("shift", permutations)
     print(f"{n} puzzles, P={permutations} shifts, K={checkpoints} checkpoints (hidden {hidden}, {layers}+{layers} layers, "
           f"cycles {cycles}, {steps} segments, expansion {expansion:g}, {heads} heads), batch {batch_size} puzzles, {device}, {threads} CPU thread(s), "
           f"engine rows per forward {max_rows or permutations * batch_size}")
     # Warm-up (allocator, kernels) on a few puzzles, not timed.
-    ev.evaluate_puzzles(ev.Engine(models, max_rows=max_rows), q[:2], a[:2], perturbations=pert, batch_size=2)
+    evaluate_puzzles(Engine(models, max_rows=max_rows), q[:2], a[:2], perturbations=pert, batch_size=2)
     loop(models, q[:2], a[:2], pert, 2, official=False)
 
-    engine = ev.Engine(models, max_rows=max_rows)
+    engine = Engine(models, max_rows=max_rows)
     methods = {
-        "engine": lambda: ev.evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size),
+        "engine": lambda: evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size),
         "loop_predict": lambda: loop(models, q, a, pert, batch_size, official=False),
     }
     if not skip_official:
         methods["loop_official"] = lambda: loop(models, q, a, pert, batch_size, official=True)
     if compile_:
-        engine_c = ev.Engine(models, max_rows=max_rows, compile=True)
+        engine_c = Engine(models, max_rows=max_rows, compile=True)
         t = time.perf_counter()
-        ev.evaluate_puzzles(engine_c, q[:batch_size], a[:batch_size], perturbations=pert, batch_size=batch_size)  # compiles
+        evaluate_puzzles(engine_c, q[:batch_size], a[:batch_size], perturbations=pert, batch_size=batch_size)  # compiles
         compile_s = time.perf_counter() - t
-        methods["engine_compiled"] = lambda: ev.evaluate_puzzles(engine_c, q, a, perturbations=pert, batch_size=batch_size)
+        methods["engine_compiled"] = lambda: evaluate_puzzles(engine_c, q, a, perturbations=pert, batch_size=batch_size)
     # The machine may be shared: alternate the methods and keep each one's best time.
     timings: dict[str, float] = {}
     results = {}
@@ -260,7 +263,7 @@ def early_exit_figures(engine, q, a, pert, batch_size, repeats) -> float:
     for _ in range(repeats):
         for name, early in runs.items():
             t = time.perf_counter()
-            results[name] = ev.evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size,
+            results[name] = evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size,
                                                 early_stop=early)
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
     work = results["early_exit"].summary()["work"]
@@ -288,7 +291,7 @@ def cost_figures(device: str, max_rows, passes: int, halt_fraction: float | None
                     expansion=PAPER["expansion"], num_heads=PAPER["heads"], halt_max_steps=PAPER["steps"],
                     forward_dtype="bfloat16" if device == "cuda" else "float32")
     model = HRM(cfg).to(device).eval()
-    engine = ev.Engine([model], max_rows=max_rows)
+    engine = Engine([model], max_rows=max_rows)
     q, a = puzzles(passes)
     engine.run(q[:1], a[:1])  # warm-up
     t = time.perf_counter()

@@ -14,7 +14,7 @@ changing one changes every output drawn from it, so the values are fixed.
 | 4  | HINTS       | the cells a hint example reveals               | the hints stage |
 | 5  | TRAIN_ORDER | each epoch's group order and example per group | hrm/data.py (training stream) |
 | 6  | EVAL_SAMPLE | the ``limit`` sample of an evaluation          | hrm/data.py (evaluation stream) |
-| 7  | PERTURB     | evaluate's relabellings and symmetries         | hrm/evaluate.py (``PERTURB_STREAM``) |
+| 7  | PERTURB     | evaluate's relabellings and symmetries         | hrm/evaluate/perturbations.py (``PERTURB_STREAM``) |
 | 8  | TIER        | the cells left blank in evaluate's easy tiers  | the evaluate stage (``hrm.evaluate.TIER_STREAM``) |
 | 9  | (unused)    |                                                |  |
 | 10 | EASY_PROBE  | the cells left blank in the easy-puzzle probe  | hrm/analysis/easy.py (``EASY_STREAM``) |

@@ -174,7 +174,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     from hrm.analysis import AnalysisSettings, NonFiniteError, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
-    from hrm.evaluate import task_rules
+    from hrm.evaluate.rules import task_rules
     from hrm.model import architecture_of
     from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
     from hrm.manifest import file_sha256
@@ -344,7 +344,7 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     import pyarrow.parquet as pq
 
     from hrm.analysis import EASY_COLUMNS, TokenError, analyze, plots, render_report
-    from hrm.evaluate import SUDOKU_RULES
+    from hrm.evaluate.rules import SUDOKU_RULES
 
     rules = rules or SUDOKU_RULES
 

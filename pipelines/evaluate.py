@@ -99,7 +99,7 @@ TOKEN_MEANINGS = {"sudoku": ("1 = blank, 2..10 = digits 1..9, docs/reference-sem
 
 def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
     """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges (the task's) checked."""
-    from hrm.evaluate import task_rules
+    from hrm.evaluate.rules import task_rules
 
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
@@ -372,8 +372,10 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     import torch
 
     from hrm import __version__
-    from hrm import evaluate as ev
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
+    from hrm.evaluate.perturbations import make_perturbations
+    from hrm.evaluate.rules import RULES
+    from hrm.evaluate.tiers import parse_tiers
     from pipelines.job import job_lock
 
     t_start = time.perf_counter()
@@ -381,8 +383,8 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         torch.set_num_threads(num_threads)
     # ---- every check first
     try:
-        tier_list = ev.parse_tiers(tiers, seq_len=max(r.seq_len for r in ev.RULES.values()))
-        ev.make_perturbations(perturbation, permutations, seed)
+        tier_list = parse_tiers(tiers, seq_len=max(r.seq_len for r in RULES.values()))
+        make_perturbations(perturbation, permutations, seed)
     except ValueError as e:
         raise StageError(str(e)) from None
     files = resolve_checkpoints(checkpoints, last)
@@ -397,7 +399,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     lock = contextlib.ExitStack()
     try:
         lock.enter_context(job_lock(output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
-        _evaluate(ev, d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
+        _evaluate(d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
                   perturbation=perturbation, test_size=test_size, tier_list=tier_list,
                   batch_size=batch_size, max_rows=max_rows, forward_dtype=forward_dtype, compile_=compile_,
                   early_stop=early_stop, seed=seed, output=output, wandb_mode=wandb_mode, project_name=project_name,
@@ -411,10 +413,13 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly
 
 
-def task_settings(ev, ds, perturbation: str, permutations: int, seed: int, tier_list):
+def task_settings(ds, perturbation: str, permutations: int, seed: int, tier_list):
     """The task's evaluation rules (from the dataset's manifest) and its perturbations, the options
     checked against them: a StageError naming the manifest for a perturbation or tier of the other task."""
-    rules = ev.task_rules(ds.task.name)
+    from hrm.evaluate.perturbations import make_perturbations
+    from hrm.evaluate.rules import task_rules
+
+    rules = task_rules(ds.task.name)
     manifest = ds.dataset_dir / "manifest.json"
     if perturbation not in rules.perturbations:
         raise StageError(f"--perturbation {perturbation}: {manifest} holds {rules.task} examples, evaluated with "
@@ -424,32 +429,36 @@ def task_settings(ev, ds, perturbation: str, permutations: int, seed: int, tier_
         if hi > rules.seq_len:
             raise StageError(f"--tiers {lo}-{hi}: {manifest} holds {rules.task} examples of {rules.seq_len} cells")
     try:
-        return rules, ev.make_perturbations(perturbation, permutations, seed)
+        return rules, make_perturbations(perturbation, permutations, seed)
     except ValueError as e:
         raise StageError(f"{e} ({manifest} holds {rules.task} examples)") from None
 
 
-def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations, perturbation, test_size, tier_list,
+def _evaluate(d, files, names, dev, *, dataset, variant, split, permutations, perturbation, test_size, tier_list,
               batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output, wandb_mode,
               project_name, run_name, chunk_size, restart, progress, t_start, version) -> None:
     """The work of one rank (the command's options, checked; ``d`` its place among the ranks)."""
     import torch
 
+    from hrm.evaluate.engine import Engine, auto_max_rows, segment_flops
+    from hrm.evaluate.results import EvalTotals
+    from hrm.evaluate.run import evaluate_puzzles
+    from hrm.evaluate.tiers import reveal_tier_rows, tier_name
     from pipelines.job import Job, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
     from hrm.manifest import file_sha256
 
     ds = open_split(dataset, variant, split)
-    rules, perts = task_settings(ev, ds, perturbation, permutations, seed, tier_list)
+    rules, perts = task_settings(ds, perturbation, permutations, seed, tier_list)
     models = load_models(files, dev, forward_dtype, rules.task)
     dataset_dir = ds.dataset_dir
     rows = split_rows(ds, test_size, seed, files[0], models[0].config)
     claim_output(output, STAGE)
     n = len(rows)
     say = (lambda m: log(STAGE, m)) if d.rank == 0 else (lambda m: None)
-    set_names = [split] + [f"tier {ev.tier_name(t)}" for t in tier_list]
+    set_names = [split] + [f"tier {tier_name(t)}" for t in tier_list]
     chunk = chunk_rows(chunk_size, batch_size)
     units = plan_units(len(set_names), n, chunk)
-    engine = ev.Engine(models, max_rows=max_rows or ev.auto_max_rows(dev), compile=compile_)
+    engine = Engine(models, max_rows=max_rows or auto_max_rows(dev), compile=compile_)
     # What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
     # stopped job continues only under the same.
     job_settings = {
@@ -467,7 +476,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     mine = job.mine(units)
     todo = [u for u in mine if not (resumed and job.done(u.name))]
     say(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
-        f"{permutations} {perturbation} pass(es), tiers {', '.join(ev.tier_name(t) for t in tier_list) or 'none'}; "
+        f"{permutations} {perturbation} pass(es), tiers {', '.join(tier_name(t) for t in tier_list) or 'none'}; "
         f"{len(units)} unit(s) of up to {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
         + (f"; continuing {job.folder}: {len(mine) - len(todo)} of this rank's {len(mine)} already done" if resumed else ""))
 
@@ -478,7 +487,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
         data = gather_rows(ds, rows[unit.lo:unit.hi], files[0], models[0].config)
         if unit.set_index:
             lo, hi = tier_list[unit.set_index - 1]
-            data["inputs"] = ev.reveal_tier_rows(data["inputs"], data["labels"], lo, hi, seed, data["rows"], rules)
+            data["inputs"] = reveal_tier_rows(data["inputs"], data["labels"], lo, hi, seed, data["rows"], rules)
         return data
 
     from hrm.progress import progress_bar
@@ -500,7 +509,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     try:
         for unit in todo:
             data = unit_data(unit)
-            res = ev.evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"],
+            res = evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"],
                                       on_batch=bar.update, **common)
             # What the outputs need: the totals, and for the test split the per-puzzle table (puzzles.parquet).
             done = {"totals": res.totals().as_arrays()}
@@ -531,13 +540,13 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
         if done is None:
             raise StageError(f"{job.path(unit.name)}: a finished unit is missing or damaged; rerun the same command "
                              f"to run it again")
-        part = ev.EvalTotals.from_arrays(done["totals"], names=names, perturbation=perts.kind, early_stop=early_stop,
+        part = EvalTotals.from_arrays(done["totals"], names=names, perturbation=perts.kind, early_stop=early_stop,
                                          task=rules.task)
         totals[unit.set_index] = part if totals[unit.set_index] is None else totals[unit.set_index].add(part)
         for k, v in done.get("puzzles", {}).items():
             table.setdefault(k, []).append(v)
         del done
-    test, tier_results = totals[0], {ev.tier_name(t): r for t, r in zip(tier_list, totals[1:])}
+    test, tier_results = totals[0], {tier_name(t): r for t, r in zip(tier_list, totals[1:])}
     puzzle_table = {k: np.concatenate(v) for k, v in table.items()}
     log(STAGE, f"{split}: {n} puzzles, {test.seconds:.1f} s of evaluation ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
         f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s"
@@ -546,7 +555,7 @@ def _evaluate(ev, d, files, names, dev, *, dataset, variant, split, permutations
     summaries = {"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}}
     for summary, res in [(summaries["test"], test), *((summaries["tiers"][k], r) for k, r in tier_results.items())]:
         if "work" in summary:  # FLOPs: each checkpoint's row-segments times its segment's FLOPs
-            summary["work"]["gflop_run"] = sum(float(res.steps_run[k]) * ev.segment_flops(m)
+            summary["work"]["gflop_run"] = sum(float(res.steps_run[k]) * segment_flops(m)
                                                for k, m in enumerate(models)) / 1e9
     metrics = _clean(summaries)
     tables = build_tables(test, tier_results)

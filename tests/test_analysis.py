@@ -494,7 +494,7 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     assert {"several_stable_answers_noise_fork", "several_stable_answers_noise_iid"} <= set(headline["multistability"])
     assert "noise (fork) runs only" in (out / "report.md").read_text()
     from hrm.analysis import EASY_COLUMNS
-    from hrm.evaluate import SUDOKU_RULES
+    from hrm.evaluate.rules import SUDOKU_RULES
     from pipelines.analyze import MULTISTABILITY_CSV, landscape_schema, multistability_schema  # a skipped run's, too
 
     MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU_RULES), landscape_schema(SUDOKU_RULES)
@@ -603,7 +603,7 @@ FAST = dict(sample=4, batch_size=4, segments=2, easy_sample=2, fp_sample=2, land
 ])
 def test_stage_switched_off_analyses_still_write_every_declared_output(stage_inputs, tmp_path, switches):
     from hrm.analysis import EASY_COLUMNS
-    from hrm.evaluate import SUDOKU_RULES
+    from hrm.evaluate.rules import SUDOKU_RULES
     from pipelines.analyze import MULTISTABILITY_CSV, landscape_schema, multistability_schema
 
     MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU_RULES), landscape_schema(SUDOKU_RULES)

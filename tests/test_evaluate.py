@@ -16,7 +16,13 @@ from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
 from fork_reference import cyclic_shift_tokens
-from hrm import evaluate as ev
+from hrm.evaluate.calibration import calibration
+from hrm.evaluate.engine import Engine, EngineOutput
+from hrm.evaluate.perturbations import PERTURB_STREAM, make_perturbations
+from hrm.evaluate.rules import verifier
+from hrm.evaluate.run import evaluate_puzzles
+from hrm.evaluate.selection import label_free_select, paper_vote
+from hrm.evaluate.tiers import TIER_STREAM, parse_tiers, reveal_tier, reveal_tier_rows
 from hrm.model import HRM, HRMConfig, save_checkpoint
 from hrm.sudoku import (
     Transforms, apply_transforms, digit_shift_maps, grids_to_tokens, is_valid_solution, random_transforms,
@@ -86,7 +92,7 @@ def write_run(root: Path, steps=(1, 2, 3), **kw) -> Path:
 
 def test_cyclic_shifts_are_the_forks_and_digit_shift_maps(real):
     q, a, _ = real
-    pert = ev.make_perturbations("shift", 9)
+    pert = make_perturbations("shift", 9)
     assert np.array_equal(pert.digit_map, digit_shift_maps(np.arange(9)))
     shifted = pert.apply(q)
     for p in range(9):
@@ -94,13 +100,13 @@ def test_cyclic_shifts_are_the_forks_and_digit_shift_maps(real):
         assert np.array_equal(pert.apply(a)[p], cyclic_shift_tokens(a, p))
     assert np.array_equal(shifted[0], q)  # pass 0 = the unperturbed puzzle
     with pytest.raises(ValueError, match="only 9"):
-        ev.make_perturbations("shift", 10)
+        make_perturbations("shift", 10)
 
 
 @pytest.mark.parametrize("kind", ["shift", "relabel", "symmetry"])
 def test_perturbations_keep_validity_and_restore(real, kind):
     q, a, _ = real
-    pert = ev.make_perturbations(kind, 5, seed=3)
+    pert = make_perturbations(kind, 5, seed=3)
     pa_ = pert.apply(a)
     assert all(is_valid_solution(pa_[p] - 1).all() for p in range(5))
     assert np.array_equal(pert.restore(pa_), np.broadcast_to(a, pa_.shape))  # a perturbed right answer maps back
@@ -108,14 +114,14 @@ def test_perturbations_keep_validity_and_restore(real, kind):
     labels = a.copy()
     labels[:, :3] = -100  # ignored labels stay ignored
     assert (pert.apply(labels)[:, :, :] == -100).sum() == 5 * 3 * len(a)
-    again = ev.make_perturbations(kind, 5, seed=3)
+    again = make_perturbations(kind, 5, seed=3)
     assert np.array_equal(again.digit_map, pert.digit_map) and np.array_equal(again.cell_index, pert.cell_index)
 
 
 def test_symmetry_perturbation_is_sudoku_apply_transforms(real):
     _, a, _ = real
-    pert = ev.make_perturbations("symmetry", 4, seed=1)
-    t = random_transforms(np.random.default_rng([ev.PERTURB_STREAM, 1]), 3)
+    pert = make_perturbations("symmetry", 4, seed=1)
+    t = random_transforms(np.random.default_rng([PERTURB_STREAM, 1]), 3)
     g = (a - 1).astype(np.uint8)
     for i in range(3):
         ti = Transforms(*(np.repeat(x[i:i + 1], len(g), 0) for x in (t.digit_map, t.transpose, t.row_order, t.col_order)))
@@ -136,11 +142,11 @@ def test_paper_vote_hand_made():
     # puzzle 0: 2 of 3 halted passes right -> 4 > 3 solved; 1: 1 of 3 -> no; 2: 1 of 2 halted right
     # (pass 2 right but not halted) -> 2 > 2 no; 3: 1 of 1 -> yes; 4: right but never halted -> no;
     # 5: 1 of 2 halted right (the right non-halted pass does not count) -> no.
-    assert ev.paper_vote(correct, halted).tolist() == [True, False, False, True, False, False]
+    assert paper_vote(correct, halted).tolist() == [True, False, False, True, False, False]
     # ANY checkpoint: a second checkpoint that solves puzzle 1 and 5.
     h2 = np.ones((1, 3, 6), bool)
     c2 = np.array([[[0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]]], bool)
-    both = ev.paper_vote(np.concatenate([correct, c2]), np.concatenate([halted, h2]))
+    both = paper_vote(np.concatenate([correct, c2]), np.concatenate([halted, h2]))
     assert both.tolist() == [True, True, False, True, False, True]
 
 
@@ -149,22 +155,22 @@ def _answers(real):
     q0, a0 = q[0].astype(np.uint8), a[0].astype(np.uint8)
     invalid = a0.copy()
     invalid[[0, 1]] = invalid[[1, 0]] if invalid[0] != invalid[1] else (2, 2)  # two swapped cells: not valid
-    relabelled = ev.make_perturbations("shift", 2).apply(a0[None])[1, 0]  # valid, but breaks the givens
+    relabelled = make_perturbations("shift", 2).apply(a0[None])[1, 0]  # valid, but breaks the givens
     return q0, a0, invalid, relabelled
 
 
 def select(cands, halted, q, verified):
     cands = np.asarray(cands)[:, None]  # [M, 1, 81]
-    s = ev.label_free_select(cands, np.asarray(halted, bool)[:, None], np.asarray(q, float)[:, None],
+    s = label_free_select(cands, np.asarray(halted, bool)[:, None], np.asarray(q, float)[:, None],
                              np.asarray(verified, bool)[:, None])
     return int(s.index[0, 0])
 
 
 def test_label_free_rules(real):
     q0, a0, bad, other = _answers(real)
-    assert ev.verifier(q0, a0) and not ev.verifier(q0, bad) and not ev.verifier(q0, other)
+    assert verifier(q0, a0) and not verifier(q0, bad) and not verifier(q0, other)
     assert is_valid_solution((other - 1)[None])[0]
-    v = lambda c: [bool(ev.verifier(q0, x)) for x in c]  # noqa: E731
+    v = lambda c: [bool(verifier(q0, x)) for x in c]  # noqa: E731
     # Majority among halted passes.
     c = [bad, other, other]
     assert select(c, [1, 1, 1], [0.5] * 3, v(c)) == 1
@@ -195,7 +201,7 @@ def test_label_free_subsets_and_pool(real):
     cands = np.stack([bad, a0, other])[:, None]
     subsets = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]], bool)
     ver = np.array([[0], [1], [0]], bool)
-    s = ev.label_free_select(cands, np.array([[1], [1], [0]], bool), np.full((3, 1), 0.5), ver, subsets)
+    s = label_free_select(cands, np.array([[1], [1], [0]], bool), np.full((3, 1), 0.5), ver, subsets)
     assert s.index[:, 0].tolist() == [0, 1, 1]
     assert s.pool[:, 0].tolist() == [1, 2, 2] and s.verified[:, 0].tolist() == [False, True, True]
     assert not s.no_halt.any()
@@ -221,7 +227,7 @@ class LabelRunner:
         pred[wrong, 0] = 1  # a blank left: invalid and wrong
         halted = np.repeat(self.halt, b, axis=1)
         ok = ~wrong
-        return ev.EngineOutput(
+        return EngineOutput(
             predictions=pred, q_halt=np.where(halted, 2.0, -2.0).astype(np.float32),
             q_continue=np.zeros((k, m), np.float32), halted=halted, steps=np.full((k, m), self.segments, np.int16),
             confidence=np.full((k, m, 81), 0.9, np.float32),
@@ -233,8 +239,8 @@ class LabelRunner:
 @pytest.mark.parametrize("kind", ["shift", "symmetry"])
 def test_identity_runner_solves_everything(real, kind):
     q, a, r = real
-    pert = ev.make_perturbations(kind, 4, seed=0)
-    res = ev.evaluate_puzzles(LabelRunner(2, 4), q, a, perturbations=pert, ratings=r, batch_size=7)
+    pert = make_perturbations(kind, 4, seed=0)
+    res = evaluate_puzzles(LabelRunner(2, 4), q, a, perturbations=pert, ratings=r, batch_size=7)
     s = res.summary()
     assert s["baseline_exact"] == s["paper_vote"] == s["label_free"] == s["verified_any"] == 1.0
     assert s["baseline"]["blank_accuracy"] == 1.0 and s["baseline"]["q_halt_accuracy"] == 1.0
@@ -247,11 +253,11 @@ def test_identity_runner_solves_everything(real, kind):
 
 def test_vote_logic_end_to_end_with_known_outcomes(real):
     q, a, r = real
-    pert = ev.make_perturbations("shift", 3)
+    pert = make_perturbations("shift", 3)
     # Checkpoint 0: passes right = (T, F, T), halted = (T, T, F): 1 of 2 halted right -> not solved.
     # Checkpoint 1 (primary): right = (F, F, T), halted = (F, F, F): nothing counted.
     runner = LabelRunner(2, 3, right=[[1, 0, 1], [0, 0, 1]], halt=[[1, 1, 0], [0, 0, 0]])
-    res = ev.evaluate_puzzles(runner, q, a, perturbations=pert, ratings=r, batch_size=16)
+    res = evaluate_puzzles(runner, q, a, perturbations=pert, ratings=r, batch_size=16)
     assert not res.paper_vote().any()  # reads labels, and still says no
     assert not res.baseline().any()  # primary checkpoint, pass 0 is wrong
     assert res.verified_any().all()  # some pass found the solution
@@ -264,7 +270,7 @@ def test_vote_logic_end_to_end_with_known_outcomes(real):
     assert not res.label_free(k=1, p=1).any() and not res.verified_any(k=1, p=1).any()
     # Checkpoint 0 with only its first pass halted and right -> 1 of 1: solved by paper_vote.
     runner = LabelRunner(2, 3, right=[[1, 0, 1], [0, 0, 0]], halt=[[1, 0, 0], [0, 0, 0]])
-    assert ev.evaluate_puzzles(runner, q, a, perturbations=pert, batch_size=16).paper_vote().all()
+    assert evaluate_puzzles(runner, q, a, perturbations=pert, batch_size=16).paper_vote().all()
 
 
 # ============================================================================ the real engine
@@ -273,9 +279,9 @@ def test_vote_logic_end_to_end_with_known_outcomes(real):
 def test_engine_matches_predict(real):
     q, a, _ = real
     models = [tiny_model(0), tiny_model(1)]
-    x = np.concatenate([q[:6], ev.make_perturbations("shift", 2).apply(q[:6])[1]])
+    x = np.concatenate([q[:6], make_perturbations("shift", 2).apply(q[:6])[1]])
     for max_rows in (None, 5):
-        out = ev.Engine(models, max_rows=max_rows).run(x, ev.make_perturbations("shift", 2).apply(a[:6]).reshape(-1, 81),
+        out = Engine(models, max_rows=max_rows).run(x, make_perturbations("shift", 2).apply(a[:6]).reshape(-1, 81),
                                                        keep_segment_predictions=True)
         for k, m in enumerate(models):
             ref = m.predict(x)
@@ -290,7 +296,7 @@ def test_engine_matches_predict(real):
 def test_engine_early_stop(real):
     q, _, _ = real
     model = tiny_model(2, halt_max_steps=4)
-    out = ev.Engine([model]).run(q[:12], early_stop=True)
+    out = Engine([model]).run(q[:12], early_stop=True)
     full = model.predict(q[:12])
     first_halt = (full.q_halt > full.q_continue).numpy()  # [S, B]
     for i in range(12):
@@ -302,10 +308,10 @@ def test_engine_early_stop(real):
 
 def test_evaluate_puzzles_does_not_depend_on_batch_size(real):
     q, a, r = real
-    engine = ev.Engine([tiny_model(0), tiny_model(1)])
-    pert = ev.make_perturbations("relabel", 3, seed=5)
-    r1 = ev.evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=3)
-    r2 = ev.evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=10)
+    engine = Engine([tiny_model(0), tiny_model(1)])
+    pert = make_perturbations("relabel", 3, seed=5)
+    r1 = evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=3)
+    r2 = evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=10)
     assert json.dumps(r1.summary()) == json.dumps(r2.summary())
     for key in ("correct", "halted", "verified", "lf_correct", "stable_from"):
         assert np.array_equal(getattr(r1, key), getattr(r2, key))
@@ -318,42 +324,42 @@ def test_evaluate_puzzles_does_not_depend_on_batch_size(real):
 
 def test_reveal_tier(real):
     q, a, _ = real
-    easy = ev.reveal_tier(q, a, 6, 10, np.random.default_rng(0))
+    easy = reveal_tier(q, a, 6, 10, np.random.default_rng(0))
     blanks = (easy == 1).sum(1)
     assert ((blanks >= 6) & (blanks <= 10)).all()
     assert ((q == 1) | (easy == q)).all()  # givens stay
     assert ((easy == 1) | (easy == a)).all()  # revealed cells come from the answer
     assert ((easy == 1) <= (q == 1)).all()  # blanks only where the puzzle had blanks
-    assert np.array_equal(easy, ev.reveal_tier(q, a, 6, 10, np.random.default_rng(0)))
+    assert np.array_equal(easy, reveal_tier(q, a, 6, 10, np.random.default_rng(0)))
     # Per puzzle (the stage's draw): a puzzle's easy copy depends on its row only, so any cut of the work,
     # or any sample holding the puzzle, gives it the same copy; the rule, written out for one row.
     rows = np.arange(len(q)) * 3 + 7
-    per_row = ev.reveal_tier_rows(q, a, 6, 10, 4, rows)
-    parts = np.concatenate([ev.reveal_tier_rows(q[i:i + 5], a[i:i + 5], 6, 10, 4, rows[i:i + 5]) for i in range(0, len(q), 5)])
-    assert np.array_equal(per_row, parts) and not np.array_equal(per_row, ev.reveal_tier_rows(q, a, 6, 10, 5, rows))
-    g = np.random.default_rng([ev.TIER_STREAM, 4, 6, 10, int(rows[3])])
+    per_row = reveal_tier_rows(q, a, 6, 10, 4, rows)
+    parts = np.concatenate([reveal_tier_rows(q[i:i + 5], a[i:i + 5], 6, 10, 4, rows[i:i + 5]) for i in range(0, len(q), 5)])
+    assert np.array_equal(per_row, parts) and not np.array_equal(per_row, reveal_tier_rows(q, a, 6, 10, 5, rows))
+    g = np.random.default_rng([TIER_STREAM, 4, 6, 10, int(rows[3])])
     k, scores = g.integers(6, 11), g.random(81)
     blank = np.flatnonzero(q[3] == 1)
     keep = blank[np.argsort(scores[blank], kind="stable")[:min(k, blank.size)]]
     assert np.array_equal(np.flatnonzero(per_row[3] == 1), np.sort(keep))
     blanks = (per_row == 1).sum(1)
     assert ((blanks >= 6) & (blanks <= 10)).all() and ((per_row == 1) | (per_row == a)).all()
-    assert ev.parse_tiers("1-5, 6-10,11-20") == [(1, 5), (6, 10), (11, 20)]
-    assert ev.parse_tiers("none") == [] and ev.parse_tiers("3") == [(3, 3)]
+    assert parse_tiers("1-5, 6-10,11-20") == [(1, 5), (6, 10), (11, 20)]
+    assert parse_tiers("none") == [] and parse_tiers("3") == [(3, 3)]
     with pytest.raises(ValueError, match="bad tier"):
-        ev.parse_tiers("5-1")
+        parse_tiers("5-1")
 
 
 def test_calibration_histogram():
     rng = np.random.default_rng(0)
     conf = np.full(10_000, 0.8)
     ok = rng.random(10_000) < 0.8
-    s = ev.calibration(conf, ok).summary()
+    s = calibration(conf, ok).summary()
     assert s["ece"] < 0.02 and s["pearson_r"] is None  # no spread in confidence: r undefined
     conf = rng.random(10_000)
-    s = ev.calibration(conf, rng.random(10_000) < conf).summary()
+    s = calibration(conf, rng.random(10_000) < conf).summary()
     assert s["ece"] < 0.03 and 0.4 < s["pearson_r"] < 0.7
-    s = ev.calibration(np.full(100, 0.9), np.zeros(100, bool)).summary()
+    s = calibration(np.full(100, 0.9), np.zeros(100, bool)).summary()
     assert abs(s["ece"] - 0.9) < 1e-9 and abs(s["brier"] - 0.81) < 1e-9
 
 
@@ -570,9 +576,9 @@ def test_cli_early_stop_and_random_perturbations(tmp_path, dataset_dir):
 def test_compiled_engine_makes_the_same_decisions(real):
     q, a, _ = real
     models = [tiny_model(0), tiny_model(1)]
-    pert = ev.make_perturbations("shift", 3)
-    eager = ev.evaluate_puzzles(ev.Engine(models, max_rows=16), q[:12], a[:12], perturbations=pert, batch_size=6)
-    comp = ev.evaluate_puzzles(ev.Engine(models, max_rows=16, compile=True), q[:12], a[:12], perturbations=pert, batch_size=6)
+    pert = make_perturbations("shift", 3)
+    eager = evaluate_puzzles(Engine(models, max_rows=16), q[:12], a[:12], perturbations=pert, batch_size=6)
+    comp = evaluate_puzzles(Engine(models, max_rows=16, compile=True), q[:12], a[:12], perturbations=pert, batch_size=6)
     for key in ("correct", "halted", "verified", "lf_correct"):
         assert np.array_equal(getattr(eager, key), getattr(comp, key))
     assert np.allclose(eager.q_halt, comp.q_halt, atol=1e-4)
@@ -584,32 +590,32 @@ def test_early_stop_refills_the_batch_and_runs_fewer_segments(real):
     segments the rows needed, which the summary reports as work saved."""
     q, a, _ = real
     models = [tiny_model(2, halt_max_steps=4), tiny_model(5, halt_max_steps=4)]
-    x = ev.make_perturbations("shift", 2).apply(q[:12]).reshape(-1, 81)
-    y = ev.make_perturbations("shift", 2).apply(a[:12]).reshape(-1, 81)
-    wide = ev.Engine(models).run(x, y, early_stop=True, keep_segment_predictions=True)
-    narrow = ev.Engine(models, max_rows=3).run(x, y, early_stop=True, keep_segment_predictions=True)
+    x = make_perturbations("shift", 2).apply(q[:12]).reshape(-1, 81)
+    y = make_perturbations("shift", 2).apply(a[:12]).reshape(-1, 81)
+    wide = Engine(models).run(x, y, early_stop=True, keep_segment_predictions=True)
+    narrow = Engine(models, max_rows=3).run(x, y, early_stop=True, keep_segment_predictions=True)
     for name in ("predictions", "halted", "steps", "segment_halted", "segment_correct", "segment_predictions"):
         assert np.array_equal(getattr(narrow, name), getattr(wide, name)), name
     assert np.allclose(narrow.q_halt, wide.q_halt, atol=1e-6) and np.allclose(narrow.confidence, wide.confidence, atol=1e-6)
     # A stopped row's flags stand for every later segment.
     last = np.take_along_axis(narrow.segment_halted, (narrow.steps[:, None].astype(np.int64) - 1), 1)[:, 0]
     assert np.array_equal(last, narrow.halted) and (narrow.segment_halted[:, -1] == narrow.halted).all()
-    res = ev.evaluate_puzzles(ev.Engine(models, max_rows=3), q[:12], a[:12],
-                              perturbations=ev.make_perturbations("shift", 2), batch_size=12, early_stop=True)
+    res = evaluate_puzzles(Engine(models, max_rows=3), q[:12], a[:12],
+                              perturbations=make_perturbations("shift", 2), batch_size=12, early_stop=True)
     work = res.summary()["work"]
     assert work["segments_run"] == int(res.steps.sum()) and work["segments_of_all_segment_passes"] == 2 * 2 * 12 * 4
     assert 0 < work["saved_fraction"] == 1 - res.steps.sum() / (2 * 2 * 12 * 4)
-    full = ev.evaluate_puzzles(ev.Engine(models), q[:12], a[:12], perturbations=ev.make_perturbations("shift", 2),
+    full = evaluate_puzzles(Engine(models), q[:12], a[:12], perturbations=make_perturbations("shift", 2),
                                batch_size=12)
     assert full.summary()["work"]["saved_fraction"] == 0.0  # the paper's procedure runs every segment
 
 
 def test_early_stop_view_equals_an_early_stop_run(real):
     q, a, _ = real
-    engine = ev.Engine([tiny_model(2, halt_max_steps=4), tiny_model(5, halt_max_steps=4)])  # these halt sometimes
-    pert = ev.make_perturbations("shift", 2)
-    full = ev.evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8)
-    early = ev.evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8, early_stop=True)
+    engine = Engine([tiny_model(2, halt_max_steps=4), tiny_model(5, halt_max_steps=4)])  # these halt sometimes
+    pert = make_perturbations("shift", 2)
+    full = evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8)
+    early = evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8, early_stop=True)
     assert np.array_equal(full.es_steps, early.steps) and np.array_equal(full.es_correct, early.correct)
     assert np.array_equal(early.es_steps, early.steps)
     assert full.summary()["early_stop_view"]["mean_steps"] == early.summary()["baseline"]["mean_steps"]

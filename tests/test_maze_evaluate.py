@@ -9,8 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from hrm import evaluate as ev
 from hrm import maze as M
+from hrm.evaluate.engine import EngineOutput
+from hrm.evaluate.perturbations import make_perturbations
+from hrm.evaluate.results import EvalTotals
+from hrm.evaluate.rules import MAZE_RULES, maze_verifier
+from hrm.evaluate.run import evaluate_puzzles
+from hrm.evaluate.selection import paper_vote
+from hrm.evaluate.tiers import reveal_tier_rows
 from stage_helpers import fails, ok
 from test_maze import TWIN, TWIN_BOTTOM, TWIN_TOP, U, U_ANSWER
 
@@ -37,7 +43,7 @@ class MazeRunner:
             pred[:, :b] = self.answer
         halted = np.repeat(self.halt, b, axis=1)
         exact = (pred == labels[None]).all(-1)
-        return ev.EngineOutput(
+        return EngineOutput(
             predictions=pred.astype(np.uint8), q_halt=np.where(halted, 2.0, -2.0).astype(np.float32),
             q_continue=np.zeros((k, m), np.float32), halted=halted, steps=np.full((k, m), self.segments, np.int16),
             confidence=np.full((k, m, M.SEQ_LEN), 0.9, np.float32),
@@ -47,29 +53,29 @@ class MazeRunner:
 
 def test_the_swap_pass_exchanges_start_and_goal_and_restores(mazes):
     q, a = mazes
-    pert = ev.make_perturbations("swap", 2)
+    pert = make_perturbations("swap", 2)
     x = pert.apply(q)
     assert np.array_equal(x[0], q) and np.array_equal(x[1], M.swap_start_goal(q))
     assert M.verify_paths(x[1], pert.apply(a)[1]).all()  # the same path, walked the other way
     assert np.array_equal(pert.restore(pert.apply(a)), np.broadcast_to(a, x.shape))
     with pytest.raises(ValueError, match="a maze has 2 passes"):
-        ev.make_perturbations("swap", 3)
+        make_perturbations("swap", 3)
 
 
 def test_any_pass_of_any_checkpoint_solves_a_maze_halted_or_not(mazes):
     q, a = mazes
-    pert = ev.make_perturbations("swap", 2)
+    pert = make_perturbations("swap", 2)
     # Only checkpoint 0's S/G pass is right, and nothing halts: the fork's maze rule solves every maze,
     # the Sudoku vote (which counts halted passes only) none.
     right, halt = [[False, True], [False, False]], np.zeros((2, 2), bool)
-    res = ev.evaluate_puzzles(MazeRunner(2, 2, right, halt), q, a, perturbations=pert, rules=ev.MAZE_RULES,
+    res = evaluate_puzzles(MazeRunner(2, 2, right, halt), q, a, perturbations=pert, rules=MAZE_RULES,
                               batch_size=4)
-    assert res.task == "maze" and res.paper_vote().all() and not ev.paper_vote(res.correct, res.halted).any()
+    assert res.task == "maze" and res.paper_vote().all() and not paper_vote(res.correct, res.halted).any()
     assert not res.baseline().any()
     assert res.verified_any().all() and res.label_free().all()  # the verified answer, mapped back, is the label
     totals = res.totals()
     assert totals.summary()["paper_vote"] == 1.0 and totals.solved("paper_vote", 1, 2) == 0.0  # the last checkpoint alone
-    again = ev.EvalTotals.from_arrays(totals.as_arrays(), names=totals.names, perturbation="swap", early_stop=False,
+    again = EvalTotals.from_arrays(totals.as_arrays(), names=totals.names, perturbation="swap", early_stop=False,
                                       task="maze")
     assert again.summary() == totals.summary()
 
@@ -78,9 +84,9 @@ def test_the_verifier_takes_any_optimal_path_without_the_label():
     questions = np.stack([TWIN, TWIN, U])
     labels = np.stack([TWIN_TOP, TWIN_TOP, U_ANSWER])
     answer = np.stack([TWIN_BOTTOM, TWIN, U_ANSWER])  # the other shortest path; no path; the label
-    assert ev.maze_verifier(questions, answer).tolist() == [True, False, True]
-    res = ev.evaluate_puzzles(MazeRunner(1, 2, [[False, False]], [[True, True]], answer=answer), questions, labels,
-                              perturbations=ev.make_perturbations("swap", 2), rules=ev.MAZE_RULES)
+    assert maze_verifier(questions, answer).tolist() == [True, False, True]
+    res = evaluate_puzzles(MazeRunner(1, 2, [[False, False]], [[True, True]], answer=answer), questions, labels,
+                              perturbations=make_perturbations("swap", 2), rules=MAZE_RULES)
     assert res.verified.any(axis=(0, 1)).tolist() == [True, False, True]
     assert res.correct[0, 0].tolist() == [False, False, True]  # exact compares with the label
 
@@ -88,12 +94,12 @@ def test_the_verifier_takes_any_optimal_path_without_the_label():
 def test_easy_tiers_mark_all_but_k_path_cells(mazes):
     q, a = mazes
     rows = np.arange(len(q))
-    easy = ev.reveal_tier_rows(q, a, 3, 3, 0, rows, ev.MAZE_RULES)
+    easy = reveal_tier_rows(q, a, 3, 3, 0, rows, MAZE_RULES)
     left = ((easy == M.OPEN) & (a == M.PATH)).sum(1)
     assert (left == 3).all()
     assert np.array_equal(np.where(easy == M.PATH, M.OPEN, easy), q)  # only path cells are marked, from the label
     assert ((easy == M.PATH) <= (a == M.PATH)).all()
-    assert np.array_equal(easy, ev.reveal_tier_rows(q, a, 3, 3, 0, rows, ev.MAZE_RULES))  # seeded per row
+    assert np.array_equal(easy, reveal_tier_rows(q, a, 3, 3, 0, rows, MAZE_RULES))  # seeded per row
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +186,7 @@ def test_hrm_analyze_on_a_maze_dataset(trained, tmp_path):
     easy = {r["k"]: r for r in pl.read_csv(out / "plots" / "easy.csv").iter_rows(named=True)}
     assert easy[0]["blanks_left"] == 0 and easy[2]["blanks_left"] == 2  # path cells left unmarked
     q = ds.gather(np.arange(3))
-    shown = reveal_all_but(q["inputs"], q["labels"], 2, 0, ev.MAZE_RULES)
+    shown = reveal_all_but(q["inputs"], q["labels"], 2, 0, MAZE_RULES)
     assert (((shown == M.OPEN) & (q["labels"] == M.PATH)).sum(1) == 2).all()
     assert fails("analyze", "--checkpoint", str(run), "--dataset", str(datasets), "--variant", "vanilla",
                  "--output", str(tmp_path / "a2"), "--shifts", "3").count("holds mazes, which have 2 relabellings") == 1

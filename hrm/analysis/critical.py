@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hrm.evaluate import critical_step
+from hrm.evaluate.calibration import critical_step
 
 __all__ = ["critical_step", "first_correct", "critical_summary", "critical_histogram", "aligned_curve"]
 

@@ -23,7 +23,8 @@ import numpy as np
 from hrm.analysis.fixed_points import CLASS_NAMES, answer_changes, classify, violations
 from hrm.analysis.traces import run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate import SUDOKU_RULES, TaskRules, reveal_tier
+from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
+from hrm.evaluate.tiers import reveal_tier
 from hrm.rng import EASY_PROBE as EASY_STREAM  # the seed's stream id: hrm/rng.py
 
 __all__ = ["EASY_STREAM", "EASY_COLUMNS", "parse_ks", "reveal_all_but", "easy_probe"]

@@ -54,7 +54,8 @@ from hrm.model.hrm import InnerCarry
 from hrm.model.layers import trunc_normal_init_
 from hrm.analysis.traces import NonFiniteError, initial_state, run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate import SUDOKU_RULES, TaskRules, make_perturbations
+from hrm.evaluate.perturbations import make_perturbations
+from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
 
 __all__ = [

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from hrm.analysis.traces import NonFiniteError, decode, pca_basis, require_finite, run_segment
-from hrm.evaluate import SUDOKU_RULES, TaskRules
+from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 
 __all__ = ["Landscape", "landscape"]
 

@@ -29,7 +29,7 @@ from hrm.analysis.landscape import Landscape, landscape
 from hrm.analysis.traces import Trace, run_trace, score_predictions
 from hrm.data import eval_rows
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate import SUDOKU_RULES, TaskRules
+from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 from hrm.model.registry import architecture_of
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]

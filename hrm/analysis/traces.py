@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm.evaluate import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
 from hrm.encoding import IGNORE_LABEL
+from hrm.evaluate.rules import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
 from hrm.model.base import InnerCarry, initial_inner_carry, module_device, run_segments
 from hrm.model.hrm import HRM
 from hrm.model.registry import architecture_of
