@@ -174,7 +174,6 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     from hrm.analysis import AnalysisSettings, NonFiniteError, TokenError, analyze, parse_ks
     from hrm.data import eval_rows
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
-    from hrm.evaluate.rules import task_rules
     from hrm.model import architecture_of
     from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
     from hrm.manifest import file_sha256
@@ -188,7 +187,7 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(dataset, variant, split)
     check_apart(output, [dataset, checkpoint, checkpoint_file.parent])
-    rules = task_rules(ds.task.name)  # the task the dataset's manifest names
+    rules = ds.task.rules  # the task the dataset's manifest names
     try:
         ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k, rules.seq_len)
     except ValueError as e:
@@ -344,9 +343,9 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     import pyarrow.parquet as pq
 
     from hrm.analysis import EASY_COLUMNS, TokenError, analyze, plots, render_report
-    from hrm.evaluate.rules import SUDOKU_RULES
+    from hrm.tasks import SUDOKU
 
-    rules = rules or SUDOKU_RULES
+    rules = rules or SUDOKU.rules
 
     writer = None
 

@@ -99,12 +99,11 @@ TOKEN_MEANINGS = {"sudoku": ("1 = blank, 2..10 = digits 1..9, docs/reference-sem
 
 def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
     """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges (the task's) checked."""
-    from hrm.evaluate.rules import task_rules
 
     data = ds.gather(rows)
     x, y = data["inputs"], data["labels"]
     where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
-    rules = task_rules(ds.task.name)
+    rules = ds.task.rules
     (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
     x_means, y_means = TOKEN_MEANINGS[rules.task]
     bad_x = (x < x_lo) | (x > x_hi)
@@ -373,9 +372,8 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
 
     from hrm import __version__
     from hrm.distributed import DistributedError, finish, init_distributed, rank_device
-    from hrm.evaluate.perturbations import make_perturbations
-    from hrm.evaluate.rules import RULES
     from hrm.evaluate.tiers import parse_tiers
+    from hrm.tasks import TASKS, make_perturbations
     from pipelines.job import job_lock
 
     t_start = time.perf_counter()
@@ -383,7 +381,7 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
         torch.set_num_threads(num_threads)
     # ---- every check first
     try:
-        tier_list = parse_tiers(tiers, seq_len=max(r.seq_len for r in RULES.values()))
+        tier_list = parse_tiers(tiers, seq_len=max(t.seq_len for t in TASKS.values()))
         make_perturbations(perturbation, permutations, seed)
     except ValueError as e:
         raise StageError(str(e)) from None
@@ -416,10 +414,8 @@ RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are sh
 def task_settings(ds, perturbation: str, permutations: int, seed: int, tier_list):
     """The task's evaluation rules (from the dataset's manifest) and its perturbations, the options
     checked against them: a StageError naming the manifest for a perturbation or tier of the other task."""
-    from hrm.evaluate.perturbations import make_perturbations
-    from hrm.evaluate.rules import task_rules
-
-    rules = task_rules(ds.task.name)
+    from hrm.tasks import make_perturbations
+    rules = ds.task.rules
     manifest = ds.dataset_dir / "manifest.json"
     if perturbation not in rules.perturbations:
         raise StageError(f"--perturbation {perturbation}: {manifest} holds {rules.task} examples, evaluated with "

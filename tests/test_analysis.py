@@ -29,10 +29,11 @@ from conftest import REAL_SUDOKU as REAL
 from hrm.analysis import (
     CONVERGED, DRIFTING, OSCILLATING, aligned_curve, answer_changes, answer_classes, classify, critical_histogram,
     critical_step, critical_summary, decode, easy_probe, equivalence_classes, first_correct, initial_state, landscape,
-    multistability_summary, pca_basis, prediction_conflicts, relative_residual, reveal_all_but, run_perturbed,
+    multistability_summary, pca_basis, relative_residual, reveal_all_but, run_perturbed,
     run_segment, run_trace, score_predictions, state_clusters, trajectory_pca, violations,
 )
 from hrm.model import HRM, HRMConfig, InnerCarry, save_checkpoint
+from hrm.tasks import SUDOKU
 from hrm.sudoku import BLANK_TOKEN, grids_to_tokens, is_valid_solution, strings_to_grids, tokens_to_grids
 from pipelines.cli import cli
 
@@ -218,22 +219,22 @@ def test_copy_model_is_a_fixed_point_that_copies_the_input(puzzles):
 def test_conflicts_known_answers(puzzles):
     x, y = puzzles
     assert is_valid_solution(tokens_to_grids(y)).all()
-    assert (prediction_conflicts(y) == 0).all()  # valid grids
-    assert (prediction_conflicts(x) == 0).all()  # valid partial grids: blanks ignored
+    assert (SUDOKU.rules.errors(None, y) == 0).all()  # valid grids
+    assert (SUDOKU.rules.errors(None, x) == 0).all()  # valid partial grids: blanks ignored
     bad = y[:1].copy()
     bad[0, 0] = bad[0, 1]  # duplicate in row 0, box 0 and (the digit already sits in column 0) column 0
-    assert prediction_conflicts(bad).tolist() == [3]
-    assert prediction_conflicts(np.zeros((2, 3, 81), np.uint8)).shape == (2, 3)
+    assert SUDOKU.rules.errors(None, bad).tolist() == [3]
+    assert SUDOKU.rules.errors(None, np.zeros((2, 3, 81), np.uint8)).shape == (2, 3)
 
 
 def test_scores(puzzles):
     x, y = puzzles
-    sc = score_predictions(y[:3], x[:3], y[:3])
+    sc = score_predictions(y[:3], x[:3], y[:3], decided=SUDOKU.rules.decided)
     assert sc["exact"].all() and (sc["cell_acc"] == 1).all() and (sc["blank_acc"] == 1).all()
-    sc = score_predictions(x[:3], x[:3], y[:3])  # the puzzle as its own answer: givens right, blanks wrong
+    sc = score_predictions(x[:3], x[:3], y[:3], decided=SUDOKU.rules.decided)  # the puzzle as its own answer: givens right, blanks wrong
     assert not sc["exact"].any() and (sc["blank_acc"] == 0).all()
     np.testing.assert_allclose(sc["cell_acc"], (x[:3] != BLANK_TOKEN).mean(1), rtol=1e-6)
-    assert np.isnan(score_predictions(y[:1], y[:1], y[:1])["blank_acc"]).all()  # no blanks: undefined
+    assert np.isnan(score_predictions(y[:1], y[:1], y[:1], decided=SUDOKU.rules.decided)["blank_acc"]).all()  # no blanks: undefined
 
 
 def test_critical_step_known_answers(puzzles):
@@ -253,7 +254,7 @@ def test_critical_step_known_answers(puzzles):
     model = copy_model()
     inputs = np.concatenate([y[:2], x[:2]])
     tr = run_trace(model, inputs, steps=False)
-    seg = score_predictions(tr.seg_predictions, inputs, np.concatenate([y[:2], y[:2]]))
+    seg = score_predictions(tr.seg_predictions, inputs, np.concatenate([y[:2], y[:2]]), decided=SUDOKU.rules.decided)
     assert critical_step(seg["exact"]).tolist() == [1, 1, 0, 0]
 
 
@@ -264,25 +265,25 @@ def test_reveal_all_but_k(puzzles):
     x, y = puzzles
     blanks = (x == BLANK_TOKEN).sum(1)
     for k in (0, 1, 5, 81):
-        e = reveal_all_but(x, y, k, seed=3)
+        e = reveal_all_but(x, y, k, seed=3, rules=SUDOKU.rules)
         assert ((e == BLANK_TOKEN).sum(1) == np.minimum(k, blanks)).all()
         filled = e != BLANK_TOKEN
         assert (e[filled] == y[filled]).all()
-        np.testing.assert_array_equal(e, reveal_all_but(x, y, k, seed=3))
-    assert not np.array_equal(reveal_all_but(x, y, 5, seed=3), reveal_all_but(x, y, 5, seed=4))
+        np.testing.assert_array_equal(e, reveal_all_but(x, y, k, seed=3, rules=SUDOKU.rules))
+    assert not np.array_equal(reveal_all_but(x, y, 5, seed=3, rules=SUDOKU.rules), reveal_all_but(x, y, 5, seed=4, rules=SUDOKU.rules))
 
 
 def test_easy_probe_known_answers(puzzles):
     x, y = puzzles
     model = copy_model()
-    rows = easy_probe(model, x[:8], y[:8], [0, 1, 2], batch_size=3)
+    rows = easy_probe(model, x[:8], y[:8], [0, 1, 2], batch_size=3, rules=SUDOKU.rules)
     assert [r["k"] for r in rows] == [0, 1, 2]
     assert rows[0]["exact"] == 1.0 and rows[1]["exact"] == 0.0 and rows[2]["exact"] == 0.0
     assert rows[1]["blank_acc"] == 0.0 and rows[1]["blanks_left"] == 1.0
     assert all(r["converged"] == 1.0 and r["violation_rate"] == 0.0 for r in rows)
     # Batch size does not change the result (random model).
     rnd = tiny_model()
-    assert easy_probe(rnd, x[:6], y[:6], [1, 10], batch_size=2) == easy_probe(rnd, x[:6], y[:6], [1, 10], batch_size=64)
+    assert easy_probe(rnd, x[:6], y[:6], [1, 10], batch_size=2, rules=SUDOKU.rules) == easy_probe(rnd, x[:6], y[:6], [1, 10], batch_size=64, rules=SUDOKU.rules)
 
 
 # ----------------------------------------------------------------------------- multiple fixed points
@@ -409,24 +410,24 @@ def test_landscape(puzzles):
     model = tiny_model()
     tr = run_trace(model, x[:1], keep_states=True)
     z_h, z_l = tr.z_H[:, 0], tr.z_L[:, 0]
-    land = landscape(model, x[0], z_h, (z_h[-1], z_l[-1]), center_segment=4, labels=y[0], radius=3, batch_size=5)
+    land = landscape(model, x[0], z_h, (z_h[-1], z_l[-1]), center_segment=4, labels=y[0], radius=3, batch_size=5, rules=SUDOKU.rules)
     assert land.conflicts.shape == (7, 7) and land.dest.shape == (7, 7, 2) and land.trajectory.shape == (8, 2)
     assert land.scale == pytest.approx(np.sqrt(82 * 32) / 8)
     np.testing.assert_allclose(land.trajectory[-1], 0, atol=1e-5)  # the centre is the last state
     # Centre point: the model's own final answer and its next segment.
-    assert land.conflicts[3, 3] == prediction_conflicts(tr.final_predictions)[0]
+    assert land.conflicts[3, 3] == SUDOKU.rules.errors(None, tr.final_predictions)[0]
     nxt, *_ = run_segment(model, z_h[-1:], z_l[-1:], x[:1])
     comps = pca_basis(z_h)["components"]
     expect = ((nxt.reshape(1, -1) - z_h[-1].reshape(1, -1)) @ comps.T / land.scale).numpy()[0]
     np.testing.assert_allclose(land.dest[3, 3], expect, rtol=1e-4, atol=1e-4)
     # The grid runs batched: the batch size changes nothing.
-    again = landscape(model, x[0], z_h, (z_h[-1], z_l[-1]), labels=y[0], radius=3, batch_size=100)
+    again = landscape(model, x[0], z_h, (z_h[-1], z_l[-1]), labels=y[0], radius=3, batch_size=100, rules=SUDOKU.rules)
     np.testing.assert_array_equal(land.conflicts, again.conflicts)
     np.testing.assert_allclose(land.dest, again.dest, rtol=1e-4, atol=1e-4)
     # The copy model decodes its centre to the valid puzzle: 0 conflicts there.
     cm = copy_model()
     ct = run_trace(cm, x[:1], keep_states=True)
-    cl = landscape(cm, x[0], ct.z_H[:, 0], (ct.z_H[-1, 0], ct.z_L[-1, 0]), radius=1, flow=False)
+    cl = landscape(cm, x[0], ct.z_H[:, 0], (ct.z_H[-1, 0], ct.z_L[-1, 0]), radius=1, flow=False, rules=SUDOKU.rules)
     assert cl.conflicts[1, 1] == 0 and cl.dest is None
     assert cl.digits[1, 1] == (x[0] != BLANK_TOKEN).sum()  # blanks decode as blank: not digits
 
@@ -494,10 +495,9 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     assert {"several_stable_answers_noise_fork", "several_stable_answers_noise_iid"} <= set(headline["multistability"])
     assert "noise (fork) runs only" in (out / "report.md").read_text()
     from hrm.analysis import EASY_COLUMNS
-    from hrm.evaluate.rules import SUDOKU_RULES
     from pipelines.analyze import MULTISTABILITY_CSV, landscape_schema, multistability_schema  # a skipped run's, too
 
-    MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU_RULES), landscape_schema(SUDOKU_RULES)
+    MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU.rules), landscape_schema(SUDOKU.rules)
 
     assert dict(pl.read_parquet_schema(out / "multistability.parquet")) == MULTISTABILITY_SCHEMA
     assert dict(pl.read_parquet_schema(out / "landscape.parquet")) == LANDSCAPE_SCHEMA
@@ -603,10 +603,9 @@ FAST = dict(sample=4, batch_size=4, segments=2, easy_sample=2, fp_sample=2, land
 ])
 def test_stage_switched_off_analyses_still_write_every_declared_output(stage_inputs, tmp_path, switches):
     from hrm.analysis import EASY_COLUMNS
-    from hrm.evaluate.rules import SUDOKU_RULES
     from pipelines.analyze import MULTISTABILITY_CSV, landscape_schema, multistability_schema
 
-    MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU_RULES), landscape_schema(SUDOKU_RULES)
+    MULTISTABILITY_SCHEMA, LANDSCAPE_SCHEMA = multistability_schema(SUDOKU.rules), landscape_schema(SUDOKU.rules)
 
     ckpt, ds = stage_inputs
     out = tmp_path / "out"

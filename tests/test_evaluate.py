@@ -18,8 +18,9 @@ from conftest import REAL_SUDOKU as REAL
 from fork_reference import cyclic_shift_tokens
 from hrm.evaluate.calibration import calibration
 from hrm.evaluate.engine import Engine, EngineOutput
-from hrm.evaluate.perturbations import PERTURB_STREAM, make_perturbations
-from hrm.evaluate.rules import verifier
+from hrm.rng import PERTURB as PERTURB_STREAM
+from hrm.tasks import SUDOKU, make_perturbations
+from hrm.tasks.sudoku import verifier
 from hrm.evaluate.run import evaluate_puzzles
 from hrm.evaluate.selection import label_free_select, paper_vote
 from hrm.evaluate.tiers import TIER_STREAM, parse_tiers, reveal_tier, reveal_tier_rows
@@ -240,7 +241,7 @@ class LabelRunner:
 def test_identity_runner_solves_everything(real, kind):
     q, a, r = real
     pert = make_perturbations(kind, 4, seed=0)
-    res = evaluate_puzzles(LabelRunner(2, 4), q, a, perturbations=pert, ratings=r, batch_size=7)
+    res = evaluate_puzzles(LabelRunner(2, 4), q, a, perturbations=pert, ratings=r, batch_size=7, rules=SUDOKU.rules)
     s = res.summary()
     assert s["baseline_exact"] == s["paper_vote"] == s["label_free"] == s["verified_any"] == 1.0
     assert s["baseline"]["blank_accuracy"] == 1.0 and s["baseline"]["q_halt_accuracy"] == 1.0
@@ -257,7 +258,7 @@ def test_vote_logic_end_to_end_with_known_outcomes(real):
     # Checkpoint 0: passes right = (T, F, T), halted = (T, T, F): 1 of 2 halted right -> not solved.
     # Checkpoint 1 (primary): right = (F, F, T), halted = (F, F, F): nothing counted.
     runner = LabelRunner(2, 3, right=[[1, 0, 1], [0, 0, 1]], halt=[[1, 1, 0], [0, 0, 0]])
-    res = evaluate_puzzles(runner, q, a, perturbations=pert, ratings=r, batch_size=16)
+    res = evaluate_puzzles(runner, q, a, perturbations=pert, ratings=r, batch_size=16, rules=SUDOKU.rules)
     assert not res.paper_vote().any()  # reads labels, and still says no
     assert not res.baseline().any()  # primary checkpoint, pass 0 is wrong
     assert res.verified_any().all()  # some pass found the solution
@@ -270,7 +271,7 @@ def test_vote_logic_end_to_end_with_known_outcomes(real):
     assert not res.label_free(k=1, p=1).any() and not res.verified_any(k=1, p=1).any()
     # Checkpoint 0 with only its first pass halted and right -> 1 of 1: solved by paper_vote.
     runner = LabelRunner(2, 3, right=[[1, 0, 1], [0, 0, 0]], halt=[[1, 0, 0], [0, 0, 0]])
-    assert evaluate_puzzles(runner, q, a, perturbations=pert, batch_size=16).paper_vote().all()
+    assert evaluate_puzzles(runner, q, a, perturbations=pert, batch_size=16, rules=SUDOKU.rules).paper_vote().all()
 
 
 # ============================================================================ the real engine
@@ -310,8 +311,8 @@ def test_evaluate_puzzles_does_not_depend_on_batch_size(real):
     q, a, r = real
     engine = Engine([tiny_model(0), tiny_model(1)])
     pert = make_perturbations("relabel", 3, seed=5)
-    r1 = evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=3)
-    r2 = evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=10)
+    r1 = evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=3, rules=SUDOKU.rules)
+    r2 = evaluate_puzzles(engine, q[:10], a[:10], perturbations=pert, ratings=r[:10], batch_size=10, rules=SUDOKU.rules)
     assert json.dumps(r1.summary()) == json.dumps(r2.summary())
     for key in ("correct", "halted", "verified", "lf_correct", "stable_from"):
         assert np.array_equal(getattr(r1, key), getattr(r2, key))
@@ -324,19 +325,19 @@ def test_evaluate_puzzles_does_not_depend_on_batch_size(real):
 
 def test_reveal_tier(real):
     q, a, _ = real
-    easy = reveal_tier(q, a, 6, 10, np.random.default_rng(0))
+    easy = reveal_tier(q, a, 6, 10, np.random.default_rng(0), rules=SUDOKU.rules)
     blanks = (easy == 1).sum(1)
     assert ((blanks >= 6) & (blanks <= 10)).all()
     assert ((q == 1) | (easy == q)).all()  # givens stay
     assert ((easy == 1) | (easy == a)).all()  # revealed cells come from the answer
     assert ((easy == 1) <= (q == 1)).all()  # blanks only where the puzzle had blanks
-    assert np.array_equal(easy, reveal_tier(q, a, 6, 10, np.random.default_rng(0)))
+    assert np.array_equal(easy, reveal_tier(q, a, 6, 10, np.random.default_rng(0), rules=SUDOKU.rules))
     # Per puzzle (the stage's draw): a puzzle's easy copy depends on its row only, so any cut of the work,
     # or any sample holding the puzzle, gives it the same copy; the rule, written out for one row.
     rows = np.arange(len(q)) * 3 + 7
-    per_row = reveal_tier_rows(q, a, 6, 10, 4, rows)
-    parts = np.concatenate([reveal_tier_rows(q[i:i + 5], a[i:i + 5], 6, 10, 4, rows[i:i + 5]) for i in range(0, len(q), 5)])
-    assert np.array_equal(per_row, parts) and not np.array_equal(per_row, reveal_tier_rows(q, a, 6, 10, 5, rows))
+    per_row = reveal_tier_rows(q, a, 6, 10, 4, rows, rules=SUDOKU.rules)
+    parts = np.concatenate([reveal_tier_rows(q[i:i + 5], a[i:i + 5], 6, 10, 4, rows[i:i + 5], rules=SUDOKU.rules) for i in range(0, len(q), 5)])
+    assert np.array_equal(per_row, parts) and not np.array_equal(per_row, reveal_tier_rows(q, a, 6, 10, 5, rows, rules=SUDOKU.rules))
     g = np.random.default_rng([TIER_STREAM, 4, 6, 10, int(rows[3])])
     k, scores = g.integers(6, 11), g.random(81)
     blank = np.flatnonzero(q[3] == 1)
@@ -344,10 +345,10 @@ def test_reveal_tier(real):
     assert np.array_equal(np.flatnonzero(per_row[3] == 1), np.sort(keep))
     blanks = (per_row == 1).sum(1)
     assert ((blanks >= 6) & (blanks <= 10)).all() and ((per_row == 1) | (per_row == a)).all()
-    assert parse_tiers("1-5, 6-10,11-20") == [(1, 5), (6, 10), (11, 20)]
-    assert parse_tiers("none") == [] and parse_tiers("3") == [(3, 3)]
+    assert parse_tiers("1-5, 6-10,11-20", seq_len=SUDOKU.seq_len) == [(1, 5), (6, 10), (11, 20)]
+    assert parse_tiers("none", seq_len=SUDOKU.seq_len) == [] and parse_tiers("3", seq_len=SUDOKU.seq_len) == [(3, 3)]
     with pytest.raises(ValueError, match="bad tier"):
-        parse_tiers("5-1")
+        parse_tiers("5-1", seq_len=SUDOKU.seq_len)
 
 
 def test_calibration_histogram():
@@ -577,8 +578,8 @@ def test_compiled_engine_makes_the_same_decisions(real):
     q, a, _ = real
     models = [tiny_model(0), tiny_model(1)]
     pert = make_perturbations("shift", 3)
-    eager = evaluate_puzzles(Engine(models, max_rows=16), q[:12], a[:12], perturbations=pert, batch_size=6)
-    comp = evaluate_puzzles(Engine(models, max_rows=16, compile=True), q[:12], a[:12], perturbations=pert, batch_size=6)
+    eager = evaluate_puzzles(Engine(models, max_rows=16), q[:12], a[:12], perturbations=pert, batch_size=6, rules=SUDOKU.rules)
+    comp = evaluate_puzzles(Engine(models, max_rows=16, compile=True), q[:12], a[:12], perturbations=pert, batch_size=6, rules=SUDOKU.rules)
     for key in ("correct", "halted", "verified", "lf_correct"):
         assert np.array_equal(getattr(eager, key), getattr(comp, key))
     assert np.allclose(eager.q_halt, comp.q_halt, atol=1e-4)
@@ -601,12 +602,12 @@ def test_early_stop_refills_the_batch_and_runs_fewer_segments(real):
     last = np.take_along_axis(narrow.segment_halted, (narrow.steps[:, None].astype(np.int64) - 1), 1)[:, 0]
     assert np.array_equal(last, narrow.halted) and (narrow.segment_halted[:, -1] == narrow.halted).all()
     res = evaluate_puzzles(Engine(models, max_rows=3), q[:12], a[:12],
-                              perturbations=make_perturbations("shift", 2), batch_size=12, early_stop=True)
+                              perturbations=make_perturbations("shift", 2), batch_size=12, early_stop=True, rules=SUDOKU.rules)
     work = res.summary()["work"]
     assert work["segments_run"] == int(res.steps.sum()) and work["segments_of_all_segment_passes"] == 2 * 2 * 12 * 4
     assert 0 < work["saved_fraction"] == 1 - res.steps.sum() / (2 * 2 * 12 * 4)
     full = evaluate_puzzles(Engine(models), q[:12], a[:12], perturbations=make_perturbations("shift", 2),
-                               batch_size=12)
+                               batch_size=12, rules=SUDOKU.rules)
     assert full.summary()["work"]["saved_fraction"] == 0.0  # the paper's procedure runs every segment
 
 
@@ -614,8 +615,8 @@ def test_early_stop_view_equals_an_early_stop_run(real):
     q, a, _ = real
     engine = Engine([tiny_model(2, halt_max_steps=4), tiny_model(5, halt_max_steps=4)])  # these halt sometimes
     pert = make_perturbations("shift", 2)
-    full = evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8)
-    early = evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8, early_stop=True)
+    full = evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8, rules=SUDOKU.rules)
+    early = evaluate_puzzles(engine, q[:16], a[:16], perturbations=pert, batch_size=8, early_stop=True, rules=SUDOKU.rules)
     assert np.array_equal(full.es_steps, early.steps) and np.array_equal(full.es_correct, early.correct)
     assert np.array_equal(early.es_steps, early.steps)
     assert full.summary()["early_stop_view"]["mean_steps"] == early.summary()["baseline"]["mean_steps"]

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from hrm.evaluate.engine import Engine
-from hrm.evaluate.perturbations import make_perturbations
 from hrm.evaluate.results import EvalTotals
 from hrm.evaluate.run import evaluate_puzzles
+from hrm.tasks import SUDOKU, make_perturbations
 from test_evaluate import real, tiny_model, write_dataset, write_run  # noqa: F401 (real: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,11 +80,11 @@ def test_the_totals_of_chunks_add_up_to_one_evaluation(real):  # noqa: F811
     q, a, r = real
     engine = Engine([tiny_model(0), tiny_model(1)])
     pert = make_perturbations("relabel", 3, seed=5)
-    whole = evaluate_puzzles(engine, q[:12], a[:12], perturbations=pert, ratings=r[:12], batch_size=4)
+    whole = evaluate_puzzles(engine, q[:12], a[:12], perturbations=pert, ratings=r[:12], batch_size=4, rules=SUDOKU.rules)
     parts = [evaluate_puzzles(engine, q[lo:lo + 4], a[lo:lo + 4], perturbations=pert, ratings=r[lo:lo + 4],
-                                 batch_size=4) for lo in (0, 4, 8)]
+                                 batch_size=4, rules=SUDOKU.rules) for lo in (0, 4, 8)]
     saved = [EvalTotals.from_arrays(p.totals().as_arrays(), names=p.names, perturbation=p.perturbation,
-                                       early_stop=p.early_stop) for p in parts]  # through the unit files' arrays
+                                       early_stop=p.early_stop, task=p.task) for p in parts]  # through the unit files' arrays
     joined = saved[0].add(saved[1]).add(saved[2])
     assert json.dumps(joined.summary()) == json.dumps(whole.summary())
     assert json.dumps(joined.tables()) == json.dumps(whole.tables())
@@ -99,7 +99,7 @@ def test_the_totals_of_chunks_add_up_to_one_evaluation(real):  # noqa: F811
         v.nbytes for v in parts[0].totals().as_arrays().values())
     with pytest.raises(ValueError, match="different evaluations"):
         saved[0].add(evaluate_puzzles(engine, q[:4], a[:4], perturbations=pert, batch_size=4,
-                                         early_stop=True).totals())
+                                         early_stop=True, rules=SUDOKU.rules).totals())
 
 
 def test_a_killed_run_continues_to_the_same_outputs(inputs, one_run, tmp_path):

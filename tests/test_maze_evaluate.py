@@ -11,12 +11,12 @@ import pytest
 
 from hrm import maze as M
 from hrm.evaluate.engine import EngineOutput
-from hrm.evaluate.perturbations import make_perturbations
 from hrm.evaluate.results import EvalTotals
-from hrm.evaluate.rules import MAZE_RULES, maze_verifier
 from hrm.evaluate.run import evaluate_puzzles
 from hrm.evaluate.selection import paper_vote
 from hrm.evaluate.tiers import reveal_tier_rows
+from hrm.tasks import MAZE, make_perturbations
+from hrm.tasks.maze import maze_verifier
 from stage_helpers import fails, ok
 from test_maze import TWIN, TWIN_BOTTOM, TWIN_TOP, U, U_ANSWER
 
@@ -68,7 +68,7 @@ def test_any_pass_of_any_checkpoint_solves_a_maze_halted_or_not(mazes):
     # Only checkpoint 0's S/G pass is right, and nothing halts: the fork's maze rule solves every maze,
     # the Sudoku vote (which counts halted passes only) none.
     right, halt = [[False, True], [False, False]], np.zeros((2, 2), bool)
-    res = evaluate_puzzles(MazeRunner(2, 2, right, halt), q, a, perturbations=pert, rules=MAZE_RULES,
+    res = evaluate_puzzles(MazeRunner(2, 2, right, halt), q, a, perturbations=pert, rules=MAZE.rules,
                               batch_size=4)
     assert res.task == "maze" and res.paper_vote().all() and not paper_vote(res.correct, res.halted).any()
     assert not res.baseline().any()
@@ -86,7 +86,7 @@ def test_the_verifier_takes_any_optimal_path_without_the_label():
     answer = np.stack([TWIN_BOTTOM, TWIN, U_ANSWER])  # the other shortest path; no path; the label
     assert maze_verifier(questions, answer).tolist() == [True, False, True]
     res = evaluate_puzzles(MazeRunner(1, 2, [[False, False]], [[True, True]], answer=answer), questions, labels,
-                              perturbations=make_perturbations("swap", 2), rules=MAZE_RULES)
+                              perturbations=make_perturbations("swap", 2), rules=MAZE.rules)
     assert res.verified.any(axis=(0, 1)).tolist() == [True, False, True]
     assert res.correct[0, 0].tolist() == [False, False, True]  # exact compares with the label
 
@@ -94,12 +94,12 @@ def test_the_verifier_takes_any_optimal_path_without_the_label():
 def test_easy_tiers_mark_all_but_k_path_cells(mazes):
     q, a = mazes
     rows = np.arange(len(q))
-    easy = reveal_tier_rows(q, a, 3, 3, 0, rows, MAZE_RULES)
+    easy = reveal_tier_rows(q, a, 3, 3, 0, rows, MAZE.rules)
     left = ((easy == M.OPEN) & (a == M.PATH)).sum(1)
     assert (left == 3).all()
     assert np.array_equal(np.where(easy == M.PATH, M.OPEN, easy), q)  # only path cells are marked, from the label
     assert ((easy == M.PATH) <= (a == M.PATH)).all()
-    assert np.array_equal(easy, reveal_tier_rows(q, a, 3, 3, 0, rows, MAZE_RULES))  # seeded per row
+    assert np.array_equal(easy, reveal_tier_rows(q, a, 3, 3, 0, rows, MAZE.rules))  # seeded per row
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_hrm_analyze_on_a_maze_dataset(trained, tmp_path):
     easy = {r["k"]: r for r in pl.read_csv(out / "plots" / "easy.csv").iter_rows(named=True)}
     assert easy[0]["blanks_left"] == 0 and easy[2]["blanks_left"] == 2  # path cells left unmarked
     q = ds.gather(np.arange(3))
-    shown = reveal_all_but(q["inputs"], q["labels"], 2, 0, MAZE_RULES)
+    shown = reveal_all_but(q["inputs"], q["labels"], 2, seed=0, rules=MAZE.rules)
     assert (((shown == M.OPEN) & (q["labels"] == M.PATH)).sum(1) == 2).all()
     assert fails("analyze", "--checkpoint", str(run), "--dataset", str(datasets), "--variant", "vanilla",
                  "--output", str(tmp_path / "a2"), "--shifts", "3").count("holds mazes, which have 2 relabellings") == 1

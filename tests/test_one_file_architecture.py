@@ -140,7 +140,9 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def test_a_registered_architecture_trains_evaluates_and_analyses(dataset, tmp_path):
-    from hrm import evaluate as ev
+    from hrm.evaluate.engine import Engine, segment_flops
+    from hrm.evaluate.run import evaluate_puzzles
+    from hrm.tasks import SUDOKU, make_perturbations
     from hrm.analysis import run_perturbed, run_trace
     from hrm.data import PuzzleDataset
     from pipelines.datasets import resolve_dataset
@@ -163,9 +165,10 @@ def test_a_registered_architecture_trains_evaluates_and_analyses(dataset, tmp_pa
 
     # Evaluation: the engine the evaluate stage runs, and its FLOP count.
     test = PuzzleDataset(data_dir, "test").gather(np.arange(4))
-    engine = ev.Engine([model])
-    res = ev.evaluate_puzzles(engine, test["inputs"], test["labels"], perturbations=ev.make_perturbations("shift", 2))
-    assert res.correct.shape == (1, 2, 4) and ev.segment_flops(model) == ARCHITECTURE.segment_flops(model.config)
+    engine = Engine([model])
+    res = evaluate_puzzles(engine, test["inputs"], test["labels"], perturbations=make_perturbations("shift", 2),
+                           rules=SUDOKU.rules)
+    assert res.correct.shape == (1, 2, 4) and segment_flops(model) == ARCHITECTURE.segment_flops(model.config)
     answers = model.predict(test["inputs"]).predictions.numpy()
     assert np.array_equal(engine.run(test["inputs"]).predictions[0], answers)
     assert np.array_equal(res.correct[0, 0], (answers == test["labels"]).all(-1))  # the unshifted pass: predict's answers

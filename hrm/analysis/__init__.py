@@ -15,7 +15,7 @@ Pure library: arrays and tensors in, arrays and figures out. ``hrm analyze``
 - :mod:`~hrm.analysis.memory`: the memory a run will need, estimated before it runs.
 - :mod:`~hrm.analysis.plots`, :mod:`~hrm.analysis.report`: figures and the Markdown page.
 
-The functions that depend on the task take its ``rules`` (hrm.evaluate.TaskRules; Sudoku's by default): for mazes
+The functions that depend on the task take its ``rules`` (hrm.tasks: Task.rules; always passed): for mazes
 the error measure is broken path cells in place of conflicts, the easy probe's cells are the path's,
 and the relabelling is the S/G exchange.
 """
@@ -32,8 +32,8 @@ from hrm.analysis.memory import MemoryEstimate, PhaseEstimate, available_memory_
 from hrm.analysis.report import render_report
 from hrm.analysis.run import AnalysisResult, AnalysisSettings, PuzzleFigure, TokenError, analyze, trace_table
 from hrm.analysis.traces import (
-    NonFiniteError, Trace, decode, initial_state, pca_basis, prediction_conflicts, relative_residual, run_segment, run_trace,
-    score_predictions, tokens_to_values, trajectory_pca,
+    NonFiniteError, Trace, decode, initial_state, pca_basis, relative_residual, run_segment, run_trace,
+    score_predictions, trajectory_pca,
 )
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "aligned_curve", "answer_changes", "answer_classes", "classify", "critical_histogram",
     "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",
     "fixed_point_summary", "initial_state", "landscape", "multistability_summary", "parse_ks", "pca_basis",
-    "prediction_conflicts", "relative_residual", "residual_curves", "reveal_all_but", "run_perturbed",
-    "run_segment", "run_trace", "score_predictions", "state_clusters", "tail_window", "tokens_to_values",
+    "relative_residual", "residual_curves", "reveal_all_but", "run_perturbed",
+    "run_segment", "run_trace", "score_predictions", "state_clusters", "tail_window",
     "trajectory_pca", "violations",
 ]

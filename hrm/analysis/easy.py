@@ -9,23 +9,25 @@ same segments from the initial state; reported per k: exact accuracy, blank-cell
 convergence classes and fixed-point violations (:mod:`hrm.analysis.fixed_points`), and the
 accuracy split by whether the model solved the original puzzle.
 
-Mazes (``rules`` = hrm.evaluate.MAZE_RULES): the "blank cells" are the cells of the shortest path,
+Mazes (``rules`` = hrm.tasks.MAZE.rules): the "blank cells" are the cells of the shortest path,
 all but k of which are marked ``o`` in the input (k = 0: the whole path given); their accuracy is
 that of the open cells.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from hrm.analysis.fixed_points import CLASS_NAMES, answer_changes, classify, violations
 from hrm.analysis.traces import run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 from hrm.evaluate.tiers import reveal_tier
 from hrm.rng import EASY_PROBE as EASY_STREAM  # the seed's stream id: hrm/rng.py
+
+if TYPE_CHECKING:
+    from hrm.tasks.base import EvalRules
 
 __all__ = ["EASY_STREAM", "EASY_COLUMNS", "parse_ks", "reveal_all_but", "easy_probe"]
 
@@ -50,8 +52,8 @@ def parse_ks(text: str | Sequence[int], seq_len: int = 81) -> list[int]:
     return sorted(set(ks))
 
 
-def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, seed: int = 0,
-                   rules: TaskRules = SUDOKU_RULES) -> np.ndarray:
+def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, *, seed: int = 0,
+                   rules: EvalRules) -> np.ndarray:
     """Tokens [N, L] with all but min(k, blanks) blank cells filled from ``labels`` (seeded; a maze's
     path cells, ``rules``)."""
     rng = np.random.default_rng([EASY_STREAM, seed, k])
@@ -62,7 +64,7 @@ def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int],
                segments: int | None = None, batch_size: int = 64, tol: float = 0.01, tail: int = 0,
                solved: np.ndarray | None = None, progress: Callable[[int], None] | None = None,
                d: Dist | None = None, store: ResultStore | None = None,
-               rules: TaskRules = SUDOKU_RULES) -> list[dict[str, Any]]:
+               rules: EvalRules) -> list[dict[str, Any]]:
     """One row per k: n, blanks_left (mean), exact, blank_acc, class fractions, violation_rate,
     accuracy with / without violation, and (given ``solved`` bool [N]) exact accuracy on the
     puzzles the model solved / did not solve in their original form. ``d``: ranks share the batches
@@ -70,7 +72,7 @@ def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int],
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     rows = []
     for k in ks:
-        easy = reveal_all_but(inputs, labels, k, seed, rules)
+        easy = reveal_all_but(inputs, labels, k, seed=seed, rules=rules)
         exact, blank_acc, classes, changes = [], [], [], []
 
         def probe(lo: int, easy=easy) -> tuple[np.ndarray, ...]:

@@ -36,7 +36,7 @@ and the noise runs): states are linked when ||a - b|| <= ``cluster_tol`` x (||a|
 clusters are the connected components. A run is *trapped* when it converged to a wrong answer
 (a stable wrong fixed point: "guessing").
 
-Mazes (``rules`` = hrm.evaluate.MAZE_RULES): the relabelled pass is the fork's S/G exchange (at most
+Mazes (``rules`` = hrm.tasks.MAZE.rules): the relabelled pass is the fork's S/G exchange (at most
 one: ``shifts`` <= 2), and the error measure of an answer is its broken path cells in place of
 Sudoku conflicts.
 """
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,9 +54,11 @@ from hrm.model.hrm import InnerCarry
 from hrm.model.layers import trunc_normal_init_
 from hrm.analysis.traces import NonFiniteError, initial_state, run_trace, score_predictions
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate.perturbations import make_perturbations
-from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
+from hrm.tasks import make_perturbations
 from hrm.rng import NOISE as NOISE_STREAM  # the seed's stream id: hrm/rng.py
+
+if TYPE_CHECKING:
+    from hrm.tasks.base import EvalRules
 
 __all__ = [
     "CONVERGED", "OSCILLATING", "DRIFTING", "CLASS_NAMES", "NOISE_STREAM",
@@ -216,14 +218,14 @@ class MultiStability:
     answers: np.ndarray  # uint8 [R, N, L], mapped back to the original digits (S and G)
     exact: np.ndarray  # bool
     classes: np.ndarray  # int8 (CONVERGED / OSCILLATING / DRIFTING)
-    conflicts: np.ndarray  # int: the task's error measure of each answer (TaskRules.errors: Sudoku conflicts)
+    conflicts: np.ndarray  # int: the task's error measure of each answer (EvalRules.errors: Sudoku conflicts)
     final_res: np.ndarray  # float32: joint residual of the last segment
     answer_id: np.ndarray  # int16: answer class (smallest run index with that answer)
     state_id: np.ndarray  # int16 [R, N]: state cluster among same-input runs (-1 for shifted runs)
     n_answers: np.ndarray = field(default=None)  # type: ignore[assignment]  # int [N]
     n_stable_answers: np.ndarray = field(default=None)  # type: ignore[assignment]
     n_state_clusters: np.ndarray = field(default=None)  # type: ignore[assignment]
-    error_name: str = "conflicts"  # what ``conflicts`` counts (TaskRules.error_name)
+    error_name: str = "conflicts"  # what ``conflicts`` counts (EvalRules.error_name)
 
     @property
     def converged(self) -> np.ndarray:
@@ -262,7 +264,7 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int 
                   noise_std: float | None = None, noise: tuple[str, ...] = ("fork",), seed: int = 0,
                   segments: int | None = None, tol: float = 0.01, tail: int = 0, cluster_tol: float = 0.05,
                   batch_size: int = 64, progress=None, d: Dist | None = None,
-                  store: ResultStore | None = None, rules: TaskRules = SUDOKU_RULES) -> MultiStability:
+                  store: ResultStore | None = None, rules: EvalRules) -> MultiStability:
     """The runs of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
     in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch): ``noise_runs``
     runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD). ``d``: ranks

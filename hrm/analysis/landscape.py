@@ -13,7 +13,7 @@ Exact definition, for one puzzle
 - Error at a point: the Sudoku conflict count (excess repeats of digits per row, column and box)
   of argmax(lm_head(z)) over the 81 output cells (non-digit cells ignored), unclipped here (the
   fork clips its plot at 40). Cells decoded as blank or pad are not digits and never conflict,
-  as in the fork; ``digits`` counts the cells decoded as digits. Mazes (``rules`` MAZE_RULES): the
+  as in the fork; ``digits`` counts the cells decoded as digits. Mazes (``rules`` MAZE.rules): the
   error is the broken path cells of the decoded answer in its maze (hrm.maze.broken_path_cells) and
   ``digits`` counts the cells decoded as a path mark.
 - Flow at a point: one segment run from (z, z_L(centre)) on the puzzle; the new z_H, projected:
@@ -24,6 +24,8 @@ All grid points run through the model in batches.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from dataclasses import dataclass
 
@@ -31,7 +33,9 @@ import numpy as np
 import torch
 
 from hrm.analysis.traces import NonFiniteError, decode, pca_basis, require_finite, run_segment
-from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
+
+if TYPE_CHECKING:
+    from hrm.tasks.base import EvalRules
 
 __all__ = ["Landscape", "landscape"]
 
@@ -43,7 +47,7 @@ class Landscape:
     center_segment: int
     offsets: np.ndarray  # int [2R + 1]: -R..R
     conflicts: np.ndarray  # int64 [2R + 1, 2R + 1], indexed [j + R, i + R] (rows: PC2, columns: PC1): the task's errors
-    digits: np.ndarray  # int16 [2R + 1, 2R + 1]: cells decoded as a digit (mazes: a path mark; TaskRules.marks)
+    digits: np.ndarray  # int16 [2R + 1, 2R + 1]: cells decoded as a digit (mazes: a path mark; EvalRules.marks)
     exact: np.ndarray | None  # bool [2R + 1, 2R + 1]: decoded answer equals the label (when labels given)
     dest: np.ndarray | None  # float32 [2R + 1, 2R + 1, 2]: where one segment takes the point (grid units)
     trajectory: np.ndarray  # float32 [T, 2]
@@ -58,7 +62,7 @@ class Landscape:
 def landscape(model, inputs: np.ndarray, z_H_trace: torch.Tensor, center: tuple[torch.Tensor, torch.Tensor], *,
               center_segment: int = 0, labels: np.ndarray | None = None, radius: int = 20, divisor: float = 8.0,
               flow: bool = True, batch_size: int = 256, puzzle_identifier: int = 0,
-              rules: TaskRules = SUDOKU_RULES) -> Landscape:
+              rules: EvalRules) -> Landscape:
     """The landscape of one puzzle: ``inputs`` tokens [81], ``z_H_trace`` [T, positions, hidden]
     (the PCA data), ``center`` = (z_H, z_L) [positions, hidden] (the carry after the centre segment)."""
     traj = z_H_trace.reshape(z_H_trace.shape[0], -1).to(torch.float32).cpu()

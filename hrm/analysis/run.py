@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -29,8 +29,10 @@ from hrm.analysis.landscape import Landscape, landscape
 from hrm.analysis.traces import Trace, run_trace, score_predictions
 from hrm.data import eval_rows
 from hrm.distributed import Dist, ResultStore, shared_map
-from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 from hrm.model.registry import architecture_of
+
+if TYPE_CHECKING:
+    from hrm.tasks.base import EvalRules
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "PuzzleFigure", "TokenError", "analyze", "trace_table"]
 
@@ -46,7 +48,7 @@ class RowSource(Protocol):
 class TokenError(ValueError):
     """Puzzles whose tokens are outside the task's encoding; ``rows`` names the first ones."""
 
-    def __init__(self, rows: Sequence[int], rules: TaskRules = SUDOKU_RULES):
+    def __init__(self, rows: Sequence[int], rules: EvalRules):
         self.rows = list(rows)
         (a, b), (c, d) = rules.input_tokens, rules.label_tokens
         super().__init__(f"rows {self.rows} hold tokens outside the {rules.task} encoding (inputs {a}..{b}, "
@@ -132,7 +134,7 @@ def _bar(progress: bool, total: int, desc: str):
 
 def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndarray, settings: AnalysisSettings, *,
             on_traces: Callable[[Any], None] | None = None, progress: bool = False, d: Dist | None = None,
-            store: ResultStore | None = None, rules: TaskRules = SUDOKU_RULES) -> AnalysisResult:
+            store: ResultStore | None = None, rules: EvalRules) -> AnalysisResult:
     """Analyse ``model`` on the puzzles ``sample_rows`` (ascending rows of ``source``) and trace the
     ``selected`` rows too (in the sample or not) for the trajectory and landscape figures.
 
@@ -144,7 +146,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     same result (``trace_rows`` and ``on_traces`` aside: rank 0's).
     ``store``: where each of those items' results is kept once computed and looked up first, so a
     stopped analysis continues (hrm.distributed.shared_map; pipelines/job.py); same result either way.
-    ``rules``: the task's (hrm.evaluate.TaskRules): its blank cells, error measure (the ``conflicts``
+    ``rules``: the task's (hrm.tasks: Task.rules): its blank cells, error measure (the ``conflicts``
     of Sudoku, a maze's ``broken_path_cells``; the output columns are named by it), easy probe and
     relabelling.
     """
@@ -397,7 +399,7 @@ def trace_table(tr: Trace, meta: dict[str, np.ndarray], scores: dict[str, np.nda
 
     ``meta``: per-puzzle row, raw_index, puzzle_id, rating, blanks, in_sample; ``scores`` / ``conflicts`` /
     ``changed``: per step [T, B]; ``store`` bool [B]: the puzzles whose z_H / z_L go in the table;
-    ``error_name``: the column of ``conflicts`` (the task's error measure, TaskRules.error_name).
+    ``error_name``: the column of ``conflicts`` (the task's error measure, EvalRules.error_name).
     """
     import pyarrow as pa
 

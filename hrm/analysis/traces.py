@@ -32,15 +32,13 @@ import numpy as np
 import torch
 
 from hrm.encoding import IGNORE_LABEL
-from hrm.evaluate.rules import digit_values as tokens_to_values, sudoku_conflicts  # tokens_to_values: exported here too
 from hrm.model.base import InnerCarry, initial_inner_carry, module_device, run_segments
 from hrm.model.hrm import HRM
 from hrm.model.registry import architecture_of
-from hrm.sudoku import BLANK_TOKEN
 
 __all__ = [
     "Trace", "initial_state", "decode", "run_segment", "run_trace", "relative_residual",
-    "tokens_to_values", "prediction_conflicts", "score_predictions", "trajectory_pca", "pca_basis",
+    "score_predictions", "trajectory_pca", "pca_basis",
 ]
 
 
@@ -199,14 +197,8 @@ def _ratio(diff: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     return torch.where(diff == 0, torch.zeros_like(diff), torch.where(base > 0, diff / safe, torch.full_like(diff, float("inf"))))
 
 
-def prediction_conflicts(tokens: np.ndarray) -> np.ndarray:
-    """int64 [...]: the fork's error metric of answer tokens [..., 81]: excess repeats of digits per
-    row, column and box, summed (non-digit cells ignored). Sudoku's ``TaskRules.errors``."""
-    return sudoku_conflicts(None, tokens)
-
-
 def score_predictions(pred: np.ndarray, inputs: np.ndarray, labels: np.ndarray,
-                      decided: int = BLANK_TOKEN) -> dict[str, np.ndarray]:
+                      decided: int) -> dict[str, np.ndarray]:
     """pred [..., B, L] tokens against labels [B, L] (IGNORE_LABEL cells skipped), inputs [B, L].
 
     Returns ``exact`` (bool: every labelled cell right, the official exact accuracy), ``cell_acc``

@@ -59,37 +59,22 @@ Exact definitions (N puzzles, K checkpoints in the given order, P passes)
   max-softmax probability at the final segment vs cell correctness over blank cells:
   equal-width bins on [0, 1], ECE = sum_b n_b / n * |acc_b - conf_b|, Pearson r, Brier score.
 
-Mazes (:data:`MAZE_RULES`; Sudoku's are :data:`SUDOKU_RULES`, the default, one code path): the
+Mazes (hrm.tasks ``MAZE.rules``; Sudoku's are ``SUDOKU.rules``, one code path; the task is always
+passed): the
 ``swap`` perturbation (at most 2 passes, pass 1 exchanges S and G in input and label, the fork's);
 ``paper_vote`` is the fork's maze rule (any pass of any checkpoint exactly right, halting not
 required); the verifier is ``hrm.maze.verify_paths`` (an optimal S-G path, no label read); the
 "blank" cells are the open cells; easy tiers leave k path cells unmarked; the analysis' error
 measure is ``hrm.maze.broken_path_cells``.
 
-The modules (one concern each; the names below are imported here too)
+The modules (one concern each; import each name from its module: this package imports none, so that
+a task module can take the generic pieces without a cycle)
 ---------------------------------------------------------------------
-``perturbations`` (Perturbations, make_perturbations), ``engine`` (Engine, EngineOutput, Runner,
+``perturbations`` (Perturbations: each task draws its own kinds, Task.make_perturbations, and
+hrm.tasks.make_perturbations finds the task of a kind), ``engine`` (Engine, EngineOutput, Runner,
 segment_flops, auto_max_rows), ``selection`` (paper_vote, any_pass_solves, label_free_select),
-``rules`` (TaskRules, SUDOKU_RULES, MAZE_RULES, task_rules: everything that knows a task),
 ``tiers`` (parse_tiers, reveal_tier, reveal_tier_rows), ``calibration`` (Histogram, calibration,
-critical_step), ``results`` (EvalResult, EvalTotals), ``run`` (evaluate_puzzles).
+critical_step), ``results`` (EvalResult, EvalTotals), ``run`` (evaluate_puzzles). What knows a task
+(its verifier, vote, error measure, tiers' cells, perturbations) is the task's: Task.rules
+(hrm/tasks/).
 """
-
-from hrm.evaluate.calibration import Histogram, calibration, critical_step
-from hrm.evaluate.engine import Engine, EngineOutput, Runner, auto_max_rows, segment_flops
-from hrm.evaluate.perturbations import PERTURB_STREAM, PERTURBATIONS, Perturbations, make_perturbations
-from hrm.evaluate.results import EvalResult, EvalTotals
-from hrm.evaluate.rules import (BLANK_EDGES, MAZE_RULES, RATING_EDGES, RULES, SUDOKU_RULES, TaskRules, maze_verifier,
-                                task_rules, verifier)
-from hrm.evaluate.run import evaluate_puzzles
-from hrm.evaluate.selection import Selection, any_pass_solves, label_free_select, paper_vote
-from hrm.evaluate.tiers import TIER_STREAM, parse_tiers, reveal_tier, reveal_tier_rows, tier_name
-
-__all__ = [
-    "PERTURBATIONS", "PERTURB_STREAM", "TIER_STREAM", "RATING_EDGES", "BLANK_EDGES",
-    "Perturbations", "make_perturbations",
-    "Engine", "EngineOutput", "Runner", "segment_flops", "auto_max_rows", "evaluate_puzzles", "EvalResult", "EvalTotals",
-    "paper_vote", "any_pass_solves", "label_free_select", "Selection", "verifier", "maze_verifier",
-    "TaskRules", "SUDOKU_RULES", "MAZE_RULES", "RULES", "task_rules",
-    "reveal_tier", "reveal_tier_rows", "parse_tiers", "tier_name", "critical_step", "Histogram", "calibration",
-]

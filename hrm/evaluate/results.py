@@ -3,13 +3,13 @@ number is made of (:class:`EvalTotals`), which add up across parts of an evaluat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hrm.evaluate.calibration import FIXED_POINT, Histogram, calibration, sigmoid
-from hrm.evaluate.rules import task_rules
+from hrm.tasks import get_task
 
 
 @dataclass
@@ -44,7 +44,7 @@ class EvalResult:
     cells_pooled: Histogram
     seconds: float = 0.0
     rows: int = 0  # model rows run per checkpoint (N * P)
-    task: str = "sudoku"  # whose rules (TaskRules) decide paper_vote and the buckets
+    task: str = field(kw_only=True)  # whose rules (Task.rules) decide paper_vote and the buckets
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -68,7 +68,7 @@ class EvalResult:
     def paper_vote(self, k: int | None = None, p: int | None = None) -> np.ndarray:
         """The paper's rule of the task: the fork's vote for Sudoku, any exact pass for mazes."""
         ks, ps = self._subset(k, p)
-        return task_rules(self.task).solves(self.correct[ks, ps], self.halted[ks, ps])
+        return get_task(self.task).rules.solves(self.correct[ks, ps], self.halted[ks, ps])
 
     def label_free(self, k: int | None = None, p: int | None = None) -> np.ndarray:
         K, P, _ = self.shape
@@ -119,7 +119,7 @@ class EvalResult:
         ] for k in range(K)], np.int64).reshape(K, 6)
         primary = self.stable_from[-1, 0].astype(np.int64)
         base, vote, lf, va = self.baseline(), self.paper_vote(), self.label_free(), self.verified_any()
-        rules = task_rules(self.task)
+        rules = get_task(self.task).rules
         return EvalTotals(
             names=list(self.names), perturbation=self.perturbation, early_stop=self.early_stop, n=n, grid=grid,
             pass_exact=np.int64(self.correct.sum()), checkpoint=checkpoint, blank_cells=np.int64(self.blanks.sum()),
@@ -180,14 +180,14 @@ class EvalTotals:
     segment_correct: np.ndarray  # int64 [K, P, S]
     segment_halted: np.ndarray  # int64 [K, P, S]
     rating_buckets: np.ndarray  # int64 [len(rating_edges), 5]: puzzles, baseline, paper_vote, label_free, verified_any
-    blank_buckets: np.ndarray  # int64 [len(blank_edges), 5] (the task's edges, TaskRules)
+    blank_buckets: np.ndarray  # int64 [len(blank_edges), 5] (the task's edges, Task.rules)
     q_halt: Histogram  # sigmoid(q_halt) of the primary unperturbed pass vs its exactness
     q_halt_pooled: Histogram  # of every pass
     cells_base: Histogram
     cells_pooled: Histogram
     seconds: float = 0.0
     rows: int = 0
-    task: str = "sudoku"
+    task: str = field(kw_only=True)
 
     def add(self, other: "EvalTotals") -> "EvalTotals":
         """The totals of both parts (the same evaluation: task, checkpoints, perturbation, early stop)."""
@@ -222,7 +222,7 @@ class EvalTotals:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, names: Sequence[str], perturbation: str,
-                    early_stop: bool, task: str = "sudoku") -> "EvalTotals":
+                    early_stop: bool, task: str) -> "EvalTotals":
         values: dict[str, Any] = {"names": list(names), "perturbation": perturbation, "early_stop": early_stop,
                                   "task": task}
         for f in fields(cls):
@@ -316,7 +316,7 @@ class EvalTotals:
             {"checkpoints": k, "passes": p, **{k2: v for k2, v in self._row("x", 0, k, p).items() if k2 != "x"}}
             for k in range(1, K + 1) for p in range(1, P + 1)
         ]
-        rules = task_rules(self.task)
+        rules = get_task(self.task).rules
         t["rating"] = self._buckets(self.rating_buckets, rules.rating_edges, "rating")
         t["blanks"] = self._buckets(self.blank_buckets, rules.blank_edges, "blanks")
         t["reliability_q_halt"] = self.q_halt.table()

@@ -4,7 +4,7 @@ an :class:`~hrm.evaluate.results.EvalResult`."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -12,10 +12,12 @@ from hrm.evaluate.calibration import Histogram, critical_step, sigmoid
 from hrm.evaluate.engine import Runner
 from hrm.evaluate.perturbations import Perturbations
 from hrm.evaluate.results import EvalResult
-from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 from hrm.evaluate.selection import label_free_select
 from hrm.progress import progress_bar
 from hrm.encoding import IGNORE_LABEL
+
+if TYPE_CHECKING:
+    from hrm.tasks.base import EvalRules
 
 
 def _subset_masks(k_count: int, p_count: int) -> np.ndarray:
@@ -71,16 +73,15 @@ def evaluate_puzzles(
     progress: bool = False,
     desc: str = "evaluate",
     on_batch: Callable[[int], None] | None = None,
-    rules: TaskRules | None = None,
+    rules: EvalRules,
 ) -> EvalResult:
-    """Run N puzzles (tokens [N, 81]; labels tokens, -100 ignored) through K checkpoints x P passes.
+    """Run N puzzles (tokens [N, L]; labels tokens, -100 ignored) through K checkpoints x P passes.
 
     ``batch_size`` puzzles per batch: each checkpoint then sees batch_size x P rows.
     Returns an :class:`EvalResult`; nothing here depends on the batch size except speed.
     ``on_batch(puzzles)`` is called after each batch (a caller's own progress report).
-    ``rules``: the task's (default Sudoku's; ``MAZE_RULES`` for mazes of 900 tokens).
+    ``rules``: the task's (hrm.tasks: ``SUDOKU.rules``, ``MAZE.rules`` for mazes of 900 tokens).
     """
-    rules = rules or SUDOKU_RULES
     inputs, labels = _checked_tokens(inputs, labels, rules.seq_len, batch_size)
     n = inputs.shape[0]
     K, P, S = runner.num_models, len(perturbations), runner.segments
@@ -126,7 +127,7 @@ def _checked_tokens(inputs: np.ndarray, labels: np.ndarray, seq_len: int,
     return inputs.astype(np.uint8), labels.astype(np.int16)
 
 
-def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: TaskRules, q: np.ndarray, lab: np.ndarray,
+def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: EvalRules, q: np.ndarray, lab: np.ndarray,
                     early_stop: bool, masks: np.ndarray, got: _Gathered) -> None:
     """One batch of B puzzles (tokens q, labels lab [B, L]): its K x P passes run, their outcomes added to ``got``."""
     (K, P, S), b, L = got.shape, q.shape[0], rules.seq_len

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from hrm.evaluate.rules import SUDOKU_RULES, TaskRules
 from hrm.rng import TIER as TIER_STREAM  # the seed's stream id: hrm/rng.py
-from hrm.sudoku import SEQ_LEN
+
+if TYPE_CHECKING:
+    from hrm.tasks.base import EvalRules
 
 
-def parse_tiers(text: str | Sequence[tuple[int, int]] | None, seq_len: int = SEQ_LEN) -> list[tuple[int, int]]:
+def parse_tiers(text: str | Sequence[tuple[int, int]] | None, seq_len: int) -> list[tuple[int, int]]:
     """"1-5,6-10,11-20" (or "5" for 5-5; "", "none" for no tiers) -> [(1, 5), (6, 10), (11, 20)].
 
     A sequence of (lo, hi) pairs is checked (at most ``seq_len`` cells left) and returned as a list.
@@ -42,22 +43,20 @@ def tier_name(tier: tuple[int, int]) -> str:
 
 
 def reveal_tier(inputs: np.ndarray, labels: np.ndarray, lo: int, hi: int, rng: np.random.Generator,
-                rules: "TaskRules | None" = None) -> np.ndarray:
+                rules: "EvalRules") -> np.ndarray:
     """Easy copies: each puzzle keeps k ~ uniform{lo..hi} blanks (at most its own), chosen
     uniformly among its blank cells; every other cell is revealed from the answer. Tokens in, tokens out.
-    (Mazes, ``rules`` MAZE_RULES: k cells of the shortest path are left open, the rest of it is marked.)"""
-    rules = rules or SUDOKU_RULES
+    (Mazes, ``rules`` MAZE.rules: k cells of the shortest path are left open, the rest of it is marked.)"""
     n = np.asarray(inputs).shape[0]
     k = rng.integers(lo, hi + 1, size=n)
     return _reveal(inputs, labels, k, rng.random((n, rules.seq_len)), rules)
 
 
 def reveal_tier_rows(inputs: np.ndarray, labels: np.ndarray, lo: int, hi: int, seed: int,
-                     rows: np.ndarray, rules: "TaskRules | None" = None) -> np.ndarray:
+                     rows: np.ndarray, rules: "EvalRules") -> np.ndarray:
     """:func:`reveal_tier` with one generator per puzzle, ``default_rng([TIER_STREAM, seed, lo, hi, row])``
     (``rows``: each puzzle's row in its split), drawing its k, then its cell scores: a puzzle's easy copy
     depends on its own row only, not on the other puzzles evaluated or on how the work is cut up."""
-    rules = rules or SUDOKU_RULES
     n = np.asarray(inputs).shape[0]
     k = np.empty(n, np.int64)
     scores = np.empty((n, rules.seq_len))
@@ -69,7 +68,7 @@ def reveal_tier_rows(inputs: np.ndarray, labels: np.ndarray, lo: int, hi: int, s
 
 
 def _reveal(inputs: np.ndarray, labels: np.ndarray, k: np.ndarray, scores: np.ndarray,
-            rules: "TaskRules") -> np.ndarray:
+            rules: "EvalRules") -> np.ndarray:
     """Keep the k revealable cells of lowest score in each puzzle (at most its own), reveal the rest."""
     inputs = np.asarray(inputs)
     labels = np.asarray(labels)

@@ -14,7 +14,7 @@ from hrm.tasks.maze import MAZE
 from hrm.tasks.sudoku import SUDOKU
 
 __all__ = ["Task", "EvalRules", "SUDOKU", "MAZE", "TASKS", "get_task", "recorded_task", "manifest_task",
-           "task_of_columns", "register"]
+           "task_of_columns", "register", "perturbation_kinds", "make_perturbations"]
 
 TASKS: dict[str, Task] = {}
 
@@ -47,6 +47,22 @@ def manifest_task(manifest) -> Task:
     """The task of a dataset from its manifest's ``encoding`` (:func:`recorded_task`)."""
     encoding = manifest.get("encoding") if isinstance(manifest, dict) else None
     return recorded_task(encoding.get("task") if isinstance(encoding, dict) else None)
+
+
+def perturbation_kinds() -> tuple[str, ...]:
+    """Every kind of perturbation some task has, in registration order."""
+    return tuple(dict.fromkeys(kind for task in TASKS.values() for kind in task.rules.perturbations))
+
+
+def make_perturbations(kind: str = "shift", count: int = 9, seed: int = 0):
+    """``count`` perturbations of ``kind`` (hrm.evaluate.perturbations.Perturbations; pass 0 the
+    identity), drawn by the task that has that kind (Task.make_perturbations)."""
+    if count < 1:
+        raise ValueError(f"need at least 1 perturbation, got {count}")
+    for task in TASKS.values():
+        if kind in task.rules.perturbations:
+            return task.make_perturbations(kind, count, seed)
+    raise ValueError(f"unknown perturbation {kind!r}; expected one of {', '.join(perturbation_kinds())}")
 
 
 def task_of_columns(columns) -> Task:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import pyarrow as pa
 
-if TYPE_CHECKING:  # the arrays of a built split (hrm.build imports the task modules' rules)
+if TYPE_CHECKING:
     from hrm.build import Examples
+    from hrm.evaluate.perturbations import Perturbations
 
 __all__ = ["ColumnSpec", "EvalRules", "Task", "uint8s", "LOADED_COLUMNS"]
 
@@ -48,7 +49,7 @@ _SHARED_TYPES = {"group_id": pa.int32(), "puzzle_id": pa.int32(), "variant": pa.
 
 @dataclass(frozen=True)
 class EvalRules:
-    """What evaluating and analysing a task needs of it.
+    """What evaluating and analysing a task needs of it (``task``: its name, ``seq_len``: its cells).
 
     ``decided``: the token of the cells the model fills in (a Sudoku blank, a maze's open cell), whose
     accuracy and calibration are reported; ``perturbations``: the kinds of pass the task allows;
@@ -57,9 +58,12 @@ class EvalRules:
     from the label. ``errors(questions, answers)``: the analysis' error measure of an answer
     (``error_name``), read on the cells of ``mark_tokens`` (``mark_name``). ``input_tokens`` /
     ``label_tokens``: the encoding's ranges. ``max_shifts``: the most relabellings the analysis can
-    make (None: no limit of its own).
+    make (None: no limit of its own). The passes of each kind of ``perturbations`` are drawn by
+    Task.make_perturbations.
     """
 
+    task: str
+    seq_len: int
     decided: int
     perturbations: tuple[str, ...]
     verify: Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -169,4 +173,9 @@ class Task:
 
     @property
     def rules(self) -> EvalRules:
+        raise NotImplementedError
+
+    def make_perturbations(self, kind: str, count: int, seed: int) -> "Perturbations":
+        """``count`` passes of ``kind`` (one of ``rules.perturbations``), pass 0 the identity; ValueError
+        when the task has fewer passes of that kind."""
         raise NotImplementedError

@@ -3,15 +3,60 @@ generator, and what the cards and reports say of it."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
+from hrm import maze
+from hrm.build import MAZE_MAX_AUG
+from hrm.evaluate.perturbations import Perturbations, identity_cells
+from hrm.evaluate.selection import any_pass_solves
 from hrm.tasks.base import EvalRules, Task
 
-MAZE_MAX_AUG = 7  # a maze has 7 transformed copies besides itself (the dihedral group's other members)
 MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
+
+
+def _maze_rows(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], questions: np.ndarray,
+               answers: np.ndarray) -> np.ndarray:
+    """``fn`` of hrm.maze (rows of questions, rows of answers -> one value per row) over answers
+    [..., 900], questions broadcast against them; shaped [...]."""
+    q, a = np.broadcast_arrays(np.asarray(questions), np.asarray(answers))
+    width = a.shape[-1]
+    out = fn(q.reshape(-1, width).astype(np.uint8), np.clip(a, 0, 255).reshape(-1, width).astype(np.uint8))
+    return out.reshape(a.shape[:-1])
+
+
+def maze_verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """bool [...]: the answer is an optimal S-G path of the maze (hrm.maze.verify_paths), no label read."""
+    return _maze_rows(maze.verify_paths, questions, answers)
+
+
+def maze_broken_cells(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """int64 [...]: cells where the answer [..., 900] breaks a local rule of a path in its maze
+    (hrm.maze.broken_path_cells); questions [..., 900] broadcast against it."""
+    return _maze_rows(maze.broken_path_cells, questions, answers)
+
+
+def _revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return (np.asarray(inputs) == maze.OPEN) & (np.asarray(labels) == maze.PATH)
+
+
+def make_perturbations(kind: str, count: int, seed: int) -> Perturbations:
+    """``swap`` (count <= 2): pass 1 exchanges S and G, the fork's second maze pass."""
+    if count > MAZE_SHIFTS:
+        raise ValueError(f"a maze has 2 passes (as is, and with S and G exchanged), asked for {count}")
+    maps = np.tile(np.arange(256, dtype=np.uint8), (count, 1))
+    maps[1:, [maze.START, maze.GOAL]] = maps[1:, [maze.GOAL, maze.START]]
+    return Perturbations(kind, maps, identity_cells(count, maze.SEQ_LEN))
+
+
+# Mazes: 2 passes (the fork's S/G swap), a path is right when exact (any pass, halted or not), rated by
+# its moves (the hard set: more than 110), "blanks" are the open cells the model decides.
+RULES = EvalRules("maze", maze.SEQ_LEN, maze.OPEN, ("swap",), maze_verifier, any_pass_solves, _revealable,
+                  (0, 111, 121, 131, 141, 161, 181), (0, 300, 350, 400, 450, 500), (maze.WALL, maze.GOAL),
+                  (maze.WALL, maze.PATH), maze_broken_cells, "broken_path_cells", (maze.PATH, maze.PATH),
+                  "path_cells", max_shifts=MAZE_SHIFTS)
 
 
 class MazeTask(Task):
@@ -46,14 +91,10 @@ class MazeTask(Task):
 
     @property
     def rules(self) -> EvalRules:
-        from hrm import evaluate as ev, maze
+        return RULES
 
-        # Mazes: 2 passes (the fork's S/G swap), a path is right when exact (any pass, halted or not), rated by
-        # its moves (the hard set: more than 110), "blanks" are the open cells the model decides.
-        return EvalRules(maze.OPEN, ("swap",), ev.maze_verifier, ev.any_pass_solves, ev._maze_revealable,
-                         (0, 111, 121, 131, 141, 161, 181), (0, 300, 350, 400, 450, 500), (maze.WALL, maze.GOAL),
-                         (maze.WALL, maze.PATH), ev.maze_broken_cells, "broken_path_cells", (maze.PATH, maze.PATH),
-                         "path_cells", max_shifts=MAZE_SHIFTS)
+    def make_perturbations(self, kind: str, count: int, seed: int) -> Perturbations:
+        return make_perturbations(kind, count, seed)
 
 
 # 1,000 train and 1,000 test mazes. No commit was pinned here yet (the Hub was out of reach when this

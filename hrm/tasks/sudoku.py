@@ -1,18 +1,100 @@
 """Sudoku-Extreme as a task: hrm/sudoku.py's encoding and rules, hrm.solver's rating, hrm.generate's
-puzzles, hrm.build's symmetries and hints, and what the cards and reports say of it."""
+puzzles, hrm.build's symmetries and hints, the evaluation's rules (the fork's vote, the verifier, the
+conflict count, the digit perturbations), and what the cards and reports say of it."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 
+from hrm.evaluate.perturbations import Perturbations, identity_cells
+from hrm.evaluate.selection import paper_vote
+from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
+from hrm.sudoku import (BLANK_TOKEN, SEQ_LEN, Transforms, agrees_with_givens, conflict_count, digit_shift_maps,
+                        is_valid_solution, random_transforms)
 from hrm.tasks.base import EvalRules, Task, uint8s
 
-# The rating and blank-count buckets of the evaluation's tables.
+# ---------------------------------------------------------------- evaluation rules
+
+
+def digit_values(tokens: np.ndarray) -> np.ndarray:
+    """Sudoku tokens (2..10 digits) -> grid values 1..9; anything else (blank 1, pad 0, -100) -> 0."""
+    t = np.asarray(tokens).astype(np.int16)
+    return np.where((t >= 2) & (t <= 10), t - 1, 0).astype(np.uint8)
+
+
+def verifier(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """bool [...]: answer tokens form a valid complete grid that keeps the question's givens.
+
+    questions: tokens [..., 81] (1 = blank), answers: tokens [..., 81] (any 0..10).
+    """
+    q = np.asarray(questions)
+    a = np.asarray(answers)
+    q, a = np.broadcast_arrays(q, a)
+    shape = a.shape[:-1]
+    qg = np.where(q >= 1, q - 1, 0).astype(np.uint8).reshape(-1, SEQ_LEN)
+    ag = digit_values(a).reshape(-1, SEQ_LEN)
+    return (is_valid_solution(ag) & agrees_with_givens(qg, ag)).reshape(shape)
+
+
+def sudoku_conflicts(questions: np.ndarray | None, answers: np.ndarray) -> np.ndarray:
+    """int64 [...]: the fork's error measure of answer tokens [..., 81]: excess repeats of digits per
+    row, column and box, summed (cells not decoded as a digit ignored; the question is not read)."""
+    t = np.asarray(answers)
+    return conflict_count(digit_values(t).reshape(-1, t.shape[-1])).reshape(t.shape[:-1])
+
+
+def _revealable(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.asarray(inputs) == BLANK_TOKEN
+
+
+def digit_token_maps(digit_map: np.ndarray) -> np.ndarray:
+    """uint8 [P, 256] token maps of Sudoku digit relabellings [P, 10] (0 pad and 1 blank fixed)."""
+    lut = np.tile(np.arange(256, dtype=np.uint8), (len(digit_map), 1))
+    lut[:, 1:11] = np.asarray(digit_map, np.uint8) + 1
+    return lut
+
+
+def _cell_index(t: Transforms) -> np.ndarray:
+    """int64 [N, 81]: output cell i of transform n takes input cell index[n, i] (Transforms semantics:
+    optional transpose, then out[r, c] = x[row_order[r], col_order[c]])."""
+    cells = np.arange(SEQ_LEN)
+    rows = t.row_order[:, cells // 9].astype(np.int64)  # source row in the (maybe transposed) grid
+    cols = t.col_order[:, cells % 9].astype(np.int64)
+    return np.where(np.asarray(t.transpose)[:, None], cols * 9 + rows, rows * 9 + cols)
+
+
+def make_perturbations(kind: str, count: int, seed: int) -> Perturbations:
+    """``shift``: shifts 0..count-1 (count <= 9). ``relabel`` / ``symmetry``: passes 1.. are drawn
+    from ``numpy.random.default_rng([PERTURB_STREAM, seed])``; pass 0 is the identity."""
+    identity = identity_cells(count, SEQ_LEN)
+    if kind == "shift":
+        if count > 9:
+            raise ValueError(f"there are only 9 cyclic digit shifts, asked for {count}")
+        return Perturbations(kind, digit_token_maps(digit_shift_maps(np.arange(count))), identity)
+    rng = np.random.default_rng([PERTURB_STREAM, seed])
+    if kind == "relabel":
+        maps = np.tile(np.arange(10, dtype=np.uint8), (count, 1))
+        if count > 1:
+            maps[1:, 1:] = (np.argsort(rng.random((count - 1, 9)), axis=1) + 1).astype(np.uint8)
+        return Perturbations(kind, digit_token_maps(maps), identity)
+    t = Transforms.identity(count)  # symmetry
+    if count > 1:
+        r = random_transforms(rng, count - 1)
+        t = Transforms(*(np.concatenate([a[:1], b]) for a, b in zip(dataclasses.astuple(t), dataclasses.astuple(r))))
+    return Perturbations(kind, digit_token_maps(t.digit_map), _cell_index(t))
+
+
+# The rating (backtracks) buckets [edge_i, edge_{i+1}) of the evaluation's tables; the last is open.
+# Blank-count buckets likewise.
 RATING_EDGES: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 BLANK_EDGES: tuple[int, ...] = (0, 6, 11, 21, 31, 41, 51, 56, 61, 65)
+RULES = EvalRules("sudoku", SEQ_LEN, BLANK_TOKEN, ("shift", "relabel", "symmetry"), verifier, paper_vote, _revealable,
+                  RATING_EDGES, BLANK_EDGES, (1, 10), (2, 10), sudoku_conflicts, "conflicts", (2, 10), "digits")
+
 
 
 class SudokuTask(Task):
@@ -53,12 +135,10 @@ class SudokuTask(Task):
 
     @property
     def rules(self) -> EvalRules:
-        from hrm import evaluate as ev
-        from hrm.sudoku import BLANK_TOKEN
+        return RULES
 
-        return EvalRules(BLANK_TOKEN, ("shift", "relabel", "symmetry"), ev.verifier, ev.paper_vote,
-                         ev._sudoku_revealable, RATING_EDGES, BLANK_EDGES, (1, 10), (2, 10), ev.sudoku_conflicts,
-                         "conflicts", (2, 10), "digits")
+    def make_perturbations(self, kind: str, count: int, seed: int) -> Perturbations:
+        return make_perturbations(kind, count, seed)
 
 
 SUDOKU = SudokuTask(
