@@ -84,7 +84,8 @@ def _diagnosis_for(data: PolarsData, task: Task, *, need_unique: bool) -> RawDia
     height = data.lazyframe.select(pl.len()).collect().item()
     if current is not None:
         of, diag, checked_unique = current
-        if of is task and len(diag) == height and (checked_unique or not need_unique):
+        # By name: Pandera hands a column's checks a deep copy of the task.
+        if of.name == task.name and len(diag) == height and (checked_unique or not need_unique):
             return diag
     frame = data.lazyframe.select("question", "answer").collect()
     return diagnose(frame["question"], frame["answer"], task, check_unique=need_unique)
