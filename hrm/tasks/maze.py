@@ -24,7 +24,8 @@ NOT_CHECKED = -1  # a raw row whose strings are malformed: the format checks rep
 # the only right answer. The rating is not checked against the path: what the official CSV's rating
 # counts could not be verified (hrm.maze's docstring).
 
-START_AND_GOAL, SHORTEST_PATH, UNIQUE = "maze_start_and_goal", "maze_answer_is_shortest_path", "maze_unique_shortest_path"
+START_AND_GOAL, SHORTEST_PATH = "maze_start_and_goal", "maze_answer_is_shortest_path"  # the rules' names
+UNIQUE = "maze_unique_shortest_path"
 
 
 def _raw_codes(questions: np.ndarray, answers: np.ndarray, ok: np.ndarray):

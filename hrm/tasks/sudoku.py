@@ -89,7 +89,9 @@ def diagnose(questions, answers, *, count_solutions: bool = True, question_ok: n
     return SudokuDiagnosis(q_ok, a_ok, is_solution, first_mismatch, num_solutions)
 
 
-IS_SOLUTION, MATCHES_GIVENS, UNIQUE = "sudoku_answer_is_solution", "sudoku_answer_matches_givens", "sudoku_unique_solution"
+# The rules' names (the raw schema's checks).
+IS_SOLUTION, MATCHES_GIVENS = "sudoku_answer_is_solution", "sudoku_answer_matches_givens"
+UNIQUE = "sudoku_unique_solution"
 
 
 def _raw_reasons(diag: SudokuDiagnosis, questions: np.ndarray, answers: np.ndarray) -> dict[str, dict[int, str]]:
