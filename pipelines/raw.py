@@ -1,7 +1,7 @@
 """``hrm raw``: the first stage. Get puzzles of a task, validate them, write the raw table.
 
-Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme; schemas/raw.py) and ``maze``
-(Maze-30x30-Hard; schemas/raw_maze.py), in the same raw columns. Sources:
+Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme) and ``maze`` (Maze-30x30-Hard), in
+the same raw columns, each checked by its task's raw schema (schemas/raw.py). Sources:
 - ``builtin`` (offline default): seeded generators, hrm.generate.generate_puzzles (Sudoku) and
   hrm.maze.generate_mazes (mazes);
 - ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (by default the task's
@@ -42,15 +42,12 @@ from pipelines.io import (
     iter_table_batches, log, read_table, write_parquet,
 )
 from pipelines.settings import config_file_options
-from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
-from schemas.raw_maze import QUESTION_PATTERN as MAZE_QUESTION_PATTERN
+from schemas.raw import RAW_COLUMNS, RawReport, raw_validator
 
 SPLITS = ("train", "test")
 SOURCES = ("builtin", "hf", "csv")
 # Sudoku-Extreme at its pinned commit (hrm.tasks); `--hf-revision main` follows the branch.
 DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
-# Per task: the pattern of a well-formed question.
-QUESTION_PATTERNS = {"sudoku": QUESTION_PATTERN, "maze": MAZE_QUESTION_PATTERN}
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -167,7 +164,7 @@ def fill_missing_ratings(table: pl.DataFrame, task: Task = SUDOKU) -> tuple[pl.D
     if "question" not in table.columns or table.schema["question"] != pl.String:
         return table, 0
     rating = table["rating"].cast(pl.String).str.strip_chars()
-    need = (rating.is_null() | (rating == "")) & table["question"].str.contains(QUESTION_PATTERNS[task.name]).fill_null(False)
+    need = (rating.is_null() | (rating == "")) & table["question"].str.contains(task.question_pattern).fill_null(False)
     rows = np.flatnonzero(need.to_numpy())
     if len(rows) == 0:
         return table.with_columns(rating.alias("rating")), 0

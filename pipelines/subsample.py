@@ -15,7 +15,7 @@ Reads ``INPUT/{train,test}.parquet`` (the raw table; checked against the sha256 
 in its output's ``.hrm-record.json``) and, when present,
 ``INPUT/stats.json`` (the raw source and revision, and the task: Sudoku or Maze, recorded in the
 lineage for the later stages); the rows it keeps are validated by the task's raw schema
-(schemas/raw.py, schemas/raw_maze.py; a bad one is named by its row in the file). Writes
+(schemas/raw.py; a bad one is named by its row in the file). Writes
 ``OUTPUT/{train,test}.parquet`` (and ``train_vanilla.parquet``): the raw columns plus ``raw_index`` (the row in the raw
 file), and ``OUTPUT/lineage.json``.
 """

@@ -2,8 +2,7 @@
 
 One sub-command per table kind:
 
-- ``raw FILE``: a raw table (CSV or Parquet; schemas/raw.py, or schemas/raw_maze.py with
-  ``--task maze``);
+- ``raw FILE``: a raw table (CSV or Parquet; schemas/raw.py, with the task of ``--task``);
 - ``examples FILE``: an intermediate table of the dataset stages: the examples tables
   (Arrow IPC) of augment and hints (schemas/examples.py), or a subsample table (Parquet);
 - ``shards DIR``: a sharded dataset against its manifest and the shard schema

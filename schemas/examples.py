@@ -1,49 +1,47 @@
-"""The content checks of the examples table (stages augment and hints) and of the shards.
+"""The content checks of the examples table (stages augment and hints) and of the shards, for every task.
 
-The columns and their types are the task's (hrm.tasks) (``variant`` is a polars Enum in the
-examples table, a string in the shards). Checked here, on every row: tokens in range,
-labels a valid solution with the inputs' givens, ``group_id`` 0, 1, 2, ... in table order
-with each group starting at its one original, ``puzzle_id`` the row number, and the
-lineage: an original has the identity transform, an augmented example is its transform (a
-valid symmetry) applied to its group's original, a hint keeps its parent's labels,
-transform and givens and reveals at least one more (docs/reference-semantics.md §3).
+The columns and their types are the task's (``task.column_specs``; ``variant`` is a polars Enum in
+the examples table, a string in the shards). Checked here, on every row, for every task: tokens in the
+task's ranges (``task.token_ranges``), ``puzzle_id`` the row number, ``group_id`` 0, 1, 2, ... in table
+order with each group starting at its one original, the originals' raw rows distinct, the group size,
+and the lineage: an original has the identity transform (``task.is_identity``), an augmented example
+is its transform applied to its group's original with the original's source, rating and raw row
+(``task.augmented_matches``), and, for a task with hints, a hint keeps its parent's labels, transform
+and givens and reveals at least one more (``task.hints_match_parents``; docs/reference-semantics.md
+§3). A task without hints has no parents (``parent_id`` -1). Then the task's own rules
+(``task.examples_rules``: Sudoku's labels are a valid solution that agrees with the inputs, a maze's
+labels one shortest path).
 
-The Sudoku checks are custom Pandera checks (polars back end) registered once; each
-is vectorised over the whole table (numba kernels in hrm.build), and validation is
-lazy: one run reports every failing row of every check. Rows are numbered from 0.
+The schema is a Pandera ``DataFrameSchema`` (polars back end) built from the task (:func:`examples_schema`):
+every check is a plain ``pa.Check`` (no registration, so a new task needs none), vectorised over the
+whole table (numba kernels in hrm.build), and validation is lazy: one run reports every failing row of
+every check. Rows are numbered from 0. ``task.examples_checks_id`` names these checks in the lineage.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Annotated
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import pyarrow
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
-from pandera.extensions import register_check_method
 
 from hrm import build
-from hrm.sudoku import SEQ_LEN, Transforms
-from hrm.tasks import SUDOKU, Task
+from hrm.tasks.base import ExamplesRule, Task
 
 VARIANTS = build.VARIANTS
 VARIANT_DTYPE = pl.Enum(list(VARIANTS))
-TOKEN_COLUMNS = ("inputs", "labels")
-TRANSFORM_COLUMNS = ("digit_map", "transpose", "row_order", "col_order")
-# The examples table's polars types: the shard columns, with ``variant`` as an Enum.
-POLARS_SCHEMA = dict(pl.from_arrow(SUDOKU.shard_schema.empty_table()).schema) | {"variant": VARIANT_DTYPE}
-# Identifies these checks in the lineage (``validated_with``: the checks a table passed when its
-# stage wrote it). A record only: every stage validates its input tables again, since a lineage
-# record can be edited along with its file. Give it a new value whenever a check of the examples
-# table changes (tests/test_build.py holds a hash of the checks' code to catch a forgotten one).
-# The value is the id the lineage of the datasets built so far records.
-CHECKS_ID = "65988d6b24335974"
 ROW_NUMBERING = "rows numbered from 0"
 FAILURE_CASES_KEPT = 100  # Pandera keeps this many failure cases per check; counts are exact
+
+
+def polars_schema(task: Task) -> dict:
+    """The examples table's polars types of a task: its shard columns, with ``variant`` as an Enum."""
+    return dict(pl.from_arrow(task.shard_schema.empty_table()).schema) | {"variant": VARIANT_DTYPE}
 
 
 # --------------------------------------------------------------------------- table <-> arrays
@@ -128,7 +126,7 @@ def from_frame(df: pl.DataFrame, task: Task) -> build.Examples:
 # --------------------------------------------------------------------------- check helpers
 
 
-def _frame(data: PolarsData, columns: tuple[str, ...], types: dict = POLARS_SCHEMA) -> pl.DataFrame | None:
+def _frame(data: PolarsData, columns: tuple[str, ...], types: dict) -> pl.DataFrame | None:
     """The columns a check reads, or None when one is missing, has another type than in ``types``
     or has nulls (the column checks report those; the content checks then stand aside)."""
     schema = data.lazyframe.collect_schema()
@@ -151,11 +149,6 @@ def _result(name: str, passed: np.ndarray) -> pl.LazyFrame:
     return pl.LazyFrame({name: pl.Series(name, passed, dtype=pl.Boolean)})
 
 
-def _column(data: PolarsData) -> np.ndarray | None:
-    df = _frame(data, (data.key,))
-    return None if df is None else _np(df, data.key)
-
-
 def _original_rows(group_id: np.ndarray, variant: np.ndarray) -> np.ndarray:
     """int64 [N]: row of the latest original at or before each row whose group is the
     row's group, else -1."""
@@ -166,141 +159,10 @@ def _original_rows(group_id: np.ndarray, variant: np.ndarray) -> np.ndarray:
     return np.where((idx >= 0) & (group_id[safe] == group_id), idx, -1)
 
 
-def _transforms(df: pl.DataFrame) -> Transforms:
-    return Transforms(_np(df, "digit_map"), _np(df, "transpose"), _np(df, "row_order"), _np(df, "col_order"))
-
-
-# --------------------------------------------------------------------------- registered checks
-
-
-def _register(fn):
-    try:
-        return register_check_method(fn, statistics=list(getattr(fn, "_statistics", [])))
-    except ValueError:  # already registered (module reloaded)
-        return fn
-
-
-def _stats(*names):
-    def mark(fn):
-        fn._statistics = names
-        return fn
-
-    return mark
-
-
-@_register
-@_stats("min_value", "max_value")
-def examples_tokens_between(data: PolarsData, *, min_value: int, max_value: int):
-    """Column check on an Array(UInt8) column: every value in [min_value, max_value]."""
-    a = _column(data)
-    if a is None:
-        return True
-    return _result(data.key, build.rows_in_range(a, min_value, max_value))
-
-
-@_register
-def examples_valid_solution(data: PolarsData):
-    """``labels`` are tokens of a valid Sudoku solution. Checked on every non-hint row; a
-    hint's labels are compared byte for byte with its parent's (examples_hint_matches_parent)."""
-    df = _frame(data, ("variant", "labels"))
-    if df is None:
-        return True
-    rows = np.flatnonzero(variant_codes(df.get_column("variant")) != build.HINT)
-    passed = np.ones(df.height, dtype=bool)
-    labels = _np(df, "labels")
-    passed[rows] = build.valid_solution_tokens(labels if len(rows) == df.height else labels[rows])
-    return _result("valid_solution", passed)
-
-
-@_register
-def examples_inputs_agree_with_labels(data: PolarsData):
-    """Every given of the input (token != 1) equals the label in that cell."""
-    df = _frame(data, TOKEN_COLUMNS)
-    if df is None:
-        return True
-    return _result("inputs_agree_with_labels", build.inputs_agree(_np(df, "inputs"), _np(df, "labels")))
-
-
-@_register
-def examples_puzzle_id_is_row(data: PolarsData):
-    """puzzle_id = row number: unique in the split and in emission order."""
-    df = _frame(data, ("puzzle_id",))
-    if df is None:
-        return True
-    return _result("puzzle_id_is_row", _np(df, "puzzle_id") == np.arange(df.height))
-
-
-@_register
-def examples_groups_in_order(data: PolarsData):
-    """group_id starts at 0 and steps by 0 or 1 from row to row (groups contiguous, in order),
-    and a row starts its group exactly when it is the group's original."""
-    df = _frame(data, ("group_id", "variant"))
-    if df is None:
-        return True
-    g = _np(df, "group_id").astype(np.int64)
-    prev = np.concatenate([[-1], g[:-1]])
-    step = g - prev
-    starts = step == 1
-    is_original = variant_codes(df.get_column("variant")) == build.ORIGINAL
-    return _result("groups_in_order", ((step == 0) | starts) & (starts == is_original))
-
-
-@_register
-def examples_raw_index_distinct(data: PolarsData):
-    """No two groups come from the same raw row: the originals' raw_index values are distinct (the
-    subsample draws without replacement). Every later row of a group with the same raw row as its
-    first is one of the lineage checks. A repeated raw row is reported at every original holding it."""
-    df = _frame(data, ("variant", "raw_index"))
-    if df is None:
-        return True
-    rows = np.flatnonzero(variant_codes(df.get_column("variant")) == build.ORIGINAL)
-    values = _np(df, "raw_index")[rows]
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    passed = np.ones(df.height, dtype=bool)
-    passed[rows] = counts[inverse] == 1
-    return _result("raw_index_distinct", passed)
-
-
-@_register
-def examples_original_is_identity(data: PolarsData):
-    """An original has the identity transform and no parent."""
-    df = _frame(data, ("variant", "parent_id") + TRANSFORM_COLUMNS)
-    if df is None:
-        return True
-    rows = np.flatnonzero(variant_codes(df.get_column("variant")) == build.ORIGINAL)
-    t = _transforms(df)
-    sub = Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows])
-    passed = np.ones(df.height, dtype=bool)
-    passed[rows] = build.is_identity(sub) & (_np(df, "parent_id")[rows] == build.NO_PARENT)
-    return _result("original_is_identity", passed)
-
-
-@_register
-def examples_augmented_matches_original(data: PolarsData):
-    """An augmented example has a valid symmetry as transform, no parent, the source, rating and
-    raw row of its group's original, and its inputs and labels equal that transform applied to the
-    original (every row is checked)."""
-    cols = ("group_id", "variant", "parent_id", "source", "rating", "raw_index") + TOKEN_COLUMNS + TRANSFORM_COLUMNS
-    df = _frame(data, cols)
-    if df is None:
-        return True
-    variant = variant_codes(df.get_column("variant"))
-    rows = np.flatnonzero(variant == build.AUGMENTED)
-    passed = np.ones(df.height, dtype=bool)
-    if len(rows) == 0:
-        return _result("augmented_matches_original", passed)
-    orig = _original_rows(_np(df, "group_id"), variant)[rows]
-    has_orig = orig >= 0
-    src = np.where(has_orig, orig, 0)
-    t = _transforms(df)
-    inputs, labels = _np(df, "inputs"), _np(df, "labels")
-    ok = has_orig & (_np(df, "parent_id")[rows] == build.NO_PARENT)
-    ok &= build.valid_symmetries(Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows]))
-    ok &= build.transformed_equal(inputs, src, t, rows, inputs)
-    ok &= build.transformed_equal(labels, src, t, rows, labels)
-    ok &= _same_origin(df, rows, src)
-    passed[rows] = ok
-    return _result("augmented_matches_original", passed)
+def _transforms(df: pl.DataFrame, task: Task, rows: np.ndarray | None = None):
+    """The task's transforms (Task.transform_arrays) of the table's rows (``rows`` only, when given)."""
+    columns = {name: _np(df, name) for name in task.transform_names}
+    return task.transform_arrays(columns if rows is None else {k: v[rows] for k, v in columns.items()})
 
 
 def _same_origin(df: pl.DataFrame, rows: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -313,32 +175,125 @@ def _same_origin(df: pl.DataFrame, rows: np.ndarray, other: np.ndarray) -> np.nd
     return ok
 
 
-@_register
-def examples_hint_matches_parent(data: PolarsData):
+# --------------------------------------------------------------------------- the checks of every task
+# Each takes the table (PolarsData) and its types, and returns one boolean column (True = the row passes),
+# or True when a column it reads is missing or of another type (the column checks report those).
+
+
+def _tokens_between(data: PolarsData, *, types: dict, min_value: int, max_value: int):
+    """Column check on an Array(UInt8) column: every value in [min_value, max_value]."""
+    df = _frame(data, (data.key,), types)
+    if df is None:
+        return True
+    return _result(data.key, build.rows_in_range(_np(df, data.key), min_value, max_value))
+
+
+def _puzzle_id_is_row(data: PolarsData, *, types: dict):
+    """puzzle_id = row number: unique in the split and in emission order."""
+    df = _frame(data, ("puzzle_id",), types)
+    if df is None:
+        return True
+    return _result("puzzle_id_is_row", _np(df, "puzzle_id") == np.arange(df.height))
+
+
+def _groups_in_order(data: PolarsData, *, types: dict):
+    """group_id starts at 0 and steps by 0 or 1 from row to row (groups contiguous, in order),
+    and a row starts its group exactly when it is the group's original."""
+    df = _frame(data, ("group_id", "variant"), types)
+    if df is None:
+        return True
+    g = _np(df, "group_id").astype(np.int64)
+    prev = np.concatenate([[-1], g[:-1]])
+    step = g - prev
+    starts = step == 1
+    is_original = variant_codes(df.get_column("variant")) == build.ORIGINAL
+    return _result("groups_in_order", ((step == 0) | starts) & (starts == is_original))
+
+
+def _raw_index_distinct(data: PolarsData, *, types: dict):
+    """No two groups come from the same raw row: the originals' raw_index values are distinct (the
+    subsample draws without replacement). Every later row of a group with the same raw row as its
+    first is one of the lineage checks. A repeated raw row is reported at every original holding it."""
+    df = _frame(data, ("variant", "raw_index"), types)
+    if df is None:
+        return True
+    rows = np.flatnonzero(variant_codes(df.get_column("variant")) == build.ORIGINAL)
+    values = _np(df, "raw_index")[rows]
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    passed = np.ones(df.height, dtype=bool)
+    passed[rows] = counts[inverse] == 1
+    return _result("raw_index_distinct", passed)
+
+
+def _parents(task: Task) -> tuple[str, ...]:
+    """The parent column where a lineage check reads it: only a task with hints has parents (without,
+    ``parent_id`` is -1 by its column check)."""
+    return ("parent_id",) if task.has_hints else ()
+
+
+def _original_is_identity(data: PolarsData, *, types: dict, task: Task):
+    """An original has the identity transform (and no parent)."""
+    df = _frame(data, ("variant",) + _parents(task) + task.transform_names, types)
+    if df is None:
+        return True
+    rows = np.flatnonzero(variant_codes(df.get_column("variant")) == build.ORIGINAL)
+    passed = np.ones(df.height, dtype=bool)
+    ok = task.is_identity(_transforms(df, task, rows))
+    if task.has_hints:
+        ok &= _np(df, "parent_id")[rows] == build.NO_PARENT
+    passed[rows] = ok
+    return _result("original_is_identity", passed)
+
+
+def _augmented_matches_original(data: PolarsData, *, types: dict, task: Task):
+    """An augmented example has a transform an augmented copy may have (and no parent), the source,
+    rating and raw row of its group's original, and its inputs and labels equal that transform applied
+    to the original (every row is checked)."""
+    cols = ("group_id", "variant") + _parents(task) + ("source", "rating", "raw_index", "inputs", "labels")
+    df = _frame(data, cols + task.transform_names, types)
+    if df is None:
+        return True
+    variant = variant_codes(df.get_column("variant"))
+    rows = np.flatnonzero(variant == build.AUGMENTED)
+    passed = np.ones(df.height, dtype=bool)
+    if len(rows) == 0:
+        return _result("augmented_matches_original", passed)
+    group_id = _np(df, "group_id")
+    orig = _original_rows(group_id, variant)[rows]
+    has_orig = orig >= 0
+    src = np.where(has_orig, orig, 0)
+    ok = has_orig
+    if task.has_hints:
+        ok &= _np(df, "parent_id")[rows] == build.NO_PARENT
+    ok &= task.augmented_matches(group_id, _transforms(df, task), rows, src, _np(df, "inputs"), _np(df, "labels"))
+    ok &= _same_origin(df, rows, src)
+    passed[rows] = ok
+    return _result("augmented_matches_original", passed)
+
+
+def _hint_matches_parent(data: PolarsData, *, types: dict, task: Task):
     """A hint's parent (parent_id, a row number) is an earlier non-hint row of the same group
     with the same labels, transform, source, rating and raw row; the hint keeps every given of the
     parent and has strictly more givens (a parent with at most one blank is copied unchanged)."""
-    df = _frame(data, SUDOKU.columns)
+    df = _frame(data, task.columns, types)
     if df is None:
         return True
-    ex = from_frame(df, SUDOKU)
+    ex = from_frame(df, task)
     rows = np.flatnonzero(ex.variant == build.HINT)
     passed = np.ones(df.height, dtype=bool)
     if len(rows) == 0:
         return _result("hint_matches_parent", passed)
     parents = ex.parent_id[rows].astype(np.int64)
-    ok = build.hints_match_parents(ex, rows, parents)
+    ok = task.hints_match_parents(ex, rows, parents)
     ok &= _same_origin(df, rows, np.clip(parents, 0, df.height - 1))
     passed[rows] = ok
     return _result("hint_matches_parent", passed)
 
 
-@_register
-@_stats("expected")
-def examples_rows_per_group(data: PolarsData, *, expected: int):
+def _rows_per_group(data: PolarsData, *, types: dict, expected: int):
     """Every group has exactly ``expected`` rows (1 + num_aug, doubled with hints; 1 for test).
     A failing group is reported once, at its first row."""
-    df = _frame(data, ("group_id",))
+    df = _frame(data, ("group_id",), types)
     if df is None:
         return True
     g = _np(df, "group_id")
@@ -352,79 +307,106 @@ def examples_rows_per_group(data: PolarsData, *, expected: int):
     return _result("rows_per_group", passed)
 
 
-# --------------------------------------------------------------------------- models
+def _task_rule(data: PolarsData, *, types: dict, rule: ExamplesRule, short: str):
+    """One of the task's own rules (Task.examples_rules) over the columns it reads."""
+    df = _frame(data, rule.reads, types)
+    if df is None:
+        return True
+    columns = {c: variant_codes(df.get_column(c)) if c == "variant" else _np(df, c) for c in rule.reads}
+    return _result(short, rule.passes(columns))
 
 
-_NO_FAILURES = {"n_failure_cases": FAILURE_CASES_KEPT}
+# --------------------------------------------------------------------------- the schema
 
 
-class ExamplesTable(pa.DataFrameModel):
-    """The examples table: every row checked for encoding, Sudoku validity and lineage."""
-
-    group_id: pl.Int32 = pa.Field(ge=0)
-    puzzle_id: pl.Int32 = pa.Field(ge=0)
-    variant: Annotated[pl.Enum, list(VARIANTS)]
-    parent_id: pl.Int32 = pa.Field(ge=-1)
-    source: pl.String = pa.Field(str_length={"min_value": 1})
-    rating: pl.Int32 = pa.Field(ge=0)
-    raw_index: pl.Int32 = pa.Field(ge=0)
-    inputs: Annotated[pl.Array, pl.UInt8(), SEQ_LEN] = pa.Field(
-        examples_tokens_between={"min_value": 1, "max_value": 10}, n_failure_cases=FAILURE_CASES_KEPT
-    )
-    labels: Annotated[pl.Array, pl.UInt8(), SEQ_LEN] = pa.Field(
-        examples_tokens_between={"min_value": 2, "max_value": 10},
-        examples_valid_solution=(),
-        n_failure_cases=FAILURE_CASES_KEPT,
-    )
-    digit_map: Annotated[pl.Array, pl.UInt8(), 10]
-    transpose: pl.Boolean
-    row_order: Annotated[pl.Array, pl.UInt8(), 9]
-    col_order: Annotated[pl.Array, pl.UInt8(), 9]
-
-    class Config:
-        name = "examples"
-        strict = True
-        ordered = True
-        examples_inputs_agree_with_labels = _NO_FAILURES
-        examples_puzzle_id_is_row = _NO_FAILURES
-        examples_groups_in_order = _NO_FAILURES
-        examples_raw_index_distinct = _NO_FAILURES
-        examples_original_is_identity = _NO_FAILURES
-        examples_augmented_matches_original = _NO_FAILURES
-        examples_hint_matches_parent = _NO_FAILURES
+def _check(fn: Callable, name: str, types: dict, bound: dict | None = None, **statistics) -> pa.Check:
+    """A check of this module as Pandera runs it, named ``name`` (what a report and the lineage's
+    checks id know it by), with ``bound`` arguments and the ``statistics`` a report names, keeping
+    FAILURE_CASES_KEPT failure cases."""
+    error = f"{name}({', '.join(f'{k}={v}' for k, v in statistics.items())})" if statistics else None
+    return pa.Check(partial(fn, types=types, **(bound or {}), **statistics), name=name, error=error,
+                    statistics=statistics, n_failure_cases=FAILURE_CASES_KEPT)
 
 
-class ShardTable(ExamplesTable):
-    """One split of a sharded dataset, read back from its Arrow files: every rule of the
-    examples table (encoding, Sudoku validity, lineage of every row), on the shard layout
-    (``variant`` a plain string). A shard is checked by itself, not trusted because the table
-    it was cut from passed (issue 14: what a file's record says can be edited with it).
-    """
+def _rule_check(task: Task, rule: ExamplesRule, types: dict) -> pa.Check:
+    return _check(_task_rule, rule.name, types, {"rule": rule, "short": _short(task, rule.name)})
 
-    variant: pl.String = pa.Field(isin=list(VARIANTS))
 
-    class Config(ExamplesTable.Config):
-        name = "shards"
+def _columns(task: Task, types: dict, shards: bool) -> dict[str, pa.Column]:
+    prefix = task.examples_check_prefix
+    rules = [r for r in task.examples_rules if r.column is not None and not (shards and r.examples_only)]
+
+    def column(name: str, *checks: pa.Check) -> pa.Column:
+        return pa.Column(types[name], [*checks, *(_rule_check(task, r, types) for r in rules if r.column == name)])
+
+    def tokens(name: str) -> pa.Column:
+        low, high = task.token_ranges[name]
+        return column(name, _check(_tokens_between, f"{prefix}tokens_between", types, min_value=low, max_value=high))
+
+    variants = list(VARIANTS) if task.has_hints else [v for v in VARIANTS if v != "hint"]
+    limits = task.transform_limits
+    return {
+        "group_id": column("group_id", pa.Check.ge(0)),
+        "puzzle_id": column("puzzle_id", pa.Check.ge(0)),
+        "variant": pa.Column(pl.String, pa.Check.isin(variants)) if shards else column("variant"),
+        # Only a hint has a parent: without hints, every parent_id is NO_PARENT.
+        "parent_id": column("parent_id", pa.Check.ge(build.NO_PARENT) if task.has_hints
+                            else pa.Check.eq(build.NO_PARENT)),
+        "source": column("source", pa.Check.str_length(min_value=1)),
+        "rating": column("rating", pa.Check.ge(0)),
+        "raw_index": column("raw_index", pa.Check.ge(0)),
+        "inputs": tokens("inputs"),
+        "labels": tokens("labels"),
+        **{name: column(name, *([pa.Check.le(limits[name])] if name in limits else []))
+           for name in task.transform_names},
+    }
+
+
+def _short(task: Task, name: str) -> str:
+    """A check's name as reports print it."""
+    return name.removeprefix("examples_").removeprefix(task.examples_check_prefix)
+
+
+def examples_schema(task: Task, rows_per_group: int | None = None, *, shards: bool = False) -> pa.DataFrameSchema:
+    """The schema of a task's examples table (or of a shard split), optionally with the group size."""
+    types = polars_schema(task)
+    prefix = task.examples_check_prefix
+    rules = [r for r in task.examples_rules if r.column is None and not (shards and r.examples_only)]
+    checks = [
+        *(_rule_check(task, r, types) for r in rules),
+        _check(_puzzle_id_is_row, "examples_puzzle_id_is_row", types),
+        _check(_groups_in_order, "examples_groups_in_order", types),
+        _check(_raw_index_distinct, "examples_raw_index_distinct", types),
+        _check(_original_is_identity, f"{prefix}original_is_identity", types, {"task": task}),
+        _check(_augmented_matches_original, f"{prefix}augmented_matches_original", types, {"task": task}),
+    ]
+    if task.has_hints:
+        checks.append(_check(_hint_matches_parent, f"{prefix}hint_matches_parent", types, {"task": task}))
+    if rows_per_group is not None:
+        checks.append(_check(_rows_per_group, "examples_rows_per_group", types, expected=int(rows_per_group)))
+    return pa.DataFrameSchema(_columns(task, types, shards), checks=checks, strict=True, ordered=True,
+                              name=task.examples_schema_names[1 if shards else 0])
 
 
 # --------------------------------------------------------------------------- reports
 
 
-_REASONS = {
-    "examples_tokens_between": "{column}: a token outside {min_value}..{max_value}",
-    "examples_valid_solution": "labels: not a valid Sudoku solution (a digit repeats in a row, column or box)",
-    "examples_inputs_agree_with_labels": "inputs: a given differs from the label in that cell",
-    "examples_puzzle_id_is_row": "puzzle_id: not the row number (ids must be unique and in emission order)",
-    "examples_groups_in_order": "group_id/variant: groups must be contiguous, numbered 0, 1, 2, ... in order, "
-                                "each starting with its one original",
-    "examples_raw_index_distinct": "raw_index: two groups come from the same raw row",
-    "examples_original_is_identity": "original with a non-identity transform or a parent",
-    "examples_augmented_matches_original": "augmented example is not its transform (a valid symmetry) applied to "
-                                           "its group's original",
-    "examples_hint_matches_parent": "hint does not match its parent (same group, labels, transform, source, rating, raw_index; "
-                                    "keeps the parent's givens and adds at least one)",
-    "examples_rows_per_group": "the group starting here does not have {expected} rows",
-}
+def _reasons(task: Task) -> dict[str, str]:
+    """The report's reason of a failing row, by check name."""
+    prefix = task.examples_check_prefix
+    lineage = {f"{prefix}{short}": why for short, why in task.lineage_reasons.items()}
+    return {
+        f"{prefix}tokens_between": "{column}: a token outside {min_value}..{max_value}",
+        **{rule.name: rule.reason for rule in task.examples_rules},
+        "examples_puzzle_id_is_row": "puzzle_id: not the row number (ids must be unique and in emission order)",
+        "examples_groups_in_order": "group_id/variant: groups must be contiguous, numbered 0, 1, 2, ... in order, "
+                                    "each starting with its one original",
+        "examples_raw_index_distinct": "raw_index: two groups come from the same raw row",
+        **lineage,
+        "examples_rows_per_group": "the group starting here does not have {expected} rows",
+    }
+
+
 _PROBLEMS_SCHEMA = {"row": pl.Int64, "check": pl.String, "reason": pl.String}
 
 
@@ -438,7 +420,7 @@ class ExamplesReport:
     table_errors: list
     path: str | None = None
     n_invalid: int = 0  # rows failing at least one check
-    columns: tuple = SUDOKU.columns  # the task's (hrm.tasks), named when the table does not have it
+    columns: tuple = ()  # the task's (Task.columns), named when the table does not have it
 
     @property
     def ok(self) -> bool:
@@ -481,9 +463,9 @@ def _table_error(err, columns: tuple) -> str:
 
 
 def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, reasons: dict,
-                  columns: tuple) -> ExamplesReport:
+                  columns: tuple, task: Task) -> ExamplesReport:
     """The report of a lazy validation's errors: each failing row with its check's reason from
-    ``reasons`` (keyed by check name; a task's own checks are prefixed ``examples_`` or ``maze_``)."""
+    ``reasons`` (keyed by check name; printed without its prefix, ``examples_`` or the task's)."""
     table_errors, failing, problems = [], {}, []
     any_bad = np.zeros(n_rows, dtype=bool)
     for err in exc.schema_errors:
@@ -502,7 +484,7 @@ def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, re
         stats = dict(getattr(check, "statistics", None) or {})
         if name in reasons:
             reason = reasons[name].format(column=column, **stats)
-            short = name.removeprefix("examples_").removeprefix("maze_")
+            short = _short(task, name)
         else:  # a built-in check (ge, isin, str_length, not_nullable ...)
             what = "missing value" if name == "not_nullable" else f"fails {getattr(check, 'error', None) or name}"
             reason = f"{column}: {what}" if column else what
@@ -517,30 +499,8 @@ def report_errors(exc: pa.errors.SchemaErrors, n_rows: int, path: str | None, re
 
 
 def checks_id(task: Task) -> str:
-    """The id of a task's examples checks, which the lineage records (``CHECKS_ID`` for Sudoku)."""
-    return _models(task)[3]
-
-
-def _models(task: Task) -> tuple:
-    """(examples model, shard model, reasons, checks id) of a task."""
-    from schemas.examples_maze import MAZE_CHECKS_ID, MAZE_REASONS, MazeExamplesTable, MazeShardTable
-
-    # Until the checks are the task's own (docs/architecture.md): the models of each task's checks.
-    models = {"sudoku": (ExamplesTable, ShardTable, _REASONS, CHECKS_ID),
-              "maze": (MazeExamplesTable, MazeShardTable, MAZE_REASONS, MAZE_CHECKS_ID)}
-    try:
-        return models[task.name]
-    except KeyError:
-        raise ValueError(f"no examples schema for task {task.name!r}: one of {', '.join(models)}") from None
-
-
-def examples_schema(task: Task, rows_per_group: int | None = None, *, shards: bool = False) -> pa.DataFrameSchema:
-    """The schema of a task's examples table (or of a shard split), optionally with the group size."""
-    table, shard_table, _, _ = _models(task)
-    schema = copy.deepcopy((shard_table if shards else table).to_schema())
-    if rows_per_group is not None:
-        schema.checks = [*schema.checks, pa.Check.examples_rows_per_group(expected=int(rows_per_group), **_NO_FAILURES)]
-    return schema
+    """The id of a task's examples checks, which the lineage records (``task.examples_checks_id``)."""
+    return task.examples_checks_id
 
 
 def validate_examples(
@@ -548,12 +508,11 @@ def validate_examples(
     shards: bool = False,
 ) -> ExamplesReport:
     """Validate lazily (every failing row of every check); never raises for bad data."""
-    _, _, reasons, _ = _models(task)
     columns = task.columns
     try:
         examples_schema(task, rows_per_group, shards=shards).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return report_errors(exc, df.height, path, reasons, columns)
+        return report_errors(exc, df.height, path, _reasons(task), columns, task)
     return ExamplesReport(df.height, pl.DataFrame(schema=_PROBLEMS_SCHEMA), {}, [], path, columns=columns)
 
 

@@ -1,22 +1,22 @@
-"""Schema of the raw table: one Sudoku puzzle per row, as Sudoku-Extreme ships it.
+"""Schema of the raw table: one example per row, in the columns Sudoku-Extreme ships, for every task.
 
 Columns (exactly these, in any order):
 
 | column     | type   | rule |
 | ---------- | ------ | ---- |
 | `source`   | str    | not empty |
-| `question` | str    | 81 characters over `.` (blank) and `1`-`9` |
-| `answer`   | str    | 81 digits `1`-`9` forming a valid Sudoku solution |
-| `rating`   | int64  | >= 0 (tdoku backtracks) |
+| `question` | str    | ``task.seq_len`` characters of the task's question class (``task.question_chars``) |
+| `answer`   | str    | ``task.seq_len`` characters of its answer class |
+| `rating`   | int64  | >= 0 |
 
-plus two rules across columns: the answer keeps every given of the question, and
-(optional, on by default) the question has exactly one solution.
+plus the task's own row rules (``task.raw_rules``: Sudoku's answer is a solution that keeps the
+givens, the maze's answer a shortest S-G path; optional, on by default: the question has one answer).
 
-The checks are a Pandera ``DataFrameModel`` on the polars back end. The Sudoku
-checks are custom checks registered with Pandera; they read a :class:`SudokuDiagnosis`
-that :func:`validate_raw` computes once per table (strings parsed once, solutions
-counted once), so adding a check never adds a pass over the grids. Used on its
-own (``RawTable.validate(df)``) each check computes what it needs.
+The schema is a Pandera ``DataFrameSchema`` on the polars back end, built from the task
+(:func:`raw_schema`): the task's rules are plain checks named after the rules, so a new task needs no
+registration. They read a :class:`hrm.tasks.RawDiagnosis` that :func:`validate_raw` computes once per
+table (``task.diagnose_raw``, the strings parsed once, in chunks), so adding a rule never adds a pass
+over the rows. Used on its own (``raw_schema(task).validate(df)``) each check computes what it needs.
 
 Rows are numbered from 0: row 0 is the first data row (in a CSV file, the line
 after the header). Every message says so.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -33,50 +34,17 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 from pandera.config import ValidationDepth, config_context
-from pandera.extensions import register_check_method
 
-from hrm.sudoku import SEQ_LEN, agrees_with_givens, is_valid_solution, strings_to_grids
+from hrm.tasks.base import RawDiagnosis, RawRule, Task
 
 RAW_COLUMNS: tuple[str, ...] = ("source", "question", "answer", "rating")
-QUESTION_CHARS = r"[.1-9]"
-ANSWER_CHARS = r"[1-9]"
-QUESTION_PATTERN = rf"^{QUESTION_CHARS}{{{SEQ_LEN}}}$"
-ANSWER_PATTERN = rf"^{ANSWER_CHARS}{{{SEQ_LEN}}}$"
 ROW_NUMBERING = "rows numbered from 0 = first data row, header not counted"
 
-# Grid checks run over this many rows at a time, bounding memory on 3.8 M-row tables.
+# The task's rules run over this many rows at a time, bounding memory on 3.8 M-row tables.
 CHUNK_ROWS = 32_768
 
 
 # --------------------------------------------------------------------------- diagnosis
-
-
-@dataclass(frozen=True)
-class SudokuDiagnosis:
-    """The Sudoku facts of every row of one table, computed once (vectorised, chunked).
-
-    A check whose inputs are malformed (wrong length, bad character, null) passes
-    here: the format checks report those rows, the grid checks stay quiet.
-    """
-
-    question_ok: np.ndarray  # bool [N]: question is 81 characters over '.1-9'
-    answer_ok: np.ndarray  # bool [N]: answer is 81 digits 1-9
-    answer_is_solution: np.ndarray  # bool [N]: every row, column and box holds 1..9 once
-    first_mismatch: np.ndarray  # int16 [N]: first cell where the answer changes a given, -1 if none
-    num_solutions: np.ndarray | None  # int64 [N]: 0, 1 or 2 (= several); -1 where not counted
-
-    def __len__(self) -> int:
-        return len(self.question_ok)
-
-    @property
-    def matches_givens(self) -> np.ndarray:
-        return self.first_mismatch < 0
-
-    @property
-    def unique(self) -> np.ndarray:
-        if self.num_solutions is None:
-            raise ValueError("solutions were not counted for this table")
-        return (self.num_solutions == 1) | (self.num_solutions < 0)
 
 
 def well_formed(strings: pl.Series, pattern: str) -> np.ndarray:
@@ -86,138 +54,80 @@ def well_formed(strings: pl.Series, pattern: str) -> np.ndarray:
     return strings.str.contains(pattern).fill_null(False).to_numpy().astype(bool, copy=False)
 
 
-def _parse(strings: pl.Series, ok: np.ndarray) -> np.ndarray:
-    """uint8 grids [len(strings), 81]; rows where ``ok`` is False stay all zero."""
-    grids = np.zeros((len(strings), SEQ_LEN), dtype=np.uint8)
-    if ok.any():
-        grids[ok] = strings_to_grids(strings.filter(pl.Series(ok)).to_numpy())
-    return grids
-
-
-def diagnose(
-    questions: pl.Series,
-    answers: pl.Series,
-    *,
-    count_solutions: bool = True,
-    chunk_rows: int = CHUNK_ROWS,
-) -> SudokuDiagnosis:
-    """Parse both columns once and run every grid check, ``chunk_rows`` rows at a time."""
+def diagnose(questions: pl.Series, answers: pl.Series, task: Task, *, check_unique: bool = True,
+             chunk_rows: int = CHUNK_ROWS) -> RawDiagnosis:
+    """The task's raw rules over both columns (``task.diagnose_raw``), ``chunk_rows`` rows at a time."""
     n = len(questions)
     if len(answers) != n:
         raise ValueError(f"{n} questions but {len(answers)} answers")
-    q_ok = well_formed(questions, QUESTION_PATTERN)
-    a_ok = well_formed(answers, ANSWER_PATTERN)
-    is_solution = np.ones(n, dtype=bool)
-    first_mismatch = np.full(n, -1, dtype=np.int16)
-    num_solutions = np.full(n, -1, dtype=np.int64) if count_solutions else None
-    counter = None
-    if count_solutions and q_ok.any():
-        from hrm.solver import count_solutions as counter  # the solver is only needed here
-
-    for start in range(0, n, chunk_rows):
+    q_ok = well_formed(questions, task.question_pattern)
+    a_ok = well_formed(answers, task.answer_pattern)
+    parts = []
+    for start in range(0, max(n, 1), chunk_rows):
         stop = min(start + chunk_rows, n)
-        qm, am = q_ok[start:stop], a_ok[start:stop]
-        if not (qm.any() or am.any()):
-            continue
-        q = _parse(questions.slice(start, stop - start), qm)
-        a = _parse(answers.slice(start, stop - start), am)
-        if am.any():
-            is_solution[start:stop][am] = is_valid_solution(a[am])
-        both = qm & am
-        if both.any():
-            agrees = agrees_with_givens(q[both], a[both])
-            changed = (q[both] != 0) & (q[both] != a[both])
-            first = np.where(agrees, -1, changed.argmax(axis=1))
-            first_mismatch[start:stop][both] = first
-        if counter is not None and qm.any():
-            num_solutions[start:stop][qm] = np.asarray(counter(q[qm]), dtype=np.int64)
-    return SudokuDiagnosis(q_ok, a_ok, is_solution, first_mismatch, num_solutions)
+        q = questions.slice(start, stop - start).to_numpy()
+        a = answers.slice(start, stop - start).to_numpy()
+        parts.append(task.diagnose_raw(np.asarray(q, dtype=object), np.asarray(a, dtype=object), q_ok[start:stop],
+                                       a_ok[start:stop], check_unique))
+    return parts[0] if len(parts) == 1 else RawDiagnosis.concat(parts)
 
 
-# The diagnosis of the table being validated, set by validate_raw for the duration of
-# one Pandera run so that the registered checks share it instead of recomputing.
-_CURRENT: contextvars.ContextVar[SudokuDiagnosis | None] = contextvars.ContextVar(
-    "raw_sudoku_diagnosis", default=None
+# The diagnosis of the table being validated (its task, the diagnosis, whether uniqueness was checked), set
+# by validate_raw for the duration of one Pandera run so that the rules' checks share it.
+_CURRENT: contextvars.ContextVar[tuple[Task, RawDiagnosis, bool] | None] = contextvars.ContextVar(
+    "raw_diagnosis", default=None
 )
 
 
-def _diagnosis_for(data: PolarsData, *, need_count: bool) -> SudokuDiagnosis:
-    diag = _CURRENT.get()
+def _diagnosis_for(data: PolarsData, task: Task, *, need_unique: bool) -> RawDiagnosis:
+    current = _CURRENT.get()
     height = data.lazyframe.select(pl.len()).collect().item()
-    if diag is not None and len(diag) == height and (diag.num_solutions is not None or not need_count):
-        return diag
+    if current is not None:
+        of, diag, checked_unique = current
+        # By name: Pandera hands a column's checks a deep copy of the task.
+        if of.name == task.name and len(diag) == height and (checked_unique or not need_unique):
+            return diag
     frame = data.lazyframe.select("question", "answer").collect()
-    return diagnose(frame["question"], frame["answer"], count_solutions=need_count)
+    return diagnose(frame["question"], frame["answer"], task, check_unique=need_unique)
 
 
 def check_output(name: str, passed: np.ndarray) -> pl.LazyFrame:
-    """What a registered check returns: one boolean column ``name`` (True = the row passes)."""
+    """What a check returns: one boolean column ``name`` (True = the row passes)."""
     return pl.LazyFrame({name: pl.Series(name, passed, dtype=pl.Boolean)})
 
 
-# --------------------------------------------------------------------------- registered checks
+def _rule_check(data: PolarsData, *, task: Task, rule: RawRule) -> pl.LazyFrame:
+    """One rule of the task, as a Pandera check (True where the row passes)."""
+    diag = _diagnosis_for(data, task, need_unique=rule.unique_only)
+    return check_output(rule.column if rule.column_check else rule.name, diag.passed[rule.name])
 
 
-def register_check(fn):
-    """Register a custom check with Pandera (shared by the tasks' raw schemas)."""
-    try:
-        return register_check_method(fn)
-    except ValueError:  # already registered (module imported twice, e.g. via reload)
-        return fn
+# --------------------------------------------------------------------------- schema
 
 
-@register_check
-def sudoku_answer_is_solution(data: PolarsData) -> pl.LazyFrame:
-    """Column check on ``answer``: a complete grid obeying the row, column and box rules."""
-    return check_output(data.key, _diagnosis_for(data, need_count=False).answer_is_solution)
+def raw_schema(task: Task, check_unique: bool = True) -> pa.DataFrameSchema:
+    """The raw table of ``task``: the four columns, their format, and the task's rules (the
+    uniqueness rules only with ``check_unique``)."""
+    rules = [rule for rule in task.raw_rules if check_unique or not rule.unique_only]
 
+    def checks(column: str) -> list[pa.Check]:
+        return [pa.Check(partial(_rule_check, task=task, rule=rule), name=rule.name)
+                for rule in rules if rule.column_check and rule.column == column]
 
-@register_check
-def sudoku_answer_matches_givens(data: PolarsData) -> pl.LazyFrame:
-    """Frame check: the answer holds the question's digit in every given cell."""
-    return check_output("matches_givens", _diagnosis_for(data, need_count=False).matches_givens)
+    def text(chars: str, column: str) -> pa.Column:
+        length = pa.Check.str_length(min_value=task.seq_len, max_value=task.seq_len)
+        return pa.Column(str, [pa.Check.str_matches(rf"^{chars}*$"), length, *checks(column)])
 
-
-@register_check
-def sudoku_unique_solution(data: PolarsData) -> pl.LazyFrame:
-    """Frame check: the question has exactly one solution (hrm.solver.count_solutions == 1)."""
-    return check_output("unique", _diagnosis_for(data, need_count=True).unique)
-
-
-# --------------------------------------------------------------------------- models
-
-
-class RawTable(pa.DataFrameModel):
-    """The raw table without the uniqueness check (for the 3.8 M-row hub file)."""
-
-    source: str = pa.Field(str_length={"min_value": 1})
-    question: str = pa.Field(
-        str_length={"min_value": SEQ_LEN, "max_value": SEQ_LEN},
-        str_matches=rf"^{QUESTION_CHARS}*$",
-    )
-    answer: str = pa.Field(
-        str_length={"min_value": SEQ_LEN, "max_value": SEQ_LEN},
-        str_matches=rf"^{ANSWER_CHARS}*$",
-        sudoku_answer_is_solution=(),
-    )
-    rating: pl.Int64 = pa.Field(ge=0)
-
-    class Config:
-        name = "raw"
-        strict = True
-        sudoku_answer_matches_givens = ()
-
-
-class UniqueRawTable(RawTable):
-    """The raw table, and every question has exactly one solution."""
-
-    class Config:
-        name = "raw (unique solutions)"
-        sudoku_unique_solution = ()
-
-
-def raw_schema(check_unique: bool = True) -> pa.DataFrameSchema:
-    return (UniqueRawTable if check_unique else RawTable).to_schema()
+    columns = {
+        "source": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "question": text(task.question_chars, "question"),
+        "answer": text(task.answer_chars, "answer"),
+        "rating": pa.Column(pl.Int64, pa.Check.ge(0)),
+    }
+    frame_checks = [pa.Check(partial(_rule_check, task=task, rule=rule), name=rule.name)
+                    for rule in rules if not rule.column_check]
+    name = task.raw_schema_names[1 if check_unique else 0]
+    return pa.DataFrameSchema(columns, checks=frame_checks, strict=True, name=name)
 
 
 # --------------------------------------------------------------------------- report
@@ -244,7 +154,7 @@ class RawReport:
     table_errors: list[str] = field(default_factory=list)
     path: str | None = None
     checked_unique: bool = True
-    unique_means: str = "exactly one solution each"  # what the uniqueness check asked, for the summary
+    unique_means: str = ""  # what the uniqueness check asked, for the summary (Task.raw_unique_means)
 
     @property
     def ok(self) -> bool:
@@ -370,77 +280,49 @@ def table_level_errors(failures: pl.DataFrame) -> list[str]:
 
 
 def layout_report(n_rows: int, table_errors: list[str], *, path: str | None, checked_unique: bool,
-                  unique_means: str = "exactly one solution each") -> RawReport:
+                  unique_means: str = "") -> RawReport:
     """The report of a table whose layout is wrong (normalise_raw's errors): the whole table is refused."""
     return RawReport(n_rows=n_rows, valid=empty_raw_table(), rejected=empty_rejected(), problems=empty_problems(),
                      table_errors=table_errors, path=path, checked_unique=checked_unique, unique_means=unique_means)
 
 
-def _reasons_from_failures(failures: pl.DataFrame, df: pl.DataFrame, diag: SudokuDiagnosis) -> tuple[pl.DataFrame, list[str]]:
-    """Turn Pandera's failure cases into (row, column, reason) lines and table-level errors."""
-    table_errors = table_level_errors(failures)
-    rows = failures.filter(pl.col("index").is_not_null()).with_columns(pl.col("index").cast(pl.Int64))
-    check, case = pl.col("check"), pl.col("failure_case")
-    length = case.str.len_chars()
-    lines = rows.with_columns(
-        pl.when(check == "not_nullable")
-        .then(pl.lit("missing value"))
-        .when(check.str.starts_with("str_length") & (pl.col("column") == "source"))
-        .then(pl.lit("empty"))
-        .when(check.str.starts_with("str_length"))
-        .then(pl.format("expected {} characters, got {}", pl.lit(SEQ_LEN), length))
-        .when(check.str.starts_with("str_matches") & (pl.col("column") == "question"))
-        .then(pl.format("character '{}' at position {} (0-based) is not '.' or 1-9",
-                        case.str.extract(r"([^.1-9])"), case.str.find(r"[^.1-9]")))
-        .when(check.str.starts_with("str_matches"))
-        .then(pl.format("character '{}' at position {} (0-based) is not a digit 1-9",
-                        case.str.extract(r"([^1-9])"), case.str.find(r"[^1-9]")))
-        .when(check.str.starts_with("greater_than_or_equal_to"))
-        .then(pl.format("negative rating {}", case))
-        .otherwise(pl.lit(None, dtype=pl.String))
-        .alias("reason")
-    )
-    # The Sudoku checks: describe each failure from the diagnosis.
-    lines = lines.with_columns(
-        pl.when(check == "sudoku_answer_is_solution").then(pl.lit("answer")).when(
-            check == "sudoku_answer_matches_givens").then(pl.lit("answer")).when(
-            check == "sudoku_unique_solution").then(pl.lit("question")).otherwise(pl.col("column")).alias("column")
-    )
-    idx = lines["index"].to_numpy()
-    checks = lines["check"].to_list()
-    reasons = lines["reason"].to_list()
-    questions = df["question"]
-    answers = df["answer"]
-    for i, (name, row) in enumerate(zip(checks, idx)):
-        if reasons[i] is not None:
-            continue
-        if name == "sudoku_answer_is_solution":
-            reasons[i] = "not a valid Sudoku solution (a digit repeats in a row, column or box)"
-        elif name == "sudoku_answer_matches_givens":
-            cell = int(diag.first_mismatch[row])
-            reasons[i] = (f"disagrees with the question's given at row {cell // 9 + 1}, column {cell % 9 + 1}"
-                          f" (given {questions[int(row)][cell]}, answer {answers[int(row)][cell]})")
-        elif name == "sudoku_unique_solution":
-            count = int(diag.num_solutions[row]) if diag.num_solutions is not None else -1
-            reasons[i] = "has no solution" if count == 0 else "has several solutions"
-        else:
-            reasons[i] = f"{name} failed ({lines['failure_case'][i]})"
-    out = pl.DataFrame(
-        {"row": lines["index"], "column": lines["column"], "reason": pl.Series(reasons, dtype=pl.String)},
-        schema=PROBLEM_SCHEMA,
-    )
-    return out, table_errors
+def _reason(check: str, column: str, case, row: int, diag: RawDiagnosis, task: Task) -> str:
+    """One line for a failure of ``check`` at ``row``."""
+    if check == "not_nullable":
+        return "missing value"
+    if check.startswith("str_length"):
+        return "empty" if column == "source" else f"expected {task.seq_len} characters, got {len(str(case))}"
+    if check.startswith("str_matches"):
+        why = task.raw_character_reason(column, str(case))
+        if why is not None:
+            return why
+    elif check.startswith("greater_than_or_equal_to"):
+        return f"negative rating {case}"
+    elif row in diag.reasons.get(check, {}):
+        return diag.reasons[check][row]
+    return f"{check} failed ({case})"
+
+
+def _problems_of(failures: pl.DataFrame, diag: RawDiagnosis, task: Task) -> pl.DataFrame:
+    """Pandera's failure cases about single rows as (row, column, reason) lines, each at the column
+    its check reports (a task's rule: the rule's column)."""
+    column_of = {rule.name: rule.column for rule in task.raw_rules}
+    rows = failures.filter(pl.col("index").is_not_null())
+    lines = [(int(i), column_of.get(check, col), _reason(check, col, case, int(i), diag, task))
+             for i, col, check, case in rows.select("index", "column", "check", "failure_case").iter_rows()]
+    return pl.DataFrame(lines, schema=PROBLEM_SCHEMA, orient="row")
 
 
 def validate_raw(
     df: pl.DataFrame,
+    task: Task,
     *,
     check_unique: bool = True,
     path: str | None = None,
     row_offset: int = 0,
     keep_valid: bool = True,
 ) -> RawReport:
-    """Validate a raw table lazily: one run finds every bad row.
+    """Validate a raw table of ``task`` lazily: one run finds every bad row.
 
     Never raises for bad data; look at ``report.ok`` / ``report.message()``.
     ``row_offset`` is added to row numbers (for a file validated in batches).
@@ -448,30 +330,30 @@ def validate_raw(
     n = df.height
     df, table_errors, problems = normalise_raw(df)
     if table_errors:
-        return layout_report(n, table_errors, path=path, checked_unique=check_unique)
+        return layout_report(n, table_errors, path=path, checked_unique=check_unique,
+                             unique_means=task.raw_unique_means)
     df = df.select(RAW_COLUMNS)
-    diag = diagnose(df["question"], df["answer"], count_solutions=check_unique)
-    token = _CURRENT.set(diag)
+    diag = diagnose(df["question"], df["answer"], task, check_unique=check_unique)
+    token = _CURRENT.set((task, diag, check_unique))
     try:
         # Data checks always run, whatever PANDERA_VALIDATION_* says in the environment.
         with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
-            raw_schema(check_unique).validate(df, lazy=True)
+            raw_schema(task, check_unique).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        found, more_errors = _reasons_from_failures(exc.failure_cases, df, diag)
+        table_errors += table_level_errors(exc.failure_cases)
+        found = _problems_of(exc.failure_cases, diag, task)
         # A rating that is not an integer became null: report it once, as not an integer.
         found = found.join(problems.select("row", "column"), on=["row", "column"], how="anti")
         problems = pl.concat([problems, found])
-        table_errors += more_errors
     finally:
         _CURRENT.reset(token)
-
     return report_from_problems(df, problems, table_errors, path=path, row_offset=row_offset, keep_valid=keep_valid,
-                                checked_unique=check_unique)
+                                checked_unique=check_unique, unique_means=task.raw_unique_means)
 
 
 def report_from_problems(df: pl.DataFrame, problems: pl.DataFrame, table_errors: list[str], *, path: str | None,
                          row_offset: int, keep_valid: bool, checked_unique: bool,
-                         unique_means: str = "exactly one solution each") -> RawReport:
+                         unique_means: str = "") -> RawReport:
     """The report of a table in the raw columns from its (row, column, reason) problems: the rows
     with none are valid, the others rejected with their reasons joined (shared by every task)."""
     problems = (
@@ -504,14 +386,7 @@ def report_from_problems(df: pl.DataFrame, problems: pl.DataFrame, table_errors:
     )
 
 
-def raw_validator(task):
-    """The raw table's validator of a task (hrm.tasks.Task): :func:`validate_raw` for Sudoku,
-    ``schemas.raw_maze.validate_maze_raw`` for mazes (same arguments, same report)."""
-    from schemas.raw_maze import validate_maze_raw
-
-    # Until the checks are the task's own (docs/architecture.md): each task's validator.
-    validators = {"sudoku": validate_raw, "maze": validate_maze_raw}
-    try:
-        return validators[task.name]
-    except KeyError:
-        raise ValueError(f"no raw table schema for task {task.name!r}: one of {', '.join(validators)}") from None
+def raw_validator(task: Task):
+    """The raw table's validator of a task: :func:`validate_raw` with ``task`` (the other arguments as
+    :func:`validate_raw`'s)."""
+    return partial(validate_raw, task=task)

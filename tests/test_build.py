@@ -207,7 +207,7 @@ def test_schema_accepts_built_tables(real, vanilla, hinted):
     assert E.validate_examples(frame(real, hinted), SUDOKU, rows_per_group=14).ok
     assert E.validate_examples(frame(real, B.augment(q, a, 0, None)), SUDOKU, rows_per_group=1).ok
     table = frame(real, hinted)
-    assert table.schema == pl.Schema(E.POLARS_SCHEMA) and list(table.columns) == list(SUDOKU.columns)
+    assert table.schema == pl.Schema(E.polars_schema(SUDOKU)) and list(table.columns) == list(SUDOKU.columns)
     # Lineage columns re-derive every example from its original.
     t = E.from_frame(table, SUDOKU)
     assert np.array_equal(S.apply_transforms(a[t.group_id], t.transforms) + 1, t.labels)
@@ -325,10 +325,10 @@ def test_the_check_models_have_the_one_column_layout():
 
     COLUMNS, SHARD_SCHEMA = SUDOKU.columns, SUDOKU.shard_schema
 
-    for model in (E.ExamplesTable, E.ShardTable):
-        assert tuple(model.to_schema().columns) == COLUMNS, model.__name__
+    for shards in (False, True):
+        assert tuple(E.examples_schema(SUDOKU, shards=shards).columns) == COLUMNS, shards
     shard_types = dict(pl.from_arrow(SHARD_SCHEMA.empty_table()).schema)
-    assert {k: v for k, v in E.POLARS_SCHEMA.items() if k != "variant"} == {k: v for k, v in shard_types.items()
+    assert {k: v for k, v in E.polars_schema(SUDOKU).items() if k != "variant"} == {k: v for k, v in shard_types.items()
                                                                             if k != "variant"}
 
 
@@ -354,8 +354,9 @@ def _code(path) -> str:
     return "\n".join(line.rstrip() for line in lines if line.strip())
 
 
-# sha256[:16] of _code(schemas/examples.py) + _code(hrm/build.py) as they were when CHECKS_ID was last set.
-CHECKS_CODE = "49da97b7ca847e41"
+# sha256[:16] of _code(schemas/examples.py) + _code(hrm/tasks/sudoku.py) + _code(hrm/build.py) as they were when
+# CHECKS_ID (hrm/tasks/sudoku.py) was last set.
+CHECKS_CODE = "3e08d0931b3e1848"
 
 
 def test_checks_id_follows_the_checks():
@@ -364,14 +365,15 @@ def test_checks_id_follows_the_checks():
     # ExamplesTable on the shard layout, the examples checks unchanged: same CHECKS_ID, new CHECKS_CODE.
     # Issue 16: the raw_index column and its checks, a new CHECKS_ID. Issue 17: the helpers take the maze
     # table's types and reasons, hrm.build gained the maze augmentation; the Sudoku checks unchanged,
-    # same CHECKS_ID.)
+    # same CHECKS_ID. Issue 27: one generic schema built from the task, the Sudoku rules in hrm/tasks/sudoku.py;
+    # the checks unchanged, same CHECKS_ID.)
     import hashlib
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    code = "".join(_code(root / f) for f in ("schemas/examples.py", "hrm/build.py"))
+    code = "".join(_code(root / f) for f in ("schemas/examples.py", "hrm/tasks/sudoku.py", "hrm/build.py"))
     got = hashlib.sha256(code.encode()).hexdigest()[:16]
     assert got == CHECKS_CODE, (
-        f"the code of the examples checks changed: if a check changed, give schemas.examples.CHECKS_ID a "
+        f"the code of the examples checks changed: if a check changed, give hrm.tasks.sudoku.CHECKS_ID a "
         f"new value (so tables validated under the old checks are validated again); then set "
         f"CHECKS_CODE = {got!r} in tests/test_build.py")

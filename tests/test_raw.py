@@ -14,7 +14,10 @@ from click.testing import CliRunner
 from conftest import REAL_SUDOKU as REAL
 from pipelines.cli import cli
 from pipelines.raw import DEFAULT_HF_REPO, DEFAULT_HF_REVISION, derive_seeds
-from schemas.raw import RAW_COLUMNS, validate_raw
+from hrm.tasks import SUDOKU
+from schemas.raw import RAW_COLUMNS, raw_validator
+
+validate_raw = raw_validator(SUDOKU)
 
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -1,5 +1,5 @@
 """``hrm raw --task maze``: Maze-30x30-Hard raw tables from the offline generator, a CSV folder and
-the Hub (up to the network boundary), each validated by schemas/raw_maze.py."""
+the Hub (up to the network boundary), each validated by schemas/raw.py with the maze task."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 
 from hrm import maze as M
 from hrm.tasks import MAZE, SUDOKU
-from schemas.raw import RAW_COLUMNS
-from schemas.raw_maze import validate_maze_raw
+from schemas.raw import RAW_COLUMNS, raw_validator
 from test_raw import FAKE_SHA, fake_hub_cache, files_of, run, write_split_csvs
+
+validate_maze_raw = raw_validator(MAZE)
 
 
 @pytest.fixture(scope="module")

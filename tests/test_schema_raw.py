@@ -14,7 +14,12 @@ from conftest import REAL_SUDOKU as REAL
 from hrm.solver import count_solutions, solve
 from hrm.sudoku import strings_to_grids
 from pipelines.cli import cli
-from schemas.raw import RAW_COLUMNS, RawTable, UniqueRawTable, diagnose, validate_raw
+from hrm.tasks import SUDOKU
+from hrm.tasks.sudoku import diagnose
+from schemas.raw import RAW_COLUMNS, raw_schema, raw_validator
+
+validate_raw = raw_validator(SUDOKU)
+RawTable, UniqueRawTable = raw_schema(SUDOKU, check_unique=False), raw_schema(SUDOKU, check_unique=True)
 
 
 def read_text_csv(path: Path) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""schemas/raw_maze.py: the raw maze table's Pandera schema names every bad row and why, on real
+"""schemas/raw.py with the maze task: the raw maze table's Pandera schema names every bad row and why, on real
 generated mazes and the hand-made ones of tests/test_maze.py (their paths known by construction)."""
 
 from __future__ import annotations
@@ -7,8 +7,11 @@ import polars as pl
 import pytest
 
 from hrm import maze as M
-from schemas.raw_maze import validate_maze_raw
+from hrm.tasks import MAZE
+from schemas.raw import raw_validator
 from test_maze import RING, RING_DETOUR, RING_SHORT, TWIN, TWIN_TOP, U, U_THROUGH_WALL
+
+validate_maze_raw = raw_validator(MAZE)
 
 N = 8
 

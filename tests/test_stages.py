@@ -14,10 +14,12 @@ from hrm import build as B
 from hrm import sudoku as S
 from pipelines.io import StageError
 from hrm.tasks import SUDOKU
-from schemas.examples import POLARS_SCHEMA, validate_examples
+from schemas.examples import polars_schema, validate_examples
 from stage_helpers import (
     HINT, NUM_AUG, REAL, SUBSAMPLE, VANILLA, build, digest_tree, fails, make_raw, ok, record_table, verify_dataset,
 )
+
+POLARS_SCHEMA = polars_schema(SUDOKU)
 
 
 def read_split(dataset: Path, split: str) -> pa.Table:

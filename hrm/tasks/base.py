@@ -13,8 +13,9 @@ nothing at start-up.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from hrm.build import Examples
     from hrm.evaluate.perturbations import Perturbations
 
-__all__ = ["ColumnSpec", "EvalRules", "Task", "uint8s", "LOADED_COLUMNS"]
+__all__ = ["ColumnSpec", "EvalRules", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis", "ExamplesRule",
+           "well_formed"]
 
 ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
 # What the loader reads of a shard (hrm/data.py gathers these straight from the mapped file).
@@ -85,6 +87,77 @@ class EvalRules:
         return ((a >= self.mark_tokens[0]) & (a <= self.mark_tokens[1])).sum(-1)
 
 
+# ---------------------------------------------------------------------- the rules of the tables (schemas/)
+# What the generic raw and examples schemas (schemas/raw.py, schemas/examples.py) ask of a task: they
+# wrap each rule as a Pandera check; the rules themselves are numpy code in the task's module.
+
+
+@dataclass(frozen=True)
+class RawRule:
+    """One rule of a raw row beyond the shared format checks (columns, length, characters, rating).
+
+    ``name``: the check's name (Pandera's failure cases); ``column``: the raw column a failing row is
+    reported at; ``unique_only``: run only when uniqueness is checked (``check_unique``);
+    ``column_check``: attached to ``column`` (it reads no other column) rather than to the row.
+    """
+
+    name: str
+    column: str
+    unique_only: bool = False
+    column_check: bool = False
+
+
+@dataclass(frozen=True)
+class RawDiagnosis:
+    """A task's raw rules over N rows (:meth:`Task.diagnose_raw`).
+
+    ``passed[rule]``: bool [N], True where the row passes, and where its strings are not well formed
+    (the format checks report those); ``reasons[rule]``: the report's reason for each failing row,
+    ``{row: text}``. A ``unique_only`` rule is missing when uniqueness was not checked.
+    """
+
+    n_rows: int
+    passed: Mapping[str, np.ndarray]
+    reasons: Mapping[str, Mapping[int, str]]
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @staticmethod
+    def concat(parts: "list[RawDiagnosis]") -> "RawDiagnosis":
+        """The diagnosis of consecutive row ranges (rows renumbered from the first part's)."""
+        starts = np.cumsum([0] + [p.n_rows for p in parts])
+        passed = {name: np.concatenate([p.passed[name] for p in parts]) for name in parts[0].passed}
+        reasons = {name: {start + row: why for p, start in zip(parts, starts) for row, why in p.reasons[name].items()}
+                   for name in parts[0].reasons}
+        return RawDiagnosis(int(starts[-1]), passed, reasons)
+
+
+@dataclass(frozen=True)
+class ExamplesRule:
+    """One rule of a task's examples rows, run on every row of an examples table and of a shard split.
+
+    ``name``: the check's name; ``reads``: the columns it reads (numpy; ``variant`` as uint8 codes into
+    hrm.build.VARIANTS); ``passes(columns)``: bool [N], True where the row passes; ``reason``: the
+    report's words for a failing row; ``column``: the column it is attached to (None: a check of the
+    whole row); ``examples_only``: not run on shards.
+    """
+
+    name: str
+    reads: tuple[str, ...]
+    passes: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    reason: str
+    column: str | None = None
+    examples_only: bool = False
+
+
+def well_formed(strings: np.ndarray, pattern: str) -> np.ndarray:
+    """bool [N]: the string matches ``pattern`` whole (False for None and anything not a string)."""
+    match = re.compile(pattern).fullmatch
+    return np.fromiter((isinstance(s, str) and match(s) is not None for s in strings), dtype=bool,
+                       count=len(strings))
+
+
 @dataclass(frozen=True)
 class Task:
     """One task. Subclasses implement the methods; instances are registered in hrm.tasks."""
@@ -99,8 +172,8 @@ class Task:
     encoding: Mapping[str, Any]  # the token encoding, as a manifest's `encoding` records it
     column_meanings: Mapping[str, str]  # the card's words for variant, parent_id, rating, inputs, labels
     transform_columns: tuple[ColumnSpec, ...]  # how an example was made from its group's original
-    question_pattern: str  # a well-formed question (a regular expression over the raw string)
-    answer_pattern: str
+    question_chars: str  # the characters of a well-formed question (a regular expression class, e.g. "[.1-9]")
+    answer_chars: str  # the characters of a well-formed answer
     generator_options: tuple[str, ...]  # the raw stage's options of the built-in generator
     max_aug: int | None = None  # the most transformed copies per original (None: no limit)
     has_hints: bool = False  # whether the hints stage can make an easier copy of an example
@@ -138,6 +211,35 @@ class Task:
         """``{"task": name}`` for a record (lineage, manifest), or nothing for a task whose records name none."""
         return {"task": self.name} if self.records_name else {}
 
+    # ------------------------------------------------------------------ raw table: its rules (schemas/raw.py)
+
+    raw_rules: ClassVar[tuple[RawRule, ...]] = ()  # in the order the schema runs them
+    raw_unique_means: ClassVar[str] = ""  # what the uniqueness rules ask, for a report's summary
+    raw_schema_names: ClassVar[tuple[str, str]] = ("raw", "raw (unique)")  # without / with the uniqueness rules
+
+    @property
+    def question_pattern(self) -> str:
+        """A well-formed question: a regular expression over the raw string."""
+        return rf"^{self.question_chars}{{{self.seq_len}}}$"
+
+    @property
+    def answer_pattern(self) -> str:
+        return rf"^{self.answer_chars}{{{self.seq_len}}}$"
+
+    def diagnose_raw(self, questions: np.ndarray, answers: np.ndarray, question_ok: np.ndarray,
+                     answer_ok: np.ndarray, check_unique: bool) -> RawDiagnosis:
+        """The :attr:`raw_rules` over raw rows: ``questions``/``answers`` are strings [N], read only
+        where ``question_ok``/``answer_ok`` say they are well formed (question_pattern, answer_pattern)."""
+        raise NotImplementedError
+
+    def raw_character_reason(self, column: str, text: str) -> str | None:
+        """Why the ``column`` ("question" or "answer") string ``text`` fails its character class: the
+        first character outside it (None: no such character)."""
+        allowed = self.question_chars if column == "question" else self.answer_chars
+        bad = re.search("[^" + allowed[1:], text)
+        return (f"character {bad.group()!r} at position {bad.start()} (0-based) is not one of {allowed[1:-1]!r}"
+                if bad else f"characters outside {allowed[1:-1]!r}")
+
     # ------------------------------------------------------------------ raw table
 
     def difficulty(self, questions: np.ndarray) -> np.ndarray:
@@ -167,6 +269,36 @@ class Task:
 
     def transform_frame_columns(self, transforms: Any, n: int) -> dict[str, np.ndarray]:
         """The transform columns (numpy, in ``transform_columns`` order) of ``n`` examples' ``transforms``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ datasets: their rules (schemas/examples.py)
+
+    # Identifies the examples checks of this task in the lineage (``validated_with``): give it a new value
+    # whenever a check changes (tests hold a hash of the checks' code to catch a forgotten one).
+    examples_checks_id: ClassVar[str] = ""
+    examples_check_prefix: ClassVar[str] = "examples_"  # of the checks the schema runs for every task
+    examples_schema_names: ClassVar[tuple[str, str]] = ("examples", "shards")  # of the examples table, of shards
+    token_ranges: ClassVar[Mapping[str, tuple[int, int]]] = {}  # "inputs"/"labels": the tokens allowed
+    transform_limits: ClassVar[Mapping[str, int]] = {}  # transform columns with a largest allowed value
+    examples_rules: ClassVar[tuple[ExamplesRule, ...]] = ()  # the task's own, in the order the schema runs them
+    # The report's words of the lineage checks: "original_is_identity", "augmented_matches_original" (and
+    # "hint_matches_parent" for a task with hints).
+    lineage_reasons: ClassVar[Mapping[str, str]] = {}
+
+    def is_identity(self, transforms: Any) -> np.ndarray:
+        """bool [n]: the ``transforms`` (Task.transform_arrays of n rows) are the identity."""
+        raise NotImplementedError
+
+    def augmented_matches(self, group_id: np.ndarray, transforms: Any, rows: np.ndarray, src: np.ndarray,
+                          inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """bool [len(rows)]: row ``rows[i]``'s transform is one an augmented copy may have and its inputs
+        and labels equal that transform applied to row ``src[i]``'s (``transforms``, ``group_id``,
+        ``inputs`` and ``labels`` of every row of the table)."""
+        raise NotImplementedError
+
+    def hints_match_parents(self, examples: "Examples", rows: np.ndarray, parents: np.ndarray) -> np.ndarray:
+        """bool [len(rows)]: the hint at ``rows[i]`` is an easier copy of its parent ``parents[i]``
+        (a task with hints only)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ evaluation

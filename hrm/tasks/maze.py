@@ -12,9 +12,70 @@ from hrm import maze
 from hrm.build import MAZE_MAX_AUG
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import any_pass_solves
-from hrm.tasks.base import EvalRules, Task
+from hrm.tasks.base import EvalRules, ExamplesRule, RawDiagnosis, RawRule, Task
 
 MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
+# The id of the maze examples checks (Task.examples_checks_id) that the lineage of every maze dataset records.
+MAZE_CHECKS_ID = "maze-4b1e0c2a9d73"
+NOT_CHECKED = -1  # a raw row whose strings are malformed: the format checks report it
+
+
+# ---------------------------------------------------------------------- the raw table's rules
+# From hrm.maze.check_mazes: the question holds exactly one S and one G; the answer keeps every wall, S and
+# G and marks open cells only, and those cells with S and G form one simple 4-connected path from S to G;
+# that path is as short as the BFS optimum; and (optional) the shortest path is unique, so the label is
+# the only right answer. The rating is not checked against the path: what the official CSV's rating
+# counts could not be verified (hrm.maze's docstring).
+
+START_AND_GOAL, SHORTEST_PATH = "maze_start_and_goal", "maze_answer_is_shortest_path"  # the rules' names
+UNIQUE = "maze_unique_shortest_path"
+
+
+def _raw_codes(questions: np.ndarray, answers: np.ndarray, ok: np.ndarray):
+    """(hrm.maze.check_mazes reason int8 [N] (NOT_CHECKED where not ``ok``), BFS moves S -> G of the
+    question int64 [N], the answer's marked cells + 1 int64 [N]) (-1 where not checked)."""
+    n = len(questions)
+    code = np.full(n, NOT_CHECKED, dtype=np.int8)
+    shortest = np.full(n, -1, dtype=np.int64)
+    path_moves = np.full(n, -1, dtype=np.int64)
+    if ok.any():
+        q, a = maze.strings_to_tokens(questions[ok]), maze.strings_to_tokens(answers[ok])
+        code[ok] = maze.check_mazes(q, a)
+        shortest[ok] = maze.shortest_path_lengths(q)
+        path_moves[ok] = (a == maze.PATH).sum(1) + 1
+    return code, shortest, path_moves
+
+
+def _raw_diagnosis(questions, answers, question_ok, answer_ok) -> RawDiagnosis:
+    code, shortest, path_moves = _raw_codes(questions, answers, question_ok & answer_ok)
+    fails = {START_AND_GOAL: (maze.REASON_START_GOAL,),
+             SHORTEST_PATH: (maze.REASON_ANSWER_MISMATCH, maze.REASON_NOT_A_PATH, maze.REASON_NOT_SHORTEST),
+             UNIQUE: (maze.REASON_NOT_UNIQUE,)}
+    passed = {rule: ~np.isin(code, codes) for rule, codes in fails.items()}
+
+    def reason(rule: str, row: int) -> str:
+        why = maze.REASONS.get(int(code[row]), rule)
+        if code[row] == maze.REASON_NOT_SHORTEST:
+            why += f" ({path_moves[row]} moves, the shortest {shortest[row]})"
+        return why
+
+    reasons = {rule: {int(r): reason(rule, int(r)) for r in np.flatnonzero(~ok)} for rule, ok in passed.items()}
+    return RawDiagnosis(len(code), passed, reasons)
+
+
+# ---------------------------------------------------------------------- the examples table's rules
+
+
+def _solved(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Every row's labels are its inputs with one shortest S-G path marked (hrm.maze.verify_paths)."""
+    return maze.verify_paths(columns["inputs"], columns["labels"])
+
+
+def _no_hints(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """variant is ``original`` or ``augmented``: mazes have no hint examples."""
+    from hrm import build
+
+    return np.isin(columns["variant"], (build.ORIGINAL, build.AUGMENTED))
 
 
 def _maze_rows(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], questions: np.ndarray,
@@ -89,6 +150,53 @@ class MazeTask(Task):
     def transform_frame_columns(self, transforms, n):
         return {"dihedral": transforms}
 
+    # ------------------------------------------------------------------ the tables' rules (schemas/)
+
+    raw_rules = (RawRule(START_AND_GOAL, "question"), RawRule(SHORTEST_PATH, "answer"),
+                 RawRule(UNIQUE, "question", unique_only=True))
+    raw_unique_means = "a unique shortest path each"
+    raw_schema_names = ("raw maze", "raw maze (unique shortest paths)")
+
+    def diagnose_raw(self, questions, answers, question_ok, answer_ok, check_unique):
+        return _raw_diagnosis(questions, answers, question_ok, answer_ok)
+
+    # Every row a maze with its answer (uniqueness of the shortest path is the raw stage's check, not
+    # repeated here); an original has transform 0, an augmented example a transform in 1..7, no two of
+    # its group alike; no hints and no parents.
+    examples_checks_id = MAZE_CHECKS_ID
+    examples_check_prefix = "maze_"
+    examples_schema_names = ("maze examples", "maze shards")
+    token_ranges = {"inputs": (1, 4), "labels": (1, 5)}  # wall..goal; plus the path
+    transform_limits = {"dihedral": 7}
+    examples_rules = (
+        ExamplesRule("maze_no_hints", ("variant",), _no_hints, "variant: mazes have no hint examples", column="variant",
+                     examples_only=True),
+        ExamplesRule("maze_solved", ("inputs", "labels"), _solved,
+                     "labels: not the input maze with one shortest S-G path marked (one S and one G; walls, S and "
+                     "G kept; path marks on open cells forming one simple path as short as the BFS optimum)"),
+    )
+    lineage_reasons = {
+        "original_is_identity": "original with a transform other than 0 (identity)",
+        "augmented_matches_original": "augmented maze is not its transform (1..7, once per group) applied to its "
+                                      "group's original, with the original's source, rating and raw_index",
+    }
+
+    def is_identity(self, transforms):
+        return transforms == 0
+
+    def augmented_matches(self, group_id, transforms, rows, src, inputs, labels):
+            k = transforms
+        kr = k[rows]
+        ok = (kr >= 1) & (kr <= 7)
+        safe = np.where(ok, kr, 0)
+        ok &= (maze.dihedral(inputs[src], safe) == inputs[rows]).all(axis=1)
+        ok &= (maze.dihedral(labels[src], safe) == labels[rows]).all(axis=1)
+        key = group_id.astype(np.int64) * 8 + k  # one transform once per group
+        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        repeated = np.ones(len(k), dtype=bool)
+        repeated[first[counts == 1]] = False
+        return ok & ~repeated[rows]
+
     @property
     def rules(self) -> EvalRules:
         return RULES
@@ -116,7 +224,7 @@ MAZE = MazeTask(
         ("dihedral", pa.uint8(), "transform from the original: dihedral id 0..7, the official builder's order "
                                  "(0 = identity)"),
     ),
-    question_pattern=r"^[# SG]{900}$", answer_pattern=r"^[# SGo]{900}$",
+    question_chars="[# SG]", answer_chars="[# SGo]",
     generator_options=("min_path",),
     max_aug=MAZE_MAX_AUG,
     words={

@@ -5,6 +5,7 @@ conflict count, the digit perturbations), and what the cards and reports say of 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,7 +16,7 @@ from hrm.evaluate.selection import paper_vote
 from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
 from hrm.sudoku import (BLANK_TOKEN, SEQ_LEN, Transforms, agrees_with_givens, conflict_count, digit_shift_maps,
                         is_valid_solution, random_transforms)
-from hrm.tasks.base import EvalRules, Task, uint8s
+from hrm.tasks.base import EvalRules, ExamplesRule, RawDiagnosis, RawRule, Task, uint8s, well_formed
 
 # ---------------------------------------------------------------- evaluation rules
 
@@ -95,6 +96,123 @@ BLANK_EDGES: tuple[int, ...] = (0, 6, 11, 21, 31, 41, 51, 56, 61, 65)
 RULES = EvalRules("sudoku", SEQ_LEN, BLANK_TOKEN, ("shift", "relabel", "symmetry"), verifier, paper_vote, _revealable,
                   RATING_EDGES, BLANK_EDGES, (1, 10), (2, 10), sudoku_conflicts, "conflicts", (2, 10), "digits")
 
+# The id of the examples checks (Task.examples_checks_id) that the lineage of every Sudoku dataset records.
+CHECKS_ID = "65988d6b24335974"
+
+
+# ---------------------------------------------------------------------- the raw table's rules
+
+
+@dataclass(frozen=True)
+class SudokuDiagnosis:
+    """The Sudoku facts of raw rows, computed once (vectorised).
+
+    A check whose inputs are malformed (wrong length, bad character, null) passes
+    here: the format checks report those rows, the grid checks stay quiet.
+    """
+
+    question_ok: np.ndarray  # bool [N]: question is 81 characters over '.1-9'
+    answer_ok: np.ndarray  # bool [N]: answer is 81 digits 1-9
+    answer_is_solution: np.ndarray  # bool [N]: every row, column and box holds 1..9 once
+    first_mismatch: np.ndarray  # int16 [N]: first cell where the answer changes a given, -1 if none
+    num_solutions: np.ndarray | None  # int64 [N]: 0, 1 or 2 (= several); -1 where not counted
+
+    def __len__(self) -> int:
+        return len(self.question_ok)
+
+    @property
+    def matches_givens(self) -> np.ndarray:
+        return self.first_mismatch < 0
+
+    @property
+    def unique(self) -> np.ndarray:
+        if self.num_solutions is None:
+            raise ValueError("solutions were not counted for this table")
+        return (self.num_solutions == 1) | (self.num_solutions < 0)
+
+
+def _parse(strings: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """uint8 grids [len(strings), 81]; rows where ``ok`` is False stay all zero."""
+    from hrm.sudoku import SEQ_LEN, strings_to_grids
+
+    grids = np.zeros((len(strings), SEQ_LEN), dtype=np.uint8)
+    if ok.any():
+        grids[ok] = strings_to_grids(strings[ok])
+    return grids
+
+
+def diagnose(questions, answers, *, count_solutions: bool = True, question_ok: np.ndarray | None = None,
+             answer_ok: np.ndarray | None = None) -> SudokuDiagnosis:
+    """Parse both columns (strings [N]) once and run every grid check; ``question_ok``/``answer_ok``:
+    which strings are well formed (None: matched here against SUDOKU's patterns)."""
+    from hrm.sudoku import agrees_with_givens, is_valid_solution
+
+    questions, answers = np.asarray(questions, dtype=object), np.asarray(answers, dtype=object)
+    n = len(questions)
+    if len(answers) != n:
+        raise ValueError(f"{n} questions but {len(answers)} answers")
+    q_ok = well_formed(questions, SUDOKU.question_pattern) if question_ok is None else question_ok
+    a_ok = well_formed(answers, SUDOKU.answer_pattern) if answer_ok is None else answer_ok
+    is_solution = np.ones(n, dtype=bool)
+    first_mismatch = np.full(n, -1, dtype=np.int16)
+    num_solutions = np.full(n, -1, dtype=np.int64) if count_solutions else None
+    q, a = _parse(questions, q_ok), _parse(answers, a_ok)
+    if a_ok.any():
+        is_solution[a_ok] = is_valid_solution(a[a_ok])
+    both = q_ok & a_ok
+    if both.any():
+        agrees = agrees_with_givens(q[both], a[both])
+        changed = (q[both] != 0) & (q[both] != a[both])
+        first_mismatch[both] = np.where(agrees, -1, changed.argmax(axis=1))
+    if count_solutions and q_ok.any():
+        from hrm.solver import count_solutions as counter  # the solver is only needed here
+
+        num_solutions[q_ok] = np.asarray(counter(q[q_ok]), dtype=np.int64)
+    return SudokuDiagnosis(q_ok, a_ok, is_solution, first_mismatch, num_solutions)
+
+
+# The rules' names (the raw schema's checks).
+IS_SOLUTION, MATCHES_GIVENS = "sudoku_answer_is_solution", "sudoku_answer_matches_givens"
+UNIQUE = "sudoku_unique_solution"
+
+
+def _raw_reasons(diag: SudokuDiagnosis, questions: np.ndarray, answers: np.ndarray) -> dict[str, dict[int, str]]:
+    def given(row: int) -> str:
+        cell = int(diag.first_mismatch[row])
+        return (f"disagrees with the question's given at row {cell // 9 + 1}, column {cell % 9 + 1}"
+                f" (given {questions[row][cell]}, answer {answers[row][cell]})")
+
+    reasons = {
+        IS_SOLUTION: {int(r): "not a valid Sudoku solution (a digit repeats in a row, column or box)"
+                      for r in np.flatnonzero(~diag.answer_is_solution)},
+        MATCHES_GIVENS: {int(r): given(int(r)) for r in np.flatnonzero(~diag.matches_givens)},
+    }
+    if diag.num_solutions is not None:
+        reasons[UNIQUE] = {int(r): "has no solution" if diag.num_solutions[r] == 0 else "has several solutions"
+                           for r in np.flatnonzero(~diag.unique)}
+    return reasons
+
+
+# ---------------------------------------------------------------------- the examples table's rules
+
+
+def _valid_solution(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``labels`` are tokens of a valid Sudoku solution. Checked on every non-hint row; a hint's
+    labels are compared byte for byte with its parent's (the hint_matches_parent check)."""
+    from hrm import build
+
+    labels = columns["labels"]
+    rows = np.flatnonzero(columns["variant"] != build.HINT)
+    passed = np.ones(len(labels), dtype=bool)
+    passed[rows] = build.valid_solution_tokens(labels if len(rows) == len(labels) else labels[rows])
+    return passed
+
+
+def _inputs_agree_with_labels(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Every given of the input (token != 1) equals the label in that cell."""
+    from hrm import build
+
+    return build.inputs_agree(columns["inputs"], columns["labels"])
 
 
 class SudokuTask(Task):
@@ -133,6 +251,65 @@ class SudokuTask(Task):
     def transform_frame_columns(self, transforms, n):
         return {name: getattr(transforms, name) for name in self.transform_names}
 
+    # ------------------------------------------------------------------ the tables' rules (schemas/)
+
+    raw_rules = (RawRule(IS_SOLUTION, "answer", column_check=True), RawRule(MATCHES_GIVENS, "answer"),
+                 RawRule(UNIQUE, "question", unique_only=True))
+    raw_unique_means = "exactly one solution each"
+    raw_schema_names = ("raw", "raw (unique solutions)")
+
+    def diagnose_raw(self, questions, answers, question_ok, answer_ok, check_unique):
+        diag = diagnose(questions, answers, count_solutions=check_unique, question_ok=question_ok,
+                        answer_ok=answer_ok)
+        passed = {IS_SOLUTION: diag.answer_is_solution, MATCHES_GIVENS: diag.matches_givens}
+        if check_unique:
+            passed[UNIQUE] = diag.unique
+        return RawDiagnosis(len(diag), passed, _raw_reasons(diag, questions, answers))
+
+    def raw_character_reason(self, column, text):
+        import re
+
+        bad = re.search(r"[^.1-9]" if column == "question" else r"[^1-9]", text)
+        what = "'.' or 1-9" if column == "question" else "a digit 1-9"
+        return f"character '{bad.group()}' at position {bad.start()} (0-based) is not {what}" if bad else None
+
+    examples_checks_id = CHECKS_ID
+    token_ranges = {"inputs": (1, 10), "labels": (2, 10)}
+    examples_rules = (
+        ExamplesRule("examples_valid_solution", ("variant", "labels"), _valid_solution,
+                     "labels: not a valid Sudoku solution (a digit repeats in a row, column or box)", column="labels"),
+        ExamplesRule("examples_inputs_agree_with_labels", ("inputs", "labels"), _inputs_agree_with_labels,
+                     "inputs: a given differs from the label in that cell"),
+    )
+    lineage_reasons = {
+        "original_is_identity": "original with a non-identity transform or a parent",
+        "augmented_matches_original": "augmented example is not its transform (a valid symmetry) applied to its "
+                                      "group's original",
+        "hint_matches_parent": "hint does not match its parent (same group, labels, transform, source, rating, "
+                               "raw_index; keeps the parent's givens and adds at least one)",
+    }
+
+    def is_identity(self, transforms):
+        from hrm import build
+
+        return build.is_identity(transforms)
+
+    def augmented_matches(self, group_id, transforms, rows, src, inputs, labels):
+        from hrm import build
+        from hrm.sudoku import Transforms
+
+        t = transforms
+        ok = build.valid_symmetries(Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows],
+                                               t.col_order[rows]))
+        ok &= build.transformed_equal(inputs, src, t, rows, inputs)
+        ok &= build.transformed_equal(labels, src, t, rows, labels)
+        return ok
+
+    def hints_match_parents(self, examples, rows, parents):
+        from hrm import build
+
+        return build.hints_match_parents(examples, rows, parents)
+
     @property
     def rules(self) -> EvalRules:
         return RULES
@@ -160,7 +337,7 @@ SUDOKU = SudokuTask(
         ("row_order", uint8s(9), "transform: out[r, c] = x[row_order[r], col_order[c]]"),
         ("col_order", uint8s(9), "transform: column order"),
     ),
-    question_pattern=r"^[.1-9]{81}$", answer_pattern=r"^[1-9]{81}$",
+    question_chars="[.1-9]", answer_chars="[1-9]",
     generator_options=("min_blanks", "max_blanks", "min_rating"),
     has_hints=True,
     records_name=False,  # Sudoku's lineages and manifests were written before a second task: they name none
