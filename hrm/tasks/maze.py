@@ -185,7 +185,7 @@ class MazeTask(Task):
         return transforms == 0
 
     def augmented_matches(self, group_id, transforms, rows, src, inputs, labels):
-            k = transforms
+        k = transforms
         kr = k[rows]
         ok = (kr >= 1) & (kr <= 7)
         safe = np.where(ok, kr, 0)
