@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hrm import maze
+import hrm.maze as maze
 from hrm.encoding import numba_kernel as _kernel
 from hrm.sudoku import (
     SEQ_LEN, Transforms, apply_transforms_rows, is_valid_solution, random_transforms,

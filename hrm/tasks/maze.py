@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pyarrow as pa
 
-from hrm import maze
+import hrm.maze as maze
 from hrm.build import MAZE_MAX_AUG
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import any_pass_solves
@@ -73,7 +73,7 @@ def _solved(columns: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _no_hints(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """variant is ``original`` or ``augmented``: mazes have no hint examples."""
-    from hrm import build
+    import hrm.build as build
 
     return np.isin(columns["variant"], (build.ORIGINAL, build.AUGMENTED))
 

@@ -199,7 +199,7 @@ def _raw_reasons(diag: SudokuDiagnosis, questions: np.ndarray, answers: np.ndarr
 def _valid_solution(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """``labels`` are tokens of a valid Sudoku solution. Checked on every non-hint row; a hint's
     labels are compared byte for byte with its parent's (the hint_matches_parent check)."""
-    from hrm import build
+    import hrm.build as build
 
     labels = columns["labels"]
     rows = np.flatnonzero(columns["variant"] != build.HINT)
@@ -210,7 +210,7 @@ def _valid_solution(columns: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _inputs_agree_with_labels(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """Every given of the input (token != 1) equals the label in that cell."""
-    from hrm import build
+    import hrm.build as build
 
     return build.inputs_agree(columns["inputs"], columns["labels"])
 
@@ -290,12 +290,12 @@ class SudokuTask(Task):
     }
 
     def is_identity(self, transforms):
-        from hrm import build
+        import hrm.build as build
 
         return build.is_identity(transforms)
 
     def augmented_matches(self, group_id, transforms, rows, src, inputs, labels):
-        from hrm import build
+        import hrm.build as build
         from hrm.sudoku import Transforms
 
         t = transforms
@@ -306,7 +306,7 @@ class SudokuTask(Task):
         return ok
 
     def hints_match_parents(self, examples, rows, parents):
-        from hrm import build
+        import hrm.build as build
 
         return build.hints_match_parents(examples, rows, parents)
 
