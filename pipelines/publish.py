@@ -28,7 +28,7 @@ import click
 
 from pipelines.datasets import CARD_WORDS, dataset_card, license_links, license_of, render_card
 from pipelines.io import StageError, atomic_output, check_apart, human_bytes, log
-from pipelines.registry import (
+from pipelines.artifacts import (
     Artifact, Version, check_dataset, content_hash, dataset_files, fetch_version, find_root, read_manifest,
     resolve_version,
 )

@@ -41,6 +41,7 @@ from pipelines.io import (
     BATCH_ROWS, PARQUET_OPTIONS, SEED, Count, StageError, atomic_output, check_memory, claim_output, human_bytes,
     iter_table_batches, log, read_table, write_parquet,
 )
+from pipelines.raw_validation import validate_raw_file
 from pipelines.settings import config_file_options
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator
 from schemas.raw_maze import QUESTION_PATTERN as MAZE_QUESTION_PATTERN
@@ -339,35 +340,6 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
 
 
 # --------------------------------------------------------------------------- validation and writing
-
-
-def validate_raw_file(
-    path: str | os.PathLike,
-    *,
-    task: Task = SUDOKU,
-    check_unique: bool = True,
-    batch_rows: int = BATCH_ROWS,
-    display_path: str | None = None,
-    keep_valid: bool = False,
-    progress: bool = False,
-) -> RawReport:
-    """Validate a raw CSV or Parquet file batch by batch; rows are numbered across the file.
-
-    ``keep_valid=False`` (the default) keeps only the rejected rows in memory.
-    """
-    name = display_path or str(path)
-    parts: list[RawReport] = []
-    offset = 0
-    for batch in iter_table_batches(path, batch_rows):
-        part = raw_validator(task.name)(batch, check_unique=check_unique, path=name, row_offset=offset,
-                                     keep_valid=keep_valid)
-        parts.append(part)
-        offset += batch.height
-        if progress:
-            click.echo(f"  {name}: validated {offset:,} rows", err=True)
-        if part.table_errors:  # the layout is wrong: the other batches would say the same
-            break
-    return RawReport.merge(parts, path=name, keep_valid=keep_valid)
 
 
 def _validate(split: SplitInput, check_unique: bool, task: Task) -> RawReport:

@@ -18,7 +18,7 @@ The shard stage writes, for each dataset NAME under its output ROOT::
                       shards [{file, rows: [r0, r1], groups: [g0, g1], bytes, sha256}]}}
 
 Shards hold rows ``[r0, r1)`` of the split, in order. Read by the loader (hrm/data.py), by
-``hrm validate shards`` (pipelines/validate.py) and by the registry (pipelines/registry.py).
+``hrm validate shards`` and the registry (pipelines/dataset_checks.py, pipelines/artifacts.py).
 All three check a folder with :func:`read_manifest` and :func:`check_split`: the loader
 stops at the first :class:`Problem` and raises its ``error``; the other two list every
 problem's ``message`` (the two wordings differ where the loader says what to do next).

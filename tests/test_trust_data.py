@@ -113,7 +113,7 @@ def _refused_by_all_three(dataset: Path, *expected: str) -> None:
     """The loader, `hrm validate shards` and the registry's check refuse the folder, naming each expected text."""
     from hrm.data import DatasetError, PuzzleDataset
     from pipelines.io import StageError
-    from pipelines.registry import check_dataset
+    from pipelines.artifacts import check_dataset
 
     with pytest.raises(DatasetError) as loader:
         PuzzleDataset(dataset, "train")
@@ -228,7 +228,7 @@ def test_validate_shards_checks_every_row_against_the_examples_rules(built, tmp_
     match: only the content rules can tell, and `hrm validate shards` (and the registry's check) apply them."""
     import hashlib
 
-    from pipelines.registry import check_dataset
+    from pipelines.artifacts import check_dataset
     from pipelines.shard import to_arrow, write_shard
 
     dataset = _dataset(built, tmp_path)
