@@ -41,10 +41,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.device import resolve_device_option
-from pipelines.io import (
-    SEED, THREADS, Count, FiniteFloatRange, StageError, atomic_output, check_apart, check_memory, claim_output, json_ready,
-    log,
-)
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory, json_ready, log
+from pipelines.output_records import check_apart, claim_output
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.io import StageError, atomic_output, log
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import StageError, log
 from schemas.manifest import CARD, MANIFEST, ManifestError
 from schemas.manifest import file_sha256  # never the stages' cached hash: verification must re-read
 from schemas.manifest import read_manifest as read_manifest_file
@@ -557,7 +558,7 @@ def resolve_version(root: Path, spec: str) -> tuple[Artifact, Version]:
 
 def fetch_version(root: Path, spec: str, out: Path, force: bool = False) -> tuple[str, dict]:
     """``dvc artifacts get`` of a registered version into a temporary beside ``out``, checked against its
-    record, then put in place (pipelines.io.atomic_output): refused bytes never reach ``out``, and an
+    record, then put in place (pipelines.atomic_replace.atomic_output): refused bytes never reach ``out``, and an
     ``out`` that was there (``--force``) stays as it was."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo

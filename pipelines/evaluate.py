@@ -38,7 +38,9 @@ import click
 import numpy as np
 
 from pipelines.device import resolve_device_option
-from pipelines.io import Count, SEED, StageError, THREADS, atomic_output, check_apart, claim_output, json_ready, log
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import Count, SEED, StageError, THREADS, json_ready, log
+from pipelines.output_records import check_apart, claim_output
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options

@@ -38,10 +38,10 @@ import numpy as np
 import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
-from pipelines.io import (
-    BATCH_ROWS, PARQUET_OPTIONS, SEED, Count, StageError, atomic_output, check_memory, claim_output, human_bytes,
-    iter_table_batches, log, read_table, write_parquet,
-)
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import SEED, Count, StageError, check_memory, human_bytes, log
+from pipelines.output_records import claim_output
+from pipelines.tables import BATCH_ROWS, PARQUET_OPTIONS, iter_table_batches, read_table, write_parquet
 from pipelines.raw_validation import validate_raw_file
 from pipelines.settings import config_file_options
 from schemas.raw import QUESTION_PATTERN, RAW_COLUMNS, RawReport, raw_validator

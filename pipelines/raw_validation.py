@@ -9,7 +9,7 @@ import os
 import click
 
 from hrm.tasks import SUDOKU, Task
-from pipelines.io import BATCH_ROWS, iter_table_batches
+from pipelines.tables import BATCH_ROWS, iter_table_batches
 from schemas.raw import RawReport, raw_validator
 
 

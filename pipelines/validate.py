@@ -25,7 +25,8 @@ import click
 
 from pipelines.dataset_checks import dataset_problems
 from pipelines.datasets import read_datasets_index, resolve_dataset
-from pipelines.io import BATCH_ROWS, Count, StageError
+from pipelines.io import Count, StageError
+from pipelines.tables import BATCH_ROWS
 from hrm.tasks import TASKS
 from pipelines.raw_validation import validate_raw_file
 
@@ -70,7 +71,7 @@ def verify_recorded(path: Path, lineage: dict) -> str:
     mismatch or a missing record is refused); a file outside one has no record to check. Returns the
     note for the OK line."""
     from pipelines.dataset_io import verify_table
-    from pipelines.io import RECORD
+    from pipelines.output_records import RECORD
 
     if not path.is_file():
         raise StageError(f"{path}: file not found")

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
 from pipelines.cli import cli
-from pipelines.io import StageError, write_record
+from pipelines.io import StageError
+from pipelines.output_records import write_record
 from pipelines.dataset_checks import dataset_problems
 from pipelines.validate import problems_message
 
