@@ -18,7 +18,7 @@ The shard stage writes, for each dataset NAME under its output ROOT::
                       shards [{file, rows: [r0, r1], groups: [g0, g1], bytes, sha256}]}}
 
 Shards hold rows ``[r0, r1)`` of the split, in order. Read by the loader (hrm/data.py), by
-``hrm validate shards`` (pipelines/validate.py) and by the registry (pipelines/registry.py).
+``hrm validate shards`` and the registry (pipelines/dataset_checks.py, pipelines/artifacts.py).
 All three check a folder with :func:`read_manifest` and :func:`check_split`: the loader
 stops at the first :class:`Problem` and raises its ``error``; the other two list every
 problem's ``message`` (the two wordings differ where the loader says what to do next).
@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal
 
 import pyarrow as pa
 from pydantic import (
@@ -449,6 +449,29 @@ def _schema_problem(path: Path, schema: pa.Schema, required: dict[str, pa.DataTy
     return None
 
 
+def _content_problem(file: Path, entry: dict, sizes: bool) -> Problem | None:
+    """A shard whose sha256 (and with ``sizes`` its size, when listed) is not its manifest entry's."""
+    digest, size = file_sha256(file), file.stat().st_size
+    wrong_size = sizes and "bytes" in entry and size != entry["bytes"]
+    if digest == entry["sha256"] and not wrong_size:
+        return None
+    wrong = (f"sha256 is {digest}, the manifest expects {entry['sha256']}" if digest != entry["sha256"]
+             else f"{size} bytes, the manifest says {entry['bytes']}")
+    return Problem("content", f"{file}: sha256 or size differs from the manifest (truncated, corrupt or modified)",
+                   f"{file}: {wrong}; the shard changed after `hrm shard` wrote it (rebuild it: dvc repro)")
+
+
+def _stray_shards(dataset: Path, split: str, entries: list) -> Iterator[Problem]:
+    """Each ``.arrow`` file in the split's folder that no shard entry lists (in name order)."""
+    path = dataset / MANIFEST
+    folder = dataset / split
+    listed_files = {(dataset / e["file"]).resolve() for e in entries if isinstance(e, dict) and "file" in e}
+    for stray in sorted(folder.glob("*.arrow")) if folder.is_dir() else []:
+        if stray.resolve() not in listed_files:
+            yield Problem("stray", f"{stray}: not listed in {path} (key splits.{split}.shards); a stray shard, which "
+                                   f"the card's `{split}/*.arrow` glob would read")
+
+
 def check_split(dataset: Path, manifest: dict, split: str, *, required: dict[str, pa.DataType],
                 entry_keys: tuple[str, ...] = SHARD_KEYS, verify: bool = True, sizes: bool = True,
                 first_only: bool = False) -> CheckedSplit:
@@ -500,16 +523,9 @@ def check_split(dataset: Path, manifest: dict, split: str, *, required: dict[str
                 return out
             continue
         if verify and "sha256" in entry:
-            digest, size = file_sha256(file), file.stat().st_size
-            wrong_size = sizes and "bytes" in entry and size != entry["bytes"]
-            if digest != entry["sha256"] or wrong_size:
-                wrong = (f"sha256 is {digest}, the manifest expects {entry['sha256']}" if digest != entry["sha256"]
-                         else f"{size} bytes, the manifest says {entry['bytes']}")
-                if found(Problem("content", f"{file}: sha256 or size differs from the manifest "
-                                            f"(truncated, corrupt or modified)",
-                                 f"{file}: {wrong}; the shard changed after `hrm shard` wrote it "
-                                 f"(rebuild it: dvc repro)")):
-                    return out
+            problem = _content_problem(file, entry, sizes)
+            if problem is not None and found(problem):
+                return out
         try:
             buffer, table = open_shard(file)
         except ShardReadError as exc:
@@ -527,12 +543,8 @@ def check_split(dataset: Path, manifest: dict, split: str, *, required: dict[str
                 "rows", f"{file}: holds {table.num_rows} rows starting at row {r0}; the manifest says rows [{r0}, {r1})")):
             return out
         out.shards.append(OpenShard(file, entry, buffer, table))
-    folder = dataset / split
-    listed_files = {(dataset / e["file"]).resolve() for e in info["shards"] if isinstance(e, dict) and "file" in e}
-    for stray in sorted(folder.glob("*.arrow")) if folder.is_dir() else []:
-        if stray.resolve() not in listed_files and found(Problem(
-                "stray", f"{stray}: not listed in {path} (key splits.{split}.shards); a stray shard, which the "
-                         f"card's `{split}/*.arrow` glob would read")):
+    for problem in _stray_shards(dataset, split, info["shards"]):
+        if found(problem):
             return out
     if not out.problems:
         held = sum(s.table.num_rows for s in out.shards)

@@ -41,10 +41,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.device import resolve_device_option
-from pipelines.io import (
-    SEED, THREADS, Count, FiniteFloatRange, StageError, atomic_output, check_apart, check_memory, claim_output, json_ready,
-    log,
-)
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory, json_ready, log
+from pipelines.output_records import check_apart, claim_output
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
@@ -75,8 +74,6 @@ def landscape_schema(rules) -> dict:
 
 
 # The landscape figure's colour bar, per task.
-ERROR_LABELS = {"sudoku": "Sudoku conflicts", "maze": "broken path cells"}
-MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
 MULTISTABILITY_CSV = ("distinct_answers", "puzzles_all_runs", "puzzles_converged_runs")
 OFF = ("", "none", "off")
 
@@ -160,44 +157,99 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--progress/--no-progress", default=True,
               help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("analyze")
-def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: Path, sample: int, seed: int,
-            segments: int, device: str, forward_dtype: str, batch_size: int, puzzle_index: str, index_by: str,
-            store_states: str,
-            tol: float, tail: int, lookback: int, easy_k: str, easy_sample: int, shifts: int, noise_runs: int,
-            noise_kinds: str, noise_std: float, cluster_tol: float, fp_sample: int, landscape_radius: int, landscape_divisor: float,
-            landscape_segment: int, landscape_clip: float, flow: bool, num_threads: int, memory_limit_gb: float,
-            restart: bool, progress: bool) -> None:
+def analyze(**options: Any) -> None:
     """Mechanistic analysis: traces, fixed points, critical steps, easy puzzles, multiple fixed points, landscapes."""
-    import torch
+    _analyze(AnalyzeOptions(**options))
 
-    from hrm import __version__
-    from hrm.analysis import AnalysisSettings, NonFiniteError, TokenError, analyze, parse_ks
-    from hrm.data import eval_rows
-    from hrm.distributed import DistributedError, finish, init_distributed, rank_device
-    from hrm.model import architecture_of
-    from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
-    from hrm.manifest import file_sha256
 
-    started = time.time()
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    asked = _ints(puzzle_index, "--puzzle-index")
-    noise = _noise_kinds(noise_kinds)
-    # Both inputs are checked before the model is loaded: a wrong path fails at once, naming it.
-    checkpoint_file = resolve_checkpoints([checkpoint], last=1)[0]  # a step_N file, or a run's last one
-    ds = open_split(dataset, variant, split)
-    check_apart(output, [dataset, checkpoint, checkpoint_file.parent])
+@dataclasses.dataclass(frozen=True)
+class AnalyzeOptions:
+    """The options of ``hrm analyze`` as given (one field per option, same names, same order)."""
+
+    checkpoint: Path
+    dataset: Path
+    variant: str
+    split: str
+    output: Path
+    sample: int
+    seed: int
+    segments: int
+    device: str
+    forward_dtype: str
+    batch_size: int
+    puzzle_index: str
+    index_by: str
+    store_states: str
+    tol: float
+    tail: int
+    lookback: int
+    easy_k: str
+    easy_sample: int
+    shifts: int
+    noise_runs: int
+    noise_kinds: str
+    noise_std: float
+    cluster_tol: float
+    fp_sample: int
+    landscape_radius: int
+    landscape_divisor: float
+    landscape_segment: int
+    landscape_clip: float
+    flow: bool
+    num_threads: int
+    memory_limit_gb: float
+    restart: bool
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What the options name, resolved and checked before the model is loaded."""
+
+    asked: list[int]  # --puzzle-index
+    noise: tuple[str, ...]
+    checkpoint_file: Path
+    ds: Any  # pipelines.model_inputs.open_split's dataset split
+    rules: Any  # the task's rules (hrm.tasks: Task.rules)
+    easy_k: list[int]
+    selected: list[int]  # the split rows of --puzzle-index
+
+
+def _resolve_inputs(opts: AnalyzeOptions) -> _Inputs:
+    """Both inputs are checked before the model is loaded: a wrong path fails at once, naming it."""
+    from hrm.analysis import parse_ks
+
+    asked = _ints(opts.puzzle_index, "--puzzle-index")
+    noise = _noise_kinds(opts.noise_kinds)
+    checkpoint_file = resolve_checkpoints([opts.checkpoint], last=1)[0]  # a step_N file, or a run's last one
+    ds = open_split(opts.dataset, opts.variant, opts.split)
+    check_apart(opts.output, [opts.dataset, opts.checkpoint, checkpoint_file.parent])
     rules = ds.task.rules  # the task the dataset's manifest names
     try:
-        ks = [] if easy_k.strip().lower() in OFF else parse_ks(easy_k, rules.seq_len)
+        ks = [] if opts.easy_k.strip().lower() in OFF else parse_ks(opts.easy_k, rules.seq_len)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--easy-k") from None
-    if rules.task == "maze" and shifts > MAZE_SHIFTS:
-        raise StageError(f"--shifts {shifts}: {ds.dataset_dir / 'manifest.json'} holds mazes, which have "
-                         f"{MAZE_SHIFTS} relabellings (as is, S and G exchanged); use --shifts {MAZE_SHIFTS} or less")
-    selected = _selected_rows(ds, asked, index_by)
+    if rules.max_shifts is not None and opts.shifts > rules.max_shifts:
+        raise StageError(f"--shifts {opts.shifts}: {ds.dataset_dir / 'manifest.json'} holds {ds.task.noun}s, which have "
+                         f"{rules.max_shifts} relabellings ({ds.task.words['relabellings']}); use --shifts "
+                         f"{rules.max_shifts} or less")
+    selected = _selected_rows(ds, asked, opts.index_by)
+    return _Inputs(asked=asked, noise=noise, checkpoint_file=checkpoint_file, ds=ds, rules=rules, easy_k=ks,
+                   selected=selected)
+
+
+def _analyze(opts: AnalyzeOptions) -> None:
+    import torch
+
+    from hrm.distributed import DistributedError, finish, init_distributed, rank_device
+    from pipelines.job import Job, check_ranks_agree, job_folder, job_lock
+
+    started = time.time()
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
+    inputs = _resolve_inputs(opts)
     # Under torchrun the ranks share the batches of the analysis (same result on every rank); rank 0 writes.
-    dev = resolve_device_option(device)
+    dev = resolve_device_option(opts.device)
     try:
         d = init_distributed(dev.type)
     except DistributedError as e:
@@ -205,73 +257,114 @@ def analyze(checkpoint: Path, dataset: Path, variant: str, split: str, output: P
     dev = rank_device(dev, d)
     lock = contextlib.ExitStack()
     try:
-        lock.enter_context(job_lock(output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
+        lock.enter_context(job_lock(opts.output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
         if d.rank == 0:
-            claim_output(output, STAGE)
-        model = load_task_model(checkpoint_file, dev, None if forward_dtype == "config" else forward_dtype, rules.task)
-        check_dataset_encoding(ds, checkpoint_file, model.config)
-        cfg = model.config
-        s_count = segments or cfg.halt_max_steps
-        if landscape_segment > s_count:
-            raise click.BadParameter(f"{landscape_segment} > segments ({s_count})", param_hint="--landscape-segment")
-
-        sample_rows = eval_rows(ds.num_examples, sample or None, seed)
-        if sample_rows.size == 0:
-            raise StageError(f"{ds.dataset_dir}: the {split} split is empty")
-        settings = AnalysisSettings(
-            segments=s_count, seed=seed, batch_size=batch_size, store_states=store_states, tol=tol, tail=tail,
-            lookback=lookback, easy_k=ks, easy_sample=easy_sample, shifts=shifts, noise_runs=noise_runs,
-            noise_std=noise_std, noise=noise, cluster_tol=cluster_tol, fp_sample=fp_sample, landscape_radius=landscape_radius,
-            landscape_divisor=landscape_divisor, landscape_segment=landscape_segment, flow=flow)
-        _check_memory(cfg, settings, sample_rows, selected, memory_limit_gb)
-        run_info = {
-            "checkpoint": str(checkpoint), "dataset": str(ds.dataset_dir), "split": split, "puzzles": int(sample_rows.size),
-            "seed": seed, "segments": s_count, "h_cycles": architecture_of(model).steps_per_segment(cfg), "hidden_size": cfg.hidden_size,
-            "device": str(model.device), "forward_dtype": str(cfg.forward_dtype if forward_dtype == "config" else forward_dtype),
-            "puzzle_index": {"by": index_by, "asked": asked, "rows": selected,
-                             "raw_index": ds.gather(np.asarray(selected, np.int64))["raw_index"].tolist()},
-        }
-        # What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
-        # stopped run continues only under the same.
-        job_settings = json.loads(json.dumps({
-            "checkpoint": {"file": str(checkpoint_file), "sha256": file_sha256(checkpoint_file)},
-            "dataset": {"dir": str(ds.dataset_dir), "manifest_sha256": file_sha256(ds.dataset_dir / "manifest.json")},
-            "split": split, "sample": sample,
-            "rows": {"count": int(sample_rows.size), "sha256": hashlib.sha256(sample_rows.astype("<i8").tobytes()).hexdigest()},
-            "selected": selected, "settings": dataclasses.asdict(settings), "device": model.device.type,
-            "forward_dtype": run_info["forward_dtype"], "hrm": __version__,
-        }))
+            claim_output(opts.output, STAGE)
+        model = load_task_model(inputs.checkpoint_file, dev, None if opts.forward_dtype == "config" else opts.forward_dtype,
+                                inputs.rules.task)
+        check_dataset_encoding(inputs.ds, inputs.checkpoint_file, model.config)
+        settings, sample_rows = _settings(opts, inputs, model.config)
+        run_info = _run_info(opts, inputs, model, settings, sample_rows)
+        job_settings = _job_settings(opts, inputs, model, settings, sample_rows, run_info)
         check_ranks_agree(job_settings, d)
-        job = Job(job_folder(output), job_settings, d, STAGE)
-        resumed = job.open(restart)
+        job = Job(job_folder(opts.output), job_settings, d, STAGE)
+        resumed = job.open(opts.restart)
         if resumed and d.rank == 0:
             log(STAGE, f"continuing {job.folder}: its finished batches are read, not run again")
-        try:
-            if d.rank != 0:  # this rank's share of the batches (hrm.analysis.analyze ``d``); rank 0 writes
-                try:
-                    analyze(model, ds, sample_rows, np.asarray(selected, np.int64), settings, d=d, store=job, rules=rules)
-                except TokenError as e:
-                    raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
-                return
-            with atomic_output(output, stage=STAGE) as tmp:
-                tmp.mkdir(parents=True)
-                (tmp / "plots").mkdir()
-                metrics = _run(model, ds, tmp, sample_rows, np.asarray(selected, np.int64), settings, landscape_clip,
-                               progress, run_info, d, job, resumed, rules)
-        except NonFiniteError as e:
-            job.remove()  # its units were computed under settings refused here: of no use to a rerun
-            raise non_finite_error(e, settings) from None
-        except KeyboardInterrupt:
-            if d.rank == 0:
-                log(STAGE, f"stopped with {_units(job)} finished batch(es) kept in {job.folder}; the same command "
-                           "continues from there")
-            raise
+        metrics = _analyze_in_job(opts, inputs, model, settings, sample_rows, run_info, d, job, resumed)
+        if metrics is None:  # a rank but 0: its share is done, rank 0 writes
+            return
         job.remove()  # the outputs are in place: the finished batches are not needed any more
         log(STAGE, f"{metrics['run']['puzzles']} puzzles, exact accuracy {metrics['exact_accuracy']:.4f}, "
-            f"{time.time() - started:.1f} s -> {output}")
+            f"{time.time() - started:.1f} s -> {opts.output}")
     finally:
         lock.close()
         finish(d)
+
+
+def _settings(opts: AnalyzeOptions, inputs: _Inputs, cfg) -> tuple[Any, np.ndarray]:
+    """The analysis settings (hrm.analysis.AnalysisSettings) and the sample's rows, checked against the
+    model (its segments) and the memory limit."""
+    from hrm.analysis import AnalysisSettings
+    from hrm.data import eval_rows
+
+    s_count = opts.segments or cfg.halt_max_steps
+    if opts.landscape_segment > s_count:
+        raise click.BadParameter(f"{opts.landscape_segment} > segments ({s_count})", param_hint="--landscape-segment")
+
+    sample_rows = eval_rows(inputs.ds.num_examples, opts.sample or None, opts.seed)
+    if sample_rows.size == 0:
+        raise StageError(f"{inputs.ds.dataset_dir}: the {opts.split} split is empty")
+    settings = AnalysisSettings(
+        segments=s_count, seed=opts.seed, batch_size=opts.batch_size, store_states=opts.store_states, tol=opts.tol,
+        tail=opts.tail, lookback=opts.lookback, easy_k=inputs.easy_k, easy_sample=opts.easy_sample, shifts=opts.shifts,
+        noise_runs=opts.noise_runs, noise_std=opts.noise_std, noise=inputs.noise, cluster_tol=opts.cluster_tol,
+        fp_sample=opts.fp_sample, landscape_radius=opts.landscape_radius, landscape_divisor=opts.landscape_divisor,
+        landscape_segment=opts.landscape_segment, flow=opts.flow)
+    _check_memory(cfg, settings, sample_rows, inputs.selected, opts.memory_limit_gb)
+    return settings, sample_rows
+
+
+def _run_info(opts: AnalyzeOptions, inputs: _Inputs, model, settings, sample_rows: np.ndarray) -> dict[str, Any]:
+    """What run.json and summary.json say of the run."""
+    from hrm.model.registry import architecture_of
+
+    cfg, ds = model.config, inputs.ds
+    return {
+        "checkpoint": str(opts.checkpoint), "dataset": str(ds.dataset_dir), "split": opts.split,
+        "puzzles": int(sample_rows.size), "seed": opts.seed, "segments": settings.segments,
+        "h_cycles": architecture_of(model).steps_per_segment(cfg), "hidden_size": cfg.hidden_size, "device": str(model.device),
+        "forward_dtype": str(cfg.forward_dtype if opts.forward_dtype == "config" else opts.forward_dtype),
+        "puzzle_index": {"by": opts.index_by, "asked": inputs.asked, "rows": inputs.selected,
+                         "raw_index": ds.gather(np.asarray(inputs.selected, np.int64))["raw_index"].tolist()},
+    }
+
+
+def _job_settings(opts: AnalyzeOptions, inputs: _Inputs, model, settings, sample_rows: np.ndarray,
+                  run_info: dict[str, Any]) -> dict[str, Any]:
+    """What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
+    stopped run continues only under the same."""
+    from hrm import __version__
+    from hrm.manifest import file_sha256
+
+    ds = inputs.ds
+    return json.loads(json.dumps({
+        "checkpoint": {"file": str(inputs.checkpoint_file), "sha256": file_sha256(inputs.checkpoint_file)},
+        "dataset": {"dir": str(ds.dataset_dir), "manifest_sha256": file_sha256(ds.dataset_dir / "manifest.json")},
+        "split": opts.split, "sample": opts.sample,
+        "rows": {"count": int(sample_rows.size), "sha256": hashlib.sha256(sample_rows.astype("<i8").tobytes()).hexdigest()},
+        "selected": inputs.selected, "settings": dataclasses.asdict(settings), "device": model.device.type,
+        "forward_dtype": run_info["forward_dtype"], "hrm": __version__,
+    }))
+
+
+def _analyze_in_job(opts: AnalyzeOptions, inputs: _Inputs, model, settings, sample_rows: np.ndarray,
+                    run_info: dict[str, Any], d, job, resumed: bool) -> dict[str, Any] | None:
+    """Run the analysis under ``job`` (its finished units kept for a rerun); rank 0 writes the output and
+    returns its metrics, the other ranks run their share and return None."""
+    from hrm.analysis import NonFiniteError, TokenError, analyze
+
+    ds, selected = inputs.ds, np.asarray(inputs.selected, np.int64)
+    try:
+        if d.rank != 0:  # this rank's share of the batches (hrm.analysis.analyze ``d``); rank 0 writes
+            try:
+                analyze(model, ds, sample_rows, selected, settings, d=d, store=job, rules=inputs.rules)
+            except TokenError as e:
+                raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
+            return None
+        with atomic_output(opts.output, stage=STAGE) as tmp:
+            tmp.mkdir(parents=True)
+            (tmp / "plots").mkdir()
+            return _run(model, ds, tmp, sample_rows, selected, settings, opts.landscape_clip,
+                        opts.progress, run_info, d, job, resumed, inputs.rules)
+    except NonFiniteError as e:
+        job.remove()  # its units were computed under settings refused here: of no use to a rerun
+        raise non_finite_error(e, settings) from None
+    except KeyboardInterrupt:
+        if d.rank == 0:
+            log(STAGE, f"stopped with {_units(job)} finished batch(es) kept in {job.folder}; the same command "
+                       "continues from there")
+        raise
 
 
 def non_finite_error(e, settings) -> StageError:
@@ -338,32 +431,61 @@ def _check_memory(cfg, settings, sample_rows: np.ndarray, selected: list[int], l
 
 
 def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, settings, clip: float, progress: bool,
-         run_info: dict[str, Any], d=None, store=None, resumed: bool = False, rules=None) -> dict[str, Any]:
+         run_info: dict[str, Any], d, store, resumed: bool, rules) -> dict[str, Any]:
     """Run the analysis (hrm.analysis.analyze) and write every file of the output directory ``out``."""
+    result = _analyze_writing_traces(model, ds, out / "traces.parquet", sample_rows, selected, settings, progress, d,
+                                     store, rules)
+    started = time.time()
+    figures, skipped = _write_tables_and_figures(result, ds, out, settings, clip, run_info["puzzle_index"]["by"], rules)
+    run_info = {**run_info, "trace_rows": result.trace_rows}
+    metrics: dict[str, Any] = {"run": run_info, **result.summary}
+    if skipped:
+        metrics["skipped"] = skipped
+    metrics = json_ready(metrics)
+    _write_summaries(out, metrics, figures, result.tables)
+    # Timings go to run.json and the log only: every other output is byte-identical between runs.
+    import torch
+
+    phases = {**result.seconds, "figures": round(time.time() - started, 2)}
+    run = {**run_info, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "resumed": resumed}
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    log(STAGE, "seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+    return metrics
+
+
+def _analyze_writing_traces(model, ds, traces_file: Path, sample_rows: np.ndarray, selected: np.ndarray, settings,
+                            progress: bool, d, store, rules):
+    """hrm.analysis.analyze, its per-step tables written to ``traces_file`` batch by batch as they come."""
     import pyarrow.parquet as pq
 
-    from hrm.analysis import EASY_COLUMNS, TokenError, analyze, plots, render_report
-    from hrm.tasks import SUDOKU
-
-    rules = rules or SUDOKU.rules
+    from hrm.analysis import TokenError, analyze
 
     writer = None
 
     def write_traces(table) -> None:
         nonlocal writer
         if writer is None:
-            writer = pq.ParquetWriter(out / "traces.parquet", table.schema, compression="zstd")
+            writer = pq.ParquetWriter(traces_file, table.schema, compression="zstd")
         writer.write_table(table)
 
     try:
-        result = analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress, d=d,
-                         store=store, rules=rules)
+        return analyze(model, ds, sample_rows, selected, settings, on_traces=write_traces, progress=progress, d=d,
+                       store=store, rules=rules)
     except TokenError as e:
         raise StageError(f"{ds.dataset_dir}: split {ds.split!r} {e}") from None
     finally:
         if writer is not None:
             writer.close()
-    started = time.time()
+
+
+def _write_tables_and_figures(result, ds, out: Path, settings, clip: float, index_by: str, rules
+                              ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Write the tables, plot CSVs and figures of ``result``; returns (the figures, as (title, file) for the
+    report; the analyses switched off, with the reason). A switched-off analysis still writes its tables
+    (zero rows, same schema)."""
+    from hrm.analysis import EASY_COLUMNS, plots
+
     t = result.tables
     plots_dir, figures_dir = out / "plots", out / "figures"  # CSVs (drawn by dvc.yaml's plots), PNGs
     figures_dir.mkdir()
@@ -377,7 +499,6 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     plots.plot_critical(t["critical"], figures_dir / "critical.png", t["critical_aligned"])
     figures.append((FIGURES["critical"], "figures/critical.png"))
 
-    # A switched-off analysis still writes its tables (zero rows, same schema); the reason goes to metrics and report.
     skipped: dict[str, str] = {}
     write_plot_csv(plots_dir / "easy.csv", t["easy"], header=EASY_COLUMNS)
     if settings.runs_easy:
@@ -394,40 +515,41 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     else:
         skipped["multistability"] = ("--shifts 0" if settings.shifts == 0 else
                                      "--shifts 1 and no noise run (--noise-runs 0 or --noise none): no perturbed run besides the plain one")
-    for fig in result.puzzle_figures:
-        # Named by the index --puzzle-index used; the title gives both (raw file row, split row).
-        name = f"raw{fig.raw_index}" if run_info["puzzle_index"]["by"] == "raw" else f"row{fig.row}"
-        which = f"raw {ds.split} file row {fig.raw_index}, split row {fig.row}"
-        plots.plot_trajectory(fig.pcs, figures_dir / f"trajectory_{name}.png", h_cycles=result.h_cycles,
-                              ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle at {which}")
-        figures.append((f"Trajectory of the puzzle at {which} (z_H, PCA)", f"figures/trajectory_{name}.png"))
-        plots.plot_landscape(fig.landscape, figures_dir / f"landscape_{name}.png", clip=clip,
-                             title=f"Error landscape, puzzle at {which}", error_label=ERROR_LABELS[rules.task])
-        figures.append((f"Error landscape of the puzzle at {which}", f"figures/landscape_{name}.png"))
+    figures += _write_puzzle_figures(result, ds, figures_dir, clip, index_by, rules)
     if not result.puzzle_figures:
         skipped["landscapes"] = "--puzzle-index none: no puzzle selected for trajectories and landscapes"
     lands = [_frame(cols, landscape_schema(rules)) for cols in t["landscape"]]
     (pl.concat(lands) if lands else _frame(None, landscape_schema(rules))).write_parquet(out / "landscape.parquet",
                                                                                   compression="zstd")
+    return figures, skipped
 
-    run_info = {**run_info, "trace_rows": result.trace_rows}
-    metrics: dict[str, Any] = {"run": run_info, **result.summary}
-    if skipped:
-        metrics["skipped"] = skipped
-    metrics = json_ready(metrics)
+
+def _write_puzzle_figures(result, ds, figures_dir: Path, clip: float, index_by: str, rules) -> list[tuple[str, str]]:
+    """The trajectory and landscape figures of each selected puzzle; returns them as (title, file)."""
+    from hrm.analysis import plots
+
+    figures = []
+    for fig in result.puzzle_figures:
+        # Named by the index --puzzle-index used; the title gives both (raw file row, split row).
+        name = f"raw{fig.raw_index}" if index_by == "raw" else f"row{fig.row}"
+        which = f"raw {ds.split} file row {fig.raw_index}, split row {fig.row}"
+        plots.plot_trajectory(fig.pcs, figures_dir / f"trajectory_{name}.png", h_cycles=result.h_cycles,
+                              ratio=fig.pca_ratio, title=f"Reasoning trajectory, puzzle at {which}")
+        figures.append((f"Trajectory of the puzzle at {which} (z_H, PCA)", f"figures/trajectory_{name}.png"))
+        plots.plot_landscape(fig.landscape, figures_dir / f"landscape_{name}.png", clip=clip,
+                             title=f"Error landscape, puzzle at {which}", error_label=ds.task.words["error_label"])
+        figures.append((f"Error landscape of the puzzle at {which}", f"figures/landscape_{name}.png"))
+    return figures
+
+
+def _write_summaries(out: Path, metrics: dict[str, Any], figures: list[tuple[str, str]], tables: dict[str, Any]) -> None:
+    """summary.json (every number), metrics.json (the headline ones) and report.md."""
+    from hrm.analysis import render_report
+
     (out / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
-    (out / "report.md").write_text(render_report(metrics, figures, easy_rows=json_ready(t["easy"]),
-                                                 critical_rows=json_ready(t["critical"])))
-    # Timings go to run.json and the log only: every other output is byte-identical between runs.
-    import torch
-
-    phases = {**result.seconds, "figures": round(time.time() - started, 2)}
-    run = {**run_info, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "resumed": resumed}
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    log(STAGE, "seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
-    return metrics
+    (out / "report.md").write_text(render_report(metrics, figures, easy_rows=json_ready(tables["easy"]),
+                                                 critical_rows=json_ready(tables["critical"])))
 
 
 def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from pipelines.dataset_io import (
     input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table,
     write_examples, write_json,
 )
-from pipelines.io import Count, SEED, StageError, atomic_output, log
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import Count, SEED, StageError, log
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 # The seed stream of each train table's symmetries (the test split is not augmented).

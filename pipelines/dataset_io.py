@@ -36,9 +36,9 @@ import polars as pl
 
 from hrm import rng
 from hrm.tasks import Task, recorded_task
-from pipelines.io import (
-    RECORD, StageError, check_apart, check_memory, claim_output, human_bytes, log, read_record, read_table,
-)
+from pipelines.io import StageError, check_memory, human_bytes, log
+from pipelines.output_records import RECORD, check_apart, claim_output, read_record
+from pipelines.tables import read_table
 from pipelines.settings import config_file_options
 from hrm.manifest import file_sha256, lineage_problems
 
@@ -151,7 +151,7 @@ def table_writer(lineage: dict) -> str:
 def table_record(path: Path, lineage: dict) -> tuple[str | None, str]:
     """(the sha256 recorded for the table ``path``, or None; where it is recorded): the writer's
     ``outputs`` in ``lineage.json`` (augment, hints), else the record of the folder the raw or subsample
-    stage wrote (``.hrm-record.json``, pipelines.io.write_record: every file of an output and its sha256)."""
+    stage wrote (``.hrm-record.json``, pipelines.output_records.write_record: every file of an output and its sha256)."""
     writer = table_writer(lineage)
     if writer in ("augment", "hints"):
         entry = (lineage[writer].get("outputs") or {}).get(path.name)

@@ -26,6 +26,7 @@ models' seq_len / vocab_size, token ranges) runs before any inference starts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import platform
@@ -37,7 +38,9 @@ import click
 import numpy as np
 
 from pipelines.device import resolve_device_option
-from pipelines.io import Count, SEED, StageError, THREADS, atomic_output, check_apart, claim_output, json_ready, log
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import Count, SEED, StageError, THREADS, json_ready, log
+from pipelines.output_records import check_apart, claim_output
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
@@ -195,10 +198,32 @@ REPORT_WORDS = {
 
 def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str],
                  task: str = "sudoku") -> str:
+    """report.md: the headline table, the single checkpoints, ensemble size and calibration, the tiers,
+    the definitions; ``task`` picks the words (REPORT_WORDS)."""
     m = metrics["test"]
-    k, p = m["checkpoints"], m["passes"]
     words = REPORT_WORDS[task]
-    lines = [
+    lines = _report_headline(m, settings, names, words)
+    if "baseline" in m:
+        lines += _report_checkpoints(m, tables, words)
+    if metrics.get("tiers"):
+        lines += _report_tiers(tables, words)
+    lines += [
+        "## Definitions",
+        "",
+        words["exact"],
+        "- label_free: pool = halted passes (all passes when none halted); if a pooled answer passes the "
+        f"{words['verifier']} only verified answers are eligible; the most frequent "
+        "eligible answer wins; ties -> higher mean sigmoid(q_halt) of its passes, then the earlier pass.",
+        "- Curves: k checkpoints = the last k; p passes = the first p.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _report_headline(m: dict[str, Any], settings: dict[str, Any], names: list[str], words: dict[str, str]) -> list[str]:
+    """The report's opening: what was evaluated, the accuracy of each method, the early stop and the work."""
+    k, p = m["checkpoints"], m["passes"]
+    return [
         "# HRM evaluation",
         "",
         f"Dataset `{settings['dataset']}` split `{settings['split']}`: {m['puzzles']} puzzles"
@@ -229,55 +254,53 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
         "method that could answer an unseen puzzle; label_free is the same ensemble without labels.",
         "",
     ]
-    if "baseline" in m:
-        lines += [
-            "## Single checkpoints (unperturbed)",
-            "",
-            f"| checkpoint | exact | cell accuracy | {words['cell']}-cell accuracy | halt rate | q_halt accuracy |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, c in m.get("per_checkpoint", {}).items():
-            lines.append(f"| `{name}` | {_pct(c.get('exact_accuracy'))} | {_pct(c.get('accuracy'))} | "
-                         f"{_pct(c.get('blank_accuracy'))} | {_pct(c.get('halt_rate'))} | {_pct(c.get('q_halt_accuracy'))} |")
-        lines.append("")
-        lines += ["## Ensemble size", "", "| checkpoints | passes | paper_vote | label_free | verified_any |",
-                  "| --- | --- | --- | --- | --- |"]
-        for r in tables["ensemble_grid"]:
-            if r["checkpoints"] in (1, k) or r["passes"] in (1, p):
-                lines.append(f"| {r['checkpoints']} | {r['passes']} | {_pct(r['paper_vote'])} | {_pct(r['label_free'])} | "
-                             f"{_pct(r['verified_any'])} |")
-        lines.append("")
-        cal = m["calibration"]
-        lines += [
-            "## Calibration (primary checkpoint, unperturbed)",
-            "",
-            f"- sigmoid(q_halt) at the last segment vs exact correctness: ECE {_num(cal['q_halt']['ece'])}, "
-            f"Pearson r {_num(cal['q_halt']['pearson_r'])}, Brier {_num(cal['q_halt']['brier'])}.",
-            f"- max-softmax per {words['cell']} cell vs cell correctness: ECE {_num(cal['cells']['ece'])}, "
-            f"Pearson r {_num(cal['cells']['pearson_r'])}, Brier {_num(cal['cells']['brier'])}.",
-            f"- critical segment (answer right from then on), mean over solved puzzles: "
-            f"{_num(m['critical_segment']['mean'])}.",
-            "",
-        ]
-    if metrics.get("tiers"):
-        lines += [words["tiers"], "",
-                  f"| {words['left']} | puzzles | baseline | paper_vote | label_free | verified_any |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for r in tables["tiers"]:
-            lines.append(f"| {r['tier']} | {r['puzzles']} | {_pct(r['baseline'])} | {_pct(r['paper_vote'])} | "
-                         f"{_pct(r['label_free'])} | {_pct(r['verified_any'])} |")
-        lines.append("")
-    lines += [
-        "## Definitions",
+
+
+def _report_checkpoints(m: dict[str, Any], tables: dict[str, list], words: dict[str, str]) -> list[str]:
+    """The report's single checkpoints, ensemble sizes and calibration."""
+    k, p = m["checkpoints"], m["passes"]
+    lines = [
+        "## Single checkpoints (unperturbed)",
         "",
-        words["exact"],
-        "- label_free: pool = halted passes (all passes when none halted); if a pooled answer passes the "
-        f"{words['verifier']} only verified answers are eligible; the most frequent "
-        "eligible answer wins; ties -> higher mean sigmoid(q_halt) of its passes, then the earlier pass.",
-        "- Curves: k checkpoints = the last k; p passes = the first p.",
+        f"| checkpoint | exact | cell accuracy | {words['cell']}-cell accuracy | halt rate | q_halt accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, c in m.get("per_checkpoint", {}).items():
+        lines.append(f"| `{name}` | {_pct(c.get('exact_accuracy'))} | {_pct(c.get('accuracy'))} | "
+                     f"{_pct(c.get('blank_accuracy'))} | {_pct(c.get('halt_rate'))} | {_pct(c.get('q_halt_accuracy'))} |")
+    lines.append("")
+    lines += ["## Ensemble size", "", "| checkpoints | passes | paper_vote | label_free | verified_any |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in tables["ensemble_grid"]:
+        if r["checkpoints"] in (1, k) or r["passes"] in (1, p):
+            lines.append(f"| {r['checkpoints']} | {r['passes']} | {_pct(r['paper_vote'])} | {_pct(r['label_free'])} | "
+                         f"{_pct(r['verified_any'])} |")
+    lines.append("")
+    cal = m["calibration"]
+    lines += [
+        "## Calibration (primary checkpoint, unperturbed)",
+        "",
+        f"- sigmoid(q_halt) at the last segment vs exact correctness: ECE {_num(cal['q_halt']['ece'])}, "
+        f"Pearson r {_num(cal['q_halt']['pearson_r'])}, Brier {_num(cal['q_halt']['brier'])}.",
+        f"- max-softmax per {words['cell']} cell vs cell correctness: ECE {_num(cal['cells']['ece'])}, "
+        f"Pearson r {_num(cal['cells']['pearson_r'])}, Brier {_num(cal['cells']['brier'])}.",
+        f"- critical segment (answer right from then on), mean over solved puzzles: "
+        f"{_num(m['critical_segment']['mean'])}.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def _report_tiers(tables: dict[str, list], words: dict[str, str]) -> list[str]:
+    """The report's easy tiers."""
+    lines = [words["tiers"], "",
+             f"| {words['left']} | puzzles | baseline | paper_vote | label_free | verified_any |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in tables["tiers"]:
+        lines.append(f"| {r['tier']} | {r['puzzles']} | {_pct(r['baseline'])} | {_pct(r['paper_vote'])} | "
+                     f"{_pct(r['label_free'])} | {_pct(r['verified_any'])} |")
+    lines.append("")
+    return lines
 
 
 def _num(v: Any) -> str:
@@ -361,13 +384,57 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 @click.option("--progress/--no-progress", default=True,
               help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
 @config_file_options("evaluate", aliases={"checkpoints": "last"})
-def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbation, test_size, tiers, batch_size,
-             max_rows, device, forward_dtype, compile_, early_stop, seed, num_threads, output, wandb_mode,
-             project_name, run_name, chunk_size, restart, progress) -> None:
+def evaluate(**options: Any) -> None:
     """Evaluate HRM checkpoints: single model, the fork's Augmented HRM vote, a label-free vote, tiers.
 
     Resumable (the same command continues a stopped run) and distributed
     (``torchrun --nproc-per-node N -m pipelines.evaluate ...``): pipelines/job.py."""
+    _evaluate_command(EvaluateOptions(**options))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+    """The options of ``hrm evaluate`` as given (one field per option, same names, same order)."""
+
+    checkpoints: tuple[Path, ...]
+    last: int
+    dataset: Path
+    variant: str
+    split: str
+    permutations: int
+    perturbation: str
+    test_size: int
+    tiers: str
+    batch_size: int
+    max_rows: int
+    device: str
+    forward_dtype: str
+    compile_: bool
+    early_stop: bool
+    seed: int
+    num_threads: int
+    output: Path
+    wandb_mode: str
+    project_name: str
+    run_name: str
+    chunk_size: int
+    restart: bool
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """What the command resolves and checks before the ranks start."""
+
+    files: list[Path]  # the checkpoint files, primary last
+    names: list[str]  # their names in the outputs (checkpoint_names)
+    tier_list: list[tuple[int, int]]
+    dev: Any  # the torch device of this rank
+    t_start: float  # time.perf_counter() at the start
+    version: str  # hrm.__version__
+
+
+def _evaluate_command(opts: EvaluateOptions) -> None:
     import torch
 
     from hrm import __version__
@@ -377,18 +444,18 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     from pipelines.job import job_lock
 
     t_start = time.perf_counter()
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
     # ---- every check first
     try:
-        tier_list = parse_tiers(tiers, seq_len=max(t.seq_len for t in TASKS.values()))
-        make_perturbations(perturbation, permutations, seed)
+        tier_list = parse_tiers(opts.tiers, seq_len=max(t.seq_len for t in TASKS.values()))
+        make_perturbations(opts.perturbation, opts.permutations, opts.seed)
     except ValueError as e:
         raise StageError(str(e)) from None
-    files = resolve_checkpoints(checkpoints, last)
-    check_apart(output, [dataset, *checkpoints, *(f.parent for f in files)])
+    files = resolve_checkpoints(opts.checkpoints, opts.last)
+    check_apart(opts.output, [opts.dataset, *opts.checkpoints, *(f.parent for f in files)])
     names = checkpoint_names(files)
-    dev = resolve_device_option(device)
+    dev = resolve_device_option(opts.device)
     try:
         d = init_distributed(dev.type, timeout_s=RANK_TIMEOUT_S)
     except DistributedError as e:
@@ -396,13 +463,9 @@ def evaluate(checkpoints, last, dataset, variant, split, permutations, perturbat
     dev = rank_device(dev, d)
     lock = contextlib.ExitStack()
     try:
-        lock.enter_context(job_lock(output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
-        _evaluate(d, files, names, dev, dataset=dataset, variant=variant, split=split, permutations=permutations,
-                  perturbation=perturbation, test_size=test_size, tier_list=tier_list,
-                  batch_size=batch_size, max_rows=max_rows, forward_dtype=forward_dtype, compile_=compile_,
-                  early_stop=early_stop, seed=seed, output=output, wandb_mode=wandb_mode, project_name=project_name,
-                  run_name=run_name, chunk_size=chunk_size, restart=restart, progress=progress, t_start=t_start,
-                  version=__version__)
+        lock.enter_context(job_lock(opts.output, d, STAGE))  # one process writes OUTPUT (and OUT.resume) at a time
+        _evaluate(d, opts, _Checked(files=files, names=names, tier_list=tier_list, dev=dev, t_start=t_start,
+                                        version=__version__))
     finally:
         lock.close()
         finish(d)
@@ -430,70 +493,120 @@ def task_settings(ds, perturbation: str, permutations: int, seed: int, tier_list
         raise StageError(f"{e} ({manifest} holds {rules.task} examples)") from None
 
 
-def _evaluate(d, files, names, dev, *, dataset, variant, split, permutations, perturbation, test_size, tier_list,
-              batch_size, max_rows, forward_dtype, compile_, early_stop, seed, output, wandb_mode,
-              project_name, run_name, chunk_size, restart, progress, t_start, version) -> None:
+def _evaluate(d, opts: EvaluateOptions, checked: _Checked) -> None:
     """The work of one rank (the command's options, checked; ``d`` its place among the ranks)."""
-    import torch
+    work = _open_job(d, opts, checked)
+    _run_units(d, opts, checked, work)
+    if d.rank != 0:
+        return
+    test, tier_results, puzzle_table = _join_units(opts, checked, work)
+    n = len(work.rows)
+    log(STAGE, f"{opts.split}: {n} puzzles, {test.seconds:.1f} s of evaluation ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
+        f"{n * opts.permutations * len(work.models) / max(test.seconds, 1e-9):.1f} passes/s"
+        + (f", summed over {d.world_size} ranks" if d.enabled else "") + ")")
+    metrics = _metrics(test, tier_results, work.models)
+    tables = build_tables(test, tier_results)
+    settings = {
+        "checkpoints": [str(f) for f in checked.files], "names": checked.names, "dataset": str(work.ds.dataset_dir),
+        "split": opts.split, "test_size": opts.test_size, "seed": opts.seed, "permutations": opts.permutations,
+        "perturbation": opts.perturbation, "tiers": [list(t) for t in checked.tier_list], "early_stop": opts.early_stop,
+        "batch_size": opts.batch_size, "max_rows": work.engine.max_rows, "compile": opts.compile_,
+    }
+    elapsed = time.perf_counter() - checked.t_start
+    run_info = _run_info(d, opts, checked, work, settings, test, tier_results, elapsed)
+    _write_outputs(opts, work, metrics, tables, settings, run_info, puzzle_table)
+    work.job.remove()  # the outputs are in place: the units are not needed any more
 
-    from hrm.evaluate.engine import Engine, auto_max_rows, segment_flops
-    from hrm.evaluate.results import EvalTotals
-    from hrm.evaluate.run import evaluate_puzzles
-    from hrm.evaluate.tiers import reveal_tier_rows, tier_name
-    from pipelines.job import Job, Unit, check_ranks_agree, chunk_rows, job_folder, plan_units
+    m = metrics["test"]
+    log(STAGE, f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
+        f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}"
+        + (f"; {_pct(m['work']['saved_fraction'])} of the segments saved by the early stop" if opts.early_stop and "work" in m
+           else ""))
+    log(STAGE, f"wrote {opts.output}/ (metrics.json, summary.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Work:
+    """One rank's evaluation job: the split and its rows, the task's rules and perturbations, the models
+    and their engine, the units of work (all, this rank's, and those it has still to run), the job."""
+
+    ds: Any
+    rules: Any
+    perts: Any
+    models: list
+    rows: np.ndarray
+    set_names: list[str]  # the split, then each tier
+    chunk: int  # puzzles per unit
+    units: list
+    engine: Any
+    job: Any
+    resumed: bool
+    mine: list
+    todo: list
+
+
+def _open_job(d, opts: EvaluateOptions, checked: _Checked) -> _Work:
+    """Load the split and the models, plan the units and open the job folder (continuing a stopped run)."""
+    from hrm.evaluate.engine import Engine, auto_max_rows
+    from hrm.evaluate.tiers import tier_name
+
+    from pipelines.job import Job, check_ranks_agree, chunk_rows, job_folder, plan_units
     from hrm.manifest import file_sha256
 
-    ds = open_split(dataset, variant, split)
-    rules, perts = task_settings(ds, perturbation, permutations, seed, tier_list)
-    models = load_models(files, dev, forward_dtype, rules.task)
+    files, tier_list = checked.files, checked.tier_list
+    ds = open_split(opts.dataset, opts.variant, opts.split)
+    rules, perts = task_settings(ds, opts.perturbation, opts.permutations, opts.seed, tier_list)
+    models = load_models(files, checked.dev, opts.forward_dtype, rules.task)
     dataset_dir = ds.dataset_dir
-    rows = split_rows(ds, test_size, seed, files[0], models[0].config)
-    claim_output(output, STAGE)
+    rows = split_rows(ds, opts.test_size, opts.seed, files[0], models[0].config)
+    claim_output(opts.output, STAGE)
     n = len(rows)
-    say = (lambda m: log(STAGE, m)) if d.rank == 0 else (lambda m: None)
-    set_names = [split] + [f"tier {tier_name(t)}" for t in tier_list]
-    chunk = chunk_rows(chunk_size, batch_size)
+    set_names = [opts.split] + [f"tier {tier_name(t)}" for t in tier_list]
+    chunk = chunk_rows(opts.chunk_size, opts.batch_size)
     units = plan_units(len(set_names), n, chunk)
-    engine = Engine(models, max_rows=max_rows or auto_max_rows(dev), compile=compile_)
+    engine = Engine(models, max_rows=opts.max_rows or auto_max_rows(checked.dev), compile=opts.compile_)
     # What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
     # stopped job continues only under the same.
     job_settings = {
         "checkpoints": [{"file": str(f), "sha256": file_sha256(f)} for f in files],
         "dataset": {"dir": str(dataset_dir), "manifest_sha256": file_sha256(dataset_dir / "manifest.json")},
-        "split": split, "rows": {"count": n, "sha256": hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()},
-        "test_size": test_size, "seed": seed, "permutations": permutations, "perturbation": perturbation,
-        "tiers": [list(t) for t in tier_list], "early_stop": early_stop, "batch_size": batch_size,
-        "chunk_rows": chunk, "max_rows": engine.max_rows, "compile": compile_, "device": dev.type,
-        "forward_dtype": str(models[0].config.forward_dtype), "hrm": version,
+        "split": opts.split, "rows": {"count": n, "sha256": hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()},
+        "test_size": opts.test_size, "seed": opts.seed, "permutations": opts.permutations,
+        "perturbation": opts.perturbation, "tiers": [list(t) for t in tier_list], "early_stop": opts.early_stop,
+        "batch_size": opts.batch_size, "chunk_rows": chunk, "max_rows": engine.max_rows, "compile": opts.compile_,
+        "device": checked.dev.type, "forward_dtype": str(models[0].config.forward_dtype), "hrm": checked.version,
     }
     check_ranks_agree(job_settings, d)
-    job = Job(job_folder(output), job_settings, d, STAGE)
-    resumed = job.open(restart)
+    job = Job(job_folder(opts.output), job_settings, d, STAGE)
+    resumed = job.open(opts.restart)
     mine = job.mine(units)
     todo = [u for u in mine if not (resumed and job.done(u.name))]
-    say(f"{len(files)} checkpoint(s) on {dev} ({models[0].config.forward_dtype}), {n} puzzles from {dataset_dir}, "
-        f"{permutations} {perturbation} pass(es), tiers {', '.join(tier_name(t) for t in tier_list) or 'none'}; "
-        f"{len(units)} unit(s) of up to {chunk} puzzles" + (f" over {d.world_size} ranks" if d.enabled else "")
-        + (f"; continuing {job.folder}: {len(mine) - len(todo)} of this rank's {len(mine)} already done" if resumed else ""))
+    if d.rank == 0:
+        log(STAGE, f"{len(files)} checkpoint(s) on {checked.dev} ({models[0].config.forward_dtype}), {n} puzzles from "
+            f"{dataset_dir}, {opts.permutations} {opts.perturbation} pass(es), tiers "
+            f"{', '.join(tier_name(t) for t in tier_list) or 'none'}; {len(units)} unit(s) of up to {chunk} puzzles"
+            + (f" over {d.world_size} ranks" if d.enabled else "")
+            + (f"; continuing {job.folder}: {len(mine) - len(todo)} of this rank's {len(mine)} already done"
+               if resumed else ""))
+    return _Work(ds=ds, rules=rules, perts=perts, models=models, rows=rows, set_names=set_names, chunk=chunk,
+                 units=units, engine=engine, job=job, resumed=resumed, mine=mine, todo=todo)
 
-    common = dict(perturbations=perts, names=names, batch_size=batch_size, early_stop=early_stop, rules=rules)
 
-    def unit_data(unit: Unit) -> dict[str, np.ndarray]:
-        """The unit's puzzles, gathered from the memory-mapped split; a tier's easy copies drawn per puzzle."""
-        data = gather_rows(ds, rows[unit.lo:unit.hi], files[0], models[0].config)
-        if unit.set_index:
-            lo, hi = tier_list[unit.set_index - 1]
-            data["inputs"] = reveal_tier_rows(data["inputs"], data["labels"], lo, hi, seed, data["rows"], rules)
-        return data
+def _run_units(d, opts: EvaluateOptions, checked: _Checked, work: _Work) -> None:
+    """Run this rank's units still to do, each saved in the job folder, then wait for every rank's."""
+    from hrm.evaluate.run import evaluate_puzzles
 
     from hrm.progress import progress_bar
 
+    job, units, mine, todo = work.job, work.units, work.mine, work.todo
+    common = dict(perturbations=work.perts, names=checked.names, batch_size=opts.batch_size, early_stop=opts.early_stop,
+                  rules=work.rules)
     # One count for the whole job, on rank 0: its own batches as they go, the other ranks' units as their
     # files appear (checked after each of its own units).
     others = [u for u in units if u not in set(mine)]
     seen = {u for u in others if job.path(u.name).is_file()}
     done_here = sum(u.puzzles for u in mine) - sum(u.puzzles for u in todo)
-    bar = progress_bar(sum(u.puzzles for u in units), STAGE, "puzzle", enabled=progress and d.rank == 0,
+    bar = progress_bar(sum(u.puzzles for u in units), STAGE, "puzzle", enabled=opts.progress and d.rank == 0,
                        initial=done_here + sum(u.puzzles for u in seen))
 
     def count_other_ranks() -> None:
@@ -504,8 +617,8 @@ def _evaluate(d, files, names, dev, *, dataset, variant, split, permutations, pe
 
     try:
         for unit in todo:
-            data = unit_data(unit)
-            res = evaluate_puzzles(engine, data["inputs"], data["labels"], ratings=data["rating"],
+            data = _unit_data(opts, checked, work, unit)
+            res = evaluate_puzzles(work.engine, data["inputs"], data["labels"], ratings=data["rating"],
                                       on_batch=bar.update, **common)
             # What the outputs need: the totals, and for the test split the per-puzzle table (puzzles.parquet).
             done = {"totals": res.totals().as_arrays()}
@@ -523,74 +636,88 @@ def _evaluate(d, files, names, dev, *, dataset, variant, split, permutations, pe
                    "the same command continues from there")
         raise
     job.wait_for_all()
-    if d.rank != 0:
-        return
-    count_other_ranks()
-    bar.close()
+    if d.rank == 0:
+        count_other_ranks()
+        bar.close()
 
-    # Joined in order, one unit at a time: memory holds the totals and the test split's per-puzzle table.
-    totals: list = [None] * len(set_names)
+
+def _unit_data(opts: EvaluateOptions, checked: _Checked, work: _Work, unit) -> dict[str, np.ndarray]:
+    """The unit's puzzles, gathered from the memory-mapped split; a tier's easy copies drawn per puzzle."""
+    from hrm.evaluate.tiers import reveal_tier_rows
+
+    data = gather_rows(work.ds, work.rows[unit.lo:unit.hi], checked.files[0], work.models[0].config)
+    if unit.set_index:
+        lo, hi = checked.tier_list[unit.set_index - 1]
+        data["inputs"] = reveal_tier_rows(data["inputs"], data["labels"], lo, hi, opts.seed, data["rows"], work.rules)
+    return data
+
+
+def _join_units(opts: EvaluateOptions, checked: _Checked, work: _Work) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
+    """Every unit's results joined: (the split's totals, each tier's, the split's per-puzzle table).
+    Joined in order, one unit at a time: memory holds the totals and the test split's per-puzzle table."""
+    from hrm.evaluate.results import EvalTotals
+    from hrm.evaluate.tiers import tier_name
+
+    totals: list = [None] * len(work.set_names)
     table: dict[str, list[np.ndarray]] = {}
-    for unit in units:
-        done = job.load(unit.name)
+    for unit in work.units:
+        done = work.job.load(unit.name)
         if done is None:
-            raise StageError(f"{job.path(unit.name)}: a finished unit is missing or damaged; rerun the same command "
-                             f"to run it again")
-        part = EvalTotals.from_arrays(done["totals"], names=names, perturbation=perts.kind, early_stop=early_stop,
-                                         task=rules.task)
+            raise StageError(f"{work.job.path(unit.name)}: a finished unit is missing or damaged; rerun the same "
+                             f"command to run it again")
+        part = EvalTotals.from_arrays(done["totals"], names=checked.names, perturbation=work.perts.kind,
+                                         early_stop=opts.early_stop, task=work.rules.task)
         totals[unit.set_index] = part if totals[unit.set_index] is None else totals[unit.set_index].add(part)
         for k, v in done.get("puzzles", {}).items():
             table.setdefault(k, []).append(v)
         del done
-    test, tier_results = totals[0], {tier_name(t): r for t, r in zip(tier_list, totals[1:])}
-    puzzle_table = {k: np.concatenate(v) for k, v in table.items()}
-    log(STAGE, f"{split}: {n} puzzles, {test.seconds:.1f} s of evaluation ({n / max(test.seconds, 1e-9):.2f} puzzles/s, "
-        f"{n * permutations * len(models) / max(test.seconds, 1e-9):.1f} passes/s"
-        + (f", summed over {d.world_size} ranks" if d.enabled else "") + ")")
+    test, tier_results = totals[0], {tier_name(t): r for t, r in zip(checked.tier_list, totals[1:])}
+    return test, tier_results, {k: np.concatenate(v) for k, v in table.items()}
+
+
+def _metrics(test, tier_results: dict[str, Any], models: list) -> dict[str, Any]:
+    """summary.json: the split's summary and each tier's, with the work's FLOPs."""
+    from hrm.evaluate.engine import segment_flops
 
     summaries = {"test": test.summary(), "tiers": {k: v.summary(detail=False) for k, v in tier_results.items()}}
     for summary, res in [(summaries["test"], test), *((summaries["tiers"][k], r) for k, r in tier_results.items())]:
         if "work" in summary:  # FLOPs: each checkpoint's row-segments times its segment's FLOPs
             summary["work"]["gflop_run"] = sum(float(res.steps_run[k]) * segment_flops(m)
                                                for k, m in enumerate(models)) / 1e9
-    metrics = _clean(summaries)
-    tables = build_tables(test, tier_results)
-    settings = {
-        "checkpoints": [str(f) for f in files], "names": names, "dataset": str(dataset_dir), "split": split,
-        "test_size": test_size, "seed": seed, "permutations": permutations, "perturbation": perturbation,
-        "tiers": [list(t) for t in tier_list], "early_stop": early_stop, "batch_size": batch_size,
-        "max_rows": engine.max_rows, "compile": compile_,
-    }
-    elapsed = time.perf_counter() - t_start
-    run_info = {
-        **settings, "device": str(dev), "forward_dtype": models[0].config.forward_dtype, "torch": torch.__version__,
-        "python": platform.python_version(), "seconds_total": round(elapsed, 3),
+    return _clean(summaries)
+
+
+def _run_info(d, opts: EvaluateOptions, checked: _Checked, work: _Work, settings: dict[str, Any], test,
+              tier_results: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """run.json: the settings, the machine and the timings."""
+    import torch
+
+    n = len(work.rows)
+    return {
+        **settings, "device": str(checked.dev), "forward_dtype": work.models[0].config.forward_dtype,
+        "torch": torch.__version__, "python": platform.python_version(), "seconds_total": round(elapsed, 3),
         "seconds": {"test": round(test.seconds, 3), **{f"tier_{k}": round(v.seconds, 3) for k, v in tier_results.items()}},
         "puzzles_per_s": round(n / max(test.seconds, 1e-9), 3),
-        "passes_per_s": round(n * permutations * len(models) / max(test.seconds, 1e-9), 3),
-        "world_size": d.world_size, "chunk_rows": chunk, "units": len(units), "resumed": resumed,
+        "passes_per_s": round(n * opts.permutations * len(work.models) / max(test.seconds, 1e-9), 3),
+        "world_size": d.world_size, "chunk_rows": work.chunk, "units": len(work.units), "resumed": work.resumed,
     }
 
+
+def _write_outputs(opts: EvaluateOptions, work: _Work, metrics: dict[str, Any], tables: dict[str, list],
+                   settings: dict[str, Any], run_info: dict[str, Any], puzzle_table: dict[str, np.ndarray]) -> None:
+    """Every file of the output directory, put in place at once; the W&B run."""
     import polars as pl
 
-    with atomic_output(output, stage=STAGE) as tmp:
+    with atomic_output(opts.output, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
-        (tmp / "report.md").write_text(build_report(metrics, tables, settings, names, rules.task))
+        (tmp / "report.md").write_text(build_report(metrics, tables, settings, settings["names"], work.rules.task))
         pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-        log_wandb(wandb_mode, tmp, project_name, run_name, settings, metrics, tables)
-    job.remove()  # the outputs are in place: the units are not needed any more
-
-    m = metrics["test"]
-    log(STAGE, f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
-        f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}"
-        + (f"; {_pct(m['work']['saved_fraction'])} of the segments saved by the early stop" if early_stop and "work" in m
-           else ""))
-    log(STAGE, f"wrote {output}/ (metrics.json, summary.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")
+        log_wandb(opts.wandb_mode, tmp, opts.project_name, opts.run_name, settings, metrics, tables)
 
 
 if __name__ == "__main__":  # torchrun --nproc-per-node N -m pipelines.evaluate [OPTIONS]

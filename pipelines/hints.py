@@ -34,7 +34,8 @@ from pipelines.dataset_io import (
     examples_record, input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng,
     tables_of, verify_table, write_examples, write_json,
 )
-from pipelines.io import SEED, StageError, atomic_output, log
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import SEED, StageError, log
 
 # What the stage writes in its output folder: it replaces that, and refuses a folder holding anything else.
 

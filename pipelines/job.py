@@ -27,7 +27,7 @@ digest of those settings (:func:`settings_digest`, inside the hashed bytes): a u
 (copied from another job folder, its own hash intact) is named and run again, never merged.
 
 One process writes a job at a time: rank 0 holds ``.OUT.lock`` beside the output
-(:func:`job_lock`, pipelines.io.output_lock) from before the job folder is opened until the outputs
+(:func:`job_lock`, pipelines.output_lock.output_lock) from before the job folder is opened until the outputs
 are in place; a second ``hrm evaluate`` / ``hrm analyze`` on the same output is refused naming the
 folder and the holder's pid, and touches nothing.
 """
@@ -48,7 +48,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from hrm.distributed import Dist, all_gather_object, barrier
-from pipelines.io import StageError, log, output_lock
+from pipelines.io import StageError, log
+from pipelines.output_lock import output_lock
 
 JOB_FILE = "job.json"
 UNIT_SUFFIX = ".npz"

@@ -27,8 +27,10 @@ from pathlib import Path
 import click
 
 from pipelines.datasets import dataset_card, license_links, license_of, render_card
-from pipelines.io import StageError, atomic_output, check_apart, human_bytes, log
-from pipelines.registry import (
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import StageError, human_bytes, log
+from pipelines.output_records import check_apart
+from pipelines.artifacts import (
     Artifact, Version, check_dataset, content_hash, dataset_files, fetch_version, find_root, read_manifest,
     resolve_version,
 )

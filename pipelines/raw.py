@@ -31,16 +31,18 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
-from pipelines.io import (
-    BATCH_ROWS, PARQUET_OPTIONS, SEED, Count, StageError, atomic_output, check_memory, claim_output, human_bytes,
-    iter_table_batches, log, read_table, write_parquet,
-)
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import SEED, Count, StageError, check_memory, human_bytes, log
+from pipelines.output_records import claim_output
+from pipelines.tables import BATCH_ROWS, PARQUET_OPTIONS, iter_table_batches, read_table, write_parquet
+from pipelines.raw_validation import validate_raw_file
 from pipelines.settings import config_file_options
 from schemas.raw import RAW_COLUMNS, RawReport, raw_validator
 
@@ -338,35 +340,6 @@ def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput
 # --------------------------------------------------------------------------- validation and writing
 
 
-def validate_raw_file(
-    path: str | os.PathLike,
-    *,
-    task: Task = SUDOKU,
-    check_unique: bool = True,
-    batch_rows: int = BATCH_ROWS,
-    display_path: str | None = None,
-    keep_valid: bool = False,
-    progress: bool = False,
-) -> RawReport:
-    """Validate a raw CSV or Parquet file batch by batch; rows are numbered across the file.
-
-    ``keep_valid=False`` (the default) keeps only the rejected rows in memory.
-    """
-    name = display_path or str(path)
-    parts: list[RawReport] = []
-    offset = 0
-    for batch in iter_table_batches(path, batch_rows):
-        part = raw_validator(task)(batch, check_unique=check_unique, path=name, row_offset=offset,
-                                     keep_valid=keep_valid)
-        parts.append(part)
-        offset += batch.height
-        if progress:
-            click.echo(f"  {name}: validated {offset:,} rows", err=True)
-        if part.table_errors:  # the layout is wrong: the other batches would say the same
-            break
-    return RawReport.merge(parts, path=name, keep_valid=keep_valid)
-
-
 def _validate(split: SplitInput, check_unique: bool, task: Task) -> RawReport:
     t0 = time.perf_counter()
     if split.table is not None:
@@ -501,76 +474,48 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
                    "to rejected-{split}.parquet.")
 @click.pass_context
 @config_file_options("raw", aliases={"csv_input": "input"})  # params.yaml's raw section and top-level seed
-def raw(
-    ctx: click.Context,
-    task: str,
-    source: str,
-    output: Path,
-    seed: int,
-    train_size: int,
-    test_size: int,
-    min_blanks: int,
-    max_blanks: int,
-    min_rating: int,
-    min_path: int,
-    hf_repo: str | None,
-    hf_revision: str | None,
-    input_dir: Path | None,
-    check_unique: bool | None,
-    on_invalid: str,
-) -> None:
+def raw(ctx: click.Context, **options: Any) -> None:
     """Get Sudoku puzzles or mazes, validate them and write the raw table (train and test splits)."""
+    _raw(ctx, RawOptions(**options))
+
+
+@dataclass(frozen=True)
+class RawOptions:
+    """The options of ``hrm raw`` as given (one field per option, same names, same order)."""
+
+    task: str
+    source: str
+    output: Path
+    seed: int
+    train_size: int
+    test_size: int
+    min_blanks: int
+    max_blanks: int
+    min_rating: int
+    min_path: int
+    hf_repo: str | None
+    hf_revision: str | None
+    input_dir: Path | None
+    check_unique: bool | None
+    on_invalid: str
+
+
+def _raw(ctx: click.Context, opts: RawOptions) -> None:
     t_start = time.perf_counter()
+    task, source, output = opts.task, opts.source, opts.output
     the_task = TASKS[task]
-    if check_unique is None:
-        check_unique = source != "hf"
-    generator = {"sudoku": ["min_blanks", "max_blanks", "min_rating"], "maze": ["min_path"]}
-    ignored = _explicit(ctx, {
-        "builtin": ["input_dir", "hf_repo", "hf_revision"],
-        "hf": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "input_dir"],
-        "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "hf_repo",
-                "hf_revision"],
-    }[source] + (generator["maze" if task == "sudoku" else "sudoku"] if source == "builtin" else []))
-    if ignored:
-        log("raw", f"note: ignored with --task {task} --source {source}: {', '.join(ignored)}")
-    other = {t.hf_repo: t.name for t in TASKS.values() if t.name != task}
-    if source == "hf" and hf_repo in other:  # e.g. params.yaml's Sudoku repo left in place for a maze run
-        raise StageError(f"--hf-repo {hf_repo} is the {other[hf_repo]} reference dataset, not the {task} one: pass "
-                         f"--hf-repo {the_task.hf_repo} (params.yaml: raw.hf_repo, and raw.hf_revision) or "
-                         f"--task {other[hf_repo]}")
+    check_unique = source != "hf" if opts.check_unique is None else opts.check_unique
+    _check_options(ctx, opts)
     claim_output(output, "raw")
     if source == "builtin":
-        _check_builtin_memory(the_task, train_size, test_size)
+        _check_builtin_memory(the_task, opts.train_size, opts.test_size)
 
-    stats: dict = {"task": task, "source": source, "check_unique": check_unique, "on_invalid": on_invalid}
+    stats: dict = {"task": task, "source": source, "check_unique": check_unique, "on_invalid": opts.on_invalid}
     with atomic_output(output, stage="raw") as tmp:
         tmp.mkdir(parents=True)
-        if source == "builtin" and task == "maze":
-            inputs, stats["builtin"] = _builtin_maze_inputs(train_size, test_size, seed, min_path)
-        elif source == "builtin":
-            inputs, stats["builtin"] = _builtin_inputs(train_size, test_size, seed, min_blanks, max_blanks, min_rating)
-        elif source == "csv":
-            inputs, stats["csv"] = _csv_inputs(input_dir, the_task)
-        else:
-            staging = tmp / ".staging"
-            staging.mkdir()
-            inputs, stats["hf"] = _hf_inputs(hf_repo or the_task.hf_repo, hf_revision or the_task.hf_revision, staging)
-
+        inputs, stats[source] = _source_inputs(opts, the_task, tmp)
         reports = {split.name: _validate(split, check_unique, the_task) for split in inputs}
-        failed = [r for r in reports.values() if r.table_errors or (r.n_rejected and on_invalid == "fail")]
-        if failed:
-            hint = "" if any(r.table_errors for r in failed) else (
-                "\nFix the rows, or rerun with --on-invalid drop to keep the valid rows and write the others "
-                f"to {output}/rejected-{{split}}.parquet.")
-            raise StageError("\n".join(r.message() for r in failed) + hint)
-        empty = [split for split in inputs if reports[split.name].n_rows == reports[split.name].n_rejected]
-        if empty:  # a 0-row split would flow through every later stage: refused here, where it would be made
-            raise StageError("\n".join(
-                f"{split.display_path or split.name}: the {split.name} split would be empty "
-                + (f"(all {reports[split.name].n_rows:,} rows rejected)" if reports[split.name].n_rows
-                   else "(0 rows: a header-only or empty file, or a size of 0)")
-                + "; every split needs at least one puzzle" for split in empty))
-
+        _refuse_failed(inputs, reports, opts.on_invalid, output)
         stats["splits"] = {}
         for split in inputs:
             report = reports[split.name]
@@ -591,3 +536,54 @@ def raw(
 
     rows = ", ".join(f"{s} {v['rows']:,} rows" for s, v in stats["splits"].items())
     log("raw", f"wrote {output} ({rows}) in {time.perf_counter() - t_start:.1f} s")
+
+
+def _check_options(ctx: click.Context, opts: RawOptions) -> None:
+    """Note the options given that --task and --source ignore; refuse the other task's reference dataset."""
+    task, source, hf_repo = opts.task, opts.source, opts.hf_repo
+    generator = {"sudoku": ["min_blanks", "max_blanks", "min_rating"], "maze": ["min_path"]}
+    ignored = _explicit(ctx, {
+        "builtin": ["input_dir", "hf_repo", "hf_revision"],
+        "hf": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "input_dir"],
+        "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "hf_repo",
+                "hf_revision"],
+    }[source] + (generator["maze" if task == "sudoku" else "sudoku"] if source == "builtin" else []))
+    if ignored:
+        log("raw", f"note: ignored with --task {task} --source {source}: {', '.join(ignored)}")
+    other = {t.hf_repo: t.name for t in TASKS.values() if t.name != task}
+    if source == "hf" and hf_repo in other:  # e.g. params.yaml's Sudoku repo left in place for a maze run
+        raise StageError(f"--hf-repo {hf_repo} is the {other[hf_repo]} reference dataset, not the {task} one: pass "
+                         f"--hf-repo {TASKS[task].hf_repo} (params.yaml: raw.hf_repo, and raw.hf_revision) or "
+                         f"--task {other[hf_repo]}")
+
+
+def _source_inputs(opts: RawOptions, the_task: Task, tmp: Path) -> tuple[list[SplitInput], dict]:
+    """The splits of --source, and what stats.json records of the source (the hf source stages its files
+    in ``tmp``)."""
+    if opts.source == "builtin" and opts.task == "maze":
+        return _builtin_maze_inputs(opts.train_size, opts.test_size, opts.seed, opts.min_path)
+    if opts.source == "builtin":
+        return _builtin_inputs(opts.train_size, opts.test_size, opts.seed, opts.min_blanks, opts.max_blanks,
+                               opts.min_rating)
+    if opts.source == "csv":
+        return _csv_inputs(opts.input_dir, the_task)
+    staging = tmp / ".staging"
+    staging.mkdir()
+    return _hf_inputs(opts.hf_repo or the_task.hf_repo, opts.hf_revision or the_task.hf_revision, staging)
+
+
+def _refuse_failed(inputs: list[SplitInput], reports: dict[str, RawReport], on_invalid: str, output: Path) -> None:
+    """Refuse a split with a bad layout, with invalid rows under --on-invalid fail, or with no valid row."""
+    failed = [r for r in reports.values() if r.table_errors or (r.n_rejected and on_invalid == "fail")]
+    if failed:
+        hint = "" if any(r.table_errors for r in failed) else (
+            "\nFix the rows, or rerun with --on-invalid drop to keep the valid rows and write the others "
+            f"to {output}/rejected-{{split}}.parquet.")
+        raise StageError("\n".join(r.message() for r in failed) + hint)
+    empty = [split for split in inputs if reports[split.name].n_rows == reports[split.name].n_rejected]
+    if empty:  # a 0-row split would flow through every later stage: refused here, where it would be made
+        raise StageError("\n".join(
+            f"{split.display_path or split.name}: the {split.name} split would be empty "
+            + (f"(all {reports[split.name].n_rows:,} rows rejected)" if reports[split.name].n_rows
+               else "(0 rows: a header-only or empty file, or a size of 0)")
+            + "; every split needs at least one puzzle" for split in empty))

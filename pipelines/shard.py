@@ -47,7 +47,8 @@ from pipelines.dataset_io import (
     read_examples, read_lineage, require_rows, rows_per_group, tables_of, verify_table, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
-from pipelines.io import FiniteFloatRange, StageError, atomic_output, human_bytes, log
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import FiniteFloatRange, StageError, human_bytes, log
 from hrm.tasks import Task
 from hrm.manifest import (
     CARD, DATASETS_INDEX, MANIFEST, file_sha256, new_manifest, open_shard, shard_entry, split_entry,

@@ -35,7 +35,9 @@ from pipelines.dataset_io import (
     verify_table, write_json,
 )
 from hrm.tasks import Task, recorded_task
-from pipelines.io import Count, SEED, StageError, atomic_output, human_bytes, log, read_table
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import Count, SEED, StageError, human_bytes, log
+from pipelines.tables import read_table
 
 # The subsample tables' Parquet settings (fixed: the same rows give the same bytes).
 SUBSAMPLE_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=False)

@@ -36,7 +36,8 @@ from hrm.model.losses import LOSS_FUNCTIONS
 from hrm.model.registry import get_architecture
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
 from pipelines.device import resolve_device_option
-from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_apart, check_memory
+from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory
+from pipelines.output_records import check_apart
 from pipelines.settings import file_value, given_on_command_line, read_section, read_top_level, reads_section
 
 

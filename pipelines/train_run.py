@@ -40,7 +40,8 @@ from hrm.integrity import IntegrityError
 from hrm.model import hash_file, read_verified, save_checkpoint, step_files, write_verified
 from hrm.progress import ProgressLines, progress_bar
 from hrm.train import TrainConfig, TrainHooks, TrainResult, TrainState, round_metric, train, why_not_resumable
-from pipelines.io import atomic_output, output_lock, pid_alive, remove_leftovers
+from pipelines.atomic_replace import atomic_output, pid_alive, remove_leftovers
+from pipelines.output_lock import output_lock
 from pipelines.io import log as stage_log
 from pipelines.tracking import init_wandb
 from hrm.manifest import file_sha256
@@ -420,7 +421,7 @@ def run(cfg: TrainConfig, *, dataset: Any | None = None, eval_dataset: Any | Non
 @contextlib.contextmanager
 def run_lock(folder: Path | None) -> Iterator[None]:
     """Hold the run folder's lock (a second process writing the same run is refused); None: no lock.
-    The file stays (pipelines.io.output_lock)."""
+    The file stays (pipelines.output_lock.output_lock)."""
     if folder is None:
         yield
         return

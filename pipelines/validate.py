@@ -6,7 +6,7 @@ One sub-command per table kind:
 - ``examples FILE``: an intermediate table of the dataset stages: the examples tables
   (Arrow IPC) of augment and hints (schemas/examples.py), or a subsample table (Parquet);
 - ``shards DIR``: a sharded dataset against its manifest and the shard schema
-  (:func:`dataset_problems`, also the registry's check), or every dataset of the shard
+  (pipelines.dataset_checks.dataset_problems, also the registry's check), or every dataset of the shard
   stage's output.
 
 A table in a stage's output folder (``raw``, ``examples``) is first checked against the sha256 its
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import click
 
+from pipelines.dataset_checks import dataset_problems
 from pipelines.datasets import read_datasets_index, resolve_dataset
-from pipelines.io import BATCH_ROWS, Count, StageError
-from hrm.tasks import TASKS, manifest_task, task_of_columns
-from pipelines.raw import validate_raw_file
-from hrm.manifest import ManifestError, Problem, check_split, read_manifest
+from pipelines.io import Count, StageError
+from pipelines.tables import BATCH_ROWS
+from hrm.tasks import TASKS, task_of_columns
+from pipelines.raw_validation import validate_raw_file
 
 PROBLEMS_SHOWN = 20  # problems listed in one message; the rest are counted
 
@@ -69,7 +70,7 @@ def verify_recorded(path: Path, lineage: dict) -> str:
     mismatch or a missing record is refused); a file outside one has no record to check. Returns the
     note for the OK line."""
     from pipelines.dataset_io import verify_table
-    from pipelines.io import RECORD
+    from pipelines.output_records import RECORD
 
     if not path.is_file():
         raise StageError(f"{path}: file not found")
@@ -136,51 +137,6 @@ def validate_shards_dir(path: Path) -> str:
     names = ", ".join(d.name for d in datasets)
     return (f"{path}: OK, {len(datasets)} dataset{'s' if len(datasets) > 1 else ''} ({names}), {shards:,} shards, "
             f"{rows:,} rows valid (each shard's sha256, size, schema and rows as in the manifest; shard schema)")
-
-
-def _with_shard_rows(report, shards: list[dict], root: Path):
-    """``report`` (rows numbered across the split) with each bad row's shard file and row in it."""
-    import dataclasses
-
-    import numpy as np
-    import polars as pl
-
-    starts = np.array([r["rows"][0] for r in shards], dtype=np.int64)
-    rows = report.problems.get_column("row").to_numpy()
-    which = np.searchsorted(starts, rows, side="right") - 1
-    reasons = [f"{why} [{root / shards[i]['file']}, row {r - starts[i]}]"
-               for why, r, i in zip(report.problems.get_column("reason").to_list(), rows.tolist(), which.tolist())]
-    problems = report.problems.with_columns(pl.Series("reason", reasons, dtype=pl.String))
-    return dataclasses.replace(report, problems=problems)
-
-
-def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
-    """Every problem of a sharded dataset folder: each split against the manifest
-    (hrm.manifest.check_split: shard presence, sha256, size, Arrow schema, row ranges and
-    counts), then each undamaged split against the shard schema (bad rows named with their
-    shard). Returns (manifest, problems); the manifest is {} when it cannot be read."""
-    from schemas.examples import validate_shards
-
-    try:
-        manifest = read_manifest(dataset)
-    except ManifestError as exc:
-        return {}, exc.problems
-    try:
-        task = manifest_task(manifest)
-        required = {f.name: f.type for f in task.shard_schema}
-    except ValueError as exc:
-        return manifest, [Problem("encoding", f"{dataset / 'manifest.json'}: encoding: {exc}")]
-    problems = []
-    for split, info in manifest["splits"].items():
-        checked = check_split(dataset, manifest, split, required=required)
-        problems += checked.problems
-        if checked.problems:  # content of a damaged split is not worth checking row by row
-            continue
-        report = validate_shards([s.table for s in checked.shards], task, rows_per_group=info.get("rows_per_group") or None,
-                                 path=str(dataset / split))
-        if not report.ok:
-            problems.append(Problem("shard_schema", _with_shard_rows(report, info["shards"], dataset).message()))
-    return manifest, problems
 
 
 def problems_message(problems: list[str], limit: int = PROBLEMS_SHOWN) -> str:

@@ -1,4 +1,4 @@
-"""The record ``hrm registry register`` writes in a version's tag message (pipelines/registry.py).
+"""The record ``hrm registry register`` writes in a version's tag message (pipelines/artifacts.py).
 
 A tag message ends with one line ``hrm-registry: {json}``. Anyone can make a tag: every record is
 parsed against :class:`RegistryRecord` before a command uses it, and a record of the wrong shape
@@ -49,7 +49,7 @@ class BuiltFrom(StrictRecord):
 
 
 class RegistryRecord(StrictRecord):
-    schema_: StrictInt = Field(None, alias="schema")  # the record's format version (pipelines.registry.RECORD_SCHEMA)
+    schema_: StrictInt = Field(None, alias="schema")  # the record's format version (pipelines.artifacts.RECORD_SCHEMA)
     type: Literal["dataset", "model"] = None
     artifact: StrictStr = None
     path: StrictStr = None

@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
-from pipelines.io import write_record
+from pipelines.output_records import write_record
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSAMPLE, NUM_AUG = 20, 4

@@ -12,8 +12,10 @@ from click.testing import CliRunner
 
 from conftest import REAL_SUDOKU as REAL
 from pipelines.cli import cli
-from pipelines.io import StageError, write_record
-from pipelines.validate import dataset_problems, problems_message
+from pipelines.io import StageError
+from pipelines.output_records import write_record
+from pipelines.dataset_checks import dataset_problems
+from pipelines.validate import problems_message
 
 SUBSAMPLE, NUM_AUG = 20, 4
 VANILLA, HINT = f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}", f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}-hint"

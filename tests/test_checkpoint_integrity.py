@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hrm.model import CheckpointError, HRM, HRMConfig, hash_file, load_checkpoint, save_checkpoint, step_files
 from hrm.train import TrainConfig
 from pipelines.cli import cli
-from pipelines.registry import content_hash, hash_files, model_files
+from pipelines.artifacts import content_hash, hash_files, model_files
 from pipelines.train_run import PREVIOUS_RUNS, RUN_INFO_NAME, STATE_NAME
 from pipelines.train_run import run as train
 
@@ -125,7 +125,7 @@ def test_an_edited_all_config_beside_a_verified_checkpoint_is_refused(reference_
     file (and both hashes for an edit); nothing is written."""
     import yaml
 
-    from pipelines.registry import checkpoint_problems
+    from pipelines.artifacts import checkpoint_problems
 
     run_dir = copy_run(reference_run[0], tmp_path / "run")
     config = run_dir / "checkpoints" / "all_config.yaml"
@@ -206,7 +206,7 @@ def test_an_official_checkpoint_without_a_hash_loads_with_one_note(tmp_path):
 
 
 def test_registry_verify_names_a_flipped_checkpoint(reference_run, tmp_path):
-    from pipelines.registry import checkpoint_problems
+    from pipelines.artifacts import checkpoint_problems
 
     src, _ = reference_run
     assert checkpoint_problems(src) == []

@@ -15,6 +15,8 @@ import torch
 
 from hrm.integrity import file_sha256
 from hrm.model import HRM, HRMConfig, save_checkpoint
+from pipelines import atomic_replace
+from pipelines import output_records
 from pipelines import io as stage_io
 from stage_helpers import digest_tree, fails, ok
 
@@ -51,9 +53,9 @@ def test_every_output_folder_carries_its_record(built, model_run, tmp_path):
     root, _ = built
     ok(*evaluate_args(model_run, tmp_path / "ev"))
     for out, stage in ((root / "subsample", "subsample"), (root / "datasets", "shard"), (tmp_path / "ev", "evaluate")):
-        record = json.loads((out / stage_io.RECORD).read_text())
+        record = json.loads((out / output_records.RECORD).read_text())
         assert record["command"] == stage
-        files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != stage_io.RECORD)
+        files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != output_records.RECORD)
         assert sorted(record["files"]) == files
         for rel, sha in record["files"].items():  # every hash is the file's; run.json's timings have none
             assert sha == (None if rel == "run.json" else file_sha256(out / rel))
@@ -120,11 +122,11 @@ def test_a_malformed_record_is_refused_by_name(built, tmp_path):
     out = tmp_path / "sub"
     ok("subsample", "--input", str(root / "raw"), "--output", str(out), "--seed", "3", "--subsample-size", "20",
        "--test-size", "0")
-    (out / stage_io.RECORD).write_text('{"format": 1, "command": "subsample", "files": ["x"]}\n')
+    (out / output_records.RECORD).write_text('{"format": 1, "command": "subsample", "files": ["x"]}\n')
     before = digest_tree(out)
     msg = fails("subsample", "--input", str(root / "raw"), "--output", str(out), "--seed", "3", "--subsample-size", "20",
                 "--test-size", "0")
-    assert stage_io.RECORD in msg and "not a record" in msg and digest_tree(out) == before
+    assert output_records.RECORD in msg and "not a record" in msg and digest_tree(out) == before
 
 
 def test_outputs_inside_an_input_are_refused(built, model_run, tmp_path):
@@ -143,17 +145,17 @@ def test_a_concurrent_winner_of_the_same_output_is_replaced_not_a_crash(tmp_path
     """Two processes make the same new output: the one that commits second finds the first one's folder
     (the same command's, by its record) and exchanges it; a foreign folder that appeared is refused."""
     final = tmp_path / "out"
-    with stage_io.atomic_output(final, stage="test") as tmp:
+    with atomic_replace.atomic_output(final, stage="test") as tmp:
         tmp.mkdir()
         (tmp / "a.txt").write_text("second")
         final.mkdir()  # the winner commits while this one runs
         (final / "a.txt").write_text("first")
-        stage_io.write_record(final, "test")
+        output_records.write_record(final, "test")
     assert (final / "a.txt").read_text() == "second"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     other = tmp_path / "other"
     with pytest.raises(stage_io.StageError, match="did not write"):
-        with stage_io.atomic_output(other, stage="test") as tmp:
+        with atomic_replace.atomic_output(other, stage="test") as tmp:
             tmp.mkdir()
             (tmp / "a.txt").write_text("mine")
             other.mkdir()
@@ -208,5 +210,5 @@ def test_the_committed_results_are_their_commands_own(tmp_path):
     subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
     for folder, stage in (("raw", "raw"), ("evaluate", "evaluate"), ("analysis", "analyze")):
         out = tmp_path / "data" / folder
-        assert (out / stage_io.RECORD).is_file(), f"data/{folder}: its record is not committed"
-        stage_io.claim_output(out, stage)  # raises StageError naming what is not the stage's
+        assert (out / output_records.RECORD).is_file(), f"data/{folder}: its record is not committed"
+        output_records.claim_output(out, stage)  # raises StageError naming what is not the stage's

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from pipelines.publish import publish
-from pipelines.registry import read_versions, registry
+from pipelines.artifacts import read_versions
+from pipelines.registry import registry
 from registry_helpers import FAKE_TOKEN, HINT, REPO, VANILLA, build_datasets, invoke, make_project, ok
 
 REPO_ID = "hrm-test/sudoku-tiny"

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from pipelines.publish import publish
-from pipelines.registry import content_hash, parse_version, read_versions, registry, version_key
+from pipelines.artifacts import content_hash, parse_version, read_versions, version_key
+from pipelines.registry import registry
 from registry_helpers import (
     HINT, MODEL, REPO, VANILLA, build_datasets, digest_tree, invoke, make_project, ok, replace_datasets,
     sh, write_model,
@@ -56,9 +57,9 @@ def test_version_strings():
 
 
 def test_the_registry_reads_the_run_summary_where_the_train_stage_writes_it():
-    """pipelines.registry keeps its own copy of the run folder's summary path (importing the run folder
+    """pipelines.artifacts keeps its own copy of the run folder's summary path (importing the run folder
     would load torch): held here to the train stage's."""
-    from pipelines.registry import RUN_METRICS
+    from pipelines.artifacts import RUN_METRICS
     from pipelines.train_run import LIVE_DIR
 
     assert RUN_METRICS[0] == f"{LIVE_DIR}/metrics.json"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import atomic_replace
+from pipelines import output_records
 from pipelines import io as stage_io
 from stage_helpers import digest_tree, fails, ok
 
@@ -116,17 +118,17 @@ def test_a_folder_is_replaced_in_one_exchange(tmp_path, monkeypatch):
     final = tmp_path / "out"
     final.mkdir()
     (final / "a.txt").write_text("old")
-    stage_io.write_record(final, "test")
+    output_records.write_record(final, "test")
     renames = []
     real_replace = os.replace
-    monkeypatch.setattr(stage_io.os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
-    with stage_io.atomic_output(final, stage="test") as tmp:
+    monkeypatch.setattr(atomic_replace.os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
+    with atomic_replace.atomic_output(final, stage="test") as tmp:
         tmp.mkdir()
         (tmp / "a.txt").write_text("new")
     assert (final / "a.txt").read_text() == "new"
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
-    if not stage_io._exchange(tmp_path / "x", tmp_path / "y"):
+    if not atomic_replace._exchange(tmp_path / "x", tmp_path / "y"):
         pytest.skip("this system has no renameat2 exchange: the two-rename fallback is used")
     (tmp_path / "x").rmdir()
     (tmp_path / "y").rmdir()
@@ -136,7 +138,7 @@ def test_a_folder_is_replaced_in_one_exchange(tmp_path, monkeypatch):
 
 def test_exchange_errors_are_raised(tmp_path):
     with pytest.raises(OSError):
-        stage_io._exchange(tmp_path / "missing-a", tmp_path / "missing-b")
+        atomic_replace._exchange(tmp_path / "missing-a", tmp_path / "missing-b")
 
 
 def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(built, tmp_path):
@@ -177,7 +179,7 @@ def test_an_interrupt_python_dropped_is_raised_at_the_next_check_point(tmp_path)
         stage_io.log("test", "raised once, not again")
         final = tmp_path / "out"
         with pytest.raises(KeyboardInterrupt):
-            with stage_io.atomic_output(final, stage="test") as tmp:
+            with atomic_replace.atomic_output(final, stage="test") as tmp:
                 tmp.mkdir()
                 Finalizer()
         assert not final.exists() and list(tmp_path.iterdir()) == []
@@ -196,7 +198,7 @@ def test_ctrl_c_and_sigterm_stop_a_stage_during_jit_compilation(tmp_path):
     subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
     length = time.time() - started
     ref = digest_tree(out)
-    stage_io._remove(out)
+    atomic_replace._remove(out)
     rng = random.Random(1)
     for sig in (signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -211,4 +213,4 @@ def test_ctrl_c_and_sigterm_stop_a_stage_during_jit_compilation(tmp_path):
         assert f"hrm: stopped by {signal.Signals(sig).name}" in stderr
         assert not out.exists() or digest_tree(out) == ref  # signalled after the output was put in place: whole
         assert [p.name for p in tmp_path.iterdir()] in ([], ["raw"])  # no temporary
-        stage_io._remove(out)
+        atomic_replace._remove(out)

@@ -115,7 +115,7 @@ def _refused_by_all_three(dataset: Path, *expected: str) -> None:
     """The loader, `hrm validate shards` and the registry's check refuse the folder, naming each expected text."""
     from hrm.data import DatasetError, PuzzleDataset
     from pipelines.io import StageError
-    from pipelines.registry import check_dataset
+    from pipelines.artifacts import check_dataset
 
     with pytest.raises(DatasetError) as loader:
         PuzzleDataset(dataset, "train")
@@ -230,7 +230,7 @@ def test_validate_shards_checks_every_row_against_the_examples_rules(built, tmp_
     match: only the content rules can tell, and `hrm validate shards` (and the registry's check) apply them."""
     import hashlib
 
-    from pipelines.registry import check_dataset
+    from pipelines.artifacts import check_dataset
     from pipelines.shard import to_arrow, write_shard
 
     dataset = _dataset(built, tmp_path)
@@ -310,7 +310,7 @@ def test_a_flipped_bit_in_an_input_table_is_refused_naming_the_file_and_both_has
 def test_a_table_without_its_record_is_refused(built, tmp_path, stage, upstream, table):
     """The record removed (the output's record deleted, the lineage entry dropped): refused, naming the
     file and the stage that rebuilds it."""
-    from pipelines.io import RECORD
+    from pipelines.output_records import RECORD
 
     _copy(built, tmp_path, upstream)
     path = tmp_path / upstream / table
@@ -329,7 +329,7 @@ def test_raw_and_subsample_record_the_sha256_of_their_tables(built, tmp_path):
     """`hrm raw` and `hrm subsample` record each table they write, with its sha256, in their output's record."""
     import hashlib
 
-    from pipelines.io import read_record
+    from pipelines.output_records import read_record
 
     root, _ = built
     ok("raw", "--source", "builtin", "--train-size", "6", "--test-size", "3", "--output", str(tmp_path / "raw"))

@@ -24,7 +24,7 @@ from hrm.analysis.critical import aligned_curve, critical_histogram, critical_st
 from hrm.analysis.easy import EASY_COLUMNS, easy_probe, parse_ks, reveal_all_but
 from hrm.analysis.fixed_points import (
     CLASS_NAMES, CONVERGED, DRIFTING, OSCILLATING, MultiStability, answer_changes, answer_classes,
-    classify, equivalence_classes, fixed_point_summary, multistability_summary, residual_curves, run_perturbed,
+    PerturbedRuns, classify, equivalence_classes, fixed_point_summary, multistability_summary, residual_curves, run_perturbed,
     state_clusters, tail_window, violations,
 )
 from hrm.analysis.landscape import Landscape, landscape
@@ -39,7 +39,8 @@ from hrm.analysis.traces import (
 __all__ = [
     "AnalysisResult", "AnalysisSettings", "PuzzleFigure", "TokenError", "analyze", "render_report", "trace_table",
     "MemoryEstimate", "PhaseEstimate", "available_memory_bytes", "estimate_memory", "format_bytes",
-    "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "NonFiniteError", "Trace",
+    "CLASS_NAMES", "CONVERGED", "DRIFTING", "EASY_COLUMNS", "OSCILLATING", "Landscape", "MultiStability", "NonFiniteError",
+    "PerturbedRuns", "Trace",
     "aligned_curve", "answer_changes", "answer_classes", "classify", "critical_histogram",
     "critical_step", "critical_summary", "decode", "easy_probe", "equivalence_classes", "first_correct",
     "fixed_point_summary", "initial_state", "landscape", "multistability_summary", "parse_ks", "pca_basis",

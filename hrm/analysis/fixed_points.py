@@ -64,7 +64,7 @@ __all__ = [
     "CONVERGED", "OSCILLATING", "DRIFTING", "CLASS_NAMES", "NOISE_STREAM",
     "tail_window", "classify", "answer_changes", "violations", "fixed_point_summary",
     "residual_curves", "equivalence_classes", "answer_classes", "state_clusters",
-    "MultiStability", "NOISE_KINDS", "NOISE_STD", "noise_draws", "run_perturbed", "multistability_summary",
+    "MultiStability", "NOISE_KINDS", "NOISE_STD", "noise_draws", "PerturbedRuns", "run_perturbed", "multistability_summary",
 ]
 
 CONVERGED, OSCILLATING, DRIFTING = 0, 1, 2
@@ -259,20 +259,36 @@ def noise_draws(model, runs: int, kind: str, noise_std: float | None = None, see
     return [(torch.randn(shape, generator=g) * std, torch.randn(shape, generator=g) * std) for _ in range(runs)]
 
 
+@dataclass(frozen=True)
+class PerturbedRuns:
+    """What :func:`run_perturbed` runs (the module docstring)."""
+
+    shifts: int = 9  # relabelled runs, the plain run included
+    noise_runs: int = 8  # runs of each noise kind
+    noise_std: float | None = None  # None: each kind's own std (NOISE_STD)
+    noise: tuple[str, ...] = ("fork",)  # noise kinds (NOISE_KINDS)
+    seed: int = 0  # of the noise
+    segments: int | None = None  # ACT segments per run (None: halt_max_steps)
+    tol: float = 0.01  # convergence: joint segment residual <= tol on the tail
+    tail: int = 0  # tail segments (0: max(1, ceil(segments / 4)))
+    cluster_tol: float = 0.05  # of the state clusters (state_clusters)
+    batch_size: int = 64  # puzzles per chunk
+
+
 @torch.no_grad()
-def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, *, shifts: int = 9, noise_runs: int = 8,
-                  noise_std: float | None = None, noise: tuple[str, ...] = ("fork",), seed: int = 0,
-                  segments: int | None = None, tol: float = 0.01, tail: int = 0, cluster_tol: float = 0.05,
-                  batch_size: int = 64, progress=None, d: Dist | None = None,
-                  store: ResultStore | None = None, rules: EvalRules) -> MultiStability:
-    """The runs of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
-    in chunks of ``batch_size`` puzzles (each chunk runs R x chunk rows in one batch): ``noise_runs``
-    runs of each kind in ``noise`` (``noise_std`` None: each kind's own std, NOISE_STD). ``d``: ranks
-    share the chunks (hrm.distributed.shared_map; every rank gets the same result), kept in ``store``
-    when given."""
+def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, runs: PerturbedRuns = PerturbedRuns(), *,
+                  progress=None, d: Dist | None = None, store: ResultStore | None = None,
+                  rules: EvalRules) -> MultiStability:
+    """The ``runs`` of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
+    in chunks of ``runs.batch_size`` puzzles (each chunk runs R x chunk rows in one batch):
+    ``runs.noise_runs`` runs of each kind in ``runs.noise`` (``noise_std`` None: each kind's own std,
+    NOISE_STD). ``d``: ranks share the chunks (hrm.distributed.shared_map; every rank gets the same
+    result), kept in ``store`` when given."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     n = inputs.shape[0]
-    shifts = max(1, int(shifts))
+    shifts = max(1, int(runs.shifts))
+    noise_runs, noise_std, noise, seed = runs.noise_runs, runs.noise_std, runs.noise, runs.seed
+    segments, tol, tail, cluster_tol, batch_size = runs.segments, runs.tol, runs.tail, runs.cluster_tol, runs.batch_size
     # The evaluation's relabellings, the task's first kind: Sudoku's cyclic digit shifts (at most 9),
     # the mazes' S/G exchange (at most 2); make_perturbations refuses more, naming the limit.
     shift = make_perturbations(rules.perturbations[0], shifts)

@@ -13,6 +13,7 @@ puzzles.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
@@ -22,8 +23,8 @@ import numpy as np
 from hrm.analysis.critical import aligned_curve, critical_histogram, critical_step, critical_summary, first_correct
 from hrm.analysis.easy import easy_probe
 from hrm.analysis.fixed_points import (
-    CLASS_NAMES, MultiStability, answer_changes, classify, fixed_point_summary, multistability_summary,
-    residual_curves, run_perturbed, tail_window, violations,
+    CLASS_NAMES, MultiStability, PerturbedRuns, answer_changes, classify, fixed_point_summary,
+    multistability_summary, residual_curves, run_perturbed, tail_window, violations,
 )
 from hrm.analysis.landscape import Landscape, landscape
 from hrm.analysis.traces import Trace, run_trace, score_predictions
@@ -150,71 +151,152 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     of Sudoku, a maze's ``broken_path_cells``; the output columns are named by it), easy probe and
     relabelling.
     """
-    errors, error_name, decided = rules.errors, rules.error_name, rules.decided
-    (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
     st = settings
-    s_count = st.segments
-    phases: dict[str, float] = {}
-    clock = [time.time()]
+    clock = _PhaseClock()
+    plan = _TracePlan.of(sample_rows, selected, st.store_states)
+    run = _Run(model=model, settings=st, rules=rules, progress=progress, d=d, store=store)
+    acc, states, trace_rows = _trace_all(run, source, plan, on_traces)
+    clock.lap("traces")
+    cat = _concatenate(acc)
+    summary, tables, res_rows = _trace_summaries(cat, plan, st, rules)
+    clock.lap("summaries")
 
-    def lap(name: str) -> None:
+    # The probes run on the sample alone.
+    inputs, labels = cat["inputs"][plan.in_sample], cat["labels"][plan.in_sample]
+    final_exact = cat["exact"][:, plan.in_sample][-1]
+    tables["easy"] = []
+    if st.runs_easy:
+        tables["easy"] = _easy_phase(run, inputs, labels, final_exact)
+        summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
+        summary["easy"].update({f"violations_k{r['k']}": r["violation_rate"] for r in tables["easy"]})
+        clock.lap("easy")
+
+    ms = None
+    tables["multistability"] = None
+    tables["multistability_counts"] = []
+    if st.runs_multistability:
+        pick = eval_rows(inputs.shape[0], st.fp_sample or None, st.seed)
+        ms = _multistability_phase(run, inputs[pick], labels[pick])
+        summary["multistability"] = multistability_summary(ms)
+        summary["multistability"].update({"shifts": st.shifts, "noise_runs": st.noise_runs, "noise": list(st.noise),
+                                          "noise_std": st.noise_std, "cluster_tol": st.cluster_tol})
+        tables["multistability"] = _multistability_columns(ms, np.asarray(sample_rows)[pick])
+        tables["multistability_counts"] = _multistability_counts(ms)
+        clock.lap("multistability")
+
+    figures, tables["landscape"], summary["landscapes"] = _landscape_phase(run, states)
+    clock.lap("landscapes")
+    return AnalysisResult(summary=summary, tables=tables, residual_rows=res_rows, multistability=ms,
+                          puzzle_figures=figures, h_cycles=model.config.H_cycles, trace_rows=trace_rows,
+                          seconds=clock.seconds)
+
+
+class _PhaseClock:
+    """Seconds per phase of an analysis (AnalysisResult.seconds): each lap adds the time since the last."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.time()
+
+    def lap(self, name: str) -> None:
         now = time.time()
-        phases[name] = round(phases.get(name, 0.0) + now - clock[0], 2)
-        clock[0] = now
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 2)
+        self._last = now
 
-    selected = np.asarray(selected, np.int64)
-    rows_all = np.union1d(sample_rows, selected).astype(np.int64)
-    in_sample = np.isin(rows_all, sample_rows)
-    keep_rows = np.isin(rows_all, selected) if st.store_states == "selected" else np.full(rows_all.size, st.store_states == "all")
-    need_states = np.isin(rows_all, selected) | keep_rows
-    acc: dict[str, list] = {k: [] for k in ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res", "ret", "changes",
-                                            "conflicts", "inputs", "labels", "puzzle_id", "rating", "raw_index")}
-    selected_set = set(selected.tolist())
+
+@dataclass(frozen=True)
+class _Run:
+    """What every phase of one analysis runs with (the arguments of :func:`analyze`)."""
+
+    model: Any
+    settings: AnalysisSettings
+    rules: EvalRules
+    progress: bool
+    d: Dist | None
+    store: ResultStore | None
+
+
+@dataclass(frozen=True)
+class _TracePlan:
+    """The traced rows (the sample and the selected rows, ascending) and what is kept of each."""
+
+    rows: np.ndarray  # int64: every traced row
+    in_sample: np.ndarray  # bool per traced row
+    keep_rows: np.ndarray  # bool: its z_H / z_L go in the per-step table
+    need_states: np.ndarray  # bool: its states are kept (for the table or the figures)
+    selected: frozenset[int]
+
+    @classmethod
+    def of(cls, sample_rows: np.ndarray, selected: np.ndarray, store_states: str) -> "_TracePlan":
+        selected = np.asarray(selected, np.int64)
+        rows = np.union1d(sample_rows, selected).astype(np.int64)
+        keep_rows = np.isin(rows, selected) if store_states == "selected" else np.full(rows.size, store_states == "all")
+        return cls(rows=rows, in_sample=np.isin(rows, sample_rows), keep_rows=keep_rows,
+                   need_states=np.isin(rows, selected) | keep_rows, selected=frozenset(selected.tolist()))
+
+
+# What the traces keep of every puzzle; the first ones per segment ([S, puzzles]), the rest [puzzles].
+_PER_SEGMENT = ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res")
+_TRACED = _PER_SEGMENT + ("ret", "changes", "conflicts", "inputs", "labels", "puzzle_id", "rating", "raw_index")
+
+
+def _trace_batch(run: _Run, source: RowSource, plan: _TracePlan, lo: int) -> dict[str, Any]:
+    """Trace the batch of traced rows from ``lo``: its per-step table, the states of its selected rows
+    and what the summaries take of every puzzle (``acc``); ``{"bad": rows}`` for tokens outside the encoding."""
+    st, rules = run.settings, run.rules
+    errors, decided = rules.errors, rules.decided
+    (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
+    rows = plan.rows[lo:lo + st.batch_size]
+    data = source.gather(rows)
+    x, y = data["inputs"], data["labels"]
+    bad = ((x < x_lo) | (x > x_hi)).any(1) | (((y < y_lo) | (y > y_hi)) & (y != -100)).any(1)
+    if bad.any():  # returned, not raised: every rank then raises it, none waits for the others
+        return {"bad": rows[bad][:10].tolist()}
+    keep = plan.need_states[lo:lo + st.batch_size]
+    tr = run_trace(run.model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=st.segments,
+                   keep_states=keep, lookback=st.lookback)
+    step_scores = score_predictions(tr.predictions, x, y, decided)
+    step_conf = errors(x, tr.predictions)
+    step_changed = np.zeros_like(step_conf, dtype=np.int16)
+    step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
+    meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
+            "blanks": (x == decided).sum(1), "in_sample": plan.in_sample[lo:lo + st.batch_size]}
+    out: dict[str, Any] = {"rows": rows.size, "states": {},
+                           "table": trace_table(tr, meta, step_scores, step_conf, step_changed,
+                                                plan.keep_rows[lo:lo + st.batch_size], rules.error_name)}
+    for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
+        row = int(rows[r])
+        if row in plan.selected:
+            out["states"][row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
+                                  int(data["raw_index"][r]))
+    seg = score_predictions(tr.seg_predictions, x, y, decided)
+    blank = (x == decided)
+    out["acc"] = {
+        "exact": seg["exact"], "blank_acc": seg["blank_acc"],
+        "blank_wrong": ((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16),
+        "res_H": tr.seg_res_H, "res_L": tr.seg_res_L, "res": tr.seg_res, "ret": tr.seg_return,
+        "changes": answer_changes(tr.seg_predictions, st.tail),
+        "conflicts": errors(x, tr.final_predictions),
+        "inputs": x.astype(np.uint8), "labels": y.astype(np.int16), "puzzle_id": data["puzzle_id"],
+        "rating": data["rating"], "raw_index": data["raw_index"],
+    }
+    return out
+
+
+def _trace_all(run: _Run, source: RowSource, plan: _TracePlan, on_traces: Callable[[Any], None] | None
+               ) -> tuple[dict[str, list], dict[int, tuple[Any, ...]], int]:
+    """Trace every planned row, batch by batch: (what each batch keeps per key, the selected rows'
+    states, the rows of the per-step tables handed to ``on_traces``)."""
+    acc: dict[str, list] = {k: [] for k in _TRACED}
     states: dict[int, tuple[Any, ...]] = {}
     trace_rows = 0
-    def trace_batch(lo: int) -> dict[str, Any]:
-        rows = rows_all[lo:lo + st.batch_size]
-        data = source.gather(rows)
-        x, y = data["inputs"], data["labels"]
-        bad = ((x < x_lo) | (x > x_hi)).any(1) | (((y < y_lo) | (y > y_hi)) & (y != -100)).any(1)
-        if bad.any():  # returned, not raised: every rank then raises it, none waits for the others
-            return {"bad": rows[bad][:10].tolist()}
-        keep = need_states[lo:lo + st.batch_size]
-        tr = run_trace(model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=s_count,
-                       keep_states=keep, lookback=st.lookback)
-        step_scores = score_predictions(tr.predictions, x, y, decided)
-        step_conf = errors(x, tr.predictions)
-        step_changed = np.zeros_like(step_conf, dtype=np.int16)
-        step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
-        meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
-                "blanks": (x == decided).sum(1), "in_sample": in_sample[lo:lo + st.batch_size]}
-        out: dict[str, Any] = {"rows": rows.size, "states": {},
-                               "table": trace_table(tr, meta, step_scores, step_conf, step_changed,
-                                                    keep_rows[lo:lo + st.batch_size], error_name)}
-        for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
-            row = int(rows[r])
-            if row in selected_set:
-                out["states"][row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
-                                      int(data["raw_index"][r]))
-        seg = score_predictions(tr.seg_predictions, x, y, decided)
-        blank = (x == decided)
-        out["acc"] = {
-            "exact": seg["exact"], "blank_acc": seg["blank_acc"],
-            "blank_wrong": ((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16),
-            "res_H": tr.seg_res_H, "res_L": tr.seg_res_L, "res": tr.seg_res, "ret": tr.seg_return,
-            "changes": answer_changes(tr.seg_predictions, st.tail),
-            "conflicts": errors(x, tr.final_predictions),
-            "inputs": x.astype(np.uint8), "labels": y.astype(np.int16), "puzzle_id": data["puzzle_id"],
-            "rating": data["rating"], "raw_index": data["raw_index"],
-        }
-        return out
-
-    bar = _bar(progress, rows_all.size, "traces")
+    batch = functools.partial(_trace_batch, run, source, plan)
+    bar = _bar(run.progress, plan.rows.size, "traces")
     try:
-        for out in shared_map(trace_batch, range(0, rows_all.size, st.batch_size), d, _NoBadBatches.of(store), "traces",
-                              rank0_only=("table",)):
+        for out in shared_map(batch, range(0, plan.rows.size, run.settings.batch_size), run.d,
+                              _NoBadBatches.of(run.store), "traces", rank0_only=("table",)):
             if "bad" in out:
-                raise TokenError(out["bad"], rules)
+                raise TokenError(out["bad"], run.rules)
             if "table" in out:  # the per-step table goes to rank 0 alone (it writes traces.parquet)
                 if on_traces is not None:
                     on_traces(out["table"])
@@ -225,122 +307,136 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
             bar.update(out["rows"])
     finally:
         bar.close()
+    return acc, states, trace_rows
 
-    lap("traces")
-    # Per-segment arrays are [S, puzzles]; the rest [puzzles].
-    cat = {k: np.concatenate(v, axis=1 if k in ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res") else 0)
-           for k, v in acc.items()}
-    m = in_sample
+
+def _concatenate(acc: dict[str, list]) -> dict[str, np.ndarray]:
+    """The batches of each key as one array: per-segment arrays are [S, puzzles]; the rest [puzzles]."""
+    return {k: np.concatenate(v, axis=1 if k in _PER_SEGMENT else 0) for k, v in acc.items()}
+
+
+def _trace_summaries(cat: dict[str, np.ndarray], plan: _TracePlan, st: AnalysisSettings, rules: EvalRules
+                     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """What the traces tell: (summary, tables: puzzles, residuals, critical, critical_aligned, residual
+    curves). The per-puzzle table holds every traced row (the selected ones outside the sample too);
+    the rest is of the sample."""
+    m = plan.in_sample
     seg_exact, seg_blank = cat["exact"][:, m], cat["blank_acc"][:, m]
-    inputs, labels = cat["inputs"][m], cat["labels"][m]
     final_exact = seg_exact[-1]
     classes = classify(cat["res"][:, m], cat["ret"][m], st.tol, st.tail)
     viol = violations(classes, cat["changes"][m])
     crit = critical_step(seg_exact)
+    tables: dict[str, Any] = {"puzzles": _puzzle_columns(cat, plan, st, rules)}
 
-    # The per-puzzle table holds every traced row (the selected ones outside the sample too).
+    summary: dict[str, Any] = {"exact_accuracy": float(final_exact.mean())}
+    last_blank = seg_blank[-1].astype(np.float64)
+    summary["blank_accuracy"] = float(np.nanmean(last_blank)) if not np.isnan(last_blank).all() else None
+    summary["fixed_point"] = fixed_point_summary(classes, viol, final_exact, cat["res_H"][:, m], cat["res_L"][:, m])
+    summary["fixed_point"].update({"tol": st.tol, "tail": tail_window(st.segments, st.tail)})
+    summary["critical"] = critical_summary(seg_exact, seg_blank, cat["blank_wrong"][:, m])
+
+    res_rows = residual_curves(cat["res_H"][:, m], cat["res_L"][:, m], final_exact)
+    tables["residuals"] = _wide_residuals(res_rows, st.segments)
+    tables["critical"] = critical_histogram(crit, st.segments)
+    tables["critical_aligned"] = aligned_curve(seg_blank, crit)
+    return summary, tables, res_rows
+
+
+def _puzzle_columns(cat: dict[str, np.ndarray], plan: _TracePlan, st: AnalysisSettings, rules: EvalRules
+                    ) -> dict[str, np.ndarray]:
+    """The per-puzzle table: one row per traced row."""
     all_classes = classify(cat["res"], cat["ret"], st.tol, st.tail)
     all_changes = cat["changes"]
-    tables: dict[str, Any] = {}
-    tables["puzzles"] = {
-        "row": rows_all, "raw_index": cat["raw_index"], "puzzle_id": cat["puzzle_id"], "rating": cat["rating"],
-        "in_sample": in_sample,
-        "blanks": (cat["inputs"] == decided).sum(1).astype(np.int16),
-        "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], error_name: cat["conflicts"].astype(np.int16),
+    return {
+        "row": plan.rows, "raw_index": cat["raw_index"], "puzzle_id": cat["puzzle_id"], "rating": cat["rating"],
+        "in_sample": plan.in_sample,
+        "blanks": (cat["inputs"] == rules.decided).sum(1).astype(np.int16),
+        "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], rules.error_name: cat["conflicts"].astype(np.int16),
         "critical_step": critical_step(cat["exact"]), "first_correct": first_correct(cat["exact"]),
         "convergence": np.asarray(CLASS_NAMES)[all_classes], "answer_changes_tail": all_changes,
         "violation": violations(all_classes, all_changes),
         "final_res_H": cat["res_H"][-1], "final_res_L": cat["res_L"][-1], "return_ratio": cat["ret"],
     }
 
-    summary: dict[str, Any] = {"exact_accuracy": float(final_exact.mean())}
-    last_blank = seg_blank[-1].astype(np.float64)
-    summary["blank_accuracy"] = float(np.nanmean(last_blank)) if not np.isnan(last_blank).all() else None
-    summary["fixed_point"] = fixed_point_summary(classes, viol, final_exact, cat["res_H"][:, m], cat["res_L"][:, m])
-    summary["fixed_point"].update({"tol": st.tol, "tail": tail_window(s_count, st.tail)})
-    summary["critical"] = critical_summary(seg_exact, seg_blank, cat["blank_wrong"][:, m])
 
-    res_rows = residual_curves(cat["res_H"][:, m], cat["res_L"][:, m], final_exact)
-    tables["residuals"] = _wide_residuals(res_rows, s_count)
-    tables["critical"] = critical_histogram(crit, s_count)
-    tables["critical_aligned"] = aligned_curve(seg_blank, crit)
-    lap("summaries")
+def _easy_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray, solved: np.ndarray) -> list[dict[str, Any]]:
+    """The easy probe (hrm.analysis.easy) on its sub-sample of the sample; its table's rows."""
+    st = run.settings
+    pick = eval_rows(inputs.shape[0], st.easy_sample or None, st.seed)
+    bar = _bar(run.progress, pick.size * len(st.easy_k), "easy probe")
+    try:
+        return easy_probe(run.model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
+                          seed=st.seed, segments=st.segments, batch_size=st.batch_size, tol=st.tol,
+                          tail=st.tail, solved=solved[pick], progress=bar.update, d=run.d,
+                          store=run.store, rules=run.rules)
+    finally:
+        bar.close()
 
-    tables["easy"] = []
-    if st.runs_easy:
-        pick = eval_rows(inputs.shape[0], st.easy_sample or None, st.seed)
-        bar = _bar(progress, pick.size * len(st.easy_k), "easy probe")
-        try:
-            tables["easy"] = easy_probe(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
-                                        seed=st.seed, segments=s_count, batch_size=st.batch_size, tol=st.tol,
-                                        tail=st.tail, solved=final_exact[pick], progress=bar.update, d=d,
-                                        store=store, rules=rules)
-        finally:
-            bar.close()
-        summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
-        summary["easy"].update({f"violations_k{r['k']}": r["violation_rate"] for r in tables["easy"]})
-        lap("easy")
 
-    ms = None
-    tables["multistability"] = None
-    tables["multistability_counts"] = []
-    if st.runs_multistability:
-        pick = eval_rows(inputs.shape[0], st.fp_sample or None, st.seed)
-        bar = _bar(progress, pick.size, "multistability")
-        try:
-            ms = run_perturbed(model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), shifts=st.shifts,
-                               noise_runs=st.noise_runs, noise_std=st.noise_std or None, noise=tuple(st.noise),
-                               seed=st.seed, segments=s_count, tol=st.tol, tail=st.tail, cluster_tol=st.cluster_tol,
-                               batch_size=max(1, st.batch_size // st.perturbed_runs), progress=bar.update, d=d,
-                               store=store, rules=rules)
-        finally:
-            bar.close()
-        summary["multistability"] = multistability_summary(ms)
-        summary["multistability"].update({"shifts": st.shifts, "noise_runs": st.noise_runs, "noise": list(st.noise),
-                                          "noise_std": st.noise_std, "cluster_tol": st.cluster_tol})
-        tables["multistability"] = _multistability_columns(ms, np.asarray(sample_rows)[pick])
-        top = int(max(ms.n_answers.max(initial=1), 1))
-        tables["multistability_counts"] = [
-            {"distinct_answers": a, "puzzles_all_runs": int((ms.n_answers == a).sum()),
+def _multistability_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray) -> MultiStability:
+    """The multistability runs (hrm.analysis.fixed_points.run_perturbed) of the puzzles ``inputs``."""
+    st = run.settings
+    runs = PerturbedRuns(shifts=st.shifts, noise_runs=st.noise_runs, noise_std=st.noise_std or None,
+                         noise=tuple(st.noise), seed=st.seed, segments=st.segments, tol=st.tol, tail=st.tail,
+                         cluster_tol=st.cluster_tol, batch_size=max(1, st.batch_size // st.perturbed_runs))
+    bar = _bar(run.progress, inputs.shape[0], "multistability")
+    try:
+        return run_perturbed(run.model, inputs.astype(np.int32), labels.astype(np.int32), runs,
+                             progress=bar.update, d=run.d, store=run.store, rules=run.rules)
+    finally:
+        bar.close()
+
+
+def _multistability_counts(ms: MultiStability) -> list[dict[str, int]]:
+    """Puzzles per number of distinct answers (over all runs, and over the converged runs)."""
+    top = int(max(ms.n_answers.max(initial=1), 1))
+    return [{"distinct_answers": a, "puzzles_all_runs": int((ms.n_answers == a).sum()),
              "puzzles_converged_runs": int((ms.n_stable_answers == a).sum())} for a in range(top + 1)]
-        lap("multistability")
 
-    figures: list[PuzzleFigure] = []
-    tables["landscape"] = []
-    summary["landscapes"] = {}
-    c = architecture_of(model).steps_per_segment(model.config)  # steps per segment
+
+def _landscape_phase(run: _Run, states: dict[int, tuple[Any, ...]]
+                     ) -> tuple[list[PuzzleFigure], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The landscape of every selected puzzle around its centre segment's state: (the figures, the
+    landscape table's parts, the summary's ``landscapes``)."""
+    st, rules = run.settings, run.rules
+    c = architecture_of(run.model).steps_per_segment(run.model.config)  # steps per segment
+
     def landscape_of(row: int) -> Landscape:
         z_h, z_l, x, y = states[row][:4]
         centre = st.center_segment * c - 1  # the last step of the centre segment
-        return landscape(model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
+        return landscape(run.model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
                          radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
                          batch_size=max(st.batch_size, 64), rules=rules)
 
-    bar = _bar(progress, len(states), "landscapes")
+    figures, table, summary = [], [], {}
+    bar = _bar(run.progress, len(states), "landscapes")
     try:
-        for row, land in zip(sorted(states), shared_map(landscape_of, sorted(states), d, store, "landscape")):
+        for row, land in zip(sorted(states), shared_map(landscape_of, sorted(states), run.d, run.store, "landscape")):
             pcs, ratio, raw_index = states[row][4:]
             figures.append(PuzzleFigure(row=row, raw_index=raw_index, pcs=pcs, pca_ratio=ratio, landscape=land))
-            i_grid, j_grid = land.grid()
+            table.append(_landscape_columns(row, land, rules))
             r = st.landscape_radius
-            tables["landscape"].append({
-                "row": np.full(i_grid.size, row, np.int64), "i": i_grid.ravel().astype(np.int16),
-                "j": j_grid.ravel().astype(np.int16), error_name: land.conflicts.ravel().astype(np.int16),
-                rules.mark_name: land.digits.ravel().astype(np.int16), "exact": land.exact.ravel(),
-                # Without the flow: None (null columns, so the table's schema does not depend on it).
-                "dest_i": None if land.dest is None else land.dest[..., 0].ravel(),
-                "dest_j": None if land.dest is None else land.dest[..., 1].ravel()})
-            summary["landscapes"][str(row)] = {
-                "raw_index": raw_index, "scale": land.scale, "pca_ratio_1": float(land.ratio[0]), "pca_ratio_2": float(land.ratio[1]),
-                f"centre_{error_name}": int(land.conflicts[r, r]), f"min_{error_name}": int(land.conflicts.min()),
-                "exact_area": float(land.exact.mean()),
+            summary[str(row)] = {
+                "raw_index": raw_index, "scale": land.scale, "pca_ratio_1": float(land.ratio[0]),
+                "pca_ratio_2": float(land.ratio[1]), f"centre_{rules.error_name}": int(land.conflicts[r, r]),
+                f"min_{rules.error_name}": int(land.conflicts.min()), "exact_area": float(land.exact.mean()),
             }
             bar.update(1)
     finally:
         bar.close()
-    lap("landscapes")
-    return AnalysisResult(summary=summary, tables=tables, residual_rows=res_rows, multistability=ms,
-                          puzzle_figures=figures, h_cycles=c, trace_rows=trace_rows, seconds=phases)
+    return figures, table, summary
+
+
+def _landscape_columns(row: int, land: Landscape, rules: EvalRules) -> dict[str, Any]:
+    """The landscape table's part of one puzzle: one row per grid point."""
+    i_grid, j_grid = land.grid()
+    return {
+        "row": np.full(i_grid.size, row, np.int64), "i": i_grid.ravel().astype(np.int16),
+        "j": j_grid.ravel().astype(np.int16), rules.error_name: land.conflicts.ravel().astype(np.int16),
+        rules.mark_name: land.digits.ravel().astype(np.int16), "exact": land.exact.ravel(),
+        # Without the flow: None (null columns, so the table's schema does not depend on it).
+        "dest_i": None if land.dest is None else land.dest[..., 0].ravel(),
+        "dest_j": None if land.dest is None else land.dest[..., 1].ravel()}
 
 
 class _NoBadBatches:

@@ -301,6 +301,72 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def _kept_rows(keep_states: bool | np.ndarray, b: int) -> np.ndarray:
+    """The rows whose states run_trace returns: ``keep_states`` True (all), False (none), or a bool mask or
+    index array."""
+    if isinstance(keep_states, (bool, np.bool_)):
+        return np.arange(b) if keep_states else np.zeros(0, np.int64)
+    ks = np.asarray(keep_states)
+    return np.flatnonzero(ks) if ks.dtype == bool else ks.astype(np.int64)
+
+
+def _return_distance(history: deque, s_count: int, b: int) -> torch.Tensor:
+    """Return distance at the last segment: is z(S) nearer to an older carry than to the previous one?
+    ``history``: the last carries (z_H, z_L), oldest first; NaN per row without lags to compare."""
+    last_h, last_l = history[-1]
+    ret = torch.full((b,), float("nan"), device=last_h.device)
+    if len(history) >= 3:
+        d1 = torch.sqrt(_diff(last_h, history[-2][0]) ** 2 + _diff(last_l, history[-2][1]) ** 2)
+        # history[0] may be the initial state; lags reaching it are skipped (they are not "returns").
+        oldest = 1 if (len(history) == s_count + 1) else 0
+        lags = [torch.sqrt(_diff(last_h, h_) ** 2 + _diff(last_l, l_) ** 2)
+                for h_, l_ in list(history)[oldest:-2]]
+        if lags:
+            dk = torch.stack(lags).amin(0)
+            ret = _ratio(dk, d1)
+    return ret
+
+
+class _StepRecord:
+    """What run_trace records of every H update (``steps``): predictions, residuals and norms; z_H for
+    the trajectory PCA (``pca``, kept in memory while running); the z_H and z_L of the ``kept`` rows."""
+
+    def __init__(self, model: HRM, carry: InnerCarry, kept: np.ndarray, pca: bool):
+        self.model, self.kept, self.pca = model, kept, pca
+        self.kept_t = torch.as_tensor(kept, device=carry.z_H.device)
+        self.prev_h, self.prev_l = carry.z_H, carry.z_L
+        self.pred, self.res_h, self.res_l, self.norm_h, self.norm_l = [], [], [], [], []
+        self.flat_h, self.keep_h, self.keep_l = [], [], []
+
+    def add(self, z_h: torch.Tensor, z_l: torch.Tensor) -> None:
+        b = z_h.shape[0]
+        self.pred.append(decode(self.model, z_h).to(torch.uint8))
+        self.res_h.append(relative_residual(z_h, self.prev_h))
+        self.res_l.append(relative_residual(z_l, self.prev_l))
+        self.norm_h.append(_norm(z_h))
+        self.norm_l.append(_norm(z_l))
+        if self.pca:
+            self.flat_h.append(z_h.reshape(b, -1).to(torch.float32))
+        if self.kept.size:
+            self.keep_h.append(z_h.index_select(0, self.kept_t).to(torch.float32).cpu())
+            self.keep_l.append(z_l.index_select(0, self.kept_t).to(torch.float32).cpu())
+        self.prev_h, self.prev_l = z_h, z_l
+
+    def fill(self, out: Trace) -> None:
+        """Put the per-step arrays into ``out``."""
+        out.predictions = _np(torch.stack(self.pred))
+        out.res_H, out.res_L = _np(torch.stack(self.res_h)), _np(torch.stack(self.res_l))
+        out.norm_H, out.norm_L = _np(torch.stack(self.norm_h)), _np(torch.stack(self.norm_l))
+        if self.pca:
+            scores, ratio = trajectory_pca(torch.stack(self.flat_h, dim=1))
+            out.pcs = _np(scores.transpose(0, 1))
+            out.pca_ratio = _np(ratio)
+            self.flat_h = []  # the batch's z_H states: freed before the kept rows' are stacked
+        if self.kept.size:
+            out.z_H, out.z_L = torch.stack(self.keep_h), torch.stack(self.keep_l)
+            out.kept_rows = self.kept
+
+
 @torch.no_grad()
 def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | None = None,
               init: InnerCarry | None = None, steps: bool = True, pca: bool = True,
@@ -325,19 +391,11 @@ def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | No
         carry = initial_state(model, b) if init is None else init
         if carry.z_H.shape[0] != b:
             raise ValueError(f"init has {carry.z_H.shape[0]} rows, inputs {b}")
-
-        if isinstance(keep_states, (bool, np.bool_)):
-            kept = np.arange(b) if keep_states else np.zeros(0, np.int64)
-        else:
-            ks = np.asarray(keep_states)
-            kept = np.flatnonzero(ks) if ks.dtype == bool else ks.astype(np.int64)
-        kept_t = torch.as_tensor(kept, device=carry.z_H.device)
+        record = _StepRecord(model, carry, _kept_rows(keep_states, b), pca)
 
         history: deque = deque(maxlen=lookback + 1)
         history.append((carry.z_H, carry.z_L))
         seg_pred, q_h, q_c, seg_rh, seg_rl, seg_r = [], [], [], [], [], []
-        st_pred, st_rh, st_rl, st_nh, st_nl, flat_h, keep_h, keep_l = [], [], [], [], [], [], [], []
-        prev_h, prev_l = carry.z_H, carry.z_L
         for seg in run_segments(inner, batch, s_count, carry=carry, trace=steps):
             old_h, old_l = carry.z_H, carry.z_L
             carry = seg.carry
@@ -352,31 +410,9 @@ def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | No
             history.append((carry.z_H, carry.z_L))
             if steps:
                 for z_h, z_l in seg.states:
-                    st_pred.append(decode(model, z_h).to(torch.uint8))
-                    st_rh.append(relative_residual(z_h, prev_h))
-                    st_rl.append(relative_residual(z_l, prev_l))
-                    st_nh.append(_norm(z_h))
-                    st_nl.append(_norm(z_l))
-                    if pca:
-                        flat_h.append(z_h.reshape(b, -1).to(torch.float32))
-                    if kept.size:
-                        keep_h.append(z_h.index_select(0, kept_t).to(torch.float32).cpu())
-                        keep_l.append(z_l.index_select(0, kept_t).to(torch.float32).cpu())
-                    prev_h, prev_l = z_h, z_l
+                    record.add(z_h, z_l)
 
-        # Return distance at the last segment: is z(S) nearer to an older carry than to the previous one?
-        last_h, last_l = history[-1]
-        ret = torch.full((b,), float("nan"), device=last_h.device)
-        if len(history) >= 3:
-            d1 = torch.sqrt(_diff(last_h, history[-2][0]) ** 2 + _diff(last_l, history[-2][1]) ** 2)
-            # history[0] may be the initial state; lags reaching it are skipped (they are not "returns").
-            oldest = 1 if (len(history) == s_count + 1) else 0
-            lags = [torch.sqrt(_diff(last_h, h_) ** 2 + _diff(last_l, l_) ** 2)
-                    for h_, l_ in list(history)[oldest:-2]]
-            if lags:
-                dk = torch.stack(lags).amin(0)
-                ret = _ratio(dk, d1)
-
+        ret = _return_distance(history, s_count, b)
         out = Trace(
             segments=s_count, h_cycles=architecture_of(inner).steps_per_segment(cfg),
             seg_predictions=_np(torch.stack(seg_pred)), q_halt=_np(torch.stack(q_h)), q_continue=_np(torch.stack(q_c)),
@@ -384,17 +420,7 @@ def run_trace(model: HRM, inputs, *, puzzle_identifiers=None, segments: int | No
             seg_res=_np(torch.stack(seg_r)).astype(np.float32), seg_return=_np(ret).astype(np.float32),
         )
         if steps:
-            out.predictions = _np(torch.stack(st_pred))
-            out.res_H, out.res_L = _np(torch.stack(st_rh)), _np(torch.stack(st_rl))
-            out.norm_H, out.norm_L = _np(torch.stack(st_nh)), _np(torch.stack(st_nl))
-            if pca:
-                scores, ratio = trajectory_pca(torch.stack(flat_h, dim=1))
-                out.pcs = _np(scores.transpose(0, 1))
-                out.pca_ratio = _np(ratio)
-                del flat_h
-            if kept.size:
-                out.z_H, out.z_L = torch.stack(keep_h), torch.stack(keep_l)
-                out.kept_rows = kept
+            record.fill(out)
         if keep_final:
             out.final_z_H = carry.z_H.to(torch.float32).cpu()
             out.final_z_L = carry.z_L.to(torch.float32).cpu()

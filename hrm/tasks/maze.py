@@ -258,6 +258,7 @@ MAZE = MazeTask(
         "error_label": "broken path cells",
         "model_needs": "the maze dataset",
         "augment_limit": "its other dihedral transforms",
+        "relabellings": "as is, S and G exchanged",
         "table_rows": "mazes",
     },
 )
