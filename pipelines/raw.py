@@ -80,54 +80,27 @@ def _env_true(name: str) -> bool:
 # --------------------------------------------------------------------------- sources
 
 
-def _builtin_maze_inputs(n_train: int, n_test: int, seed: int, min_path: int) -> tuple[list[SplitInput], dict]:
-    from hrm.maze import generate_mazes, tokens_to_strings
-
+def _builtin_inputs(task: Task, n_train: int, n_test: int, seed: int,
+                    options: dict[str, int]) -> tuple[list[SplitInput], dict]:
+    """The splits the task's built-in generator makes (Task.generate, under its generator options)."""
     seeds = derive_seeds(seed)
     inputs = []
     for split, n in zip(SPLITS, (n_train, n_test)):
         t0 = time.perf_counter()
         try:
-            mazes = generate_mazes(n, seed=seeds[split], min_path=min_path)
+            questions, answers, ratings = task.generate(n, seeds[split], options)
         except ValueError as exc:  # controls out of range, or too strict to satisfy
-            raise StageError(f"builtin maze generator ({split} split): {exc}") from None
+            raise StageError(f"{task.words['generator']} ({split} split): {exc}") from None
         table = pl.DataFrame({
-            "source": pl.Series(["builtin"] * n, dtype=pl.String),
-            "question": pl.Series(tokens_to_strings(mazes.questions), dtype=pl.String),
-            "answer": pl.Series(tokens_to_strings(mazes.answers), dtype=pl.String),
-            "rating": pl.Series(mazes.ratings, dtype=pl.Int64),
+            "source": pl.Series(["builtin"] * len(ratings), dtype=pl.String),
+            "question": pl.Series(questions, dtype=pl.String),
+            "answer": pl.Series(answers, dtype=pl.String),
+            "rating": pl.Series(np.asarray(ratings, dtype=np.int64), dtype=pl.Int64),
         })
-        log("raw", f"generated {n:,} {split} mazes (seed {seeds[split]}) in {time.perf_counter() - t0:.1f} s")
+        log("raw", f"generated {table.height:,} {split} {task.noun}s (seed {seeds[split]}) in "
+                   f"{time.perf_counter() - t0:.1f} s")
         inputs.append(SplitInput(split, table=table, display_path=f"builtin {split} split"))
-    return inputs, {"seed": seed, "split_seeds": seeds, "min_path": min_path, "sizes": {"train": n_train, "test": n_test}}
-
-
-def _builtin_inputs(n_train: int, n_test: int, seed: int, min_blanks: int, max_blanks: int, min_rating: int) -> tuple[list[SplitInput], dict]:
-    from hrm.generate import generate_puzzles
-    from hrm.sudoku import grids_to_strings
-
-    seeds = derive_seeds(seed)
-    inputs = []
-    for split, n in zip(SPLITS, (n_train, n_test)):
-        t0 = time.perf_counter()
-        try:
-            puzzles = generate_puzzles(n, seed=seeds[split], min_blanks=min_blanks, min_rating=min_rating,
-                                       max_blanks=max_blanks)
-        except ValueError as exc:  # controls out of range, or too strict to satisfy
-            raise StageError(f"builtin generator ({split} split): {exc}") from None
-        table = pl.DataFrame(
-            {
-                "source": pl.Series(["builtin"] * len(puzzles.ratings), dtype=pl.String),
-                "question": pl.Series(grids_to_strings(puzzles.questions), dtype=pl.String),
-                "answer": pl.Series(grids_to_strings(puzzles.answers), dtype=pl.String),
-                "rating": pl.Series(np.asarray(puzzles.ratings, dtype=np.int64), dtype=pl.Int64),
-            }
-        )
-        log("raw", f"generated {table.height:,} {split} puzzles (seed {seeds[split]}) in {time.perf_counter() - t0:.1f} s")
-        inputs.append(SplitInput(split, table=table, display_path=f"builtin {split} split"))
-    info = {"seed": seed, "split_seeds": seeds, "min_blanks": min_blanks, "max_blanks": max_blanks,
-            "min_rating": min_rating, "sizes": {"train": n_train, "test": n_test}}
-    return inputs, info
+    return inputs, {"seed": seed, "split_seeds": seeds, **options, "sizes": {"train": n_train, "test": n_test}}
 
 
 def builtin_puzzle_bytes(task: Task) -> int:
@@ -146,20 +119,7 @@ def _check_builtin_memory(task: Task, train_size: int, test_size: int) -> None:
                  ["--train-size", "--test-size"])
 
 
-def difficulty(task: Task, questions: np.ndarray) -> np.ndarray:
-    """int64 [N]: the rating of well-formed questions (strings), as the task measures it
-    (``Task.difficulty_means``): tdoku backtracks, or the moves of the shortest S-G path."""
-    if task.name == "maze":
-        from hrm.maze import shortest_path_lengths, strings_to_tokens
-
-        return shortest_path_lengths(strings_to_tokens(questions))
-    from hrm.solver import rate
-    from hrm.sudoku import strings_to_grids
-
-    return np.asarray(rate(strings_to_grids(questions)), dtype=np.int64)
-
-
-def fill_missing_ratings(table: pl.DataFrame, task: Task = SUDOKU) -> tuple[pl.DataFrame, int]:
+def fill_missing_ratings(table: pl.DataFrame, task: Task) -> tuple[pl.DataFrame, int]:
     """Compute ``rating`` (the task's difficulty) where it is empty and the question is well-formed."""
     if "rating" not in table.columns:
         table = table.with_columns(pl.lit(None, dtype=pl.String).alias("rating"))
@@ -170,7 +130,7 @@ def fill_missing_ratings(table: pl.DataFrame, task: Task = SUDOKU) -> tuple[pl.D
     rows = np.flatnonzero(need.to_numpy())
     if len(rows) == 0:
         return table.with_columns(rating.alias("rating")), 0
-    computed = difficulty(task, table["question"].gather(rows).to_numpy())
+    computed = task.difficulty(table["question"].gather(rows).to_numpy())  # Task.difficulty_means
     values = rating.to_list()
     for row, value in zip(rows.tolist(), computed.tolist()):
         values[row] = str(value)
@@ -380,36 +340,12 @@ def _write_split(split: SplitInput, report: RawReport, out: Path, final_dir: Pat
     return rows
 
 
-def _maze_split_summary(path: Path) -> dict:
-    """Rows, and the distributions of the rating and of the answer's path (moves) of a written maze split."""
-    from hrm.maze import PATH, describe_mazes, strings_to_tokens
-
-    table = pl.read_parquet(path, columns=["answer", "rating"])
-    answers = table["answer"]
-    moves = np.concatenate([(strings_to_tokens(answers.slice(i, BATCH_ROWS).to_numpy()) == PATH).sum(1) + 1
-                            for i in range(0, table.height, BATCH_ROWS)] or [np.zeros(0, np.int64)])
-    return {"rows": table.height, "distribution": {"rating": describe_mazes(table["rating"].to_numpy()),
-                                                   "path_moves": describe_mazes(moves)}}
-
-
-def _split_summary(path: Path, task: Task = SUDOKU) -> dict:
-    """Rows, and the rating / blank-count distribution (hrm.generate.describe) of a written split."""
-    if task.name == "maze":
-        return _maze_split_summary(path)
-    from hrm.generate import describe
-    from hrm.sudoku import strings_to_grids
-
+def _split_summary(path: Path, task: Task) -> dict:
+    """Rows, and the task's distribution of a written split (Task.describe_split), read batch by batch."""
     n = pl.scan_parquet(path).select(pl.len()).collect().item()
-    questions = np.zeros((n, 81), dtype=np.uint8)
-    ratings = np.zeros(n, dtype=np.int64)
-    offset = 0
-    for batch in iter_table_batches(path, BATCH_ROWS):
-        k = batch.height
-        if k:
-            questions[offset : offset + k] = strings_to_grids(batch["question"].to_numpy())
-            ratings[offset : offset + k] = batch["rating"].to_numpy()
-        offset += k
-    return {"rows": n, "distribution": describe(questions, ratings)}
+    batches = ((batch["question"].to_numpy(), batch["answer"].to_numpy(), batch["rating"].to_numpy())
+               for batch in iter_table_batches(path, BATCH_ROWS))
+    return {"rows": n, "distribution": task.describe_split(batches, n)}
 
 
 def headline_metrics(stats: dict) -> dict:
@@ -444,6 +380,26 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
     ]
 
 
+def _generator_option_names() -> list[str]:
+    """The options of every task's built-in generator, in registration order (one name, one option)."""
+    return list(dict.fromkeys(option.name for task in TASKS.values() for option in task.generator_options))
+
+
+def generator_options(command):
+    """Decorate ``command`` with ``--NAME`` for each task's generator option (hrm.tasks.base.GeneratorOption),
+    in registration order, its help marked with the source and task it serves."""
+    seen = {}
+    for task in TASKS.values():
+        for option in task.generator_options:
+            seen.setdefault(option.name, (task, option))
+    for task, option in reversed(list(seen.values())):
+        type_ = Count(option.lo) if option.hi is None else click.IntRange(option.lo, option.hi)
+        command = click.option(f"--{option.name.replace('_', '-')}", option.name, type=type_, default=option.default,
+                               show_default=option.show_default or None,
+                               help=f"[builtin, {task.name}] {option.help}")(command)
+    return command
+
+
 @click.command("raw")
 @click.option("--task", type=click.Choice(list(TASKS)), default="sudoku", show_default=True,
               help="sudoku (Sudoku-Extreme) or maze (Maze-30x30-Hard): the encoding, checks and reference dataset.")
@@ -455,11 +411,7 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
 @click.option("--seed", type=SEED, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
 @click.option("--train-size", type=Count(1), default=5000, help="[builtin] Puzzles in the train split.")
 @click.option("--test-size", type=Count(1), default=1000, help="[builtin] Puzzles in the test split.")
-@click.option("--min-blanks", type=click.IntRange(0, 81), default=0, help="[builtin, sudoku] Fewest blank cells per puzzle.")
-@click.option("--max-blanks", type=click.IntRange(0, 81), default=64, help="[builtin, sudoku] Most blank cells per puzzle.")
-@click.option("--min-rating", type=Count(0), default=0, help="[builtin, sudoku] Lowest rating (backtracks) kept.")
-@click.option("--min-path", type=click.IntRange(1, 900), default=111, show_default=True,
-              help="[builtin, maze] Fewest moves of the shortest S-G path (the paper's hard set: more than 110).")
+@generator_options  # each task's built-in generator controls (Task.generator_options)
 @click.option("--hf-repo", default=None, help="[hf] Dataset repo id on the Hugging Face Hub (default: the task's).")
 @click.option("--hf-revision", default=None,
               help="[hf] Commit sha, tag or branch (default: the task's pinned commit of its reference dataset).")
@@ -476,7 +428,8 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
 @config_file_options("raw", aliases={"csv_input": "input"})  # params.yaml's raw section and top-level seed
 def raw(ctx: click.Context, **options: Any) -> None:
     """Get Sudoku puzzles or mazes, validate them and write the raw table (train and test splits)."""
-    _raw(ctx, RawOptions(**options))
+    generator = {name: options.pop(name) for name in _generator_option_names()}
+    _raw(ctx, RawOptions(**options, generator=generator))
 
 
 @dataclass(frozen=True)
@@ -489,15 +442,12 @@ class RawOptions:
     seed: int
     train_size: int
     test_size: int
-    min_blanks: int
-    max_blanks: int
-    min_rating: int
-    min_path: int
     hf_repo: str | None
     hf_revision: str | None
     input_dir: Path | None
     check_unique: bool | None
     on_invalid: str
+    generator: dict[str, int]  # every task's generator options (Task.generator_options), by name
 
 
 def _raw(ctx: click.Context, opts: RawOptions) -> None:
@@ -541,13 +491,13 @@ def _raw(ctx: click.Context, opts: RawOptions) -> None:
 def _check_options(ctx: click.Context, opts: RawOptions) -> None:
     """Note the options given that --task and --source ignore; refuse the other task's reference dataset."""
     task, source, hf_repo = opts.task, opts.source, opts.hf_repo
-    generator = {"sudoku": ["min_blanks", "max_blanks", "min_rating"], "maze": ["min_path"]}
+    generator = _generator_option_names()
+    own = [option.name for option in TASKS[task].generator_options]
     ignored = _explicit(ctx, {
         "builtin": ["input_dir", "hf_repo", "hf_revision"],
-        "hf": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "input_dir"],
-        "csv": ["seed", "train_size", "test_size", "min_blanks", "max_blanks", "min_rating", "min_path", "hf_repo",
-                "hf_revision"],
-    }[source] + (generator["maze" if task == "sudoku" else "sudoku"] if source == "builtin" else []))
+        "hf": ["seed", "train_size", "test_size", *generator, "input_dir"],
+        "csv": ["seed", "train_size", "test_size", *generator, "hf_repo", "hf_revision"],
+    }[source] + ([name for name in generator if name not in own] if source == "builtin" else []))
     if ignored:
         log("raw", f"note: ignored with --task {task} --source {source}: {', '.join(ignored)}")
     other = {t.hf_repo: t.name for t in TASKS.values() if t.name != task}
@@ -560,11 +510,9 @@ def _check_options(ctx: click.Context, opts: RawOptions) -> None:
 def _source_inputs(opts: RawOptions, the_task: Task, tmp: Path) -> tuple[list[SplitInput], dict]:
     """The splits of --source, and what stats.json records of the source (the hf source stages its files
     in ``tmp``)."""
-    if opts.source == "builtin" and opts.task == "maze":
-        return _builtin_maze_inputs(opts.train_size, opts.test_size, opts.seed, opts.min_path)
     if opts.source == "builtin":
-        return _builtin_inputs(opts.train_size, opts.test_size, opts.seed, opts.min_blanks, opts.max_blanks,
-                               opts.min_rating)
+        own = {option.name: opts.generator[option.name] for option in the_task.generator_options}
+        return _builtin_inputs(the_task, opts.train_size, opts.test_size, opts.seed, own)
     if opts.source == "csv":
         return _csv_inputs(opts.input_dir, the_task)
     staging = tmp / ".staging"

@@ -109,15 +109,13 @@ def test_hf_mazes_from_the_cache_and_the_wrong_tasks_repo(mazes, tmp_path, monke
 
 
 def test_the_tasks_difficulty_is_what_the_generators_rate():
-    from pipelines.raw import difficulty
-
     g = M.generate_mazes(6, seed=2)
-    assert np.array_equal(difficulty(MAZE, np.asarray(M.tokens_to_strings(g.questions))), g.ratings)
+    assert np.array_equal(MAZE.difficulty(np.asarray(M.tokens_to_strings(g.questions))), g.ratings)
     from hrm.generate import generate_puzzles
     from hrm.sudoku import grids_to_strings
 
     p = generate_puzzles(6, seed=2)
-    assert np.array_equal(difficulty(SUDOKU, np.asarray(grids_to_strings(p.questions))), np.asarray(p.ratings))
+    assert np.array_equal(SUDOKU.difficulty(np.asarray(grids_to_strings(p.questions))), np.asarray(p.ratings))
 
 
 def test_hrm_validate_raw_with_the_maze_task(mazes, tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -159,6 +159,19 @@ def well_formed(strings: np.ndarray, pattern: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class GeneratorOption:
+    """An integer control of a task's built-in generator: the raw stage offers it as ``--NAME`` (its
+    params.yaml key ``raw.NAME``), in [lo, hi] (hi None: no upper bound)."""
+
+    name: str
+    lo: int
+    hi: int | None
+    default: int
+    help: str
+    show_default: bool = False
+
+
+@dataclass(frozen=True)
 class Task:
     """One task. Subclasses implement the methods; instances are registered in hrm.tasks."""
 
@@ -174,7 +187,7 @@ class Task:
     transform_columns: tuple[ColumnSpec, ...]  # how an example was made from its group's original
     question_chars: str  # the characters of a well-formed question (a regular expression class, e.g. "[.1-9]")
     answer_chars: str  # the characters of a well-formed answer
-    generator_options: tuple[str, ...]  # the raw stage's options of the built-in generator
+    generator_options: tuple[GeneratorOption, ...]  # the raw stage's options of the built-in generator
     max_aug: int | None = None  # the most transformed copies per original (None: no limit)
     has_hints: bool = False  # whether the hints stage can make an easier copy of an example
     records_name: bool = True  # False for Sudoku only: its records predate tasks and carry no name
@@ -247,12 +260,13 @@ class Task:
         raise NotImplementedError
 
     def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> tuple[list[str], list[str], np.ndarray]:
-        """``n`` seeded (question, answer) strings and their ratings from the built-in generator;
-        ValueError when the options are out of range or too strict to satisfy."""
+        """``n`` seeded (question, answer) strings and their ratings from the built-in generator, under the
+        values of ``generator_options`` in ``options``; ValueError when they are too strict to satisfy."""
         raise NotImplementedError
 
-    def describe_split(self, questions: np.ndarray, answers: np.ndarray, ratings: np.ndarray) -> dict:
-        """The raw stage's distribution of a written split (stats.json)."""
+    def describe_split(self, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> dict:
+        """The raw stage's distribution of a written split of ``n`` rows (stats.json), read as batches of
+        (question strings, answer strings, ratings)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ datasets

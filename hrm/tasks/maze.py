@@ -12,7 +12,7 @@ import hrm.maze as maze
 from hrm.build import MAZE_MAX_AUG
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import any_pass_solves
-from hrm.tasks.base import EvalRules, ExamplesRule, RawDiagnosis, RawRule, Task
+from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task
 
 MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
 # The id of the maze examples checks (Task.examples_checks_id) that the lineage of every maze dataset records.
@@ -132,11 +132,14 @@ class MazeTask(Task):
         mazes = generate_mazes(n, seed=seed, min_path=options["min_path"])
         return tokens_to_strings(mazes.questions), tokens_to_strings(mazes.answers), mazes.ratings
 
-    def describe_split(self, questions: np.ndarray, answers: np.ndarray, ratings: np.ndarray) -> dict:
-        from hrm.maze import PATH, describe_mazes, strings_to_tokens
-
-        moves = (strings_to_tokens(answers) == PATH).sum(1) + 1 if len(answers) else np.zeros(0, np.int64)
-        return {"rating": describe_mazes(ratings), "path_moves": describe_mazes(moves)}
+    def describe_split(self, batches, n: int) -> dict:
+        """The distributions of the rating and of the answer's path moves (hrm.maze.describe_mazes)."""
+        moves, ratings = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for _, a, r in batches:
+            moves.append((maze.strings_to_tokens(a) == maze.PATH).sum(1) + 1)
+            ratings.append(np.asarray(r, np.int64))
+        return {"rating": maze.describe_mazes(np.concatenate(ratings)),
+                "path_moves": maze.describe_mazes(np.concatenate(moves))}
 
     def augment(self, questions, answers, num_aug, rng):
         from hrm.build import augment_mazes
@@ -225,7 +228,8 @@ MAZE = MazeTask(
                                  "(0 = identity)"),
     ),
     question_chars="[# SG]", answer_chars="[# SGo]",
-    generator_options=("min_path",),
+    generator_options=(GeneratorOption("min_path", 1, 900, maze.HARD_MIN_PATH, "Fewest moves of the shortest S-G path "
+                                       "(the paper's hard set: more than 110).", show_default=True),),
     max_aug=MAZE_MAX_AUG,
     words={
         "card": {
@@ -257,6 +261,7 @@ MAZE = MazeTask(
         "tokens": ("1 = wall, 2 = open, 3 = S, 4 = G", "maze tokens 1..5 (5 = path)"),
         "error_label": "broken path cells",
         "model_needs": "the maze dataset",
+        "generator": "builtin maze generator",
         "augment_limit": "its other dihedral transforms",
         "relabellings": "as is, S and G exchanged",
         "table_rows": "mazes",

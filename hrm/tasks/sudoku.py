@@ -16,7 +16,8 @@ from hrm.evaluate.selection import paper_vote
 from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
 from hrm.sudoku import (BLANK_TOKEN, SEQ_LEN, Transforms, agrees_with_givens, conflict_count, digit_shift_maps,
                         is_valid_solution, random_transforms)
-from hrm.tasks.base import EvalRules, ExamplesRule, RawDiagnosis, RawRule, Task, uint8s, well_formed
+from hrm.tasks.base import (EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, uint8s,
+                            well_formed)
 
 # ---------------------------------------------------------------- evaluation rules
 
@@ -231,11 +232,21 @@ class SudokuTask(Task):
         return (grids_to_strings(puzzles.questions), grids_to_strings(puzzles.answers),
                 np.asarray(puzzles.ratings, dtype=np.int64))
 
-    def describe_split(self, questions: np.ndarray, answers: np.ndarray, ratings: np.ndarray) -> dict:
+    def describe_split(self, batches, n: int) -> dict:
+        """The rating / blank-count distribution (hrm.generate.describe); grids parsed batch by batch."""
         from hrm.generate import describe
         from hrm.sudoku import strings_to_grids
 
-        return describe(strings_to_grids(questions), ratings)
+        questions = np.zeros((n, SEQ_LEN), dtype=np.uint8)
+        ratings = np.zeros(n, dtype=np.int64)
+        offset = 0
+        for q, _, r in batches:
+            k = len(q)
+            if k:
+                questions[offset:offset + k] = strings_to_grids(q)
+                ratings[offset:offset + k] = r
+            offset += k
+        return describe(questions, ratings)
 
     def augment(self, questions, answers, num_aug, rng):
         from hrm.build import augment
@@ -338,7 +349,11 @@ SUDOKU = SudokuTask(
         ("col_order", uint8s(9), "transform: column order"),
     ),
     question_chars="[.1-9]", answer_chars="[1-9]",
-    generator_options=("min_blanks", "max_blanks", "min_rating"),
+    generator_options=(
+        GeneratorOption("min_blanks", 0, 81, 0, "Fewest blank cells per puzzle."),
+        GeneratorOption("max_blanks", 0, 81, 64, "Most blank cells per puzzle."),
+        GeneratorOption("min_rating", 0, None, 0, "Lowest rating (backtracks) kept."),
+    ),
     has_hints=True,
     records_name=False,  # Sudoku's lineages and manifests were written before a second task: they name none
     words={
@@ -372,6 +387,7 @@ SUDOKU = SudokuTask(
         "tokens": ("1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2", "digit tokens 2..10"),
         "error_label": "Sudoku conflicts",
         "model_needs": "Sudoku (docs/reference-semantics.md §2)",
+        "generator": "builtin generator",
         "table_rows": "puzzles",
     },
 )
