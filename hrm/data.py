@@ -82,7 +82,6 @@ import torch
 
 from hrm.rng import EVAL_SAMPLE as EVAL_STREAM, TRAIN_ORDER as TRAIN_STREAM  # the seed's stream ids: hrm/rng.py
 from hrm.encoding import IGNORE_LABEL, PAD_TOKEN
-from hrm.sudoku import SEQ_LEN
 from hrm.tasks import manifest_task
 from hrm.manifest import MANIFEST, ManifestError, OpenShard, check_split, read_manifest
 
@@ -510,8 +509,8 @@ class PuzzleDataset:
 HF_EVAL_CHUNK = 1024  # rows per gather in to_iterable_dataset(mode="eval")
 
 
-def hf_features(seq_len: int = SEQ_LEN):
-    """Features of the examples ``to_iterable_dataset`` yields (Sudoku's 81 cells unless told)."""
+def hf_features(seq_len: int):
+    """Features of the examples ``to_iterable_dataset`` yields, rows of ``seq_len`` cells."""
     import datasets
 
     tokens = datasets.List(datasets.Value("int32"), length=seq_len)

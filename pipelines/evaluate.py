@@ -32,7 +32,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 import numpy as np
@@ -45,6 +45,9 @@ from pipelines.model_inputs import check_dataset_encoding, load_task_model, open
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
+
+if TYPE_CHECKING:
+    from hrm.tasks import Task
 
 STAGE = "evaluate"
 PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks", "reliability_q_halt",
@@ -64,7 +67,7 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_models(files: Sequence[Path], dev, forward_dtype: str, task: str = "sudoku"):
+def load_models(files: Sequence[Path], dev, forward_dtype: str, task: Task):
     """Load every checkpoint on ``dev`` for ``task`` and check they agree; StageError names file and mismatch."""
     dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
     models = [load_task_model(f, dev, dtype, task) for f in files]
@@ -95,11 +98,6 @@ def split_rows(ds, test_size: int, seed: int, model_file: Path, model_cfg) -> np
     return rows
 
 
-# Per task: what its token ranges (hrm.evaluate.TaskRules) mean (hrm/sudoku.py, hrm/maze.py).
-TOKEN_MEANINGS = {"sudoku": ("1 = blank, 2..10 = digits 1..9, docs/reference-semantics.md §2", "digit tokens 2..10"),
-                  "maze": ("1 = wall, 2 = open, 3 = S, 4 = G", "maze tokens 1..5 (5 = path)")}
-
-
 def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, np.ndarray]:
     """The tokens and ids of ``rows`` (inputs uint8, labels int16), their token ranges (the task's) checked."""
 
@@ -108,7 +106,7 @@ def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, 
     where = f"{ds.dataset_dir / ds.split} (rows of manifest.json)"
     rules = ds.task.rules
     (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
-    x_means, y_means = TOKEN_MEANINGS[rules.task]
+    x_means, y_means = ds.task.words["tokens"]
     bad_x = (x < x_lo) | (x > x_hi)
     if bad_x.any():
         row = int(np.argmax(bad_x.any(1)))
@@ -167,41 +165,12 @@ def _tier_row(name: str, totals) -> dict[str, Any]:
             "label_free": s["label_free"], "verified_any": s["verified_any"]}
 
 
-# What the report says of each task's rules (Sudoku's words are those of the reports made before mazes).
-REPORT_WORDS = {
-    "sudoku": {
-        "vote": "the fork's Augmented HRM",
-        "verified": "some pass gave a valid grid that keeps the givens",
-        "vote_rule": "paper_vote reproduces the fork's rule (per checkpoint: passes that are right AND halted > half of "
-                     "its halted passes; solved if any checkpoint does).",
-        "tiers": "## Easy tiers (test puzzles with only k blanks left)",
-        "left": "blanks left",
-        "exact": "- exact: all 81 cells right. Passes are compared in the perturbed space (the fork's way); label_free "
-                 "maps every answer back to the original digits and cells first.",
-        "verifier": "verifier (valid grid, keeps the givens)",
-        "cell": "blank",
-    },
-    "maze": {
-        "vote": "the fork's maze rule",
-        "verified": "some pass gave an optimal S-G path of the maze",
-        "vote_rule": "paper_vote is the fork's maze rule (solved if any pass of any checkpoint is exactly right; "
-                     "halting is not required).",
-        "tiers": "## Easy tiers (test mazes with only k cells of the shortest path left unmarked)",
-        "left": "path cells left",
-        "exact": "- exact: all 900 cells right. Passes are compared in the perturbed space (the fork's way: pass 1 "
-                 "exchanges S and G in input and label); label_free maps every answer back first.",
-        "verifier": "verifier (a connected S-G path through open cells, as short as the BFS optimum)",
-        "cell": "open",
-    },
-}
-
-
 def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str],
-                 task: str = "sudoku") -> str:
+                 task: Task) -> str:
     """report.md: the headline table, the single checkpoints, ensemble size and calibration, the tiers,
-    the definitions; ``task`` picks the words (REPORT_WORDS)."""
+    the definitions; ``task`` picks the words (Task.words["report"])."""
     m = metrics["test"]
-    words = REPORT_WORDS[task]
+    words = task.words["report"]
     lines = _report_headline(m, settings, names, words)
     if "baseline" in m:
         lines += _report_checkpoints(m, tables, words)
@@ -483,7 +452,8 @@ def task_settings(ds, perturbation: str, permutations: int, seed: int, tier_list
     if perturbation not in rules.perturbations:
         raise StageError(f"--perturbation {perturbation}: {manifest} holds {rules.task} examples, evaluated with "
                          f"--perturbation {' or '.join(rules.perturbations)}"
-                         + (" (at most 2 passes: --permutations 2)" if rules.task == "maze" else ""))
+                         + (f" (at most {rules.max_shifts} passes: --permutations {rules.max_shifts})"
+                            if rules.max_shifts is not None else ""))
     for lo, hi in tier_list:
         if hi > rules.seq_len:
             raise StageError(f"--tiers {lo}-{hi}: {manifest} holds {rules.task} examples of {rules.seq_len} cells")
@@ -556,7 +526,7 @@ def _open_job(d, opts: EvaluateOptions, checked: _Checked) -> _Work:
     files, tier_list = checked.files, checked.tier_list
     ds = open_split(opts.dataset, opts.variant, opts.split)
     rules, perts = task_settings(ds, opts.perturbation, opts.permutations, opts.seed, tier_list)
-    models = load_models(files, checked.dev, opts.forward_dtype, rules.task)
+    models = load_models(files, checked.dev, opts.forward_dtype, ds.task)
     dataset_dir = ds.dataset_dir
     rows = split_rows(ds, opts.test_size, opts.seed, files[0], models[0].config)
     claim_output(opts.output, STAGE)
@@ -714,7 +684,7 @@ def _write_outputs(opts: EvaluateOptions, work: _Work, metrics: dict[str, Any], 
         (tmp / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
-        (tmp / "report.md").write_text(build_report(metrics, tables, settings, settings["names"], work.rules.task))
+        (tmp / "report.md").write_text(build_report(metrics, tables, settings, settings["names"], work.ds.task))
         pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         log_wandb(opts.wandb_mode, tmp, opts.project_name, opts.run_name, settings, metrics, tables)

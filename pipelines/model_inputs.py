@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hrm.tasks import get_task
+from hrm.tasks import Task
 from pipelines.io import StageError
 
 
@@ -38,12 +38,7 @@ def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
     return files
 
 
-def load_sudoku_model(file: Path, device, forward_dtype: str | None):
-    """:func:`load_task_model` for Sudoku."""
-    return load_task_model(file, device, forward_dtype, "sudoku")
-
-
-def load_task_model(file: Path, device, forward_dtype: str | None, task: str):
+def load_task_model(file: Path, device, forward_dtype: str | None, task: Task):
     """Load one checkpoint (weights_only) for the encoding of ``task``; ``forward_dtype`` None keeps the
     checkpoint's own. Every failure is a StageError naming the file."""
     from hrm.model import CheckpointError, load_checkpoint
@@ -54,12 +49,11 @@ def load_task_model(file: Path, device, forward_dtype: str | None, task: str):
         raise StageError(str(e)) from None
     except (RuntimeError, AssertionError) as e:  # e.g. out of device memory
         raise StageError(f"{file}: cannot load on {device} ({type(e).__name__}: {e})") from None
-    c, t = model.config, get_task(task)
+    c, t = model.config, task
     if (c.seq_len, c.vocab_size) != (t.seq_len, t.vocab_size):
         raise StageError(
-            f"{file}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; "
-            + ("Sudoku (docs/reference-semantics.md §2)" if task == "sudoku" else f"the {task} dataset")
-            + f" needs seq_len {t.seq_len}, vocab_size {t.vocab_size} (from {file.parent / 'all_config.yaml'} or "
+            f"{file}: the model expects seq_len {c.seq_len} and vocab_size {c.vocab_size}; {t.words['model_needs']}"
+            f" needs seq_len {t.seq_len}, vocab_size {t.vocab_size} (from {file.parent / 'all_config.yaml'} or "
             f"the tensor shapes)")
     return model
 

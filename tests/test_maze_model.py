@@ -68,8 +68,9 @@ def test_an_official_maze_checkpoint_loads_as_a_maze_model(mazes, tmp_path):
 
 def test_a_maze_checkpoint_is_refused_for_sudoku_by_name(tmp_path):
     from pipelines.io import StageError
-    from pipelines.model_inputs import load_sudoku_model
+    from hrm.tasks import SUDOKU
+    from pipelines.model_inputs import load_task_model
 
     step = official_layout(maze_model(), tmp_path / "official")
     with pytest.raises(StageError, match=rf"{step}: the model expects seq_len 900 and vocab_size 6; Sudoku"):
-        load_sudoku_model(step, "cpu", None)
+        load_task_model(step, "cpu", None, SUDOKU)

@@ -36,7 +36,7 @@ EASY_COLUMNS = ("k", "n", "blanks_left", "exact", "blank_acc", *CLASS_NAMES, "vi
                 "exact_if_no_violation", "exact_if_solved", "exact_if_unsolved")
 
 
-def parse_ks(text: str | Sequence[int], seq_len: int = 81) -> list[int]:
+def parse_ks(text: str | Sequence[int], seq_len: int) -> list[int]:
     """"0,1,2,5" -> [0, 1, 2, 5] (sorted, unique, each in 0..seq_len)."""
     if isinstance(text, str):
         parts = [p.strip() for p in text.split(",") if p.strip()]
