@@ -4,7 +4,7 @@ Arrays in, arrays out: no files, no params, no DVC. The stages in ``pipelines/``
 (``hrm subsample | augment | hints | shard``) call these functions.
 
 - :func:`subsample_indices` / :func:`cap_indices`: which raw rows to keep.
-- :func:`augment`: per original puzzle, the original plus ``num_aug`` transformed
+- :func:`augment_sudoku`: per original puzzle, the original plus ``num_aug`` transformed
   copies (one symmetry applied identically to question and answer). Each row records
   its transform, so it can be re-derived from its original.
 - :func:`add_hints`: after every example, an easier copy of it: ``k`` extra givens
@@ -310,7 +310,7 @@ def transformed_equal(src: np.ndarray, src_row: np.ndarray, t: Transforms, rows:
 # ---------------------------------------------------------------- augmentation
 
 
-def augment(questions: np.ndarray, answers: np.ndarray, num_aug: int, rng: np.random.Generator | None) -> Examples:
+def augment_sudoku(questions: np.ndarray, answers: np.ndarray, num_aug: int, rng: np.random.Generator | None) -> Examples:
     """Each original puzzle, then ``num_aug`` random symmetries of it (train).
 
     ``questions``/``answers``: grid values uint8 [G, 81] (0 = blank). Returns G * (1 + num_aug)

@@ -22,7 +22,7 @@ def real():
 @pytest.fixture(scope="module")
 def vanilla(real):
     df, q, a = real
-    return B.augment(q, a, 6, np.random.default_rng(1))
+    return B.augment_sudoku(q, a, 6, np.random.default_rng(1))
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +123,17 @@ def test_augment_layout_and_lineage(real, vanilla):
     assert np.array_equal(S.num_blanks(ex.inputs - 1), S.num_blanks(q)[ex.group_id])
     assert ex.inputs.dtype == ex.labels.dtype == np.uint8
     # Same seed, same examples; the transforms differ across copies.
-    again = B.augment(q, a, 6, np.random.default_rng(1))
+    again = B.augment_sudoku(q, a, 6, np.random.default_rng(1))
     assert np.array_equal(again.inputs, ex.inputs) and np.array_equal(again.transforms.digit_map, ex.transforms.digit_map)
     assert len(np.unique(ex.inputs, axis=0)) > 0.95 * len(ex)
 
 
 def test_augment_without_copies_is_the_identity(real):
     _, q, a = real
-    ex = B.augment(q, a, 0, None)
+    ex = B.augment_sudoku(q, a, 0, None)
     assert np.array_equal(ex.inputs, q + 1) and (ex.variant == B.ORIGINAL).all() and B.is_identity(ex.transforms).all()
     with pytest.raises(ValueError):
-        B.augment(q, a[:3], 1, np.random.default_rng(0))
+        B.augment_sudoku(q, a[:3], 1, np.random.default_rng(0))
 
 
 def test_transpose_probability_is_half():
@@ -205,7 +205,7 @@ def test_schema_accepts_built_tables(real, vanilla, hinted):
     df, q, a = real
     assert E.validate_examples(frame(real, vanilla), SUDOKU, rows_per_group=7).ok
     assert E.validate_examples(frame(real, hinted), SUDOKU, rows_per_group=14).ok
-    assert E.validate_examples(frame(real, B.augment(q, a, 0, None)), SUDOKU, rows_per_group=1).ok
+    assert E.validate_examples(frame(real, B.augment_sudoku(q, a, 0, None)), SUDOKU, rows_per_group=1).ok
     table = frame(real, hinted)
     assert table.schema == pl.Schema(E.polars_schema(SUDOKU)) and list(table.columns) == list(SUDOKU.columns)
     # Lineage columns re-derive every example from its original.
@@ -356,7 +356,7 @@ def _code(path) -> str:
 
 # sha256[:16] of _code(schemas/examples.py) + _code(hrm/tasks/sudoku.py) + _code(hrm/build.py) as they were when
 # CHECKS_ID (hrm/tasks/sudoku.py) was last set.
-CHECKS_CODE = "be157fa33848420c"
+CHECKS_CODE = "ba96829bf396a4e4"
 
 
 def test_checks_id_follows_the_checks():

@@ -59,7 +59,7 @@ def test_augment_and_hints_tables(built):
     # An original is its raw puzzle, re-derivable from the lineage columns.
     sub = pl.read_parquet(root / "subsample" / "train.parquet")
     grids = S.strings_to_grids(sub["question"].to_list())
-    ex = B.augment(grids, S.strings_to_grids(sub["answer"].to_list()), 0, None)
+    ex = B.augment_sudoku(grids, S.strings_to_grids(sub["answer"].to_list()), 0, None)
     firsts = vanilla.filter(pl.col("variant") == "original")
     assert np.array_equal(firsts["inputs"].to_numpy(), ex.inputs)
 

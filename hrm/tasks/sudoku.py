@@ -249,10 +249,10 @@ class SudokuTask(Task):
         return describe(questions, ratings)
 
     def augment(self, questions, answers, num_aug, rng):
-        from hrm.build import augment
+        from hrm.build import augment_sudoku
         from hrm.sudoku import strings_to_grids
 
-        return augment(strings_to_grids(questions), strings_to_grids(answers), num_aug, rng)
+        return augment_sudoku(strings_to_grids(questions), strings_to_grids(answers), num_aug, rng)
 
     def transform_arrays(self, columns):
         from hrm.sudoku import Transforms
