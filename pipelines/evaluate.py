@@ -39,7 +39,7 @@ import numpy as np
 
 from pipelines.device import resolve_device_option
 from pipelines.atomic_replace import atomic_output
-from pipelines.io import Count, SEED, StageError, THREADS, json_ready, log
+from pipelines.io import Count, RegisteredChoice, SEED, StageError, THREADS, json_ready, log
 from pipelines.output_records import check_apart, claim_output
 from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
 from pipelines.plot_csv import write_plot_csv
@@ -307,6 +307,13 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
 # --------------------------------------------------------------------------- command
 
 
+def _perturbation_kinds() -> tuple[str, ...]:
+    """Every registered task's kinds of perturbation (read when the option is checked: hrm.tasks)."""
+    from hrm.tasks import perturbation_kinds
+
+    return perturbation_kinds()
+
+
 @click.command("evaluate")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
               help="A checkpoint file, or a training run directory (its last --last step_N). Repeat for an ensemble.")
@@ -317,7 +324,7 @@ def log_wandb(mode: str, out_dir: Path, project: str, run_name: str, settings: d
               help="Which dataset of a shard stage output (the test split is the same in both).")
 @click.option("--split", default="test", help="Split to evaluate.")
 @click.option("--permutations", type=Count(1), default=9, help="Passes per checkpoint (pass 0 = unperturbed).")
-@click.option("--perturbation", type=click.Choice(["shift", "relabel", "symmetry", "swap"]), default="shift",
+@click.option("--perturbation", type=RegisteredChoice(_perturbation_kinds), default="shift",
               help="shift: the fork's cyclic digit shifts (at most 9); relabel: random digit relabellings; "
                    "symmetry: random full Sudoku symmetries; swap (mazes, at most 2 passes): the fork's S/G "
                    "exchange.")

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import click
 import numpy as np
@@ -65,6 +65,18 @@ THREADS_MAX = 1024  # torch.set_num_threads(10**6) ends in MemoryError or a segf
 COUNT_MAX = 2**31 - 1  # rows, puzzles, copies, widths: the examples tables' ids are Int32
 SEED = click.IntRange(0, SEED_MAX)
 THREADS = click.IntRange(0, THREADS_MAX)  # 0: torch's default
+
+
+class RegisteredChoice(click.Choice):
+    """click.Choice over names read from a registry when a value is checked or the help shown, not when the
+    command is defined: a task registered after the CLI was imported (a test's own) is one of the choices."""
+
+    def __init__(self, names: Callable[[], Iterable[str]], case_sensitive: bool = True) -> None:
+        self.names, self.case_sensitive = names, case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.names())
 
 
 def Count(min: int = 0, max: int = COUNT_MAX) -> click.IntRange:  # noqa: A002, N802 (click's own names)

@@ -1,0 +1,273 @@
+"""A task added as one file: this one. It defines a tiny task, registers it for these tests only, and runs
+every stage on it through the entry points the CLI uses (click's CliRunner on pipelines.cli, in this
+process, so the registration is seen): `hrm raw --source builtin` (the task's own generator and options),
+`hrm subsample`, `hrm augment`, `hrm hints --enabled false`, `hrm shard`, `hrm train`, `hrm evaluate`
+and `hrm analyze`. Nothing outside this file knows the task exists.
+
+The task: complete a row of 16 bits so that it holds an even number of ones. A question is 16 characters
+over ``.01`` with exactly one blank ``.`` (so its answer is unique), the answer the 16 bits; the rating is
+the blank's position. Tokens: 0 padding, 1 blank, 2 = bit 0, 3 = bit 1. An augmented copy is the row
+rotated right by 1..15 cells (one ``shift`` column, 0 = identity), which keeps the parity; the evaluation's
+perturbation ``rotate`` is the same rotation, applied to input and label alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+import pyarrow
+import pytest
+from click.testing import CliRunner
+
+from hrm import build
+from hrm.evaluate.perturbations import Perturbations
+from hrm.evaluate.selection import any_pass_solves
+from hrm.tasks import TASKS, register
+from hrm.tasks.base import EvalRules, ExamplesRule, RawDiagnosis, RawRule, Task
+
+NAME = "parity-onefile"
+WIDTH, BLANK, ZERO, ONE = 16, 1, 2, 3
+EVEN, KEEPS, ONE_BLANK = "parity_answer_even", "parity_answer_keeps_givens", "parity_one_blank"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def tokens(strings) -> np.ndarray:
+    """'.01' strings -> tokens [N, WIDTH] (1 blank, 2 = 0, 3 = 1)."""
+    raw = np.frombuffer("".join(strings).encode(), dtype=np.uint8).reshape(-1, WIDTH)
+    return np.select([raw == ord("."), raw == ord("0")], [BLANK, ZERO], ONE).astype(np.uint8)
+
+
+def strings(rows: np.ndarray) -> list[str]:
+    chars = np.array([".", ".", "0", "1"])
+    return ["".join(row) for row in chars[rows]]
+
+
+def rotate(rows: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Row i rotated right by shift[i] cells."""
+    cells = (np.arange(WIDTH)[None, :] - shift.astype(np.int64)[:, None]) % WIDTH
+    return np.take_along_axis(rows, cells, axis=1)
+
+
+def odd_cells(questions, answers) -> np.ndarray:
+    """int64 [...]: the error measure: cells that are not a bit, plus 1 for an odd number of ones."""
+    a = np.asarray(answers)
+    return ((a != ZERO) & (a != ONE)).sum(-1) + (a == ONE).sum(-1) % 2
+
+
+def verify(questions, answers) -> np.ndarray:
+    """bool [...]: every cell a bit, an even number of ones, the givens kept."""
+    q, a = np.broadcast_arrays(np.asarray(questions), np.asarray(answers))
+    return (odd_cells(q, a) == 0) & ((q == BLANK) | (q == a)).all(-1)
+
+
+def rotations(kind: str, count: int, seed: int) -> Perturbations:
+    if count > WIDTH:
+        raise ValueError(f"a row has {WIDTH} rotations, asked for {count}")
+    cells = (np.arange(WIDTH)[None, :] - np.arange(count)[:, None]) % WIDTH
+    return Perturbations(kind, np.tile(np.arange(256, dtype=np.uint8), (count, 1)), cells.astype(np.int64))
+
+
+RULES = EvalRules(NAME, WIDTH, BLANK, ("rotate",), verify, any_pass_solves, lambda i, l: np.asarray(i) == BLANK,
+                  (0, 4, 8, 12), (0, 1, 2), (1, 3), (2, 3), odd_cells, "odd_cells", (ONE, ONE), "ones",
+                  max_shifts=WIDTH)
+
+
+def _labels_even(columns) -> np.ndarray:
+    return (columns["labels"] == ONE).sum(1) % 2 == 0
+
+
+def _inputs_agree(columns) -> np.ndarray:
+    inputs, labels = columns["inputs"], columns["labels"]
+    return ((inputs == BLANK) | (inputs == labels)).all(1)
+
+
+class ParityTask(Task):
+    raw_rules = (RawRule(EVEN, "answer", column_check=True), RawRule(KEEPS, "answer"),
+                 RawRule(ONE_BLANK, "question", unique_only=True))
+    raw_unique_means = "one blank each"
+    examples_checks_id = "parity-onefile-1"
+    examples_check_prefix = "parity_"
+    token_ranges = {"inputs": (1, 3), "labels": (2, 3)}
+    transform_limits = {"shift": WIDTH - 1}
+    examples_rules = (
+        ExamplesRule("parity_labels_even", ("labels",), _labels_even, "labels: an odd number of ones", column="labels"),
+        ExamplesRule("parity_inputs_agree", ("inputs", "labels"), _inputs_agree, "inputs: a given differs from the label"),
+    )
+    lineage_reasons = {"original_is_identity": "original with a shift",
+                       "augmented_matches_original": "augmented row is not its original rotated by its shift"}
+
+    def diagnose_raw(self, questions, answers, question_ok, answer_ok, check_unique):
+        q = np.zeros((len(questions), WIDTH), dtype=np.uint8)
+        a = np.zeros_like(q)
+        q[question_ok], a[answer_ok] = tokens(questions[question_ok]), tokens(answers[answer_ok])
+        changed = (q != BLANK) & (q != a)
+        passed = {EVEN: ~answer_ok | ((a == ONE).sum(1) % 2 == 0), KEEPS: ~(question_ok & answer_ok) | ~changed.any(1)}
+        reasons = {EVEN: {int(r): "has an odd number of ones" for r in np.flatnonzero(~passed[EVEN])},
+                   KEEPS: {int(r): "changes a given" for r in np.flatnonzero(~passed[KEEPS])}}
+        if check_unique:
+            passed[ONE_BLANK] = ~question_ok | ((q == BLANK).sum(1) == 1)
+            reasons[ONE_BLANK] = {int(r): "not exactly one blank" for r in np.flatnonzero(~passed[ONE_BLANK])}
+        return RawDiagnosis(len(questions), passed, reasons)
+
+    def difficulty(self, questions):
+        return (tokens(questions) == BLANK).argmax(1).astype(np.int64)
+
+    def generate(self, n: int, seed: int, options: Mapping[str, Any]):
+        """Rows of random bits with an even number of ones, at least ``min_ones`` of them; one cell blanked."""
+        rng = np.random.default_rng(seed)
+        bits = rng.integers(0, 2, size=(n, WIDTH))
+        bits[:, -1] = bits[:, :-1].sum(1) % 2
+        few = bits.sum(1) < options["min_ones"]
+        bits[few] = 1  # all ones: WIDTH is even
+        answers = (bits + ZERO).astype(np.uint8)
+        blank = rng.integers(0, WIDTH, size=n)
+        questions = answers.copy()
+        questions[np.arange(n), blank] = BLANK
+        return strings(questions), strings(answers), blank.astype(np.int64)
+
+    def describe_split(self, questions, answers, ratings):
+        ones = (tokens(answers) == ONE).sum(1) if len(answers) else np.zeros(0, np.int64)
+        return {"rating": {"mean": float(np.mean(ratings)) if len(ratings) else 0.0},
+                "ones": {"mean": float(ones.mean()) if len(ones) else 0.0, "min": int(ones.min(initial=WIDTH))}}
+
+    def augment(self, questions, answers, num_aug, rng):
+        q, a = tokens(questions), tokens(answers)
+        per, groups = 1 + num_aug, len(q)
+        group_id = np.repeat(np.arange(groups, dtype=np.int32), per)
+        shift = np.zeros((groups, per), dtype=np.uint8)
+        if num_aug:
+            shift[:, 1:] = rng.integers(1, WIDTH, size=(groups, num_aug))
+        shift = shift.reshape(-1)
+        variant = np.full(len(group_id), build.AUGMENTED, dtype=np.uint8)
+        variant[::per] = build.ORIGINAL
+        return build.Examples(group_id, np.arange(len(group_id), dtype=np.int32), variant,
+                              np.full(len(group_id), build.NO_PARENT, dtype=np.int32),
+                              rotate(q[group_id], shift), rotate(a[group_id], shift), shift)
+
+    def transform_arrays(self, columns):
+        return columns["shift"]
+
+    def transform_frame_columns(self, transforms, n):
+        return {"shift": transforms}
+
+    def is_identity(self, transforms):
+        return transforms == 0
+
+    def augmented_matches(self, group_id, transforms, rows, src, inputs, labels):
+        shift = transforms[rows]
+        ok = (shift >= 1) & (shift < WIDTH)
+        ok &= (rotate(inputs[src], shift) == inputs[rows]).all(1)
+        return ok & (rotate(labels[src], shift) == labels[rows]).all(1)
+
+    @property
+    def rules(self) -> EvalRules:
+        return RULES
+
+    def make_perturbations(self, kind, count, seed):
+        return rotations(kind, count, seed)
+
+
+PARITY = ParityTask(
+    name=NAME, noun="row", seq_len=WIDTH, vocab_size=4, hf_repo="none/parity-onefile", hf_revision="main",
+    difficulty_means="the blank's position", encoding={"task": NAME, "seq_len": WIDTH, "vocab_size": 4, "pad": 0},
+    column_meanings={"variant": "`original` or `augmented`", "parent_id": "-1", "rating": "the blank's position",
+                     "inputs": "1 = blank, 2 = 0, 3 = 1", "labels": "2 = 0, 3 = 1"},
+    transform_columns=(("shift", pyarrow.uint8(), "cells rotated right (0 = identity)"),),
+    question_chars="[.01]", answer_chars="[01]", generator_options=("min_ones",), max_aug=WIDTH - 1,
+    words={
+        "card": {"tag": "parity", "title": "Parity rows", "hf": "(none)", "examples": "rows",
+                 "builtin": "Random rows of even parity, one cell blanked.", "generator": "tests/test_one_file_task.py",
+                 "license_name": "none", "lineage": "Lineage: an example is its group's original rotated by its shift.",
+                 "build": "rotations per train row) -> `hrm hints` (passes rows through: they have no hints)"},
+        "report": {"vote": "any pass", "verified": "some pass gave an even row that keeps the givens",
+                   "vote_rule": "paper_vote: solved if any pass of any checkpoint is exactly right.",
+                   "tiers": "## Easy tiers (rows with only k blanks left)", "left": "blanks left",
+                   "exact": "- exact: all 16 cells right.", "verifier": "verifier (even parity, keeps the givens)",
+                   "cell": "blank"},
+        "tokens": ("1 = blank, 2 = 0, 3 = 1", "bit tokens 2..3"),
+        "error_label": "odd cells", "model_needs": "the parity dataset", "augment_limit": "its other rotations",
+        "relabellings": "rotations", "table_rows": "rows",
+    },
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    register(PARITY)
+    yield
+    TASKS.pop(PARITY.name)
+
+
+# ----------------------------------------------------------------------------- the proof
+
+
+def ok(*args):
+    from pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+TINY = ["--hidden-size", "16", "--num-heads", "2", "--expansion", "2", "--h-layers", "1", "--l-layers", "1",
+        "--h-cycles", "1", "--l-cycles", "1", "--halt-max-steps", "2", "--puzzle-emb-ndim", "16"]
+
+
+def make_raw(root: Path) -> Path:
+    """The raw stage's output (hand-made until the raw stage runs the task's generator)."""
+    from pipelines.output_records import write_record
+
+    out = root / "raw"
+    out.mkdir()
+    for split, n, seed in (("train", 24, 1), ("test", 8, 2)):
+        q, a, r = PARITY.generate(n, seed, {"min_ones": 2})
+        pl.DataFrame({"source": ["builtin"] * n, "question": q, "answer": a, "rating": r}).write_parquet(
+            out / f"{split}.parquet")
+    (out / "stats.json").write_text(json.dumps({"task": NAME, "source": "builtin"}) + "\n")
+    write_record(out, "raw")
+    return out
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("one_file_task")
+    raw = make_raw(root)
+    ok("subsample", "--input", raw, "--output", root / "subsample", "--seed", 3, "--subsample-size", 0,
+       "--test-size", 0)
+    ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 3, "--num-aug", 3)
+    ok("hints", "--input", root / "augment", "--output", root / "hints", "--enabled", "false")
+    ok("shard", "--input", root / "hints", "--output", root / "datasets")
+    return root / "datasets"
+
+
+def test_the_dataset_stages_build_the_tasks_dataset(datasets):
+    from pipelines.dataset_checks import dataset_problems
+
+    index = json.loads((datasets / "datasets.json").read_text())
+    print(index)
+    manifest, problems = dataset_problems(datasets / index["vanilla"])
+    assert not problems
+    assert manifest["encoding"]["task"] == NAME
+
+
+def test_train_evaluate_analyze(datasets, tmp_path):
+    run = tmp_path / "run"
+    ok("train", "--dataset", datasets, "--output", run, "--variant", "vanilla", *TINY, "--epochs", 2,
+       "--eval-interval", 2, "--global-batch-size", 8, "--eval-size", 4, "--lr-warmup-steps", 1)
+    ok("evaluate", "--checkpoint", run, "--dataset", datasets, "--variant", "vanilla", "--perturbation", "rotate",
+       "--permutations", 3, "--tiers", "1-1", "--output", tmp_path / "eval", "--no-progress")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    print(summary["test"])
+    ok("analyze", "--checkpoint", run, "--dataset", datasets, "--variant", "vanilla", "--output",
+       tmp_path / "analysis", "--sample", 4, "--segments", 2, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2,
+       "--easy-k", "0,1", "--landscape-radius", 1, "--no-flow", "--no-progress")
