@@ -39,7 +39,7 @@ import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
 from pipelines.atomic_replace import atomic_output
-from pipelines.io import SEED, Count, StageError, check_memory, human_bytes, log
+from pipelines.io import SEED, Count, RegisteredChoice, StageError, check_memory, human_bytes, log
 from pipelines.output_records import claim_output
 from pipelines.tables import BATCH_ROWS, PARQUET_OPTIONS, iter_table_batches, read_table, write_parquet
 from pipelines.raw_validation import validate_raw_file
@@ -385,23 +385,44 @@ def _generator_option_names() -> list[str]:
     return list(dict.fromkeys(option.name for task in TASKS.values() for option in task.generator_options))
 
 
-def generator_options(command):
-    """Decorate ``command`` with ``--NAME`` for each task's generator option (hrm.tasks.base.GeneratorOption),
-    in registration order, its help marked with the source and task it serves."""
+def _generator_params() -> list[click.Option]:
+    """``--NAME`` for each task's generator option (hrm.tasks.base.GeneratorOption), in registration order,
+    its help marked with the source and task it serves."""
     seen = {}
     for task in TASKS.values():
         for option in task.generator_options:
             seen.setdefault(option.name, (task, option))
-    for task, option in reversed(list(seen.values())):
-        type_ = Count(option.lo) if option.hi is None else click.IntRange(option.lo, option.hi)
-        command = click.option(f"--{option.name.replace('_', '-')}", option.name, type=type_, default=option.default,
-                               show_default=option.show_default or None,
-                               help=f"[builtin, {task.name}] {option.help}")(command)
-    return command
+    return [click.Option([f"--{option.name.replace('_', '-')}", option.name],
+                         type=Count(option.lo) if option.hi is None else click.IntRange(option.lo, option.hi),
+                         default=option.default, show_default=option.show_default or None,
+                         help=f"[builtin, {task.name}] {option.help}")
+            for task, option in seen.values()]
 
 
-@click.command("raw")
-@click.option("--task", type=click.Choice(list(TASKS)), default="sudoku", show_default=True,
+class RawCommand(click.Command):
+    """``hrm raw``: its own options with, after ``--test-size``, every registered task's generator options,
+    read from the registry when the command is parsed or its help shown (not when this module is imported:
+    a task registered later, e.g. a test's own, has its options too)."""
+
+    _generated: tuple[tuple[int, ...], list[click.Option]] = ((), [])
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        tasks = tuple(map(id, TASKS.values()))
+        if self._generated[0] != tasks:  # updated in place: click adds its help option to this very list
+            own = [p for p in self._params if all(p is not old for old in self._generated[1])]
+            at = [p.name for p in own].index("test_size") + 1
+            self._generated = (tasks, _generator_params())
+            self._params[:] = own[:at] + self._generated[1] + own[at:]
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params, self._generated = value, ((), [])
+
+
+@click.command("raw", cls=RawCommand)
+@click.option("--task", type=RegisteredChoice(lambda: list(TASKS)), default="sudoku", show_default=True,
               help="sudoku (Sudoku-Extreme) or maze (Maze-30x30-Hard): the encoding, checks and reference dataset.")
 @click.option("--source", type=click.Choice(SOURCES), default="builtin",
               help="builtin: generate puzzles offline; hf: download the task's reference dataset from the Hugging "
@@ -411,7 +432,6 @@ def generator_options(command):
 @click.option("--seed", type=SEED, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
 @click.option("--train-size", type=Count(1), default=5000, help="[builtin] Puzzles in the train split.")
 @click.option("--test-size", type=Count(1), default=1000, help="[builtin] Puzzles in the test split.")
-@generator_options  # each task's built-in generator controls (Task.generator_options)
 @click.option("--hf-repo", default=None, help="[hf] Dataset repo id on the Hugging Face Hub (default: the task's).")
 @click.option("--hf-revision", default=None,
               help="[hf] Commit sha, tag or branch (default: the task's pinned commit of its reference dataset).")

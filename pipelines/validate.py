@@ -24,7 +24,7 @@ import click
 
 from pipelines.dataset_checks import dataset_problems
 from pipelines.datasets import read_datasets_index, resolve_dataset
-from pipelines.io import Count, StageError
+from pipelines.io import Count, RegisteredChoice, StageError
 from pipelines.tables import BATCH_ROWS
 from hrm.tasks import TASKS, task_of_columns
 from pipelines.raw_validation import validate_raw_file
@@ -42,7 +42,7 @@ def validate() -> None:
 
 @validate.command("raw")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--task", type=click.Choice(list(TASKS)), default="sudoku", show_default=True,
+@click.option("--task", type=RegisteredChoice(lambda: list(TASKS)), default="sudoku", show_default=True,
               help="The rules the rows follow: Sudoku-Extreme's or Maze-30x30-Hard's.")
 @click.option(
     "--check-unique/--no-check-unique",

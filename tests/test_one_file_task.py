@@ -21,13 +21,20 @@ import numpy as np
 import polars as pl
 import pyarrow
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from hrm import build
 from hrm.evaluate.perturbations import Perturbations
 from hrm.evaluate.selection import any_pass_solves
 from hrm.tasks import TASKS, register
-from hrm.tasks.base import EvalRules, ExamplesRule, RawDiagnosis, RawRule, Task
+from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task
+
+# Imported here, before the task is registered (as in a run of the whole suite): the commands' task
+# choices and the raw stage's generator options must come from the registry when they run.
+import pipelines.evaluate  # noqa: F401
+import pipelines.raw  # noqa: F401
+import pipelines.validate  # noqa: F401
 
 NAME = "parity-onefile"
 WIDTH, BLANK, ZERO, ONE = 16, 1, 2, 3
@@ -133,10 +140,14 @@ class ParityTask(Task):
         questions[np.arange(n), blank] = BLANK
         return strings(questions), strings(answers), blank.astype(np.int64)
 
-    def describe_split(self, questions, answers, ratings):
-        ones = (tokens(answers) == ONE).sum(1) if len(answers) else np.zeros(0, np.int64)
-        return {"rating": {"mean": float(np.mean(ratings)) if len(ratings) else 0.0},
-                "ones": {"mean": float(ones.mean()) if len(ones) else 0.0, "min": int(ones.min(initial=WIDTH))}}
+    def describe_split(self, batches, n):
+        ones, ratings = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for _, a, r in batches:
+            ones.append((tokens(a) == ONE).sum(1))
+            ratings.append(np.asarray(r, np.int64))
+        ones, ratings = np.concatenate(ones), np.concatenate(ratings)
+        return {"rating": {"mean": float(ratings.mean()) if n else 0.0},
+                "ones": {"mean": float(ones.mean()) if n else 0.0, "min": int(ones.min(initial=WIDTH))}}
 
     def augment(self, questions, answers, num_aug, rng):
         q, a = tokens(questions), tokens(answers)
@@ -181,7 +192,7 @@ PARITY = ParityTask(
     column_meanings={"variant": "`original` or `augmented`", "parent_id": "-1", "rating": "the blank's position",
                      "inputs": "1 = blank, 2 = 0, 3 = 1", "labels": "2 = 0, 3 = 1"},
     transform_columns=(("shift", pyarrow.uint8(), "cells rotated right (0 = identity)"),),
-    question_chars="[.01]", answer_chars="[01]", generator_options=("min_ones",), max_aug=WIDTH - 1,
+    question_chars="[.01]", answer_chars="[01]", generator_options=(GeneratorOption("min_ones", 0, WIDTH, 0, "Fewest ones per row."),), max_aug=WIDTH - 1,
     words={
         "card": {"tag": "parity", "title": "Parity rows", "hf": "(none)", "examples": "rows",
                  "builtin": "Random rows of even parity, one cell blanked.", "generator": "tests/test_one_file_task.py",
@@ -209,65 +220,120 @@ def registered():
 # ----------------------------------------------------------------------------- the proof
 
 
-def ok(*args):
+def invoke(*args):
     from pipelines.cli import cli
 
     result = CliRunner().invoke(cli, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
-    assert result.exit_code == 0, result.output
     return result
+
+
+def ok(*args) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def fails(*args) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    return result.output
 
 
 TINY = ["--hidden-size", "16", "--num-heads", "2", "--expansion", "2", "--h-layers", "1", "--l-layers", "1",
         "--h-cycles", "1", "--l-cycles", "1", "--halt-max-steps", "2", "--puzzle-emb-ndim", "16"]
 
 
-def make_raw(root: Path) -> Path:
-    """The raw stage's output (hand-made until the raw stage runs the task's generator)."""
-    from pipelines.output_records import write_record
-
-    out = root / "raw"
-    out.mkdir()
-    for split, n, seed in (("train", 24, 1), ("test", 8, 2)):
-        q, a, r = PARITY.generate(n, seed, {"min_ones": 2})
-        pl.DataFrame({"source": ["builtin"] * n, "question": q, "answer": a, "rating": r}).write_parquet(
-            out / f"{split}.parquet")
-    (out / "stats.json").write_text(json.dumps({"task": NAME, "source": "builtin"}) + "\n")
-    write_record(out, "raw")
-    return out
-
-
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory) -> Path:
+def built(tmp_path_factory) -> Path:
+    """Every dataset stage, as dvc.yaml runs them: 24 train and 8 test rows, 3 rotations per train row."""
     root = tmp_path_factory.mktemp("one_file_task")
-    raw = make_raw(root)
-    ok("subsample", "--input", raw, "--output", root / "subsample", "--seed", 3, "--subsample-size", 0,
+    ok("raw", "--task", NAME, "--source", "builtin", "--output", root / "raw", "--seed", 3, "--train-size", 24,
+       "--test-size", 8, "--min-ones", 4)
+    ok("subsample", "--input", root / "raw", "--output", root / "subsample", "--seed", 3, "--subsample-size", 0,
        "--test-size", 0)
     ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 3, "--num-aug", 3)
     ok("hints", "--input", root / "augment", "--output", root / "hints", "--enabled", "false")
     ok("shard", "--input", root / "hints", "--output", root / "datasets")
-    return root / "datasets"
+    return root
 
 
-def test_the_dataset_stages_build_the_tasks_dataset(datasets):
+def test_the_dataset_stages_build_the_tasks_dataset(built, tmp_path):
     from pipelines.dataset_checks import dataset_problems
 
-    index = json.loads((datasets / "datasets.json").read_text())
-    print(index)
-    manifest, problems = dataset_problems(datasets / index["vanilla"])
-    assert not problems
-    assert manifest["encoding"]["task"] == NAME
+    # raw: the task's generator, with its own option, checked by the task's raw rules.
+    stats = json.loads((built / "raw" / "stats.json").read_text())
+    assert stats["task"] == NAME and stats["builtin"]["min_ones"] == 4 and stats["questions_in_both_splits"] == 0
+    assert {s: v["rows"] for s, v in stats["splits"].items()} == {"train": 24, "test": 8}
+    assert stats["splits"]["train"]["distribution"]["ones"]["min"] >= 4  # describe_split's own figures
+    raw = pl.read_parquet(built / "raw" / "train.parquet")
+    assert raw.columns == ["source", "question", "answer", "rating"]
+    assert ((tokens(raw["answer"].to_list()) == ONE).sum(1) >= 4).all()  # --min-ones reached the generator
+    assert np.array_equal(raw["rating"].to_numpy(), PARITY.difficulty(raw["question"].to_numpy()))
+    for split in ("train", "test"):
+        assert "(one blank each)" in ok("validate", "raw", built / "raw" / f"{split}.parquet", "--task", NAME)
+
+    # subsample, augment, hints: the tables of the task, with its transform column and lineage checks.
+    assert "parity-onefile subsample table" in ok("validate", "examples", built / "subsample" / "train.parquet")
+    for stage in ("augment", "hints"):
+        assert ": OK, 96 rows valid" in ok("validate", "examples", built / stage / "train.arrow")
+        assert json.loads((built / stage / "lineage.json").read_text())["raw"]["task"] == NAME
+    train = pl.read_ipc(built / "augment" / "train.arrow")
+    assert train.columns == list(PARITY.columns) and train["shift"].to_list()[::4] == [0] * 24
+    assert (train.filter(pl.col("variant") == "augmented")["shift"].to_numpy() >= 1).all()
+    assert "which have no hints" in fails("hints", "--input", built / "augment", "--output", tmp_path / "h",
+                                          "--enabled", "true")
+
+    # shard: one vanilla dataset, its manifest naming the task's encoding, its card the task's words.
+    index = json.loads((built / "datasets" / "datasets.json").read_text())
+    assert index["hint"] is None and index["vanilla"].startswith(f"{NAME}-builtin-")
+    dataset = built / "datasets" / index["vanilla"]
+    manifest, problems = dataset_problems(dataset)
+    assert not problems and manifest["encoding"] == dict(PARITY.encoding)
+    assert manifest["columns"]["shift"] == "uint8" and manifest["splits"]["train"]["rows_per_group"] == 4
+    assert ": OK" in ok("validate", "shards", dataset)
+    assert "- parity\n" in (built / "datasets" / "README.md").read_text()
 
 
-def test_train_evaluate_analyze(datasets, tmp_path):
-    run = tmp_path / "run"
+def test_train_evaluate_analyze_on_the_task(built, tmp_path):
+    from hrm.data import PuzzleDataset
+
+    datasets, run = built / "datasets", tmp_path / "run"
     ok("train", "--dataset", datasets, "--output", run, "--variant", "vanilla", *TINY, "--epochs", 2,
        "--eval-interval", 2, "--global-batch-size", 8, "--eval-size", 4, "--lr-warmup-steps", 1)
-    ok("evaluate", "--checkpoint", run, "--dataset", datasets, "--variant", "vanilla", "--perturbation", "rotate",
-       "--permutations", 3, "--tiers", "1-1", "--output", tmp_path / "eval", "--no-progress")
+    arch = yaml.safe_load((run / "checkpoints" / "all_config.yaml").read_text())["arch"]
+    assert arch["seq_len"] == WIDTH and arch["vocab_size"] == 4  # from the task's data
+
+    # evaluate: the task's perturbation, verifier and words; another task's perturbation is refused.
+    args = ["evaluate", "--checkpoint", run, "--dataset", datasets, "--variant", "vanilla"]
+    ok(*args, "--perturbation", "rotate", "--permutations", 3, "--tiers", "1-1", "--output", tmp_path / "eval",
+       "--no-progress")
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    print(summary["test"])
-    ok("analyze", "--checkpoint", run, "--dataset", datasets, "--variant", "vanilla", "--output",
-       tmp_path / "analysis", "--sample", 4, "--segments", 2, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2,
-       "--easy-k", "0,1", "--landscape-radius", 1, "--no-flow", "--no-progress")
+    assert summary["test"]["puzzles"] == 8 and summary["test"]["passes"] == 3
+    assert summary["tiers"]["1"]["puzzles"] == 8  # every row has one blank: the tier reveals nothing
+    assert json.loads((tmp_path / "eval" / "run.json").read_text())["perturbation"] == "rotate"
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "of `rotate` perturbations" in report and "an even row that keeps the givens" in report
+    assert f"holds {NAME} examples, evaluated with --perturbation rotate" in fails(
+        *args, "--perturbation", "shift", "--output", tmp_path / "e2")
+    assert f"a row has {WIDTH} rotations" in fails(*args, "--perturbation", "rotate", "--permutations", WIDTH + 1,
+                                                  "--output", tmp_path / "e3")
+
+    # analyze: the task's error measure and its perturbation in the fixed-point runs.
+    out = tmp_path / "analysis"
+    ok("analyze", "--checkpoint", run, "--dataset", datasets, "--variant", "vanilla", "--output", out, "--sample", 4,
+       "--segments", 2, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2, "--easy-k", "0,1",
+       "--landscape-radius", 1, "--no-flow", "--no-progress")
+    assert json.loads((out / "summary.json").read_text())["run"]["puzzles"] == 4
+    assert "odd_cells" in pl.read_parquet(out / "puzzles.parquet").columns
+    traces = pl.read_parquet(out / "traces.parquet", columns=["row", "prediction", "odd_cells"])
+    ds = PuzzleDataset(datasets / index_of(datasets), "test")
+    inputs = ds.gather(traces["row"].to_numpy())["inputs"]
+    predictions = np.stack(traces["prediction"].to_numpy())
+    assert np.array_equal(traces["odd_cells"].to_numpy(), odd_cells(inputs, predictions))
+    assert "rotate" in set(pl.read_parquet(out / "multistability.parquet")["kind"].to_list())
+
+
+def index_of(datasets: Path) -> str:
+    return json.loads((datasets / "datasets.json").read_text())["vanilla"]
