@@ -35,6 +35,7 @@ from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosi
 import pipelines.evaluate  # noqa: F401
 import pipelines.raw  # noqa: F401
 import pipelines.validate  # noqa: F401
+from pipelines.cli import cli
 
 NAME = "parity-onefile"
 WIDTH, BLANK, ZERO, ONE = 16, 1, 2, 3
@@ -221,8 +222,6 @@ def registered():
 
 
 def invoke(*args):
-    from pipelines.cli import cli
-
     result = CliRunner().invoke(cli, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
