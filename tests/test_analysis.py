@@ -306,7 +306,8 @@ def test_equivalence_classes():
 def test_multistability_known_answers(puzzles):
     x, y = puzzles
     # The copy model commutes with digit relabelling and forgets small initial noise: one end state.
-    ms = run_perturbed(copy_model(), x[:5], y[:5], PerturbedRuns(shifts=4, noise_runs=2, noise_std=1e-4, batch_size=2))
+    ms = run_perturbed(copy_model(), x[:5], y[:5], PerturbedRuns(shifts=4, noise_runs=2, noise_std=1e-4, batch_size=2),
+                       rules=SUDOKU.rules)
     assert ms.answers.shape == (6, 5, 81) and list(ms.kind) == ["plain"] + ["shift"] * 3 + ["noise_fork"] * 2
     assert (ms.n_answers == 1).all() and (ms.n_state_clusters == 1).all()
     np.testing.assert_array_equal(ms.answers[0], x[:5])
@@ -315,9 +316,11 @@ def test_multistability_known_answers(puzzles):
     assert s["trapped_runs"] == 1.0 and s["mean_distinct_answers"] == 1.0 and s["any_run_correct"] == 0.0
     # A random model: shapes, determinism, the seed matters.
     rnd = tiny_model()
-    a = run_perturbed(rnd, x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=3, seed=1, batch_size=2))
-    b = run_perturbed(rnd, x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=3, seed=1, batch_size=64))
-    c = run_perturbed(rnd, x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=3, seed=2))
+    a = run_perturbed(rnd, x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=3, seed=1, batch_size=2),
+                      rules=SUDOKU.rules)
+    b = run_perturbed(rnd, x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=3, seed=1, batch_size=64),
+                      rules=SUDOKU.rules)
+    c = run_perturbed(rnd, x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=3, seed=2), rules=SUDOKU.rules)
     np.testing.assert_array_equal(a.answers, b.answers)
     np.testing.assert_array_equal(a.state_id, b.state_id)
     assert not np.array_equal(a.answers[3:], c.answers[3:])
@@ -361,7 +364,8 @@ def test_fork_noise_is_one_truncated_normal_vector_shared_by_every_position():
 
 def test_multistability_is_reported_per_perturbation(puzzles):
     x, y = puzzles
-    ms = run_perturbed(tiny_model(), x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=2, noise=("fork", "iid"), seed=1))
+    ms = run_perturbed(tiny_model(), x[:4], y[:4], PerturbedRuns(shifts=3, noise_runs=2, noise=("fork", "iid"), seed=1),
+                       rules=SUDOKU.rules)
     assert list(ms.kind) == ["plain", "shift", "shift", "noise_fork", "noise_fork", "noise_iid", "noise_iid"]
     per = multistability_summary(ms)["by_perturbation"]
     assert list(per) == ["shift", "noise_fork", "noise_iid"]

@@ -143,7 +143,7 @@ def test_a_registered_architecture_trains_evaluates_and_analyses(dataset, tmp_pa
     from hrm.evaluate.engine import Engine, segment_flops
     from hrm.evaluate.run import evaluate_puzzles
     from hrm.tasks import SUDOKU, make_perturbations
-    from hrm.analysis import run_perturbed, run_trace
+    from hrm.analysis import PerturbedRuns, run_perturbed, run_trace
     from hrm.data import PuzzleDataset
     from pipelines.datasets import resolve_dataset
     from pipelines.train_run import run as train_run
@@ -177,7 +177,8 @@ def test_a_registered_architecture_trains_evaluates_and_analyses(dataset, tmp_pa
     tr = run_trace(model, test["inputs"], segments=3, keep_states=True)
     assert tr.h_cycles == 2 and tr.predictions.shape == (6, 4, 81) and tr.z_H.shape == (6, 4, 81, 16)
     assert np.array_equal(tr.seg_predictions[-1], model.predict(test["inputs"], segments=3).predictions.numpy())
-    ms = run_perturbed(model, test["inputs"], test["labels"], shifts=2, noise_runs=1, segments=3)
+    ms = run_perturbed(model, test["inputs"], test["labels"], PerturbedRuns(shifts=2, noise_runs=1, segments=3),
+                       rules=SUDOKU.rules)
     assert ms.n_answers.shape == (4,) and (ms.n_answers >= 1).all()
 
     # The stages themselves, unchanged: `hrm evaluate` and `hrm analyze` on the checkpoint.
