@@ -48,9 +48,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hrm.evaluate.engine import Engine, auto_max_rows, segment_flops  # noqa: E402
-from hrm.evaluate.perturbations import Perturbations, make_perturbations  # noqa: E402
+from hrm.evaluate.perturbations import Perturbations  # noqa: E402
 from hrm.evaluate.run import evaluate_puzzles  # noqa: E402
 from hrm.evaluate.selection import paper_vote  # noqa: E402
+from hrm.tasks import SUDOKU, make_perturbations  # noqa: E402
 from hrm.model import HRM, HRMConfig  # noqa: E402
 from hrm.model.layers import swiglu_width  # noqa: E402
 from hrm.sudoku import grids_to_tokens, strings_to_grids  # noqa: E402
@@ -178,12 +179,12 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
           f"cycles {cycles}, {steps} segments, expansion {expansion:g}, {heads} heads), batch {batch_size} puzzles, {device}, {threads} CPU thread(s), "
           f"engine rows per forward {max_rows or permutations * batch_size}")
     # Warm-up (allocator, kernels) on a few puzzles, not timed.
-    evaluate_puzzles(Engine(models, max_rows=max_rows), q[:2], a[:2], perturbations=pert, batch_size=2)
+    evaluate_puzzles(Engine(models, max_rows=max_rows), q[:2], a[:2], perturbations=pert, batch_size=2, rules=SUDOKU.rules)
     loop(models, q[:2], a[:2], pert, 2, official=False)
 
     engine = Engine(models, max_rows=max_rows)
     methods = {
-        "engine": lambda: evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size),
+        "engine": lambda: evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size, rules=SUDOKU.rules),
         "loop_predict": lambda: loop(models, q, a, pert, batch_size, official=False),
     }
     if not skip_official:
@@ -191,9 +192,9 @@ def main(n, batch_size, permutations, checkpoints, hidden, layers, cycles, steps
     if compile_:
         engine_c = Engine(models, max_rows=max_rows, compile=True)
         t = time.perf_counter()
-        evaluate_puzzles(engine_c, q[:batch_size], a[:batch_size], perturbations=pert, batch_size=batch_size)  # compiles
+        evaluate_puzzles(engine_c, q[:batch_size], a[:batch_size], perturbations=pert, batch_size=batch_size, rules=SUDOKU.rules)  # compiles
         compile_s = time.perf_counter() - t
-        methods["engine_compiled"] = lambda: evaluate_puzzles(engine_c, q, a, perturbations=pert, batch_size=batch_size)
+        methods["engine_compiled"] = lambda: evaluate_puzzles(engine_c, q, a, perturbations=pert, batch_size=batch_size, rules=SUDOKU.rules)
     # The machine may be shared: alternate the methods and keep each one's best time.
     timings: dict[str, float] = {}
     results = {}
@@ -264,7 +265,7 @@ def early_exit_figures(engine, q, a, pert, batch_size, repeats) -> float:
         for name, early in runs.items():
             t = time.perf_counter()
             results[name] = evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch_size,
-                                                early_stop=early)
+                                                early_stop=early, rules=SUDOKU.rules)
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
     work = results["early_exit"].summary()["work"]
     ran = 1.0 - work["saved_fraction"]

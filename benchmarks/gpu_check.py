@@ -352,8 +352,8 @@ def segment_step(model, batch) -> Callable[[], None]:
 
 def phase_evaluate(args, sizes: Sizes) -> dict:
     from hrm.evaluate.engine import Engine, auto_max_rows
-    from hrm.evaluate.perturbations import make_perturbations
     from hrm.evaluate.run import evaluate_puzzles
+    from hrm.tasks import SUDOKU, make_perturbations
 
     models = [seeded_model(sizes, device_dtype(args.device), seed).to(args.device).eval()
               for seed in range(sizes.eval_models)]
@@ -361,13 +361,13 @@ def phase_evaluate(args, sizes: Sizes) -> dict:
     pert = make_perturbations("shift", sizes.eval_passes)
     engine = Engine(models, max_rows=auto_max_rows(args.device))
     batch = min(64, sizes.eval_puzzles)
-    evaluate_puzzles(engine, q[:batch], a[:batch], perturbations=pert, batch_size=batch)  # warm-up
+    evaluate_puzzles(engine, q[:batch], a[:batch], perturbations=pert, batch_size=batch, rules=SUDOKU.rules)  # warm-up
     out = {"checkpoints": len(models), "passes_per_checkpoint": len(pert), "puzzles": len(q),
            "segments": sizes.arch["halt_max_steps"], "dtype": device_dtype(args.device)}
     reset_peak(args.device)
     for name, early in (("all_segments", False), ("early_exit", True)):
         t = time.perf_counter()
-        result = evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch, early_stop=early)
+        result = evaluate_puzzles(engine, q, a, perturbations=pert, batch_size=batch, early_stop=early, rules=SUDOKU.rules)
         synchronize(args.device)
         rate = len(models) * len(pert) * len(q) / (time.perf_counter() - t)
         out[name] = {"passes_per_s": round(rate, 1), "projected_paper_eval_h": round(PAPER_EVAL_PASSES / rate / 3600, 1)}

@@ -187,7 +187,8 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     figures, tables["landscape"], summary["landscapes"] = _landscape_phase(run, states)
     clock.lap("landscapes")
     return AnalysisResult(summary=summary, tables=tables, residual_rows=res_rows, multistability=ms,
-                          puzzle_figures=figures, h_cycles=model.config.H_cycles, trace_rows=trace_rows,
+                          puzzle_figures=figures, h_cycles=architecture_of(model).steps_per_segment(model.config),
+                          trace_rows=trace_rows,
                           seconds=clock.seconds)
 
 
