@@ -54,7 +54,7 @@ def perturbation_kinds() -> tuple[str, ...]:
     return tuple(dict.fromkeys(kind for task in TASKS.values() for kind in task.rules.perturbations))
 
 
-def make_perturbations(kind: str = "shift", count: int = 9, seed: int = 0):
+def make_perturbations(kind: str, count: int = 9, seed: int = 0):
     """``count`` perturbations of ``kind`` (hrm.evaluate.perturbations.Perturbations; pass 0 the
     identity), drawn by the task that has that kind (Task.make_perturbations)."""
     if count < 1:

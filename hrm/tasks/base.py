@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from hrm.build import Examples
     from hrm.evaluate.perturbations import Perturbations
 
-__all__ = ["ColumnSpec", "EvalRules", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis", "ExamplesRule",
-           "well_formed"]
+__all__ = ["ColumnSpec", "EvalRules", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
+           "ExamplesRule", "well_formed"]
 
 ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
 # What the loader reads of a shard (hrm/data.py gathers these straight from the mapped file).
