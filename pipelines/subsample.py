@@ -80,8 +80,9 @@ def raw_task(stats: dict, stats_path: Path) -> Task:
 
 
 def raw_source_info(stats: dict, task: Task) -> dict:
-    """Source and revision of the raw table, from its statistics, and its task where its records name it
-    (Task.records_name: a Sudoku lineage names none, as those built before mazes)."""
+    """Source and revision of the raw table (for the builtin source: its seeds and the task's generator
+    options), from its statistics, and its task where its records name it (Task.records_name: a Sudoku
+    lineage names none, as those built before mazes)."""
     info = {"source": stats.get("source", "unknown")}
     info.update(task.recorded_name())
     hf = stats.get("hf") or {}
@@ -89,7 +90,8 @@ def raw_source_info(stats: dict, task: Task) -> dict:
         info.update(hf_repo=hf.get("repo_id"), revision=hf.get("revision"), resolved_sha=hf.get("resolved_sha"))
     elif info["source"] == "builtin":
         builtin = stats.get("builtin") or {}
-        info.update({k: builtin.get(k) for k in ("seed", "split_seeds", "min_blanks", "max_blanks", "min_rating")})
+        # The seeds and the task's own generator controls (a maze records min_path, not Sudoku's three).
+        info.update({k: builtin.get(k) for k in ("seed", "split_seeds", *(o.name for o in task.generator_options))})
     return info
 
 

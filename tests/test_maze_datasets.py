@@ -59,7 +59,10 @@ def test_the_maze_dataset_and_its_manifest(built):
     assert (manifest["encoding"]["seq_len"], manifest["encoding"]["vocab_size"]) == (900, 6)
     assert manifest["columns"]["inputs"] == "fixed_size_list<item: uint8>[900]" and "dihedral" in manifest["columns"]
     assert "digit_map" not in manifest["columns"]
-    assert manifest["lineage"]["raw"]["task"] == "maze"
+    raw = manifest["lineage"]["raw"]
+    assert raw["task"] == "maze" and raw["seed"] == 4
+    # The maze generator's own control is recorded, and none of Sudoku's (they were null here before).
+    assert raw["min_path"] == 111 and not {"min_blanks", "max_blanks", "min_rating"} & set(raw)
     train = manifest["splits"]["train"]
     assert (train["rows"], train["groups"], train["rows_per_group"]) == (TRAIN * 8, TRAIN, 8)
     assert train["variants"] == {"original": TRAIN, "augmented": TRAIN * 7, "hint": 0}

@@ -277,7 +277,8 @@ def test_the_dataset_stages_build_the_tasks_dataset(built, tmp_path):
     assert "parity-onefile subsample table" in ok("validate", "examples", built / "subsample" / "train.parquet")
     for stage in ("augment", "hints"):
         assert ": OK, 96 rows valid" in ok("validate", "examples", built / stage / "train.arrow")
-        assert json.loads((built / stage / "lineage.json").read_text())["raw"]["task"] == NAME
+        raw = json.loads((built / stage / "lineage.json").read_text())["raw"]
+        assert raw["task"] == NAME and raw["min_ones"] == 4  # the task's own generator option, recorded
     train = pl.read_ipc(built / "augment" / "train.arrow")
     assert train.columns == list(PARITY.columns) and train["shift"].to_list()[::4] == [0] * 24
     assert (train.filter(pl.col("variant") == "augmented")["shift"].to_numpy() >= 1).all()
