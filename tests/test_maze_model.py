@@ -66,6 +66,19 @@ def test_an_official_maze_checkpoint_loads_as_a_maze_model(mazes, tmp_path):
     assert np.array_equal(want.predictions, got.predictions) and np.array_equal(want.halted, got.halted)
 
 
+def test_an_official_checkpoint_of_no_known_vocabulary_names_the_missing_seq_len(tmp_path):
+    # The official arch block gives no seq_len (the dataset does); with RoPE no tensor holds it either. A
+    # vocabulary that is no task's is refused, naming the file: never a silent 81 cells.
+    from hrm.model import CheckpointError
+
+    torch.manual_seed(0)
+    odd = HRM(HRMConfig(batch_size=4, seq_len=900, vocab_size=7, forward_dtype="float32", **ARCH))
+    step = official_layout(odd, tmp_path / "official")
+    with pytest.raises(CheckpointError, match=r"all_config.yaml: the arch block gives no seq_len, and vocab_size 7 is "
+                                              r"that of no task \(sudoku 11, maze 6\): add the dataset's seq_len"):
+        load_checkpoint(step, device="cpu")
+
+
 def test_a_maze_checkpoint_is_refused_for_sudoku_by_name(tmp_path):
     from pipelines.io import StageError
     from hrm.tasks import SUDOKU

@@ -40,7 +40,6 @@ from hrm.tasks import TASKS
 
 CONFIG_NAME = "all_config.yaml"
 COMPILE_PREFIX = "_orig_mod."
-SUDOKU_DEFAULTS = {"seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1}
 
 
 class CheckpointError(IntegrityError):
@@ -150,11 +149,16 @@ def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.T
     loss_type = loss.get("loss_type", "stablemax_cross_entropy") if isinstance(loss, Mapping) else "stablemax_cross_entropy"
 
     arch = architecture.sizes_from_state(arch, state)
-    seq_len_of_vocab = {t.vocab_size: t.seq_len for t in TASKS.values()}
-    if "seq_len" not in arch and arch.get("vocab_size") in seq_len_of_vocab:
-        arch["seq_len"] = seq_len_of_vocab[arch["vocab_size"]]
-    for k, v in SUDOKU_DEFAULTS.items():
-        arch.setdefault(k, v)
+    if "seq_len" not in arch:  # the official code takes it from the dataset: the one task of this vocabulary
+        tasks = [t for t in TASKS.values() if t.vocab_size == arch.get("vocab_size")]
+        if len(tasks) != 1:
+            named = " and ".join(t.name for t in tasks) or "no task"
+            raise CheckpointError(
+                f"{source}: the arch block gives no seq_len, and vocab_size {arch.get('vocab_size')} is that of "
+                f"{named} ({', '.join(f'{t.name} {t.vocab_size}' for t in TASKS.values())}): add the dataset's "
+                f"seq_len to the arch block")
+        arch["seq_len"] = tasks[0].seq_len
+    arch.setdefault("num_puzzle_identifiers", 1)  # no puzzle embedding in the state: the one blank identifier
     if "batch_size" not in arch:
         arch["batch_size"] = int(all_config.get("global_batch_size", 1))
     try:
