@@ -141,6 +141,21 @@ def test_a_checkpoint_on_a_full_disk_is_one_message_naming_it(built, tmp_path):
 # --------------------------------------------------------------------------- signals in the first second
 
 
+def _wait_for_exec(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until the child runs the ``hrm`` script: a signal sent between fork and exec reaches the forked copy
+    of this process, is recorded by its handler and lost with it at exec (seen in CI on a loaded machine:
+    ``hrm raw`` then ran to the end), which would test nothing of hrm's. Delays count from the exec."""
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if HRM.encode() in cmdline.read_bytes():
+                return
+        except OSError:  # already ended
+            return
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0])
 @pytest.mark.parametrize("command", ["raw", "train"])
@@ -152,6 +167,7 @@ def test_a_signal_in_the_first_second_exits_with_one_line(tmp_path, command, del
     args = {"raw": ["raw", "--output", str(out), *RAW_TINY],
             "train": ["train", "--dataset", str(tmp_path), "--output", str(out)]}[command]
     proc = subprocess.Popen([HRM, *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_exec(proc)
     time.sleep(delay)
     if proc.poll() is not None:  # not seen on any machine so far: both take over a second to import
         pytest.skip(f"hrm {command} ended before {delay} s")
