@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
+from hrm.tasks.base import GeneratorOption
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import SEED, Count, RegisteredChoice, StageError, check_memory, human_bytes, log
 from pipelines.output_records import claim_output
@@ -380,23 +381,28 @@ def _explicit(ctx: click.Context, names: list[str]) -> list[str]:
     ]
 
 
+def _generator_options() -> dict[str, tuple[Task, GeneratorOption]]:
+    """Every task's built-in generator options by name, in registration order (a name's first task)."""
+    seen: dict[str, tuple[Task, GeneratorOption]] = {}
+    for task in TASKS.values():
+        for option in task.generator_options:
+            seen.setdefault(option.name, (task, option))
+    return seen
+
+
 def _generator_option_names() -> list[str]:
     """The options of every task's built-in generator, in registration order (one name, one option)."""
-    return list(dict.fromkeys(option.name for task in TASKS.values() for option in task.generator_options))
+    return list(_generator_options())
 
 
 def _generator_params() -> list[click.Option]:
     """``--NAME`` for each task's generator option (hrm.tasks.base.GeneratorOption), in registration order,
     its help marked with the source and task it serves."""
-    seen = {}
-    for task in TASKS.values():
-        for option in task.generator_options:
-            seen.setdefault(option.name, (task, option))
     return [click.Option([f"--{option.name.replace('_', '-')}", option.name],
                          type=Count(option.lo) if option.hi is None else click.IntRange(option.lo, option.hi),
                          default=option.default, show_default=option.show_default or None,
                          help=f"[builtin, {task.name}] {option.help}")
-            for task, option in seen.values()]
+            for task, option in _generator_options().values()]
 
 
 class RawCommand(click.Command):

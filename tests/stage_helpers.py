@@ -21,14 +21,15 @@ SUBSAMPLE, NUM_AUG = 20, 4
 VANILLA, HINT = f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}", f"sudoku-csv-{SUBSAMPLE}-aug-{NUM_AUG}-hint"
 
 
-def run(*args: str):
-    result = CliRunner().invoke(cli, list(args))
+def run(*args):
+    """``hrm ARGS`` in this process (paths and numbers given as themselves are passed as text)."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
 
 
-def ok(*args: str):
+def ok(*args):
     result = run(*args)
     assert result.exit_code == 0, result.output
     return result
@@ -83,7 +84,7 @@ def digest_tree(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def fails(*args: str) -> str:
+def fails(*args) -> str:
     result = run(*args)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 from torch import nn
 
 from hrm.model import (ACTModel, Architecture, CheckpointError, InnerCarry, Recurrence, RecurrentModel, RowMemory,
                        UnknownArchitecture, get_architecture, load_checkpoint, register, registered_names)
 from hrm.model.layers import PostNormBlock, RotaryEmbedding
 from hrm.train import TrainConfig, TrainError
-from pipelines.cli import cli
+from stage_helpers import ok  # hrm ARGS through click's CliRunner, in this process
 
 NAME = "tests.shared_block@SharedBlockACT"
 
@@ -116,14 +115,6 @@ SharedBlockModel.architecture = ARCHITECTURE
 
 
 # ----------------------------------------------------------------------------- the proof
-
-
-def ok(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import polars as pl
 import pyarrow
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from hrm import build
 from hrm.evaluate.perturbations import Perturbations
@@ -35,7 +34,7 @@ from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosi
 import pipelines.evaluate  # noqa: F401
 import pipelines.raw  # noqa: F401
 import pipelines.validate  # noqa: F401
-from pipelines.cli import cli
+from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
 
 NAME = "parity-onefile"
 WIDTH, BLANK, ZERO, ONE = 16, 1, 2, 3
@@ -221,25 +220,6 @@ def registered():
 # ----------------------------------------------------------------------------- the proof
 
 
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def ok(*args) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def fails(*args) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    return result.output
-
-
 TINY = ["--hidden-size", "16", "--num-heads", "2", "--expansion", "2", "--h-layers", "1", "--l-layers", "1",
         "--h-cycles", "1", "--l-cycles", "1", "--halt-max-steps", "2", "--puzzle-emb-ndim", "16"]
 
@@ -271,12 +251,12 @@ def test_the_dataset_stages_build_the_tasks_dataset(built, tmp_path):
     assert ((tokens(raw["answer"].to_list()) == ONE).sum(1) >= 4).all()  # --min-ones reached the generator
     assert np.array_equal(raw["rating"].to_numpy(), PARITY.difficulty(raw["question"].to_numpy()))
     for split in ("train", "test"):
-        assert "(one blank each)" in ok("validate", "raw", built / "raw" / f"{split}.parquet", "--task", NAME)
+        assert "(one blank each)" in ok("validate", "raw", built / "raw" / f"{split}.parquet", "--task", NAME).output
 
     # subsample, augment, hints: the tables of the task, with its transform column and lineage checks.
-    assert "parity-onefile subsample table" in ok("validate", "examples", built / "subsample" / "train.parquet")
+    assert "parity-onefile subsample table" in ok("validate", "examples", built / "subsample" / "train.parquet").output
     for stage in ("augment", "hints"):
-        assert ": OK, 96 rows valid" in ok("validate", "examples", built / stage / "train.arrow")
+        assert ": OK, 96 rows valid" in ok("validate", "examples", built / stage / "train.arrow").output
         raw = json.loads((built / stage / "lineage.json").read_text())["raw"]
         assert raw["task"] == NAME and raw["min_ones"] == 4  # the task's own generator option, recorded
     train = pl.read_ipc(built / "augment" / "train.arrow")
@@ -292,7 +272,7 @@ def test_the_dataset_stages_build_the_tasks_dataset(built, tmp_path):
     manifest, problems = dataset_problems(dataset)
     assert not problems and manifest["encoding"] == dict(PARITY.encoding)
     assert manifest["columns"]["shift"] == "uint8" and manifest["splits"]["train"]["rows_per_group"] == 4
-    assert ": OK" in ok("validate", "shards", dataset)
+    assert ": OK" in ok("validate", "shards", dataset).output
     assert "- parity\n" in (built / "datasets" / "README.md").read_text()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 import hrm.maze as maze
-from hrm.build import MAZE_MAX_AUG
+from hrm.build import AUGMENTED, MAZE_MAX_AUG, ORIGINAL, augment_mazes
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import any_pass_solves
 from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task
@@ -73,9 +73,7 @@ def _solved(columns: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _no_hints(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """variant is ``original`` or ``augmented``: mazes have no hint examples."""
-    import hrm.build as build
-
-    return np.isin(columns["variant"], (build.ORIGINAL, build.AUGMENTED))
+    return np.isin(columns["variant"], (ORIGINAL, AUGMENTED))
 
 
 def _maze_rows(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], questions: np.ndarray,
@@ -122,15 +120,11 @@ RULES = EvalRules("maze", maze.SEQ_LEN, maze.OPEN, ("swap",), maze_verifier, any
 
 class MazeTask(Task):
     def difficulty(self, questions: np.ndarray) -> np.ndarray:
-        from hrm.maze import shortest_path_lengths, strings_to_tokens
-
-        return shortest_path_lengths(strings_to_tokens(questions))
+        return maze.shortest_path_lengths(maze.strings_to_tokens(questions))
 
     def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> tuple[list[str], list[str], np.ndarray]:
-        from hrm.maze import generate_mazes, tokens_to_strings
-
-        mazes = generate_mazes(n, seed=seed, min_path=options["min_path"])
-        return tokens_to_strings(mazes.questions), tokens_to_strings(mazes.answers), mazes.ratings
+        mazes = maze.generate_mazes(n, seed=seed, min_path=options["min_path"])
+        return maze.tokens_to_strings(mazes.questions), maze.tokens_to_strings(mazes.answers), mazes.ratings
 
     def describe_split(self, batches, n: int) -> dict:
         """The distributions of the rating and of the answer's path moves (hrm.maze.describe_mazes)."""
@@ -142,10 +136,7 @@ class MazeTask(Task):
                 "path_moves": maze.describe_mazes(np.concatenate(moves))}
 
     def augment(self, questions, answers, num_aug, rng):
-        from hrm.build import augment_mazes
-        from hrm.maze import strings_to_tokens
-
-        return augment_mazes(strings_to_tokens(questions), strings_to_tokens(answers), num_aug, rng)
+        return augment_mazes(maze.strings_to_tokens(questions), maze.strings_to_tokens(answers), num_aug, rng)
 
     def transform_arrays(self, columns):
         return columns["dihedral"]
