@@ -43,7 +43,7 @@ def validate() -> None:
 @validate.command("raw")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--task", type=RegisteredChoice(lambda: list(TASKS)), default="sudoku", show_default=True,
-              help="The rules the rows follow: Sudoku-Extreme's or Maze-30x30-Hard's.")
+              help="The rules the rows follow: a task of hrm raw --task (its columns, encoding and checks).")
 @click.option(
     "--check-unique/--no-check-unique",
     default=True,
@@ -52,7 +52,7 @@ def validate() -> None:
 )
 @click.option("--batch-rows", type=Count(1), default=BATCH_ROWS, help="Rows validated at a time.")
 def validate_raw_command(path: Path, task: str, check_unique: bool, batch_rows: int) -> None:
-    """Validate a raw table (CSV or Parquet): source, question, answer, rating.
+    """Validate a raw table (CSV or Parquet): source, question, answer, rating (and the task's own columns).
 
     Prints a one-line summary and exits 0 when every row is valid; otherwise exits 1
     with one line per problem: row (0-based data row), column and reason.

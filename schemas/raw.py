@@ -9,8 +9,10 @@ Columns (exactly these, in any order):
 | `answer`   | str    | ``task.seq_len`` characters of its answer class |
 | `rating`   | int64  | >= 0 |
 
-plus the task's own row rules (``task.raw_rules``: Sudoku's answer is a solution that keeps the
-givens, the maze's answer a shortest S-G path; optional, on by default: the question has one answer).
+plus the task's own columns (``task.raw_extra_columns``: ARC's puzzle, subset, kind and pair) and row
+rules (``task.raw_rules``: Sudoku's answer is a solution that keeps the givens, the maze's answer a
+shortest S-G path, ARC's grids rectangular; optional, on by default: the question has one answer). An
+ARC grid is text of 1..30 rows of 1..30 colour digits joined by ``|`` (``task.text_lengths``).
 
 The schema is a Pandera ``DataFrameSchema`` on the polars back end, built from the task
 (:func:`raw_schema`): the task's rules are plain checks named after the rules, so a new task needs no
@@ -35,9 +37,9 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 from pandera.config import ValidationDepth, config_context
 
-from hrm.tasks.base import RawDiagnosis, RawRule, Task
+from hrm.tasks.base import RAW_SHARED_COLUMNS, RawColumn, RawDiagnosis, RawRule, Task
 
-RAW_COLUMNS: tuple[str, ...] = ("source", "question", "answer", "rating")
+RAW_COLUMNS: tuple[str, ...] = RAW_SHARED_COLUMNS  # a task's raw columns start with these (Task.raw_columns)
 ROW_NUMBERING = "rows numbered from 0 = first data row, header not counted"
 
 # The task's rules run over this many rows at a time, bounding memory on 3.8 M-row tables.
@@ -115,7 +117,7 @@ def raw_schema(task: Task, check_unique: bool = True) -> pa.DataFrameSchema:
                 for rule in rules if rule.column_check and rule.column == column]
 
     def text(chars: str, column: str) -> pa.Column:
-        length = pa.Check.str_length(min_value=task.seq_len, max_value=task.seq_len)
+        length = pa.Check.str_length(*task.text_lengths)
         return pa.Column(str, [pa.Check.str_matches(rf"^{chars}*$"), length, *checks(column)])
 
     columns = {
@@ -123,6 +125,7 @@ def raw_schema(task: Task, check_unique: bool = True) -> pa.DataFrameSchema:
         "question": text(task.question_chars, "question"),
         "answer": text(task.answer_chars, "answer"),
         "rating": pa.Column(pl.Int64, pa.Check.ge(0)),
+        **{column.name: _extra_column(column) for column in task.raw_extra_columns},
     }
     frame_checks = [pa.Check(partial(_rule_check, task=task, rule=rule), name=rule.name)
                     for rule in rules if not rule.column_check]
@@ -130,18 +133,26 @@ def raw_schema(task: Task, check_unique: bool = True) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, checks=frame_checks, strict=True, name=name)
 
 
+def _extra_column(column: RawColumn) -> pa.Column:
+    if column.integer:
+        return pa.Column(pl.Int64, pa.Check.ge(column.ge))
+    if column.values is not None:
+        return pa.Column(str, pa.Check.isin(column.values))
+    return pa.Column(str, pa.Check.str_length(min_value=1))
+
+
 # --------------------------------------------------------------------------- report
 
 
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "reason": pl.String}
-_COLUMN_ORDER = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 
 @dataclass
 class RawReport:
     """Outcome of validating one raw table (or several batches of one file).
 
-    ``valid``: the rows that passed, columns ``source,question,answer,rating`` (rating Int64).
+    ``valid``: the rows that passed, in the task's raw columns (``columns``: source, question, answer,
+    rating (Int64), then the task's own).
     ``rejected``: the other rows, same columns plus ``row`` (0-based data row) and ``reason``.
     ``problems``: one line per (row, column, reason); ``table_errors``: problems that are
     not about single rows (a missing column, a wrong type), which reject the whole table.
@@ -155,6 +166,7 @@ class RawReport:
     path: str | None = None
     checked_unique: bool = True
     unique_means: str = ""  # what the uniqueness check asked, for the summary (Task.raw_unique_means)
+    columns: tuple[str, ...] = RAW_COLUMNS  # the task's raw columns (Task.raw_columns)
 
     @property
     def ok(self) -> bool:
@@ -181,7 +193,7 @@ class RawReport:
         lines: list[str] = []
         if self.table_errors:
             lines.append(f"{name}: the table does not have the raw layout "
-                         f"({', '.join(RAW_COLUMNS)}):")
+                         f"({', '.join(self.columns)}):")
             lines += [f"  {e}" for e in self.table_errors]
         if self.problems.height:
             lines.append(f"{name}: {self.n_rejected:,} of {self.n_rows:,} rows are invalid "
@@ -208,39 +220,50 @@ class RawReport:
             path=path or parts[0].path,
             checked_unique=parts[0].checked_unique,
             unique_means=parts[0].unique_means,
+            columns=parts[0].columns,
         )
 
 
-RAW_SCHEMA = {"source": pl.String, "question": pl.String, "answer": pl.String, "rating": pl.Int64}
+def raw_types(task: Task) -> dict[str, pl.DataType]:
+    """The polars type of each raw column of ``task``, in order."""
+    shared = {"source": pl.String, "question": pl.String, "answer": pl.String, "rating": pl.Int64}
+    return {**shared, **{c.name: pl.Int64 if c.integer else pl.String for c in task.raw_extra_columns}}
 
 
-def empty_raw_table() -> pl.DataFrame:
-    return pl.DataFrame(schema=RAW_SCHEMA)
+def empty_raw_table(task: Task) -> pl.DataFrame:
+    return pl.DataFrame(schema=raw_types(task))
 
 
-def empty_rejected() -> pl.DataFrame:
-    return pl.DataFrame(schema={**RAW_SCHEMA, "row": pl.Int64, "reason": pl.String})
+def empty_rejected(task: Task) -> pl.DataFrame:
+    return pl.DataFrame(schema={**raw_types(task), "row": pl.Int64, "reason": pl.String})
 
 
 def empty_problems() -> pl.DataFrame:
     return pl.DataFrame(schema=PROBLEM_SCHEMA)
 
 
-def normalise_raw(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFrame]:
-    """Check the column layout and cast ``rating`` to Int64.
+def normalise_raw(df: pl.DataFrame, task: Task) -> tuple[pl.DataFrame, list[str], pl.DataFrame]:
+    """Check the column layout (``task.raw_columns``) and cast ``rating`` (and the task's integer
+    columns) to Int64.
 
     Returns (frame, table errors, problems of ratings that are not integers).
     """
     errors: list[str] = []
-    missing = [c for c in RAW_COLUMNS if c not in df.columns]
-    extra = [c for c in df.columns if c not in RAW_COLUMNS]
+    missing = [c for c in task.raw_columns if c not in df.columns]
+    extra = [c for c in df.columns if c not in task.raw_columns]
     if missing:
         errors.append(f"missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
     if extra:
         errors.append(f"unexpected column{'s' if len(extra) > 1 else ''}: {', '.join(extra)}")
-    for name in ("source", "question", "answer"):
+    texts = ("source", "question", "answer", *(c.name for c in task.raw_extra_columns if not c.integer))
+    for name in texts:
         if name in df.columns and df.schema[name] not in (pl.String, pl.Null):
             errors.append(f"column {name} has type {df.schema[name]}, expected text")
+    for name in (c.name for c in task.raw_extra_columns if c.integer):
+        if name in df.columns and not df.schema[name].is_integer():
+            errors.append(f"column {name} has type {df.schema[name]}, expected integers")
+        elif name in df.columns:
+            df = df.with_columns(pl.col(name).cast(pl.Int64))
     bad_rating = empty_problems()
     if "rating" in df.columns:
         dtype = df.schema["rating"]
@@ -262,7 +285,7 @@ def normalise_raw(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str], pl.DataFra
             df = df.with_columns(pl.col("rating").cast(pl.Int64))
         else:
             errors.append(f"column rating has type {dtype}, expected integers")
-    for name in ("source", "question", "answer"):
+    for name in texts:
         if name in df.columns and df.schema[name] == pl.Null:
             df = df.with_columns(pl.col(name).cast(pl.String))
     return df, errors, bad_rating
@@ -280,10 +303,11 @@ def table_level_errors(failures: pl.DataFrame) -> list[str]:
 
 
 def layout_report(n_rows: int, table_errors: list[str], *, path: str | None, checked_unique: bool,
-                  unique_means: str = "") -> RawReport:
+                  task: Task) -> RawReport:
     """The report of a table whose layout is wrong (normalise_raw's errors): the whole table is refused."""
-    return RawReport(n_rows=n_rows, valid=empty_raw_table(), rejected=empty_rejected(), problems=empty_problems(),
-                     table_errors=table_errors, path=path, checked_unique=checked_unique, unique_means=unique_means)
+    return RawReport(n_rows=n_rows, valid=empty_raw_table(task), rejected=empty_rejected(task),
+                     problems=empty_problems(), table_errors=table_errors, path=path, checked_unique=checked_unique,
+                     unique_means=task.raw_unique_means, columns=task.raw_columns)
 
 
 def _reason(check: str, column: str, case, row: int, diag: RawDiagnosis, task: Task) -> str:
@@ -291,13 +315,18 @@ def _reason(check: str, column: str, case, row: int, diag: RawDiagnosis, task: T
     if check == "not_nullable":
         return "missing value"
     if check.startswith("str_length"):
-        return "empty" if column == "source" else f"expected {task.seq_len} characters, got {len(str(case))}"
+        if column not in ("question", "answer"):
+            return "empty"
+        lo, hi = task.text_lengths
+        return f"expected {lo if lo == hi else f'{lo}..{hi}'} characters, got {len(str(case))}"
     if check.startswith("str_matches"):
         why = task.raw_character_reason(column, str(case))
         if why is not None:
             return why
     elif check.startswith("greater_than_or_equal_to"):
-        return f"negative rating {case}"
+        return f"negative {column} {case}"
+    elif check.startswith("isin"):
+        return f"{case!r} is not one of {', '.join(next(c.values for c in task.raw_extra_columns if c.name == column))}"
     elif row in diag.reasons.get(check, {}):
         return diag.reasons[check][row]
     return f"{check} failed ({case})"
@@ -328,11 +357,10 @@ def validate_raw(
     ``row_offset`` is added to row numbers (for a file validated in batches).
     """
     n = df.height
-    df, table_errors, problems = normalise_raw(df)
+    df, table_errors, problems = normalise_raw(df, task)
     if table_errors:
-        return layout_report(n, table_errors, path=path, checked_unique=check_unique,
-                             unique_means=task.raw_unique_means)
-    df = df.select(RAW_COLUMNS)
+        return layout_report(n, table_errors, path=path, checked_unique=check_unique, task=task)
+    df = df.select(task.raw_columns)
     diag = diagnose(df["question"], df["answer"], task, check_unique=check_unique)
     token = _CURRENT.set((task, diag, check_unique))
     try:
@@ -348,16 +376,16 @@ def validate_raw(
     finally:
         _CURRENT.reset(token)
     return report_from_problems(df, problems, table_errors, path=path, row_offset=row_offset, keep_valid=keep_valid,
-                                checked_unique=check_unique, unique_means=task.raw_unique_means)
+                                checked_unique=check_unique, task=task)
 
 
 def report_from_problems(df: pl.DataFrame, problems: pl.DataFrame, table_errors: list[str], *, path: str | None,
-                         row_offset: int, keep_valid: bool, checked_unique: bool,
-                         unique_means: str = "") -> RawReport:
+                         row_offset: int, keep_valid: bool, checked_unique: bool, task: Task) -> RawReport:
     """The report of a table in the raw columns from its (row, column, reason) problems: the rows
     with none are valid, the others rejected with their reasons joined (shared by every task)."""
+    order = {name: i for i, name in enumerate(task.raw_columns)}
     problems = (
-        problems.with_columns(pl.col("column").replace_strict(_COLUMN_ORDER, default=len(_COLUMN_ORDER)).alias("_order"))
+        problems.with_columns(pl.col("column").replace_strict(order, default=len(order)).alias("_order"))
         .unique(maintain_order=True)
         .sort("row", "_order", maintain_order=True)
         .drop("_order")
@@ -377,12 +405,13 @@ def report_from_problems(df: pl.DataFrame, problems: pl.DataFrame, table_errors:
     return RawReport(
         n_rows=df.height,
         valid=valid,
-        rejected=rejected.select(*RAW_COLUMNS, "row", "reason"),
+        rejected=rejected.select(*task.raw_columns, "row", "reason"),
         problems=problems,
         table_errors=table_errors,
         path=path,
         checked_unique=checked_unique,
-        unique_means=unique_means,
+        unique_means=task.raw_unique_means,
+        columns=task.raw_columns,
     )
 
 

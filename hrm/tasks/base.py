@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
@@ -25,9 +26,14 @@ if TYPE_CHECKING:
     from hrm.evaluate.perturbations import Perturbations
 
 __all__ = ["ColumnSpec", "EvalRules", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
-           "ExamplesRule", "well_formed"]
+           "ExamplesRule", "well_formed", "RawColumn", "RAW_SHARED_COLUMNS", "STAGE_SOURCES"]
 
 ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
+# The raw table's columns every task has (schemas/raw.py), before a task's own (Task.raw_extra_columns).
+RAW_SHARED_COLUMNS = ("source", "question", "answer", "rating")
+# The raw sources the raw stage reads itself (pipelines/raw.py); a task's other sources it reads itself
+# (Task.read_source).
+STAGE_SOURCES = ("builtin", "hf", "csv")
 # What the loader reads of a shard (hrm/data.py gathers these straight from the mapped file).
 LOADED_COLUMNS = ("group_id", "puzzle_id", "rating", "raw_index", "inputs", "labels")
 
@@ -134,6 +140,17 @@ class RawDiagnosis:
 
 
 @dataclass(frozen=True)
+class RawColumn:
+    """A raw column a task adds to the shared four (Task.raw_extra_columns): text (``values``: the texts
+    allowed, None: any non-empty text) or an integer (at least ``ge``)."""
+
+    name: str
+    integer: bool = False
+    values: tuple[str, ...] | None = None
+    ge: int = 0
+
+
+@dataclass(frozen=True)
 class ExamplesRule:
     """One rule of a task's examples rows, run on every row of an examples table and of a shard split.
 
@@ -226,9 +243,24 @@ class Task:
 
     # ------------------------------------------------------------------ raw table: its rules (schemas/raw.py)
 
+    raw_sources: ClassVar[tuple[str, ...]] = STAGE_SOURCES  # what `hrm raw --source` offers; the first is its default
+    raw_extra_columns: ClassVar[tuple[RawColumn, ...]] = ()  # the task's raw columns after the shared four
+    rows_metric: ClassVar[str] = "puzzles"  # the raw metrics' name of a split's row count
+    headline_distribution: ClassVar[str] = ""  # the split distribution (describe_split) whose mean is a raw metric
+    # Whether the dataset stages (subsample to shard) and the engines after them take this task yet.
+    dataset_stages: ClassVar[bool] = True
     raw_rules: ClassVar[tuple[RawRule, ...]] = ()  # in the order the schema runs them
     raw_unique_means: ClassVar[str] = ""  # what the uniqueness rules ask, for a report's summary
     raw_schema_names: ClassVar[tuple[str, str]] = ("raw", "raw (unique)")  # without / with the uniqueness rules
+
+    @property
+    def raw_columns(self) -> tuple[str, ...]:
+        return RAW_SHARED_COLUMNS + tuple(column.name for column in self.raw_extra_columns)
+
+    @property
+    def text_lengths(self) -> tuple[int, int]:
+        """The fewest and most characters of a raw question or answer."""
+        return self.seq_len, self.seq_len
 
     @property
     def question_pattern(self) -> str:
@@ -254,6 +286,12 @@ class Task:
                 if bad else f"characters outside {allowed[1:-1]!r}")
 
     # ------------------------------------------------------------------ raw table
+
+    def read_source(self, source: str, folder: Path | None) -> tuple[dict[str, dict[str, list]], dict]:
+        """The raw rows of a source the task reads itself (one of ``raw_sources`` not in STAGE_SOURCES),
+        per split (column -> values, in ``raw_columns``), and what stats.json records of the source;
+        ValueError naming the file and key of bad input."""
+        raise NotImplementedError
 
     def difficulty(self, questions: np.ndarray) -> np.ndarray:
         """int64 [N]: the rating of well-formed questions (strings), as ``difficulty_means`` says."""

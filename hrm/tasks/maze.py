@@ -119,6 +119,8 @@ RULES = EvalRules("maze", maze.SEQ_LEN, maze.OPEN, ("swap",), maze_verifier, any
 
 
 class MazeTask(Task):
+    headline_distribution = "path_moves"
+
     def difficulty(self, questions: np.ndarray) -> np.ndarray:
         return maze.shortest_path_lengths(maze.strings_to_tokens(questions))
 

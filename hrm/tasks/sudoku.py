@@ -217,6 +217,8 @@ def _inputs_agree_with_labels(columns: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 class SudokuTask(Task):
+    headline_distribution = "blanks"
+
     def difficulty(self, questions: np.ndarray) -> np.ndarray:
         from hrm.solver import rate
         from hrm.sudoku import strings_to_grids
