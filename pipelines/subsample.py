@@ -74,9 +74,13 @@ def read_raw_stats(stats_path: Path) -> dict:
 def raw_task(stats: dict, stats_path: Path) -> Task:
     """The raw table's task from its statistics (hrm.tasks.recorded_task: the raw stage names it)."""
     try:
-        return recorded_task(stats.get("task"))
+        task = recorded_task(stats.get("task"))
     except ValueError as exc:
         raise StageError(f"{stats_path}: task {exc}") from None
+    if not task.dataset_stages:
+        raise StageError(f"{stats_path}: the raw table holds {task.name} {task.noun}s, which the dataset stages do not "
+                         "build yet (they reach the raw stage only: docs/tasks.md); nothing was written")
+    return task
 
 
 def raw_source_info(stats: dict, task: Task) -> dict:

