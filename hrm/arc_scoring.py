@@ -215,11 +215,11 @@ def vote(identifiers: np.ndarray, boards: np.ndarray, q_halt_logits: np.ndarray,
     identifiers = np.asarray(identifiers, dtype=np.int64)
     puzzles, puzzle_groups, row_group = _row_groups(identifiers, np.asarray(test_index, np.int64), lineage, labels)
     kept = np.flatnonzero(row_group >= 0)
-    canvases, shapes = map_back(np.asarray(boards).reshape(len(identifiers), -1)[kept],
+    canvases, shapes = map_back(np.asarray(boards).reshape(len(identifiers), SIDE * SIDE)[kept],
                                 lineage.transform[identifiers[kept]], lineage.colour_maps[identifiers[kept]])
     row_confidence = sigmoid(np.asarray(q_halt_logits).reshape(-1))
     # A candidate is one (group, distinct grid); the canvas alone tells grids apart (FILL marks the shape).
-    grid_id = np.unique(canvases.reshape(len(kept), -1).view(np.dtype((np.void, SIDE * SIDE))).ravel(),
+    grid_id = np.unique(canvases.reshape(len(kept), SIDE * SIDE).view(np.dtype((np.void, SIDE * SIDE))).ravel(),
                         return_inverse=True)[1].reshape(-1)
     key = row_group[kept] * (int(grid_id.max(initial=0)) + 1) + grid_id
     _, first, inverse, count = np.unique(key, return_index=True, return_inverse=True, return_counts=True)

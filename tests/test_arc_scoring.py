@@ -242,6 +242,10 @@ def test_rows_that_do_not_fit_are_refused_naming_them(evaluation):
         scoring.vote(np.array([3]), board, np.zeros(1), np.array([0]), lineage, labels)
     blank = scoring.vote(np.array([0, 1]), np.repeat(board, 2, 0), np.zeros(2), np.array([5, 0]), lineage, labels)
     assert blank.row_candidate.tolist() == [-1, 0] and blank.count.tolist() == [1]  # the blank row dropped
+    only_blank = scoring.vote(np.array([0]), board, np.zeros(1), np.array([0]), lineage, labels)
+    assert scoring.pass_at_k(only_blank, ks=(1,))["pass@1"]["trm_fractional"]["credit"] == 0.0
+    assert scoring.submission(only_blank) == {ONE_TEST[0]: [{"attempt_1": [[0]], "attempt_2": [[0]]}]}
+    assert scoring.calibration_study(only_blank)["per_prediction"]["n"] == 0
 
 
 # ---------------------------------------------------------------- calibration
