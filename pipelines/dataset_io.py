@@ -112,6 +112,10 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     upstream = _UPSTREAM.get(stage)
     if not problems and upstream and not isinstance(lineage.get(upstream), dict):
         problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]
+    if not problems and not lineage_task(lineage).dataset_stages:
+        task = lineage_task(lineage)
+        raise StageError(f"{path}: holds {task.name} {task.noun}s, which `hrm {stage}` does not build yet (the task "
+                         "reaches the subsample stage so far: docs/tasks.md); nothing was written")
     if problems:
         raise StageError("\n".join(f"{path}: {p}" for p in problems[:20])
                          + (f"\n... and {len(problems) - 20:,} more" if len(problems) > 20 else "")
@@ -216,13 +220,13 @@ def rows_per_group(lineage: dict, split: str) -> int | None:
 def read_subsample(path: Path, stage: str, task: Task, *, quiet: bool = False) -> pl.DataFrame:
     """A subsample table (raw columns + raw_index), validated by its task's raw schema; StageError
     naming file and rows."""
-    from schemas.raw import RAW_COLUMNS, raw_validator
+    from schemas.raw import raw_validator
 
     t0 = time.perf_counter()
     df = read_table(path)
     if "raw_index" not in df.columns:
         raise StageError(f"{path}: missing column raw_index; expected the output of `hrm subsample` "
-                         f"(columns {', '.join(RAW_COLUMNS)}, raw_index)")
+                         f"(columns {', '.join(task.raw_columns)}, raw_index)")
     report = raw_validator(task)(df.drop("raw_index"), check_unique=False, path=str(path))
     problems = []
     if not report.ok:

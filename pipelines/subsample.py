@@ -74,13 +74,9 @@ def read_raw_stats(stats_path: Path) -> dict:
 def raw_task(stats: dict, stats_path: Path) -> Task:
     """The raw table's task from its statistics (hrm.tasks.recorded_task: the raw stage names it)."""
     try:
-        task = recorded_task(stats.get("task"))
+        return recorded_task(stats.get("task"))
     except ValueError as exc:
         raise StageError(f"{stats_path}: task {exc}") from None
-    if not task.dataset_stages:
-        raise StageError(f"{stats_path}: the raw table holds {task.name} {task.noun}s, which the dataset stages do not "
-                         "build yet (they reach the raw stage only: docs/tasks.md); nothing was written")
-    return task
 
 
 def raw_source_info(stats: dict, task: Task) -> dict:
@@ -113,7 +109,7 @@ def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task
     named by its row in the file."""
     import dataclasses
 
-    from schemas.raw import RAW_COLUMNS, raw_validator
+    from schemas.raw import raw_validator
 
     t0 = time.perf_counter()
     rows = df[idx] if len(idx) < df.height or not np.array_equal(idx, np.arange(df.height)) else df
@@ -127,7 +123,7 @@ def _picked_rows(df: pl.DataFrame, idx: np.ndarray, path: Path, stage: str, task
         )
         raise StageError(report.message())
     log(stage, f"validated the {rows.height:,} rows used of {path}, {time.perf_counter() - t0:.1f} s")
-    return rows.select(RAW_COLUMNS).with_columns(pl.col("rating").cast(pl.Int64),
+    return rows.select(task.raw_columns).with_columns(pl.col("rating").cast(pl.Int64),
                                                  raw_index=pl.Series(idx, dtype=pl.Int64))
 
 
@@ -157,27 +153,22 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
     check_dirs(stage, input_dir, output)
     stats = read_raw_stats(input_dir / "stats.json")
     task = raw_task(stats, input_dir / "stats.json")
-    from hrm.build import cap_indices, subsample_indices
-
     names = [f"{split}.parquet" for split in SPLITS]
     for name in names:  # the bytes the raw stage recorded, before any is used
         verify_table(input_dir / name, {}, stage)
     tables = {split: _read_raw(input_dir / f"{split}.parquet", stage) for split in SPLITS}
     for split in SPLITS:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
-    if subsample_size > tables["train"].height:
-        raise StageError(f"--subsample-size {subsample_size:,}: more than the {tables['train'].height:,} train "
-                         f"puzzles of {input_dir / 'train.parquet'}; draw at most that many "
-                         "(or 0 for all of them, in file order)")
-    picks = {
-        "train": subsample_indices(stage_rng(seed, "subsample"), tables["train"].height, subsample_size),
-        "test": cap_indices(stage_rng(seed, "test_cap"), tables["test"].height, test_size),
-    }
-    source = {split: split for split in SPLITS}  # the raw split each table is drawn from
-    if vanilla_draw == "independent":
-        picks[VANILLA_TRAIN] = subsample_indices(stage_rng(seed, "subsample_vanilla"), tables["train"].height,
-                                                 subsample_size)
-        source[VANILLA_TRAIN] = "train"
+    names_out = ("train", "test") + ((VANILLA_TRAIN,) if vanilla_draw == "independent" else ())
+    reads = {split: {"rows": tables[split].height,
+                     **{c: tables[split].get_column(c).to_numpy() for c in task.subsample_reads}} for split in SPLITS}
+    try:
+        picks = task.pick_rows(reads["train"], reads["test"], (subsample_size, test_size),
+                               lambda stream: stage_rng(seed, stream), names_out)
+    except ValueError as exc:
+        raise StageError(f"--subsample-size {subsample_size:,}: {exc} of {input_dir / 'train.parquet'}; draw at most "
+                         "that many (or 0 for all of them, in file order)") from None
+    source = {name: "test" if name == "test" else "train" for name in picks}  # the raw split each table is drawn from
     picked = {name: _picked_rows(tables[source[name]], idx, input_dir / f"{source[name]}.parquet", stage, task)
               for name, idx in picks.items()}
     lineage = {

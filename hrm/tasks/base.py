@@ -247,7 +247,8 @@ class Task:
     raw_extra_columns: ClassVar[tuple[RawColumn, ...]] = ()  # the task's raw columns after the shared four
     rows_metric: ClassVar[str] = "puzzles"  # the raw metrics' name of a split's row count
     headline_distribution: ClassVar[str] = ""  # the split distribution (describe_split) whose mean is a raw metric
-    # Whether the dataset stages (subsample to shard) and the engines after them take this task yet.
+    # Whether the dataset stages after the subsample (augment to shard) and the engines after them take this
+    # task yet.
     dataset_stages: ClassVar[bool] = True
     raw_rules: ClassVar[tuple[RawRule, ...]] = ()  # in the order the schema runs them
     raw_unique_means: ClassVar[str] = ""  # what the uniqueness rules ask, for a report's summary
@@ -308,6 +309,28 @@ class Task:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ datasets
+
+    subsample_reads: ClassVar[tuple[str, ...]] = ()  # the raw columns pick_rows reads
+
+    def pick_rows(self, train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], sizes: tuple[int, int],
+                  rng: Callable[[str], np.random.Generator], tables: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The rows of the raw splits each subsample table takes (``tables``: train, test and perhaps
+        train_vanilla, an independent redraw of train): ``train``/``test`` hold the ``subsample_reads``
+        columns and ``"rows"``, the split's row count; ``sizes`` (subsample_size, test_size);
+        ``rng(stream)`` the stage's seeded generators. Here: ``subsample_size`` train rows drawn
+        uniformly without replacement, in draw order (0: all, in file order), and at most
+        ``test_size`` test rows, uniform, in file order (hrm.build); ValueError when more train rows
+        are asked for than the split holds."""
+        from hrm.build import cap_indices, subsample_indices
+
+        n_train, n_test = int(train["rows"]), int(test["rows"])
+        if sizes[0] > n_train:
+            raise ValueError(f"more than the {n_train:,} train {self.noun}s")
+        picks = {"train": subsample_indices(rng("subsample"), n_train, sizes[0]),
+                 "test": cap_indices(rng("test_cap"), n_test, sizes[1])}
+        if len(tables) > 2:
+            picks[tables[2]] = subsample_indices(rng("subsample_vanilla"), n_train, sizes[0])
+        return picks
 
     def augment(self, questions: np.ndarray, answers: np.ndarray, num_aug: int,
                 rng: np.random.Generator | None) -> "Examples":
