@@ -52,7 +52,10 @@ class Examples:
     is the row's position in emission order; ``parent_id`` is the puzzle_id a hint was
     made from (-1 for originals and augmented copies). ``transforms`` took the original
     to this example (identity for originals; a hint shares its parent's): a Sudoku
-    :class:`~hrm.sudoku.Transforms`, or for mazes the dihedral ids, uint8 [N] (0 = identity).
+    :class:`~hrm.sudoku.Transforms`, for mazes the dihedral ids, uint8 [N] (0 = identity), or another
+    task's object that rows index (``transforms[rows]``). ``origin``: the row of the source table each
+    example comes from, where that is not its group's (ARC: a group holds a puzzle's pairs); None: the
+    group's.
     """
 
     group_id: np.ndarray  # int32 [N]
@@ -62,6 +65,7 @@ class Examples:
     inputs: np.ndarray  # uint8 [N, 81] tokens 1..10 (mazes [N, 900], 1..4)
     labels: np.ndarray  # uint8 [N, 81] tokens 2..10 (mazes [N, 900], 1..5)
     transforms: Transforms | np.ndarray
+    origin: np.ndarray | None = None  # int64 [N]
 
     def __len__(self) -> int:
         return len(self.group_id)
@@ -72,8 +76,9 @@ class Examples:
         return Examples(
             self.group_id[rows], self.puzzle_id[rows], self.variant[rows], self.parent_id[rows],
             self.inputs[rows], self.labels[rows],
-            t[rows] if isinstance(t, np.ndarray)
-            else Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows]),
+            Transforms(t.digit_map[rows], t.transpose[rows], t.row_order[rows], t.col_order[rows])
+            if isinstance(t, Transforms) else t[rows],
+            None if self.origin is None else self.origin[rows],
         )
 
 

@@ -19,6 +19,7 @@ writes ``OUTPUT/{train,test}.arrow`` (and ``train_vanilla.arrow``; the examples 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -31,6 +32,7 @@ from pipelines.dataset_io import (
     input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table,
     write_examples, write_json,
 )
+from hrm.integrity import file_sha256
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, SEED, StageError, log
 
@@ -76,6 +78,9 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
     tables = {split: read_subsample(input_dir / f"{split}.parquet", stage, task) for split in splits}
     for split in splits:
         require_rows(tables[split].height, input_dir / f"{split}.parquet", stage)
+    if task.joint_augment:
+        _augment_jointly(task, tables, AugmentRun(input_dir, output, num_aug, seed, lineage, names, t_start))
+        return
     groups = tables["train"].height
     if groups * (1 + num_aug) > INT32_MAX:
         raise StageError(f"{groups:,} puzzles x {1 + num_aug:,} examples do not fit Int32 ids; lower --num-aug")
@@ -99,3 +104,52 @@ def augment(input_dir: Path, output: Path, num_aug: int, seed: int) -> None:
             del df
         write_json(tmp / LINEAGE, lineage)
     log(stage, f"wrote {output} in {time.perf_counter() - t_start:.1f} s")
+
+
+@dataclass(frozen=True)
+class AugmentRun:
+    """One run of the stage: its options, the lineage read, the input files, the start time."""
+
+    input_dir: Path
+    output: Path
+    num_aug: int
+    seed: int
+    lineage: dict
+    names: list[str]
+    t_start: float
+
+
+def _augment_jointly(task: Task, tables: dict[str, pl.DataFrame], run: AugmentRun) -> None:
+    """The splits of a task that augments them together (Task.augment_splits: ARC), validated, then written
+    with the JSON files the task makes (ARC's identifiers.json), each recorded with its sha256."""
+    from schemas.examples import to_frame
+
+    stage, output = "augment", run.output
+    if set(tables) != {"train", "test"}:
+        raise StageError(f"{run.input_dir / LINEAGE}: {task.name} builds train and test only (no independent "
+                         "vanilla draw: it has no hint dataset); rerun the subsample with --vanilla-draw coupled")
+    rows = sum(t.height for t in tables.values()) * (1 + run.num_aug)
+    check_examples_memory(stage, rows, task, f"--num-aug {run.num_aug} x {rows // (1 + run.num_aug):,} pairs",
+                          ["--num-aug", "the subsample stage's --subsample-size and --test-size"])
+    t0 = time.perf_counter()
+    columns = {split: {c: t.get_column(c).to_numpy() for c in task.augment_reads} for split, t in tables.items()}
+    built, files = task.augment_splits(columns, run.num_aug, stage_rng(run.seed, "augment"))
+    log(stage, f"built {', '.join(f'{s} {len(e):,}' for s, e in built.items())} examples, "
+               f"{time.perf_counter() - t0:.1f} s")
+    record = {"params": {"seed": run.seed, "num_aug": run.num_aug}, "inputs": input_records(run.input_dir, run.names),
+              "rows_per_group": {}, "outputs": {}}
+    run.lineage[stage] = record
+    with atomic_output(output, stage=stage) as tmp:
+        tmp.mkdir(parents=True)
+        for split, ex in built.items():
+            t = tables[split]
+            df = to_frame(ex, t.get_column("source"), t.get_column("rating").cast(pl.Int64).to_numpy(),
+                          t.get_column("raw_index").to_numpy(), task)
+            name = f"{split}{EXAMPLES_SUFFIX}"
+            check_table(df, None, str(output / name), stage, built=True, task=task)
+            record["outputs"][name] = write_examples(df, tmp / name, stage, output / name, task)
+        for name, value in files.items():
+            write_json(tmp / name, value)
+            record["files"] = {**record.get("files", {}), name: {"sha256": file_sha256(tmp / name)}}
+        write_json(tmp / LINEAGE, run.lineage)
+    log(stage, f"wrote {output} in {time.perf_counter() - run.t_start:.1f} s")

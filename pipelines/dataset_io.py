@@ -112,10 +112,10 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     upstream = _UPSTREAM.get(stage)
     if not problems and upstream and not isinstance(lineage.get(upstream), dict):
         problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]
-    if not problems and not lineage_task(lineage).dataset_stages:
+    if not problems and not lineage_task(lineage).builds(stage):
         task = lineage_task(lineage)
         raise StageError(f"{path}: holds {task.name} {task.noun}s, which `hrm {stage}` does not build yet (the task "
-                         "reaches the subsample stage so far: docs/tasks.md); nothing was written")
+                         f"reaches the {task.built_through} stage so far: docs/tasks.md); nothing was written")
     if problems:
         raise StageError("\n".join(f"{path}: {p}" for p in problems[:20])
                          + (f"\n... and {len(problems) - 20:,} more" if len(problems) > 20 else "")

@@ -57,8 +57,10 @@ def _transform_series(values: np.ndarray, type_: pyarrow.DataType, n: int) -> pl
 
 def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.ndarray,
              raw_index: np.ndarray, task: Task) -> pl.DataFrame:
-    """The examples table of ``ex``; ``sources``/``ratings``/``raw_index`` are per group (original puzzle)."""
-    group = pl.Series(ex.group_id, dtype=pl.UInt32)
+    """The examples table of ``ex``; ``sources``/``ratings``/``raw_index`` are per row of the source table
+    (a group's original puzzle, or for an example with an ``origin``, that row)."""
+    origin = ex.group_id if ex.origin is None else ex.origin
+    group = pl.Series(origin, dtype=pl.UInt32)
     n = len(ex)
 
     def array(values: np.ndarray, width: int) -> pl.Series:
@@ -76,8 +78,8 @@ def to_frame(ex: build.Examples, sources: np.ndarray | pl.Series, ratings: np.nd
             ),
             "parent_id": pl.Series(ex.parent_id, dtype=pl.Int32),
             "source": pl.Series(sources, dtype=pl.String).gather(group),
-            "rating": pl.Series(np.asarray(ratings)[ex.group_id], dtype=pl.Int32),
-            "raw_index": pl.Series(np.asarray(raw_index)[ex.group_id], dtype=pl.Int32),
+            "rating": pl.Series(np.asarray(ratings)[origin], dtype=pl.Int32),
+            "raw_index": pl.Series(np.asarray(raw_index)[origin], dtype=pl.Int32),
             "inputs": array(ex.inputs, tokens),
             "labels": array(ex.labels, tokens),
             **transform,
@@ -149,14 +151,21 @@ def _result(name: str, passed: np.ndarray) -> pl.LazyFrame:
     return pl.LazyFrame({name: pl.Series(name, passed, dtype=pl.Boolean)})
 
 
-def _original_rows(group_id: np.ndarray, variant: np.ndarray) -> np.ndarray:
-    """int64 [N]: row of the latest original at or before each row whose group is the
-    row's group, else -1."""
-    n = len(group_id)
-    idx = np.where(variant == build.ORIGINAL, np.arange(n), -1)
-    np.maximum.accumulate(idx, out=idx)
-    safe = np.maximum(idx, 0)
-    return np.where((idx >= 0) & (group_id[safe] == group_id), idx, -1)
+def _original_rows(group_id: np.ndarray, variant: np.ndarray, raw_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """int64 [len(rows)]: for each of ``rows``, the original of its group made from the same raw row,
+    else -1 (a group's one original for Sudoku and mazes; for ARC, the original pair of an augmented pair).
+    A negative raw_index (its column check fails) is read as 0."""
+    originals = np.flatnonzero(variant == build.ORIGINAL)
+    raw = np.clip(raw_index.astype(np.int64), 0, None)
+    key = group_id.astype(np.int64) * (int(raw.max(initial=0)) + 1) + raw  # one number per (group, raw row)
+    order = np.argsort(key[originals], kind="stable")
+    sorted_keys, wanted = key[originals][order], key[rows]
+    at = np.searchsorted(sorted_keys, wanted)
+    found = at < len(sorted_keys)
+    found[found] = sorted_keys[at[found]] == wanted[found]
+    out = np.full(len(rows), -1, dtype=np.int64)
+    out[found] = originals[order][at[found]]
+    return out
 
 
 def _transforms(df: pl.DataFrame, task: Task, rows: np.ndarray | None = None):
@@ -196,9 +205,10 @@ def _puzzle_id_is_row(data: PolarsData, *, types: dict):
     return _result("puzzle_id_is_row", _np(df, "puzzle_id") == np.arange(df.height))
 
 
-def _groups_in_order(data: PolarsData, *, types: dict):
-    """group_id starts at 0 and steps by 0 or 1 from row to row (groups contiguous, in order),
-    and a row starts its group exactly when it is the group's original."""
+def _groups_in_order(data: PolarsData, *, types: dict, task: Task):
+    """group_id starts at 0 and steps by 0 or 1 from row to row (groups contiguous, in order), and a
+    row starts its group exactly when it is the group's original (a task with several originals per
+    group, Task.originals_per_group: a group starts with its originals, which come before the rest)."""
     df = _frame(data, ("group_id", "variant"), types)
     if df is None:
         return True
@@ -207,7 +217,11 @@ def _groups_in_order(data: PolarsData, *, types: dict):
     step = g - prev
     starts = step == 1
     is_original = variant_codes(df.get_column("variant")) == build.ORIGINAL
-    return _result("groups_in_order", ((step == 0) | starts) & (starts == is_original))
+    if task.originals_per_group == "one":
+        return _result("groups_in_order", ((step == 0) | starts) & (starts == is_original))
+    after_original = np.concatenate([[False], is_original[:-1]]) & (step == 0)
+    return _result("groups_in_order", ((step == 0) | starts) & (starts <= is_original)
+                   & (is_original <= (starts | after_original)))
 
 
 def _raw_index_distinct(data: PolarsData, *, types: dict):
@@ -259,7 +273,7 @@ def _augmented_matches_original(data: PolarsData, *, types: dict, task: Task):
     if len(rows) == 0:
         return _result("augmented_matches_original", passed)
     group_id = _np(df, "group_id")
-    orig = _original_rows(group_id, variant)[rows]
+    orig = _original_rows(group_id, variant, _np(df, "raw_index"), rows)
     has_orig = orig >= 0
     src = np.where(has_orig, orig, 0)
     ok = has_orig
@@ -375,7 +389,7 @@ def examples_schema(task: Task, rows_per_group: int | None = None, *, shards: bo
     checks = [
         *(_rule_check(task, r, types) for r in rules),
         _check(_puzzle_id_is_row, "examples_puzzle_id_is_row", types),
-        _check(_groups_in_order, "examples_groups_in_order", types),
+        _check(_groups_in_order, "examples_groups_in_order", types, {"task": task}),
         _check(_raw_index_distinct, "examples_raw_index_distinct", types),
         _check(_original_is_identity, f"{prefix}original_is_identity", types, {"task": task}),
         _check(_augmented_matches_original, f"{prefix}augmented_matches_original", types, {"task": task}),
@@ -400,7 +414,8 @@ def _reasons(task: Task) -> dict[str, str]:
         **{rule.name: rule.reason for rule in task.examples_rules},
         "examples_puzzle_id_is_row": "puzzle_id: not the row number (ids must be unique and in emission order)",
         "examples_groups_in_order": "group_id/variant: groups must be contiguous, numbered 0, 1, 2, ... in order, "
-                                    "each starting with its one original",
+                                    + ("each starting with its one original" if task.originals_per_group == "one"
+                                       else "each starting with its originals"),
         "examples_raw_index_distinct": "raw_index: two groups come from the same raw row",
         **lineage,
         "examples_rows_per_group": "the group starting here does not have {expected} rows",

