@@ -107,8 +107,9 @@ def shard_entry(*, file: str, rows: tuple[int, int], groups: tuple[int, int], si
 #
 #     raw        {source, ...}                 the raw source (hf: hf_repo, revision, resolved_sha)
 #     subsample  {params {seed, subsample_size, test_size, vanilla_draw}, inputs, raw_rows {split: n},
-#                 groups {table: n}}   (tables: the splits, and train_vanilla with vanilla_draw independent)
-#     augment    {params {seed, num_aug}, inputs, rows_per_group {split: n}, outputs}
+#                 [raw_groups {split: n}], groups {table: n}}   (tables: the splits, and train_vanilla with
+#                 vanilla_draw independent; raw_groups where a group is several rows: ARC's puzzles)
+#     augment    {params {seed, num_aug}, inputs, rows_per_group {split: n}, outputs, [files {file: {sha256}}]}
 #     hints      {params {seed, enabled}, inputs, outputs}
 #
 # ``inputs`` {file: {bytes, sha256}} are the files a stage read; ``outputs`` {file: {rows,
@@ -153,6 +154,7 @@ class SubsampleRecord(StrictRecord):
     params: SubsampleParams = None
     inputs: dict[str, FileRecord] = None
     raw_rows: dict[str, Count] = None
+    raw_groups: dict[str, Count] = None  # where a group is several rows (ARC: a puzzle's pairs)
     groups: dict[str, Count] = None
 
 
@@ -166,6 +168,7 @@ class AugmentRecord(StrictRecord):
     inputs: dict[str, FileRecord] = None
     rows_per_group: dict[str, Annotated[StrictInt, Field(ge=1)]] = None
     outputs: dict[str, OutputRecord] = None
+    files: dict[str, FileRecord] = None  # the task's files beside the tables (ARC: identifiers.json)
 
 
 class HintsParams(StrictRecord):

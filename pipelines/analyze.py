@@ -40,6 +40,7 @@ import click
 import numpy as np
 import polars as pl
 
+from pipelines.dataset_io import require_stage
 from pipelines.device import resolve_device_option
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory, json_ready, log
@@ -224,6 +225,7 @@ def _resolve_inputs(opts: AnalyzeOptions) -> _Inputs:
     checkpoint_file = resolve_checkpoints([opts.checkpoint], last=1)[0]  # a step_N file, or a run's last one
     ds = open_split(opts.dataset, opts.variant, opts.split)
     check_apart(opts.output, [opts.dataset, opts.checkpoint, checkpoint_file.parent])
+    require_stage(ds.task, "analyze", ds.dataset_dir / "manifest.json")
     rules = ds.task.rules  # the task the dataset's manifest names
     try:
         ks = [] if opts.easy_k.strip().lower() in OFF else parse_ks(opts.easy_k, rules.seq_len)

@@ -32,7 +32,6 @@ from pipelines.dataset_io import (
     input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table,
     write_examples, write_json,
 )
-from hrm.integrity import file_sha256
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, SEED, StageError, log
 
@@ -150,6 +149,6 @@ def _augment_jointly(task: Task, tables: dict[str, pl.DataFrame], run: AugmentRu
             record["outputs"][name] = write_examples(df, tmp / name, stage, output / name, task)
         for name, value in files.items():
             write_json(tmp / name, value)
-            record["files"] = {**record.get("files", {}), name: {"sha256": file_sha256(tmp / name)}}
+        record["files"] = input_records(tmp, list(files))
         write_json(tmp / LINEAGE, run.lineage)
     log(stage, f"wrote {output} in {time.perf_counter() - run.t_start:.1f} s")

@@ -27,6 +27,7 @@ task's schema.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -112,10 +113,8 @@ def read_lineage(input_dir: Path, stage: str, required: bool = True) -> dict:
     upstream = _UPSTREAM.get(stage)
     if not problems and upstream and not isinstance(lineage.get(upstream), dict):
         problems = [f"key {upstream}: missing; `hrm {stage}` reads the output of `hrm {upstream}`"]
-    if not problems and not lineage_task(lineage).builds(stage):
-        task = lineage_task(lineage)
-        raise StageError(f"{path}: holds {task.name} {task.noun}s, which `hrm {stage}` does not build yet (the task "
-                         f"reaches the {task.built_through} stage so far: docs/tasks.md); nothing was written")
+    if not problems:
+        require_stage(lineage_task(lineage), stage, path)
     if problems:
         raise StageError("\n".join(f"{path}: {p}" for p in problems[:20])
                          + (f"\n... and {len(problems) - 20:,} more" if len(problems) > 20 else "")
@@ -186,6 +185,33 @@ def verify_table(path: Path, lineage: dict, stage: str) -> str:
     return got
 
 
+def task_files(lineage: dict) -> dict[str, dict]:
+    """The task's files beside the tables ({name: {bytes, sha256}}; ARC's identifiers.json), as the augment
+    stage recorded them."""
+    return (lineage.get("augment") or {}).get("files") or {}
+
+
+def copy_task_files(input_dir: Path, target: Path, lineage: dict, stage: str) -> dict[str, object]:
+    """Copy the task's files (:func:`task_files`) from ``input_dir`` into ``target`` after checking each
+    one's bytes against its recorded sha256 (a mismatch: one message naming the file and both hashes);
+    returns their parsed JSON by name."""
+    values = {}
+    for name, record in task_files(lineage).items():
+        path = input_dir / name
+        if not path.is_file():
+            raise StageError(f"{path}: file not found (the augment stage wrote it; rebuild {input_dir})")
+        data = path.read_bytes()
+        got = hashlib.sha256(data).hexdigest()
+        if got != record.get("sha256"):
+            from hrm.integrity import mismatch
+
+            raise StageError(f"{mismatch(path, record.get('sha256'), got, 'lineage.json')}; rebuild {input_dir} "
+                             f"before `hrm {stage}`")
+        (target / name).write_bytes(data)
+        values[name] = json.loads(data)
+    return values
+
+
 def input_records(input_dir: Path, names: list[str]) -> dict:
     """sha256 and size of the input files a stage read (the lineage of what it writes)."""
     return {name: {"bytes": (input_dir / name).stat().st_size, "sha256": sha256_file(input_dir / name)}
@@ -197,6 +223,13 @@ def tables_of(lineage: dict) -> tuple[str, ...]:
     independent vanilla train table when ``vanilla_draw`` is ``independent``."""
     draw = ((lineage.get("subsample") or {}).get("params") or {}).get("vanilla_draw", "coupled")
     return SPLITS + ((VANILLA_TRAIN,) if draw == "independent" else ())
+
+
+def require_stage(task: Task, stage: str, path: Path) -> None:
+    """Refuse a stage the task does not reach yet (Task.built_through), naming the file that says its task."""
+    if not task.builds(stage):
+        raise StageError(f"{path}: holds {task.name} {task.noun}s, which `hrm {stage}` does not take yet (the task "
+                         f"reaches the {task.built_through} stage so far: docs/tasks.md); nothing was written")
 
 
 def lineage_task(lineage: dict) -> Task:

@@ -104,6 +104,9 @@ def license_of(source: dict, task: Task) -> tuple[str, str]:
     kind = source.get("source")
     words = task.words["card"]
     noun = words["examples"]
+    if kind in words.get("sources", {}):  # a source the task reads itself (Task.read_source)
+        own = words["sources"][kind]
+        return own["license"], own["license_text"]
     if kind == "hf":
         repo = source.get("hf_repo") or task.hf_repo
         rev = _revision(source)
@@ -135,6 +138,8 @@ def source_datasets(source: dict, task: Task) -> list[str]:
     """The Hub's ``source_datasets``: the Hub dataset at its pinned revision (``REPO@SHA``), "original"
     for the builtin generator's own puzzles, "user-supplied-csv" for a CSV."""
     kind = source.get("source")
+    if kind in task.words["card"].get("sources", {}):
+        return list(task.words["card"]["sources"][kind]["source_datasets"])
     if kind == "hf":
         repo, rev = source.get("hf_repo") or task.hf_repo, _revision(source)
         return [f"{repo}@{rev}" if rev else repo]
@@ -205,7 +210,7 @@ def dataset_card(manifest: dict) -> str:
     ]
     for split, info in manifest["splits"].items():
         v = info["variants"]
-        lines.append(f"| {split} | {info['rows']:,} | {info['groups']:,} | {info['rows_per_group']} | "
+        lines.append(f"| {split} | {info['rows']:,} | {info['groups']:,} | {info['rows_per_group'] or 'varies'} | "
                      f"{v['original']:,} | {v['augmented']:,} | {v['hint']:,} |")
     lines += [
         "",
@@ -224,9 +229,10 @@ def dataset_card(manifest: dict) -> str:
     # rewording it makes new datasets.
     lines += [
         "",
-        "An epoch (reference-semantics section 4) visits the groups in a fresh random order and draws one "
-        "example per group. Groups are contiguous and every shard holds whole groups; `manifest.json` lists "
-        "each shard's row and group ranges, so a loader can read only the rows it uses.",
+        words.get("epoch", "An epoch (reference-semantics section 4) visits the groups in a fresh random order and "
+                  "draws one example per group. Groups are contiguous and every shard holds whole groups; "
+                  "`manifest.json` lists each shard's row and group ranges, so a loader can read only the rows it "
+                  "uses."),
         "",
         "## Columns",
         "",

@@ -454,8 +454,11 @@ def task_settings(ds, perturbation: str, permutations: int, seed: int, tier_list
     """The task's evaluation rules (from the dataset's manifest) and its perturbations, the options
     checked against them: a StageError naming the manifest for a perturbation or tier of the other task."""
     from hrm.tasks import make_perturbations
-    rules = ds.task.rules
+    from pipelines.dataset_io import require_stage
+
     manifest = ds.dataset_dir / "manifest.json"
+    require_stage(ds.task, "evaluate", manifest)
+    rules = ds.task.rules
     if perturbation not in rules.perturbations:
         raise StageError(f"--perturbation {perturbation}: {manifest} holds {rules.task} examples, evaluated with "
                          f"--perturbation {' or '.join(rules.perturbations)}"

@@ -31,7 +31,7 @@ import polars as pl
 from hrm.tasks import Task
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_table, check_tables_memory, data_settings,
-    examples_record, input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng,
+    copy_task_files, examples_record, input_records, lineage_task, read_examples, read_lineage, require_rows, rows_per_group, stage_rng,
     tables_of, verify_table, write_examples, write_json,
 )
 from pipelines.atomic_replace import atomic_output
@@ -103,5 +103,6 @@ def hints(input_dir: Path, output: Path, enabled: bool, seed: int) -> None:
             check_table(df, rows_per_group(lineage, split), str(shown), stage, built=True, task=task)
             lineage[stage]["outputs"][name] = write_examples(df, target, stage, shown, task)
             del df
+        copy_task_files(input_dir, tmp, lineage, stage)
         write_json(tmp / LINEAGE, lineage)
     log(stage, f"wrote {output} in {time.perf_counter() - t_start:.1f} s")

@@ -43,7 +43,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dataset_io import (
-    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, check_tables_memory, data_settings, input_records, lineage_task,
+    EXAMPLES_SUFFIX, SPLITS, VANILLA_TRAIN, check_dirs, check_tables_memory, copy_task_files, data_settings,
+    input_records, lineage_task,
     read_examples, read_lineage, require_rows, rows_per_group, tables_of, verify_table, write_json,
 )
 from pipelines.datasets import dataset_card, root_card
@@ -90,15 +91,26 @@ def _source_tag(raw: dict, task: Task) -> str:
         repo = (raw.get("hf_repo") or "sudoku-extreme").split("/")[-1].lower()
         tag = repo.removeprefix(f"{task.name}-")
         return re.sub(r"[^a-z0-9]+", "-", tag).strip("-") or "hf"
-    return {"builtin": "builtin", "csv": "csv"}.get(source, "custom")
+    return source if source in task.raw_sources else "custom"
+
+
+def _add_task_files(manifest: dict, root: Path, input_dir: Path, lineage: dict, task: Task) -> None:
+    """The task's files (ARC's identifiers.json), checked and copied into the dataset, their sizes and
+    sha256 in the manifest's ``files``, and what they tell the model in its ``encoding``
+    (Task.dataset_encoding: ARC's num_puzzle_identifiers)."""
+    values = copy_task_files(input_dir, root, lineage, "shard")
+    if values:
+        manifest["files"] = {name: {"bytes": (root / name).stat().st_size, "sha256": file_sha256(root / name)}
+                             for name in values}
+        manifest["encoding"].update(task.dataset_encoding(values))
 
 
 def dataset_names(lineage: dict) -> dict[str, str | None]:
     """{"vanilla": ..., "hint": ... or None}, derived from the params in the lineage."""
     sub = lineage.get("subsample") or {}
     groups = (sub.get("groups") or {}).get("train")
-    raw_rows = (sub.get("raw_rows") or {}).get("train")
-    size = "full" if groups is None or groups == raw_rows else _size_tag(groups)
+    raw_groups = (sub.get("raw_groups") or sub.get("raw_rows") or {}).get("train")
+    size = "full" if groups is None or groups == raw_groups else _size_tag(groups)
     num_aug = ((lineage.get("augment") or {}).get("params") or {}).get("num_aug", 0)
     task = lineage_task(lineage)
     name = f"{task.name}-{_source_tag(lineage.get('raw') or {}, task)}-{size}" + (f"-aug-{num_aug}" if num_aug else "")
@@ -180,6 +192,12 @@ def verify_split(entries: list[dict], root: Path, per_group: int | None, shown: 
         raise StageError(f"internal error, the written shards failed validation:\n{report.message()}")
 
 
+def _even_groups(rows: int, groups: int, task: Task) -> int:
+    """Rows per group where the augment stage did not record it: the even share, or 0 (groups vary in size:
+    a task whose groups are several originals, ARC's puzzles)."""
+    return rows // groups if groups and task.originals_per_group == "one" else 0
+
+
 def _variant_counts(df: pl.DataFrame) -> dict[str, int]:
     from schemas.examples import VARIANTS
 
@@ -242,7 +260,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
         "vanilla_draw": (sub.get("params") or {}).get("vanilla_draw", "coupled"),
         "shard_max_mb": shard_max_mb,
     }
-    test_capped = (sub.get("groups") or {}).get("test") != (sub.get("raw_rows") or {}).get("test")
+    test_capped = (sub.get("groups") or {}).get("test") != (sub.get("raw_groups") or sub.get("raw_rows") or {}).get("test")
 
     with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
@@ -255,6 +273,8 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
             manifest = new_manifest(name=name, kind=kind, record_batch_rows=BATCH_ROWS, shard_max_bytes=max_bytes,
                                     params=params, source=lineage.get("raw") or {}, inputs=inputs, lineage=lineage,
                                     test_capped=test_capped, task=task)
+            root.mkdir(parents=True)
+            _add_task_files(manifest, root, input_dir, lineage, task)
             for split in SPLITS:
                 df = tables[split]
                 per = per_group[split]
@@ -270,7 +290,7 @@ def shard(input_dir: Path, output: Path, shard_max_mb: float) -> None:
                 groups = int(df.get_column("group_id").n_unique()) if df.height else 0
                 manifest["splits"][split] = split_entry(
                     rows=df.height, groups=groups,
-                    rows_per_group=per if per is not None else (df.height // groups if groups else 0),
+                    rows_per_group=per if per is not None else _even_groups(df.height, groups, task),
                     variants=_variant_counts(df), shards=entries)
                 size = sum(e["bytes"] for e in entries)
                 log(stage, f"wrote {shown}: {df.height:,} rows in {len(entries)} shard(s), {human_bytes(size)}")

@@ -178,9 +178,13 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
                        "vanilla_draw": vanilla_draw},
             "inputs": input_records(input_dir, names + ["stats.json"]),
             "raw_rows": {split: tables[split].height for split in SPLITS},
-            "groups": {split: len(idx) for split, idx in picks.items()},
+            "groups": {name: task.count_groups({"rows": len(idx), **{c: reads[source[name]][c][idx]
+                                                                    for c in task.subsample_reads}})
+                       for name, idx in picks.items()},
         },
     }
+    if task.originals_per_group != "one":  # a group is several rows: the raw splits' groups too
+        lineage[stage]["raw_groups"] = {split: task.count_groups(reads[split]) for split in SPLITS}
     with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
         for name, df in picked.items():

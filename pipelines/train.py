@@ -148,6 +148,19 @@ def build_config(values: dict[str, Any], dataset_dir: Path, output: Path, sectio
         raise StageError(eval_interval_advice(str(e), values, section)) from None
 
 
+def _require_task_trains(dataset_dir: Path) -> None:
+    """Refuse a dataset of a task the trainer does not take yet (Task.built_through)."""
+    from hrm.manifest import ManifestError, read_manifest
+    from hrm.tasks import manifest_task
+    from pipelines.dataset_io import require_stage
+
+    try:
+        task = manifest_task(read_manifest(dataset_dir))
+    except (ManifestError, ValueError):
+        return  # the run's own reading of the dataset reports it, naming the file
+    require_stage(task, "train", dataset_dir / "manifest.json")
+
+
 def check_train_memory(cfg: TrainConfig, dataset_dir: Path, device) -> None:
     """Refuse a model and batch that will not fit (hrm.train.estimate_train_memory), before the data is read:
     against the GPU's free memory on CUDA, else the memory available now (ranks of a torchrun job on one
@@ -243,6 +256,7 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
         return
     device = resolve_device_option(values["device"])  # before the dataset is read: a missing GPU fails at once
     dataset_dir = resolve_dataset(dataset, variant)
+    _require_task_trains(dataset_dir)
     check_apart(output, [dataset, dataset_dir])
     cfg = build_config(values, dataset_dir, output, section)
     check_train_memory(cfg, dataset_dir, device)

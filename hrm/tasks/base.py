@@ -351,6 +351,16 @@ class Task:
         files written beside them ({file name: value})."""
         raise NotImplementedError
 
+    def dataset_encoding(self, files: Mapping[str, Any]) -> dict[str, Any]:
+        """What the task's files (Task.augment_splits' JSON files, by name) add to a dataset manifest's
+        ``encoding``, which sizes the model (ARC: ``num_puzzle_identifiers``)."""
+        return {}
+
+    def count_groups(self, split: Mapping[str, np.ndarray]) -> int:
+        """The groups (originals) of a raw or subsample table, from ``split`` as :meth:`pick_rows` has it:
+        one per row, unless a group is several rows (``originals_per_group`` "many")."""
+        return int(split["rows"])
+
     def augment(self, questions: np.ndarray, answers: np.ndarray, num_aug: int,
                 rng: np.random.Generator | None) -> "Examples":
         """The examples of one split from its raw question/answer strings: each original, then
