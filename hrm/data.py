@@ -18,7 +18,8 @@ Batches (torch tensors)::
 
     inputs              int32 [B, 81]   tokens (0 pad, 1 blank, 2..10 digits)
     labels              int32 [B, 81]   tokens, -100 where the label is the pad token 0
-    puzzle_identifiers  int32 [B]       0: Sudoku has one puzzle identifier
+    puzzle_identifiers  int32 [B]       0 (Sudoku and mazes have one puzzle identifier), or the row's
+                                        identifier column (Task.identifier_column: ARC's versions)
 
 Training stream (exact definition)
 ----------------------------------
@@ -42,6 +43,15 @@ epoch boundaries inside a block. This is the official loader with ``epochs_per_i
 An epoch's rows depend only on (seed, e): not on B, E or the world size. The same
 (seed, block) always gives the same batches, and ``start_step`` resumes exactly.
 In data-parallel runs rank r of W takes rows ``[r*B/W, (r+1)*B/W)`` of every global batch.
+
+Versions (ARC). Where the task has an identifier column, a group's rows are versions (runs of one
+identifier: the official builder's "puzzles"), all of one size n_g. The epoch then picks one
+version per group (``pick_e`` over the group's versions) and takes all its rows, shuffled (one
+``rng_e.random()`` per row after the picks, the rows sorted by it within their version); an epoch
+has ``sum(n_g)`` examples instead of G, and batches cut that stream the same way. The official
+loader instead truncates a version that does not fit the rest of a batch and drops the remainder;
+here the remainder starts the next batch, so every block has the same number of steps and
+``start_step`` still resumes exactly (docs/reference-semantics.md §12).
 
 Evaluation stream
 -----------------
@@ -101,7 +111,8 @@ class DatasetError(ValueError):
 
 
 def steps_in_block(num_groups: int, global_batch_size: int, epochs_per_block: int = 1) -> int:
-    """Full global batches in one block of ``epochs_per_block`` epochs (one example per group)."""
+    """Full global batches in one block of ``epochs_per_block`` epochs of ``num_groups`` examples each
+    (one example per group; with versions of several examples, an epoch's examples)."""
     if global_batch_size <= 0 or epochs_per_block <= 0 or num_groups < 0:
         raise ValueError(f"need global_batch_size > 0, epochs_per_block > 0, num_groups >= 0 "
                          f"(got {global_batch_size}, {epochs_per_block}, {num_groups})")
@@ -121,14 +132,27 @@ def epochs_to_steps(num_groups: int, epochs: int, global_batch_size: int, epochs
     return (epochs // epochs_per_block) * steps_in_block(num_groups, global_batch_size, epochs_per_block)
 
 
-def epoch_rows(seed: int, epoch: int, group_starts: np.ndarray, group_sizes: np.ndarray) -> np.ndarray:
-    """The rows (int64 [G]) epoch ``epoch`` trains on, in order: see the module docstring."""
+def epoch_rows(seed: int, epoch: int, group_starts: np.ndarray, group_sizes: np.ndarray,
+               version_starts: np.ndarray | None = None) -> np.ndarray:
+    """The rows (int64 [G]) epoch ``epoch`` trains on, in order: see the module docstring. With
+    ``version_starts`` (int64 [V + 1]) the groups hold versions of several rows: ``group_starts`` and
+    ``group_sizes`` count versions, and each picked version gives all its rows, shuffled."""
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed and epoch must be >= 0 (got {seed}, {epoch})")
     rng = np.random.default_rng([TRAIN_STREAM, seed, epoch])
     order = rng.permutation(len(group_starts))
     pick = rng.integers(0, group_sizes[order]) if len(order) else np.zeros(0, np.int64)
-    return group_starts[order] + pick
+    if version_starts is None:
+        return group_starts[order] + pick
+    return _version_rows(rng, version_starts, group_starts[order] + pick)
+
+
+def _version_rows(rng: np.random.Generator, version_starts: np.ndarray, versions: np.ndarray) -> np.ndarray:
+    """The rows of ``versions``, in order, each version's rows in a random order (one uniform draw per row)."""
+    starts, sizes = version_starts[versions], np.diff(version_starts)[versions]
+    segment = np.repeat(np.arange(len(versions)), sizes)
+    within = np.arange(segment.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(starts, sizes) + within[np.lexsort((rng.random(segment.size), segment))]
 
 
 def eval_rows(num_examples: int, limit: int | None = None, limit_seed: int = 0) -> np.ndarray:
@@ -278,6 +302,11 @@ class PuzzleDataset:
         self._tables: list[pa.Table] = []
         self._inputs, self._labels = _Column(self.seq_len), _Column(self.seq_len)
         self._puzzle_id, self._rating, self._raw_index = _Column(4), _Column(4), _Column(4)
+        identifier = self.task.identifier_column
+        self._identifier = _Column(4) if identifier else None
+        gathered = [(self._inputs, "inputs"), (self._labels, "labels"), (self._puzzle_id, "puzzle_id"),
+                    (self._rating, "rating"), (self._raw_index, "raw_index")]
+        gathered += [(self._identifier, identifier)] if identifier else []
         group_ids = []
         row = 0
         for shard in shards:
@@ -287,15 +316,13 @@ class PuzzleDataset:
                     raise DatasetError(f"{shard.path}: column {name!r} has {table.column(name).null_count} nulls")
             base = shard.buffer.address
             file_bytes = np.frombuffer(shard.buffer, dtype=np.uint8)
-            for column, name in ((self._inputs, "inputs"), (self._labels, "labels"),
-                                 (self._puzzle_id, "puzzle_id"), (self._rating, "rating"),
-                                 (self._raw_index, "raw_index")):
+            for column, name in gathered:
                 column.add_shard(table.column(name), file_bytes, base, row)
             group_ids.append(table.column("group_id").to_numpy())
             self._buffers.append(shard.buffer)
             self._tables.append(table)
             row += table.num_rows
-        for column in (self._inputs, self._labels, self._puzzle_id, self._rating, self._raw_index):
+        for column, _ in gathered:
             column.finish()
         manifest_path = self.dataset_dir / MANIFEST
         g = np.concatenate(group_ids) if group_ids else np.zeros(0, np.int32)
@@ -309,6 +336,29 @@ class PuzzleDataset:
                                f"its shards hold {len(starts)}")
         self.group_starts = starts.astype(np.int64)
         self.group_sizes = np.diff(np.append(self.group_starts, self.num_examples)).astype(np.int64)
+        self._index_versions(g)
+
+    def _index_versions(self, group_id: np.ndarray) -> None:
+        """The versions: runs of one identifier inside a group (ARC), else every row its own. A group's
+        versions must be of one size, so that every epoch has the same examples (``examples_per_epoch``)."""
+        self.version_starts: np.ndarray | None = None
+        self.examples_per_epoch: int = self.num_groups
+        if self._identifier is None or self.num_examples == 0:
+            return
+        ids = self._identifier.gather_int32(np.arange(self.num_examples, dtype=np.int64))
+        new = np.concatenate([[True], (ids[1:] != ids[:-1]) | (group_id[1:] != group_id[:-1])])
+        starts = np.flatnonzero(new).astype(np.int64)
+        sizes = np.diff(np.append(starts, self.num_examples))
+        first = np.searchsorted(starts, self.group_starts)  # each group's first version
+        counts = np.diff(np.append(first, len(starts)))
+        per_group = np.repeat(sizes[first], counts)
+        if not np.array_equal(per_group, sizes):
+            bad = int(starts[np.argmax(per_group != sizes)])
+            raise DatasetError(f"{self.dataset_dir / self.split}: row {bad} starts a version of {int(sizes[np.argmax(per_group != sizes)])} "
+                               f"rows in a group whose first version has another size")
+        self.version_starts = np.append(starts, self.num_examples)
+        self.group_versions = (first.astype(np.int64), counts.astype(np.int64))
+        self.examples_per_epoch = int(sizes[first].sum())
 
     def __getstate__(self) -> dict:  # pickles as a path: workers re-map the shards (without rehashing)
         return {"dataset_dir": str(self.dataset_dir), "split": self.split}
@@ -358,18 +408,21 @@ class PuzzleDataset:
         return {
             "inputs": self._inputs.gather(rows).astype(np.int32),
             "labels": labels,
-            "puzzle_identifiers": np.zeros(rows.shape[0], np.int32),
+            "puzzle_identifiers": (self._identifier.gather_int32(rows) if self._identifier is not None
+                                   else np.zeros(rows.shape[0], np.int32)),
         }
 
     # -- training
 
     def steps_per_block(self, global_batch_size: int, epochs_per_block: int) -> int:
         """Global batches (steps) in one block of ``epochs_per_block`` epochs."""
-        return steps_in_block(self.num_groups, global_batch_size, epochs_per_block)
+        return steps_in_block(self.examples_per_epoch, global_batch_size, epochs_per_block)
 
     def epoch_rows(self, seed: int, epoch: int) -> np.ndarray:
-        """Rows of epoch ``epoch`` (numbered over the run), in order: one per group."""
-        return epoch_rows(seed, epoch, self.group_starts, self.group_sizes)
+        """Rows of epoch ``epoch`` (numbered over the run), in order: one per group, or one version's rows."""
+        if self.version_starts is None:
+            return epoch_rows(seed, epoch, self.group_starts, self.group_sizes)
+        return epoch_rows(seed, epoch, *self.group_versions, version_starts=self.version_starts)
 
     def train_plan(self, *, global_batch_size: int, seed: int, block: int, epochs_per_block: int = 1,
                    start_step: int = 0) -> Iterator[np.ndarray]:
@@ -387,7 +440,7 @@ class PuzzleDataset:
 
     def _plan(self, batch: int, seed: int, block: int, epochs_per_block: int, start_step: int,
               n_steps: int) -> Iterator[np.ndarray]:
-        groups = self.num_groups
+        groups = self.examples_per_epoch
         position = start_step * batch  # in the block's concatenated stream
         epoch = position // groups
         pending = self.epoch_rows(seed, block * epochs_per_block + epoch)[position % groups:]
@@ -549,7 +602,7 @@ class _HFStream:
             if self._eval_rows is None:
                 self._eval_rows = eval_rows(self.dataset.num_examples, a["limit"], a["limit_seed"])
             return self._eval_rows[unit * HF_EVAL_CHUNK:(unit + 1) * HF_EVAL_CHUNK]
-        groups, batch = self.dataset.num_groups, a["global_batch_size"]
+        groups, batch = self.dataset.examples_per_epoch, a["global_batch_size"]
         first = a["block"] * a["epochs_per_block"]
         lo, hi = unit * batch, (unit + 1) * batch  # positions in the block's stream
         e0, e1 = lo // groups, (hi - 1) // groups

@@ -165,3 +165,67 @@ def test_augment_refuses_an_independent_draw_for_arc(tmp_path):
        "--test-size", 1, "--vanilla-draw", "independent")
     assert "no independent vanilla draw" in fails("augment", "--input", tmp_path / "ind", "--output", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------- the loader and the trainer
+
+
+@pytest.fixture(scope="module")
+def arc_dataset(tmp_path_factory):
+    """A small ARC-AGI-1 dataset built by the stages: 3 training + 2 evaluation puzzles, 3 versions each."""
+    root = tmp_path_factory.mktemp("arc")
+    arc_pipeline(root, num_aug=2)
+    ok("hints", "--input", root / "aug", "--output", root / "hints", "--enabled", "false")
+    ok("shard", "--input", root / "hints", "--output", root / "ds")
+    return root / "ds" / json.loads((root / "ds" / "datasets.json").read_text())["vanilla"]
+
+
+def test_the_loader_draws_one_version_per_group_with_all_its_pairs(arc_dataset):
+    from hrm.data import PuzzleDataset
+
+    ds = PuzzleDataset(arc_dataset, "train")
+    table = pl.read_ipc(next((arc_dataset / "train").glob("*.arrow")))
+    ids, groups = table["identifier"].to_numpy(), table["group_id"].to_numpy()
+    per_group = {g: int((ids[groups == g] == ids[groups == g][0]).sum()) for g in np.unique(groups)}
+    assert ds.examples_per_epoch == sum(per_group.values())
+    for epoch in range(3):
+        rows = ds.epoch_rows(5, epoch)
+        assert len(rows) == ds.examples_per_epoch and len(set(rows.tolist())) == len(rows)
+        # Each group appears once: one identifier, all its rows, contiguous in the stream.
+        runs = np.flatnonzero(np.diff(np.concatenate([[-1], groups[rows]])))
+        assert len(runs) == len(per_group)
+        for a, b in zip(runs, np.append(runs[1:], len(rows))):
+            assert len(set(ids[rows[a:b]].tolist())) == 1 and b - a == per_group[groups[rows[a]]]
+            assert sorted(rows[a:b].tolist()) == np.flatnonzero(ids == ids[rows[a]]).tolist()
+    assert not np.array_equal(ds.epoch_rows(5, 0), ds.epoch_rows(5, 1))
+    batches = list(ds.train_batches(global_batch_size=4, seed=5, block=0, epochs_per_block=2))
+    assert len(batches) == ds.steps_per_block(4, 2) == 2 * ds.examples_per_epoch // 4
+    plan = np.concatenate(list(ds.train_plan(global_batch_size=4, seed=5, block=0, epochs_per_block=2)))
+    assert np.array_equal(torch_ids(batches), ids[plan])  # the model sees each row's version identifier
+    resumed = list(ds.train_plan(global_batch_size=4, seed=5, block=0, epochs_per_block=2, start_step=3))
+    assert np.array_equal(np.concatenate(resumed), plan[12:])
+
+
+def torch_ids(batches) -> np.ndarray:
+    return np.concatenate([b["puzzle_identifiers"].numpy() for b in batches])
+
+
+def test_a_short_arc_training_run_sizes_the_puzzle_embedding_by_the_dataset(arc_dataset, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    ok("train", "--dataset", arc_dataset, "--output", out, "--hidden-size", 16, "--num-heads", 2, "--expansion", 2,
+       "--h-layers", 1, "--l-layers", 1, "--halt-max-steps", 2, "--puzzle-emb-ndim", 16, "--global-batch-size", 4,
+       "--epochs", 2, "--eval-interval", 2, "--wandb-mode", "disabled", "--no-progress")
+    config = yaml.safe_load((out / "checkpoints" / "all_config.yaml").read_text())
+    names = json.loads((arc_dataset / "identifiers.json").read_text())
+    assert config["arch"]["num_puzzle_identifiers"] == len(names)
+    import torch
+
+    steps = [p for p in (out / "checkpoints").glob("step_*") if p.name[5:].isdigit()]
+    last = max(steps, key=lambda p: int(p.name[5:]))
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    table = next(v for k, v in state.items() if k.endswith("puzzle_emb.weights"))
+    assert table.shape == (len(names), 16)
+    trained = table.abs().sum(1) > 0  # the sign-SGD embedding moves only the rows of identifiers it saw
+    assert not trained[0] and trained.sum() > 0

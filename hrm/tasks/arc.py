@@ -71,7 +71,7 @@ class ArcTask(Task):
                          RawColumn("pair", integer=True))
     rows_metric = "pairs"
     headline_distribution = "output_cells"
-    built_through = "shard"
+    built_through = "train"
     raw_rules = (RawRule(QUESTION_GRID, "question", column_check=True), RawRule(ANSWER_GRID, "answer", column_check=True))
     raw_unique_means = "one answer per pair, as given"
     raw_schema_names = ("raw ARC", "raw ARC")
@@ -133,6 +133,7 @@ class ArcTask(Task):
     # ------------------------------------------------------------------ the examples (hrm/arc_examples.py)
 
     originals_per_group = "many"
+    identifier_column = "identifier"
     joint_augment = True
     augment_reads = ("question", "answer", "puzzle", "subset")
 

@@ -233,7 +233,8 @@ class Task:
     @property
     def loader_columns(self) -> dict[str, pa.DataType]:
         schema = self.shard_schema
-        return {name: schema.field(name).type for name in LOADED_COLUMNS}
+        names = LOADED_COLUMNS + ((self.identifier_column,) if self.identifier_column else ())
+        return {name: schema.field(name).type for name in names}
 
     @property
     def transform_names(self) -> tuple[str, ...]:
@@ -385,7 +386,10 @@ class Task:
     token_ranges: ClassVar[Mapping[str, tuple[int, int]]] = {}  # "inputs"/"labels": the tokens allowed
     transform_limits: ClassVar[Mapping[str, int]] = {}  # transform columns with a largest allowed value
     examples_rules: ClassVar[tuple[ExamplesRule, ...]] = ()  # the task's own, in the order the schema runs them
-    originals_per_group: ClassVar[str] = "one"  # "many": a group is several originals (ARC: a puzzle's pairs)
+    originals_per_group: ClassVar[str] = "one"
+    # The shard column of each row's puzzle identifier (the model's puzzle embedding; its runs in a group are
+    # the official builder's "puzzles", a group's versions), or None: every row identifier 0.
+    identifier_column: ClassVar[str | None] = None  # "many": a group is several originals (ARC: a puzzle's pairs)
     # The report's words of the lineage checks: "original_is_identity", "augmented_matches_original" (and
     # "hint_matches_parent" for a task with hints).
     lineage_reasons: ClassVar[Mapping[str, str]] = {}
