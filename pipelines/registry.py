@@ -14,8 +14,9 @@ read it as is). Its message ends with one line ``hrm-registry: {json}``, the rec
 - dataset: name, kind, rows / groups / variants per split, params, raw source and revision,
   and the upstream hashes (the hints tables it was cut from, the raw files);
 - model: the checkpoints, the training config, and the dataset it was trained on (the
-  ``data_path`` of its ``all_config.yaml`` -> that dataset's manifest name, content hash and
-  registered version), plus its metrics;
+  ``data_path`` of its ``all_config.yaml`` -> that dataset's manifest name, content hash, manifest
+  sha256 and registered version; ``trained_on``: the build the checkpoint records, whose versions
+  ``list`` and ``show`` give as ``needs``), plus its metrics;
 - ``dvc``: the DVC outputs holding the artifact and their hashes at that commit.
 
 A version is immutable: registering it again with the same content does nothing, with other
