@@ -34,7 +34,7 @@ import yaml
 from hrm.integrity import (HASH_SUFFIX, IntegrityError, atomic_write, hash_file, read_verified,  # noqa: F401 - re-exported
                            recorded_sha256, write_verified)
 from hrm.manifest import DatasetIdentity
-from hrm.model.coupling import TRAINED_ON, dataset_mismatch, dataset_note, trained_on_problem
+from hrm.model.coupling import TRAINED_ON, CheckpointDataset, dataset_mismatch, dataset_note, trained_on_problem
 from hrm.model.act import RecurrentModel
 from hrm.model.device import resolve_device
 from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
@@ -199,14 +199,13 @@ def check_trained_on(file: Path, all_config: Mapping[str, Any], rows: int, datas
                      note: Callable[[str], None]) -> None:
     """``file`` (its all_config mapping; a puzzle-embedding table of ``rows`` rows) runs on ``dataset``, or one
     CheckpointError says why not (hrm.model.coupling)."""
-    problem = trained_on_problem(all_config, str(file.parent / CONFIG_NAME))
-    if problem:
+    config = file.parent / CONFIG_NAME
+    if problem := trained_on_problem(all_config, config):
         raise CheckpointError(problem)
-    record = all_config.get(TRAINED_ON)
-    why = dataset_mismatch(file, rows, record, dataset)
-    if why:
+    ckpt = CheckpointDataset(file=file, config=config, rows=rows, record=all_config.get(TRAINED_ON))
+    if why := dataset_mismatch(ckpt, dataset):
         raise CheckpointError(why)
-    if said := dataset_note(file, rows, record, dataset):
+    if said := dataset_note(ckpt, dataset):
         note(said)
 
 

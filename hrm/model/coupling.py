@@ -19,16 +19,27 @@ model is built:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from hrm.manifest import DatasetIdentity, TrainedOnRecord, schema_problems
 
 TRAINED_ON = "trained_on"  # the key of all_config.yaml holding the record
-CONFIG_NAME = "all_config.yaml"
 
 
-def trained_on_problem(all_config: Mapping[str, Any], source: str) -> str | None:
+@dataclass(frozen=True)
+class CheckpointDataset:
+    """What a checkpoint says of the dataset it was trained on: its ``file`` (step_N) and ``config``
+    (all_config.yaml), its puzzle-embedding table's ``rows``, and the ``record`` (``trained_on``; None without one)."""
+
+    file: Path
+    config: Path
+    rows: int
+    record: Mapping[str, Any] | None
+
+
+def trained_on_problem(all_config: Mapping[str, Any], source: Path) -> str | None:
     """A ``trained_on`` record of the wrong shape: one message naming the file and the key; None when it is
     well-formed or absent."""
     if all_config.get(TRAINED_ON) is None:
@@ -41,49 +52,48 @@ def _short(sha256: str) -> str:
     return sha256[:12]
 
 
-def _rows(n: int) -> str:
-    return f"{n} row" if n == 1 else f"{n} rows"
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _trained_on(checkpoint: Path, record: Mapping[str, Any] | None) -> str:
-    if record is None:
-        return f"no {TRAINED_ON} record in {checkpoint.parent / CONFIG_NAME} names it"
-    return (f"{record.get('name')}, manifest sha256 {_short(record['manifest_sha256'])}, as "
-            f"{checkpoint.parent / CONFIG_NAME} records")
+def _trained_on(ckpt: CheckpointDataset) -> str:
+    if ckpt.record is None:
+        return f"no {TRAINED_ON} record in {ckpt.config} names it"
+    return f"{ckpt.record.get('name')}, manifest sha256 {_short(ckpt.record['manifest_sha256'])}, as {ckpt.config} records"
 
 
-def _what_to_do(record: Mapping[str, Any] | None, rows: int) -> str:
-    if record is None:
-        return (f"Use the dataset build it was trained on, with {rows} puzzle identifiers (for an official "
-                f"checkpoint: the official builder's dataset of the same version and settings, e.g. num_aug)")
-    return (f"Use the build it names: point --dataset at the dataset whose manifest.json has sha256 "
-            f"{_short(record['manifest_sha256'])} (`hrm registry list` names the version a model needs), or rebuild "
-            f"{record.get('name')} with the params that build was made with")
+def _what_to_do(ckpt: CheckpointDataset) -> str:
+    if ckpt.record is None:
+        return (f"Use the dataset build it was trained on, with {_count(ckpt.rows, 'puzzle identifier')} (for an "
+                f"official checkpoint: the official builder's dataset of the same version and settings, e.g. num_aug)")
+    return (f"Use the build it names: the dataset whose manifest.json has sha256 {_short(ckpt.record['manifest_sha256'])} "
+            f"(`hrm registry list` names the version a model needs), or rebuild {ckpt.record.get('name')} with the "
+            f"params that build was made with")
 
 
-def dataset_mismatch(checkpoint: Path, rows: int, record: Mapping[str, Any] | None, dataset: DatasetIdentity) -> str | None:
-    """Why ``checkpoint`` (a puzzle-embedding table of ``rows`` rows; ``record``: its ``trained_on``) must not run
-    on ``dataset``; None when it may."""
+def dataset_mismatch(ckpt: CheckpointDataset, dataset: DatasetIdentity) -> str | None:
+    """Why the checkpoint must not run on ``dataset``; None when it may."""
     theirs = f"{dataset.manifest} (manifest sha256 {_short(dataset.manifest_sha256)})"
-    if rows != dataset.num_puzzle_identifiers:
-        return (f"{checkpoint}: its puzzle-embedding table has {_rows(rows)}, one per puzzle identifier of the dataset "
-                f"it was trained on ({_trained_on(checkpoint, record)}); {theirs} has "
-                f"{dataset.num_puzzle_identifiers}: another build. {_what_to_do(record, rows)}")
-    if record is None or record["manifest_sha256"] == dataset.manifest_sha256 or rows == 1:
+    if ckpt.rows != dataset.num_puzzle_identifiers:
+        return (f"{ckpt.file}: its puzzle-embedding table has {_count(ckpt.rows, 'row')}, one per puzzle identifier of "
+                f"the dataset it was trained on ({_trained_on(ckpt)}); {theirs} has {dataset.num_puzzle_identifiers}: "
+                f"another build. {_what_to_do(ckpt)}")
+    if ckpt.record is None or ckpt.record["manifest_sha256"] == dataset.manifest_sha256 or ckpt.rows == 1:
         return None
-    return (f"{checkpoint}: trained on {_trained_on(checkpoint, record)}; {theirs} is another build of the same size "
-            f"({rows} puzzle identifiers): an identifier may stand for another puzzle there, and the model would apply "
-            f"the embedding it learned for the first. {_what_to_do(record, rows)}")
+    return (f"{ckpt.file}: trained on {_trained_on(ckpt)}; {theirs} is another build of the same size "
+            f"({ckpt.rows} puzzle identifiers): an identifier may stand for another puzzle there, and the model would "
+            f"apply the embedding it learned for the first. {_what_to_do(ckpt)}")
 
 
-def dataset_note(checkpoint: Path, rows: int, record: Mapping[str, Any] | None, dataset: DatasetIdentity) -> str | None:
-    """The one line to print when ``checkpoint`` runs on ``dataset`` without a full check (:func:`dataset_mismatch` None)."""
-    if record is None:
-        return (f"{checkpoint.parent / CONFIG_NAME}: no {TRAINED_ON} record (written before it, or an official "
-                f"checkpoint): the dataset {checkpoint.name} was trained on cannot be checked, only its {rows} puzzle "
-                f"identifier(s) against {dataset.manifest}")
-    if record["manifest_sha256"] != dataset.manifest_sha256:
-        return (f"{checkpoint} was trained on {record.get('name')} (manifest sha256 "
-                f"{_short(record['manifest_sha256'])}); {dataset.manifest} is another build (manifest sha256 "
+def dataset_note(ckpt: CheckpointDataset, dataset: DatasetIdentity) -> str | None:
+    """The one line to print when the checkpoint runs on ``dataset`` without a full check (:func:`dataset_mismatch`
+    None); None after a full check."""
+    if ckpt.record is None:
+        return (f"{ckpt.config}: no {TRAINED_ON} record (written before it, or an official checkpoint): the dataset "
+                f"{ckpt.file.name} was trained on cannot be checked, only its "
+                f"{_count(ckpt.rows, 'puzzle identifier')} against {dataset.manifest}")
+    if ckpt.record["manifest_sha256"] != dataset.manifest_sha256:
+        return (f"{ckpt.file} was trained on {ckpt.record.get('name')} (manifest sha256 "
+                f"{_short(ckpt.record['manifest_sha256'])}); {dataset.manifest} is another build (manifest sha256 "
                 f"{_short(dataset.manifest_sha256)}) whose one puzzle identifier is the blank, as the model's: used as it is")
     return None
