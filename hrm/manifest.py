@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal, Mapping
 
 import pyarrow as pa
 from pydantic import (
@@ -54,6 +54,7 @@ __all__ = [
     "Problem", "ManifestError", "ManifestSchema", "LineageRecord", "lineage_problems", "manifest_problems",
     "DatasetsIndex", "datasets_index_problems",
     "read_manifest", "OpenShard", "CheckedSplit", "check_split",
+    "puzzle_identifier_count", "DatasetIdentity", "TrainedOnRecord", "dataset_identity",
 ]
 
 MANIFEST = "manifest.json"
@@ -95,6 +96,45 @@ def split_entry(*, rows: int, groups: int, rows_per_group: int, variants: dict[s
 def shard_entry(*, file: str, rows: tuple[int, int], groups: tuple[int, int], size: int, sha256: str) -> dict:
     """``file`` relative to the dataset folder; ``rows`` and ``groups`` half-open ranges in the split."""
     return {"file": file, "rows": list(rows), "groups": list(groups), "bytes": size, "sha256": sha256}
+
+
+# --------------------------------------------------------------------------- which build a dataset is
+
+
+def puzzle_identifier_count(manifest: Mapping[str, Any]) -> int:
+    """The dataset's puzzle identifiers, ``encoding.num_puzzle_identifiers`` (without it 1, the blank: Sudoku's and
+    the mazes' datasets): the rows of the puzzle-embedding table of a model trained on it."""
+    encoding = manifest.get("encoding") if isinstance(manifest, Mapping) else None
+    return int(encoding.get("num_puzzle_identifiers", 1)) if isinstance(encoding, Mapping) else 1
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """Which build of a dataset a folder holds: the sha256 of its ``manifest.json`` (which lists every shard's
+    sha256; the hash the registry records of that file and a job's settings name), its name and the sizes a model
+    takes from it. A checkpoint records it (all_config.yaml ``trained_on``, :meth:`record`); evaluating the
+    checkpoint compares it (hrm.model.coupling)."""
+
+    manifest: Path  # the file it was read from (not recorded: the folder may move)
+    name: str | None
+    manifest_sha256: str
+    num_puzzle_identifiers: int
+    seq_len: int | None
+    vocab_size: int | None
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "manifest_sha256": self.manifest_sha256,
+                "num_puzzle_identifiers": self.num_puzzle_identifiers, "seq_len": self.seq_len,
+                "vocab_size": self.vocab_size}
+
+
+def dataset_identity(dataset: Path, manifest: Mapping[str, Any]) -> DatasetIdentity:
+    """The identity of the dataset folder ``dataset`` whose parsed manifest is ``manifest``."""
+    encoding = manifest.get("encoding") if isinstance(manifest.get("encoding"), Mapping) else {}
+    path = Path(dataset) / MANIFEST
+    return DatasetIdentity(manifest=path, name=manifest.get("name"), manifest_sha256=file_sha256(path),
+                           num_puzzle_identifiers=puzzle_identifier_count(manifest),
+                           seq_len=encoding.get("seq_len"), vocab_size=encoding.get("vocab_size"))
 
 
 # --------------------------------------------------------------------------- the declared schema
@@ -187,6 +227,16 @@ class LineageRecord(StrictRecord):
     subsample: SubsampleRecord = None
     augment: AugmentRecord = None
     hints: HintsRecord = None
+
+
+class TrainedOnRecord(StrictRecord):
+    """What a checkpoint's all_config.yaml ``trained_on`` must hold (:meth:`DatasetIdentity.record`)."""
+
+    name: StrictStr | None = None
+    manifest_sha256: Sha256
+    num_puzzle_identifiers: Annotated[StrictInt, Field(ge=1)]
+    seq_len: Count | None = None
+    vocab_size: Count | None = None
 
 
 def _key(loc: tuple, prefix: str) -> str:

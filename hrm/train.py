@@ -49,6 +49,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -56,6 +57,7 @@ import torch
 import torch.distributed as dist
 
 from hrm.distributed import Dist, DistributedError, all_gather_object, finish, init_distributed, rank_device
+from hrm.manifest import MANIFEST, dataset_identity, puzzle_identifier_count
 from hrm.model import Carry, InnerCarry, RecurrentModel, SparseEmbeddingSignSGD, resolve_device
 from hrm.model.base import mistyped_fields
 from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
@@ -444,13 +446,22 @@ def build_model_config(cfg: TrainConfig, dataset: Any, world_size: int, device: 
         batch_size=cfg.global_batch_size // world_size,
         seq_len=int(meta.get("seq_len", 81)),
         vocab_size=int(meta.get("vocab_size", 11)),
-        num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)),
+        num_puzzle_identifiers=puzzle_identifier_count(manifest),
         forward_dtype=resolve_forward_dtype(cfg.forward_dtype, device),
     )
     try:
         return architecture.config_from_dict(arch), loss_type
     except (TypeError, ValueError) as e:
         raise TrainError(f"invalid arch block: {e}") from None
+
+
+def trained_on(dataset: Any) -> dict[str, Any] | None:
+    """What the checkpoints record of the dataset they are trained on (all_config.yaml ``trained_on``:
+    hrm.manifest.DatasetIdentity); None for a loader without a dataset folder."""
+    folder, manifest = getattr(dataset, "dataset_dir", None), getattr(dataset, "manifest", None)
+    if folder is None or not isinstance(manifest, Mapping) or not (Path(folder) / MANIFEST).is_file():
+        return None
+    return dataset_identity(Path(folder), manifest).record()
 
 
 def estimate_train_memory(model_config: Any, loss_type: str = "stablemax_cross_entropy") -> dict[str, int]:
@@ -750,7 +761,8 @@ def _loop(cfg, device, d: Dist, dataset, eval_dataset, hooks: TrainHooks, callba
     num_params = sum(p.numel() for p in state.model.parameters())
     if getattr(cfg, "eval_interval_requested", None) is not None:
         say(f"eval_interval {cfg.eval_interval_requested} > epochs {cfg.epochs}: evaluating once, after epoch {cfg.epochs}")
-    hooks.start(state, {"arch": state.model.arch_dict(), "world_size": d.world_size, "total_steps": plan.total_steps}, num_params)
+    hooks.start(state, {"arch": state.model.arch_dict(), "world_size": d.world_size, "total_steps": plan.total_steps,
+                        "trained_on": trained_on(dataset)}, num_params)
     say(f"training {num_params:,} parameters on {device} ({model_config.forward_dtype}, {d.world_size} process(es)): "
         f"{cfg.epochs} epochs of {dataset.num_groups} groups = {plan.total_steps} steps of {cfg.global_batch_size} "
         f"in {plan.blocks} block(s) of {plan.steps_per_block}")

@@ -263,7 +263,7 @@ def _analyze(opts: AnalyzeOptions) -> None:
         if d.rank == 0:
             claim_output(opts.output, STAGE)
         model = load_task_model(inputs.checkpoint_file, dev, None if opts.forward_dtype == "config" else opts.forward_dtype,
-                                inputs.ds.task)
+                                inputs.ds.task, inputs.ds)
         check_dataset_encoding(inputs.ds, inputs.checkpoint_file, model.config)
         settings, sample_rows = _settings(opts, inputs, model.config)
         run_info = _run_info(opts, inputs, model, settings, sample_rows)

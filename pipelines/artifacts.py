@@ -356,8 +356,10 @@ def dataset_identity(root: Path, directory: Path, versions: dict[str, list[Versi
                      artifacts: dict[str, Artifact]) -> dict:
     """Name, content hash and registered version(s) of the dataset folder ``directory``."""
     manifest = read_manifest(directory)
-    content = content_hash(dataset_files(directory, manifest, deep=False))
-    ident: dict[str, Any] = {"name": manifest.get("name"), "content": content}
+    files = dataset_files(directory, manifest, deep=False)
+    content = content_hash(files)
+    ident: dict[str, Any] = {"name": manifest.get("name"), "content": content,
+                             "manifest_sha256": files[MANIFEST]["sha256"]}
     for art in artifacts.values():
         if art.type == "dataset" and (root / art.path).resolve() == directory.resolve():
             ident["artifact"] = art.name
@@ -396,6 +398,8 @@ def model_summary(root: Path, directory: Path, versions: dict[str, list[Version]
         else:
             dataset["name"] = Path(str(data_path)).name
             dataset["content"] = None
+        if isinstance(config.get("trained_on"), dict):  # the build it needs, as training recorded it (hrm.model.coupling)
+            dataset["trained_on"] = config["trained_on"]
         summary["dataset"] = dataset
     for candidate in (run_metrics_file(directory), config_path.parent / "metrics.json"):
         if candidate is None:

@@ -67,10 +67,11 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_models(files: Sequence[Path], dev, forward_dtype: str, task: Task):
-    """Load every checkpoint on ``dev`` for ``task`` and check they agree; StageError names file and mismatch."""
+def load_models(files: Sequence[Path], dev, forward_dtype: str, ds):
+    """Load every checkpoint on ``dev`` for the split ``ds`` (each trained on its build: hrm.model.coupling) and
+    check they agree; StageError names file and mismatch."""
     dtype = None if forward_dtype == "auto" and dev.type == "cuda" else ("float32" if forward_dtype == "auto" else forward_dtype)
-    models = [load_task_model(f, dev, dtype, task) for f in files]
+    models = [load_task_model(f, dev, dtype, ds.task, ds) for f in files]
     first = models[0].config
     for f, m in zip(files[1:], models[1:]):
         for key in ("seq_len", "vocab_size", "halt_max_steps"):
@@ -536,7 +537,7 @@ def _open_job(d, opts: EvaluateOptions, checked: _Checked) -> _Work:
     files, tier_list = checked.files, checked.tier_list
     ds = open_split(opts.dataset, opts.variant, opts.split)
     rules, perts = task_settings(ds, opts.perturbation, opts.permutations, opts.seed, tier_list)
-    models = load_models(files, checked.dev, opts.forward_dtype, ds.task)
+    models = load_models(files, checked.dev, opts.forward_dtype, ds)
     dataset_dir = ds.dataset_dir
     rows = split_rows(ds, opts.test_size, opts.seed, files[0], models[0].config)
     claim_output(opts.output, STAGE)

@@ -38,13 +38,17 @@ def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
     return files
 
 
-def load_task_model(file: Path, device, forward_dtype: str | None, task: Task):
+def load_task_model(file: Path, device, forward_dtype: str | None, task: Task, dataset=None):
     """Load one checkpoint (weights_only) for the encoding of ``task``; ``forward_dtype`` None keeps the
-    checkpoint's own. Every failure is a StageError naming the file."""
+    checkpoint's own. ``dataset``: the split it runs on (hrm.data.PuzzleDataset): a checkpoint trained on
+    another build of it is refused before the model is built (hrm.model.coupling). Every failure is a
+    StageError naming the file."""
+    from hrm.manifest import dataset_identity
     from hrm.model import CheckpointError, load_checkpoint
 
+    identity = None if dataset is None else dataset_identity(dataset.dataset_dir, dataset.manifest)
     try:
-        model = load_checkpoint(file, device=device, forward_dtype=forward_dtype)
+        model = load_checkpoint(file, device=device, forward_dtype=forward_dtype, dataset=identity)
     except CheckpointError as e:
         raise StageError(str(e)) from None
     except (RuntimeError, AssertionError) as e:  # e.g. out of device memory

@@ -14,8 +14,9 @@ read it as is). Its message ends with one line ``hrm-registry: {json}``, the rec
 - dataset: name, kind, rows / groups / variants per split, params, raw source and revision,
   and the upstream hashes (the hints tables it was cut from, the raw files);
 - model: the checkpoints, the training config, and the dataset it was trained on (the
-  ``data_path`` of its ``all_config.yaml`` -> that dataset's manifest name, content hash and
-  registered version), plus its metrics;
+  ``data_path`` of its ``all_config.yaml`` -> that dataset's manifest name, content hash, manifest
+  sha256 and registered version; ``trained_on``: the build the checkpoint records, whose versions
+  ``list`` and ``show`` give as ``needs``), plus its metrics;
 - ``dvc``: the DVC outputs holding the artifact and their hashes at that commit.
 
 A version is immutable: registering it again with the same content does nothing, with other
@@ -36,7 +37,7 @@ from pipelines.artifacts import (
     register_version,
 )
 from pipelines.io import StageError, log
-from hrm.manifest import DATASETS_INDEX
+from hrm.manifest import DATASETS_INDEX, MANIFEST
 from hrm.manifest import file_sha256  # never the stages' cached hash: verification must re-read
 
 
@@ -64,15 +65,39 @@ def _models_on(content: str | None, models: list[tuple[str, dict]]) -> list[str]
     return [label for label, rec in models if content and (rec.get("dataset") or {}).get("content") == content]
 
 
+def _dataset_versions(versions: dict[str, list[Version]], match) -> list[str]:
+    return [f"{v.name}@{v.version}" for vs in versions.values() for v in vs
+            if v.record and v.record.get("type") == "dataset" and match(v.record)]
+
+
+def _manifest_sha256(record: dict) -> str | None:
+    return ((record.get("files") or {}).get(MANIFEST) or {}).get("sha256")
+
+
 def _with_dataset_versions(item: dict, versions: dict[str, list[Version]]) -> dict:
-    """A model's dataset, with the dataset versions registered with that content *now*
-    (a dataset may be registered after the model)."""
+    """A model's dataset, with the dataset versions registered with that content *now* (a dataset may be
+    registered after the model), and ``needs``: those whose manifest.json is the one it was trained on."""
     dataset = item.get("dataset")
-    if not isinstance(dataset, dict) or not dataset.get("content"):
+    if not isinstance(dataset, dict):
         return item
-    found = [f"{v.name}@{v.version}" for vs in versions.values() for v in vs
-             if v.record and v.record.get("type") == "dataset" and v.record.get("content") == dataset["content"]]
-    return dict(item, dataset=dict(dataset, versions=found))
+    dataset = dict(dataset)
+    if dataset.get("content"):
+        dataset["versions"] = _dataset_versions(versions, lambda r: r.get("content") == dataset["content"])
+    trained_on = dataset.get("trained_on")
+    if isinstance(trained_on, dict):
+        dataset["needs"] = _dataset_versions(versions, lambda r: _manifest_sha256(r) == trained_on.get("manifest_sha256"))
+    return dict(item, dataset=dataset)
+
+
+def _echo_needs(dataset: dict, indent: str) -> None:
+    """The dataset build a model needs (hrm.model.coupling: evaluate refuses another)."""
+    need = dataset["trained_on"]
+    n = need.get("num_puzzle_identifiers")
+    where = ", ".join(dataset.get("needs") or []) or "no registered version"
+    other = dataset.get("manifest_sha256") not in (None, need.get("manifest_sha256"))
+    click.echo(f"{indent}needs:      {need.get('name')} manifest sha256 {str(need.get('manifest_sha256'))[:12]}, "
+               f"{n} puzzle identifier{'s' if n != 1 else ''} ({where})"
+               + (f"; {dataset.get('data_path')} now holds another build" if other else ""))
 
 
 def collect(root: Path) -> dict:
@@ -164,6 +189,8 @@ def _echo_details(item: dict, indent: str = "  ") -> None:
         d = item["dataset"]
         on = ", ".join(d.get("versions") or []) or "unregistered"
         click.echo(f"{indent}trained on: {d.get('name')} {_short(d.get('content'))} ({on})")
+        if isinstance(d.get("trained_on"), dict):
+            _echo_needs(d, indent)
     if item.get("models") is not None and "rows" in item:
         click.echo(f"{indent}models:     {', '.join(item['models']) or '-'}")
 

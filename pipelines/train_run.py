@@ -2,7 +2,8 @@
 
     OUT/checkpoints/step_N           official-format state dicts, one per due checkpoint
     OUT/checkpoints/step_N.sha256    its content hash, checked before every use (hrm.model.read_verified)
-    OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...), + .sha256
+    OUT/checkpoints/all_config.yaml  the run's config, official layout (arch block, data_path, lr, ...), + .sha256;
+                                     ``trained_on``: the dataset's identity (hrm.model.coupling checks it)
     OUT/train_state.pt (+ .sha256)   the snapshot of hrm.train.TrainState, plus this folder's own resume data
     OUT/dvclive/metrics.json         the run's summary (``dvc metrics show``, ``dvc exp show``): deterministic, no timings
     OUT/dvclive/plots/metrics/       per-step train/* and per-evaluation eval/* histories, one TSV per metric (dvclive)
@@ -72,11 +73,13 @@ def state_path(cfg: TrainConfig) -> Path | None:
     return ckpt / STATE_NAME if ckpt else None
 
 
-def official_config(cfg: TrainConfig, forward_dtype: str) -> dict[str, Any]:
-    """all_config.yaml: the official PretrainConfig layout (arch last: save_checkpoint adds it), plus ours."""
+def official_config(cfg: TrainConfig, forward_dtype: str, trained_on: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """all_config.yaml: the official PretrainConfig layout (arch last: save_checkpoint adds it), plus ours:
+    ``trained_on``, the identity of the dataset at data_path (hrm.train.trained_on; evaluate checks it)."""
     ckpt = checkpoint_dir(cfg)
     return {
         "data_path": cfg.data_path,
+        **({"trained_on": dict(trained_on)} if trained_on else {}),
         "global_batch_size": cfg.global_batch_size,
         "epochs": cfg.epochs,
         "lr": cfg.lr,
@@ -216,6 +219,7 @@ class RunFolder(TrainHooks):
         self.files = LiveMetrics(None)
         self.total_steps = 0
         self.forward_dtype = cfg.forward_dtype
+        self.trained_on: Mapping[str, Any] | None = None  # the dataset's identity (start() receives it)
         self.wandb_id: str | None = None
         self.written: dict[str, str] = {}  # step_N this run wrote -> its sha256: the only ones pruning deletes
         self.run = None
@@ -318,10 +322,11 @@ class RunFolder(TrainHooks):
     # -- the run
     def start(self, state: TrainState, run_config: Mapping[str, Any], num_params: int) -> None:
         self.forward_dtype = state.model.config.forward_dtype
+        self.trained_on = run_config.get("trained_on")
         if self.rank != 0:
             return
         self.run = init_wandb(self.cfg.wandb_mode, self.out_dir, self.cfg.project_name, self.cfg.run_name,
-                              {**official_config(self.cfg, self.forward_dtype), **run_config}, job_type="train", run_id=self.wandb_id)
+                              {**official_config(self.cfg, self.forward_dtype, self.trained_on), **run_config}, job_type="train", run_id=self.wandb_id)
         if self.run is not None:
             self.wandb_id = self.run.id
             if state.step == 0:
@@ -360,7 +365,7 @@ class RunFolder(TrainHooks):
         if self.rank != 0 or self.ckpt_dir is None:
             return
         t0 = time.perf_counter()
-        self.last_checkpoint = save_checkpoint(model, self.ckpt_dir / f"step_{step}", extra_config=official_config(self.cfg, self.forward_dtype))
+        self.last_checkpoint = save_checkpoint(model, self.ckpt_dir / f"step_{step}", extra_config=official_config(self.cfg, self.forward_dtype, self.trained_on))
         self.written[self.last_checkpoint.name] = hash_file(self.last_checkpoint).read_text().split()[0]
         if self.cfg.keep_checkpoints:
             self._prune(self.cfg.keep_checkpoints)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
-from hrm.manifest import Count, Sha256, StrictRecord, schema_problems
+from hrm.manifest import Count, Sha256, StrictRecord, TrainedOnRecord, schema_problems
 
 Content = Annotated[StrictStr, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 
@@ -34,13 +34,16 @@ class DvcState(StrictRecord):
 
 
 class DatasetOf(StrictRecord):
-    """A model's dataset: where it was, its name and content hash (None when not in the project)."""
+    """A model's dataset: where it was, its name, content hash and manifest sha256 (None when not in the project);
+    ``trained_on``: the build the model needs, as its all_config.yaml records it (hrm.model.coupling)."""
 
     data_path: StrictStr = None
     name: StrictStr | None = None
     content: Content | None = None
+    manifest_sha256: Sha256 = None
     artifact: StrictStr = None
     versions: list[StrictStr] = None
+    trained_on: TrainedOnRecord = None
 
 
 class BuiltFrom(StrictRecord):

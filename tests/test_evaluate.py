@@ -477,7 +477,11 @@ def test_cli_settings_from_a_config_file_section(tmp_path, dataset_dir):
     assert not (tmp_path / "bad").exists()
 
 
-def test_cli_official_checkpoint_with_compile_prefix(tmp_path, dataset_dir):
+def test_cli_official_checkpoint_with_compile_prefix(tmp_path, real):
+    # The fixture's puzzle-embedding table has 3 rows: it runs on a dataset of 3 identifiers (hrm.model.coupling).
+    q, a, r = real
+    dataset_dir = write_dataset(tmp_path / "sudoku-3-ids", q, a, r, encoding={"seq_len": 81, "vocab_size": 11, "pad": 0,
+                                                                             "blank": 1, "num_puzzle_identifiers": 3})
     src = FIXTURES / "official_tiny_rope"
     state = torch.load(src / "step_0", weights_only=True)
     run = tmp_path / "official"

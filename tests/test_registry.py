@@ -172,6 +172,36 @@ def test_models_record_the_dataset_they_were_trained_on(project):
     assert f"models:     {MODEL}@v1.0.0" in text
 
 
+def test_a_model_lists_the_dataset_build_it_needs(project, built):
+    """The model's all_config.yaml records the build it was trained on (trained_on, hrm.model.coupling): the registry
+    lists which dataset version that is, also after the workspace's dataset was rebuilt as another build."""
+    from hrm.manifest import dataset_identity, read_manifest
+
+    root, env = project
+    dataset = root / "data" / "datasets" / HINT
+    trained_on = dataset_identity(dataset, read_manifest(dataset)).record()
+    config = write_model(root, dataset=HINT) / "checkpoints" / "all_config.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "trained_on": trained_on}, sort_keys=False))
+    sh(root, "dvc", "add", "-q", f"data/models/{MODEL}", env=env)
+    sh(root, "git", "add", "-A", env=env)
+    sh(root, "git", "commit", "-qm", "model", env=env)
+    ok(registry, "-C", root, "register", MODEL, "1.0.0")
+    ok(registry, "-C", root, "register", HINT, "1.0.0")
+    model = listing(root)[MODEL]["versions"][0]
+    assert model["dataset"]["trained_on"] == trained_on and model["dataset"]["needs"] == [f"{HINT}@v1.0.0"]
+    assert model["dataset"]["manifest_sha256"] == trained_on["manifest_sha256"]
+    need = f"needs:      {HINT} manifest sha256 {trained_on['manifest_sha256'][:12]}, 1 puzzle identifier ({HINT}@v1.0.0)"
+    assert need in reg(root, "show", f"{MODEL}@v1.0.0").output
+    assert need + "\n" in reg(root, "list").output
+
+    replace_datasets(root, built[4], env, "seed 4")  # data_path now holds another build
+    ok(registry, "-C", root, "register", HINT, "1.1.0")
+    entry = listing(root)[MODEL]
+    assert entry["workspace"]["dataset"]["needs"] == [f"{HINT}@v1.0.0"]
+    assert entry["workspace"]["dataset"]["versions"] == [f"{HINT}@v1.1.0"]
+    assert f"{need}; data/datasets/{HINT} now holds another build" in reg(root, "list").output
+
+
 def test_verify_names_every_corrupt_missing_or_stray_file(project):
     root, env = project
     ok(registry, "-C", root, "register", HINT, "1.0.0")

@@ -33,6 +33,8 @@ import yaml
 
 from hrm.integrity import (HASH_SUFFIX, IntegrityError, atomic_write, hash_file, read_verified,  # noqa: F401 - re-exported
                            recorded_sha256, write_verified)
+from hrm.manifest import DatasetIdentity
+from hrm.model.coupling import TRAINED_ON, CheckpointDataset, dataset_mismatch, dataset_note, trained_on_problem
 from hrm.model.act import RecurrentModel
 from hrm.model.device import resolve_device
 from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
@@ -193,12 +195,27 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
                               "checkpoint: use an earlier step_N")
 
 
+def check_trained_on(file: Path, all_config: Mapping[str, Any], rows: int, dataset: DatasetIdentity,
+                     note: Callable[[str], None]) -> None:
+    """``file`` (its all_config mapping; a puzzle-embedding table of ``rows`` rows) runs on ``dataset``, or one
+    CheckpointError says why not (hrm.model.coupling)."""
+    config = file.parent / CONFIG_NAME
+    if problem := trained_on_problem(all_config, config):
+        raise CheckpointError(problem)
+    ckpt = CheckpointDataset(file=file, config=config, rows=rows, record=all_config.get(TRAINED_ON))
+    if why := dataset_mismatch(ckpt, dataset):
+        raise CheckpointError(why)
+    if said := dataset_note(ckpt, dataset):
+        note(said)
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     device: torch.device | str | None = "auto",
     forward_dtype: str | None = None,
     config: Any | None = None,
     note: Callable[[str], None] | None = None,
+    dataset: DatasetIdentity | None = None,
 ) -> RecurrentModel:
     """Load a checkpoint (ours or the official code's) of any registered architecture (arch.name of its
     all_config.yaml; HRM's -> :class:`~hrm.model.hrm.HRM`) in eval mode on ``device``.
@@ -209,14 +226,20 @@ def load_checkpoint(
     ``config``: use this config instead of reading all_config.yaml.
     ``note``: where the one-line note for a checkpoint without ``NAME.sha256`` goes (default stderr);
     a checkpoint whose bytes do not match its sha256 is a CheckpointError.
+    ``dataset``: the dataset the model is for (hrm.manifest.dataset_identity): a checkpoint trained on another
+    build is a CheckpointError before the model is built (hrm.model.coupling); a note where it cannot be checked.
     """
     file = _checkpoint_file(path)
     state, verified = _read_state(file, note)
+    all_config: Mapping[str, Any] = {}
     if config is None:
         cfg_file = file.parent / CONFIG_NAME
-        config, loss_type = config_from_files(read_config(file, verified), state, source=str(cfg_file))
+        all_config = read_config(file, verified)
+        config, loss_type = config_from_files(all_config, state, source=str(cfg_file))
     else:
         loss_type = "stablemax_cross_entropy"
+    if dataset is not None:
+        check_trained_on(file, all_config, config.num_puzzle_identifiers, dataset, note or _note_stderr)
     architecture = architecture_for(config)
     if forward_dtype is not None:
         config = architecture.config_from_dict({**architecture.config_to_dict(config), "forward_dtype": forward_dtype})
