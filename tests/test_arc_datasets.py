@@ -132,7 +132,7 @@ def test_arc_examples_are_seeded_and_a_puzzle_keeps_its_versions(tmp_path):
             big.filter(pl.col("raw_index") == raw_index).select(cols))
 
 
-def test_arc_datasets_carry_their_identifiers_and_train_refuses_them_for_now(tmp_path):
+def test_arc_datasets_carry_their_identifiers(tmp_path):
     sub, aug = arc_pipeline(tmp_path, num_aug=2)
     assert "which have no hints" in fails("hints", "--input", aug, "--output", tmp_path / "hints")
     ok("hints", "--input", aug, "--output", tmp_path / "hints", "--enabled", "false")
@@ -150,9 +150,6 @@ def test_arc_datasets_carry_their_identifiers_and_train_refuses_them_for_now(tmp
     card = (dataset / "README.md").read_text()
     assert "license: apache-2.0" in card and "github.com/fchollet/ARC-AGI@aa922be" in card
     assert "OK, 1 dataset" in ok("validate", "shards", tmp_path / "ds").output
-    message = fails("train", "--dataset", tmp_path / "ds", "--variant", "vanilla", "--output", tmp_path / "run")
-    assert "holds arc-agi-1 pairs, which `hrm train` does not take yet" in message
-    assert not (tmp_path / "run").exists()
     # identifiers.json is checked against its recorded sha256 before it is used.
     (tmp_path / "hints" / "identifiers.json").write_text('["<blank>"]\n')
     message = fails("shard", "--input", tmp_path / "hints", "--output", tmp_path / "ds2")
@@ -229,3 +226,6 @@ def test_a_short_arc_training_run_sizes_the_puzzle_embedding_by_the_dataset(arc_
     assert table.shape == (len(names), 16)
     trained = table.abs().sum(1) > 0  # the sign-SGD embedding moves only the rows of identifiers it saw
     assert not trained[0] and trained.sum() > 0
+    message = fails("evaluate", "--dataset", arc_dataset, "--checkpoint", out, "--output", tmp_path / "eval")
+    assert "holds arc-agi-1 pairs, which `hrm evaluate` does not take yet" in message
+    assert not (tmp_path / "eval").exists()

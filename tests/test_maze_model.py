@@ -75,7 +75,7 @@ def test_an_official_checkpoint_of_no_known_vocabulary_names_the_missing_seq_len
     odd = HRM(HRMConfig(batch_size=4, seq_len=900, vocab_size=7, forward_dtype="float32", **ARCH))
     step = official_layout(odd, tmp_path / "official")
     with pytest.raises(CheckpointError, match=r"all_config.yaml: the arch block gives no seq_len, and vocab_size 7 is "
-                                              r"that of no task \(sudoku 11, maze 6\): add the dataset's seq_len"):
+                                              r"that of no task \(sudoku 11, maze 6, arc-agi-1 12, arc-agi-2 12\): add the dataset's seq_len"):
         load_checkpoint(step, device="cpu")
 
 

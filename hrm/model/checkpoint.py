@@ -153,7 +153,7 @@ def config_from_files(all_config: Mapping[str, Any], state: Mapping[str, torch.T
     arch = architecture.sizes_from_state(arch, state)
     if "seq_len" not in arch:  # the official code takes it from the dataset: the one task of this vocabulary
         tasks = [t for t in TASKS.values() if t.vocab_size == arch.get("vocab_size")]
-        if len(tasks) != 1:
+        if len({t.seq_len for t in tasks}) != 1:  # no task, or tasks of this vocabulary that differ in length
             named = " and ".join(t.name for t in tasks) or "no task"
             raise CheckpointError(
                 f"{source}: the arch block gives no seq_len, and vocab_size {arch.get('vocab_size')} is that of "
