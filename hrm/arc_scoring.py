@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from hrm.arc import COLOUR_OFFSET, INVERSE, NUM_COLOURS, SIDE, VOCAB_SIZE, Puzzle, Version
+from hrm.arc import COLOUR_OFFSET, INVERSE, NUM_COLOURS, SIDE, VOCAB_SIZE, Puzzle, Version, decode_board
 from hrm.evaluate.calibration import calibration, sigmoid
 
 FILL = 255  # a canvas cell outside its grid: not a colour, so a canvas alone identifies a grid and its shape
@@ -392,3 +392,36 @@ def pearson(x: np.ndarray, y: np.ndarray) -> Optional[float]:
     dx, dy = x - x.mean(), y - y.mean()
     scale = np.sqrt((dx * dx).sum() * (dy * dy).sum())
     return float((dx * dy).sum() / scale) if scale > 1e-12 else None
+
+
+# ---------------------------------------------------------------- a dataset split, scored
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """One checkpoint's predictions on a test split, scored (:func:`score_split`)."""
+
+    votes: Votes
+    pass_at_k: dict
+    calibration: dict
+    submission: dict
+
+
+def score_split(names: Sequence[str], identifiers: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                q_halt_logits: np.ndarray, ks: Sequence[int] = DEFAULT_KS, bins: int = 10) -> SplitScore:
+    """Score the predictions on every row of a test split as the pipeline builds it (hrm/arc_examples.py:
+    versions are runs of one ``identifiers`` value, their rows in the puzzle's test order, nothing
+    translated): ``names`` the dataset's identifiers.json, ``labels`` and ``predictions`` uint8 [rows, 900]
+    boards, ``q_halt_logits`` float [rows]. The labels compared with are the puzzles' own versions' (the
+    identity), read back from their boards."""
+    identifiers = np.asarray(identifiers, dtype=np.int64)
+    lineage = lineage_from_names(names)
+    starts = np.flatnonzero(np.concatenate([[True], identifiers[1:] != identifiers[:-1]])) if len(identifiers) \
+        else np.zeros(0, np.int64)
+    test_index = position_in_version(np.append(starts, len(identifiers)))
+    own = (lineage.transform[identifiers] == 0) & (lineage.colour_maps[identifiers] == np.arange(NUM_COLOURS)).all(1)
+    truth: dict[str, list[np.ndarray]] = {}
+    for row in np.flatnonzero(own):
+        truth.setdefault(lineage.sources[lineage.source[identifiers[row]]], []).append(decode_board(labels[row]))
+    votes = vote(identifiers, predictions, q_halt_logits, test_index, lineage, truth)
+    return SplitScore(votes, pass_at_k(votes, ks), calibration_study(votes, bins), submission(votes))

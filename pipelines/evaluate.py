@@ -41,7 +41,9 @@ from pipelines.device import resolve_device_option
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, RegisteredChoice, SEED, StageError, THREADS, json_ready, log
 from pipelines.output_records import check_apart, claim_output
-from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
+from pipelines.model_inputs import (  # noqa: F401 - checkpoint_names: its home before model_inputs
+    check_dataset_encoding, checkpoint_names, load_task_model, open_split, resolve_checkpoints,
+)
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
 from pipelines.tracking import DEFAULT_PROJECT, init_wandb
@@ -55,16 +57,6 @@ PLOTS = ("segments", "passes", "checkpoints", "ensemble_grid", "rating", "blanks
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def checkpoint_names(files: Sequence[Path]) -> list[str]:
-    """Short unique names: the file name, else parent/file, else with an index."""
-    names = [f.name for f in files]
-    if len(set(names)) < len(names):
-        names = [f"{f.parent.name}/{f.name}" for f in files]
-    if len(set(names)) < len(names):
-        names = [f"{i}:{n}" for i, n in enumerate(names)]
-    return names
 
 
 def load_models(files: Sequence[Path], dev, forward_dtype: str, ds):
@@ -420,6 +412,10 @@ def _evaluate_command(opts: EvaluateOptions) -> None:
     from hrm.tasks import TASKS, make_perturbations
     from pipelines.job import job_lock
 
+    if _scored_by_votes(opts):
+        from pipelines.vote_evaluation import evaluate_votes
+
+        return evaluate_votes(opts)
     t_start = time.perf_counter()
     if opts.num_threads:
         torch.set_num_threads(opts.num_threads)
@@ -446,6 +442,19 @@ def _evaluate_command(opts: EvaluateOptions) -> None:
     finally:
         lock.close()
         finish(d)
+
+
+def _scored_by_votes(opts: EvaluateOptions) -> bool:
+    """Whether the dataset's task is scored by a vote over its versions (Task.scoring: ARC); a dataset that
+    cannot be read is the ordinary path's to report."""
+    from hrm.manifest import ManifestError, read_manifest
+    from hrm.tasks import manifest_task
+    from pipelines.datasets import resolve_dataset
+
+    try:
+        return manifest_task(read_manifest(resolve_dataset(opts.dataset, opts.variant))).scoring == "votes"
+    except (ManifestError, StageError, ValueError, OSError):
+        return False
 
 
 RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly

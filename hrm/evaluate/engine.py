@@ -116,8 +116,11 @@ class Engine:
         return segment
 
     def run(self, inputs, labels=None, *, early_stop: bool = False, segments: int | None = None,
-            keep_segment_predictions: bool = False) -> EngineOutput:
+            keep_segment_predictions: bool = False, puzzle_identifiers=None) -> EngineOutput:
+        """``puzzle_identifiers``: int [M], each row's (the puzzle embedding's row; None: all 0)."""
         x = torch.as_tensor(np.asarray(inputs), dtype=torch.int32)
+        ids = torch.zeros(x.shape[0], dtype=torch.int32) if puzzle_identifiers is None else \
+            torch.as_tensor(np.asarray(puzzle_identifiers), dtype=torch.int32)
         lab = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
         m = x.shape[0]
         if x.ndim != 2 or x.shape[1] != self.config.seq_len:
@@ -126,6 +129,8 @@ class Engine:
             raise ValueError(f"inputs hold tokens outside 0..{self.config.vocab_size - 1}")
         if lab is not None and lab.shape != x.shape:
             raise ValueError(f"labels must have the shape of inputs {list(x.shape)}, got {list(lab.shape)}")
+        if ids.shape != (m,):
+            raise ValueError(f"puzzle_identifiers must be [{m}], got {list(ids.shape)}")
         s_count = self.segments if segments is None else int(segments)
         if s_count < 1:
             raise ValueError("segments must be >= 1")
@@ -142,12 +147,12 @@ class Engine:
                     if early_stop:  # one queue of all M rows, ``chunk`` of them in the batch at a time
                         parts.append([_run_rows_continuous(
                             model.inner, forward, x.to(self.device), None if lab is None else lab.to(self.device),
-                            s_count, keep_segment_predictions, chunk)] if m else empty)
+                            s_count, keep_segment_predictions, chunk, ids.to(self.device))] if m else empty)
                         continue
                     parts.append([
                         _run_rows(model.inner, forward, x[i:i + chunk].to(self.device),
                                   None if lab is None else lab[i:i + chunk].to(self.device),
-                                  s_count, keep_segment_predictions, pad_to)
+                                  s_count, keep_segment_predictions, pad_to, ids[i:i + chunk].to(self.device))
                         for i in range(0, m, chunk)
                     ] or empty)
             finally:
@@ -181,22 +186,24 @@ def _exact(pred: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
 
 
 def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int, keep: bool,
-              pad_to: int | None = None) -> dict[str, np.ndarray]:
+              pad_to: int | None = None, ids: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """One model, one chunk of rows: s_count segments from the initial state (the paper's procedure).
 
-    ``pad_to``: run exactly that many rows (blank puzzles appended) and drop the extra ones.
+    ``pad_to``: run exactly that many rows (blank puzzles appended) and drop the extra ones. ``ids``:
+    the rows' puzzle identifiers (None: 0).
     """
     real = x.shape[0]
+    ids = torch.zeros(real, dtype=torch.int32, device=x.device) if ids is None else ids
     if pad_to is not None and real < pad_to:
         x = torch.cat([x, torch.full((pad_to - real, x.shape[1]), BLANK_TOKEN, dtype=x.dtype, device=x.device)])
         if lab is not None:
             lab = torch.cat([lab, torch.full((pad_to - real, lab.shape[1]), IGNORE_LABEL, dtype=lab.dtype, device=lab.device)])
-        out = _run_rows(inner, forward, x, lab, s_count, keep)
+        ids = torch.cat([ids, torch.zeros(pad_to - real, dtype=ids.dtype, device=ids.device)])
+        out = _run_rows(inner, forward, x, lab, s_count, keep, ids=ids)
         return {k: (v[:, :real] if k.startswith("segment_") else v[:real]) for k, v in out.items()}
 
     m = x.shape[0]
     dev = x.device
-    ids = torch.zeros(m, dtype=torch.int32, device=dev)
     seg_halt = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
     seg_ok = torch.zeros(s_count, m, dtype=torch.bool, device=dev) if lab is not None else None
     seg_pred = torch.zeros(s_count, m, x.shape[1], dtype=torch.uint8, device=dev) if keep else None
@@ -222,7 +229,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
 
 
 def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int,
-                         keep: bool, width: int) -> dict[str, np.ndarray]:
+                         keep: bool, width: int, ids: torch.Tensor) -> dict[str, np.ndarray]:
     """One model, all M rows, each stopped at its own first halt (``early_stop``), by continuous
     batching: at most ``width`` rows run a segment together, each at its own segment; a row that
     halts (or ends its last segment) leaves the batch and the next waiting row takes its place, so
@@ -243,7 +250,6 @@ def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.T
         out["segment_correct"] = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
     if keep:
         out["segment_predictions"] = torch.zeros(s_count, m, cells, dtype=torch.uint8, device=dev)
-    ids = torch.zeros(width, dtype=torch.int32, device=dev)
     segments = torch.arange(s_count, device=dev)[:, None]
     active = torch.zeros(0, dtype=torch.long, device=dev)  # rows in the batch
     segment = torch.zeros(0, dtype=torch.long, device=dev)  # the segment each of them runs next
@@ -260,7 +266,7 @@ def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.T
             segment = torch.cat([segment, torch.zeros_like(new)])
         if active.numel() == 0:
             break
-        carry, logits, (qh, qc) = forward(carry, {"inputs": x[active], "puzzle_identifiers": ids[:active.numel()]})
+        carry, logits, (qh, qc) = forward(carry, {"inputs": x[active], "puzzle_identifiers": ids[active]})
         pred = logits.argmax(-1).to(torch.uint8)
         halt_now = qh > qc
         stop = halt_now | (segment == s_count - 1)

@@ -71,7 +71,7 @@ class ArcTask(Task):
                          RawColumn("pair", integer=True))
     rows_metric = "pairs"
     headline_distribution = "output_cells"
-    built_through = "train"
+    built_through = "evaluate"
     raw_rules = (RawRule(QUESTION_GRID, "question", column_check=True), RawRule(ANSWER_GRID, "answer", column_check=True))
     raw_unique_means = "one answer per pair, as given"
     raw_schema_names = ("raw ARC", "raw ARC")
@@ -189,6 +189,15 @@ class ArcTask(Task):
                                       "rating) recoloured and transformed by its colour map and dihedral id, at its "
                                       "offset",
     }
+
+    scoring = "votes"
+
+    def score_votes(self, names, identifiers, labels, predictions, q_halt_logits):
+        """The official notebook's vote and pass@k, TRM's fractional score, the Kaggle submission and the
+        halting head's calibration (hrm/arc_scoring.py)."""
+        from hrm.arc_scoring import score_split
+
+        return score_split(names, identifiers, labels, predictions, q_halt_logits)
 
     def is_identity(self, transforms):
         return transforms.is_identity()

@@ -412,6 +412,17 @@ class Task:
 
     # ------------------------------------------------------------------ evaluation
 
+    # "passes": K checkpoints x P perturbed passes per example, the verifier and the paper's vote (rules);
+    # "votes": a vote over the versions of each held-out pair (score_votes; ARC's official evaluation).
+    scoring: ClassVar[str] = "passes"
+
+    def score_votes(self, names: list[str], identifiers: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                    q_halt_logits: np.ndarray) -> Any:
+        """A ``votes`` task's score of one checkpoint's predictions on every row of a test split:
+        ``names`` the dataset's identifiers.json, ``labels``/``predictions`` uint8 [rows, seq_len],
+        ``q_halt_logits`` [rows]; an object with ``votes``, ``pass_at_k``, ``calibration`` and ``submission``."""
+        raise NotImplementedError
+
     @property
     def rules(self) -> EvalRules:
         raise NotImplementedError
