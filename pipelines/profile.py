@@ -2,8 +2,10 @@
 
 A profile is data, not code: ``profiles/NAME.yaml`` holds a one-line ``description`` and ``params``, a
 mapping from params.yaml keys, dotted as ``dvc exp run -S`` takes them (``train.arch.hidden_size``), to
-values. ``hrm profile run NAME`` runs ``dvc exp run -n NAME -S key=value ...`` with them, in the file's
-order; ``-S key=value`` on the command line wins over the profile's value. Every key must be a key of
+values, and optionally ``stages``, the dvc.yaml stages to run (with everything they depend on) where a
+profile stops short of the whole pipeline (a task whose analysis is not built yet: ARC runs to evaluate).
+``hrm profile run NAME`` runs ``dvc exp run -n NAME -S key=value ... [STAGE ...]`` with them, in the
+file's order; ``-S key=value`` on the command line wins over the profile's value. Every key must be a key of
 params.yaml: DVC would add a misspelt key as a new param that no stage reads, so a typo is refused here,
 naming the file and the key. The profiles are read from the current directory, as DVC reads dvc.yaml.
 """
@@ -29,6 +31,7 @@ class Profile:
     path: Path
     description: str
     settings: dict[str, str]  # dotted params.yaml key -> the value as `-S key=value` writes it
+    stages: tuple[str, ...] = ()  # the dvc.yaml stages to run (with their upstream); empty: all
 
 
 def _read_yaml(path: Path, what: str) -> object:
@@ -77,9 +80,10 @@ def load_profile(folder: Path, name: str, params: dict, params_file: Path = Path
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or not data["params"]:
         raise click.ClickException(f"{path}: a profile is a mapping with a non-empty 'params' mapping "
                                    "(dotted params.yaml key: value)")
-    unknown = sorted(set(data) - {"description", "params"})
+    unknown = sorted(set(data) - {"description", "params", "stages"})
     if unknown:
-        raise click.ClickException(f"{path}: unknown key {unknown[0]!r} (a profile has 'description' and 'params')")
+        raise click.ClickException(f"{path}: unknown key {unknown[0]!r} (a profile has 'description', 'params' "
+                                   "and 'stages')")
     settings = {}
     for key, value in data["params"].items():
         if not has_key(params, str(key)):
@@ -87,7 +91,21 @@ def load_profile(folder: Path, name: str, params: dict, params_file: Path = Path
         if isinstance(value, (dict, list)):
             raise click.ClickException(f"{path}: {key}: a value is one scalar (number, string, true/false)")
         settings[str(key)] = as_setting(value)
-    return Profile(name, path, str(data.get("description") or ""), settings)
+    return Profile(name, path, str(data.get("description") or ""), settings, _stages(path, data.get("stages")))
+
+
+def _stages(path: Path, stages: object) -> tuple[str, ...]:
+    """A profile's ``stages``: a list of dvc.yaml's stage names (dvc.yaml beside the profiles' folder)."""
+    if stages is None:
+        return ()
+    pipeline = _read_yaml(path.parent.parent / "dvc.yaml", "the pipeline") if (path.parent.parent / "dvc.yaml").is_file() else {}
+    known = list((pipeline or {}).get("stages") or {}) if isinstance(pipeline, dict) else []
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, str) for s in stages):
+        raise click.ClickException(f"{path}: stages: a list of dvc.yaml stage names")
+    for stage in stages:
+        if known and stage not in known:
+            raise click.ClickException(f"{path}: stages: {stage!r} is not a stage of dvc.yaml ({', '.join(known)})")
+    return tuple(stages)
 
 
 def parse_overrides(texts: tuple[str, ...], params: dict, params_file: Path = Path(PARAMS_FILE)) -> dict[str, str]:
@@ -107,7 +125,8 @@ def dvc_command(profile: Profile, overrides: dict[str, str], experiment: str) ->
     """``dvc exp run -n EXPERIMENT -S key=value ...``: the profile's settings in its order, an override
     replacing the profile's value in place, keys the profile lacks after them."""
     settings = {**profile.settings, **overrides}
-    return ["dvc", "exp", "run", "-n", experiment, *(a for k, v in settings.items() for a in ("-S", f"{k}={v}"))]
+    return ["dvc", "exp", "run", "-n", experiment, *(a for k, v in settings.items() for a in ("-S", f"{k}={v}")),
+            *profile.stages]
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,8 @@ def show(place: Place, name: str) -> None:
     """A profile's file, description and settings, one `key=value` a line."""
     chosen = load_profile(place.folder, name, place.params(), place.params_file)
     click.echo(f"# {chosen.path}: {chosen.description}")
+    if chosen.stages:
+        click.echo(f"# stages: {' '.join(chosen.stages)} (and the stages they depend on)")
     for key, value in chosen.settings.items():
         click.echo(f"{key}={value}")
 
