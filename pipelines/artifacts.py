@@ -227,7 +227,7 @@ def dataset_files(directory: Path, manifest: dict, deep: bool) -> dict[str, dict
     """Sizes and sha256 of a dataset's files. ``deep``: every file re-read and hashed; else the
     shards' hashes are taken from the manifest (``verify`` checks them)."""
     shards = manifest_shards(manifest)
-    names = [n for n in (CARD, MANIFEST) if (directory / n).is_file()]
+    names = [n for n in (CARD, MANIFEST, *(manifest.get("files") or {})) if (directory / n).is_file()]
     files = hash_files(directory, names)
     if deep:
         files.update(hash_files(directory, [n for n in shards if (directory / n).is_file()]))

@@ -27,6 +27,24 @@ def _with_shard_rows(report, shards: list[dict], root: Path):
     return dataclasses.replace(report, problems=problems)
 
 
+def task_file_problems(dataset: Path, manifest: dict) -> list[Problem]:
+    """The task's files the manifest lists (``files``: ARC's identifiers.json), each against its size and
+    sha256."""
+    from hrm.integrity import file_sha256
+
+    problems = []
+    for name, record in (manifest.get("files") or {}).items():
+        path = dataset / name
+        if not path.is_file():
+            problems.append(Problem("content", f"{path}: missing (listed in the manifest's files)"))
+            continue
+        got = file_sha256(path)
+        if got != (record or {}).get("sha256"):
+            problems.append(Problem("content", f"{path}: sha256 {got}, the manifest records "
+                                               f"{(record or {}).get('sha256')} (key files.{name})"))
+    return problems
+
+
 def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
     """Every problem of a sharded dataset folder: each split against the manifest
     (hrm.manifest.check_split: shard presence, sha256, size, Arrow schema, row ranges and
@@ -43,7 +61,7 @@ def dataset_problems(dataset: Path) -> tuple[dict, list[Problem]]:
         required = {f.name: f.type for f in task.shard_schema}
     except ValueError as exc:
         return manifest, [Problem("encoding", f"{dataset / 'manifest.json'}: encoding: {exc}")]
-    problems = []
+    problems = task_file_problems(dataset, manifest)
     for split, info in manifest["splits"].items():
         checked = check_split(dataset, manifest, split, required=required)
         problems += checked.problems

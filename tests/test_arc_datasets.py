@@ -264,3 +264,20 @@ def test_perfect_predictions_score_one_and_submit_the_true_outputs(arc_dataset):
     wrong[data["puzzle_identifiers"] == data["puzzle_identifiers"][0]] = 0  # one version's answers blank
     assert score_split(names, data["puzzle_identifiers"], labels, wrong, np.zeros(len(wrong))).pass_at_k[
         "pass@1"]["official_all_tests"]["fraction"] == 1.0  # outvoted by the other versions
+
+
+def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(arc_dataset, tmp_path):
+    import shutil
+
+    from pipelines.artifacts import check_dataset
+
+    _, files, problems = check_dataset(arc_dataset)
+    assert problems == [] and "identifiers.json" in files  # registered with the shards, manifest and card
+    copy = tmp_path / arc_dataset.name
+    shutil.copytree(arc_dataset, copy)
+    (copy / "identifiers.json").write_text('["<blank>"]\n')
+    problems = check_dataset(copy)[2]
+    assert len(problems) == 1 and f"{copy / 'identifiers.json'}: sha256" in problems[0]
+    assert "key files.identifiers.json" in fails("validate", "shards", copy)
+    (copy / "identifiers.json").unlink()
+    assert "missing (listed in the manifest's files)" in check_dataset(copy)[2][0]
