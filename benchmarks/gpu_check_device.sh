@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benchmarks/gpu_check.py on a lent GPU machine (the device tool; docs/gpu.md): installs the carried
 # wheels (.whl/, made by benchmarks/gpu_wheels.sh), runs every phase with the official code when
-# .official/ holds a clone of sapientinc/HRM, and leaves gpu_check.json and the log in $OUT.
+# .official/ holds a clone of sapientinc/HRM, and leaves gpu_check.json and the log in $OUT. ARC's phase is a
+# second call of its own: `bash benchmarks/gpu_check_device.sh --phases arc` (its own gpu_check.json).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}

