@@ -50,6 +50,10 @@ AUGMENT_RETRIES_FACTOR = 5  # the official retry budget: 5 draws per version ask
 TRAIN, TEST = "train", "test"  # the two splits
 EVALUATION = "evaluation"  # the subset whose test pairs are held out (a folder of this name, wherever it is)
 ROW_SEPARATOR = "|"  # between a grid's rows in its text form
+# How colours 0..9 are drawn: the palette of the ARC task viewers (black, blue, red, green, yellow, grey,
+# magenta, orange, light blue, maroon).
+PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF",
+           "#870C25")
 PAIR_KEYS = (TRAIN, TEST)  # a task object's pair lists, in the official order
 INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # rot90 by 1 and 3 undo each other; the rest are involutions
 

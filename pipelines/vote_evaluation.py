@@ -10,7 +10,8 @@ checkpoint also ``submission.json`` (Kaggle format) and ``puzzles.parquet`` (one
 
 Writes, atomically: ``metrics.json`` (headline), ``summary.json`` (everything), ``report.md``,
 ``puzzles.parquet``, ``submission.json``, ``plots/reliability.csv`` and ``plots/pixel_accuracy.csv``
-(the same bytes for the same inputs), and ``run.json`` (the timings).
+and ``figures/segments-PUZZLE.png`` (the answer after each segment on a few puzzles: the intermediate
+reasoning steps; the same bytes for the same inputs), and ``run.json`` (the timings).
 One process, no job folder: an ARC test split is one pass of the model over its rows.
 """
 
@@ -101,7 +102,8 @@ def evaluate_votes(opts) -> None:
                "primary": labels[-1], "dataset": str(ds.dataset_dir), "split": opts.split, "rows": ds.num_examples}
     run_info = {"inference_seconds": round(seconds, 3), "rows_per_s": round(ds.num_examples * len(models) / seconds, 2),
                 "device": dev.type, "checkpoints": [str(f) for f in files]}
-    _write(opts.output, summary, scores[-1], ds.task, run_info)
+    figures = segment_figures(ds, models[-1], scores[-1].votes, rows["identifiers"], names)
+    _write(opts.output, summary, scores[-1], ds.task, run_info, figures)
     headline = summary["checkpoints"][labels[-1]]["pass_at_k"]
     log(STAGE, f"{labels[-1]}: pass@1 {headline['pass@1']['official_all_tests']['fraction']:.4f} (official), "
                f"{headline['pass@1']['trm_fractional']['fraction']:.4f} (TRM); pass@2 "
@@ -139,11 +141,44 @@ def puzzle_rows(votes) -> dict[str, list]:
     return table
 
 
-def _write(output: Path, summary: dict[str, Any], primary, task, run_info: dict[str, Any]) -> None:
+FIGURE_PUZZLES = 4  # puzzles whose reasoning steps are drawn (the first, in the order the vote scores them)
+
+
+def segment_figures(ds, model, votes, identifiers: np.ndarray, names: list[str]) -> list[tuple[str, list, list]]:
+    """The intermediate reasoning steps of the primary checkpoint on the first test input of the first
+    FIGURE_PUZZLES puzzles (their own version's row): (puzzle, grids, titles) for each, the input, the
+    label, then the answer read after each segment (Task.grid_of the argmax board)."""
+    from hrm.evaluate.engine import Engine
+
+    first_row = {}
+    for row, ident in enumerate(identifiers.tolist()):
+        first_row.setdefault(names[ident], row)  # a puzzle's own version is named by the puzzle
+    wanted = [(p, first_row[p]) for p in votes.puzzles[:FIGURE_PUZZLES] if p in first_row]
+    if not wanted:
+        return []
+    data = ds.gather(np.array([row for _, row in wanted], dtype=np.int64))
+    out = Engine([model]).run(data["inputs"], puzzle_identifiers=data["puzzle_identifiers"],
+                              keep_segment_predictions=True)
+    steps = out.segment_predictions[0]  # [S, rows, L]
+    figures = []
+    for i, (puzzle, _) in enumerate(wanted):
+        label = np.where(data["labels"][i] < 0, 0, data["labels"][i])
+        grids = [ds.task.grid_of(board) for board in (data["inputs"][i], label, *(s[i] for s in steps))]
+        titles = ["input", "label"] + [f"segment {s + 1}" for s in range(len(steps))]
+        figures.append((puzzle, grids, titles))
+    return figures
+
+
+def _write(output: Path, summary: dict[str, Any], primary, task, run_info: dict[str, Any], figures: list) -> None:
     import polars as pl
+
+    from hrm.analysis.plots import plot_grid_segments
 
     with atomic_output(output, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
+        for puzzle, grids, titles in figures:
+            plot_grid_segments(grids, titles, task.palette, tmp / "figures" / f"segments-{puzzle}.png",
+                               f"{puzzle}, first test input: the answer after each segment")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(headline_metrics(summary), indent=2) + "\n")
         (tmp / "submission.json").write_text(json.dumps(primary.submission) + "\n")
@@ -151,11 +186,11 @@ def _write(output: Path, summary: dict[str, Any], primary, task, run_info: dict[
         cal = primary.calibration
         write_plot_csv(tmp / "plots" / "reliability.csv", cal["per_prediction"]["bins"], as_text=True)
         write_plot_csv(tmp / "plots" / "pixel_accuracy.csv", cal["pixel_accuracy"]["bins"], as_text=True)
-        (tmp / "report.md").write_text(report(summary, task))
+        (tmp / "report.md").write_text(report(summary, task, [puzzle for puzzle, _, _ in figures]))
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")  # timings: the one file that varies
 
 
-def report(summary: dict[str, Any], task) -> str:
+def report(summary: dict[str, Any], task, figure_puzzles: list[str]) -> str:
     """report.md: pass@k under both rules per checkpoint, and the halting head's calibration."""
     lines = [f"# {task.words['title']}: evaluation", "",
              f"Dataset `{summary['dataset']}`, split `{summary['split']}` ({summary['rows']:,} rows: every version of "
@@ -178,6 +213,10 @@ def report(summary: dict[str, Any], task) -> str:
     pixel = cal["pixel_accuracy"]
     lines += ["", f"Per-pixel accuracy against sigmoid(q_halt): Pearson r {_num(pixel['pearson_r'])} over "
               f"{pixel['n']} predictions (plots/pixel_accuracy.csv); reliability bins: plots/reliability.csv.", ""]
+    if figure_puzzles:
+        lines += ["## The reasoning steps", "", "The answer read after each segment, on the first test input of "
+                  "each puzzle (its own version):", ""]
+        lines += [f"![{p}](figures/segments-{p}.png)" for p in figure_puzzles] + [""]
     return "\n".join(lines)
 
 

@@ -237,6 +237,10 @@ def test_a_short_arc_training_run_sizes_the_puzzle_embedding_by_the_dataset(arc_
     puzzles = pl.read_parquet(tmp_path / "eval" / "puzzles.parquet")
     assert sorted(submission) == sorted(set(puzzles["puzzle"])) and puzzles.height == result["test_inputs"]
     assert all(set(entry) == {"attempt_1", "attempt_2"} for entries in submission.values() for entry in entries)
+    figures = sorted((tmp_path / "eval" / "figures").glob("segments-*.png"))  # the reasoning steps, per puzzle
+    assert [f.name for f in figures] == sorted(f"segments-{p}.png" for p in submission)
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
+    assert "## The reasoning steps" in (tmp_path / "eval" / "report.md").read_text()
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["pass@2"]["official"] == result["pass@2"]["official_all_tests"]["fraction"]
     message = fails("analyze", "--dataset", arc_dataset, "--checkpoint", out, "--output", tmp_path / "analysis")
@@ -286,7 +290,7 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
 
 # sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
 # when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
-ARC_CHECKS_CODE = "12743e8222f42e34"
+ARC_CHECKS_CODE = "25f9b67a7a721bea"
 
 
 def test_the_arc_checks_id_follows_the_checks():

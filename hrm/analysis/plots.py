@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["plot_trajectory", "plot_landscape", "plot_residuals", "plot_critical", "plot_easy", "plot_multistability"]
+__all__ = ["plot_trajectory", "plot_landscape", "plot_residuals", "plot_critical", "plot_easy", "plot_multistability",
+           "plot_grid_segments"]
 
 DPI = 110
 _META = {"Software": None}  # no version string in the file: same data, same bytes for a given matplotlib
@@ -191,4 +192,23 @@ def plot_multistability(n_answers: np.ndarray, n_stable: np.ndarray, path: str |
     ax.set_xticks(x)
     ax.set(xlabel="distinct final answers per puzzle", ylabel="puzzles", title="Multiple fixed points")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_grid_segments(grids: Sequence[np.ndarray], titles: Sequence[str], palette: Sequence[str],
+                       path: str | os.PathLike, title: str) -> Path:
+    """Colour grids side by side (an input, its label, then the model's answer after each segment: the
+    intermediate reasoning steps); ``palette[c]`` draws colour c; an empty grid (no answer read) is left blank."""
+    from matplotlib.colors import ListedColormap
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(grids), figsize=(1.7 * len(grids), 2.2), layout="constrained", squeeze=False)
+    cmap = ListedColormap(list(palette))
+    for ax, grid, name in zip(axes[0], grids, titles):
+        if grid.size:
+            ax.imshow(grid, cmap=cmap, vmin=0, vmax=len(palette) - 1, interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)

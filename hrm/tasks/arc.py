@@ -193,6 +193,10 @@ class ArcTask(Task):
     }
 
     scoring = "votes"
+    palette = arc.PALETTE
+
+    def grid_of(self, board):
+        return arc.decode_board(board)
 
     def score_votes(self, names, identifiers, labels, predictions, q_halt_logits):
         """The official notebook's vote and pass@k, TRM's fractional score, the Kaggle submission and the

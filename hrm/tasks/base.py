@@ -415,6 +415,11 @@ class Task:
     # "passes": K checkpoints x P perturbed passes per example, the verifier and the paper's vote (rules);
     # "votes": a vote over the versions of each held-out pair (score_votes; ARC's official evaluation).
     scoring: ClassVar[str] = "passes"
+    palette: ClassVar[tuple[str, ...]] = ()  # a votes task: how its grids' colours are drawn (grid_of)
+
+    def grid_of(self, board: np.ndarray) -> np.ndarray:
+        """A votes task: the grid (colours [rows, cols]) a board of tokens holds, as the vote reads it."""
+        raise NotImplementedError
 
     def score_votes(self, names: list[str], identifiers: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                     q_halt_logits: np.ndarray) -> Any:
