@@ -154,19 +154,76 @@ def _concat(parts: list[SplitExamples]) -> SplitExamples:
     )
 
 
+CHECK_ROWS = 8192  # rows checked at a time: bounds the int64 index temporaries
+
+
+def at_origin(boards: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Boards [n, 900] moved so that each one's ``offsets`` [n, 2] cell is the top-left: uint8 [n, 30, 30],
+    PAD where the move brings in cells from beyond the board (one slice copy per distinct offset)."""
+    n, side = len(boards), arc.SIDE
+    grid = np.asarray(boards, dtype=np.uint8).reshape(n, side, side)
+    off = np.asarray(offsets, np.int64).reshape(n, 2)
+    moved = np.full((n, side, side), arc.PAD, dtype=np.uint8)
+    keys = off[:, 0] * side + off[:, 1]
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        dr, dc = divmod(int(key), side)
+        moved[rows, : side - dr, : side - dc] = grid[rows, dr:, dc:]
+    return moved
+
+
+def well_encoded(boards: np.ndarray, moved: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """bool [n]: each board [900] is exactly one grid encoded at its offset (hrm.arc.encode_grids): colour
+    tokens on the grid, EOS on the row below it and the column right of it where the board goes on, PAD
+    everywhere else. ``moved``: the boards at_origin."""
+    from hrm.arc_scoring import crop_shapes
+
+    shape = crop_shapes(moved.reshape(len(moved), -1))
+    h, w = shape[:, 0, None, None], shape[:, 1, None, None]
+    r, c = np.arange(arc.SIDE)[None, :, None], np.arange(arc.SIDE)[None, None, :]
+    off = np.asarray(offsets, np.int64)
+    below = (off[:, 0, None, None] + h) < arc.SIDE  # an EOS row only where the grid stops short of the edge
+    right = (off[:, 1, None, None] + w) < arc.SIDE
+    grid = (r < h) & (c < w)
+    eos = ((r == h) & (c < w) & below) | ((c == w) & (r < h) & right)
+    cells_ok = np.where(grid, moved >= arc.COLOUR_OFFSET, np.where(eos, moved == arc.EOS, moved == arc.PAD)).all((1, 2))
+    # Nothing left behind above or left of the offset: the board holds as many non-PAD cells as the moved one.
+    kept = (np.asarray(boards).reshape(len(moved), -1) != arc.PAD).sum(1) == (moved != arc.PAD).reshape(len(moved), -1).sum(1)
+    return cells_ok & kept & (shape[:, 0] > 0)
+
+
+def _original_grids(boards: np.ndarray, offsets: np.ndarray, transforms: np.ndarray, colour_maps: np.ndarray):
+    """(well encoded [n], the grids mapped back to the original frame: canvases [n, 30, 30], shapes [n, 2])."""
+    from hrm.arc_scoring import map_back
+
+    moved = at_origin(boards, offsets)
+    canvases, shapes = map_back(moved.reshape(len(moved), -1), transforms, colour_maps)
+    return well_encoded(boards, moved, offsets), canvases, shapes
+
+
 def matches_original(transforms: ArcTransforms, rows: np.ndarray, src: np.ndarray, inputs: np.ndarray,
                      labels: np.ndarray) -> np.ndarray:
     """bool [len(rows)]: row ``rows[i]``'s boards are row ``src[i]``'s grids (read at its offset),
-    recoloured and transformed by row ``rows[i]``'s transform, at its offset."""
+    recoloured and transformed by row ``rows[i]``'s transform, encoded at its own offset: both rows' boards
+    are well encoded, and row ``rows[i]``'s grids mapped back (inverse transform, inverse colour map) equal
+    the source's. Vectorised, ``CHECK_ROWS`` rows at a time."""
     ok = np.zeros(len(rows), dtype=bool)
-    for i, (r, s) in enumerate(zip(rows, src)):
-        at = tuple(transforms.offset[s])
-        grids = [arc.decode_board(board[s], at) for board in (inputs, labels)]
-        if min(g.size for g in grids) == 0:
-            continue
-        moved = [arc.dihedral(transforms.colour_map[r][g], int(transforms.dihedral[r])) for g in grids]
-        fits = all(np.all(transforms.offset[r] + g.shape <= arc.SIDE) for g in moved)
-        if fits:
-            encoded = arc.encode_grids(moved, np.repeat(transforms.offset[r][None].astype(np.int64), 2, axis=0))
-            ok[i] = np.array_equal(encoded[0], inputs[r]) and np.array_equal(encoded[1], labels[r])
+    for start in range(0, len(rows), CHECK_ROWS):
+        part = slice(start, start + CHECK_ROWS)
+        ok[part] = _matches_chunk(transforms, np.asarray(rows[part]), np.asarray(src[part]), inputs, labels)
+    return ok
+
+
+def _matches_chunk(t: ArcTransforms, rows: np.ndarray, src: np.ndarray, inputs: np.ndarray,
+                   labels: np.ndarray) -> np.ndarray:
+    sources, which = np.unique(src, return_inverse=True)  # each original once (it has many augmented pairs)
+    identity = np.broadcast_to(np.arange(arc.NUM_COLOURS, dtype=np.uint8), (len(sources), arc.NUM_COLOURS))
+    ok = np.ones(len(rows), dtype=bool)
+    for boards in (inputs, labels):
+        mine_ok, mine, mine_shape = _original_grids(boards[rows], t.offset[rows], t.dihedral[rows], t.colour_map[rows])
+        src_ok, theirs, their_shape = _original_grids(boards[sources], t.offset[sources],
+                                                      np.zeros(len(sources), np.int64), identity)
+        which = which.reshape(-1)
+        ok &= mine_ok & src_ok[which] & (mine_shape == their_shape[which]).all(1)
+        ok &= (mine == theirs[which]).all((1, 2))
     return ok

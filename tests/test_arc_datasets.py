@@ -113,6 +113,10 @@ def test_the_examples_schema_names_each_broken_arc_row(tmp_path):
     assert f"row {augmented}" in message and "augmented pair is not its group's original pair" in message
     assert "colour_map: not a permutation of colours 0..9 keeping 0" in message
     assert "row 0" in message and "original pair with a transform or a recolouring" in message
+    stray = np.stack(table["labels"].to_numpy()).copy()
+    stray[augmented, np.flatnonzero(stray[augmented] == 0)[-1]] = 1  # an EOS where only PAD belongs
+    report = validate_examples(table.with_columns(pl.Series("labels", stray, dtype=table.schema["labels"])), ARC_AGI_1)
+    assert report.failing == {"augmented_matches_original": 1}, report.message()
 
 
 def test_arc_examples_are_seeded_and_a_puzzle_keeps_its_versions(tmp_path):
@@ -290,7 +294,7 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
 
 # sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
 # when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
-ARC_CHECKS_CODE = "25f9b67a7a721bea"
+ARC_CHECKS_CODE = "fef4daafbeaa0573"
 
 
 def test_the_arc_checks_id_follows_the_checks():

@@ -30,7 +30,7 @@ _GRID_PATTERN = rf"^[0-9]{{1,{arc.SIDE}}}(?:\{arc.ROW_SEPARATOR}[0-9]{{1,{arc.SI
 
 
 # The id of ARC's examples checks (Task.examples_checks_id) that the lineage of every ARC dataset records.
-ARC_CHECKS_ID = "arc-5d0c7e21a9f3"
+ARC_CHECKS_ID = "arc-9b41d2f07c6e"
 TOKENS = (arc.PAD, arc.VOCAB_SIZE - 1)  # pad, end of grid, colours
 
 
