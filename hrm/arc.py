@@ -251,7 +251,7 @@ def augment_puzzle(puzzle: Puzzle, num_aug: int, rng: np.random.Generator) -> li
         if key in seen:
             continue
         seen.add(key)
-        versions.append(apply_augmentation(puzzle, int(t), m))
+        versions.append(content.version(puzzle, int(t), m))
         if len(versions) > num_aug:
             break
     return versions
@@ -259,13 +259,15 @@ def augment_puzzle(puzzle: Puzzle, num_aug: int, rng: np.random.Generator) -> li
 
 class _ContentKeys:
     """The content hash of a version from (transform, colour map) without building its grids: each
-    transform's grids are flattened once, a draw costs one gather and one hash per pair."""
+    transform's grids are made and flattened once, a draw costs one gather and one hash per pair; a kept
+    version's grids are one gather each (the colour map commutes with the transform)."""
 
     def __init__(self, puzzle: Puzzle):
         grids = [g for pair in puzzle.pairs() for g in pair]
-        self._flat, self._cuts, self._headers = [], [], []
+        self._moved, self._flat, self._cuts, self._headers = [], [], [], []
         for t in range(8):
             moved = [dihedral(g, t) for g in grids]
+            self._moved.append(moved)
             self._flat.append(np.concatenate([g.reshape(-1) for g in moved]))
             self._cuts.append(np.cumsum([g.size for g in moved])[:-1])
             self._headers.append([bytes(g.shape) for g in moved])
@@ -276,6 +278,15 @@ class _ContentKeys:
         grids = [hashlib.sha256(h + c.tobytes()).digest() for h, c in zip(headers, cells)]
         pairs = sorted(grids[i] + grids[i + 1] for i in range(0, len(grids), 2))  # pair order ignored
         return hashlib.sha256(b"".join(pairs)).digest()
+
+    def version(self, puzzle: Puzzle, transform: int, colour_map: np.ndarray) -> Version:
+        """``apply_augmentation(puzzle, transform, colour_map)``, from the transformed grids made once."""
+        grids = [colour_map[g] for g in self._moved[transform]]
+        pairs = [(grids[i], grids[i + 1]) for i in range(0, len(grids), 2)]
+        first = len(puzzle.tests) if puzzle.tests_first else len(puzzle.demonstrations)  # puzzle.pairs()' order
+        demonstrations, tests = (pairs[first:], pairs[:first]) if puzzle.tests_first else (pairs[:first], pairs[first:])
+        moved = Puzzle(puzzle.name, puzzle.subset, tuple(demonstrations), tuple(tests), puzzle.tests_first)
+        return Version(version_name(puzzle.name, transform, colour_map), puzzle.name, transform, colour_map, moved)
 
 
 # ---------------------------------------------------------------- split and identifiers

@@ -220,3 +220,20 @@ def test_other_malformed_grids_are_refused():
             arc.parse_puzzle("abc", task(grid), "training")
     with pytest.raises(ValueError, match="exactly 'input' and 'output'"):
         arc.parse_puzzle("abc", {"train": [{"input": [[1]]}], "test": [{"input": [[0]], "output": [[0]]}]}, "training")
+
+
+def test_a_drawn_version_equals_applying_its_augmentation(arc1):
+    """augment_puzzle builds a kept version from grids transformed once per puzzle (the colour map applied
+    after the transform): the same grids, order and lineage as apply_augmentation, "test" listed first too."""
+    name, task = next(iter(arc1["train"].items()))
+    for puzzle in (arc.parse_puzzle(name, task, "training"),
+                   arc.parse_puzzle(name, {"test": task["test"], "train": task["train"]}, "evaluation")):
+        versions = arc.augment_puzzle(puzzle, 40, np.random.default_rng(5))
+        assert len(versions) == 41 and {v.transform for v in versions} == set(range(8))
+        for v in versions[1:]:
+            want = arc.apply_augmentation(puzzle, v.transform, v.colour_map)
+            assert v.name == want.name and v.puzzle.tests_first == want.puzzle.tests_first
+            for got_pairs, want_pairs in ((v.puzzle.demonstrations, want.puzzle.demonstrations),
+                                          (v.puzzle.tests, want.puzzle.tests)):
+                assert len(got_pairs) == len(want_pairs)
+                assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(got_pairs, want_pairs))
