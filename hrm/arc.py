@@ -190,6 +190,40 @@ def decode_board(board: np.ndarray, offset=(0, 0)) -> np.ndarray:
     return (board[:rows, : widths[rows - 1]] - COLOUR_OFFSET).astype(np.uint8)
 
 
+def crop_shapes(boards: np.ndarray) -> np.ndarray:
+    """int64 [..., 2]: the (rows, columns) of the grid ``decode_board`` reads from each board [..., 900]
+    at the origin (0, 0 where it reads none); every board at once."""
+    boards = np.asarray(boards)
+    lead = boards.shape[:-1]
+    colour = _colour_cells(boards.reshape(-1, SIDE, SIDE))
+    first_bad = np.where(colour.all(axis=2), SIDE, np.argmin(colour, axis=2))  # [N, rows]
+    widths = np.minimum.accumulate(first_bad, axis=1)
+    areas = widths * np.arange(1, SIDE + 1)
+    rows = np.where(areas.max(axis=1) > 0, np.argmax(areas, axis=1) + 1, 0)
+    cols = np.where(rows > 0, widths[np.arange(rows.size), np.maximum(rows - 1, 0)], 0)
+    return np.stack([rows, cols], axis=-1).reshape(lead + (2,))
+
+
+def malformed_cells(boards: np.ndarray) -> np.ndarray:
+    """int64 [...]: cells of each board [..., 900] whose kind (colour, EOS, PAD) is not the one a grid of
+    its crop's shape (``crop_shapes``) encoded at the origin puts there: 0 for a well-formed answer. A
+    measure of the answer alone, no label read (ARC's analysis error measure)."""
+    boards = np.asarray(boards)
+    shapes = crop_shapes(boards).reshape(-1, 1, 1, 2)
+    h, w = shapes[..., 0], shapes[..., 1]
+    r, c = np.arange(SIDE)[None, :, None], np.arange(SIDE)[None, None, :]
+    inside = (r < h) & (c < w)
+    eos = ((r == h) & (c < w)) | ((c == w) & (r < h))
+    expected = np.where(inside, 2, np.where(eos, 1, 0))
+    flat = boards.reshape(-1, SIDE, SIDE)
+    kind = np.where(_colour_cells(flat), 2, np.where(flat == EOS, 1, 0))
+    return (kind != expected).sum(axis=(1, 2)).reshape(boards.shape[:-1])
+
+
+def _colour_cells(boards: np.ndarray) -> np.ndarray:
+    return (boards >= COLOUR_OFFSET) & (boards < VOCAB_SIZE)
+
+
 # ---------------------------------------------------------------- augmentation
 
 

@@ -231,6 +231,9 @@ def _resolve_inputs(opts: AnalyzeOptions) -> _Inputs:
         ks = [] if opts.easy_k.strip().lower() in OFF else parse_ks(opts.easy_k, rules.seq_len)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--easy-k") from None
+    if ks and rules.revealable is None:
+        raise StageError(f"--easy-k {opts.easy_k}: {ds.dataset_dir / 'manifest.json'} holds {rules.task} {ds.task.noun}s, "
+                         "whose inputs hold no blank cells to reveal from the label; use --easy-k none")
     if rules.max_shifts is not None and opts.shifts > rules.max_shifts:
         raise StageError(f"--shifts {opts.shifts}: {ds.dataset_dir / 'manifest.json'} holds {ds.task.noun}s, which have "
                          f"{rules.max_shifts} relabellings ({ds.task.words['relabellings']}); use --shifts "

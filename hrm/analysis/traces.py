@@ -197,20 +197,19 @@ def _ratio(diff: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     return torch.where(diff == 0, torch.zeros_like(diff), torch.where(base > 0, diff / safe, torch.full_like(diff, float("inf"))))
 
 
-def score_predictions(pred: np.ndarray, inputs: np.ndarray, labels: np.ndarray,
-                      decided: int) -> dict[str, np.ndarray]:
-    """pred [..., B, L] tokens against labels [B, L] (IGNORE_LABEL cells skipped), inputs [B, L].
+def score_predictions(pred: np.ndarray, labels: np.ndarray, blank_cells: np.ndarray) -> dict[str, np.ndarray]:
+    """pred [..., B, L] tokens against labels [B, L] (IGNORE_LABEL cells skipped).
 
     Returns ``exact`` (bool: every labelled cell right, the official exact accuracy), ``cell_acc``
-    (fraction of labelled cells right) and ``blank_acc`` (fraction of the input's blank cells right,
-    the cells of token ``decided``: a maze's open cells; NaN for a puzzle without any), all shaped [..., B].
+    (fraction of labelled cells right) and ``blank_acc`` (fraction of the ``blank_cells`` [B, L] right,
+    the cells the model decides, EvalRules.blank_cells: a Sudoku's blanks, a maze's open cells, an ARC
+    output grid's cells; NaN for a puzzle without any), all shaped [..., B].
     """
     pred = np.asarray(pred).astype(np.int16)
     lab = np.asarray(labels).astype(np.int16)
-    inp = np.asarray(inputs)
     labelled = lab != IGNORE_LABEL
     right = (pred == lab) & labelled
-    blank = (inp == decided) & labelled
+    blank = np.asarray(blank_cells) & labelled
     n_lab = labelled.sum(-1)
     n_blank = blank.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -106,7 +106,7 @@ def evaluate_puzzles(
 
     return EvalResult(
         names=names, perturbation=perturbations.kind, early_stop=early_stop,
-        blanks=(inputs == rules.decided).sum(1).astype(np.int16),
+        blanks=rules.blank_cells(inputs, labels).sum(1).astype(np.int16),
         rating=(np.asarray(ratings, np.int32) if ratings is not None else np.full(n, -1, np.int32)),
         label_cells=(labels != IGNORE_LABEL).sum(1).astype(np.int16),
         **{key: got.joined(key) for key in _PER_PUZZLE},
@@ -146,7 +146,7 @@ def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: EvalRul
     qh = kpb(res.q_halt)
     labelled = yp[None] != IGNORE_LABEL
     cell_ok = (pred == yp[None]) & labelled  # [K, P, B, 81]
-    blank = (xp == rules.decided)[None] & labelled
+    blank = rules.blank_cells(xp, yp)[None] & labelled
     answers = perturbations.restore(pred)  # [K, P, B, L] original space
     verified = rules.verify(q[None, None], answers)
 

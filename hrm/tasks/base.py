@@ -62,23 +62,25 @@ class EvalRules:
     """What evaluating and analysing a task needs of it (``task``: its name, ``seq_len``: its cells).
 
     ``decided``: the token of the cells the model fills in (a Sudoku blank, a maze's open cell), whose
-    accuracy and calibration are reported; ``perturbations``: the kinds of pass the task allows;
-    ``verify(questions, answers)``: the label-free verifier; ``solves(correct, halted)``: the paper's
-    rule over checkpoints x passes; ``revealable(inputs, labels)``: the cells an easy tier reveals
-    from the label. ``errors(questions, answers)``: the analysis' error measure of an answer
+    accuracy and calibration are reported (``blank_cells``); ``perturbations``: the kinds of pass the
+    task allows; ``verify(questions, answers)``: the label-free verifier; ``solves(correct, halted)``:
+    the paper's rule over checkpoints x passes; ``revealable(inputs, labels)``: the cells an easy tier
+    reveals from the label (the three None for a task whose input holds no blank to fill: ARC, which
+    the official vote scores and which has no easy probe). ``errors(questions, answers)``: the analysis' error measure of an answer
     (``error_name``), read on the cells of ``mark_tokens`` (``mark_name``). ``input_tokens`` /
     ``label_tokens``: the encoding's ranges. ``max_shifts``: the most relabellings the analysis can
     make (None: no limit of its own). The passes of each kind of ``perturbations`` are drawn by
-    Task.make_perturbations.
+    Task.make_perturbations. ``decided_cells(inputs, labels)``: where the decided cells are not the
+    input's ``decided`` tokens (ARC: the output grid's cells, read from the label).
     """
 
     task: str
     seq_len: int
-    decided: int
+    decided: int | None
     perturbations: tuple[str, ...]
-    verify: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    solves: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    revealable: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    verify: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+    solves: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+    revealable: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
     rating_edges: tuple[int, ...]
     blank_edges: tuple[int, ...]
     input_tokens: tuple[int, int]
@@ -88,6 +90,13 @@ class EvalRules:
     mark_tokens: tuple[int, int]
     mark_name: str
     max_shifts: int | None = None
+    decided_cells: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def blank_cells(self, inputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """bool [..., L]: the cells the model decides, whose accuracy is the blank accuracy."""
+        if self.decided_cells is not None:
+            return self.decided_cells(inputs, labels)
+        return np.asarray(inputs) == self.decided
 
     def marks(self, answers: np.ndarray) -> np.ndarray:
         """int [...]: cells of answers [..., L] decoded as a mark the error measure reads."""
