@@ -19,10 +19,19 @@ def _install_early_stop() -> dict:
     return {sig: signal.signal(sig, _stop_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
+def _ignore_late_signals() -> None:
+    """The command is over (its outputs in place, or stopped): a later SIGINT / SIGTERM is ignored. Python's
+    finalization puts back the default action of a signal that has a Python handler, not of an ignored one,
+    so a signal then would kill the process (exit -2) or cut finalizers short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 # Launched as the `hrm` script or `python -m pipelines.cli`: the handler goes in before anything slow is
 # imported (click, numpy, polars, torch: a Ctrl-C there was a traceback). Imported by a test or another
 # program, the module leaves their signal handlers alone.
-if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "hrm":
+AS_SCRIPT = __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "hrm"
+if AS_SCRIPT:
     _install_early_stop()
 
 import importlib  # noqa: E402
@@ -80,16 +89,23 @@ def main(command: click.Command = cli, prog_name: str | None = None) -> None:
     try:
         _run(command, prog_name)
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+        if AS_SCRIPT and saved:  # the process ends now: nothing to give back
+            _ignore_late_signals()
+        else:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 def _run(command: click.Command, prog_name: str | None) -> None:
     from pipelines.io import Interrupts, path_error
 
+    code = None
     with Interrupts() as interrupts:
         try:
-            code = command.main(prog_name=prog_name, standalone_mode=False)
+            try:
+                code = command.main(prog_name=prog_name, standalone_mode=False)
+            finally:
+                interrupts.finished = True  # outputs in place (or not): a signal from now on is too late
         except click.ClickException as e:
             e.show()
             sys.exit(e.exit_code)
@@ -106,8 +122,19 @@ def _run(command: click.Command, prog_name: str | None) -> None:
             interrupts.signum = signal.SIGINT
         if interrupts.signum is not None:
             click.echo(f"hrm: stopped by {interrupts.name}; outputs being written were not put in place", err=True)
-            sys.exit(128 + interrupts.signum)
+            _exit_stopped(128 + interrupts.signum)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_stopped(code: int) -> None:
+    """Exit after a signal stopped the command (its temporaries already removed). As the `hrm` script,
+    without Python's finalization: a signal may have cut numba's JIT compilation short, and finalizing
+    its half-built objects can crash the interpreter (a SIGSEGV after the message)."""
+    if not AS_SCRIPT:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def threading_is_main() -> bool:

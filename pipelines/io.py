@@ -182,10 +182,13 @@ class Interrupts:
     def __init__(self) -> None:
         self.signum: int | None = None  # the last signal received
         self.dropped = False  # a KeyboardInterrupt was dropped and not raised again yet
+        self.finished = False  # the command has returned: a signal now comes too late to stop it
         self._saved: dict[int, Any] = {}
         self._hook: Any = None
 
     def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.finished:  # its outputs are in place (or it failed on its own): it exits as it was going to
+            return
         self.signum = signum
         raise KeyboardInterrupt
 
