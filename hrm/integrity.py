@@ -87,6 +87,21 @@ def read_verified(path: str | os.PathLike) -> tuple[bytes, bool]:
     return data, True
 
 
+def read_recorded(path: str | os.PathLike, want: str | None, record: str) -> bytes:
+    """``path``'s bytes, checked against ``want``, the sha256 that ``record`` (a file and its key) holds
+    for it: a mismatch, a missing record or an unreadable file is an IntegrityError naming the file. The
+    caller uses these bytes, never a second read of the file."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise IntegrityError(f"{p}: cannot read ({e})") from e
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise mismatch(p, want or "no sha256", got, record)
+    return data
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """``write(tmp)`` to a temporary beside ``path``, then rename it onto ``path``: a reader sees the old file or the new one.
 

@@ -27,7 +27,6 @@ task's schema.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -195,18 +194,17 @@ def copy_task_files(input_dir: Path, target: Path, lineage: dict, stage: str) ->
     """Copy the task's files (:func:`task_files`) from ``input_dir`` into ``target`` after checking each
     one's bytes against its recorded sha256 (a mismatch: one message naming the file and both hashes);
     returns their parsed JSON by name."""
+    from hrm.integrity import IntegrityError, read_recorded
+
     values = {}
     for name, record in task_files(lineage).items():
         path = input_dir / name
         if not path.is_file():
             raise StageError(f"{path}: file not found (the augment stage wrote it; rebuild {input_dir})")
-        data = path.read_bytes()
-        got = hashlib.sha256(data).hexdigest()
-        if got != record.get("sha256"):
-            from hrm.integrity import mismatch
-
-            raise StageError(f"{mismatch(path, record.get('sha256'), got, 'lineage.json')}; rebuild {input_dir} "
-                             f"before `hrm {stage}`")
+        try:
+            data = read_recorded(path, record.get("sha256"), f"{input_dir / 'lineage.json'} (key files.{name})")
+        except IntegrityError as e:
+            raise StageError(f"{e}; rebuild {input_dir} before `hrm {stage}`") from None
         (target / name).write_bytes(data)
         values[name] = json.loads(data)
     return values

@@ -37,18 +37,14 @@ NOT_USED = "--permutations, --perturbation, --tiers, --test-size, --early-stop a
 
 def identifier_names(ds) -> list[str]:
     """The dataset's identifiers.json, its bytes checked against the manifest's sha256 first."""
-    import hashlib
+    from hrm.integrity import IntegrityError, read_recorded
 
-    path = ds.dataset_dir / "identifiers.json"
     record = (ds.manifest.get("files") or {}).get("identifiers.json") or {}
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StageError(f"{path}: cannot read ({exc}); rebuild the dataset with `hrm shard`") from None
-    got = hashlib.sha256(data).hexdigest()
-    if got != record.get("sha256"):
-        raise StageError(f"{path}: sha256 {got} is not the {record.get('sha256')} that {ds.dataset_dir / 'manifest.json'} "
-                         "records (key files.identifiers.json); rebuild the dataset with `hrm shard`")
+        data = read_recorded(ds.dataset_dir / "identifiers.json", record.get("sha256"),
+                             f"{ds.dataset_dir / 'manifest.json'} (key files.identifiers.json)")
+    except IntegrityError as e:
+        raise StageError(f"{e}; rebuild the dataset with `hrm shard`") from None
     return json.loads(data)
 
 

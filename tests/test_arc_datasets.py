@@ -160,6 +160,7 @@ def test_arc_datasets_carry_their_identifiers(tmp_path):
     (tmp_path / "hints" / "identifiers.json").write_text('["<blank>"]\n')
     message = fails("shard", "--input", tmp_path / "hints", "--output", tmp_path / "ds2")
     assert str(tmp_path / "hints" / "identifiers.json") in message and not (tmp_path / "ds2").exists()
+    assert "does not match its recorded sha256" in message and "lineage.json (key files.identifiers.json)" in message
 
 
 def test_augment_refuses_an_independent_draw_for_arc(tmp_path):
@@ -278,6 +279,8 @@ def analyse_the_arc_run(arc_dataset, run, tmp_path) -> None:
 def test_an_official_arc_checkpoint_runs_on_the_build_of_its_table_rows_only(arc_dataset, tmp_path):
     """A checkpoint in the official layout (as sapientinc/HRM-checkpoint-ARC-2 is) evaluates and analyses
     the dataset whose identifiers its puzzle-embedding table has; one more row is another build, refused."""
+    import shutil
+
     from test_checkpoint_dataset import official_checkpoint
 
     rows = len(json.loads((arc_dataset / "identifiers.json").read_text()))
@@ -286,6 +289,12 @@ def test_an_official_arc_checkpoint_runs_on_the_build_of_its_table_rows_only(arc
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["checkpoints"]
     ok("analyze", "--dataset", arc_dataset, "--checkpoint", path, "--output", tmp_path / "analysis", "--sample", 4,
        "--easy-k", "none", "--shifts", 2, "--noise-runs", 0, "--puzzle-index", "none", "--no-progress")
+    tampered = tmp_path / arc_dataset.name
+    shutil.copytree(arc_dataset, tampered)
+    (tampered / "identifiers.json").write_text(json.dumps(["<blank>"] + [f"p{i}" for i in range(1, rows)]) + "\n")
+    message = fails("evaluate", "--dataset", tampered, "--checkpoint", path, "--output", tmp_path / "tampered-eval")
+    assert f"{tampered / 'identifiers.json'}: content does not match its recorded sha256" in message
+    assert "manifest.json (key files.identifiers.json)" in message and not (tmp_path / "tampered-eval").exists()
     other = official_checkpoint(tmp_path / "other", rows=rows + 1, seq_len=900, vocab_size=12)
     message = fails("evaluate", "--dataset", arc_dataset, "--checkpoint", other, "--output", tmp_path / "refused")
     assert f"table has {rows + 1} rows" in message and f"has {rows}: another build" in message
