@@ -668,22 +668,3 @@ def generate_mazes(
             raise ValueError(f"no maze with a shortest path of >= {min_path} moves in {MAX_ATTEMPTS} "
                              f"attempts (maze {failed}); min_path or openings is too large for this generator")
     return GeneratedMazes(questions, answers, ratings)
-
-
-_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
-
-
-def describe_mazes(ratings: np.ndarray) -> dict:
-    """JSON-able path-length summary: count, min, median, mean, max and quantiles."""
-    r = np.asarray(ratings, dtype=np.int64).reshape(-1)
-    if len(r) == 0:
-        return {"count": 0, "min": None, "median": None, "mean": None, "max": None,
-                "quantiles": {str(p): None for p in _QUANTILES}}
-    return {
-        "count": len(r),
-        "min": int(r.min()),
-        "median": float(np.median(r)),
-        "mean": float(r.mean()),
-        "max": int(r.max()),
-        "quantiles": {str(p): float(np.quantile(r, p)) for p in _QUANTILES},
-    }

@@ -211,11 +211,13 @@ def test_generator_refuses_bad_controls(kwargs):
         M.generate_mazes(**kwargs)
 
 
-def test_describe_mazes():
-    d = M.describe_mazes(np.array([111, 115, 120, 200]))
+def test_describe_values():
+    from hrm.tasks.base import describe_values
+
+    d = describe_values(np.array([111, 115, 120, 200]))
     assert (d["count"], d["min"], d["max"], d["median"], d["mean"]) == (4, 111, 200, 117.5, 136.5)
     assert d["quantiles"]["0.5"] == 117.5 and d["quantiles"]["0.05"] >= 111
-    assert M.describe_mazes(np.array([], dtype=np.int64))["min"] is None
+    assert describe_values(np.array([], dtype=np.int64))["min"] is None
 
 
 # ---------------------------------------------------------------- BFS kernels on unstructured grids

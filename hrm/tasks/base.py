@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hrm.build import Examples
     from hrm.evaluate.perturbations import Perturbations
 
-__all__ = ["ColumnSpec", "EvalRules", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
+__all__ = ["ColumnSpec", "EvalRules", "describe_values", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
            "ExamplesRule", "well_formed", "RawColumn", "RAW_SHARED_COLUMNS", "STAGE_SOURCES", "PIPELINE_STAGES"]
 
 ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
@@ -55,6 +55,26 @@ _SHARED_MEANINGS = {
 }
 _SHARED_TYPES = {"group_id": pa.int32(), "puzzle_id": pa.int32(), "variant": pa.string(), "parent_id": pa.int32(),
                  "source": pa.string(), "rating": pa.int32(), "raw_index": pa.int32()}
+
+
+_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+
+
+def describe_values(values: np.ndarray) -> dict:
+    """A JSON-able summary of a distribution (the raw stage's stats.json): count, min, median, mean, max
+    and quantiles."""
+    r = np.asarray(values, dtype=np.int64).reshape(-1)
+    if len(r) == 0:
+        return {"count": 0, "min": None, "median": None, "mean": None, "max": None,
+                "quantiles": {str(p): None for p in _QUANTILES}}
+    return {
+        "count": len(r),
+        "min": int(r.min()),
+        "median": float(np.median(r)),
+        "mean": float(r.mean()),
+        "max": int(r.max()),
+        "quantiles": {str(p): float(np.quantile(r, p)) for p in _QUANTILES},
+    }
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import hrm.maze as maze
 from hrm.build import AUGMENTED, MAZE_MAX_AUG, ORIGINAL, augment_mazes
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import any_pass_solves
-from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task
+from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, describe_values
 
 MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
 # The id of the maze examples checks (Task.examples_checks_id) that the lineage of every maze dataset records.
@@ -129,13 +129,13 @@ class MazeTask(Task):
         return maze.tokens_to_strings(mazes.questions), maze.tokens_to_strings(mazes.answers), mazes.ratings
 
     def describe_split(self, batches, n: int) -> dict:
-        """The distributions of the rating and of the answer's path moves (hrm.maze.describe_mazes)."""
+        """The distributions of the rating and of the answer's path moves (describe_values)."""
         moves, ratings = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for _, a, r in batches:
             moves.append((maze.strings_to_tokens(a) == maze.PATH).sum(1) + 1)
             ratings.append(np.asarray(r, np.int64))
-        return {"rating": maze.describe_mazes(np.concatenate(ratings)),
-                "path_moves": maze.describe_mazes(np.concatenate(moves))}
+        return {"rating": describe_values(np.concatenate(ratings)),
+                "path_moves": describe_values(np.concatenate(moves))}
 
     def augment(self, questions, answers, num_aug, rng):
         return augment_mazes(maze.strings_to_tokens(questions), maze.strings_to_tokens(answers), num_aug, rng)
