@@ -9,8 +9,8 @@ import torch
 
 import hrm.arc as arc
 from hrm.analysis import PerturbedRuns, run_perturbed
-from hrm.model import HRM, HRMConfig
 from hrm.tasks import ARC_AGI_1, make_perturbations
+from test_analysis import copy_model, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,32 +69,17 @@ def test_colour_permutations_keep_0_are_distinct_seeded_and_refuse_other_kinds()
         ARC_AGI_1.make_perturbations("shift", 3, 0)
 
 
-def arc_model(identity: bool, seed: int = 0) -> HRM:
-    """A tiny ARC-shaped model (900 cells, 12 tokens, 5 identifiers); ``identity``: every block x -> rmsnorm(x)
-    with one-hot embedding and head, so each answer is its input (a fixed point), whatever the colours."""
-    torch.manual_seed(seed)
-    config = HRMConfig(hidden_size=16, num_heads=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=2,
-                       puzzle_emb_ndim=16, forward_dtype="float32", batch_size=8, seq_len=900, vocab_size=12,
-                       num_puzzle_identifiers=5)
-    model = HRM(config).eval()
+ARC_SHAPE = dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=5, halt_max_steps=2)
+
+
+def arc_model(identity: bool, seed: int = 0):
+    """A tiny ARC-shaped model (900 cells, 12 tokens, 5 identifiers); ``identity``: test_analysis' copy
+    model, each answer its input (a fixed point) whatever the colours; else random, the puzzle embedding too."""
     if identity:
-        inner = model.inner
-        with torch.no_grad():
-            for level in (inner.H_level, inner.L_level):
-                for layer in level.layers:
-                    layer.self_attn.o_proj.weight.zero_()
-                    layer.mlp.down_proj.weight.zero_()
-            inner.H_init.zero_()
-            inner.L_init.zero_()
-            eye = torch.eye(12, 16)
-            inner.embed_tokens.embedding_weight.copy_(eye)
-            inner.lm_head.weight.copy_(eye)
-            inner.puzzle_emb.weights.zero_()
-            inner.puzzle_emb.weights[:, 15] = 1
-    else:
-        with torch.no_grad():
-            inner = model.inner
-            inner.puzzle_emb.weights.normal_(0, 1)
+        return copy_model(**ARC_SHAPE)
+    model = tiny_model(seed, **ARC_SHAPE)
+    with torch.no_grad():
+        model.inner.puzzle_emb.weights.normal_(0, 1)
     return model
 
 
