@@ -228,7 +228,7 @@ def test_missing_config_names_expected_path(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         hrm.load_checkpoint(tmp_path / "nope", device="cpu")
     cfg = yaml.safe_load((FIXTURES / "official_tiny_rope" / "all_config.yaml").read_text())
-    cfg["arch"]["name"] = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+    cfg["arch"]["name"] = "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1"  # a TRM ablation
     (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(CheckpointError, match="only .* is supported"):
         hrm.load_checkpoint(tmp_path / "step_0", device="cpu")
