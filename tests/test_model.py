@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from golden_helpers import assert_gradients_and_sparse_step_match
 import hrm
 from hrm.model import HRM, CastedSparseEmbedding, CheckpointError, HRMConfig, SparseEmbeddingSignSGD, save_checkpoint
 from hrm.model.hrm import resolve_device
@@ -167,15 +168,7 @@ def test_golden_training_step():
         assert (outputs[k] - v).abs().max() <= 1e-5, k
     assert torch.equal(carry.halted, ts["halted"]) and torch.equal(carry.steps, ts["steps"])
 
-    grads = dict(model.named_parameters())
-    assert set(grads) | {"model.inner.puzzle_emb.local_weights"} == set(ts["grads"])
-    for name, p in grads.items():
-        assert (p.grad - ts["grads"][name]).abs().max() <= 1e-5, name
-    emb = model.puzzle_emb
-    assert (emb.local_weights.grad - ts["grads"]["model.inner.puzzle_emb.local_weights"]).abs().max() <= 1e-5
-
-    SparseEmbeddingSignSGD(emb.buffers(), lr=ts["sparse_lr"], weight_decay=ts["sparse_weight_decay"]).step()
-    assert (emb.weights - ts["puzzle_emb_after"]).abs().max() <= 1e-6
+    assert_gradients_and_sparse_step_match(model, ts)
 
 
 def test_golden_training_rollout_with_exploration():

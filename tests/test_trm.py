@@ -13,7 +13,8 @@ import torch
 import yaml
 
 import hrm
-from hrm.model import CheckpointError, SparseEmbeddingSignSGD, get_architecture, save_checkpoint
+from golden_helpers import assert_gradients_and_sparse_step_match
+from hrm.model import CheckpointError, get_architecture, save_checkpoint
 from hrm.model.trm import ARCH_NAME, TRM, TRMConfig
 from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
 
@@ -119,14 +120,7 @@ def test_training_step_matches_the_reference(variant):
         assert (outputs[k] - v).abs().max() <= 1e-5, k
     assert torch.equal(carry.halted, ts["halted"]) and torch.equal(carry.steps, ts["steps"])
 
-    grads = dict(model.named_parameters())
-    assert set(grads) | {"model.inner.puzzle_emb.local_weights"} == set(ts["grads"])
-    for name, p in grads.items():
-        assert (p.grad - ts["grads"][name]).abs().max() <= 1e-5, name
-    emb = model.puzzle_emb
-    assert (emb.local_weights.grad - ts["grads"]["model.inner.puzzle_emb.local_weights"]).abs().max() <= 1e-5
-    SparseEmbeddingSignSGD(emb.buffers(), lr=ts["sparse_lr"], weight_decay=ts["sparse_weight_decay"]).step()
-    assert (emb.weights - ts["puzzle_emb_after"]).abs().max() <= 1e-6
+    assert_gradients_and_sparse_step_match(model, ts)
 
 
 def test_training_rollout_halts_on_q_halt_as_the_reference():
@@ -205,16 +199,8 @@ def test_save_and_load_round_trip_keeps_the_architecture(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """The shard stage's output for 8 generated Sudoku train puzzles and 4 test ones (vanilla, no augmentation)."""
-    root = tmp_path_factory.mktemp("trm_train")
-    ok("raw", "--source", "builtin", "--output", root / "raw", "--seed", 3, "--train-size", 8, "--test-size", 4)
-    ok("subsample", "--input", root / "raw", "--output", root / "subsample", "--seed", 3, "--subsample-size", 0,
-       "--test-size", 0)
-    ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 3, "--num-aug", 0)
-    ok("hints", "--input", root / "augment", "--output", root / "hints", "--enabled", "false")
-    ok("shard", "--input", root / "hints", "--output", root / "datasets")
-    return root / "datasets"
+def dataset(tiny_sudoku_shards) -> Path:
+    return tiny_sudoku_shards
 
 
 TINY_RUN = ("--variant", "vanilla", "--global-batch-size", 4, "--epochs", 2, "--eval-interval", 2, "--eval-size", 4,

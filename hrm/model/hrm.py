@@ -41,7 +41,7 @@ from hrm.model.device import DeviceError, resolve_device  # noqa: F401 - re-expo
 from hrm.model.layers import (CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding,  # noqa: F401 - re-exported
                               swiglu_width, trunc_normal_init_)
 from hrm.model.sparse_embedding import CastedSparseEmbedding  # noqa: F401 - re-exported
-from hrm.model.token_recurrence import EmbeddedRecurrence, ReasoningModule  # noqa: F401 - re-exported
+from hrm.model.token_recurrence import EmbeddedRecurrence, ReasoningModule, sizes_from_state  # noqa: F401 - re-exported
 
 ARCH_NAME = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -202,6 +202,12 @@ class HRM(RecurrentModel):
 
 # ----------------------------------------------------------------------------- the architecture
 
+def _prefix_len(arch: Mapping[str, Any]) -> int:
+    """The puzzle embedding's prefix positions an arch block implies: ceil(puzzle_emb_ndim / hidden_size)."""
+    hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
+    return -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
+
+
 # The keys the official config class requires (no default there); a checkpoint's arch block must have them.
 REQUIRED_KEYS = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads", "pos_encodings",
                  "halt_max_steps", "halt_exploration_prob")
@@ -225,16 +231,8 @@ class HRMArchitecture(Architecture):
 
     def sizes_from_state(self, arch: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """vocab_size and num_puzzle_identifiers from the embeddings' shapes; seq_len from learned positions."""
-        arch = dict(arch)
-        if "vocab_size" not in arch and "model.inner.embed_tokens.embedding_weight" in state:
-            arch["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
-        if "num_puzzle_identifiers" not in arch and "model.inner.puzzle_emb.weights" in state:
-            arch["num_puzzle_identifiers"] = state["model.inner.puzzle_emb.weights"].shape[0]
-        if "seq_len" not in arch and arch.get("pos_encodings") == "learned" and "model.inner.embed_pos.embedding_weight" in state:
-            hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
-            prefix = -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
-            arch["seq_len"] = state["model.inner.embed_pos.embedding_weight"].shape[0] - prefix
-        return arch
+        learned = "embed_pos.embedding_weight" if arch.get("pos_encodings") == "learned" else None
+        return sizes_from_state(arch, state, learned, _prefix_len)
 
     def config_from_checkpoint(self, arch: Mapping[str, Any]) -> HRMConfig:
         arch = dict(arch)

@@ -6,7 +6,7 @@ embeddings, position encoding, LM and Q heads, the learned initial states and th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -14,6 +14,24 @@ from torch import nn
 from hrm.model.base import InnerCarry, Recurrence
 from hrm.model.layers import CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, trunc_normal_init_
 from hrm.model.sparse_embedding import CastedSparseEmbedding
+
+
+STATE_PREFIX = "model.inner."  # the segment module's keys in a loss-head model's state dict
+
+
+def sizes_from_state(arch: dict[str, Any], state: Mapping[str, torch.Tensor], positions_key: str | None,
+                     prefix_len: Callable[[Mapping[str, Any]], int]) -> dict[str, Any]:
+    """``arch`` with what the tensors tell where it lacks them: vocab_size and num_puzzle_identifiers from the
+    embeddings' shapes; seq_len from the tensor ``positions_key`` names (one row per position: learned position
+    embeddings, TRM's mlp_t), less the prefix (``prefix_len(arch)``)."""
+    arch = dict(arch)
+    if "vocab_size" not in arch and STATE_PREFIX + "embed_tokens.embedding_weight" in state:
+        arch["vocab_size"] = state[STATE_PREFIX + "embed_tokens.embedding_weight"].shape[0]
+    if "num_puzzle_identifiers" not in arch and STATE_PREFIX + "puzzle_emb.weights" in state:
+        arch["num_puzzle_identifiers"] = state[STATE_PREFIX + "puzzle_emb.weights"].shape[0]
+    if "seq_len" not in arch and positions_key is not None and STATE_PREFIX + positions_key in state:
+        arch["seq_len"] = state[STATE_PREFIX + positions_key].shape[0] - prefix_len(arch)
+    return arch
 
 
 class ReasoningModule(nn.Module):

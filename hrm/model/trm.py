@@ -26,7 +26,7 @@ from torch import nn
 from hrm.model.act import ACTModel, RecurrentModel
 from hrm.model.base import Architecture, InnerCarry, RowMemory, mistyped_fields, option
 from hrm.model.layers import CosSin, PostNormBlock, SwiGLU, rms_norm, swiglu_width
-from hrm.model.token_recurrence import EmbeddedRecurrence, ReasoningModule
+from hrm.model.token_recurrence import EmbeddedRecurrence, ReasoningModule, sizes_from_state
 
 ARCH_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -204,7 +204,12 @@ class TRM(RecurrentModel):
 # The keys the reference config class requires (no default there); a checkpoint's arch block must have them.
 REQUIRED_KEYS = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads", "pos_encodings",
                  "halt_max_steps", "halt_exploration_prob")
-_PREFIX = "model.inner."
+
+
+def _prefix_len(arch: Mapping[str, Any]) -> int:
+    """The puzzle embedding's prefix positions an arch block implies: puzzle_emb_len (default 16), for 0 HRM's."""
+    hidden = int(arch.get("hidden_size", TRMConfig.hidden_size))
+    return int(arch.get("puzzle_emb_len", 16)) or -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
 
 
 class TRMArchitecture(Architecture):
@@ -227,21 +232,12 @@ class TRMArchitecture(Architecture):
     def sizes_from_state(self, arch: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """vocab_size and num_puzzle_identifiers from the embeddings' shapes; seq_len from the positions that
         learned position embeddings or mlp_t's MLP are made for, less the prefix."""
-        arch = dict(arch)
-        if "vocab_size" not in arch and _PREFIX + "embed_tokens.embedding_weight" in state:
-            arch["vocab_size"] = state[_PREFIX + "embed_tokens.embedding_weight"].shape[0]
-        if "num_puzzle_identifiers" not in arch and _PREFIX + "puzzle_emb.weights" in state:
-            arch["num_puzzle_identifiers"] = state[_PREFIX + "puzzle_emb.weights"].shape[0]
         positions = None
-        if arch.get("pos_encodings") == "learned" and _PREFIX + "embed_pos.embedding_weight" in state:
-            positions = state[_PREFIX + "embed_pos.embedding_weight"].shape[0]
-        elif arch.get("mlp_t") and _PREFIX + "L_level.layers.0.mlp_t.down_proj.weight" in state:
-            positions = state[_PREFIX + "L_level.layers.0.mlp_t.down_proj.weight"].shape[0]
-        if "seq_len" not in arch and positions is not None:
-            hidden = int(arch.get("hidden_size", TRMConfig.hidden_size))
-            prefix = int(arch.get("puzzle_emb_len", 16)) or -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
-            arch["seq_len"] = positions - prefix
-        return arch
+        if arch.get("pos_encodings") == "learned":
+            positions = "embed_pos.embedding_weight"
+        elif arch.get("mlp_t"):
+            positions = "L_level.layers.0.mlp_t.down_proj.weight"
+        return sizes_from_state(arch, state, positions, _prefix_len)
 
     def config_from_checkpoint(self, arch: Mapping[str, Any]) -> TRMConfig:
         arch = dict(arch)
