@@ -5,6 +5,7 @@ selected by name trains, saves and reloads through `hrm train`."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -219,6 +220,15 @@ def test_hrm_train_trains_a_trm_selected_by_name_saves_and_reloads_it(dataset, t
     model = hrm.load_checkpoint(out / "checkpoints", device="cpu")
     assert isinstance(model, TRM) and model.config.mlp_t and model.config.puzzle_emb_len == 2
     assert model.config.seq_len == 81 and model.config.L_layers == 1
+
+    # Evaluated and analysed by the stages as they are (what they report of TRM is issue 29's next part).
+    ok("evaluate", "--checkpoint", out, "--dataset", dataset, "--variant", "vanilla", "--permutations", 2, "--tiers", "1-2",
+       "--output", tmp_path / "eval", "--no-progress")
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["test"]["puzzles"] == 4
+    ok("analyze", "--checkpoint", out, "--dataset", dataset, "--variant", "vanilla", "--output", tmp_path / "analysis",
+       "--sample", 4, "--segments", 3, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2, "--easy-k", "0,1",
+       "--landscape-radius", 1, "--no-flow", "--no-progress")
+    assert json.loads((tmp_path / "analysis" / "summary.json").read_text())["run"]["h_cycles"] == 2  # traced cycles
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"arch": {"name": ARCH_NAME, "mlp_t": True, "pos_encodings": "none",
