@@ -33,7 +33,7 @@ import yaml
 
 from hrm.model.base import ArchOption
 from hrm.model.losses import LOSS_FUNCTIONS
-from hrm.model.registry import get_architecture
+from hrm.model.registry import UnknownArchitecture, get_architecture, registered_names
 from hrm.train import PAPER_PROFILE, QUICK_ARCH, TrainConfig, TrainError, divisors_around, eval_interval_fix
 from pipelines.device import resolve_device_option
 from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory
@@ -43,6 +43,8 @@ from pipelines.settings import file_value, given_on_command_line, read_section, 
 
 def _click_type(option: ArchOption) -> Any:
     """The option type of an architecture setting (hrm.model.base.ArchOption): its range or choices."""
+    if option.kind == "bool":
+        return bool
     if option.choices:
         return click.Choice(list(option.choices))
     if option.kind == "int":
@@ -50,11 +52,27 @@ def _click_type(option: ArchOption) -> Any:
     return FiniteFloatRange(min=option.minimum, max=option.maximum, min_open=option.min_open)
 
 
-# name, click type, help. Architecture options go into the arch block: the settings of the default
-# architecture's config (hrm.model.registry; HRM's), then the loss head's. The defaults are the quick
-# profile's: hrm.train.QUICK_ARCH and TrainConfig's own defaults (quick_default).
+def _architecture_options() -> dict[str, ArchOption]:
+    """The settings of every registered architecture by name: the default architecture's (HRM's) first, then
+    those only another has (TRM's mlp_t, ...). A name two share keeps the first one's range and help, and takes
+    the choices of both (pos_encodings: HRM's rope and learned, TRM's none); the config refuses what it lacks."""
+    found: dict[str, ArchOption] = {}
+    for name in [get_architecture().name, *registered_names()]:
+        for o in get_architecture(name).options():
+            first = found.setdefault(o.name, o)
+            extra = tuple(c for c in o.choices if c not in first.choices)
+            if first.choices and extra:
+                found[o.name] = dataclasses.replace(first, choices=first.choices + extra)
+    return found
+
+
+ARCHITECTURE_OPTIONS = _architecture_options()
+# name, click type, help. Architecture options go into the arch block: the settings of the registered
+# architectures' configs (hrm.model.registry; the run's architecture, --arch, takes its own), then the loss
+# head's. The defaults are the quick profile's: hrm.train.QUICK_ARCH, else the architecture's config default,
+# and TrainConfig's own defaults (quick_default).
 ARCH_OPTIONS: list[tuple[str, Any, str]] = [
-    *((o.name, _click_type(o), o.help) for o in get_architecture().options()),
+    *((o.name, _click_type(o), o.help) for o in ARCHITECTURE_OPTIONS.values()),
     ("loss_type", click.Choice(list(LOSS_FUNCTIONS)), "Token loss."),
 ]
 TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
@@ -92,6 +110,9 @@ def quick_default(name: str) -> Any:
     """The quick profile's value of an option: QUICK_ARCH for the architecture, else TrainConfig's default."""
     if name in QUICK_ARCH:
         return QUICK_ARCH[name]
+    if name in ARCHITECTURE_OPTIONS:  # a setting of another architecture than HRM: its config's default
+        return next(getattr(a.config_class, name) for a in map(get_architecture, registered_names())
+                    if name in a.config_keys())
     value = TRAIN_DEFAULTS[name]
     return NONE_AS[name] if value is None else value
 
@@ -114,8 +135,9 @@ def _flag(name: str) -> str:
 def _add_options(func):
     for name, typ, help_text in reversed(ALL_OPTIONS):
         default = quick_default(name)
-        if typ is bool:
-            decl = f"{_flag(name)}/--no-{_flag(name)[2:]}"
+        if typ is bool:  # --x/--no-x; a setting named no_x (TRM's no_ACT_continue): --no-x/--x
+            off = _flag(name)[5:] if name.lower().startswith("no_") else "no-" + _flag(name)[2:]
+            decl = f"{_flag(name)}/--{off}"
             func = click.option(decl, name, default=default, help=help_text)(func)
         else:
             func = click.option(_flag(name), name, type=typ, default=default, help=help_text)(func)
@@ -135,8 +157,42 @@ def eval_interval_advice(message: str, values: dict[str, Any], section: str) -> 
                            f"or {section}.epochs to a multiple of {interval} (--epochs)")
 
 
+def arch_block(values: dict[str, Any]) -> dict[str, Any]:
+    """The arch block of the run's architecture (``values["arch_name"]``; None: HRM, the default) from the option
+    values: the settings its config has and the loss head's, with its ``name`` unless it is the default."""
+    name = values.get("arch_name")
+    own = _architecture(name).config_keys() | {"loss_type"}
+    arch = {key: values[key] for key, *_ in ARCH_OPTIONS if key in own}
+    return arch if name is None else {"name": name, **arch}
+
+
+def _architecture(name: str | None):
+    try:
+        return get_architecture(name)
+    except UnknownArchitecture as e:
+        raise StageError(str(e)) from None
+
+
+def select_architecture(ctx: click.Context, values: dict[str, Any], file_values: dict[str, Any], where: str) -> None:
+    """``values["arch_name"]``: --arch, else the file's ``arch.name`` (None: HRM). A setting of another
+    architecture given on the command line or in the file (HRM with --mlp-t) is a StageError naming both."""
+    name = values.pop("arch", None)
+    if name is None and "name" in file_values:
+        name = file_values["name"]
+        if not isinstance(name, str):
+            raise StageError(f"{where}.arch.name: must be an architecture's name, not {name!r}")
+    values["arch_name"] = name
+    architecture = _architecture(name)
+    given = {key for key in ARCHITECTURE_OPTIONS if given_on_command_line(ctx, key) or key in file_values}
+    foreign = sorted(given - architecture.config_keys())
+    if foreign:
+        owners = {key: [n for n in registered_names() if key in get_architecture(n).config_keys()] for key in foreign}
+        raise StageError("; ".join(f"{key} is a setting of {', '.join(owners[key])}, not of {architecture.name} "
+                                   f"(the run's architecture: --arch / {where}.arch.name)" for key in foreign))
+
+
 def build_config(values: dict[str, Any], dataset_dir: Path, output: Path, section: str = "train") -> TrainConfig:
-    arch = {name: values[name] for name, *_ in ARCH_OPTIONS}
+    arch = arch_block(values)
     rest = {k: v for k, v in values.items() if k not in ARCH_NAMES and k in OPTION_NAMES}
     rest["eval_size"] = rest["eval_size"] or None
     rest["num_threads"] = rest["num_threads"] or None
@@ -209,6 +265,9 @@ def check_train_memory(cfg: TrainConfig, dataset_dir: Path, device) -> None:
               help="YAML file with settings (e.g. params.yaml); options on the command line win.")
 @click.option("--section", default="train", help="Section of --config-file holding the settings (dotted path).")
 @click.option("--print-config", is_flag=True, help="Print the resolved settings as YAML and exit without training.")
+@click.option("--arch", default=None,
+              help="The architecture's arch.name (hrm.model.registry; default: HRM's); e.g. "
+                   "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1 (TRM).")
 @_add_options
 @click.pass_context
 @reads_section("train")
@@ -223,12 +282,13 @@ def train(ctx: click.Context, dataset: Path, variant: str, output: Path, profile
     def explicit(name: str) -> bool:
         return given_on_command_line(ctx, name)
 
-    file_values = read_section(config_file, section, OPTION_NAMES, other_keys=PATH_KEYS, nested="arch") if config_file else {}
+    file_values = read_section(config_file, section, OPTION_NAMES, other_keys=PATH_KEYS | {"name"}, nested="arch") if config_file else {}
     if not explicit("profile") and "profile" in file_values:
         profile = file_values["profile"]
         if profile not in ("quick", "paper"):
             raise StageError(f"{config_file}: profile must be quick or paper, not {profile!r}")
     values = dict(options)
+    select_architecture(ctx, values, file_values, section)
     if profile == "paper":
         values.update({k: v for k, v in PAPER_PROFILE.items() if not explicit(k)})
     top_values = read_top_level(config_file, section, OPTION_NAMES, file_values) if config_file else {}

@@ -23,6 +23,22 @@ def built(tmp_path_factory):
     return root, logs
 
 
+@pytest.fixture(scope="session")
+def tiny_sudoku_shards(tmp_path_factory):
+    """The shard stage's output for 8 generated Sudoku train puzzles and 4 test ones (vanilla, no augmentation):
+    what a model trains on in a test of an architecture. Read it, never modify it."""
+    from stage_helpers import ok  # hrm ARGS through click's CliRunner, in this process
+
+    root = tmp_path_factory.mktemp("tiny_sudoku")
+    ok("raw", "--source", "builtin", "--output", root / "raw", "--seed", 3, "--train-size", 8, "--test-size", 4)
+    ok("subsample", "--input", root / "raw", "--output", root / "subsample", "--seed", 3, "--subsample-size", 0,
+       "--test-size", 0)
+    ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 3, "--num-aug", 0)
+    ok("hints", "--input", root / "augment", "--output", root / "hints", "--enabled", "false")
+    ok("shard", "--input", root / "hints", "--output", root / "datasets")
+    return root / "datasets"
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors: one thread is fastest, immune to OpenMP spinning on a busy machine, and

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from golden_helpers import assert_gradients_and_sparse_step_match
 import hrm
 from hrm.model import HRM, CastedSparseEmbedding, CheckpointError, HRMConfig, SparseEmbeddingSignSGD, save_checkpoint
 from hrm.model.hrm import resolve_device
@@ -167,15 +168,7 @@ def test_golden_training_step():
         assert (outputs[k] - v).abs().max() <= 1e-5, k
     assert torch.equal(carry.halted, ts["halted"]) and torch.equal(carry.steps, ts["steps"])
 
-    grads = dict(model.named_parameters())
-    assert set(grads) | {"model.inner.puzzle_emb.local_weights"} == set(ts["grads"])
-    for name, p in grads.items():
-        assert (p.grad - ts["grads"][name]).abs().max() <= 1e-5, name
-    emb = model.puzzle_emb
-    assert (emb.local_weights.grad - ts["grads"]["model.inner.puzzle_emb.local_weights"]).abs().max() <= 1e-5
-
-    SparseEmbeddingSignSGD(emb.buffers(), lr=ts["sparse_lr"], weight_decay=ts["sparse_weight_decay"]).step()
-    assert (emb.weights - ts["puzzle_emb_after"]).abs().max() <= 1e-6
+    assert_gradients_and_sparse_step_match(model, ts)
 
 
 def test_golden_training_rollout_with_exploration():
@@ -228,7 +221,7 @@ def test_missing_config_names_expected_path(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         hrm.load_checkpoint(tmp_path / "nope", device="cpu")
     cfg = yaml.safe_load((FIXTURES / "official_tiny_rope" / "all_config.yaml").read_text())
-    cfg["arch"]["name"] = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+    cfg["arch"]["name"] = "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1"  # a TRM ablation
     (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(CheckpointError, match="only .* is supported"):
         hrm.load_checkpoint(tmp_path / "step_0", device="cpu")

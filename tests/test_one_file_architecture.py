@@ -118,16 +118,8 @@ SharedBlockModel.architecture = ARCHITECTURE
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """The shard stage's output for 8 generated Sudoku train puzzles and 4 test ones (vanilla, no augmentation)."""
-    root = tmp_path_factory.mktemp("one_file_architecture")
-    ok("raw", "--source", "builtin", "--output", root / "raw", "--seed", 3, "--train-size", 8, "--test-size", 4)
-    ok("subsample", "--input", root / "raw", "--output", root / "subsample", "--seed", 3, "--subsample-size", 0,
-       "--test-size", 0)
-    ok("augment", "--input", root / "subsample", "--output", root / "augment", "--seed", 3, "--num-aug", 0)
-    ok("hints", "--input", root / "augment", "--output", root / "hints", "--enabled", "false")
-    ok("shard", "--input", root / "hints", "--output", root / "datasets")
-    return root / "datasets"
+def dataset(tiny_sudoku_shards) -> Path:
+    return tiny_sudoku_shards
 
 
 def test_a_registered_architecture_trains_evaluates_and_analyses(dataset, tmp_path):

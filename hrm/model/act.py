@@ -27,11 +27,11 @@ class ACTModel(nn.Module):
 
     Rows that halted in the previous call are first reset to the initial state and
     loaded with the corresponding rows of ``batch``; the others keep their data.
-    Training: a row halts at halt_max_steps, or when q_halt > q_continue, but with
-    probability halt_exploration_prob it must first reach a minimum drawn from
-    uniform{2..halt_max_steps}; ``outputs["target_q_continue"]`` is the bootstrap
-    target from one extra no-grad segment. Evaluation: every row halts exactly at
-    halt_max_steps.
+    Training: a row halts at halt_max_steps, or where :meth:`halt_signal` says (HRM: q_halt >
+    q_continue), but with probability halt_exploration_prob it must first reach a minimum drawn
+    from uniform{2..halt_max_steps}; ``outputs["target_q_continue"]`` is :meth:`continue_target`
+    (HRM: the bootstrap target from one extra no-grad segment). Evaluation: every row halts
+    exactly at halt_max_steps. An architecture with other halting rules (TRM) overrides the two.
     """
 
     def __init__(self, config: Any, inner: nn.Module):
@@ -72,7 +72,7 @@ class ACTModel(nn.Module):
             halted = is_last_step
 
             if self.training and cfg.halt_max_steps > 1:
-                halted = halted | (q_halt > q_continue)
+                halted = halted | self.halt_signal(q_halt, q_continue)
                 # Exploration: some rows must run a random minimum number of steps first.
                 # (Both draws always happen, keeping the RNG stream of the official code.)
                 explore = torch.rand(q_halt.shape, dtype=q_halt.dtype, device=q_halt.device, generator=generator) < cfg.halt_exploration_prob
@@ -81,12 +81,21 @@ class ACTModel(nn.Module):
                 )
                 halted = halted & (steps >= min_steps)
 
-                # Bootstrapped target for q_continue: the Q values after one more segment.
-                # No replay buffer or target network; the many rows of a batch play that role.
-                _, _, (next_q_halt, next_q_continue) = self.inner(inner_carry, data)
-                outputs["target_q_continue"] = torch.sigmoid(torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue)))
+                target = self.continue_target(inner_carry, data, is_last_step)
+                if target is not None:
+                    outputs["target_q_continue"] = target
 
         return Carry(inner_carry, steps, halted, data), outputs
+
+    def halt_signal(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+        """Where the model asks to stop (bool [B]): HRM's q_halt > q_continue (an architecture may say otherwise)."""
+        return q_halt > q_continue
+
+    def continue_target(self, inner_carry: Any, data: Mapping[str, torch.Tensor], is_last_step: torch.Tensor) -> torch.Tensor | None:
+        """The training target of q_continue (None: no q_continue loss). HRM's: the Q values after one more
+        no-grad segment, bootstrapped; no replay buffer or target network, the many rows of a batch play that role."""
+        _, _, (next_q_halt, next_q_continue) = self.inner(inner_carry, data)
+        return torch.sigmoid(torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue)))
 
 
 @dataclass
@@ -97,7 +106,7 @@ class Prediction:
     q_halt: torch.Tensor  # [S, B]
     q_continue: torch.Tensor  # [S, B]
     predictions: torch.Tensor  # [B, seq_len] int64 tokens: argmax of the last segment
-    halted: torch.Tensor  # [B] bool: q_halt > q_continue at the last segment
+    halted: torch.Tensor  # [B] bool: the model asks to halt at the last segment (ACTModel.halt_signal)
     z_H: torch.Tensor | None = None  # [S * steps per segment, B, puzzle_emb_len + seq_len, hidden], after every step
     z_L: torch.Tensor | None = None  # same shape, z_L at those moments
 
@@ -175,7 +184,7 @@ class RecurrentModel(ACTLossHead):
         """Run ``segments`` (default halt_max_steps) segments from the initial state on every puzzle.
 
         Evaluation semantics: no halting inside the run; ``halted`` is the model's own
-        decision (q_halt > q_continue) at the last segment. More segments than
+        decision at the last segment (:meth:`ACTModel.halt_signal`; HRM: q_halt > q_continue). More segments than
         halt_max_steps simply keep iterating from the carried state.
         ``inputs``: int tokens [B, seq_len] (torch or numpy; Sudoku: 1 = blank, 2..10 = digits).
         """
@@ -201,7 +210,7 @@ class RecurrentModel(ACTLossHead):
             q_halt=torch.stack(q_halt),
             q_continue=torch.stack(q_cont),
             predictions=logits[-1].argmax(-1),
-            halted=q_halt[-1] > q_cont[-1],
+            halted=self.model.halt_signal(q_halt[-1], q_cont[-1]),
         )
         if trace:
             out.z_H = torch.stack([s[0] for s in states]).to(torch.float32)

@@ -34,6 +34,11 @@ import torch
 from torch import nn
 
 
+def option(default: Any, help: str, **limits: Any) -> Any:  # noqa: A002 - click's word
+    """A config field a user sets: its help and range (``min``, ``max``, ``min_open``, ``choices``) make its ``hrm train`` option."""
+    return field(default=default, metadata={"help": help, **limits})
+
+
 def mistyped_fields(config: Any) -> list[tuple[str, str, Any]]:
     """(field, expected kind, value) of every int / float / bool / str field of a dataclass whose value
     is something else: a bool is no number, a float field takes any finite real (``expansion: 4``; NaN

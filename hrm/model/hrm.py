@@ -29,27 +29,25 @@ row halts at the last step), or use :meth:`HRM.predict`.
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-from torch import nn
 
 from hrm.model.act import ACTModel, Prediction, RecurrentModel
 from hrm.model.base import (Architecture, Carry, InnerCarry, Recurrence, RowMemory, SegmentOutput,  # noqa: F401 - re-exported
-                            initial_inner_carry, mistyped_fields, run_segments)
+                            initial_inner_carry, mistyped_fields, option, run_segments)
 from hrm.model.device import DeviceError, resolve_device  # noqa: F401 - re-exported
-from hrm.model.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding, swiglu_width, trunc_normal_init_
-from hrm.model.sparse_embedding import CastedSparseEmbedding
+from hrm.model.layers import (CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding,  # noqa: F401 - re-exported
+                              swiglu_width, trunc_normal_init_)
+from hrm.model.sparse_embedding import CastedSparseEmbedding  # noqa: F401 - re-exported
+from hrm.model.token_recurrence import EmbeddedRecurrence, ReasoningModule, sizes_from_state  # noqa: F401 - re-exported
 
 ARCH_NAME = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _option(default: Any, help: str, **limits: Any) -> Any:  # noqa: A002 - click's word
-    """A field a user sets: its help and range (``min``, ``max``, ``min_open``, ``choices``) make its ``hrm train`` option."""
-    return field(default=default, metadata={"help": help, **limits})
+_option = option
 
 
 @dataclass
@@ -128,88 +126,21 @@ class HRMConfig:
 # ----------------------------------------------------------------------------- modules
 
 
-class ReasoningModule(nn.Module):
-    """One level (H or L): add the input injection to the state, then run the blocks."""
-
-    def __init__(self, layers: list[nn.Module]):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, hidden_states: torch.Tensor, input_injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        hidden_states = hidden_states + input_injection
-        for layer in self.layers:
-            hidden_states = layer(cos_sin=cos_sin, hidden_states=hidden_states)
-        return hidden_states
-
-
-class HRMInner(Recurrence):
+class HRMInner(EmbeddedRecurrence):
     """One ACT segment: H_cycles x (L_cycles L updates, one H update), 1-step gradient."""
 
     def __init__(self, config: HRMConfig):
         super().__init__()
         self.config = config
         self.forward_dtype = config.dtype
-        h = config.hidden_size
-
-        self.embed_scale = math.sqrt(h)
-        embed_std = 1.0 / self.embed_scale
-        self.embed_tokens = CastedEmbedding(config.vocab_size, h, init_std=embed_std, cast_to=self.forward_dtype)
-        self.lm_head = CastedLinear(h, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(h, 2, bias=True)
-
-        self.puzzle_emb_len = config.puzzle_emb_len
-        if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(
-                config.num_puzzle_identifiers, config.puzzle_emb_ndim, batch_size=config.batch_size, init_std=0, cast_to=self.forward_dtype
-            )
-
-        total_len = config.seq_len + self.puzzle_emb_len
-        if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(h // config.num_heads, max_position_embeddings=total_len, base=config.rope_theta)
-        else:
-            self.embed_pos = CastedEmbedding(total_len, h, init_std=embed_std, cast_to=self.forward_dtype)
+        self.build_io(config, config.puzzle_emb_len)
 
         def block() -> PostNormBlock:
-            return PostNormBlock(h, config.num_heads, config.expansion, config.rms_norm_eps)
+            return PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps)
 
         self.H_level = ReasoningModule([block() for _ in range(config.H_layers)])
         self.L_level = ReasoningModule([block() for _ in range(config.L_layers)])
-
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(h, dtype=self.forward_dtype), std=1), persistent=True)
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(h, dtype=self.forward_dtype), std=1), persistent=True)
-
-        # Q starts near "never halt" (sigmoid(-5)) so that halting is learned from a clean start.
-        with torch.no_grad():
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5)
-
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        """[B, seq_len] tokens -> [B, puzzle_emb_len + seq_len, hidden], scaled by sqrt(hidden)."""
-        h = self.config.hidden_size
-        emb = self.embed_tokens(inputs.to(torch.int32))
-        if self.config.puzzle_emb_ndim > 0:
-            prefix = self.puzzle_emb(puzzle_identifiers)
-            pad = self.puzzle_emb_len * h - prefix.shape[-1]
-            if pad > 0:
-                prefix = nn.functional.pad(prefix, (0, pad))
-            emb = torch.cat((prefix.view(-1, self.puzzle_emb_len, h), emb), dim=-2)
-        if self.config.pos_encodings == "learned":
-            # 1/sqrt(2) keeps the variance of token + position at that of one embedding.
-            emb = 0.707106781 * (emb + self.embed_pos.embedding_weight.to(self.forward_dtype))
-        return self.embed_scale * emb
-
-    def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> InnerCarry:
-        shape = (batch_size, self.config.seq_len + self.puzzle_emb_len, self.config.hidden_size)
-        device = self.H_init.device if device is None else device
-        return InnerCarry(
-            z_H=torch.zeros(shape, dtype=self.forward_dtype, device=device),
-            z_L=torch.zeros(shape, dtype=self.forward_dtype, device=device),
-        )
-
-    def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
-        """Rows where ``reset`` is true go back to the initial states H_init, L_init."""
-        flag = reset.view(-1, 1, 1)
-        return InnerCarry(z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L))
+        self.build_initial_states(config.hidden_size)
 
     def forward(
         self, carry: InnerCarry, batch: Mapping[str, torch.Tensor], trace: list | None = None
@@ -241,10 +172,7 @@ class HRMInner(Recurrence):
         if trace is not None:
             trace.append((z_H.detach(), z_L.detach()))
 
-        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :]
-        q = self.q_head(z_H[:, 0]).to(torch.float32)
-        return new_carry, logits, (q[..., 0], q[..., 1])
+        return self.segment_outputs(z_H, z_L)
 
 
 class HRMACT(ACTModel):
@@ -274,6 +202,12 @@ class HRM(RecurrentModel):
 
 # ----------------------------------------------------------------------------- the architecture
 
+def _prefix_len(arch: Mapping[str, Any]) -> int:
+    """The puzzle embedding's prefix positions an arch block implies: ceil(puzzle_emb_ndim / hidden_size)."""
+    hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
+    return -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
+
+
 # The keys the official config class requires (no default there); a checkpoint's arch block must have them.
 REQUIRED_KEYS = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads", "pos_encodings",
                  "halt_max_steps", "halt_exploration_prob")
@@ -297,16 +231,8 @@ class HRMArchitecture(Architecture):
 
     def sizes_from_state(self, arch: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """vocab_size and num_puzzle_identifiers from the embeddings' shapes; seq_len from learned positions."""
-        arch = dict(arch)
-        if "vocab_size" not in arch and "model.inner.embed_tokens.embedding_weight" in state:
-            arch["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
-        if "num_puzzle_identifiers" not in arch and "model.inner.puzzle_emb.weights" in state:
-            arch["num_puzzle_identifiers"] = state["model.inner.puzzle_emb.weights"].shape[0]
-        if "seq_len" not in arch and arch.get("pos_encodings") == "learned" and "model.inner.embed_pos.embedding_weight" in state:
-            hidden = int(arch.get("hidden_size", HRMConfig.hidden_size))
-            prefix = -(-int(arch.get("puzzle_emb_ndim", 0)) // hidden)
-            arch["seq_len"] = state["model.inner.embed_pos.embedding_weight"].shape[0] - prefix
-        return arch
+        learned = "embed_pos.embedding_weight" if arch.get("pos_encodings") == "learned" else None
+        return sizes_from_state(arch, state, learned, _prefix_len)
 
     def config_from_checkpoint(self, arch: Mapping[str, Any]) -> HRMConfig:
         arch = dict(arch)

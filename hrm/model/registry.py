@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from hrm.model.base import Architecture
 from hrm.model.hrm import ARCH_NAME, ARCHITECTURE as HRM_ARCHITECTURE
+from hrm.model.trm import ARCHITECTURE as TRM_ARCHITECTURE
 
 # An arch block without a name is HRM's: the official all_config.yaml always names it, and every
 # config this code wrote before the registry (and every TrainConfig arch made from the options) is HRM's.
@@ -71,3 +72,4 @@ def architecture_of(model: Any) -> Architecture:
 
 
 register(HRM_ARCHITECTURE)
+register(TRM_ARCHITECTURE)
