@@ -1,4 +1,4 @@
-"""The Tiny Recursive Model (TRM, "Less is More: Recursive Reasoning with Tiny Networks"; docs/trm.md): one
+"""The Tiny Recursive Model (TRM, "Less is More: Recursive Reasoning with Tiny Networks"; docs/architecture.md, "TRM"): one
 architecture (hrm.model.base), registered as ``recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1``,
 with the reference's config names and state-dict keys, so that its checkpoints (state dict + all_config.yaml)
 load through :func:`hrm.model.load_checkpoint`.
