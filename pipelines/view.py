@@ -1,0 +1,404 @@
+"""``hrm view``: one self-contained HTML page of what the pipeline wrote (docs/view.md).
+
+Reads a run's outputs in the DVC layout (``--run data``: ``data/datasets``, ``data/evaluate``,
+``data/analysis``; each folder can be named on its own) and writes ``--output FILE.html``, atomically:
+inline CSS and JavaScript, the data embedded as JSON, no network at view time. Three sections:
+
+    Datasets     each dataset's groups: the original beside its augmented versions and hint copies, with
+                 the transform of each (the task's words, Task.describe_transform); filter by split, rating
+                 and blanks
+    Evaluation   evaluate/puzzles.parquet, one line per evaluated puzzle with every outcome it holds;
+                 filter solved / unsolved / solved only by the vote
+    Traces       analysis/traces.parquet: for a traced puzzle, a slider (and the arrow keys) through its H
+                 steps: the decoded board, cells changed since the previous step and wrong cells marked, the
+                 halting Q and the residual per step as a small chart, the critical step and convergence
+                 class (analysis/puzzles.parquet); its multistability runs side by side
+
+Every board is drawn from the task's own description (Task.board_view): the page tests no task.
+What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``), and
+the page says what it left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.atomic_replace import atomic_output
+from pipelines.io import Count, StageError, log
+from pipelines.output_records import RECORD, read_record
+
+STAGE = "view"
+# The columns the page reads; a table without one is refused, naming the file and the column.
+TRACE_COLUMNS = ("row", "step", "segment", "cycle", "segment_end", "prediction", "exact", "q_halt", "res_H", "res_L")
+ANALYSIS_PUZZLE_COLUMNS = ("row", "exact", "critical_step", "convergence")
+MULTISTABILITY_COLUMNS = ("row", "run", "kind", "param", "exact", "convergence", "answer")
+# The evaluate tables' outcome of the headline method (the paper's vote of a passes task, the vote's top
+# candidate of a votes task) and of the single pass it is compared with: the page's solved filters.
+SOLVED_COLUMNS = ("paper_vote", "top_correct")
+BASELINE_COLUMN = "baseline"
+# The run's folders (the DVC layout's names, the options') and the command whose output each is.
+WRITERS = {"datasets": "shard", "evaluate": "evaluate", "analysis": "analyze"}
+TOKEN_CHARS = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)  # a board: one char a token
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSettings:
+    """What ``hrm view`` reads and how much of it the page embeds."""
+
+    run: Path
+    datasets: Path | None
+    evaluate: Path | None
+    analysis: Path | None
+    output: Path
+    max_groups: int = 40
+    max_versions: int = 12
+    max_puzzles: int = 1000
+    max_traced: int = 200
+
+
+# --------------------------------------------------------------------------- small readers
+
+
+def board_strings(tokens: np.ndarray) -> list[str]:
+    """uint8 [N, L] tokens -> N strings, one character a token (base 36: every task's vocabulary fits)."""
+    tokens = np.asarray(tokens, dtype=np.uint8)
+    if tokens.size and int(tokens.max()) >= len(TOKEN_CHARS):
+        raise StageError(f"a board holds token {int(tokens.max())}; the viewer draws tokens 0..{len(TOKEN_CHARS) - 1}")
+    chars = TOKEN_CHARS[tokens]
+    return [row.tobytes().decode() for row in chars]
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise StageError(f"{path}: not found; is {path.parent} a pipeline output?")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StageError(f"{path}: not JSON ({e})") from None
+
+
+def read_table(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
+    """A Parquet table of the pipeline, refused (naming the file and the column) when a column is missing."""
+    if not path.is_file():
+        raise StageError(f"{path}: not found; is {path.parent} a pipeline output?")
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as e:  # noqa: BLE001 - whatever the Parquet reader says of a bad file
+        raise StageError(f"{path}: not a Parquet table ({e})") from None
+    missing = [c for c in columns if c not in schema]
+    if missing:
+        raise StageError(f"{path}: no column {missing[0]!r} (the viewer reads {', '.join(columns)})")
+    return pl.read_parquet(path)
+
+
+def task_of(manifest: dict, path: Path):
+    from hrm.tasks import manifest_task
+
+    try:
+        return manifest_task(manifest)
+    except ValueError as e:
+        raise StageError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def dataset_folders(folder: Path) -> list[Path]:
+    """The dataset folders under ``folder``: itself (a manifest.json), or those datasets.json names (the shard
+    stage's output root)."""
+    if (folder / "manifest.json").is_file():
+        return [folder]
+    index = read_json(folder / "datasets.json") if (folder / "datasets.json").is_file() else None
+    if not isinstance(index, dict) or not index:
+        raise StageError(f"{folder}: not a dataset folder (no manifest.json, no datasets.json): pass the shard "
+                         "stage's output (data/datasets) or one dataset in it")
+    return [folder / name for name in dict.fromkeys(index.values()) if isinstance(name, str)]  # null: not built
+
+
+def shard_tables(dataset: Path, manifest: dict, split: str, first_row: int, end_row: int) -> pa.Table:
+    """Rows ``first_row`` .. ``end_row`` - 1 of a split, read from its Arrow shards (memory-mapped)."""
+    parts = []
+    for shard in manifest["splits"][split]["shards"]:
+        lo, hi = shard["rows"]
+        if hi <= first_row or lo >= end_row:
+            continue
+        path = dataset / shard["file"]
+        if not path.is_file():
+            raise StageError(f"{path}: not found (its manifest {dataset / 'manifest.json'} lists it)")
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        start = max(first_row, lo) - lo
+        parts.append(table.slice(start, min(end_row, hi) - lo - start))
+    return pa.concat_tables(parts) if parts else None
+
+
+def split_rows(dataset: Path, manifest: dict, split: str, rows: np.ndarray) -> dict[int, tuple[str, str, str]]:
+    """Split rows ``rows`` of a dataset: {row: (inputs, labels, decided)} as board strings (decided: "1" where
+    the model decides the cell, the task's EvalRules.blank_cells)."""
+    if len(rows) == 0:
+        return {}
+    task = task_of(manifest, dataset / "manifest.json")
+    n = int(manifest["splits"][split]["rows"])
+    if int(rows.max()) >= n:
+        raise StageError(f"{dataset}: its {split} split has {n} rows, not row {int(rows.max())}: "
+                         "the tables were not made from this dataset")
+    table = shard_tables(dataset, manifest, split, int(rows.min()), int(rows.max()) + 1)
+    local = pa.array(rows - int(rows.min()))
+    width = task.seq_len
+    inputs = table["inputs"].combine_chunks().take(local).flatten().to_numpy().reshape(-1, width)
+    labels = table["labels"].combine_chunks().take(local).flatten().to_numpy().reshape(-1, width)
+    decided = task.rules.blank_cells(inputs, labels).astype(np.uint8)
+    return {int(r): b for r, b in zip(rows.tolist(), zip(board_strings(inputs), board_strings(labels),
+                                                           board_strings(decided)))}
+
+
+def dataset_groups(dataset: Path, manifest: dict, split: str, settings: ViewSettings) -> dict:
+    """The first ``max_groups`` groups of a split, each its first ``max_versions`` rows (the original first)."""
+    task = task_of(manifest, dataset / "manifest.json")
+    info = manifest["splits"][split]
+    shown = min(int(info["groups"]), settings.max_groups)
+    ends = [s["rows"][1] for s in info["shards"] if s["groups"][0] < shown]
+    table = shard_tables(dataset, manifest, split, 0, max(ends, default=0))
+    groups: list[dict] = []
+    if table is not None:
+        frame = pl.from_arrow(table.filter(pc.less(table["group_id"], shown)))
+        for (group,), rows in frame.group_by("group_id", maintain_order=True):
+            groups.append(group_entry(task, int(group), rows, settings.max_versions))
+    return {"groups_total": int(info["groups"]), "rows_total": int(info["rows"]),
+            "rows_per_group": info.get("rows_per_group"), "groups": groups}
+
+
+def group_entry(task, group: int, rows: pl.DataFrame, max_versions: int) -> dict:
+    """One group for the page: its rating, its original's blanks, its first rows with their transforms."""
+    width = task.seq_len
+    inputs = rows["inputs"].to_numpy().reshape(-1, width)
+    labels = rows["labels"].to_numpy().reshape(-1, width)
+    decided = task.rules.blank_cells(inputs, labels)
+    shown = rows.head(max_versions)
+    versions = []
+    for i, row in enumerate(shown.iter_rows(named=True)):
+        transform = {name: row[name] for name in task.transform_names}
+        versions.append({"variant": row["variant"], "puzzle_id": row["puzzle_id"], "parent_id": row["parent_id"],
+                         "transform": task.describe_transform(transform)})
+    boards = zip(board_strings(inputs[:max_versions]), board_strings(labels[:max_versions]),
+                 board_strings(decided[:max_versions].astype(np.uint8)))
+    for version, (inp, lab, dec) in zip(versions, boards):
+        version.update(inputs=inp, labels=lab, decided=dec)
+    return {"group": group, "rating": int(rows["rating"][0]), "blanks": int(decided[0].sum()),
+            "rows": rows.height, "variants": rows["variant"].value_counts(sort=True).rows(), "versions": versions}
+
+
+def datasets_section(folder: Path, settings: ViewSettings) -> tuple[list[dict], dict]:
+    """Every dataset under ``folder``, each split's first groups; and the tasks' board descriptions."""
+    section, views = [], {}
+    for dataset in dataset_folders(folder):
+        manifest = read_json(dataset / "manifest.json")
+        if not isinstance(manifest.get("splits"), dict):
+            raise StageError(f"{dataset / 'manifest.json'}: no 'splits': not a dataset the shard stage wrote")
+        task = task_of(manifest, dataset / "manifest.json")
+        views[task.name] = task.board_view().as_json()
+        splits = {split: dataset_groups(dataset, manifest, split, settings) for split in manifest["splits"]}
+        section.append({"name": dataset.name, "task": task.name, "noun": task.noun, "splits": splits})
+    return section, views
+
+
+# --------------------------------------------------------------------------- evaluation and analysis
+
+
+def recorded_dataset(run_json: Path, datasets: Path | None) -> tuple[Path, dict, str]:
+    """The dataset and split a stage's run.json names: as recorded, else the folder of that name under
+    ``datasets``; StageError naming run.json when neither is there."""
+    run = read_json(run_json)
+    recorded, split = run.get("dataset"), run.get("split", "test")
+    if not isinstance(recorded, str):
+        raise StageError(f"{run_json}: no 'dataset': not the run record of `hrm evaluate` or `hrm analyze`")
+    candidates = [Path(recorded)] + ([datasets / Path(recorded).name] if datasets is not None else [])
+    for candidate in candidates:
+        if (candidate / "manifest.json").is_file():
+            manifest = read_json(candidate / "manifest.json")
+            if split not in manifest.get("splits", {}):
+                raise StageError(f"{candidate / 'manifest.json'}: no {split!r} split, which {run_json} names")
+            return candidate, manifest, split
+    raise StageError(f"{run_json}: its dataset {recorded} is not found (nor under --datasets); pass --datasets "
+                     "with the shard stage's output it was made from")
+
+
+def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
+    """evaluate/puzzles.parquet: every scalar column of its first ``max_puzzles`` rows; and which rows' boards
+    the page needs (dataset, manifest, split, rows)."""
+    path = folder / "puzzles.parquet"
+    table = read_table(path, ())
+    dataset, manifest, split = recorded_dataset(folder / "run.json", settings.datasets)
+    scalar = [c for c, t in table.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
+    shown = table.head(settings.max_puzzles).select(scalar)
+    solved = next((c for c in SOLVED_COLUMNS if c in scalar), None)
+    rows = shown["row"].to_numpy() if "row" in scalar else np.zeros(0, np.int64)
+    section = {"file": str(path), "dataset": dataset.name, "split": split, "task": task_of(manifest, dataset).name,
+               "columns": scalar, "rows": [list(r) for r in shown.rows()], "total": table.height,
+               "solved_column": solved, "baseline_column": BASELINE_COLUMN if BASELINE_COLUMN in scalar else None,
+               "summary": headline(folder)}
+    return section, (dataset, manifest, split, rows)
+
+
+def headline(folder: Path) -> dict:
+    """metrics.json's numbers, flattened (``a.b``: value) for the page's header of a section."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return {}
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (int, float, bool)) or value is None:
+            flat[prefix] = value
+
+    walk("", read_json(path))
+    return flat
+
+
+def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
+    """traces.parquet per puzzle row: its steps, columnar (predictions as board strings)."""
+    traces = traces.sort(["row", "step"])
+    predictions = board_strings(np.stack(traces["prediction"].to_numpy()) if traces.height else np.zeros((0, 0)))
+    traces = traces.with_columns(pl.Series("board", predictions, dtype=pl.String))
+    keep = ["step", "segment", "cycle", "segment_end", "exact", "q_halt", "res_H", "res_L", error_name, "board"]
+    out = {}
+    for (row,), steps in traces.group_by("row", maintain_order=True):
+        cols = steps.select(keep).to_dict(as_series=False)
+        cols["error"] = cols.pop(error_name)
+        out[int(row)] = cols
+    return out
+
+
+def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
+    """The traced puzzles of analysis/ (the first ``max_traced`` of its puzzles.parquet), each with its steps
+    and multistability runs; and which rows' boards the page needs."""
+    dataset, manifest, split = recorded_dataset(folder / "run.json", settings.datasets)
+    task = task_of(manifest, dataset)
+    error_name = task.rules.error_name
+    puzzles = read_table(folder / "puzzles.parquet", ANALYSIS_PUZZLE_COLUMNS)
+    traces = read_table(folder / "traces.parquet", TRACE_COLUMNS + (error_name,))
+    multi_path = folder / "multistability.parquet"
+    multi = read_table(multi_path, MULTISTABILITY_COLUMNS) if multi_path.is_file() else None
+    shown = puzzles.head(settings.max_traced)
+    wanted = shown["row"].to_list()
+    steps = trace_steps(traces.filter(pl.col("row").is_in(wanted)).select(TRACE_COLUMNS + (error_name,)), error_name)
+    runs = multistability_runs(multi.filter(pl.col("row").is_in(wanted)) if multi is not None else None)
+    scalar = [c for c, t in shown.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
+    entries = []
+    for record in shown.select(scalar).iter_rows(named=True):
+        row = int(record["row"])
+        record["runs"] = len(runs.get(row, []))  # its multistability runs
+        entries.append({"facts": record, "steps": steps.get(row), "multistability": runs.get(row, [])})
+    section = {"file": str(folder / "traces.parquet"), "dataset": dataset.name, "split": split, "task": task.name,
+               "error_name": error_name, "puzzles": entries, "total": puzzles.height, "summary": headline(folder)}
+    return section, (dataset, manifest, split, np.asarray(wanted, dtype=np.int64))
+
+
+def multistability_runs(table: pl.DataFrame | None) -> dict[int, list[dict]]:
+    if table is None or table.height == 0:
+        return {}
+    table = table.sort(["row", "run"])
+    answers = board_strings(np.stack(table["answer"].to_numpy()))
+    out: dict[int, list[dict]] = {}
+    for record, answer in zip(table.select(MULTISTABILITY_COLUMNS[:-1]).iter_rows(named=True), answers):
+        out.setdefault(int(record.pop("row")), []).append({**record, "answer": answer})
+    return out
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def section_folders(settings: ViewSettings) -> dict[str, Path]:
+    """The folders to read: those named, and those of the run's DVC layout that exist; StageError for a named
+    folder that is not there, or a run with none of them."""
+    folders = {}
+    for key, command in WRITERS.items():
+        named = getattr(settings, key)
+        if named is not None and not named.is_dir():
+            raise StageError(f"{named}: not found (--{key})")
+        folder = named if named is not None else settings.run / key
+        if folder.is_dir():
+            record = read_record(folder)  # None: no record (files copied by hand); read what is there
+            if record is not None and record["command"] != command:
+                raise StageError(f"{folder}: holds the output of `hrm {record['command']}` (its record {RECORD}), "
+                                 f"not of `hrm {command}` (--{key})")
+            folders[key] = folder
+    if not folders:
+        raise StageError(f"{settings.run}: not a pipeline output (no datasets/, evaluate/ or analysis/ in it); pass "
+                         "--run with the folder the stages wrote into (data/), or --datasets, --evaluate, --analysis")
+    return folders
+
+
+def page_data(settings: ViewSettings) -> dict:
+    """Everything the page embeds, read and checked before anything is written."""
+    folders = section_folders(settings)
+    if "datasets" in folders:
+        settings = dataclasses.replace(settings, datasets=folders["datasets"])
+    data: dict[str, Any] = {"run": str(settings.run), "folders": {k: str(v) for k, v in folders.items()},
+                            "caps": dataclasses.asdict(settings) | {"run": None, "output": None},
+                            "boards": {}, "views": {}}
+    data["caps"] = {k: v for k, v in data["caps"].items() if k.startswith("max_")}
+    needs = []
+    if "datasets" in folders:
+        data["datasets"], data["views"] = datasets_section(folders["datasets"], settings)
+    if "evaluate" in folders:
+        data["evaluation"], need = evaluation_section(folders["evaluate"], settings)
+        needs.append(need)
+    if "analysis" in folders:
+        data["traces"], need = analysis_section(folders["analysis"], settings)
+        needs.append(need)
+    for dataset, manifest, split, rows in needs:
+        task = task_of(manifest, dataset)
+        data["views"].setdefault(task.name, task.board_view().as_json())
+        boards = data["boards"].setdefault(f"{dataset.name}/{split}", {})
+        todo = np.setdiff1d(rows, np.asarray([int(r) for r in boards], dtype=np.int64))
+        boards.update({str(r): list(b) for r, b in split_rows(dataset, manifest, split, todo).items()})
+    return data
+
+
+def render(data: dict) -> str:
+    """The page: the template with the data as JSON in a script element (``</`` escaped so no string in it
+    can close the element)."""
+    from pipelines.view_page import PAGE
+
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str).replace("</", "<\\/")
+    return PAGE.replace("/*HRM_DATA*/", payload)
+
+
+@click.command("view")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), default="data",
+              help="The folder the stages wrote into (the DVC layout: datasets/, evaluate/, analysis/ under it).")
+@click.option("--datasets", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The shard stage's output (or one dataset in it). [default: RUN/datasets]")
+@click.option("--evaluate", "evaluate_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="An `hrm evaluate` output. [default: RUN/evaluate]")
+@click.option("--analysis", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="An `hrm analyze` output. [default: RUN/analysis]")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The HTML file to write (replaced atomically).")
+@click.option("--max-groups", type=Count(0), default=40, help="Groups shown per dataset split.")
+@click.option("--max-versions", type=Count(1), default=12, help="Rows shown per group (the original first).")
+@click.option("--max-puzzles", type=Count(0), default=1000, help="Evaluated puzzles listed.")
+@click.option("--max-traced", type=Count(0), default=200, help="Traced puzzles embedded with their steps.")
+def view(run_dir: Path, datasets: Path | None, evaluate_dir: Path | None, analysis: Path | None, output: Path,
+         max_groups: int, max_versions: int, max_puzzles: int, max_traced: int) -> None:
+    """One self-contained HTML page of a run: datasets, evaluation, reasoning traces (docs/view.md)."""
+    settings = ViewSettings(run_dir, datasets, evaluate_dir, analysis, output, max_groups, max_versions,
+                            max_puzzles, max_traced)
+    start = time.perf_counter()
+    page = render(page_data(settings))
+    with atomic_output(output) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log(STAGE, f"wrote {output} ({len(page.encode()) / 1e6:.2f} MB) in {time.perf_counter() - start:.1f} s")

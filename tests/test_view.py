@@ -1,0 +1,208 @@
+"""`hrm view` (pipelines/view.py): the page built from a tiny real pipeline run (train, evaluate, analyze on the
+shard stage's output), opened in a real headless Chromium (Debian's chromium and chromedriver, driven by
+Selenium; .ci/run installs them): the puzzles listed match the tables, a trace's board at a given step matches
+traces.parquet, the filters filter, a screenshot is not blank. Bad input is one message naming the file."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from hrm.tasks import TASKS, SUDOKU
+from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+TOKEN_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY_RUN = ("--variant", "vanilla", "--global-batch-size", 4, "--epochs", 2, "--eval-interval", 2, "--eval-size", 4,
+            "--hidden-size", 16, "--num-heads", 2, "--l-layers", 1, "--h-cycles", 2, "--l-cycles", 2, "--halt-max-steps", 3,
+            "--puzzle-emb-ndim", 16, "--lr-warmup-steps", 1, "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_sudoku_shards, tmp_path_factory) -> Path:
+    """A tiny run in the DVC layout (datasets/, models/hrm, evaluate/, analysis/): the stages themselves."""
+    root = tmp_path_factory.mktemp("view_run")
+    (root / "datasets").symlink_to(tiny_sudoku_shards, target_is_directory=True)
+    model = root / "models" / "hrm"
+    ok("train", "--dataset", root / "datasets", "--output", model, *TINY_RUN)
+    ok("evaluate", "--checkpoint", model, "--dataset", root / "datasets", "--variant", "vanilla", "--permutations", 2,
+       "--tiers", "1-2", "--output", root / "evaluate", "--no-progress")
+    ok("analyze", "--checkpoint", model, "--dataset", root / "datasets", "--variant", "vanilla", "--output",
+       root / "analysis", "--sample", 4, "--segments", 3, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2,
+       "--easy-k", "0,1", "--landscape-radius", 1, "--no-flow", "--no-progress")
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not found: the viewer's tests need Debian's headless browser; install it "
+                    "with `apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)  # a path: no driver download
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, page: Path) -> None:
+    browser.get(page.resolve().as_uri())
+    assert browser.execute_script("return document.body.dataset.ready") == "1"
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+def texts(browser, selector: str) -> list[str]:
+    return browser.execute_script(f"return Array.from(document.querySelectorAll({selector!r}), e => e.textContent)")
+
+
+def test_the_page_lists_the_tables_and_steps_through_a_trace_in_a_real_browser(run, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    page = tmp_path / "view.html"
+    ok("view", "--run", run, "--output", page)
+    html = page.read_text()
+    # Self-contained: nothing to fetch (the one URL is the SVG namespace, a name, not a request).
+    assert re.findall(r"https?://[^\s\"'`]+", html) == ["http://www.w3.org/2000/svg"] * html.count("http://www.w3.org/2000/svg")
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)
+    open_page(browser, page)
+
+    evaluated = pl.read_parquet(run / "evaluate" / "puzzles.parquet")
+    browser.find_element(By.ID, "tab-evaluation").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == evaluated.height
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("unsolved")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int((~evaluated["paper_vote"]).sum())
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("all")
+
+    analysed = pl.read_parquet(run / "analysis" / "puzzles.parquet")
+    traces = pl.read_parquet(run / "analysis" / "traces.parquet")
+    browser.find_element(By.ID, "tab-traces").click()
+    items = browser.find_elements(By.CSS_SELECTOR, ".trace-item")
+    assert len(items) == analysed.height
+    row = int(items[1].get_attribute("data-row"))
+    items[1].click()
+    steps = traces.filter(pl.col("row") == row).sort("step")
+    assert browser.find_element(By.ID, "step-slider").get_attribute("max") == str(steps.height - 1)
+    # The last step is shown first; the left arrow goes back, one H step a key.
+    ActionChains(browser).send_keys(Keys.ARROW_LEFT * (steps.height - 2)).perform()
+    shown = browser.execute_script("return Array.from(document.querySelectorAll('#trace-board .cell'), c => +c.dataset.token)")
+    assert shown == steps["prediction"][1].to_list()
+    assert browser.find_element(By.ID, "trace-board").get_attribute("data-step") == str(steps["step"][1])
+    assert f"step {steps['step'][1]} of {steps['step'][-1]}" in browser.find_element(By.ID, "step-label").text
+    # Marked: cells changed since the step before, and decided cells that differ from the label.
+    before, now = np.array(steps["prediction"][0].to_list()), np.array(steps["prediction"][1].to_list())
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#trace-board .cell.changed")) == int((before != now).sum())
+    vanilla = json.loads((run / "datasets" / "datasets.json").read_text())["vanilla"]
+    inputs, labels = split_row(run / "datasets" / vanilla, row)
+    wrong = (inputs == 1) & (now != labels)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#trace-board .cell.wrong")) == int(wrong.sum())
+    assert browser.find_elements(By.CSS_SELECTOR, "#trace-chart #chart-marker")
+    facts = browser.find_element(By.ID, "trace-facts").text
+    assert str(analysed.filter(pl.col("row") == row)["convergence"][0]) in facts and "critical step" in facts
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#multistability figure")) == \
+        pl.read_parquet(run / "analysis" / "multistability.parquet").filter(pl.col("row") == row).height
+    Select(browser.find_element(By.ID, "trace-filter")).select_by_value("wrong")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".trace-item")) == int((~analysed["exact"]).sum())
+    assert_not_blank(browser.get_screenshot_as_png())
+
+
+def split_row(dataset: Path, row: int) -> tuple[np.ndarray, np.ndarray]:
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    shard = manifest["splits"]["test"]["shards"][0]
+    table = pa.ipc.open_file(str(dataset / shard["file"])).read_all()
+    return np.array(table["inputs"][row].as_py()), np.array(table["labels"][row].as_py())
+
+
+def assert_not_blank(png: bytes) -> None:
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert image.shape[0] > 500 and image.shape[1] > 500
+    colours = np.unique(image.reshape(-1, 3), axis=0)
+    assert len(colours) > 20, "the screenshot is (nearly) one colour"
+    assert (image.reshape(-1, 3) != image[0, 0]).any(axis=1).mean() > 0.05
+
+
+def test_the_datasets_section_shows_each_original_beside_its_versions(built, browser, tmp_path):
+    """The dataset stages' chain on real puzzles (4 augmented versions and hints per train puzzle)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    root, _ = built
+    page = tmp_path / "datasets.html"
+    ok("view", "--datasets", root / "datasets", "--output", page, "--max-groups", 5, "--run", tmp_path / "none")
+    open_page(browser, page)
+    browser.find_element(By.ID, "tab-datasets").click()
+    Select(browser.find_element(By.ID, "dataset-select")).select_by_visible_text("sudoku-csv-20-aug-4-hint")
+    assert Select(browser.find_element(By.ID, "split-select")).first_selected_option.text == "train"
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".group-item")) == 5  # --max-groups
+    browser.find_elements(By.CSS_SELECTOR, ".group-item")[2].click()
+    captions = texts(browser, "#group-detail figcaption")
+    train = pl.read_ipc(next((root / "datasets" / "sudoku-csv-20-aug-4-hint" / "train").glob("*.arrow")))
+    group = train.filter(pl.col("group_id") == 2)
+    assert len(captions) == group.height  # 1 original, 4 augmented, 5 hints: 10 rows, under --max-versions
+    for caption, record in zip(captions, group.iter_rows(named=True)):
+        words = SUDOKU.describe_transform({name: record[name] for name in SUDOKU.transform_names})
+        assert caption.endswith(f"(puzzle {record['puzzle_id']}): {words}")
+        assert caption.startswith("hint of puzzle" if record["variant"] == "hint" else record["variant"])
+    assert captions[0].endswith("identity")
+    # Filters: the groups listed are those whose rating is in range.
+    ratings = [g["rating"] for g in browser.execute_script(
+        "return D.datasets[+document.getElementById('dataset-select').value].splits.train.groups")]
+    browser.find_element(By.ID, "rating-min").send_keys(str(sorted(ratings)[2]))
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".group-item")) == sum(r >= sorted(ratings)[2] for r in ratings)
+
+
+def test_every_task_describes_its_boards():
+    for task in TASKS.values():
+        view = task.board_view().as_json()
+        assert view["rows"] * view["cols"] == task.seq_len, task.name
+        assert {int(t) for t in view["cells"]} == set(range(task.vocab_size)), task.name
+        assert all(re.fullmatch(r"#[0-9a-fA-F]{6}", look[1]) for look in view["cells"].values()), task.name
+        assert json.loads(json.dumps(view)) == view
+    arc = TASKS["arc-agi-1"]
+    assert [view[1] for t, view in sorted(arc.board_view().cells.items()) if t >= 2] == [c for c in arc.palette]
+
+
+def test_bad_input_is_one_message_naming_the_file_and_nothing_is_written(run, tmp_path):
+    page = tmp_path / "view.html"
+    message = fails("view", "--run", tmp_path, "--output", page)
+    assert f"{tmp_path}: not a pipeline output" in message and not page.exists()
+
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    for name in ("puzzles.parquet", "multistability.parquet", "run.json"):
+        (analysis / name).write_bytes((run / "analysis" / name).read_bytes())
+    traces = pl.read_parquet(run / "analysis" / "traces.parquet")
+    traces.drop("res_H").write_parquet(analysis / "traces.parquet")
+    message = fails("view", "--analysis", analysis, "--run", tmp_path / "none", "--output", page)
+    assert f"{analysis / 'traces.parquet'}: no column 'res_H'" in " ".join(message.split()) and not page.exists()
+
+    (analysis / "traces.parquet").unlink()
+    message = fails("view", "--analysis", analysis, "--run", tmp_path / "none", "--output", page)
+    assert f"{analysis / 'traces.parquet'}: not found" in " ".join(message.split()) and not page.exists()
+
+    page.write_text("the previous page")  # a failed run leaves it as it was
+    message = fails("view", "--evaluate", run / "analysis", "--run", tmp_path / "none", "--output", page)
+    assert f"{run / 'analysis'}: holds the output of `hrm analyze`" in " ".join(message.split())
+    assert page.read_text() == "the previous page"
