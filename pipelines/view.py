@@ -98,7 +98,13 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
     missing = [c for c in columns if c not in schema]
     if missing:
         raise StageError(f"{path}: no column {missing[0]!r} (the viewer reads {', '.join(columns)})")
-    return pl.read_parquet(path)
+    return finite(pl.read_parquet(path))
+
+
+def finite(frame: pl.DataFrame) -> pl.DataFrame:
+    """NaN and infinities as nulls: JSON has no such numbers (the page shows a dash)."""
+    floats = [c for c, t in frame.schema.items() if t.is_float()]
+    return frame.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
 
 
 def task_of(manifest: dict, path: Path):

@@ -194,6 +194,10 @@ def test_bad_input_is_one_message_naming_the_file_and_nothing_is_written(run, tm
     for name in ("puzzles.parquet", "multistability.parquet", "run.json"):
         (analysis / name).write_bytes((run / "analysis" / name).read_bytes())
     traces = pl.read_parquet(run / "analysis" / "traces.parquet")
+    traces.with_columns(pl.lit(float("nan"), pl.Float32).alias("res_H")).write_parquet(analysis / "traces.parquet")
+    ok("view", "--analysis", analysis, "--run", tmp_path / "none", "--output", page)  # a NaN is drawn as a dash
+    assert "NaN" not in page.read_text()
+    page.unlink()
     traces.drop("res_H").write_parquet(analysis / "traces.parquet")
     message = fails("view", "--analysis", analysis, "--run", tmp_path / "none", "--output", page)
     assert f"{analysis / 'traces.parquet'}: no column 'res_H'" in " ".join(message.split()) and not page.exists()
