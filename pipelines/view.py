@@ -220,10 +220,14 @@ def datasets_section(folder: Path, settings: ViewSettings) -> tuple[list[dict], 
 # --------------------------------------------------------------------------- evaluation and analysis
 
 
-def recorded_dataset(run_json: Path, datasets: Path | None) -> tuple[Path, dict, str]:
-    """The dataset and split a stage's run.json names: as recorded, else the folder of that name under
-    ``datasets``; StageError naming run.json when neither is there."""
+def recorded_dataset(folder: Path, datasets: Path | None) -> tuple[Path, dict, str]:
+    """The dataset and split a stage's run.json names (a vote evaluation's: its summary.json): as recorded,
+    else the folder of that name under ``datasets``; StageError naming the file when neither is there."""
+    run_json = folder / "run.json"
     run = read_json(run_json)
+    if "dataset" not in run and (folder / "summary.json").is_file():
+        run_json = folder / "summary.json"
+        run = read_json(run_json)
     recorded, split = run.get("dataset"), run.get("split", "test")
     if not isinstance(recorded, str):
         raise StageError(f"{run_json}: no 'dataset': not the run record of `hrm evaluate` or `hrm analyze`")
@@ -243,7 +247,7 @@ def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tupl
     the page needs (dataset, manifest, split, rows)."""
     path = folder / "puzzles.parquet"
     table = read_table(path, ())
-    dataset, manifest, split = recorded_dataset(folder / "run.json", settings.datasets)
+    dataset, manifest, split = recorded_dataset(folder, settings.datasets)
     scalar = [c for c, t in table.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
     shown = table.head(settings.max_puzzles).select(scalar)
     solved = next((c for c in SOLVED_COLUMNS if c in scalar), None)
@@ -290,7 +294,7 @@ def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
 def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
     """The traced puzzles of analysis/ (the first ``max_traced`` of its puzzles.parquet), each with its steps
     and multistability runs; and which rows' boards the page needs."""
-    dataset, manifest, split = recorded_dataset(folder / "run.json", settings.datasets)
+    dataset, manifest, split = recorded_dataset(folder, settings.datasets)
     task = task_of(manifest, dataset)
     error_name = task.rules.error_name
     puzzles = read_table(folder / "puzzles.parquet", ANALYSIS_PUZZLE_COLUMNS)
