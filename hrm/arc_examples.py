@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -97,54 +97,115 @@ def build_examples(puzzles: Sequence[arc.Puzzle], rows: Mapping[str, Sequence[np
     puzzle at most; and the identifier names (index = identifier, 0 the blank)."""
     names = [arc.BLANK_NAME]
     parts: dict[str, list] = {arc.TRAIN: [], arc.TEST: []}
+    for chunk in iter_examples(puzzles, rows, num_aug, seed, names, chunk_rows=0):
+        for split, part in chunk.items():
+            parts[split].append(part)
+    return {split: _concat(p, renumber=False) for split, p in parts.items()}, names
+
+
+def iter_examples(puzzles: Sequence[arc.Puzzle], rows: Mapping[str, Sequence[np.ndarray]], num_aug: int,
+                  seed: int, names: list[str], chunk_rows: int) -> Iterator[dict[str, SplitExamples]]:
+    """build_examples a few puzzles at a time: each chunk the rows of whole puzzles in both splits, at
+    least ``chunk_rows`` rows (0: all in one chunk), group ids counted on from the chunk before;
+    ``names`` (holding the blank) grows by each puzzle's identifier names."""
+    parts: dict[str, list] = {arc.TRAIN: [], arc.TEST: []}
+    groups, held = {arc.TRAIN: 0, arc.TEST: 0}, 0
     for g, puzzle in enumerate(puzzles):
+        content = arc._ContentKeys(puzzle)
         rng = puzzle_rng(seed, puzzle.name)
-        versions = arc.augment_puzzle(puzzle, num_aug, rng)
+        transforms, maps = arc.draw_versions(content, num_aug, rng)
         first = len(names)
-        names.extend(v.name for v in versions)
+        names.extend(_version_names(puzzle.name, transforms, maps))
         for split in (arc.TRAIN, arc.TEST):
             if len(rows[split][g]):
-                parts[split].append(_group(versions, split, g, first, rows[split][g], rng))
-    return {split: _concat(p) for split, p in parts.items()}, names
+                part = _group(content, puzzle, transforms, maps, split, groups[split], first, rows[split][g], rng)
+                parts[split].append(part)
+                groups[split] += 1
+                held += len(part.group_id)
+        if chunk_rows and held >= chunk_rows:
+            yield {split: _concat(p, renumber=False) for split, p in parts.items()}
+            parts, held = {arc.TRAIN: [], arc.TEST: []}, 0
+    if held or not chunk_rows:
+        yield {split: _concat(p, renumber=False) for split, p in parts.items()}
 
 
-def _group(versions: list[arc.Version], split: str, group: int, first_identifier: int, table_rows: np.ndarray,
-           rng: np.random.Generator) -> SplitExamples:
+def _version_names(source: str, transforms: np.ndarray, maps: np.ndarray) -> list[str]:
+    """hrm.arc.version_name of each version (the first the identity), without a loop over colours."""
+    digits = (maps.astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+    width = arc.NUM_COLOURS
+    return [source] + [f"{source}_t{int(t)}_{digits[i * width : (i + 1) * width]}"
+                       for i, t in enumerate(transforms[1:].tolist(), start=1)]
+
+
+def _group(content: "arc._ContentKeys", puzzle: arc.Puzzle, transforms: np.ndarray, maps: np.ndarray, split: str,
+           group: int, first_identifier: int, table_rows: np.ndarray, rng: np.random.Generator) -> SplitExamples:
     """One puzzle's rows in ``split``: every version's pairs there (translated in the train split)."""
-    pairs = [arc.split_pairs(v.puzzle)[split] for v in versions]
-    per = len(table_rows)
-    grids = [p for version_pairs in pairs for p in version_pairs]
-    shapes = np.array([[a.shape, b.shape] for a, b in grids], dtype=np.int64).reshape(-1, 2, 2)
-    offsets = np.zeros((len(grids), 2), dtype=np.int64)
+    pairs = _split_pair_indices(puzzle, split)
+    per, n = len(pairs), len(transforms)
+    grid_shapes = np.stack([content.shapes(t)[2 * pairs[:, None] + np.arange(2)] for t in range(8)])
+    shapes = grid_shapes[transforms].reshape(-1, 2, 2)  # [rows, (input, output), (rows, columns)]
+    offsets = np.zeros((n * per, 2), dtype=np.int64)
     if split == arc.TRAIN:
-        offsets = arc.translation_offsets(shapes, np.arange(len(versions) + 1, dtype=np.int64) * per, rng)
-    n = len(versions)
-    transforms = ArcTransforms(
+        offsets = arc.translation_offsets(shapes, np.arange(n + 1, dtype=np.int64) * per, rng)
+    transform_rows = ArcTransforms(
         identifier=np.repeat(np.arange(first_identifier, first_identifier + n, dtype=np.int32), per),
-        dihedral=np.repeat(np.array([v.transform for v in versions], dtype=np.uint8), per),
-        colour_map=np.repeat(np.stack([v.colour_map for v in versions]).astype(np.uint8), per, axis=0),
+        dihedral=np.repeat(transforms.astype(np.uint8), per),
+        colour_map=np.repeat(maps.astype(np.uint8), per, axis=0),
         offset=offsets.astype(np.uint8),
     )
     original = np.zeros(n * per, dtype=bool)
     original[:per] = True
+    boards = [_encode_versions(content, transforms, maps, pairs, side, offsets, shapes[:, side]) for side in (0, 1)]
     return SplitExamples(
         group_id=np.full(n * per, group, dtype=np.int32), original=original, origin=np.tile(table_rows, n),
-        inputs=arc.encode_grids([a for a, _ in grids], offsets), labels=arc.encode_grids([b for _, b in grids], offsets),
-        transforms=transforms,
+        inputs=boards[0], labels=boards[1], transforms=transform_rows,
     )
 
 
-def _concat(parts: list[SplitExamples]) -> SplitExamples:
+def _split_pair_indices(puzzle: arc.Puzzle, split: str) -> np.ndarray:
+    """The pairs of ``split`` (hrm.arc.split_pairs) as indices into ``puzzle.pairs()``."""
+    demos, tests = len(puzzle.demonstrations), len(puzzle.tests)
+    if not arc.is_evaluation(puzzle.subset):
+        return np.arange(demos + tests) if split == arc.TRAIN else np.zeros(0, dtype=np.int64)
+    start = (tests if puzzle.tests_first else 0) if split == arc.TRAIN else (0 if puzzle.tests_first else demos)
+    return np.arange(start, start + (demos if split == arc.TRAIN else tests))
+
+
+def _encode_versions(content: "arc._ContentKeys", transforms: np.ndarray, maps: np.ndarray, pairs: np.ndarray,
+                     side: int, offsets: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """hrm.arc.encode_grids of one side (0 inputs, 1 labels) of ``pairs`` in every version, rows
+    version-major: per transform, the cells' and EOS cells' board positions are laid out once, and
+    each version of that transform is one gather of its colour map and one scatter."""
+    per = len(pairs)
+    boards = np.zeros((len(transforms) * per, arc.SEQ_LEN), dtype=np.uint8)
+    flat = boards.reshape(-1)
+    shift = offsets[:, 0] * arc.SIDE + offsets[:, 1] + np.arange(len(offsets)) * arc.SEQ_LEN  # each row's origin
+    below = offsets[:, 0] + shapes[:, 0] < arc.SIDE  # an EOS row / column only where the board goes on
+    right = offsets[:, 1] + shapes[:, 1] < arc.SIDE
+    for t in np.unique(transforms):
+        versions = np.flatnonzero(transforms == t)
+        cells, cell_pos, cell_pair, eos_pos, eos_pair, eos_right = content.layout(int(t), pairs, side)
+        rows = versions[:, None] * per + cell_pair  # [versions, cells]
+        flat[shift[rows] + cell_pos] = maps[versions][:, cells] + arc.COLOUR_OFFSET
+        rows = versions[:, None] * per + eos_pair
+        keep = np.where(eos_right, right[rows], below[rows])
+        flat[(shift[rows] + eos_pos)[keep]] = arc.EOS
+    return boards
+
+
+def _concat(parts: list[SplitExamples], renumber: bool = True) -> SplitExamples:
     if not parts:
         empty = np.zeros(0, dtype=np.int32)
         return SplitExamples(empty, empty.astype(bool), empty.astype(np.int64), np.zeros((0, arc.SEQ_LEN), np.uint8),
                              np.zeros((0, arc.SEQ_LEN), np.uint8),
                              ArcTransforms(empty, empty.astype(np.uint8), np.zeros((0, arc.NUM_COLOURS), np.uint8),
                                            np.zeros((0, 2), np.uint8)))
-    # Group ids renumbered from 0 in the split's own order (a test split holds only some puzzles).
+    # Group ids renumbered from 0 in the split's own order (a test split holds only some puzzles); a chunk's
+    # parts are numbered already.
     sizes = [len(p.group_id) for p in parts]
     return SplitExamples(
-        group_id=np.repeat(np.arange(len(parts), dtype=np.int32), sizes),
+        group_id=(np.repeat(np.arange(len(parts), dtype=np.int32), sizes) if renumber
+                  else np.concatenate([p.group_id for p in parts])),
         original=np.concatenate([p.original for p in parts]),
         origin=np.concatenate([p.origin for p in parts]),
         inputs=np.concatenate([p.inputs for p in parts]),
