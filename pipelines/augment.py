@@ -123,14 +123,13 @@ class AugmentRun:
 JOINT_CHUNK_ROWS = 1 << 17
 
 
-def _augment_jointly(task: Task, tables: dict[str, pl.DataFrame], run: AugmentRun,
-                     chunk_rows: int = JOINT_CHUNK_ROWS) -> None:
+def _augment_jointly(task: Task, tables: dict[str, pl.DataFrame], run: AugmentRun) -> None:
     """The splits of a task that augments them together (Task.augment_splits: ARC), built, validated and
-    written ``chunk_rows`` rows at a time (the tables' bytes as if written whole), with the JSON files the
+    written JOINT_CHUNK_ROWS rows at a time (the tables' bytes as if written whole), with the JSON files the
     task makes (ARC's identifiers.json), each recorded with its sha256."""
     from pipelines.examples_writer import ChunkedExamplesWriter
 
-    stage, output = "augment", run.output
+    stage, output, chunk_rows = "augment", run.output, JOINT_CHUNK_ROWS
     if set(tables) != {"train", "test"}:
         raise StageError(f"{run.input_dir / LINEAGE}: {task.name} builds train and test only (no independent "
                          "vanilla draw: it has no hint dataset); rerun the subsample with --vanilla-draw coupled")

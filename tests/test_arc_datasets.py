@@ -96,6 +96,21 @@ def test_the_augment_stage_builds_arc_with_identifiers_and_lineage(tmp_path):
     assert (np.stack(test["offset"].to_numpy()) == 0).all() and test["group_id"].n_unique() == 2
 
 
+def test_the_augment_stage_writes_the_same_bytes_a_few_puzzles_at_a_time(tmp_path, monkeypatch):
+    """Built, validated and written a chunk at a time (here a puzzle or two per chunk, some chunks with no
+    test rows), the tables, identifiers and lineage are the bytes of one chunk."""
+    import pipelines.augment
+
+    outputs = {}
+    for chunk_rows in (10**9, 1, 150):
+        monkeypatch.setattr(pipelines.augment, "JOINT_CHUNK_ROWS", chunk_rows)
+        _, aug = arc_pipeline(tmp_path / str(chunk_rows), num_aug=5, subsample=4, test_size=3, seed=2)
+        outputs[chunk_rows] = {p.name: p.read_bytes() for p in sorted(aug.iterdir()) if not p.name.startswith(".")}
+    assert list(outputs[1]) == ["identifiers.json", "lineage.json", "test.arrow", "train.arrow"]
+    assert outputs[1] == outputs[10**9] == outputs[150]
+    assert pl.read_ipc(tmp_path / "1" / "aug" / "train.arrow")["group_id"].n_unique() == 7  # 4 + 3 puzzles
+
+
 def test_the_examples_schema_names_each_broken_arc_row(tmp_path):
     _, aug = arc_pipeline(tmp_path)
     table = pl.read_ipc(aug / "train.arrow")
@@ -294,7 +309,7 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
 
 # sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
 # when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
-ARC_CHECKS_CODE = "20a6d6f240da4098"
+ARC_CHECKS_CODE = "781165cb3749d0ef"
 
 
 def test_the_arc_checks_id_follows_the_checks():
