@@ -24,6 +24,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 import hrm.arc as arc
+from hrm.encoding import numba_kernel
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,91 @@ def matches_original(transforms: ArcTransforms, rows: np.ndarray, src: np.ndarra
     """bool [len(rows)]: row ``rows[i]``'s boards are row ``src[i]``'s grids (read at its offset),
     recoloured and transformed by row ``rows[i]``'s transform, encoded at its own offset: both rows' boards
     are well encoded, and row ``rows[i]``'s grids mapped back (inverse transform, inverse colour map) equal
-    the source's. Vectorised, ``CHECK_ROWS`` rows at a time."""
+    the source's. Compiled, one pass over each board (``matches_original_reference`` is the same check
+    in numpy, and the definition); an offset off the board or a dihedral id over 7 fails."""
+    rows, src = np.asarray(rows, np.int64), np.asarray(src, np.int64)
+    offsets = np.asarray(transforms.offset, np.int64).reshape(-1, 2)
+    dihedrals = np.asarray(transforms.dihedral, np.int64)
+    sources, which = np.unique(src, return_inverse=True)  # each original once (it has many augmented pairs)
+    inverse = np.argsort(transforms.colour_map[rows], axis=1).astype(np.int64)  # as hrm.arc_scoring.map_back
+    ok = np.ones(len(rows), dtype=bool)
+    for boards in (np.ascontiguousarray(inputs, np.uint8), np.ascontiguousarray(labels, np.uint8)):
+        mine = _encoded_shapes(boards, rows, offsets)
+        theirs = _encoded_shapes(boards, sources, offsets)
+        ok &= _same_grids(boards, rows, sources[which.reshape(-1)], offsets, dihedrals, inverse, mine,
+                          theirs[which.reshape(-1)])
+    return ok
+
+
+@numba_kernel
+def _encoded_shapes(boards, rows, offsets):
+    """int64 [len(rows), 3]: (well encoded 0/1, grid rows, grid columns) of each row's board read at its
+    offset: the crop of hrm.arc_scoring.crop_shapes there, and the board exactly that grid encoded at the
+    offset (colour tokens on it, EOS below and right of it where the board goes on, PAD elsewhere)."""
+    side = 30
+    out = np.zeros((len(rows), 3), dtype=np.int64)
+    for k in range(len(rows)):
+        board, r0, c0 = boards[rows[k]], offsets[rows[k], 0], offsets[rows[k], 1]
+        if r0 >= side or c0 >= side:
+            continue
+        narrowest, best, h, w = side, 0, 0, 0
+        for i in range(side - r0):
+            lead = 0
+            while lead < side - c0 and 2 <= board[(r0 + i) * side + c0 + lead] < 12:
+                lead += 1
+            narrowest = min(narrowest, lead)
+            if narrowest * (i + 1) > best:
+                best, h, w = narrowest * (i + 1), i + 1, narrowest
+        good = h > 0
+        for r in range(side):
+            for c in range(side):
+                x, i, j = board[r * side + c], r - r0, c - c0
+                if i < 0 or j < 0:
+                    good &= x == 0
+                elif i < h and j < w:
+                    good &= x >= 2
+                elif (i == h and j < w and r0 + h < side) or (j == w and i < h and c0 + w < side):
+                    good &= x == 1
+                else:
+                    good &= x == 0
+        out[k, 0], out[k, 1], out[k, 2] = good, h, w
+    return out
+
+
+@numba_kernel
+def _same_grids(boards, rows, src, offsets, dihedrals, inverse, mine, theirs):
+    """bool [len(rows)]: both boards well encoded, and row ``rows[k]``'s grid, its colours mapped by
+    ``inverse[k]`` and moved by the inverse of its dihedral transform, is ``src[k]``'s grid."""
+    side = 30
+    undo = (0, 3, 2, 1, 4, 5, 6, 7)  # hrm.arc.INVERSE
+    out = np.zeros(len(rows), dtype=np.bool_)
+    for k in range(len(rows)):
+        t = dihedrals[rows[k]]
+        if mine[k, 0] == 0 or theirs[k, 0] == 0 or t > 7:
+            continue
+        h, w, hs, ws = mine[k, 1], mine[k, 2], theirs[k, 1], theirs[k, 2]
+        t = undo[t]
+        turned = t == 1 or t == 3 or t == 6 or t == 7  # rows and columns swap
+        if (turned and (w != hs or h != ws)) or (not turned and (h != hs or w != ws)):
+            continue
+        board, other = boards[rows[k]], boards[src[k]]
+        r0, c0, rs, cs = offsets[rows[k], 0], offsets[rows[k], 1], offsets[src[k], 0], offsets[src[k], 1]
+        same = True
+        for i in range(h):
+            for j in range(w):
+                # Where hrm.arc.dihedral(., t) takes cell (i, j) of an h x w grid.
+                p, q = ((i, j), (w - 1 - j, i), (h - 1 - i, w - 1 - j), (j, h - 1 - i), (i, w - 1 - j),
+                        (h - 1 - i, j), (j, i), (w - 1 - j, h - 1 - i))[t]
+                colour = inverse[k, board[(r0 + i) * side + c0 + j] - 2]
+                same &= colour == other[(rs + p) * side + cs + q] - 2
+        out[k] = same
+    return out
+
+
+def matches_original_reference(transforms: ArcTransforms, rows: np.ndarray, src: np.ndarray, inputs: np.ndarray,
+                               labels: np.ndarray) -> np.ndarray:
+    """matches_original in numpy, ``CHECK_ROWS`` rows at a time: each board moved to its offset, cropped,
+    checked for its encoding and mapped back (hrm.arc_scoring.map_back)."""
     ok = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), CHECK_ROWS):
         part = slice(start, start + CHECK_ROWS)
