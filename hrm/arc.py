@@ -344,29 +344,14 @@ class _ContentKeys:
             self._pattern_cache = ids, labels
         return self._pattern_cache
 
-    def shapes(self, transform: int) -> np.ndarray:
-        """int64 [grids, 2]: the transformed grids' (rows, columns), in puzzle.pairs() order (input, output)."""
-        return np.array([g.shape for g in self._moved[transform]], dtype=np.int64).reshape(-1, 2)
-
-    def layout(self, transform: int, pairs: np.ndarray, side: int) -> tuple[np.ndarray, ...]:
-        """Where encode_grids puts one side (0 input, 1 output) of ``pairs`` (indices into puzzle.pairs())
-        transformed by ``transform``, at the origin: (colours, board positions, pair of each cell; EOS
-        board positions, pair of each, whether it is the column right of the grid rather than the row
-        below), the pair counted in ``pairs``."""
-        colours, cell_pos, cell_pair, eos_pos, eos_pair, eos_right = [], [], [], [], [], []
-        for k, j in enumerate(pairs.tolist()):
-            grid = self._moved[transform][2 * j + side]
-            h, w = grid.shape
-            colours.append(grid.reshape(-1))
-            cell_pos.append((np.arange(h)[:, None] * SIDE + np.arange(w)).reshape(-1))
-            cell_pair.append(np.full(h * w, k))
-            eos_pos += [h * SIDE + np.arange(w), np.arange(h) * SIDE + w]
-            eos_pair.append(np.full(h + w, k))
-            eos_right.append(np.arange(h + w) >= w)
-        if not colours:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty, empty, empty, empty.astype(bool)
-        return tuple(np.concatenate(a) for a in (colours, cell_pos, cell_pair, eos_pos, eos_pair, eos_right))
+    def grid_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The transformed grids as arrays: (cells uint8 [8, cells]: each transform's grids flattened in
+        puzzle.pairs() order, input then output; each grid's first cell int64 [grids] (a grid has as many
+        cells under every transform); its (rows, columns) int64 [8, grids, 2])."""
+        flat = np.stack(self._flat)
+        starts = np.concatenate([[0], self._cuts[0]]).astype(np.int64)
+        shapes = np.array([[g.shape for g in moved] for moved in self._moved], dtype=np.int64)
+        return flat, starts, shapes
 
     def version(self, puzzle: Puzzle, transform: int, colour_map: np.ndarray) -> Version:
         """``apply_augmentation(puzzle, transform, colour_map)``, from the transformed grids made once."""

@@ -97,18 +97,16 @@ def build_examples(puzzles: Sequence[arc.Puzzle], rows: Mapping[str, Sequence[np
     """Both splits' rows of ``puzzles`` (``rows``: table_puzzles'), with ``num_aug`` versions per
     puzzle at most; and the identifier names (index = identifier, 0 the blank)."""
     names = [arc.BLANK_NAME]
-    parts: dict[str, list] = {arc.TRAIN: [], arc.TEST: []}
-    for chunk in iter_examples(puzzles, rows, num_aug, seed, names, chunk_rows=0):
-        for split, part in chunk.items():
-            parts[split].append(part)
-    return {split: _concat(p, renumber=False) for split, p in parts.items()}, names
+    (built,) = iter_examples(puzzles, rows, num_aug, seed, names, chunk_rows=0)  # one chunk: every puzzle
+    return built, names
 
 
 def iter_examples(puzzles: Sequence[arc.Puzzle], rows: Mapping[str, Sequence[np.ndarray]], num_aug: int,
                   seed: int, names: list[str], chunk_rows: int) -> Iterator[dict[str, SplitExamples]]:
     """build_examples a few puzzles at a time: each chunk the rows of whole puzzles in both splits, at
     least ``chunk_rows`` rows (0: all in one chunk), group ids counted on from the chunk before;
-    ``names`` (holding the blank) grows by each puzzle's identifier names."""
+    ``names`` (holding the blank) grows by each puzzle's identifier names. A chunk's boards are encoded
+    once its puzzles are drawn, straight into the chunk's arrays."""
     parts: dict[str, list] = {arc.TRAIN: [], arc.TEST: []}
     groups, held = {arc.TRAIN: 0, arc.TEST: 0}, 0
     for g, puzzle in enumerate(puzzles):
@@ -122,12 +120,12 @@ def iter_examples(puzzles: Sequence[arc.Puzzle], rows: Mapping[str, Sequence[np.
                 part = _group(content, puzzle, transforms, maps, split, groups[split], first, rows[split][g], rng)
                 parts[split].append(part)
                 groups[split] += 1
-                held += len(part.group_id)
+                held += len(part[0].group_id)
         if chunk_rows and held >= chunk_rows:
-            yield {split: _concat(p, renumber=False) for split, p in parts.items()}
+            yield {split: _encoded(p) for split, p in parts.items()}
             parts, held = {arc.TRAIN: [], arc.TEST: []}, 0
     if held or not chunk_rows:
-        yield {split: _concat(p, renumber=False) for split, p in parts.items()}
+        yield {split: _encoded(p) for split, p in parts.items()}
 
 
 def _version_names(source: str, transforms: np.ndarray, maps: np.ndarray) -> list[str]:
@@ -139,12 +137,13 @@ def _version_names(source: str, transforms: np.ndarray, maps: np.ndarray) -> lis
 
 
 def _group(content: "arc._ContentKeys", puzzle: arc.Puzzle, transforms: np.ndarray, maps: np.ndarray, split: str,
-           group: int, first_identifier: int, table_rows: np.ndarray, rng: np.random.Generator) -> SplitExamples:
-    """One puzzle's rows in ``split``: every version's pairs there (translated in the train split)."""
+           group: int, first_identifier: int, table_rows: np.ndarray, rng: np.random.Generator) -> tuple:
+    """One puzzle's rows in ``split``, every version's pairs there (translated in the train split): the
+    rows without their boards, and what encodes them (_encoded)."""
     pairs = _split_pair_indices(puzzle, split)
     per, n = len(pairs), len(transforms)
-    grid_shapes = np.stack([content.shapes(t)[2 * pairs[:, None] + np.arange(2)] for t in range(8)])
-    shapes = grid_shapes[transforms].reshape(-1, 2, 2)  # [rows, (input, output), (rows, columns)]
+    flat, starts, grid_shapes = content.grid_arrays()
+    shapes = grid_shapes[:, 2 * pairs[:, None] + np.arange(2)][transforms].reshape(-1, 2, 2)  # [rows, in/out, 2]
     offsets = np.zeros((n * per, 2), dtype=np.int64)
     if split == arc.TRAIN:
         offsets = arc.translation_offsets(shapes, np.arange(n + 1, dtype=np.int64) * per, rng)
@@ -156,11 +155,9 @@ def _group(content: "arc._ContentKeys", puzzle: arc.Puzzle, transforms: np.ndarr
     )
     original = np.zeros(n * per, dtype=bool)
     original[:per] = True
-    boards = [_encode_versions(content, transforms, maps, pairs, side, offsets, shapes[:, side]) for side in (0, 1)]
-    return SplitExamples(
-        group_id=np.full(n * per, group, dtype=np.int32), original=original, origin=np.tile(table_rows, n),
-        inputs=boards[0], labels=boards[1], transforms=transform_rows,
-    )
+    rows = SplitExamples(group_id=np.full(n * per, group, dtype=np.int32), original=original,
+                         origin=np.tile(table_rows, n), inputs=None, labels=None, transforms=transform_rows)
+    return rows, (flat, starts, grid_shapes, pairs, np.asarray(transforms, np.int64), maps, offsets)
 
 
 def _split_pair_indices(puzzle: arc.Puzzle, split: str) -> np.ndarray:
@@ -172,45 +169,59 @@ def _split_pair_indices(puzzle: arc.Puzzle, split: str) -> np.ndarray:
     return np.arange(start, start + (demos if split == arc.TRAIN else tests))
 
 
-def _encode_versions(content: "arc._ContentKeys", transforms: np.ndarray, maps: np.ndarray, pairs: np.ndarray,
-                     side: int, offsets: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-    """hrm.arc.encode_grids of one side (0 inputs, 1 labels) of ``pairs`` in every version, rows
-    version-major: per transform, the cells' and EOS cells' board positions are laid out once, and
-    each version of that transform is one gather of its colour map and one scatter."""
-    per = len(pairs)
-    boards = np.zeros((len(transforms) * per, arc.SEQ_LEN), dtype=np.uint8)
-    flat = boards.reshape(-1)
-    shift = offsets[:, 0] * arc.SIDE + offsets[:, 1] + np.arange(len(offsets)) * arc.SEQ_LEN  # each row's origin
-    below = offsets[:, 0] + shapes[:, 0] < arc.SIDE  # an EOS row / column only where the board goes on
-    right = offsets[:, 1] + shapes[:, 1] < arc.SIDE
-    for t in np.unique(transforms):
-        versions = np.flatnonzero(transforms == t)
-        cells, cell_pos, cell_pair, eos_pos, eos_pair, eos_right = content.layout(int(t), pairs, side)
-        rows = versions[:, None] * per + cell_pair  # [versions, cells]
-        flat[shift[rows] + cell_pos] = maps[versions][:, cells] + arc.COLOUR_OFFSET
-        rows = versions[:, None] * per + eos_pair
-        keep = np.where(eos_right, right[rows], below[rows])
-        flat[(shift[rows] + eos_pos)[keep]] = arc.EOS
-    return boards
+def _encoded(parts: list[tuple]) -> SplitExamples:
+    """The parts' rows (_group's) in one SplitExamples, their boards encoded into one array per side."""
+    rows = _concat([p for p, _ in parts])
+    total = len(rows.group_id)
+    boards = [np.zeros((total, arc.SEQ_LEN), dtype=np.uint8) for _ in (0, 1)]
+    at = 0
+    for part, encoding in parts:
+        for side in (0, 1):
+            _encode_rows(boards[side], at, side, *encoding)
+        at += len(part.group_id)
+    return SplitExamples(rows.group_id, rows.original, rows.origin, boards[0], boards[1], rows.transforms)
 
 
-def _concat(parts: list[SplitExamples], renumber: bool = True) -> SplitExamples:
+@numba_kernel
+def _encode_rows(out, first_row, side, flat, starts, shapes, pairs, transforms, maps, offsets):
+    """hrm.arc.encode_grids of one side (0 inputs, 1 outputs) of ``pairs`` in every version of a puzzle
+    (rows version-major, from ``first_row`` of ``out``, which holds PAD): version v's grid is the puzzle's
+    grid transformed (``flat[transform]``, cells from ``starts``, ``shapes[transform]``) recoloured by
+    ``maps[v]``, at the row's offset."""
+    side_len, per = 30, len(pairs)
+    for v in range(len(transforms)):
+        t = transforms[v]
+        for k in range(per):
+            row = v * per + k
+            board = out[first_row + row]
+            grid = 2 * pairs[k] + side
+            h, w, start = shapes[t, grid, 0], shapes[t, grid, 1], starts[grid]
+            r0, c0 = offsets[row, 0], offsets[row, 1]
+            for i in range(h):
+                for j in range(w):
+                    board[(r0 + i) * side_len + c0 + j] = maps[v, flat[t, start + i * w + j]] + 2
+            if r0 + h < side_len:  # EOS on the row below and the column right of the grid, inside the board
+                for j in range(w):
+                    board[(r0 + h) * side_len + c0 + j] = 1
+            if c0 + w < side_len:
+                for i in range(h):
+                    board[(r0 + i) * side_len + c0 + w] = 1
+
+
+def _concat(parts: list[SplitExamples]) -> SplitExamples:
     if not parts:
         empty = np.zeros(0, dtype=np.int32)
         return SplitExamples(empty, empty.astype(bool), empty.astype(np.int64), np.zeros((0, arc.SEQ_LEN), np.uint8),
                              np.zeros((0, arc.SEQ_LEN), np.uint8),
                              ArcTransforms(empty, empty.astype(np.uint8), np.zeros((0, arc.NUM_COLOURS), np.uint8),
                                            np.zeros((0, 2), np.uint8)))
-    # Group ids renumbered from 0 in the split's own order (a test split holds only some puzzles); a chunk's
-    # parts are numbered already.
-    sizes = [len(p.group_id) for p in parts]
+    # Group ids as the parts number them (from 0 in each split's own order: a test split holds only some puzzles).
     return SplitExamples(
-        group_id=(np.repeat(np.arange(len(parts), dtype=np.int32), sizes) if renumber
-                  else np.concatenate([p.group_id for p in parts])),
+        group_id=np.concatenate([p.group_id for p in parts]),
         original=np.concatenate([p.original for p in parts]),
         origin=np.concatenate([p.origin for p in parts]),
-        inputs=np.concatenate([p.inputs for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
+        inputs=None if parts[0].inputs is None else np.concatenate([p.inputs for p in parts]),
+        labels=None if parts[0].labels is None else np.concatenate([p.labels for p in parts]),
         transforms=ArcTransforms(*(np.concatenate([getattr(p.transforms, f) for p in parts])
                                    for f in ("identifier", "dihedral", "colour_map", "offset"))),
     )

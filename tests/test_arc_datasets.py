@@ -342,7 +342,7 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
 
 # sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
 # when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
-ARC_CHECKS_CODE = "a02e291a41032c6c"
+ARC_CHECKS_CODE = "ba8bbb35c05e7851"
 
 
 def test_the_arc_checks_id_follows_the_checks():
