@@ -5,7 +5,9 @@ A chunk's board columns (``inputs``, ``labels``: nearly all of a row's bytes) go
 table as they come; the other columns are kept. At the end pyarrow writes the one record batch with
 untouched zero pages of the right size standing for each board column (no memory: they are never read),
 and the file sink puts the spilled bytes where pyarrow hands it those buffers: pyarrow writes every buffer
-of the body in order, unchanged (zero-copy), so the metadata and padding are its own.
+of the body in order, unchanged (zero-copy), so the metadata and padding are its own. A table whose board
+column would hold more than 2^31 - 1 cells (about 2.4 M rows of 900: the full ARC-AGI-1 build at num_aug
+1000), which Arrow cannot write as one array, is written as record batches of as many rows as fit.
 """
 
 from __future__ import annotations
@@ -22,35 +24,42 @@ from pipelines.io import human_bytes, log
 
 BOARD_COLUMNS = ("inputs", "labels")
 COPY_BYTES = 1 << 26  # one sendfile call's bytes
+ARROW_MAX_LENGTH = 2**31 - 1  # an Arrow IPC array's longest (a board column's cells: rows x seq_len)
 
 
 class _SpliceSink:
-    """The file object pyarrow writes to: buffers it passes at a registered address are replaced by their
-    spill file's bytes (the same length), the rest written as given."""
+    """The file object pyarrow writes to: a buffer it passes from inside a registered stand-in (a board
+    column's zero pages, or a batch's slice of them) is replaced by the same bytes of that column's spill
+    file, the rest written as given."""
 
     def __init__(self, path: Path, spills: dict[int, tuple[int, Path]]):
         self._file = open(path, "wb")
-        self._spills = spills  # buffer address -> (its length, the spill file)
+        self._spills = spills  # stand-in's address -> (its length, the spill file)
         self._position = 0
         self.closed = False
 
     def write(self, data) -> int:
-        if isinstance(data, pa.Buffer) and data.address in self._spills:
-            size, spill = self._spills[data.address]
-            if data.size != size:
-                raise AssertionError(f"pyarrow passed {data.size:,} bytes for a {size:,}-byte board column")
-            self._splice(spill, size)
+        spilled = self._spilled(data) if isinstance(data, pa.Buffer) else None
+        if spilled is not None:
+            self._splice(*spilled, data.size)
         else:
             self._file.write(memoryview(data))
-        self._position += len(memoryview(data)) if not isinstance(data, pa.Buffer) else data.size
+        self._position += data.size if isinstance(data, pa.Buffer) else len(memoryview(data))
         return self._position
 
-    def _splice(self, spill: Path, size: int) -> None:
+    def _spilled(self, data: pa.Buffer) -> tuple[Path, int] | None:
+        """(the spill file, the offset) whose bytes ``data`` stands in for, or None."""
+        for base, (size, spill) in self._spills.items():
+            if base <= data.address and data.address + data.size <= base + size and data.size:
+                return spill, data.address - base
+        return None
+
+    def _splice(self, spill: Path, offset: int, size: int) -> None:
         self._file.flush()
         with open(spill, "rb") as source:
             sent = 0
             while sent < size:
-                done = os.sendfile(self._file.fileno(), source.fileno(), sent, min(COPY_BYTES, size - sent))
+                done = os.sendfile(self._file.fileno(), source.fileno(), offset + sent, min(COPY_BYTES, size - sent))
                 if done == 0:
                     raise AssertionError(f"{spill}: {sent:,} of {size:,} bytes")
                 sent += done
@@ -111,9 +120,11 @@ class ChunkedExamplesWriter:
             else:
                 columns.append(kept.column(field.name).combine_chunks())
         table = pa.Table.from_arrays(columns, schema=self._schema)
+        # One record batch, as write_examples, unless a board column is then too long for Arrow.
+        batch_rows = max(min(table.num_rows, ARROW_MAX_LENGTH // self.seq_len), 1)
         with pa.PythonFile(_SpliceSink(self.path, spills), mode="w") as sink:
             with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+                writer.write_table(table, max_chunksize=batch_rows)
         for spill in self._spills.values():
             spill.unlink()
         log(stage, f"wrote {shown}: {self.rows:,} rows, {human_bytes(self.path.stat().st_size)}, "
