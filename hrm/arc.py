@@ -271,30 +271,33 @@ def augment_puzzle(puzzle: Puzzle, num_aug: int, rng: np.random.Generator) -> li
     """The puzzle itself then up to ``num_aug`` distinct augmented versions: at most
     ``AUGMENT_RETRIES_FACTOR * num_aug`` random (transform, colour map) draws, each kept when its
     content (the multiset of its pairs) is new, stopping once ``num_aug`` are kept."""
-    versions = [identity_version(puzzle)]
     if num_aug <= 0:
-        return versions
-    trials = AUGMENT_RETRIES_FACTOR * num_aug
-    transforms = rng.integers(0, 8, size=trials)
-    maps = np.zeros((trials, NUM_COLOURS), dtype=np.uint8)
-    maps[:, 1:] = rng.permuted(np.tile(np.arange(1, NUM_COLOURS, dtype=np.uint8), (trials, 1)), axis=1)
+        return [identity_version(puzzle)]
     content = _ContentKeys(puzzle)
-    seen = {content.key(0, np.arange(NUM_COLOURS, dtype=np.uint8))}
-    for t, m in zip(transforms, maps):
-        key = content.key(int(t), m)
-        if key in seen:
-            continue
-        seen.add(key)
-        versions.append(content.version(puzzle, int(t), m))
-        if len(versions) > num_aug:
-            break
-    return versions
+    transforms, maps = draw_versions(content, num_aug, rng)
+    return [identity_version(puzzle)] + [content.version(puzzle, int(t), m) for t, m in zip(transforms[1:], maps[1:])]
+
+
+def draw_versions(content: "_ContentKeys", num_aug: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """augment_puzzle's versions as arrays: (dihedral ids int64 [k], colour maps uint8 [k, 10]), the
+    identity first; ``content`` the puzzle's _ContentKeys. Every draw is made up front (the generator
+    ends in the same state however many are kept)."""
+    transforms, maps = np.zeros(1, dtype=np.int64), np.arange(NUM_COLOURS, dtype=np.uint8)[None]
+    if num_aug <= 0:
+        return transforms, maps
+    trials = AUGMENT_RETRIES_FACTOR * num_aug
+    drawn = rng.integers(0, 8, size=trials)
+    drawn_maps = np.zeros((trials, NUM_COLOURS), dtype=np.uint8)
+    drawn_maps[:, 1:] = rng.permuted(np.tile(np.arange(1, NUM_COLOURS, dtype=np.uint8), (trials, 1)), axis=1)
+    kept = content.kept_draws(drawn, drawn_maps, num_aug)
+    return np.concatenate([transforms, drawn[kept]]), np.concatenate([maps, drawn_maps[kept]])
 
 
 class _ContentKeys:
-    """The content hash of a version from (transform, colour map) without building its grids: each
-    transform's grids are made and flattened once, a draw costs one gather and one hash per pair; a kept
-    version's grids are one gather each (the colour map commutes with the transform)."""
+    """The content of a version from (transform, colour map) without building its grids: each
+    transform's grids are made and flattened once. ``key`` is the content hash of one draw (the
+    definition); ``kept_draws`` finds the same kept draws for all draws at once, by exact content; a
+    kept version's grids are one gather each (the colour map commutes with the transform)."""
 
     def __init__(self, puzzle: Puzzle):
         grids = [g for pair in puzzle.pairs() for g in pair]
@@ -305,6 +308,7 @@ class _ContentKeys:
             self._flat.append(np.concatenate([g.reshape(-1) for g in moved]))
             self._cuts.append(np.cumsum([g.size for g in moved])[:-1])
             self._headers.append([bytes(g.shape) for g in moved])
+        self._pattern_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def key(self, transform: int, colour_map: np.ndarray) -> bytes:
         cells = np.split(colour_map[self._flat[transform]], self._cuts[transform])
@@ -312,6 +316,76 @@ class _ContentKeys:
         grids = [hashlib.sha256(h + c.tobytes()).digest() for h, c in zip(headers, cells)]
         pairs = sorted(grids[i] + grids[i + 1] for i in range(0, len(grids), 2))  # pair order ignored
         return hashlib.sha256(b"".join(pairs)).digest()
+
+    def kept_draws(self, transforms: np.ndarray, maps: np.ndarray, num_aug: int) -> np.ndarray:
+        """Indices of the kept draws: in draw order, the first ``num_aug`` whose content is neither the
+        puzzle's own nor an earlier draw's (what a loop over ``key`` keeps). A prefix of the draws
+        decides it unless too few of them are new (a puzzle of few colours or symmetric grids)."""
+        prefix = min(len(transforms), num_aug + num_aug // 8 + 8)
+        for n in dict.fromkeys((prefix, len(transforms))):
+            new = self._new_contents(transforms[:n], maps[:n])
+            if len(new) >= num_aug or n == len(transforms):
+                return new[:num_aug]
+        raise AssertionError("unreachable")
+
+    def _new_contents(self, transforms: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        """Indices of the draws whose content first appears there and is not the identity's."""
+        t_all = np.concatenate([[0], transforms]).astype(np.int64)
+        m_all = np.concatenate([np.arange(NUM_COLOURS, dtype=np.uint8)[None], maps])
+        pairs = self._pair_ids(t_all, m_all)
+        # A version's content is the multiset of its pairs: its pair ids sorted.
+        dtype = np.uint16 if pairs.size and pairs.max() < 2**16 else np.int64  # shorter rows sort faster
+        _, which = np.unique(_row_bytes(np.sort(pairs, axis=1).astype(dtype)), return_inverse=True)
+        first = np.full(which.max() + 1, len(which))
+        np.minimum.at(first, which, np.arange(len(which)))
+        new = np.zeros(len(t_all), dtype=bool)
+        new[first] = True
+        new &= which != which[0]
+        return np.flatnonzero(new[1:])
+
+    def _pair_ids(self, transforms: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        """int64 [draws, pairs]: one id per distinct pair content (input and output shapes and cells). A
+        recoloured pair is its pattern (the transformed pair with its colours renumbered in order of first
+        appearance, 0 kept) and the colours its labels became: two are equal when both are."""
+        patterns, labels = self._patterns()
+        colours = np.take_along_axis(maps, labels[transforms].reshape(len(transforms), -1), axis=1)
+        # One integer per recoloured pair: its pattern, then its labels' colours as decimal digits.
+        digits = colours.reshape(len(transforms), patterns.shape[1], NUM_COLOURS - 1).astype(np.int64)
+        keys = patterns[transforms] * 10 ** (NUM_COLOURS - 1) + digits @ (10 ** np.arange(NUM_COLOURS - 1))
+        _, which = np.unique(keys.reshape(-1), return_inverse=True)
+        return which.reshape(len(transforms), -1)
+
+    def _patterns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pattern id int64 [8, pairs], each label's colour in the transformed pair int64 [8, pairs, 9];
+        unused labels colour 0, which every colour map keeps), made once per puzzle."""
+        if self._pattern_cache is None:
+            pairs = len(self._headers[0]) // 2
+            ids, known = np.zeros((8, pairs), dtype=np.int64), {}
+            labels = np.zeros((8, pairs, NUM_COLOURS - 1), dtype=np.int64)
+            for t in range(8):
+                for j in range(pairs):
+                    cells = np.concatenate([self._moved[t][2 * j].reshape(-1), self._moved[t][2 * j + 1].reshape(-1)])
+                    seen = cells == np.arange(NUM_COLOURS)[:, None]
+                    present = seen.any(axis=1)
+                    first = np.where(present, seen.argmax(axis=1), len(cells))  # each colour's first cell
+                    order = np.argsort(first, kind="stable")[: int(present.sum())]
+                    order = order[order != 0]
+                    relabel = np.zeros(NUM_COLOURS, dtype=np.uint8)
+                    relabel[order] = np.arange(1, len(order) + 1)
+                    key = self._headers[t][2 * j] + self._headers[t][2 * j + 1] + relabel[cells].tobytes()
+                    ids[t, j] = known.setdefault(key, len(known))
+                    labels[t, j, : len(order)] = order
+            self._pattern_cache = ids, labels
+        return self._pattern_cache
+
+    def grid_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The transformed grids as arrays: (cells uint8 [8, cells]: each transform's grids flattened in
+        puzzle.pairs() order, input then output; each grid's first cell int64 [grids] (a grid has as many
+        cells under every transform); its (rows, columns) int64 [8, grids, 2])."""
+        flat = np.stack(self._flat)
+        starts = np.concatenate([[0], self._cuts[0]]).astype(np.int64)
+        shapes = np.array([[g.shape for g in moved] for moved in self._moved], dtype=np.int64)
+        return flat, starts, shapes
 
     def version(self, puzzle: Puzzle, transform: int, colour_map: np.ndarray) -> Version:
         """``apply_augmentation(puzzle, transform, colour_map)``, from the transformed grids made once."""
@@ -321,6 +395,13 @@ class _ContentKeys:
         demonstrations, tests = (pairs[first:], pairs[:first]) if puzzle.tests_first else (pairs[:first], pairs[first:])
         moved = Puzzle(puzzle.name, puzzle.subset, tuple(demonstrations), tuple(tests), puzzle.tests_first)
         return Version(version_name(puzzle.name, transform, colour_map), puzzle.name, transform, colour_map, moved)
+
+
+def _row_bytes(rows: np.ndarray) -> np.ndarray:
+    """Each row of a 2-D array as one opaque value (np.unique then compares whole rows with memcmp, far
+    faster than its ``axis=0``)."""
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
 
 
 # ---------------------------------------------------------------- split and identifiers

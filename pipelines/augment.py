@@ -29,8 +29,8 @@ import polars as pl
 from hrm.tasks import Task
 from pipelines.dataset_io import (
     EXAMPLES_SUFFIX, INT32_MAX, LINEAGE, VANILLA_TRAIN, check_dirs, check_examples_memory, check_table, data_settings,
-    input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of, verify_table,
-    write_examples, write_json,
+    examples_record, input_records, lineage_task, read_lineage, read_subsample, require_rows, stage_rng, tables_of,
+    verify_table, write_examples, write_json,
 )
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, SEED, StageError, log
@@ -118,37 +118,94 @@ class AugmentRun:
     t_start: float
 
 
-def _augment_jointly(task: Task, tables: dict[str, pl.DataFrame], run: AugmentRun) -> None:
-    """The splits of a task that augments them together (Task.augment_splits: ARC), validated, then written
-    with the JSON files the task makes (ARC's identifiers.json), each recorded with its sha256."""
-    from schemas.examples import to_frame
+# Rows the jointly augmented splits are built, validated and written at a time (whole groups: a chunk holds
+# at least this many): what bounds the stage's memory, whatever num_aug.
+JOINT_CHUNK_ROWS = 1 << 17
 
-    stage, output = "augment", run.output
+
+def _augment_jointly(task: Task, tables: dict[str, pl.DataFrame], run: AugmentRun) -> None:
+    """The splits of a task that augments them together (Task.augment_splits: ARC), built, validated and
+    written JOINT_CHUNK_ROWS rows at a time (the tables' bytes as if written whole), with the JSON files the
+    task makes (ARC's identifiers.json), each recorded with its sha256."""
+    from pipelines.examples_writer import ChunkedExamplesWriter
+
+    stage, output, chunk_rows = "augment", run.output, JOINT_CHUNK_ROWS
     if set(tables) != {"train", "test"}:
         raise StageError(f"{run.input_dir / LINEAGE}: {task.name} builds train and test only (no independent "
                          "vanilla draw: it has no hint dataset); rerun the subsample with --vanilla-draw coupled")
     rows = sum(t.height for t in tables.values()) * (1 + run.num_aug)
-    check_examples_memory(stage, rows, task, f"--num-aug {run.num_aug} x {rows // (1 + run.num_aug):,} pairs",
+    check_examples_memory(stage, min(rows, 2 * chunk_rows), task,
+                          f"--num-aug {run.num_aug} x {rows // (1 + run.num_aug):,} pairs, {chunk_rows:,} rows at a time",
                           ["--num-aug", "the subsample stage's --subsample-size and --test-size"])
     t0 = time.perf_counter()
     columns = {split: {c: t.get_column(c).to_numpy() for c in task.augment_reads} for split, t in tables.items()}
-    built, files = task.augment_splits(columns, run.num_aug, stage_rng(run.seed, "augment"))
-    log(stage, f"built {', '.join(f'{s} {len(e):,}' for s, e in built.items())} examples, "
-               f"{time.perf_counter() - t0:.1f} s")
+    chunks, files = task.augment_splits(columns, run.num_aug, stage_rng(run.seed, "augment"), chunk_rows)
     record = {"params": {"seed": run.seed, "num_aug": run.num_aug}, "inputs": input_records(run.input_dir, run.names),
               "rows_per_group": {}, "outputs": {}}
     run.lineage[stage] = record
     with atomic_output(output, stage=stage) as tmp:
         tmp.mkdir(parents=True)
-        for split, ex in built.items():
-            t = tables[split]
-            df = to_frame(ex, t.get_column("source"), t.get_column("rating").cast(pl.Int64).to_numpy(),
-                          t.get_column("raw_index").to_numpy(), task)
+        checks = {split: _JointChecks(str(output / f"{split}{EXAMPLES_SUFFIX}")) for split in tables}
+        writers = {split: ChunkedExamplesWriter(tmp / f"{split}{EXAMPLES_SUFFIX}", task.seq_len) for split in tables}
+        for chunk in chunks:
+            for split, ex in chunk.items():
+                df = _joint_frame(ex, tables[split], task)
+                checks[split].check(df, stage, task)
+                writers[split].append(df, {"inputs": ex.inputs, "labels": ex.labels})
+        log(stage, f"built and validated {', '.join(f'{s} {w.rows:,}' for s, w in writers.items())} examples, "
+                   f"{time.perf_counter() - t0:.1f} s")
+        for split, writer in writers.items():
             name = f"{split}{EXAMPLES_SUFFIX}"
-            check_table(df, None, str(output / name), stage, built=True, task=task)
-            record["outputs"][name] = write_examples(df, tmp / name, stage, output / name, task)
+            checks[split].finish(stage)
+            writer.close(stage, output / name)
+            record["outputs"][name] = examples_record(tmp / name, writer.rows, task)
         for name, value in files.items():
             write_json(tmp / name, value)
         record["files"] = input_records(tmp, list(files))
         write_json(tmp / LINEAGE, run.lineage)
     log(stage, f"wrote {output} in {time.perf_counter() - run.t_start:.1f} s")
+
+
+def _joint_frame(ex, table: pl.DataFrame, task: Task) -> pl.DataFrame:
+    from schemas.examples import to_frame
+
+    return to_frame(ex, table.get_column("source"), table.get_column("rating").cast(pl.Int64).to_numpy(),
+                    table.get_column("raw_index").to_numpy(), task)
+
+
+class _JointChecks:
+    """The examples schema of one split, a chunk at a time: every chunk is validated with its ids counted
+    from 0 (the schema's group and row numbering), and what spans chunks is checked here: ids go on from
+    the chunk before, and no two groups' originals come from the same raw row."""
+
+    def __init__(self, shown: str):
+        self.shown, self.rows, self.groups, self.seconds = shown, 0, 0, 0.0
+        self.raw_rows: list[np.ndarray] = []  # the originals' raw_index
+
+    def check(self, df: pl.DataFrame, stage: str, task: Task) -> None:
+        from schemas.examples import validate_examples
+
+        if df.height == 0:
+            return
+        t0 = time.perf_counter()
+        group_id, puzzle_id = df.get_column("group_id").to_numpy(), df.get_column("puzzle_id").to_numpy()
+        where = f"{self.shown}, rows {self.rows:,}..{self.rows + df.height - 1:,} (numbered from 0 there)"
+        if puzzle_id[0] != self.rows or group_id[0] != self.groups:
+            raise StageError(f"internal error, nothing was written: {where} starts at puzzle_id {puzzle_id[0]}, "
+                             f"group_id {group_id[0]}, not {self.rows}, {self.groups}")
+        rebased = df.with_columns(pl.col("group_id") - self.groups, pl.col("puzzle_id") - self.rows)
+        report = validate_examples(rebased, task, path=where)
+        if not report.ok:
+            raise StageError(f"internal error, the built table failed validation and nothing was written:\n"
+                             f"{report.message()}")
+        self.raw_rows.append(df.filter(pl.col("variant") == "original").get_column("raw_index").to_numpy())
+        self.rows, self.groups = self.rows + df.height, int(group_id[-1]) + 1
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self, stage: str) -> None:
+        raw = np.concatenate(self.raw_rows) if self.raw_rows else np.zeros(0, np.int64)
+        values, counts = np.unique(raw, return_counts=True)
+        if (counts > 1).any():
+            raise StageError(f"internal error, nothing was written: {self.shown}: raw_index {values[counts > 1][:5]} "
+                             "in two groups' originals")
+        log(stage, f"validated {self.shown}: {self.rows:,} rows, {self.seconds:.1f} s")

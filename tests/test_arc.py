@@ -155,6 +155,35 @@ def test_augmentation_dedupes_symmetric_puzzles_and_stops_at_the_retry_limit():
         0, np.arange(10, dtype=np.uint8)) == keys.key(0, np.arange(10, dtype=np.uint8))
 
 
+def test_the_version_draws_keep_what_a_loop_over_content_hashes_keeps():
+    """draw_versions decides every draw at once by exact content; a loop over _ContentKeys.key (the
+    official rule: a draw is kept when its content hash is new) keeps the same draws, on puzzles of many
+    colours, of one colour, symmetric, and with pairs that are recolourings of each other."""
+    rng = np.random.default_rng(11)
+    a, b = np.array([[1, 2]], np.uint8), np.array([[2, 1]], np.uint8)
+    g = np.array([[1, 0, 0], [1, 1, 0]], np.uint8)
+    square = np.array([[3, 0, 3], [0, 3, 0], [3, 0, 3]], np.uint8)
+    puzzles = [small_puzzle(rng), small_puzzle(rng, arc.EVALUATION), arc.Puzzle("s", "training", ((a, a), (b, b)), ((a, b),)),
+               arc.Puzzle("one", "training", ((g, g),), ((g, g),)), arc.Puzzle("sym", "training", ((square, g),), ((g, square),))]
+    for puzzle in puzzles:
+        for num_aug in (1, 7, 40, 200):
+            content = arc._ContentKeys(puzzle)
+            transforms, maps = arc.draw_versions(content, num_aug, np.random.default_rng(num_aug))
+            draws = np.random.default_rng(num_aug)
+            trials = arc.AUGMENT_RETRIES_FACTOR * num_aug
+            want_t, want_m = draws.integers(0, 8, size=trials), np.zeros((trials, 10), np.uint8)
+            want_m[:, 1:] = draws.permuted(np.tile(np.arange(1, 10, dtype=np.uint8), (trials, 1)), axis=1)
+            seen, kept = {content.key(0, np.arange(10, dtype=np.uint8))}, [0]
+            for i in range(trials):
+                key = content.key(int(want_t[i]), want_m[i])
+                if key not in seen and len(kept) <= num_aug:
+                    seen.add(key)
+                    kept.append(i + 1)
+            all_t = np.concatenate([[0], want_t])
+            all_m = np.concatenate([np.arange(10, dtype=np.uint8)[None], want_m])
+            assert np.array_equal(transforms, all_t[kept]) and np.array_equal(maps, all_m[kept]), (puzzle.name, num_aug)
+
+
 def test_build_is_reproducible_for_a_seed_and_differs_across_seeds():
     rng = np.random.default_rng(7)
     puzzles = [small_puzzle(rng), small_puzzle(rng, arc.EVALUATION)]

@@ -96,6 +96,54 @@ def test_the_augment_stage_builds_arc_with_identifiers_and_lineage(tmp_path):
     assert (np.stack(test["offset"].to_numpy()) == 0).all() and test["group_id"].n_unique() == 2
 
 
+def test_the_augment_stage_writes_the_same_bytes_a_few_puzzles_at_a_time(tmp_path, monkeypatch):
+    """Built, validated and written a chunk at a time (here a puzzle or two per chunk, some chunks with no
+    test rows), the tables, identifiers and lineage are the bytes of one chunk."""
+    import pipelines.augment
+
+    outputs = {}
+    for chunk_rows in (10**9, 1, 150):
+        monkeypatch.setattr(pipelines.augment, "JOINT_CHUNK_ROWS", chunk_rows)
+        _, aug = arc_pipeline(tmp_path / str(chunk_rows), num_aug=5, subsample=4, test_size=3, seed=2)
+        outputs[chunk_rows] = {p.name: p.read_bytes() for p in sorted(aug.iterdir()) if not p.name.startswith(".")}
+    assert list(outputs[1]) == ["identifiers.json", "lineage.json", "test.arrow", "train.arrow"]
+    assert outputs[1] == outputs[10**9] == outputs[150]
+    assert pl.read_ipc(tmp_path / "1" / "aug" / "train.arrow")["group_id"].n_unique() == 7  # 4 + 3 puzzles
+
+
+def test_the_compiled_pair_check_is_the_numpy_one_on_broken_rows(tmp_path):
+    """matches_original (compiled) gives matches_original_reference's verdict on every row of a built table,
+    untouched and with cells, offsets, transforms and colour maps broken at random."""
+    from hrm.arc_examples import ArcTransforms, matches_original, matches_original_reference
+    from schemas.examples import _np, _original_rows, variant_codes
+
+    _, aug = arc_pipeline(tmp_path, num_aug=12, subsample=6, test_size=2)
+    df = pl.read_ipc(aug / "train.arrow")
+    variant = variant_codes(df.get_column("variant"))
+    rows = np.flatnonzero(variant == 1)
+    src = _original_rows(_np(df, "group_id"), variant, _np(df, "raw_index"), rows)
+    clean = ARC_AGI_1.transform_arrays({n: _np(df, n) for n in ARC_AGI_1.transform_names})
+    rng = np.random.default_rng(0)
+    for kind in range(6):
+        inputs, labels = _np(df, "inputs").copy(), _np(df, "labels").copy()
+        maps, offsets, dihedrals = clean.colour_map.copy(), clean.offset.copy(), clean.dihedral.copy()
+        hit = rng.choice(df.height, 40, replace=False)
+        if kind == 1:
+            inputs[hit, rng.integers(0, 900, 40)] = rng.integers(0, 12, 40)
+        if kind == 2:
+            labels[hit, rng.integers(0, 900, 40)] = rng.integers(0, 12, 40)
+        if kind == 3:
+            offsets[hit] = rng.integers(0, 30, (40, 2))
+        if kind == 4:
+            dihedrals[hit] = rng.integers(0, 8, 40)
+        if kind == 5:
+            maps[hit] = rng.integers(0, 10, (40, 10))
+        broken = ArcTransforms(clean.identifier, dihedrals, maps, offsets)
+        got = matches_original(broken, rows, src, inputs, labels)
+        assert np.array_equal(got, matches_original_reference(broken, rows, src, inputs, labels)), kind
+        assert got.all() if kind == 0 else not got.all(), kind
+
+
 def test_the_examples_schema_names_each_broken_arc_row(tmp_path):
     _, aug = arc_pipeline(tmp_path)
     table = pl.read_ipc(aug / "train.arrow")
@@ -343,7 +391,7 @@ def test_the_registry_check_and_validate_hold_identifiers_json_to_the_manifest(a
 
 # sha256[:16] of the ARC checks' code (schemas/examples.py, hrm/tasks/arc.py, hrm/arc_examples.py and hrm/arc.py)
 # when ARC_CHECKS_ID (hrm/tasks/arc.py) was set.
-ARC_CHECKS_CODE = "75ecf2798dedcb30"  # issue 31: the viewer's board_view and describe_transform; checks unchanged
+ARC_CHECKS_CODE = "04c9efaa5a66dd96"
 
 
 def test_the_arc_checks_id_follows_the_checks():

@@ -182,22 +182,31 @@ class ArcTask(Task):
     joint_augment = True
     augment_reads = ("question", "answer", "puzzle", "subset")
 
-    def augment_splits(self, columns, num_aug, rng):
-        """Versions of every puzzle in both splits at once (hrm.arc_examples.build_examples, each
-        puzzle's draws seeded from one number of ``rng`` and its name); the identifier names go to
-        ``identifiers.json``."""
-        from hrm.arc_examples import build_examples, table_puzzles
+    def augment_splits(self, columns, num_aug, rng, chunk_rows=0):
+        """Versions of every puzzle in both splits (hrm.arc_examples.iter_examples, each puzzle's draws
+        seeded from one number of ``rng`` and its name), whole puzzles at a time; the identifier names go
+        to ``identifiers.json``."""
+        from hrm.arc_examples import iter_examples, table_puzzles
         from hrm.build import AUGMENTED, NO_PARENT, ORIGINAL, Examples
 
         puzzles, rows = table_puzzles(columns)
-        built, names = build_examples(puzzles, rows, num_aug, int(rng.integers(2**63)))
-        out = {}
-        for split, ex in built.items():
-            n = len(ex.group_id)
-            out[split] = Examples(ex.group_id, np.arange(n, dtype=np.int32),
-                                  np.where(ex.original, ORIGINAL, AUGMENTED).astype(np.uint8),
-                                  np.full(n, NO_PARENT, dtype=np.int32), ex.inputs, ex.labels, ex.transforms, ex.origin)
-        return out, {"identifiers.json": names}
+        names = [arc.BLANK_NAME]
+        chunks = iter_examples(puzzles, rows, num_aug, int(rng.integers(2**63)), names, chunk_rows)
+
+        def examples():
+            first = {arc.TRAIN: 0, arc.TEST: 0}  # puzzle_id: the row number in the split
+            for chunk in chunks:
+                out = {}
+                for split, ex in chunk.items():
+                    n = len(ex.group_id)
+                    out[split] = Examples(ex.group_id, np.arange(first[split], first[split] + n, dtype=np.int32),
+                                          np.where(ex.original, ORIGINAL, AUGMENTED).astype(np.uint8),
+                                          np.full(n, NO_PARENT, dtype=np.int32), ex.inputs, ex.labels, ex.transforms,
+                                          ex.origin)
+                    first[split] += n
+                yield out
+
+        return examples(), {"identifiers.json": names}
 
     def transform_arrays(self, columns):
         from hrm.arc_examples import ArcTransforms

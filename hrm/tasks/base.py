@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -396,11 +396,13 @@ class Task:
     augment_reads: ClassVar[tuple[str, ...]] = ()  # the subsample columns augment_splits reads
 
     def augment_splits(self, columns: Mapping[str, Mapping[str, np.ndarray]], num_aug: int,
-                       rng: np.random.Generator) -> tuple[dict[str, "Examples"], dict[str, Any]]:
-        """Every split's examples at once, for a task whose splits share what augmentation makes (ARC: a
+                       rng: np.random.Generator, chunk_rows: int = 0) -> tuple[Iterator[dict[str, "Examples"]],
+                                                                               dict[str, Any]]:
+        """Every split's examples, for a task whose splits share what augmentation makes (ARC: a
         puzzle's versions and identifiers are in both): ``columns[split]`` the ``augment_reads`` of its
-        subsample table; returns each split's Examples (``origin``: their subsample rows) and the JSON
-        files written beside them ({file name: value})."""
+        subsample table; returns the chunks (each split's Examples of whole groups, at least
+        ``chunk_rows`` rows, 0: one chunk; ``origin``: their subsample rows; ids counted on across
+        chunks) and the JSON files written beside them ({file name: value}, complete once the chunks are)."""
         raise NotImplementedError
 
     def dataset_encoding(self, files: Mapping[str, Any]) -> dict[str, Any]:
