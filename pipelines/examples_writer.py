@@ -35,6 +35,7 @@ class _SpliceSink:
     def __init__(self, path: Path, spills: dict[int, tuple[int, Path]]):
         self._file = open(path, "wb")
         self._spills = spills  # stand-in's address -> (its length, the spill file)
+        self.spliced: dict[Path, list[tuple[int, int]]] = {}  # spill file -> the (offset, size) copied in
         self._position = 0
         self.closed = False
 
@@ -55,6 +56,7 @@ class _SpliceSink:
         return None
 
     def _splice(self, spill: Path, offset: int, size: int) -> None:
+        self.spliced.setdefault(spill, []).append((offset, size))
         self._file.flush()
         with open(spill, "rb") as source:
             sent = 0
@@ -79,6 +81,23 @@ class _SpliceSink:
 
     def seekable(self) -> bool:
         return False
+
+
+def _check_spliced(spliced: dict[Path, list[tuple[int, int]]], spills: dict[str, Path], size: int, shown: Path) -> None:
+    """Every spilled byte went into the file, in order (a batch's buffer may run on into the next one's first
+    bytes as its padding, as pyarrow's own file does): had pyarrow copied a stand-in instead of handing it
+    over, its zeros would stand in the file where the boards belong, a table that reads but is wrong."""
+    from pipelines.io import StageError
+
+    for column, spill in spills.items():
+        covered = 0  # the spill's bytes [0, covered) are in the file
+        for offset, part in spliced.get(spill, []):
+            if offset > covered:
+                break
+            covered = max(covered, offset + part)
+        if covered != size:
+            raise StageError(f"internal error, nothing was written: {shown}: column {column}'s {size:,} bytes were "
+                             f"not all copied into the table (the first {covered:,} were)")
 
 
 class ChunkedExamplesWriter:
@@ -122,9 +141,11 @@ class ChunkedExamplesWriter:
         table = pa.Table.from_arrays(columns, schema=self._schema)
         # One record batch, as write_examples, unless a board column is then too long for Arrow.
         batch_rows = max(min(table.num_rows, ARROW_MAX_LENGTH // self.seq_len), 1)
-        with pa.PythonFile(_SpliceSink(self.path, spills), mode="w") as sink:
+        splice = _SpliceSink(self.path, spills)
+        with pa.PythonFile(splice, mode="w") as sink:
             with pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table, max_chunksize=batch_rows)
+        _check_spliced(splice.spliced, self._spills, size, shown)
         for spill in self._spills.values():
             spill.unlink()
         log(stage, f"wrote {shown}: {self.rows:,} rows, {human_bytes(self.path.stat().st_size)}, "

@@ -43,3 +43,16 @@ def test_chunks_written_are_the_whole_tables_bytes(table, tmp_path, monkeypatch,
     assert pa.ipc.open_file(str(tmp_path / "t.arrow")).num_record_batches == batches
     assert pl.read_ipc(tmp_path / "t.arrow").equals(table)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.arrow", "w.arrow"]  # no spill file left
+
+
+def test_boards_not_copied_in_are_refused_not_written_as_zeros(table, tmp_path, monkeypatch):
+    """Were pyarrow to copy a board column's stand-in rather than hand it to the sink, its zeros would go in
+    the file: the writer refuses, naming the file and column."""
+    import pipelines.examples_writer as ew
+    from pipelines.io import StageError
+
+    monkeypatch.setattr(ew._SpliceSink, "_spilled", lambda self, data: None)  # nothing recognised: no splice
+    writer = ew.ChunkedExamplesWriter(tmp_path / "t.arrow", 900)
+    writer.append(table, {c: np.stack(table.get_column(c).to_numpy()) for c in ew.BOARD_COLUMNS})
+    with pytest.raises(StageError, match=r"t\.arrow: column inputs's .* bytes were not all copied"):
+        writer.close("test", tmp_path / "t.arrow")
