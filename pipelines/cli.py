@@ -55,6 +55,7 @@ COMMANDS = {
     "registry": "pipelines.registry:registry",
     "publish": "pipelines.publish:publish",
     "profile": "pipelines.profile:profile",
+    "upstream": "pipelines.upstream:upstream",
 }
 
 
