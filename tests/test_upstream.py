@@ -276,7 +276,7 @@ def test_export_refuses_a_changed_shard(built, tmp_path):
 # --------------------------------------------------------------------------- the imported dataset in use
 
 
-def test_an_imported_dataset_passes_the_registry_check_and_trains(sudoku_upstream, tmp_path):
+def test_an_imported_dataset_passes_the_registry_check_trains_and_evaluates(sudoku_upstream, tmp_path):
     from pipelines.artifacts import check_dataset, dataset_summary
     from test_train import TINY_FLAGS
 
@@ -294,6 +294,13 @@ def test_an_imported_dataset_passes_the_registry_check_and_trains(sudoku_upstrea
     result = ok("train", "--dataset", imported, "--output", out, *TINY_FLAGS, "--epochs", "2", "--eval-interval", "2",
                 "--global-batch-size", "8", "--eval-size", "4", "--lr-warmup-steps", "1")
     assert "step 5/5" in result.output, result.output
+    ok("evaluate", "--dataset", imported, "--checkpoint", out, "--output", tmp_path / "eval", "--no-progress")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["test"]["puzzles"] == 9  # every imported test row, its upstream group its raw_index
+    import polars as pl
+
+    puzzles = pl.read_parquet(tmp_path / "eval" / "puzzles.parquet")
+    assert puzzles["raw_index"].to_list() == list(range(9)) and set(puzzles["rating"]) == {0}
 
 
 def up_sha256(path: Path) -> str:
