@@ -40,6 +40,11 @@ from hrm.sudoku import (
 VARIANTS = ("original", "augmented", "hint")
 ORIGINAL, AUGMENTED, HINT = 0, 1, 2
 NO_PARENT = -1
+# A row read from an upstream folder (``hrm upstream import``, hrm/upstream.py): in shards only, never in an
+# examples table (VARIANTS is the examples table's Enum, as the stages write it); it records no transform,
+# so no lineage check can run on it.
+IMPORTED, IMPORTED_VARIANT = 3, "imported"
+SHARD_VARIANTS = VARIANTS + (IMPORTED_VARIANT,)
 _HINT_CHUNK = 1 << 16  # rows per draw of hint randomness: bounds its memory (fixed: it fixes the stream)
 MAZE_MAX_AUG = 7  # a maze has 7 transformed copies besides itself (the dihedral group's other members)
 

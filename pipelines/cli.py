@@ -56,6 +56,7 @@ COMMANDS = {
     "publish": "pipelines.publish:publish",
     "profile": "pipelines.profile:profile",
     "view": "pipelines.view:view",
+    "upstream": "pipelines.upstream:upstream",
 }
 
 

@@ -107,8 +107,8 @@ def variant_codes(s: pl.Series) -> np.ndarray:
     """uint8 codes into VARIANTS of an Enum or String variant column (255 = unknown)."""
     if s.dtype == VARIANT_DTYPE:
         return s.to_physical().fill_null(255).cast(pl.UInt8).to_numpy()
-    return s.cast(pl.String).replace_strict(list(VARIANTS), list(range(len(VARIANTS))), default=255,
-                                            return_dtype=pl.UInt8).to_numpy()
+    return s.cast(pl.String).replace_strict(list(build.SHARD_VARIANTS), list(range(len(build.SHARD_VARIANTS))),
+                                            default=255, return_dtype=pl.UInt8).to_numpy()
 
 
 def from_frame(df: pl.DataFrame, task: Task) -> build.Examples:
@@ -208,7 +208,8 @@ def _puzzle_id_is_row(data: PolarsData, *, types: dict):
 def _groups_in_order(data: PolarsData, *, types: dict, task: Task):
     """group_id starts at 0 and steps by 0 or 1 from row to row (groups contiguous, in order), and a
     row starts its group exactly when it is the group's original (a task with several originals per
-    group, Task.originals_per_group: a group starts with its originals, which come before the rest)."""
+    group, Task.originals_per_group: a group starts with its originals, which come before the rest). A group
+    read from an upstream folder has no original: its rows are all ``imported`` (hrm.build.IMPORTED)."""
     df = _frame(data, ("group_id", "variant"), types)
     if df is None:
         return True
@@ -216,12 +217,17 @@ def _groups_in_order(data: PolarsData, *, types: dict, task: Task):
     prev = np.concatenate([[-1], g[:-1]])
     step = g - prev
     starts = step == 1
-    is_original = variant_codes(df.get_column("variant")) == build.ORIGINAL
+    codes = variant_codes(df.get_column("variant"))
+    is_original = codes == build.ORIGINAL
+    # An imported group (hrm upstream import) has no original: all its rows are imported, none else.
+    imported = codes == build.IMPORTED
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(g)), 0))
+    one_kind = imported == imported[first] if len(g) else imported
     if task.originals_per_group == "one":
-        return _result("groups_in_order", ((step == 0) | starts) & (starts == is_original))
+        return _result("groups_in_order", ((step == 0) | starts) & ((starts == is_original) | imported) & one_kind)
     after_original = np.concatenate([[False], is_original[:-1]]) & (step == 0)
-    return _result("groups_in_order", ((step == 0) | starts) & (starts <= is_original)
-                   & (is_original <= (starts | after_original)))
+    return _result("groups_in_order", ((step == 0) | starts) & ((starts <= is_original) | imported)
+                   & (is_original <= (starts | after_original)) & one_kind)
 
 
 def _raw_index_distinct(data: PolarsData, *, types: dict):
@@ -358,6 +364,7 @@ def _columns(task: Task, types: dict, shards: bool) -> dict[str, pa.Column]:
         return column(name, _check(_tokens_between, f"{prefix}tokens_between", types, min_value=low, max_value=high))
 
     variants = list(VARIANTS) if task.has_hints else [v for v in VARIANTS if v != "hint"]
+    variants += [build.IMPORTED_VARIANT] if shards else []  # imported rows live in shards only
     limits = task.transform_limits
     return {
         "group_id": column("group_id", pa.Check.ge(0)),

@@ -47,6 +47,24 @@ def _identifier_set(columns) -> np.ndarray:
     return columns["identifier"] >= 1
 
 
+def _imported_boards(columns) -> np.ndarray:
+    """An imported pair (hrm upstream import: no transform recorded to check it against an original): its
+    input and output boards are each exactly one grid encoded at its offset (hrm.arc_examples.well_encoded).
+    Other rows pass (the lineage checks read their boards)."""
+    from hrm.arc_examples import CHECK_ROWS, at_origin, well_encoded
+    from hrm.build import IMPORTED
+
+    passed = np.ones(len(columns["variant"]), dtype=bool)
+    rows = np.flatnonzero(columns["variant"] == IMPORTED)
+    for start in range(0, len(rows), CHECK_ROWS):
+        part = rows[start:start + CHECK_ROWS]
+        offsets = np.asarray(columns["offset"]).reshape(-1, 2)[part]
+        for name in ("inputs", "labels"):
+            boards = columns[name][part]
+            passed[part] &= well_encoded(boards, at_origin(boards, offsets), offsets)
+    return passed
+
+
 def _no_hints(columns) -> np.ndarray:
     from hrm.build import HINT
 
@@ -236,6 +254,9 @@ class ArcTask(Task):
                      "colour_map: not a permutation of colours 0..9 keeping 0", column="colour_map"),
         ExamplesRule("arc_identifier", ("identifier",), _identifier_set,
                      "identifier: 0 is the blank identifier; a version's is 1 or more", column="identifier"),
+        ExamplesRule("arc_imported_boards", ("variant", "inputs", "labels", "offset"), _imported_boards,
+                     "inputs/labels: an imported pair's boards must each be one grid encoded at its offset "
+                     "(colours, EOS below and right of it, PAD elsewhere)"),
     )
     lineage_reasons = {
         "original_is_identity": "original pair with a transform or a recolouring",
@@ -279,6 +300,17 @@ class ArcTask(Task):
         if kind != "colours":
             raise ValueError(f"an ARC pair's relabelling is colours, not {kind!r}")
         return colour_perturbations(count, seed)
+
+    def imported_transforms(self, identifiers, inputs, labels):
+        """The identity, at the offset of each input board's grid (its first row and column holding a colour):
+        the official builder moves input and output by one offset."""
+        from hrm.arc_examples import ArcTransforms
+
+        n = len(inputs)
+        colour = (np.asarray(inputs).reshape(n, arc.SIDE, arc.SIDE) >= arc.COLOUR_OFFSET)
+        offset = np.stack([colour.any(2).argmax(1), colour.any(1).argmax(1)], axis=1).astype(np.uint8)
+        return ArcTransforms(np.asarray(identifiers, np.int32), np.zeros(n, np.uint8),
+                             np.tile(np.arange(arc.NUM_COLOURS, dtype=np.uint8), (n, 1)), offset)
 
     def is_identity(self, transforms):
         return transforms.is_identity()

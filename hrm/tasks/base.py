@@ -447,6 +447,12 @@ class Task:
     # "hint_matches_parent" for a task with hints).
     lineage_reasons: ClassVar[Mapping[str, str]] = {}
 
+    def imported_transforms(self, identifiers: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> Any:
+        """The transforms (Task.transform_arrays' form) of rows read from an upstream folder, which records
+        none (``hrm upstream import``, hrm/upstream.py): the identity, with what the rows themselves say
+        (``identifiers`` int32 [n], each row's puzzle identifier; ARC: the boards' offsets)."""
+        raise NotImplementedError
+
     def is_identity(self, transforms: Any) -> np.ndarray:
         """bool [n]: the ``transforms`` (Task.transform_arrays of n rows) are the identity."""
         raise NotImplementedError
