@@ -24,9 +24,13 @@ Semantics kept from the official trainer (docs/reference-semantics.md §4-8):
   test batch until all its rows halted (exactly halt_max_steps segments) and divides
   every metric by the number of test examples (``eval/...``).
 
+- With ``ema`` (off by default; TRM's published runs set it) an exponential moving average of the weights
+  (:class:`EMA`, rate ``ema_rate``) is updated after every optimiser step, and it is the model evaluated
+  after each block and saved in step_N, as TRM's pretrain.py does; training continues on the live weights.
+
 Ours on top: the whole training state (:class:`TrainState`: weights, both optimiser
 states, the step and loader position, the ACT carry and RNG states of every rank, the
-block's metric sums) can be snapshotted at any step and restored, and an interrupted
+block's metric sums, the EMA's shadow) can be snapshotted at any step and restored, and an interrupted
 run that is restored ends bit-identical to an uninterrupted one. SIGINT/SIGTERM finish
 the step in flight and stop (under torchrun every rank after the same step).
 
@@ -38,6 +42,7 @@ every due checkpoint and every snapshot to a :class:`TrainHooks` object. The run
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -142,6 +147,8 @@ class TrainConfig:
     puzzle_emb_weight_decay: float = 0.1
     seed: int = 0
     checkpoint_every_eval: bool = True
+    ema: bool = False  # evaluate and save an exponential moving average of the weights (TRM's runs; :class:`EMA`)
+    ema_rate: float = 0.999  # its decay per optimiser step
     project_name: str | None = None
     run_name: str | None = None
     checkpoint_path: str | None = None  # default: <output_dir>/checkpoints
@@ -181,6 +188,8 @@ class TrainConfig:
             if 1 < interval < self.epochs:
                 problem += ": " + eval_interval_fix(self.epochs, interval)
             problems.append(problem)
+        if not 0.0 <= self.ema_rate <= 1.0:
+            problems.append("ema_rate must be in [0, 1]")
         if self.lr < 0 or self.puzzle_emb_lr < 0:
             problems.append("learning rates must be >= 0")
         if self.lr_warmup_steps < 0:
@@ -328,6 +337,31 @@ def round_metric(v: Any) -> Any:
 # ----------------------------------------------------------------------------- the training state
 
 
+class EMA:
+    """The exponential moving average of the trainable weights, as the reference's EMAHelper (TRM's pretrain.py): a
+    shadow copy taken when the model is made, updated after every optimiser step as (1 - rate) * w + rate * shadow;
+    the model evaluated and saved is a copy holding the shadow (the puzzle embedding, a buffer, is the live one)."""
+
+    def __init__(self, model: torch.nn.Module, rate: float):
+        self.rate = rate
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                self.shadow[name] = (1.0 - self.rate) * p.detach() + self.rate * self.shadow[name]
+
+    @torch.no_grad()
+    def copy_of(self, model: RecurrentModel) -> RecurrentModel:
+        """A copy of ``model`` with the averaged weights (the reference's ema_copy)."""
+        averaged = copy.deepcopy(model)
+        for name, p in averaged.named_parameters():
+            if name in self.shadow:
+                p.copy_(self.shadow[name])
+        return averaged
+
+
 @dataclass
 class Plan:
     """How a run is cut: blocks of epochs, steps per block, the per-rank batch."""
@@ -369,6 +403,7 @@ class TrainState:
     block: int = 0
     step_in_block: int = 0
     carry: Carry | None = None
+    ema: EMA | None = None  # with TrainConfig.ema: the averaged weights, evaluated and saved
     # Metric sums of the current block (rank 0), the last lr and eval metrics, seconds trained so far.
     history: dict[str, Any] = field(default_factory=lambda: {"block_sums": {}, "block_steps": 0, "last_lr": 0.0, "last_eval": {},
                                                              "elapsed": 0.0})
@@ -397,12 +432,15 @@ class TrainState:
             "carry": _concat_carries(carries),
             "rng": rngs,
             "history": dict(self.history),
+            **({"ema": {k: v.detach().cpu() for k, v in self.ema.shadow.items()}} if self.ema is not None else {}),
         }
 
     def restore(self, saved: Mapping[str, Any], d: Dist, plan: Plan, device: torch.device, seed: int) -> None:
         self.model.load_state_dict(saved["model"])
         for opt, sd in zip(self.optimizers, saved["optimizers"]):
             opt.load_state_dict(sd)
+        if self.ema is not None:  # the resume key holds ema_rate: a state saved with EMA has its shadow
+            self.ema.shadow = {k: v.to(device) for k, v in saved["ema"].items()}
         self.step, self.block, self.step_in_block = saved["step"], saved["block"], saved["step_in_block"]
         self.carry = _carry_from_dict(saved["carry"], d.rank, plan.local_batch, device)
         rngs = saved["rng"]
@@ -413,6 +451,10 @@ class TrainState:
             torch.random.manual_seed(seed + d.rank + 1_000_003 * self.step)
         self.history.update({k: v for k, v in saved["history"].items() if k in HISTORY_KEYS})
         self.started = time.perf_counter() - float(self.history.get("elapsed", 0.0))
+
+    def evaluated_model(self) -> RecurrentModel:
+        """The model evaluated and saved: the EMA copy with TrainConfig.ema, else the model itself."""
+        return self.model if self.ema is None else self.ema.copy_of(self.model)
 
     def summary(self, cfg: TrainConfig, total_steps: int) -> dict[str, Any]:
         """The run's headline numbers: the last block's train metrics and the last evaluation."""
@@ -499,7 +541,8 @@ def create_state(cfg: TrainConfig, model_config: Any, loss_type: str, d: Dist, d
         base_lrs.append(cfg.puzzle_emb_lr)
     optimizers.append(AdamATan2(model.parameters(), lr=0.0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)))
     base_lrs.append(cfg.lr)
-    return TrainState(model=model, optimizers=optimizers, base_lrs=base_lrs)
+    return TrainState(model=model, optimizers=optimizers, base_lrs=base_lrs,
+                      ema=EMA(model, cfg.ema_rate) if cfg.ema else None)
 
 
 def resume_key(cfg: TrainConfig, model_config: Any, loss_type: str, dataset: Any) -> dict[str, Any]:
@@ -512,6 +555,7 @@ def resume_key(cfg: TrainConfig, model_config: Any, loss_type: str, dataset: Any
         "arch": arch,
         "loss_type": loss_type,
         "dataset": {"name": getattr(dataset, "name", None), "manifest_sha256": digest, "num_groups": dataset.num_groups},
+        **({"ema_rate": cfg.ema_rate} if cfg.ema else {}),  # absent without EMA: the states saved before it still match
         **{k: getattr(cfg, k) for k in ("global_batch_size", "epochs", "eval_interval", "lr", "lr_min_ratio", "lr_warmup_steps", "beta1",
                                         "beta2", "weight_decay", "puzzle_emb_lr", "puzzle_emb_weight_decay", "seed")},
     }
@@ -585,6 +629,8 @@ def train_step(state: TrainState, forward: Callable, batch: dict[str, torch.Tens
             group["lr"] = lr_now
         opt.step()
         opt.zero_grad()
+    if state.ema is not None:
+        state.ema.update(state.model)
 
     # Metrics: sums over halted rows, reduced over ranks, then divided as the official.
     keys = sorted(metrics)
@@ -787,13 +833,14 @@ def _loop(cfg, device, d: Dist, dataset, eval_dataset, hooks: TrainHooks, callba
                         interrupted = True
                         break
                 else:  # end of block: evaluate, checkpoint when due, snapshot
-                    eval_metrics = evaluate(state.model, eval_dataset, batch_size=plan.local_batch, device=device, eval_size=cfg.eval_size, d=d)
+                    evaluated = state.evaluated_model()
+                    eval_metrics = evaluate(evaluated, eval_dataset, batch_size=plan.local_batch, device=device, eval_size=cfg.eval_size, d=d)
                     if d.rank == 0:
                         state.history["last_eval"] = eval_metrics
                     hooks.evaluated(state.step, eval_metrics)
                     last_block = state.block == plan.blocks - 1
                     if cfg.checkpoint_every_eval or last_block:
-                        hooks.checkpoint(state.step, state.model)
+                        hooks.checkpoint(state.step, evaluated)
                     state.block, state.step_in_block = state.block + 1, 0
                     if not last_block:
                         state.history["block_sums"], state.history["block_steps"] = {}, 0

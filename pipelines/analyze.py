@@ -447,12 +447,15 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
     if skipped:
         metrics["skipped"] = skipped
     metrics = json_ready(metrics)
-    _write_summaries(out, metrics, figures, result.tables)
+    from hrm.model.registry import architecture_record
+
+    arch = architecture_record([model])  # in run.json and the report's title (summary.json as it was)
+    _write_summaries(out, metrics, figures, result.tables, title=f"{arch['label']} mechanistic analysis")
     # Timings go to run.json and the log only: every other output is byte-identical between runs.
     import torch
 
     phases = {**result.seconds, "figures": round(time.time() - started, 2)}
-    run = {**run_info, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    run = {**run_info, "arch": arch, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "resumed": resumed}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     log(STAGE, "seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
@@ -547,14 +550,15 @@ def _write_puzzle_figures(result, ds, figures_dir: Path, clip: float, index_by: 
     return figures
 
 
-def _write_summaries(out: Path, metrics: dict[str, Any], figures: list[tuple[str, str]], tables: dict[str, Any]) -> None:
-    """summary.json (every number), metrics.json (the headline ones) and report.md."""
+def _write_summaries(out: Path, metrics: dict[str, Any], figures: list[tuple[str, str]], tables: dict[str, Any],
+                     title: str) -> None:
+    """summary.json (every number), metrics.json (the headline ones) and report.md (``title``)."""
     from hrm.analysis import render_report
 
     (out / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(headline_metrics(metrics), indent=2) + "\n")
     (out / "report.md").write_text(render_report(metrics, figures, easy_rows=json_ready(tables["easy"]),
-                                                 critical_rows=json_ready(tables["critical"])))
+                                                 critical_rows=json_ready(tables["critical"]), title=title))
 
 
 def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:

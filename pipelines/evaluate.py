@@ -186,7 +186,7 @@ def _report_headline(m: dict[str, Any], settings: dict[str, Any], names: list[st
     """The report's opening: what was evaluated, the accuracy of each method, the early stop and the work."""
     k, p = m["checkpoints"], m["passes"]
     return [
-        "# HRM evaluation",
+        f"# {settings.get('arch', {}).get('label', 'HRM')} evaluation",
         "",
         f"Dataset `{settings['dataset']}` split `{settings['split']}`: {m['puzzles']} puzzles"
         + (f" (seeded sample, seed {settings['seed']})" if settings["test_size"] else "") + ". "
@@ -485,6 +485,8 @@ def task_settings(ds, perturbation: str, permutations: int, seed: int, tier_list
 
 def _evaluate(d, opts: EvaluateOptions, checked: _Checked) -> None:
     """The work of one rank (the command's options, checked; ``d`` its place among the ranks)."""
+    from hrm.model.registry import architecture_record
+
     work = _open_job(d, opts, checked)
     _run_units(d, opts, checked, work)
     if d.rank != 0:
@@ -501,6 +503,7 @@ def _evaluate(d, opts: EvaluateOptions, checked: _Checked) -> None:
         "split": opts.split, "test_size": opts.test_size, "seed": opts.seed, "permutations": opts.permutations,
         "perturbation": opts.perturbation, "tiers": [list(t) for t in checked.tier_list], "early_stop": opts.early_stop,
         "batch_size": opts.batch_size, "max_rows": work.engine.max_rows, "compile": opts.compile_,
+        "arch": architecture_record(work.models),  # run.json and the report's title; not in summary.json
     }
     elapsed = time.perf_counter() - checked.t_start
     run_info = _run_info(d, opts, checked, work, settings, test, tier_results, elapsed)

@@ -7,7 +7,9 @@ profile stops short of the whole pipeline (a task whose analysis is not built ye
 ``hrm profile run NAME`` runs ``dvc exp run -n NAME -S key=value ... [STAGE ...]`` with them, in the
 file's order; ``-S key=value`` on the command line wins over the profile's value. Every key must be a key of
 params.yaml: DVC would add a misspelt key as a new param that no stage reads, so a typo is refused here,
-naming the file and the key. The profiles are read from the current directory, as DVC reads dvc.yaml.
+naming the file and the key. The one exception is written ``+key`` (DVC's ``-S +key=value``, which adds a key):
+a setting params.yaml does not hold because its architecture (HRM) has none, ``+train.arch.mlp_t`` of TRM; it
+must be a setting of a registered architecture (:func:`addable`). The profiles are read from the current directory, as DVC reads dvc.yaml.
 """
 
 from __future__ import annotations
@@ -55,6 +57,30 @@ def has_key(params: dict, dotted: str) -> bool:
     return not isinstance(node, dict)
 
 
+def addable(params: dict, dotted: str) -> str | None:
+    """Why ``+dotted`` may not be added to params.yaml, or None when it may: ``train.arch.X`` for X a setting of a
+    registered architecture (hrm.model.registry) that params.yaml lacks."""
+    section, _, name = dotted.rpartition(".")
+    if has_key(params, dotted):
+        return "already a key of params.yaml (drop the +)"
+    if section != "train.arch":
+        return "only train.arch.<setting> may be added (+), the settings of an architecture params.yaml lacks"
+    from hrm.model.registry import get_architecture, registered_names
+
+    settings = {o.name for n in registered_names() for o in get_architecture(n).options()}
+    if name not in settings:
+        return f"no registered architecture has a setting {name!r}"
+    return None
+
+
+def key_problem(params: dict, key: str, params_file: Path) -> str | None:
+    """What is wrong with a profile's or an override's key (None: nothing): ``key`` of params.yaml, or ``+key``."""
+    if key.startswith("+"):
+        why = addable(params, key[1:])
+        return None if why is None else f"{key}: {why}"
+    return None if has_key(params, key) else f"{key}: not a key of {params_file}"
+
+
 def as_setting(value: object) -> str:
     """A YAML scalar as `-S key=value` writes it: ``false``, not Python's ``False``. A value the YAML file
     holds as a string (``1e-4``: YAML 1.1 reads no float without a dot) is passed as written."""
@@ -86,8 +112,8 @@ def load_profile(folder: Path, name: str, params: dict, params_file: Path = Path
                                    "and 'stages')")
     settings = {}
     for key, value in data["params"].items():
-        if not has_key(params, str(key)):
-            raise click.ClickException(f"{path}: {key}: not a key of {params_file}")
+        if problem := key_problem(params, str(key), params_file):
+            raise click.ClickException(f"{path}: {problem}")
         if isinstance(value, (dict, list)):
             raise click.ClickException(f"{path}: {key}: a value is one scalar (number, string, true/false)")
         settings[str(key)] = as_setting(value)
@@ -111,22 +137,26 @@ def _stages(path: Path, stages: object, pipeline_file: Path) -> tuple[str, ...]:
 
 
 def parse_overrides(texts: tuple[str, ...], params: dict, params_file: Path = Path(PARAMS_FILE)) -> dict[str, str]:
-    """``-S key=value`` options as ``dvc exp run`` takes them; a key must be one of params.yaml."""
+    """``-S key=value`` options as ``dvc exp run`` takes them; a key must be one of params.yaml (or ``+key``)."""
     overrides = {}
     for text in texts:
         key, sep, value = text.partition("=")
         if not sep or not key:
             raise click.ClickException(f"-S {text}: not key=value")
-        if not has_key(params, key):
-            raise click.ClickException(f"-S {text}: {key}: not a key of {params_file}")
+        if problem := key_problem(params, key, params_file):
+            raise click.ClickException(f"-S {text}: {problem}")
         overrides[key] = value
     return overrides
 
 
 def dvc_command(profile: Profile, overrides: dict[str, str], experiment: str) -> list[str]:
     """``dvc exp run -n EXPERIMENT -S key=value ...``: the profile's settings in its order, an override
-    replacing the profile's value in place, keys the profile lacks after them."""
-    settings = {**profile.settings, **overrides}
+    replacing the profile's value in place (``key`` or ``+key`` for the profile's ``+key``), keys the profile
+    lacks after them."""
+    settings = dict(profile.settings)
+    for key, value in overrides.items():
+        added = "+" + key.lstrip("+")
+        settings[added if added in settings else key] = value
     return ["dvc", "exp", "run", "-n", experiment, *(a for k, v in settings.items() for a in ("-S", f"{k}={v}")),
             *profile.stages]
 

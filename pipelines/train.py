@@ -89,6 +89,8 @@ TRAIN_OPTIONS: list[tuple[str, Any, str]] = [
     ("puzzle_emb_weight_decay", FiniteFloatRange(min=0), "Weight decay of the puzzle embedding."),
     ("seed", SEED, "Seed of the initialisation, data order and exploration."),
     ("checkpoint_every_eval", bool, "Save step_N at every evaluation (else only the last)."),
+    ("ema", bool, "Evaluate and save an exponential moving average of the weights (TRM's runs)."),
+    ("ema_rate", FiniteFloatRange(0, 1), "Decay of that average per optimiser step."),
     ("keep_checkpoints", Count(0), "Keep only the last N step_N files (0: all)."),
     ("eval_size", Count(0), "Evaluate on a seeded sample of N test puzzles (0: all)."),
     ("device", click.Choice(["auto", "cpu", "cuda", "mps"]), "auto: cuda, else mps, else cpu."),

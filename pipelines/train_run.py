@@ -95,6 +95,7 @@ def official_config(cfg: TrainConfig, forward_dtype: str, trained_on: Mapping[st
         "checkpoint_path": str(ckpt) if ckpt else None,
         "seed": cfg.seed,
         "checkpoint_every_eval": cfg.checkpoint_every_eval,
+        **({"ema": True, "ema_rate": cfg.ema_rate} if cfg.ema else {}),  # the reference's keys; absent (HRM's file as before) when off
         "eval_interval": cfg.eval_interval,
         "eval_save_outputs": [],
         "eval_size": cfg.eval_size,

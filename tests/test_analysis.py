@@ -521,6 +521,7 @@ def test_stage_end_to_end(stage_inputs, tmp_path):
     assert decode(_load(ckpt), z_last).numpy().tolist()[0] == row0["prediction"][7].as_py()
     report = (out / "report.md").read_text()
     assert "figures/landscape_raw30.png" in report and "Easy-puzzle probe" in report
+    assert report.startswith("# HRM mechanistic analysis\n") and json.loads((out / "run.json").read_text())["arch"]["label"] == "HRM"
     # Same inputs, same outputs.
     out2 = tmp_path / "again"
     assert invoke("--checkpoint", ckpt.parent, "--dataset", ds, "--output", out2, *STAGE_ARGS).exit_code == 0

@@ -414,6 +414,9 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
     assert seg["segment"].to_list() == [1, 2, 3] and "tier_1-5" in seg.columns
     assert pl.read_csv(out / "plots" / "ensemble_grid.csv").height == 6
     assert "reads labels" in (out / "report.md").read_text()
+    assert (out / "report.md").read_text().startswith("# HRM evaluation\n") and "arch" not in metrics
+    assert json.loads((out / "run.json").read_text())["arch"] == {"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+                                                                  "label": "HRM"}
     puzzles = pl.read_parquet(out / "puzzles.parquet")
     assert puzzles.height == 12 and (puzzles["raw_index"] == 2 * puzzles["row"] + 1).all()  # each row's raw-file row
     for rel in ["metrics.json", "summary.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:

@@ -56,7 +56,8 @@ def test_list_names_every_profile_with_its_description():
     result = invoke("list")
     assert result.exit_code == 0, result.output
     names = [line.split(":")[0] for line in result.output.splitlines()]
-    assert names == ["arc-quick", "arc1-paper", "arc2-paper", "fork-hint", "maze-paper", "maze-quick", "paper-sudoku"]
+    assert names == ["arc-quick", "arc1-paper", "arc2-paper", "fork-hint", "maze-paper", "maze-quick", "paper-sudoku",
+                     "trm-arc1-paper", "trm-maze-paper", "trm-quick", "trm-sudoku-paper"]
     assert all(len(line.split(": ", 1)[1]) > 20 for line in result.output.splitlines())
 
 
@@ -168,6 +169,9 @@ def write_profile(folder: Path, name: str, text: str) -> Path:
     ("params:\n  raw.task: [maze\n", "not valid YAML (line "),
     ("params:\n  raw.task: maze\nstages: evaluate\n", "stages: a list of dvc.yaml stage names"),
     ("params:\n  raw.task: maze\nstages: [evaluation]\n", "stages: 'evaluation' is not a stage of"),
+    ("params:\n  +train.arch.mlp_tt: true\n", "+train.arch.mlp_tt: no registered architecture has a setting 'mlp_tt'"),
+    ("params:\n  +train.lr: 1\n", "+train.lr: already a key of params.yaml (drop the +)"),
+    ("params:\n  +train.foo: 1\n", "+train.foo: only train.arch.<setting> may be added"),
 ])
 def test_a_bad_profile_is_one_message_naming_its_file_and_key(tmp_path, text, message):
     path = write_profile(tmp_path / "profiles", "bad", text)
@@ -181,6 +185,7 @@ def test_a_bad_profile_is_one_message_naming_its_file_and_key(tmp_path, text, me
 @pytest.mark.parametrize("override,message", [
     ("train.arch.hiden_size=64", "-S train.arch.hiden_size=64: train.arch.hiden_size: not a key of"),
     ("train.lr", "-S train.lr: not key=value"),
+    ("train.arch.mlp_t=true", "-S train.arch.mlp_t=true: train.arch.mlp_t: not a key of"),  # HRM's params: +train.arch.mlp_t
 ])
 def test_a_bad_override_is_one_message(override, message):
     result = invoke("run", "maze-quick", "--dry-run", "-S", override)
@@ -195,4 +200,74 @@ def test_an_unknown_profile_through_hrm_is_one_line_exit_1(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == ("Error: no profile 'paper': profiles/paper.yaml does not exist (profiles in "
                                    "profiles: arc-quick, arc1-paper, arc2-paper, fork-hint, maze-paper, maze-quick, "
-                                   "paper-sudoku)")
+                                   "paper-sudoku, trm-arc1-paper, trm-maze-paper, trm-quick, trm-sudoku-paper)")
+
+
+# ----------------------------------------------------------------------------- TRM's runs
+
+# TRM's published runs (SamsungSAILMontreal/TinyRecursiveModels at e7b68717: the README's commands on
+# config/cfg_pretrain.yaml and config/arch/trm.yaml), in our keys (epochs, lr, ... and the arch block).
+TRM_DEFAULTS = {"global_batch_size": 768, "lr_min_ratio": 1.0, "lr_warmup_steps": 2000, "beta1": 0.9, "beta2": 0.95,
+                "ema": True, "ema_rate": 0.999, "hidden_size": 512, "num_heads": 8, "expansion": 4, "L_layers": 2,
+                "H_cycles": 3, "halt_max_steps": 16, "halt_exploration_prob": 0.1, "puzzle_emb_ndim": 512,
+                "puzzle_emb_len": 16, "no_ACT_continue": True, "loss_type": "stablemax_cross_entropy"}
+TRM_RUNS = {
+    "trm-sudoku-paper": {"epochs": 50000, "eval_interval": 5000, "lr": 1e-4, "puzzle_emb_lr": 1e-4, "weight_decay": 1.0,
+                         "puzzle_emb_weight_decay": 1.0, "mlp_t": True, "pos_encodings": "none", "L_cycles": 6},
+    "trm-maze-paper": {"epochs": 50000, "eval_interval": 5000, "lr": 1e-4, "puzzle_emb_lr": 1e-4, "weight_decay": 1.0,
+                       "puzzle_emb_weight_decay": 1.0, "mlp_t": False, "pos_encodings": "rope", "L_cycles": 4},
+    "trm-arc1-paper": {"epochs": 100000, "eval_interval": 10000, "lr": 1e-4, "puzzle_emb_lr": 1e-2, "weight_decay": 0.1,
+                       "puzzle_emb_weight_decay": 0.1, "mlp_t": False, "pos_encodings": "rope", "L_cycles": 4},
+}
+TRM = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+
+
+def experiment_params(name: str, tmp_path: Path) -> Path:
+    """params.yaml as `dvc exp run` leaves it for the profile: every `-S key=value` (and `+key=value`) applied."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for line in shown(name):
+        key, value = line.split("=", 1)
+        *sections, leaf = key.lstrip("+").split(".")
+        node = params
+        for part in sections:
+            node = node[part]
+        assert (leaf in node) != key.startswith("+"), key  # + adds a key, the rest replace one
+        node[leaf] = yaml.safe_load(value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def resolved_training(params_file: Path) -> dict:
+    """What `hrm train --config-file params.yaml --section train` (the train stage) would train: --print-config."""
+    from pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "--config-file", str(params_file), "--section", "train", "--print-config",
+                                      "--dataset", str(params_file.parent / "dataset")])
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load(result.output)
+
+
+@pytest.mark.parametrize("name", sorted(TRM_RUNS))
+def test_the_trm_paper_profiles_train_as_the_reference(name, tmp_path):
+    """The train stage of each TRM profile's experiment resolves to the reference run's settings, key by key."""
+    config = resolved_training(experiment_params(name, tmp_path))
+    arch = config.pop("arch")
+    assert arch["name"] == TRM
+    for key, reference in {**TRM_DEFAULTS, **TRM_RUNS[name]}.items():
+        value = arch[key] if key in arch or key not in config else config[key]
+        assert value == reference, (name, key, value, reference)
+
+
+def test_the_trm_quick_profile_trains_a_small_mlp_t_trm_with_ema(tmp_path):
+    config = resolved_training(experiment_params("trm-quick", tmp_path))
+    assert config["arch"]["name"] == TRM and config["arch"]["mlp_t"] and config["arch"]["pos_encodings"] == "none"
+    assert config["ema"] and config["arch"]["hidden_size"] <= 128 and config["epochs"] == 20  # the quick pipeline's run
+
+
+def test_an_added_setting_is_overridden_in_place():
+    """`-S train.arch.L_cycles=2` replaces the profile's value; `-S +train.arch.mlp_t=false` its added one."""
+    result = invoke("run", "trm-quick", "--dry-run", "-S", "+train.arch.mlp_t=false", "-S", "train.arch.L_cycles=2")
+    assert result.exit_code == 0, result.output
+    expected = [s.replace("mlp_t=true", "mlp_t=false").replace("L_cycles=3", "L_cycles=2") for s in shown("trm-quick")]
+    assert result.output == "dvc exp run -n trm-quick " + " ".join(f"-S {s}" for s in expected) + "\n"

@@ -142,6 +142,77 @@ def test_trainer_equals_official_loop(hint_dir, tmp_path):
     assert [p.name for _, p in step_files(tmp_path / "checkpoints")] == ["step_12"]
 
 
+def test_ema_is_the_references_average_evaluated_and_saved(hint_dir, tmp_path):
+    """TrainConfig.ema: the official loop's weights are untouched; the step_N saved (and evaluated) holds the
+    average the reference's EMAHelper keeps (registered at the start, (1 - rate) * w + rate * shadow after every
+    optimiser step), the puzzle embedding the live one; all_config.yaml records ema and ema_rate."""
+    import copy
+
+    cfg = tiny_cfg(hint_dir, tmp_path, epochs=4, eval_interval=4, checkpoint_every_eval=False, ema=True, ema_rate=0.9)
+    result = train(cfg, log=quiet)
+    ds = PuzzleDataset(hint_dir, "train")
+    torch.random.manual_seed(cfg.seed)
+    model = HRM(HRMConfig(**TINY_ARCH, batch_size=8, forward_dtype="float32"))
+    shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opts = [SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=0, weight_decay=cfg.puzzle_emb_weight_decay),
+            AdamATan2(model.parameters(), lr=0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))]
+    carry = None
+    for step, batch in enumerate(ds.train_batches(global_batch_size=8, seed=cfg.seed, block=0, epochs_per_block=4), start=1):
+        batch = {k: batch[k] for k in ("inputs", "labels", "puzzle_identifiers")}
+        carry = model.initial_carry(batch) if carry is None else carry
+        carry, loss, _, _, _ = model(carry, batch)
+        (loss / 8).backward()
+        for opt, base in zip(opts, [cfg.puzzle_emb_lr, cfg.lr]):
+            for g in opt.param_groups:
+                g["lr"] = cosine_schedule_lr(step, base_lr=base, warmup_steps=cfg.lr_warmup_steps, total_steps=12, min_ratio=cfg.lr_min_ratio)
+            opt.step()
+            opt.zero_grad()
+        shadow = {n: (1.0 - 0.9) * p.detach() + 0.9 * shadow[n] for n, p in model.named_parameters()}
+    assert state_equal(result.model, model)  # the average trains nothing
+    averaged = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in averaged.named_parameters():
+            p.copy_(shadow[n])
+    saved = hrm.load_checkpoint(tmp_path / "checkpoints", device="cpu", note=quiet)
+    assert state_equal(saved, averaged) and not state_equal(saved, model)
+    assert torch.equal(saved.puzzle_emb.weights, model.puzzle_emb.weights)
+    conf = yaml.safe_load((tmp_path / "checkpoints" / "all_config.yaml").read_text())
+    assert conf["ema"] is True and conf["ema_rate"] == 0.9
+
+
+def test_resume_with_ema_equals_uninterrupted(hint_dir, tmp_path):
+    """The shadow is in train_state.pt: stopped mid-block and resumed, every step_N (the averages) and the history
+    are bit for bit those of the uninterrupted run."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    ref = train(tiny_cfg(hint_dir, whole, ema=True, ema_rate=0.9), log=quiet)
+    cfg = tiny_cfg(hint_dir, parts, ema=True, ema_rate=0.9)
+    first = train(cfg, callback=stop_at(8, KeyboardInterrupt), log=quiet)
+    assert first.interrupted and set(torch.load(parts / STATE_NAME, weights_only=True)["ema"]) == \
+        {n for n, _ in ref.model.named_parameters()}
+    shutil.rmtree(parts / "dvclive")
+    second = train(cfg, log=quiet)
+    assert second.step == 18 and state_equal(second.model, ref.model)
+    assert histories(parts) == histories(whole)
+    for n in (6, 12, 18):
+        a, b = torch.load(parts / "checkpoints" / f"step_{n}"), torch.load(whole / "checkpoints" / f"step_{n}")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), n
+
+
+def test_an_explicit_hrm_name_trains_and_writes_what_no_name_does(data, tmp_path):
+    """params.yaml names HRM (train.arch.name, for the profiles to switch): the checkpoints and all_config.yaml are
+    byte for byte those of a file without the name."""
+    runs = {}
+    for label, arch in (("unnamed", {}), ("named", {"name": hrm.model.get_architecture().name})):
+        params = tmp_path / f"{label}.yaml"
+        params.write_text(yaml.safe_dump({"train": {"epochs": 2, "eval_interval": 2, "global_batch_size": 8, "eval_size": 8,
+                                                    "arch": {**arch, **TINY_ARCH}}}))
+        out = tmp_path / "out"
+        ok("train", "--dataset", data, "--output", out, "--config-file", params, "--no-progress", "--num-threads", "1")
+        runs[label] = {f.name: f.read_bytes() for f in sorted((out / "checkpoints").iterdir())}
+        shutil.rmtree(out)
+    assert runs["named"] == runs["unnamed"] and "all_config.yaml" in runs["named"]
+
+
 def test_outputs_layout_and_checkpoints(hint_dir, reference_run):
     out, result = reference_run
     ckpt = out / "checkpoints"
@@ -208,6 +279,7 @@ def test_params_yaml_train_section_is_the_quick_profile():
 
     section = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
     arch = section.pop("arch")
+    assert arch.pop("name") == hrm.model.get_architecture().name  # HRM's, named (profiles switch it)
     assert arch == QUICK_ARCH
     section.pop("variant")
     assert {k: quick_default(k) for k in section} == section

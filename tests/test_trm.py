@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -221,7 +222,7 @@ def test_hrm_train_trains_a_trm_selected_by_name_saves_and_reloads_it(dataset, t
     assert isinstance(model, TRM) and model.config.mlp_t and model.config.puzzle_emb_len == 2
     assert model.config.seq_len == 81 and model.config.L_layers == 1
 
-    # Evaluated and analysed by the stages as they are (what they report of TRM is issue 29's next part).
+    # Evaluated and analysed by the stages as they are.
     ok("evaluate", "--checkpoint", out, "--dataset", dataset, "--variant", "vanilla", "--permutations", 2, "--tiers", "1-2",
        "--output", tmp_path / "eval", "--no-progress")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["test"]["puzzles"] == 4
@@ -229,6 +230,10 @@ def test_hrm_train_trains_a_trm_selected_by_name_saves_and_reloads_it(dataset, t
        "--sample", 4, "--segments", 3, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2, "--easy-k", "0,1",
        "--landscape-radius", 1, "--no-flow", "--no-progress")
     assert json.loads((tmp_path / "analysis" / "summary.json").read_text())["run"]["h_cycles"] == 2  # traced cycles
+    # Their records say which architecture ran: run.json (name and label) and the reports' titles.
+    for stage, title in (("eval", "# TRM evaluation\n"), ("analysis", "# TRM mechanistic analysis\n")):
+        assert json.loads((tmp_path / stage / "run.json").read_text())["arch"] == {"name": ARCH_NAME, "label": "TRM"}
+        assert (tmp_path / stage / "report.md").read_text().startswith(title)
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"arch": {"name": ARCH_NAME, "mlp_t": True, "pos_encodings": "none",
@@ -244,3 +249,49 @@ def test_hrm_train_refuses_a_setting_of_another_architecture(dataset, tmp_path):
     assert "mlp_t is a setting of recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1, not of " \
            "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1" in " ".join(output.split())
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- evaluated by its own halting rule
+
+
+def halting_trm(seed: int = 0) -> TRM:
+    """A tiny TRM (attention) whose Q head answers both ways: q_halt > 0 and q_halt > q_continue disagree on some rows."""
+    torch.manual_seed(seed)
+    model = TRM(TRMConfig(batch_size=4, seq_len=81, vocab_size=11, puzzle_emb_ndim=16, puzzle_emb_len=1, hidden_size=16,
+                          num_heads=2, expansion=2, L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=3,
+                          forward_dtype="float32"))
+    with torch.no_grad():
+        model.inner.q_head.weight.normal_(0, 0.5)
+        model.inner.q_head.bias.copy_(torch.tensor([0.0, 0.3]))
+    return model.eval()
+
+
+def test_evaluate_halts_a_trm_on_q_halt_above_zero(tmp_path):
+    """hrm.evaluate asks the checkpoint's architecture when it halts: a TRM checkpoint's halted flags (final and per
+    segment, paper procedure and early stop) are q_halt > 0, not HRM's q_halt > q_continue."""
+    from hrm.evaluate.engine import Engine
+    from hrm.evaluate.run import evaluate_puzzles
+    from hrm.tasks import SUDOKU, make_perturbations
+
+    save_checkpoint(halting_trm(), tmp_path / "step_1")
+    model = hrm.load_checkpoint(tmp_path, device="cpu", note=lambda _: None)
+    assert isinstance(model, TRM)
+    x = torch.randint(1, 11, (24, 81), generator=torch.Generator().manual_seed(1)).numpy()
+    ref = model.predict(x)
+    assert torch.equal(ref.halted, ref.q_halt[-1] > 0)
+    out = Engine([model], max_rows=7).run(x)
+    per_segment = (ref.q_halt > 0).numpy()
+    assert (out.halted[0] == per_segment[-1]).all() and (out.segment_halted[0] == per_segment).all()
+    other = (ref.q_halt > ref.q_continue).numpy()
+    assert (per_segment != other).any() and per_segment.any() and not per_segment.all()  # the rules differ here
+
+    early = Engine([model], max_rows=5).run(x, early_stop=True)
+    first = np.where(per_segment.any(0), per_segment.argmax(0) + 1, per_segment.shape[0])
+    assert (early.steps[0] == first).all() and (early.halted[0] == per_segment.any(0)).all()
+    assert (early.halted[0] == (early.q_halt[0] > 0)).all()
+
+    labels = x.astype(np.int16)
+    result = evaluate_puzzles(Engine([model]), x, labels, perturbations=make_perturbations("shift", 2), batch_size=10,
+                              rules=SUDOKU.rules)
+    assert (result.halted == (result.q_halt > 0)).all() and (result.halted != (result.q_halt > result.q_continue)).any()
+    assert (result.halted[0, 0] == per_segment[-1]).all()

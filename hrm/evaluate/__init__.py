@@ -15,8 +15,9 @@ The pieces
   per-cell confidences and the exact correctness after every ACT segment. Each checkpoint
   sees all P perturbed copies of a batch of puzzles as one batch (``max_rows`` caps the rows
   per forward). Paper semantics: every row runs halt_max_steps segments and ``halted`` is
-  the model's own decision (q_halt > q_continue) at the last one. ``early_stop=True`` is a
-  different setting: a row stops at the first segment where q_halt > q_continue (its answer
+  the model's own decision at the last one (its architecture's halt signal,
+  hrm.model.act.ACTModel.halt_signal: HRM q_halt > q_continue, TRM q_halt > 0). ``early_stop=True`` is a
+  different setting: a row stops at the first segment where the model halts (its answer
   is that segment's), rows that never halt stop at halt_max_steps with ``halted`` False.
 - :func:`evaluate_puzzles`: streams puzzles through the engine in batches and collects an
   :class:`EvalResult`, from which :meth:`EvalResult.summary` and :meth:`EvalResult.tables`
@@ -49,7 +50,7 @@ Exact definitions (N puzzles, K checkpoints in the given order, P passes)
 - Curves: subset (k', p') = the LAST k' checkpoints (k' = 1 is the primary one) and the
   FIRST p' passes (p' = 1 is the unperturbed input); every k' x p' is computed.
 - Early-stop view (``summary()["early_stop_view"]``): the same passes read at the first
-  segment where q_halt > q_continue (else the last), i.e. what ``early_stop=True`` returns,
+  segment where the model halts (else the last), i.e. what ``early_stop=True`` returns,
   at no extra cost; reported apart from the paper's numbers.
 - Per segment: exact accuracy of the answer after segment s = 1..S (argmax of that
   segment's logits; frozen after an early stop). ``stable_from``: the first segment from

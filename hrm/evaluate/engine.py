@@ -25,10 +25,10 @@ class EngineOutput:
     predictions: np.ndarray  # uint8 [K, M, 81]: final answer tokens
     q_halt: np.ndarray  # float32 [K, M]: at the final (or stopping) segment
     q_continue: np.ndarray  # float32 [K, M]
-    halted: np.ndarray  # bool [K, M]: q_halt > q_continue at the final (or stopping) segment
+    halted: np.ndarray  # bool [K, M]: the model's halt signal at the final (or stopping) segment (HRM: q_halt > q_continue)
     steps: np.ndarray  # int16 [K, M]: segments run
     confidence: np.ndarray  # float32 [K, M, 81]: max softmax probability at the final segment
-    segment_halted: np.ndarray  # bool [K, S, M]: q_halt > q_continue after segment s (early stop: stays True)
+    segment_halted: np.ndarray  # bool [K, S, M]: the halt signal after segment s (early stop: stays True)
     segment_correct: np.ndarray | None = None  # bool [K, S, M]: exact after segment s (needs labels)
     segment_predictions: np.ndarray | None = None  # uint8 [K, S, M, 81] when asked for
 
@@ -49,6 +49,12 @@ def segment_flops(model: torch.nn.Module) -> float:
     return architecture_of(model).segment_flops(model.config)
 
 
+def halt_rule(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Where a model asks to stop, from (q_halt, q_continue): its ACT wrapper's rule (hrm.model.act.ACTModel.halt_signal;
+    HRM: q_halt > q_continue, TRM: q_halt > 0)."""
+    return getattr(model, "_orig_mod", model).model.halt_signal
+
+
 def auto_max_rows(device: torch.device | str) -> int | None:
     """Rows per forward when the user sets none.
 
@@ -60,12 +66,13 @@ def auto_max_rows(device: torch.device | str) -> int | None:
 
 
 class Engine:
-    """Batched inference for K HRM checkpoints of one architecture (seq_len, vocab, halt_max_steps).
+    """Batched inference for K checkpoints of one architecture (seq_len, vocab, halt_max_steps).
 
     ``run(inputs [M, 81])``: every model sees the M rows (e.g. P perturbed copies of B puzzles,
     concatenated), ``max_rows`` rows per forward (None: all at once). Runs on the models' device
     (all K must share it), segment by segment through the models' inner modules under
-    ``torch.inference_mode``: the numbers of ``HRM.predict`` without keeping every segment's logits.
+    ``torch.inference_mode``: the numbers of ``RecurrentModel.predict`` without keeping every segment's logits.
+    A row's halting decision is its model's own (:func:`halt_rule`).
 
     ``compile=True``: one ``torch.compile``d functional segment shared by all K checkpoints
     (weights passed as inputs, so they do not trigger recompilation; with ``max_rows`` every
@@ -143,16 +150,17 @@ class Engine:
             model.eval()
             try:
                 forward = self._forward(model.inner, early_stop)
+                halts = halt_rule(model)
                 with torch.inference_mode():
                     if early_stop:  # one queue of all M rows, ``chunk`` of them in the batch at a time
                         parts.append([_run_rows_continuous(
                             model.inner, forward, x.to(self.device), None if lab is None else lab.to(self.device),
-                            s_count, keep_segment_predictions, chunk, ids.to(self.device))] if m else empty)
+                            s_count, keep_segment_predictions, chunk, ids.to(self.device), halts)] if m else empty)
                         continue
                     parts.append([
                         _run_rows(model.inner, forward, x[i:i + chunk].to(self.device),
                                   None if lab is None else lab[i:i + chunk].to(self.device),
-                                  s_count, keep_segment_predictions, pad_to, ids[i:i + chunk].to(self.device))
+                                  s_count, keep_segment_predictions, pad_to, ids[i:i + chunk].to(self.device), halts)
                         for i in range(0, m, chunk)
                     ] or empty)
             finally:
@@ -186,11 +194,12 @@ def _exact(pred: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
 
 
 def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int, keep: bool,
-              pad_to: int | None = None, ids: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+              pad_to: int | None = None, ids: torch.Tensor | None = None, halts: Callable = torch.gt) -> dict[str, np.ndarray]:
     """One model, one chunk of rows: s_count segments from the initial state (the paper's procedure).
 
     ``pad_to``: run exactly that many rows (blank puzzles appended) and drop the extra ones. ``ids``:
-    the rows' puzzle identifiers (None: 0).
+    the rows' puzzle identifiers (None: 0). ``halts(q_halt, q_continue)``: the model's halting rule
+    (:func:`halt_rule`; default HRM's q_halt > q_continue).
     """
     real = x.shape[0]
     ids = torch.zeros(real, dtype=torch.int32, device=x.device) if ids is None else ids
@@ -199,7 +208,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
         if lab is not None:
             lab = torch.cat([lab, torch.full((pad_to - real, lab.shape[1]), IGNORE_LABEL, dtype=lab.dtype, device=lab.device)])
         ids = torch.cat([ids, torch.zeros(pad_to - real, dtype=ids.dtype, device=ids.device)])
-        out = _run_rows(inner, forward, x, lab, s_count, keep, ids=ids)
+        out = _run_rows(inner, forward, x, lab, s_count, keep, ids=ids, halts=halts)
         return {k: (v[:, :real] if k.startswith("segment_") else v[:real]) for k, v in out.items()}
 
     m = x.shape[0]
@@ -210,7 +219,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
     for s, seg in enumerate(run_segments(inner, {"inputs": x, "puzzle_identifiers": ids}, s_count, step=forward)):
         logits, qh, qc = seg.logits, seg.q_halt, seg.q_continue
         pred = logits.argmax(-1)
-        seg_halt[s] = qh > qc
+        seg_halt[s] = halts(qh, qc)
         if seg_ok is not None:
             seg_ok[s] = _exact(pred, lab)
         if seg_pred is not None:
@@ -218,7 +227,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
     conf = torch.softmax(logits.to(torch.float32), dim=-1).amax(-1)
     out = {
         "predictions": pred.to(torch.uint8), "q_halt": qh.float(), "q_continue": qc.float(),
-        "halted": qh > qc, "steps": torch.full((m,), s_count, dtype=torch.int16, device=dev), "confidence": conf,
+        "halted": halts(qh, qc), "steps": torch.full((m,), s_count, dtype=torch.int16, device=dev), "confidence": conf,
         "segment_halted": seg_halt,
     }
     if seg_ok is not None:
@@ -229,12 +238,13 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
 
 
 def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | None, s_count: int,
-                         keep: bool, width: int, ids: torch.Tensor) -> dict[str, np.ndarray]:
+                         keep: bool, width: int, ids: torch.Tensor, halts: Callable = torch.gt) -> dict[str, np.ndarray]:
     """One model, all M rows, each stopped at its own first halt (``early_stop``), by continuous
     batching: at most ``width`` rows run a segment together, each at its own segment; a row that
     halts (or ends its last segment) leaves the batch and the next waiting row takes its place, so
     the segments run, and the FLOPs, fall with the halting rate. A row's numbers do not depend on
-    which rows share its batch. After a row stops, its per-segment flags keep their last value."""
+    which rows share its batch. After a row stops, its per-segment flags keep their last value.
+    ``halts``: the model's halting rule (:func:`halt_rule`)."""
     m, dev, cells = x.shape[0], x.device, x.shape[1]
     width = max(1, min(width, m))
     out = {
@@ -268,7 +278,7 @@ def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.T
             break
         carry, logits, (qh, qc) = forward(carry, {"inputs": x[active], "puzzle_identifiers": ids[active]})
         pred = logits.argmax(-1).to(torch.uint8)
-        halt_now = qh > qc
+        halt_now = halts(qh, qc)
         stop = halt_now | (segment == s_count - 1)
         # This segment's flags; a stopping row's also stand for every later segment.
         later = (segments >= segment[None]) & (stop[None] | (segments == segment[None]))  # [S, rows]

@@ -31,7 +31,7 @@ class EvalResult:
     cell_correct: np.ndarray  # int16 [K, P, N] labelled cells right
     steps: np.ndarray  # int16 [K, P, N]
     stable_from: np.ndarray  # int8 [K, P, N]
-    es_correct: np.ndarray  # bool [K, P, N]: exact at the first segment with q_halt > q_continue (else the last)
+    es_correct: np.ndarray  # bool [K, P, N]: exact at the first segment the model halts (else the last)
     es_steps: np.ndarray  # int16 [K, P, N]: that segment
     lf_correct: np.ndarray  # bool [K, P, N]: label_free with the last k'+1 checkpoints, first p'+1 passes
     lf_verified: np.ndarray  # bool [N] full ensemble: the selected answer is verified

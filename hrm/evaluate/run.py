@@ -161,7 +161,7 @@ def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: EvalRul
     per["steps"].append(kpb(res.steps).astype(np.int16))
     per["stable_from"].append(critical_step(np.moveaxis(seg, 2, 0)).astype(np.int8))
     # The early-stop view, read off the full run: the answer at the first segment where
-    # q_halt > q_continue (or the last). Equals the run itself under early_stop.
+    # the model halts (its architecture's halt signal; or the last). Equals the run itself under early_stop.
     halts = seg_h.any(2)
     es_steps = np.where(halts, seg_h.argmax(2) + 1, S).astype(np.int16)  # [K, P, B]
     per["es_steps"].append(es_steps)

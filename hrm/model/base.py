@@ -178,6 +178,11 @@ class Architecture(ABC):
     config_class: type
     option_order: tuple[str, ...] = ()  # the order of the options (default: the config's field order)
 
+    @property
+    def label(self) -> str:
+        """The short name reports give it (HRM, TRM: a class attribute there); by default arch.name's class part."""
+        return self.name.rpartition("@")[2]
+
     def accepts(self, name: str) -> bool:
         """Whether ``arch.name`` (of a checkpoint or a config) names this architecture."""
         return name == self.name

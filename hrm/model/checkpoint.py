@@ -37,7 +37,7 @@ from hrm.manifest import DatasetIdentity
 from hrm.model.coupling import TRAINED_ON, CheckpointDataset, dataset_mismatch, dataset_note, trained_on_problem
 from hrm.model.act import RecurrentModel
 from hrm.model.device import resolve_device
-from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
+from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of, architecture_of_arch
 from hrm.tasks import TASKS
 
 CONFIG_NAME = "all_config.yaml"
@@ -178,7 +178,8 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     mismatched = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     if not (missing or unexpected or mismatched):
         return
-    lines = [f"checkpoint {source} does not match the model built from its config:"]
+    # The architecture named: weights of another one (an HRM state under a TRM arch.name) fail here.
+    lines = [f"checkpoint {source} does not match the {architecture_of(model).name} model built from its config:"]
     lines += [f"  missing key: {k} (expected shape {list(expected[k])})" for k in missing]
     lines += [f"  unexpected key: {k} (shape {list(found[k])})" for k in unexpected]
     lines += [f"  shape mismatch: {k}: expected {list(expected[k])}, found {list(found[k])}" for k in mismatched]

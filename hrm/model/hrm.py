@@ -217,6 +217,7 @@ class HRMArchitecture(Architecture):
     """HRM as the library asks it (hrm.model.base.Architecture)."""
 
     name = ARCH_NAME
+    label = "HRM"
     config_class = HRMConfig
     # The hrm train options' order (the CLI's since its first version), not the config's field order.
     option_order = ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",

@@ -71,5 +71,12 @@ def architecture_of(model: Any) -> Architecture:
     return known if isinstance(known, Architecture) else architecture_for(model.config)
 
 
+def architecture_record(models: Any) -> dict[str, str]:
+    """What a run's record says of the architecture of ``models`` (its checkpoints): its ``name`` (arch.name) and
+    ``label`` (HRM, TRM); checkpoints of several architectures give theirs joined, in the order they come."""
+    found = list(dict.fromkeys(architecture_of(m) for m in models))
+    return {"name": ", ".join(a.name for a in found), "label": " + ".join(a.label for a in found)}
+
+
 register(HRM_ARCHITECTURE)
 register(TRM_ARCHITECTURE)

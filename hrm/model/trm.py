@@ -216,6 +216,7 @@ class TRMArchitecture(Architecture):
     """TRM as the library asks it (hrm.model.base.Architecture)."""
 
     name = ARCH_NAME
+    label = "TRM"
     config_class = TRMConfig
     option_order = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
                     "halt_exploration_prob", "pos_encodings", "puzzle_emb_ndim", "puzzle_emb_len", "mlp_t", "no_ACT_continue")
