@@ -116,6 +116,22 @@ def test_trainer_equals_official_loop(hint_dir, tmp_path):
     ds = PuzzleDataset(hint_dir, "train")
     torch.random.manual_seed(cfg.seed)
     model = HRM(HRMConfig(**{k: v for k, v in TINY_ARCH.items()}, batch_size=8, forward_dtype="float32"))
+    official_loop(cfg, ds, model)
+    assert state_equal(result.model, model)
+
+    rows = history(tmp_path, "train")
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    for r in rows:
+        s = int(r["step"])
+        assert float(r["lr"]) == pytest.approx(cosine_schedule_lr(s, base_lr=cfg.lr, warmup_steps=4, total_steps=12, min_ratio=0.1), rel=1e-6)
+        assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["exact_accuracy"]) <= 1
+        assert float(r["steps"]) == 0 or 1 <= float(r["steps"]) <= 3
+    assert [p.name for _, p in step_files(tmp_path / "checkpoints")] == ["step_12"]
+
+
+def official_loop(cfg, ds, model, after_step=None) -> None:
+    """The official pretrain.py loop by hand on ``model`` (12 steps of 8, 4 epochs in one block): sign-SGD on the
+    puzzle embedding, AdamATan2 on the rest, both on the cosine schedule; ``after_step(model)`` after each step."""
     opts = [SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=0, weight_decay=cfg.puzzle_emb_weight_decay),
             AdamATan2(model.parameters(), lr=0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))]
     carry = None
@@ -130,16 +146,8 @@ def test_trainer_equals_official_loop(hint_dir, tmp_path):
                 g["lr"] = cosine_schedule_lr(step, base_lr=base, warmup_steps=cfg.lr_warmup_steps, total_steps=12, min_ratio=cfg.lr_min_ratio)
             opt.step()
             opt.zero_grad()
-    assert state_equal(result.model, model)
-
-    rows = history(tmp_path, "train")
-    assert [int(r["step"]) for r in rows] == list(range(1, 13))
-    for r in rows:
-        s = int(r["step"])
-        assert float(r["lr"]) == pytest.approx(cosine_schedule_lr(s, base_lr=cfg.lr, warmup_steps=4, total_steps=12, min_ratio=0.1), rel=1e-6)
-        assert 0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["exact_accuracy"]) <= 1
-        assert float(r["steps"]) == 0 or 1 <= float(r["steps"]) <= 3
-    assert [p.name for _, p in step_files(tmp_path / "checkpoints")] == ["step_12"]
+        if after_step is not None:
+            after_step(model)
 
 
 def test_ema_is_the_references_average_evaluated_and_saved(hint_dir, tmp_path):
@@ -154,20 +162,11 @@ def test_ema_is_the_references_average_evaluated_and_saved(hint_dir, tmp_path):
     torch.random.manual_seed(cfg.seed)
     model = HRM(HRMConfig(**TINY_ARCH, batch_size=8, forward_dtype="float32"))
     shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opts = [SparseEmbeddingSignSGD(model.puzzle_emb.buffers(), lr=0, weight_decay=cfg.puzzle_emb_weight_decay),
-            AdamATan2(model.parameters(), lr=0, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))]
-    carry = None
-    for step, batch in enumerate(ds.train_batches(global_batch_size=8, seed=cfg.seed, block=0, epochs_per_block=4), start=1):
-        batch = {k: batch[k] for k in ("inputs", "labels", "puzzle_identifiers")}
-        carry = model.initial_carry(batch) if carry is None else carry
-        carry, loss, _, _, _ = model(carry, batch)
-        (loss / 8).backward()
-        for opt, base in zip(opts, [cfg.puzzle_emb_lr, cfg.lr]):
-            for g in opt.param_groups:
-                g["lr"] = cosine_schedule_lr(step, base_lr=base, warmup_steps=cfg.lr_warmup_steps, total_steps=12, min_ratio=cfg.lr_min_ratio)
-            opt.step()
-            opt.zero_grad()
+    def average(model):
+        nonlocal shadow
         shadow = {n: (1.0 - 0.9) * p.detach() + 0.9 * shadow[n] for n, p in model.named_parameters()}
+
+    official_loop(cfg, ds, model, after_step=average)
     assert state_equal(result.model, model)  # the average trains nothing
     averaged = copy.deepcopy(model)
     with torch.no_grad():
