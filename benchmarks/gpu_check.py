@@ -319,10 +319,13 @@ def phase_train(args, sizes: Sizes, compiled: bool) -> dict:
             "losses_finite": all(math.isfinite(x) for x in losses)}
 
 
+OFFICIAL_NOT_GIVEN = "no --official PATH (a clone of github.com/sapientinc/HRM)"
+
+
 def phase_official(args, sizes: Sizes) -> dict:
     """The official model's forward + backward beside ours: same device, batch, dtype, weights' shapes."""
     if not args.official:
-        raise Skipped("no --official PATH (a clone of github.com/sapientinc/HRM)")
+        raise Skipped(OFFICIAL_NOT_GIVEN)
     import torch
 
     sys.path.insert(0, str(REPO / "tests" / "fixtures"))
@@ -403,6 +406,21 @@ def hrm_command(*args: str, cwd: Path, launcher: list[str] | None = None, timeou
     return r.stdout + r.stderr
 
 
+# Runs several hrm commands in one process: the data stages' work is small next to the import of the
+# libraries they share, which each separate process would pay again.
+_IN_ONE_PROCESS = """import json, sys
+from pipelines.cli import cli
+for argv in json.loads(sys.argv[1]):
+    cli.main(args=argv, prog_name="hrm", standalone_mode=False)
+"""
+
+
+def hrm_commands(*commands: list[str], cwd: Path, timeout: float = 600) -> str:
+    """Run ``hrm`` commands one after the other in one process; its output, or RuntimeError with its tail."""
+    return hrm_command("-c", _IN_ONE_PROCESS, json.dumps(list(commands)), cwd=cwd, launcher=[sys.executable],
+                       timeout=timeout)
+
+
 def arch_options(sizes: Sizes) -> list[str]:
     a = sizes.arch
     return ["--hidden-size", str(a["hidden_size"]), "--num-heads", str(a["num_heads"]), "--h-layers", str(a["H_layers"]),
@@ -422,13 +440,13 @@ def phase_prepare(args, sizes: Sizes) -> dict:
     work.mkdir(parents=True)
     p = sizes.prepare
     t = time.perf_counter()
-    hrm_command("raw", "--source", "builtin", "--output", "raw", "--seed", "0", "--train-size", str(p["train"]),
-                "--test-size", str(p["test"]), cwd=work)
-    hrm_command("subsample", "--input", "raw", "--output", "sub", "--seed", "0", "--subsample-size", "0",
-                "--test-size", "0", cwd=work)
-    hrm_command("augment", "--input", "sub", "--output", "aug", "--seed", "0", "--num-aug", str(p["aug"]), cwd=work)
-    hrm_command("hints", "--input", "aug", "--output", "hints", "--seed", "0", "--enabled", "false", cwd=work)
-    hrm_command("shard", "--input", "hints", "--output", "ds", cwd=work)
+    hrm_commands(["raw", "--source", "builtin", "--output", "raw", "--seed", "0", "--train-size", str(p["train"]),
+                  "--test-size", str(p["test"])],
+                 ["subsample", "--input", "raw", "--output", "sub", "--seed", "0", "--subsample-size", "0",
+                  "--test-size", "0"],
+                 ["augment", "--input", "sub", "--output", "aug", "--seed", "0", "--num-aug", str(p["aug"])],
+                 ["hints", "--input", "aug", "--output", "hints", "--seed", "0", "--enabled", "false"],
+                 ["shard", "--input", "hints", "--output", "ds"], cwd=work)
     data_s = time.perf_counter() - t
     log = hrm_command("train", *train_options(sizes, args.device, "run"), cwd=work)
     return {"dataset_s": round(data_s, 1), "train_s": round(time.perf_counter() - t - data_s, 1),
@@ -630,6 +648,8 @@ def run_phase(name: str, args, budget: float) -> dict:
     """The phase in a fresh process, killed at its budget; its record (status, figures, seconds)."""
     result_file = Path(args.work) / f"{name}.json"
     result_file.unlink(missing_ok=True)
+    if name == "official" and not args.official:  # nothing to time: no process started for it
+        return {"status": "skipped", "why": OFFICIAL_NOT_GIVEN, "seconds": 0.0, "budget_s": budget}
     command = [sys.executable, __file__, "--phase", name, "--device", args.device, "--out", args.out]
     command += ["--tiny"] * args.tiny + (["--official", args.official] if args.official else [])
     t = time.perf_counter()
