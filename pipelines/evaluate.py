@@ -352,6 +352,9 @@ def _perturbation_kinds() -> tuple[str, ...]:
                    "continues it).")
 @click.option("--progress/--no-progress", default=True,
               help="Progress (puzzles/s, ETA): a bar on a terminal, a line every 30 s otherwise (dvc repro, a log).")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Print what the run costs (passes, segments, FLOPs, and the time a one-segment trial on this "
+                   "device projects) and stop: nothing else runs, nothing is written.")
 @config_file_options("evaluate", aliases={"checkpoints": "last"})
 def evaluate(**options: Any) -> None:
     """Evaluate HRM checkpoints: single model, the fork's Augmented HRM vote, a label-free vote, tiers.
@@ -389,6 +392,7 @@ class EvaluateOptions:
     chunk_size: int
     restart: bool
     progress: bool
+    dry_run: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,6 +433,11 @@ def _evaluate_command(opts: EvaluateOptions) -> None:
     check_apart(opts.output, [opts.dataset, *opts.checkpoints, *(f.parent for f in files)])
     names = checkpoint_names(files)
     dev = resolve_device_option(opts.device)
+    if opts.dry_run:  # one process, no lock: it writes nothing
+        loaded = _load(opts, files, dev, tier_list)
+        _log_cost(opts, loaded, len(tier_list), ranks=1)
+        log(STAGE, "--dry-run: stopped before evaluating; nothing written")
+        return
     try:
         d = init_distributed(dev.type, timeout_s=RANK_TIMEOUT_S)
     except DistributedError as e:
@@ -538,26 +547,63 @@ class _Work:
     todo: list
 
 
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    """The split, its rows, the task's rules and perturbations, and the models in their engine: what a run
+    (or its cost) needs, loaded and checked before anything is written."""
+
+    ds: Any
+    rules: Any
+    perts: Any
+    models: list
+    rows: np.ndarray
+    engine: Any
+    files: list[Path]
+
+
+def _load(opts: EvaluateOptions, files: list[Path], dev, tier_list) -> _Loaded:
+    from hrm.evaluate.engine import Engine, auto_max_rows
+
+    ds = open_split(opts.dataset, opts.variant, opts.split)
+    rules, perts = task_settings(ds, opts.perturbation, opts.permutations, opts.seed, tier_list)
+    models = load_models(files, dev, opts.forward_dtype, ds)
+    rows = split_rows(ds, opts.test_size, opts.seed, files[0], models[0].config)
+    engine = Engine(models, max_rows=opts.max_rows or auto_max_rows(dev), compile=opts.compile_)
+    return _Loaded(ds=ds, rules=rules, perts=perts, models=models, rows=rows, engine=engine, files=files)
+
+
+def _log_cost(opts: EvaluateOptions, loaded: _Loaded, tiers: int, ranks: int) -> None:
+    """The run's cost (hrm.evaluate.cost), timed on its first batch: the split and every tier, each of its
+    puzzles under every perturbation through every checkpoint."""
+    from hrm.evaluate.cost import evaluation_cost
+
+    batch = gather_rows(loaded.ds, loaded.rows[:opts.batch_size], loaded.files[0], loaded.models[0].config)
+    trial = loaded.perts.apply(batch["inputs"])  # [P, B, L]
+    cost = evaluation_cost(loaded.engine, (1 + tiers) * len(loaded.rows) * opts.permutations,
+                           trial.reshape(-1, trial.shape[-1]))
+    log(STAGE, f"cost: {cost.describe(opts.early_stop)}" + (f" on one of {ranks} ranks (each takes 1/{ranks})"
+                                                              if ranks > 1 else ""))
+
+
 def _open_job(d, opts: EvaluateOptions, checked: _Checked) -> _Work:
     """Load the split and the models, plan the units and open the job folder (continuing a stopped run)."""
-    from hrm.evaluate.engine import Engine, auto_max_rows
     from hrm.evaluate.tiers import tier_name
 
     from pipelines.job import Job, check_ranks_agree, chunk_rows, job_folder, plan_units
     from hrm.manifest import file_sha256
 
     files, tier_list = checked.files, checked.tier_list
-    ds = open_split(opts.dataset, opts.variant, opts.split)
-    rules, perts = task_settings(ds, opts.perturbation, opts.permutations, opts.seed, tier_list)
-    models = load_models(files, checked.dev, opts.forward_dtype, ds)
+    loaded = _load(opts, files, checked.dev, tier_list)
+    ds, rules, perts, models, rows, engine = (loaded.ds, loaded.rules, loaded.perts, loaded.models, loaded.rows,
+                                              loaded.engine)
     dataset_dir = ds.dataset_dir
-    rows = split_rows(ds, opts.test_size, opts.seed, files[0], models[0].config)
+    if d.rank == 0:
+        _log_cost(opts, loaded, len(tier_list), d.world_size if d.enabled else 1)
     claim_output(opts.output, STAGE)
     n = len(rows)
     set_names = [opts.split] + [f"tier {tier_name(t)}" for t in tier_list]
     chunk = chunk_rows(opts.chunk_size, opts.batch_size)
     units = plan_units(len(set_names), n, chunk)
-    engine = Engine(models, max_rows=opts.max_rows or auto_max_rows(checked.dev), compile=opts.compile_)
     # What a result depends on (not the number of ranks or threads): ranks must agree on it, and a
     # stopped job continues only under the same.
     job_settings = {

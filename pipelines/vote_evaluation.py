@@ -83,10 +83,14 @@ def evaluate_votes(opts) -> None:
     dtype = None if opts.forward_dtype == "auto" and dev.type == "cuda" else (
         "float32" if opts.forward_dtype == "auto" else opts.forward_dtype)
     models = [load_task_model(f, dev, dtype, ds.task, ds) for f in files]
+    engine = Engine(models, max_rows=opts.max_rows or auto_max_rows(dev), compile=opts.compile_)
+    _log_cost(ds, engine, opts)
+    if opts.dry_run:
+        log(STAGE, "--dry-run: stopped before evaluating; nothing written")
+        return
     claim_output(opts.output, STAGE)
     log(STAGE, f"{ds.task.name}: the official vote over every version of the {opts.split} split ({ds.num_examples:,} "
                f"rows); not used for this task: {NOT_USED}")
-    engine = Engine(models, max_rows=opts.max_rows or auto_max_rows(dev), compile=opts.compile_)
     t_predict = time.perf_counter()
     rows, preds, q_halt = predict(ds, engine, max(opts.chunk_size, 1))
     seconds = time.perf_counter() - t_predict
@@ -105,6 +109,16 @@ def evaluate_votes(opts) -> None:
                f"{headline['pass@1']['trm_fractional']['fraction']:.4f} (TRM); pass@2 "
                f"{headline['pass@2']['official_all_tests']['fraction']:.4f}; wrote {opts.output} in "
                f"{time.perf_counter() - t0:.1f} s")
+
+
+def _log_cost(ds, engine, opts) -> None:
+    """The run's cost (hrm.evaluate.cost): every row of the split through every checkpoint, timed on the first
+    chunk's rows (at most a batch of them)."""
+    from hrm.evaluate.cost import evaluation_cost
+
+    trial = ds.gather(np.arange(min(ds.num_examples, opts.batch_size), dtype=np.int64))
+    cost = evaluation_cost(engine, ds.num_examples, trial["inputs"], trial["puzzle_identifiers"])
+    log(STAGE, f"cost: {cost.describe(early_stop=False)}")
 
 
 def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -333,6 +333,10 @@ def test_an_official_arc_checkpoint_runs_on_the_build_of_its_table_rows_only(arc
 
     rows = len(json.loads((arc_dataset / "identifiers.json").read_text()))
     path = official_checkpoint(tmp_path / "official", rows=rows, seq_len=900, vocab_size=12)
+    dry = ok("evaluate", "--dataset", arc_dataset, "--checkpoint", path, "--output", tmp_path / "eval", "--dry-run")
+    test_rows = sum(1 for _ in pl.read_ipc(next((arc_dataset / "test").glob("*.arrow"))).iter_rows())
+    assert f"evaluate: cost: {test_rows:,} passes x " in dry.output and "nothing written" in dry.output
+    assert not (tmp_path / "eval").exists()
     ok("evaluate", "--dataset", arc_dataset, "--checkpoint", path, "--output", tmp_path / "eval", "--no-progress")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["checkpoints"]
     ok("analyze", "--dataset", arc_dataset, "--checkpoint", path, "--output", tmp_path / "analysis", "--sample", 4,
