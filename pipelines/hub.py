@@ -149,9 +149,11 @@ def git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_hub_file(repo: str, revision: str, filename: str, local: Path, use: HubUse = RAW_USE) -> str:
+def verify_hub_file(repo: str, revision: str, filename: str, local: Path, use: HubUse = RAW_USE,
+                    copy: Path | None = None) -> str:
     """The sha256 of a downloaded (or cached) Hub file, after checking its bytes against what the Hub records
-    (:func:`hub_record`); a mismatch, or no record, is a StageError naming the file (and both hashes)."""
+    (:func:`hub_record`); a mismatch, or no record, is a StageError naming the file (and both hashes).
+    ``copy``: a copy of ``local`` already made, whose bytes are the ones checked (those that will be used)."""
     from hrm.integrity import file_sha256
 
     want, where = hub_record(repo, revision, filename, local, use)
@@ -159,8 +161,9 @@ def verify_hub_file(repo: str, revision: str, filename: str, local: Path, use: H
     if want is None:
         raise StageError(f"{local}: its content cannot be verified ({where}); connect to the Hub (unset "
                          f"HF_HUB_OFFLINE), or {again}")
-    digest = file_sha256(local)
-    got = digest if SHA256.match(want) else git_blob_sha1(local)
+    checked = local if copy is None else copy
+    digest = file_sha256(checked)
+    got = digest if SHA256.match(want) else git_blob_sha1(checked)
     if got != want.lower():
         raise StageError(f"{local}: content does not match what the Hub records for {filename} (a corrupt or "
                          f"tampered cache): {where} records {want}, the file has {got}; {again}")
