@@ -16,7 +16,8 @@ read it as is). Its message ends with one line ``hrm-registry: {json}``, the rec
 - model: the checkpoints, the training config, and the dataset it was trained on (the
   ``data_path`` of its ``all_config.yaml`` -> that dataset's manifest name, content hash, manifest
   sha256 and registered version; ``trained_on``: the build the checkpoint records, whose versions
-  ``list`` and ``show`` give as ``needs``), plus its metrics;
+  ``list`` and ``show`` give as ``needs``), plus its metrics; published weights (``hrm checkpoint fetch`` /
+  ``import``, docs/weights.md) also their ``provenance``, and ``list`` names those not declared;
 - ``dvc``: the DVC outputs holding the artifact and their hashes at that commit.
 
 A version is immutable: registering it again with the same content does nothing, with other
@@ -171,10 +172,10 @@ def imported_models(root: Path, artifacts: dict) -> list[dict]:
         folder = record.parent.parent
         if folder.resolve() not in declared:
             try:
-                origin = imported_origin(record.parent)
+                shown = imported_origin(record.parent) or {}
             except StageError as exc:
-                origin = {"error": exc.message}
-            found.append({"path": folder.relative_to(root).as_posix(), **origin})
+                shown = {"error": exc.message}
+            found.append({"path": folder.relative_to(root).as_posix(), **shown})
     return found
 
 
