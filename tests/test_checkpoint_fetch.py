@@ -129,6 +129,30 @@ def test_fetch_writes_a_verified_model_folder_with_its_provenance(offline_hub, t
     assert (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("repo_id, rows, seq_len, vocab_size, tasks", [
+    ("sapientinc/HRM-checkpoint-sudoku-extreme", 1, 81, 11, ["sudoku"]),
+    ("sapientinc/HRM-checkpoint-maze-30x30-hard", 1, 900, 6, ["maze"]),
+    ("sapientinc/HRM-checkpoint-ARC-2", 7, 900, 12, ["arc-agi-1", "arc-agi-2"]),
+])
+def test_each_official_hub_repo_gives_the_dataset_identity_it_needs(repo_id, rows, seq_len, vocab_size, tasks,
+                                                                    tmp_path, monkeypatch):
+    """The three official repos' layout (`checkpoint`, all_config.yaml without dataset sizes): the task, seq_len,
+    vocabulary and puzzle identifiers are read from the tensors (the vocabulary names the task and its length)."""
+    from test_checkpoint_dataset import official_checkpoint
+
+    path = official_checkpoint(tmp_path / "official", rows=rows, seq_len=seq_len, vocab_size=vocab_size)
+    files = {"checkpoint": path.read_bytes(), "all_config.yaml": (path.parent / "all_config.yaml").read_bytes()}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(fake_model_repo(tmp_path / "hub", files, repo_id=repo_id)))
+    result = run("checkpoint", "fetch", repo_id, "--output", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "checkpoints" / "provenance.json").read_text())
+    assert record["dataset"] == {"tasks": tasks, "seq_len": seq_len, "vocab_size": vocab_size,
+                                 "num_puzzle_identifiers": rows}
+    assert record["origin"]["repo_id"] == repo_id and record["origin"]["commit"] == COMMIT
+    assert f"for {' or '.join(tasks)} (seq_len {seq_len}" in result.output
+
+
 def test_a_model_card_without_a_licence_and_other_file_names(tmp_path, monkeypatch):
     """No model card: the licence is not recorded (a note says why); weights named step_N keep their name, and
     a `checkpoint` takes the step --as-step gives."""
