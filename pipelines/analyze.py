@@ -45,7 +45,8 @@ from pipelines.device import resolve_device_option
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import SEED, THREADS, Count, FiniteFloatRange, StageError, check_memory, json_ready, log
 from pipelines.output_records import check_apart, claim_output
-from pipelines.model_inputs import check_dataset_encoding, load_task_model, open_split, resolve_checkpoints
+from pipelines.model_inputs import (check_dataset_encoding, checkpoint_provenance, load_task_model, open_split,
+                                    resolve_checkpoints)
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
 
@@ -456,7 +457,8 @@ def _run(model, ds, out: Path, sample_rows: np.ndarray, selected: np.ndarray, se
 
     phases = {**result.seconds, "figures": round(time.time() - started, 2)}
     run = {**run_info, "arch": arch, "seconds_by_phase": phases, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "resumed": resumed}
+           "resumed": resumed,  # and published weights: where they came from (docs/weights.md)
+           **checkpoint_provenance(resolve_checkpoints([Path(run_info["checkpoint"])], last=1))}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     log(STAGE, "seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     return metrics

@@ -293,6 +293,9 @@ def _find_config(directory: Path) -> Path | None:
 # Where the train stage's run summary lies in its output (pipelines/train_run.py, LIVE_DIR: dvclive's
 # metrics.json), then where runs before dvclive kept it. Not imported from there: that module needs torch.
 RUN_METRICS = ("dvclive/metrics.json", "metrics.json")
+# Beside the step_N of published weights (`hrm checkpoint fetch` / `import`): where they came from
+# (hrm.model.checkpoint.PROVENANCE_NAME; not imported from there: torch).
+PROVENANCE = "provenance.json"
 
 
 def run_metrics_file(directory: Path) -> Path | None:
@@ -309,7 +312,8 @@ def model_files(directory: Path) -> list[str]:
     if config is None:
         return _walk(directory)
     folder = config.parent
-    names = [n for n in _walk(folder) if _STEP.match(n.removesuffix(".sha256")) or n.removesuffix(".sha256") == config.name]
+    names = [n for n in _walk(folder) if _STEP.match(n.removesuffix(".sha256"))
+             or n.removesuffix(".sha256") in (config.name, PROVENANCE)]
     names = [(folder / n).relative_to(directory).as_posix() for n in names]
     metrics = run_metrics_file(directory)
     if metrics is not None and metrics.relative_to(directory).as_posix() not in names:
@@ -327,19 +331,35 @@ def checkpoint_problems(directory: Path) -> list[str]:
         return []
     problems, verified = [], False
     files = [p for p in sorted(config.parent.iterdir()) if p.is_file() and _STEP.match(p.name)]
-    for p in [*files, config]:
+    provenance = [config.parent / PROVENANCE] if (config.parent / PROVENANCE).is_file() else []
+    for p in [*files, config, *provenance]:
         try:
             want = recorded_sha256(p)
         except IntegrityError as exc:
             problems.append(str(exc))
             continue
-        if want is None and p == config and verified:
+        if want is None and p.name in (config.name, PROVENANCE) and verified:
             problems.append(f"{p}: no {hash_file(p).name} beside it, while the step_N beside it are verified: "
                             f"the config cannot be verified")
         verified = verified or want is not None
         if want is not None and (got := file_sha256(p)) != want:
             problems.append(str(mismatch(p, want, got)))
     return problems
+
+
+def imported_origin(folder: Path) -> dict | None:
+    """What the registry shows of published weights in ``folder`` (their provenance.json): the origin, the
+    dataset identity they need and the architecture; None for a trained model."""
+    path = folder / PROVENANCE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(record, dict):
+        raise StageError(f"{path}: not a provenance record (a JSON object)")
+    return {k: record[k] for k in ("origin", "dataset", "arch") if k in record}
 
 
 def resolve_data_path(root: Path, data_path: str) -> Path | None:
@@ -401,6 +421,8 @@ def model_summary(root: Path, directory: Path, versions: dict[str, list[Version]
         if isinstance(config.get("trained_on"), dict):  # the build it needs, as training recorded it (hrm.model.coupling)
             dataset["trained_on"] = config["trained_on"]
         summary["dataset"] = dataset
+    if (imported := imported_origin(config_path.parent)) is not None:
+        summary["provenance"] = imported
     for candidate in (run_metrics_file(directory), config_path.parent / "metrics.json"):
         if candidate is None:
             continue

@@ -57,6 +57,7 @@ COMMANDS = {
     "profile": "pipelines.profile:profile",
     "view": "pipelines.view:view",
     "upstream": "pipelines.upstream:upstream",
+    "checkpoint": "pipelines.checkpoint:checkpoint",
 }
 
 

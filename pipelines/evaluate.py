@@ -42,7 +42,7 @@ from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, RegisteredChoice, SEED, StageError, THREADS, json_ready, log
 from pipelines.output_records import check_apart, claim_output
 from pipelines.model_inputs import (  # noqa: F401 - checkpoint_names: its home before model_inputs
-    check_dataset_encoding, checkpoint_names, load_task_model, open_split, resolve_checkpoints,
+    check_dataset_encoding, checkpoint_names, checkpoint_provenance, load_task_model, open_split, resolve_checkpoints,
 )
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
@@ -739,6 +739,7 @@ def _run_info(d, opts: EvaluateOptions, checked: _Checked, work: _Work, settings
         "puzzles_per_s": round(n / max(test.seconds, 1e-9), 3),
         "passes_per_s": round(n * opts.permutations * len(work.models) / max(test.seconds, 1e-9), 3),
         "world_size": d.world_size, "chunk_rows": work.chunk, "units": len(work.units), "resumed": work.resumed,
+        **checkpoint_provenance(checked.files),  # published weights: where they came from (docs/weights.md)
     }
 
 

@@ -48,6 +48,23 @@ def checkpoint_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
+def checkpoint_provenance(files: Sequence[Path]) -> dict:
+    """``{"provenance": {file: record}}`` for the checkpoint files brought in by `hrm checkpoint fetch` /
+    `import` (their provenance.json, verified: hrm.model.checkpoint.read_provenance), for run.json; ``{}``
+    when none was (a trained model's run.json is as it was)."""
+    from hrm.model.checkpoint import CheckpointError, read_provenance
+
+    found = {}
+    for f in files:
+        try:
+            record = read_provenance(f)
+        except CheckpointError as e:
+            raise StageError(str(e)) from None
+        if record is not None:
+            found[str(f)] = record
+    return {"provenance": found} if found else {}
+
+
 def load_task_model(file: Path, device, forward_dtype: str | None, task: Task, dataset=None):
     """Load one checkpoint (weights_only) for the encoding of ``task``; ``forward_dtype`` None keeps the
     checkpoint's own. ``dataset``: the split it runs on (hrm.data.PuzzleDataset): a checkpoint trained on

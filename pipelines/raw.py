@@ -7,7 +7,7 @@ task's raw schema (schemas/raw.py). Sources of Sudoku and mazes (``Task.raw_sour
   hrm.maze.generate_mazes (mazes);
 - ``hf``: ``train.csv`` / ``test.csv`` of a Hugging Face dataset repo (by default the task's
   reference dataset, at its pinned revision), checked against the hash the Hub records for the file
-  at that commit (its LFS sha256; :func:`verify_hub_file`: a corrupt or tampered cache is refused),
+  at that commit (its LFS sha256; pipelines/hub.py :func:`verify_hub_file`: a corrupt or tampered cache is refused),
   then converted to Parquet by streaming (no full copy in memory); stats.json records each file's sha256;
 - ``csv``: ``DIR/train.csv`` and ``DIR/test.csv`` in the raw columns; empty ratings are
   computed (the task's difficulty: tdoku backtracks, or the shortest path's moves).
@@ -28,12 +28,7 @@ succeeded: a failed or interrupted run leaves an earlier output exactly as it wa
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import logging
-import os
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +41,7 @@ import polars as pl
 from hrm.tasks import SUDOKU, TASKS, Task
 from hrm.tasks.base import STAGE_SOURCES, GeneratorOption
 from pipelines.atomic_replace import atomic_output
+from pipelines.hub import download_hub_file, verify_hub_file
 from pipelines.io import SEED, Count, RegisteredChoice, StageError, check_memory, human_bytes, log
 from pipelines.output_records import claim_output
 from pipelines.tables import BATCH_ROWS, PARQUET_OPTIONS, iter_table_batches, read_table, write_parquet
@@ -56,8 +52,6 @@ from schemas.raw import RawReport, raw_validator
 SPLITS = ("train", "test")
 # Sudoku-Extreme at its pinned commit (hrm.tasks); `--hf-revision main` follows the branch.
 DEFAULT_HF_REPO, DEFAULT_HF_REVISION = SUDOKU.hf_repo, SUDOKU.hf_revision
-_SHA = re.compile(r"^[0-9a-f]{40}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -77,10 +71,6 @@ def derive_seeds(seed: int) -> dict[str, int]:
     """Independent generator seeds for the splits, derived from one ``--seed``."""
     children = np.random.SeedSequence(seed).spawn(len(SPLITS))
     return {split: int(child.generate_state(1, dtype=np.uint32)[0]) for split, child in zip(SPLITS, children)}
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 # --------------------------------------------------------------------------- sources
@@ -157,129 +147,6 @@ def _csv_inputs(input_dir: Path | None, task: Task) -> tuple[list[SplitInput], d
             log("raw", f"computed {n:,} missing ratings of {path} in {time.perf_counter() - t0:.1f} s")
         inputs.append(SplitInput(split, table=table, display_path=str(path)))
     return inputs, {"input": str(input_dir), "ratings_computed": computed}
-
-
-def _hub_unreachable(repo: str, revision: str, filename: str, why: str) -> StageError:
-    cache = os.environ.get("HF_HUB_CACHE") or "the default Hugging Face cache"
-    return StageError(
-        f"the Hugging Face Hub could not be reached ({why}) and {filename} of dataset {repo} "
-        f"at revision {revision} is not in the local cache ({cache}). "
-        "Connect to the internet (and unset HF_HUB_OFFLINE), or use `--source builtin` to generate puzzles offline."
-    )
-
-
-@contextlib.contextmanager
-def _quiet_hub_logs():
-    """huggingface_hub logs a warning per retry; the stage reports one message instead."""
-    logger = logging.getLogger("huggingface_hub")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def download_hub_file(repo: str, revision: str, filename: str) -> tuple[Path, str | None]:
-    """hf_hub_download one file of a dataset repo; returns (local path, resolved commit sha).
-
-    A file cached for a commit sha is used without contacting the hub (commits are
-    immutable); a branch or tag is resolved online, falling back to the cache when
-    offline. HF_HUB_CACHE and HF_HUB_OFFLINE are read when called, not at import.
-    """
-    try:
-        from huggingface_hub import errors as hub_errors
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise StageError("--source hf needs the huggingface_hub package (pip install huggingface_hub)") from None
-
-    offline = _env_true("HF_HUB_OFFLINE")
-    attempts = [True] if offline else ([True, False] if _SHA.match(revision) else [False])
-    local = None
-    for local_only in attempts:
-        if not local_only:
-            log("raw", f"downloading {filename} of {repo} (revision {revision}) from the Hugging Face Hub")
-        try:
-            with _quiet_hub_logs():
-                local = hf_hub_download(
-                    repo,
-                    filename,
-                    repo_type="dataset",
-                    revision=revision,
-                    cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                    local_files_only=local_only,
-                )
-            break
-        except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
-            if local_only and len(attempts) > 1:
-                continue  # not cached yet: go online
-            cause = exc.__cause__ or exc.__context__
-            why = ("offline mode: HF_HUB_OFFLINE is set" if offline
-                   else f"{type(cause).__name__}: {cause}" if cause else "no connection")
-            raise _hub_unreachable(repo, revision, filename, why) from None
-        except hub_errors.RepositoryNotFoundError:
-            raise StageError(f"dataset repo {repo} not found on the Hugging Face Hub (or it is private or gated); "
-                             "check --hf-repo") from None
-        except hub_errors.RevisionNotFoundError:
-            raise StageError(f"revision {revision} not found in dataset {repo}; check --hf-revision") from None
-        except hub_errors.EntryNotFoundError:
-            raise StageError(f"{filename} not found in dataset {repo} at revision {revision}") from None
-        except Exception as exc:  # network errors come in many types (httpx, OSError, HfHubHTTPError)
-            raise _hub_unreachable(repo, revision, filename, f"{type(exc).__name__}: {exc}") from None
-    local = Path(local)
-    sha = local.parent.name if local.parent.parent.name == "snapshots" and _SHA.match(local.parent.name) else None
-    return local, sha
-
-
-def hub_record(repo: str, revision: str, filename: str, local: Path) -> tuple[str | None, str]:
-    """(what the Hub records for ``filename`` at ``revision``: its LFS sha256, or for a file outside LFS its
-    git blob id; where that comes from). Online: the Hub's API (``HfApi.get_paths_info``). Offline, or the
-    API unreachable: the etag huggingface_hub recorded when it downloaded the file, the name of the blob
-    the cache's snapshot links to (the same two ids). (None, ...) when neither is there."""
-    if not _env_true("HF_HUB_OFFLINE"):
-        try:
-            from huggingface_hub import HfApi
-
-            with _quiet_hub_logs():
-                infos = HfApi().get_paths_info(repo, [filename], revision=revision, repo_type="dataset")
-            info = next((i for i in infos if getattr(i, "path", None) == filename), None)
-            if info is not None:
-                return (info.lfs.sha256 if info.lfs else info.blob_id), f"the Hub ({repo} at {revision})"
-        except Exception as exc:  # noqa: BLE001 - network errors come in many types
-            log("raw", f"note: the Hub could not be asked for the hash of {filename} ({type(exc).__name__}); "
-                       "checking it against the etag the cache recorded")
-    if local.is_symlink():
-        etag = Path(os.readlink(local)).name
-        if _SHA256.match(etag) or _SHA.match(etag):
-            return etag, f"the cache's record of the Hub's etag ({local} -> blobs/{etag})"
-    return None, f"no record: offline, and {local} is not a link to a blob named by its etag"
-
-
-def _git_blob_sha1(path: Path) -> str:
-    """The git object id of a file's bytes (what the Hub records for a file outside LFS)."""
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verify_hub_file(repo: str, revision: str, filename: str, local: Path) -> str:
-    """The sha256 of a downloaded (or cached) Hub file, after checking its bytes against what the Hub records
-    (:func:`hub_record`); a mismatch, or no record, is a StageError naming the file (and both hashes)."""
-    from hrm.integrity import file_sha256
-
-    want, where = hub_record(repo, revision, filename, local)
-    again = f"delete {local.resolve()} (the cache's copy) to download it again"
-    if want is None:
-        raise StageError(f"{local}: its content cannot be verified ({where}); connect to the Hub (unset "
-                         f"HF_HUB_OFFLINE), or {again}")
-    digest = file_sha256(local)
-    got = digest if _SHA256.match(want) else _git_blob_sha1(local)
-    if got != want.lower():
-        raise StageError(f"{local}: content does not match what the Hub records for {filename} (a corrupt or "
-                         f"tampered cache): {where} records {want}, the file has {got}; {again}")
-    return digest
 
 
 def _hf_inputs(repo: str, revision: str, staging: Path) -> tuple[list[SplitInput], dict]:

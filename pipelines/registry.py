@@ -16,7 +16,8 @@ read it as is). Its message ends with one line ``hrm-registry: {json}``, the rec
 - model: the checkpoints, the training config, and the dataset it was trained on (the
   ``data_path`` of its ``all_config.yaml`` -> that dataset's manifest name, content hash, manifest
   sha256 and registered version; ``trained_on``: the build the checkpoint records, whose versions
-  ``list`` and ``show`` give as ``needs``), plus its metrics;
+  ``list`` and ``show`` give as ``needs``), plus its metrics; published weights (``hrm checkpoint fetch`` /
+  ``import``, docs/weights.md) also their ``provenance``, and ``list`` names those not declared;
 - ``dvc``: the DVC outputs holding the artifact and their hashes at that commit.
 
 A version is immutable: registering it again with the same content does nothing, with other
@@ -32,9 +33,9 @@ from pathlib import Path
 import click
 
 from pipelines.artifacts import (
-    Artifact, Version, artifact_record, check_dataset, checkpoint_problems, content_hash, fetch_version, find_root,
-    get_artifact, hash_files, latest, model_files, model_summary, parse_spec, read_artifacts, read_versions,
-    register_version,
+    PROVENANCE, Artifact, Version, artifact_record, check_dataset, checkpoint_problems, content_hash, fetch_version,
+    find_root, get_artifact, hash_files, imported_origin, latest, model_files, model_summary, parse_spec,
+    read_artifacts, read_versions, register_version,
 )
 from pipelines.io import StageError, log
 from hrm.manifest import DATASETS_INDEX, MANIFEST
@@ -126,7 +127,7 @@ def collect(root: Path) -> dict:
             item = {"version": v.version, "tag": v.tag, "commit": v.commit, "date": v.date,
                     "deregistered": v.deregistered, "content": rec.get("content")}
             for key in ("dataset", "kind", "rows", "groups", "params", "source", "built_from",
-                        "checkpoints", "latest_step", "arch", "train", "metrics", "bytes"):
+                        "checkpoints", "latest_step", "arch", "train", "metrics", "bytes", "provenance"):
                 if key in rec:
                     item[key] = rec[key]
             item = _with_dataset_versions(item, versions)
@@ -158,7 +159,44 @@ def collect(root: Path) -> dict:
             built = []
         declared = {Path(a.path).as_posix().rstrip("/") for a in artifacts.values()}
         undeclared = [n for n in built if f"data/datasets/{n}" not in declared]
-    return {"artifacts": entries, "undeclared_datasets": undeclared}
+    return {"artifacts": entries, "undeclared_datasets": undeclared,
+            "undeclared_imported_models": imported_models(root, artifacts)}
+
+
+def imported_models(root: Path, artifacts: dict) -> list[dict]:
+    """Published weights brought in under data/models (`hrm checkpoint fetch` / `import`: a provenance.json
+    beside their checkpoints) that no artifact declares: where they are and their origin."""
+    declared = {(root / a.path).resolve() for a in artifacts.values()}
+    found = []
+    for record in sorted((root / "data" / "models").glob(f"*/checkpoints/{PROVENANCE}")):
+        folder = record.parent.parent
+        if folder.resolve() not in declared:
+            try:
+                shown = imported_origin(record.parent) or {}
+            except StageError as exc:
+                shown = {"error": exc.message}
+            found.append({"path": folder.relative_to(root).as_posix(), **shown})
+    return found
+
+
+def _fmt_origin(origin: dict) -> str:
+    """Where published weights came from: ``hf OWNER/REPO@COMMIT`` or the folder (and its clone's commit)."""
+    if origin.get("kind") == "hub":
+        licence = origin.get("licence") or "no licence recorded"
+        return f"hf {origin.get('repo_id')}@{origin.get('commit')} (revision {origin.get('revision')}; {licence})"
+    git = origin.get("git") or {}
+    where = f" ({git.get('remote') or 'a git clone'}@{git.get('commit')} {git.get('path')})" if git else ""
+    return f"folder {origin.get('path')}{where}"
+
+
+def _echo_imported(provenance: dict, indent: str) -> None:
+    """The origin of published weights and the dataset identity they need."""
+    click.echo(f"{indent}imported:   {_fmt_origin(provenance.get('origin') or {})}")
+    d = provenance.get("dataset") or {}
+    if d:
+        click.echo(f"{indent}needs:      {' or '.join(d.get('tasks') or []) or 'no known task'}: seq_len "
+                   f"{d.get('seq_len')}, vocab_size {d.get('vocab_size')}, {d.get('num_puzzle_identifiers')} "
+                   "puzzle identifier(s)")
 
 
 def _split_order(split: str) -> tuple:
@@ -181,6 +219,8 @@ def _echo_details(item: dict, indent: str = "  ") -> None:
                    f"hints tables: {tables or '-'}")
     if "checkpoints" in item:
         click.echo(f"{indent}checkpoints: {len(item['checkpoints'])} (latest step {item.get('latest_step')})")
+    if isinstance(item.get("provenance"), dict):
+        _echo_imported(item["provenance"], indent)
     if item.get("arch") or item.get("train"):
         click.echo(f"{indent}config:     {_fmt_params(item.get('arch') or {})}; {_fmt_params(item.get('train') or {})}")
     if item.get("metrics"):
@@ -228,6 +268,9 @@ def show_list(data: dict) -> None:
     if data["undeclared_datasets"]:
         click.echo("Built but not declared in dvc.yaml (declare them to register): "
                    + ", ".join(data["undeclared_datasets"]))
+    for model in data.get("undeclared_imported_models") or []:
+        click.echo(f"Imported, not declared in dvc.yaml (declare it to register): {model['path']}  "
+                   + (model["error"] if "error" in model else _fmt_origin(model.get("origin") or {})))
 
 
 # --------------------------------------------------------------------------- commands

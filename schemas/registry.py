@@ -76,6 +76,7 @@ class RegistryRecord(StrictRecord):
     arch: dict[str, Any] = None
     train: dict[str, Any] = None
     metrics: dict[str, Any] | None = None
+    provenance: dict[str, Any] = None  # published weights: origin, dataset identity, architecture (docs/weights.md)
 
 
 def registry_record_problems(data: object) -> list[str]:

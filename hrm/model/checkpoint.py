@@ -16,12 +16,14 @@ through :func:`write_verified` any other, e.g. a training state) gets a sidecar 
 config are read once, checked against it, and exactly those bytes are used; a mismatch is a
 CheckpointError naming the file and both hashes. A verified ``step_N`` needs a verified
 ``all_config.yaml`` (halt steps and cycles change every figure). An official checkpoint has no
-sidecar at all: it loads with a one-line note saying it is unverified.
+sidecar at all: it loads with a one-line note saying it is unverified; brought in by `hrm checkpoint
+fetch` / `import` (pipelines/checkpoint.py) it has sidecars and a ``provenance.json`` (:func:`read_provenance`).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import sys
@@ -41,6 +43,9 @@ from hrm.model.registry import UnknownArchitecture, architecture_for, architectu
 from hrm.tasks import TASKS
 
 CONFIG_NAME = "all_config.yaml"
+# Beside the step_N of published weights brought in by `hrm checkpoint fetch` / `import` (docs/weights.md):
+# where they came from, with a sidecar as every file here.
+PROVENANCE_NAME = "provenance.json"
 COMPILE_PREFIX = "_orig_mod."
 
 
@@ -115,6 +120,26 @@ def normalise_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             k = "model." + k
         out[k] = v
     return out
+
+
+def read_provenance(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """The provenance record beside the checkpoint file ``checkpoint`` (None when there is none), from bytes
+    checked against its ``provenance.json.sha256``; one without its sidecar, or not a JSON object, is a
+    CheckpointError."""
+    path = Path(checkpoint).parent / PROVENANCE_NAME
+    if not path.is_file():
+        return None
+    data, verified = _read_checked(path)
+    if not verified:
+        raise CheckpointError(f"{path}: no {hash_file(path).name} beside it: the record of where these weights "
+                              f"came from cannot be verified (fetch or import them again)")
+    try:
+        record = json.loads(data)
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return record
 
 
 def read_config(checkpoint: str | os.PathLike, weights_verified: bool = False) -> dict[str, Any]:
