@@ -48,6 +48,9 @@ SOLVED_COLUMNS = ("paper_vote", "top_correct")
 BASELINE_COLUMN = "baseline"
 # The run's folders (the DVC layout's names, the options') and the command whose output each is.
 WRITERS = {"datasets": "shard", "evaluate": "evaluate", "analysis": "analyze"}
+# `dvc plots show -o DIR/plots` beside the page (DIR: the page's folder) writes the run's curves, drawn offline
+# (.dvc/plots/offline.html): the page links to it when it is there.
+PLOTS_PAGE = "plots/index.html"
 TOKEN_CHARS = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)  # a board: one char a token
 
 
@@ -358,7 +361,8 @@ def page_data(settings: ViewSettings) -> dict:
         settings = dataclasses.replace(settings, datasets=folders["datasets"])
     data: dict[str, Any] = {"run": str(settings.run), "folders": {k: str(v) for k, v in folders.items()},
                             "caps": dataclasses.asdict(settings) | {"run": None, "output": None},
-                            "boards": {}, "views": {}}
+                            "boards": {}, "views": {},
+                            "plots_page": PLOTS_PAGE if (settings.output.parent / PLOTS_PAGE).is_file() else None}
     data["caps"] = {k: v for k, v in data["caps"].items() if k.startswith("max_")}
     needs = []
     if "datasets" in folders:

@@ -195,3 +195,23 @@ def test_dvc_plots_show_draws_every_chart_offline(plots_project, offline_browser
     drawn = open_offline(offline_browser, tmp_path / "cdn" / "index.html", wait=2)
     assert len(drawn) == 3 and all(n == 0 for _, n in drawn), drawn
     assert offline_browser.execute_script("return typeof vegaEmbed") == "undefined"
+
+
+def test_the_viewer_links_to_the_curves_beside_it(plots_project, tiny_sudoku_shards, offline_browser, tmp_path):
+    """`hrm view` links to a `dvc plots show` page in plots/ beside it, and only then; the link opens the curves,
+    drawn offline."""
+    from selenium.webdriver.common.by import By
+
+    page = tmp_path / "view" / "index.html"
+    ok("view", "--datasets", tiny_sudoku_shards, "--run", tmp_path / "none", "--output", page)
+    assert '"plots_page":null' in page.read_text()
+    dvc("plots", "show", "-o", page.parent / "plots", cwd=plots_project)
+    ok("view", "--datasets", tiny_sudoku_shards, "--run", tmp_path / "none", "--output", page)
+    offline_browser.get(page.resolve().as_uri())
+    link = offline_browser.find_element(By.ID, "plots-link")
+    curves = (page.parent / "plots" / "index.html").resolve().as_uri()
+    assert link.get_attribute("href") == curves
+    link.click()
+    assert offline_browser.current_url == curves
+    drawn = open_offline(offline_browser, page.parent / "plots" / "index.html")
+    assert len(drawn) == 3 and all(n > 0 for _, n in drawn), drawn
