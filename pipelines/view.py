@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, StageError, log
 from pipelines.output_records import RECORD, read_record
+from pipelines.settings import config_file_options
 
 STAGE = "view"
 # The columns the page reads; a table without one is refused, naming the file and the column.
@@ -48,6 +49,8 @@ SOLVED_COLUMNS = ("paper_vote", "top_correct")
 BASELINE_COLUMN = "baseline"
 # The run's folders (the DVC layout's names, the options') and the command whose output each is.
 WRITERS = {"datasets": "shard", "evaluate": "evaluate", "analysis": "analyze"}
+# What params.yaml's view section may set (the view stage's params): how much the page embeds.
+CAPS = ("max_groups", "max_versions", "max_puzzles", "max_traced")
 # `dvc plots show -o DIR/plots` beside the page (DIR: the page's folder) writes the run's curves, drawn offline
 # (.dvc/plots/offline.html): the page links to it when it is there.
 PLOTS_PAGE = "plots/index.html"
@@ -406,6 +409,7 @@ def render(data: dict) -> str:
 @click.option("--max-versions", type=Count(1), default=12, help="Rows shown per group (the original first).")
 @click.option("--max-puzzles", type=Count(0), default=1000, help="Evaluated puzzles listed.")
 @click.option("--max-traced", type=Count(0), default=200, help="Traced puzzles embedded with their steps.")
+@config_file_options("view", keys=CAPS)
 def view(run_dir: Path, datasets: Path | None, evaluate_dir: Path | None, analysis: Path | None, output: Path,
          max_groups: int, max_versions: int, max_puzzles: int, max_traced: int) -> None:
     """One self-contained HTML page of a run: datasets, evaluation, reasoning traces (docs/view.md)."""
