@@ -15,8 +15,9 @@ inline CSS and JavaScript, the data embedded as JSON, no network at view time. T
                  class (analysis/puzzles.parquet); its multistability runs side by side
 
 Every board is drawn from the task's own description (Task.board_view): the page tests no task.
-What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``), and
-the page says what it left out.
+What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``; the view
+stage takes them from params.yaml's ``view`` section), and the page says what it left out. A ``dvc plots show``
+page beside the output (``plots/index.html``) is linked: the run's curves, drawn offline.
 """
 
 from __future__ import annotations
