@@ -56,6 +56,7 @@ COMMANDS = {
     "publish": "pipelines.publish:publish",
     "profile": "pipelines.profile:profile",
     "view": "pipelines.view:view",
+    "plots-template": "pipelines.plots_template:plots_template",
     "upstream": "pipelines.upstream:upstream",
     "checkpoint": "pipelines.checkpoint:checkpoint",
 }

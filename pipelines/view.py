@@ -15,8 +15,9 @@ inline CSS and JavaScript, the data embedded as JSON, no network at view time. T
                  class (analysis/puzzles.parquet); its multistability runs side by side
 
 Every board is drawn from the task's own description (Task.board_view): the page tests no task.
-What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``), and
-the page says what it left out.
+What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``; the view
+stage takes them from params.yaml's ``view`` section), and the page says what it left out. A ``dvc plots show``
+page beside the output (``plots/index.html``) is linked: the run's curves, drawn offline.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pyarrow.compute as pc
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, StageError, log
 from pipelines.output_records import RECORD, read_record
+from pipelines.settings import config_file_options
 
 STAGE = "view"
 # The columns the page reads; a table without one is refused, naming the file and the column.
@@ -48,6 +50,11 @@ SOLVED_COLUMNS = ("paper_vote", "top_correct")
 BASELINE_COLUMN = "baseline"
 # The run's folders (the DVC layout's names, the options') and the command whose output each is.
 WRITERS = {"datasets": "shard", "evaluate": "evaluate", "analysis": "analyze"}
+# What params.yaml's view section may set (the view stage's params): how much the page embeds.
+CAPS = ("max_groups", "max_versions", "max_puzzles", "max_traced")
+# `dvc plots show -o DIR/plots` beside the page (DIR: the page's folder) writes the run's curves, drawn offline
+# (.dvc/plots/offline.html): the page links to it when it is there.
+PLOTS_PAGE = "plots/index.html"
 TOKEN_CHARS = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)  # a board: one char a token
 
 
@@ -358,7 +365,8 @@ def page_data(settings: ViewSettings) -> dict:
         settings = dataclasses.replace(settings, datasets=folders["datasets"])
     data: dict[str, Any] = {"run": str(settings.run), "folders": {k: str(v) for k, v in folders.items()},
                             "caps": dataclasses.asdict(settings) | {"run": None, "output": None},
-                            "boards": {}, "views": {}}
+                            "boards": {}, "views": {},
+                            "plots_page": PLOTS_PAGE if (settings.output.parent / PLOTS_PAGE).is_file() else None}
     data["caps"] = {k: v for k, v in data["caps"].items() if k.startswith("max_")}
     needs = []
     if "datasets" in folders:
@@ -402,6 +410,7 @@ def render(data: dict) -> str:
 @click.option("--max-versions", type=Count(1), default=12, help="Rows shown per group (the original first).")
 @click.option("--max-puzzles", type=Count(0), default=1000, help="Evaluated puzzles listed.")
 @click.option("--max-traced", type=Count(0), default=200, help="Traced puzzles embedded with their steps.")
+@config_file_options("view", keys=CAPS)
 def view(run_dir: Path, datasets: Path | None, evaluate_dir: Path | None, analysis: Path | None, output: Path,
          max_groups: int, max_versions: int, max_puzzles: int, max_traced: int) -> None:
     """One self-contained HTML page of a run: datasets, evaluation, reasoning traces (docs/view.md)."""

@@ -14,7 +14,7 @@ PAGE = r"""<!DOCTYPE html>
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #222; background: #fafafa; }
 header { background: #263238; color: #fff; padding: 8px 16px; }
 header h1 { font-size: 18px; margin: 0 0 4px 0; }
-header .notes { font-size: 12px; color: #cfd8dc; }
+header .notes { font-size: 12px; color: #cfd8dc; } header a { color: #80d8ff; }
 nav button { margin-right: 6px; padding: 4px 12px; border: 1px solid #90a4ae; background: #37474f; color: #fff;
   cursor: pointer; border-radius: 3px; }
 nav button.active { background: #eceff1; color: #263238; }
@@ -333,6 +333,7 @@ function initTraces() {
 $("notes").textContent = `run ${D.run} · read: ${Object.values(D.folders).join(", ")} · embedded at most ` +
   Object.entries(D.caps).map(([k, v]) => `${k.replace("max_", "")} ${v}`).join(", ") +
   " (hrm view --max-...: each list says what it left out)";
+if (D.plots_page) $("notes").append(" · ", el("a", {id: "plots-link", href: D.plots_page, text: "curves (dvc plots show)"}));
 for (const s of ["datasets", "evaluation", "traces"]) $("tab-" + s).onclick = () => activate(s);
 initDatasets(); initEvaluation(); initTraces();
 activate(D.traces ? "traces" : D.evaluation ? "evaluation" : "datasets");

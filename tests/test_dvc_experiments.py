@@ -69,7 +69,7 @@ def repo(tmp_path_factory) -> Path:
     sh(root, "dvc", "init", "-q")
     shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the project's plot templates
     log = sh(root, "dvc", "repro")
-    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze"]
+    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze", "view"]
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "baseline")
     return root
@@ -223,7 +223,7 @@ def test_the_maze_pipeline_is_one_experiment(repo):
     args = [a for k, v in sizes.items() for a in ("-S", f"{k}={v}")]
     log = sh(repo, "hrm", "profile", "run", "maze-quick", "--name", "maze", *args, "-S", "data.subsample_size=8",
              "-S", "data.test_size=4")  # analyze.index_by=row from the profile: the capped split need not hold raw row 0
-    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze"]
+    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze", "view"]
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     names = {exp.get("name") for commit in shown for exp in commit.get("experiments") or []}
     assert "maze" in names

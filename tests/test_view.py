@@ -210,3 +210,33 @@ def test_bad_input_is_one_message_naming_the_file_and_nothing_is_written(run, tm
     message = fails("view", "--evaluate", run / "analysis", "--run", tmp_path / "none", "--output", page)
     assert f"{run / 'analysis'}: holds the output of `hrm analyze`" in " ".join(message.split())
     assert page.read_text() == "the previous page"
+
+
+def embedded(page: Path) -> dict:
+    """The data the page embeds (its hrm-data script element)."""
+    text = page.read_text()
+    start = text.index('<script type="application/json" id="hrm-data">') + len('<script type="application/json" id="hrm-data">')
+    return json.loads(text[start:text.index("</script>", start)].replace("<\\/", "</"))
+
+
+def test_the_view_stage_takes_its_caps_from_params_yaml(tiny_sudoku_shards, tmp_path):
+    """dvc.yaml's view stage: `--config-file params.yaml --section view` sets the caps (the command line wins);
+    any other key of the section, a path above all, is refused naming it."""
+    import yaml
+
+    stage = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]["view"]
+    assert stage["cmd"].split()[:2] == ["hrm", "view"] and "data/view/index.html" in stage["outs"]
+    config, page = tmp_path / "params.yaml", tmp_path / "view.html"
+    config.write_text("seed: 0\nview:\n  max_groups: 1\n  max_versions: 1\n  max_puzzles: 7\n  max_traced: 3\n")
+    base = ("view", "--datasets", tiny_sudoku_shards, "--run", tmp_path / "none", "--output", page,
+            "--config-file", config, "--section", "view")
+    ok(*base)
+    data = embedded(page)
+    assert data["caps"] == {"max_groups": 1, "max_versions": 1, "max_puzzles": 7, "max_traced": 3}
+    assert all(len(split["groups"]) == 1 for ds in data["datasets"] for split in ds["splits"].values())
+    ok(*base, "--max-groups", 2)
+    assert embedded(page)["caps"]["max_groups"] == 2
+    config.write_text("view:\n  max_groups: 1\n  output: elsewhere.html\n")
+    page.unlink()
+    message = " ".join(fails(*base).split())
+    assert f"{config}: unknown key(s) in view: output" in message and not page.exists()
