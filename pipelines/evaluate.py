@@ -214,6 +214,10 @@ def _report_headline(m: dict[str, Any], settings: dict[str, Any], names: list[st
          f"after {_num(m['early_stop_view']['mean_steps'])} segments on average."
          if "early_stop_view" in m else ""),
         "",
+        (f"first_to_halt read its answers at segment {_num(m['first_to_halt_detail']['mean_segment'])} on average; "
+         f"on {_pct(m['first_to_halt_detail']['no_pass_halted'])} of the puzzles no pass halted (all read at the "
+         "last segment, the highest final sigmoid(q_halt) chosen)." if "first_to_halt_detail" in m else ""),
+        "",
         (f"Work: {m['work']['segments_run']:,} of the {m['work']['segments_of_all_segment_passes']:,} row-segments "
          f"of the paper's procedure ({_pct(m['work']['saved_fraction'])} saved), "
          f"{_num(m['work']['gflop_run'])} GFLOP." if "work" in m else ""),

@@ -421,6 +421,7 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
         assert "first_to_halt" in pl.read_csv(out / "plots" / f"{name}.csv").columns, name
     report = (out / "report.md").read_text()
     assert "reads labels" in report and "| first_to_halt (" in report and "- first_to_halt: " in report
+    assert f"first_to_halt read its answers at segment {t['first_to_halt_detail']['mean_segment']:.3f}" in report
     assert "| checkpoints | passes | paper_vote | label_free | first_to_halt | verified_any |" in report
     assert (out / "report.md").read_text().startswith("# HRM evaluation\n") and "arch" not in metrics
     assert json.loads((out / "run.json").read_text())["arch"] == {"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
