@@ -6,13 +6,13 @@ stage's output root, with ``--variant``). Writes under ``--output OUT`` (replace
 on success; nothing is left behind on failure or Ctrl-C):
 
     OUT/metrics.json        the headline (``dvc metrics show``, ``dvc exp show``): baseline, paper_vote,
-                            label_free, verified_any of the test split and of each tier
+                            label_free, first_to_halt, verified_any of the test split and of each tier
     OUT/summary.json        every number: test.* and tiers.<LO-HI>.* (calibration, early-stop view, ...)
     OUT/plots/*.csv         segments, passes, checkpoints, ensemble_grid, rating, blanks,
                             reliability_q_halt, reliability_cells, tiers (``dvc plots show``)
     OUT/report.md           the side-by-side table, per checkpoint, tiers, calibration
     OUT/puzzles.parquet     per test puzzle: split row, raw row (raw_index), rating, blanks, each method's
-                            outcome, critical segment
+                            outcome, the segment first_to_halt read, critical segment
     OUT/run.json            settings, checkpoint files, device, timings (not a DVC metric)
     OUT/wandb/              W&B files, when --wandb-mode is online or offline
 
@@ -121,15 +121,15 @@ def gather_rows(ds, rows: np.ndarray, model_file: Path, model_cfg) -> dict[str, 
 
 
 DIGITS = 6  # of every number in metrics.json, summary.json, the plot tables and W&B
-HEADLINE = ("baseline_exact", "paper_vote", "label_free", "verified_any")  # the README's accuracy table
+HEADLINE = ("baseline_exact", "paper_vote", "label_free", "first_to_halt", "verified_any")  # the README's accuracy table
 
 
 def headline_metrics(summary: dict) -> dict:
-    """The four accuracies of the test split and of each tier (summary.json holds everything else)."""
-    def four(s: dict) -> dict:
+    """The HEADLINE accuracies of the test split and of each tier (summary.json holds everything else)."""
+    def headline(s: dict) -> dict:
         return {("baseline" if k == "baseline_exact" else k): s[k] for k in HEADLINE}
 
-    return {"test": four(summary["test"]), "tiers": {name: four(t) for name, t in summary["tiers"].items()}}
+    return {"test": headline(summary["test"]), "tiers": {name: headline(t) for name, t in summary["tiers"].items()}}
 
 
 def _clean(v: Any) -> Any:
@@ -155,7 +155,7 @@ def build_tables(test, tiers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
 def _tier_row(name: str, totals) -> dict[str, Any]:
     s = totals.summary(detail=False)
     return {"tier": name, "puzzles": totals.n, "baseline": s["baseline_exact"], "paper_vote": s["paper_vote"],
-            "label_free": s["label_free"], "verified_any": s["verified_any"]}
+            "label_free": s["label_free"], "first_to_halt": s["first_to_halt"], "verified_any": s["verified_any"]}
 
 
 def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dict[str, Any], names: list[str],
@@ -176,6 +176,10 @@ def build_report(metrics: dict[str, Any], tables: dict[str, list], settings: dic
         "- label_free: pool = halted passes (all passes when none halted); if a pooled answer passes the "
         f"{words['verifier']} only verified answers are eligible; the most frequent "
         "eligible answer wins; ties -> higher mean sigmoid(q_halt) of its passes, then the earlier pass.",
+        "- first_to_halt: the answer of the pass whose halt signal fires at the earliest segment, read at that "
+        "segment (a pass that never halts counts as halting after the last segment, with its last answer); "
+        "ties -> higher sigmoid(q_halt) at that segment, then the earlier pass (after \"Speed is Confidence\", "
+        "arXiv 2601.19085).",
         "- Curves: k checkpoints = the last k; p passes = the first p.",
         "",
     ]
@@ -201,12 +205,18 @@ def _report_headline(m: dict[str, Any], settings: dict[str, Any], names: list[st
         f"| HRM baseline (primary checkpoint, unperturbed) | no | {_pct(m.get('baseline_exact'))} |",
         f"| paper_vote ({words['vote']}, {k} x {p}) | **yes**: a pass counts only if it equals the label | {_pct(m.get('paper_vote'))} |",
         f"| label_free (majority of halted passes, verifier first, q_halt tie-break) | no | {_pct(m.get('label_free'))} |",
+        f"| first_to_halt (the pass that halts at the earliest segment, q_halt tie-break) | no | "
+        f"{_pct(m.get('first_to_halt'))} |",
         f"| verified_any ({words['verified']}) | no (oracle bound of a verifier) | {_pct(m.get('verified_any'))} |",
         "",
         (f"Early-stop view (a different setting, not the paper's): reading the same primary unperturbed "
          f"passes at the model's own first halt gives {_pct(m['early_stop_view']['exact_accuracy'])} exact "
          f"after {_num(m['early_stop_view']['mean_steps'])} segments on average."
          if "early_stop_view" in m else ""),
+        "",
+        (f"first_to_halt read its answers at segment {_num(m['first_to_halt_detail']['mean_segment'])} on average; "
+         f"on {_pct(m['first_to_halt_detail']['no_pass_halted'])} of the puzzles no pass halted (all read at the "
+         "last segment, the highest final sigmoid(q_halt) chosen)." if "first_to_halt_detail" in m else ""),
         "",
         (f"Work: {m['work']['segments_run']:,} of the {m['work']['segments_of_all_segment_passes']:,} row-segments "
          f"of the paper's procedure ({_pct(m['work']['saved_fraction'])} saved), "
@@ -231,12 +241,12 @@ def _report_checkpoints(m: dict[str, Any], tables: dict[str, list], words: dict[
         lines.append(f"| `{name}` | {_pct(c.get('exact_accuracy'))} | {_pct(c.get('accuracy'))} | "
                      f"{_pct(c.get('blank_accuracy'))} | {_pct(c.get('halt_rate'))} | {_pct(c.get('q_halt_accuracy'))} |")
     lines.append("")
-    lines += ["## Ensemble size", "", "| checkpoints | passes | paper_vote | label_free | verified_any |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["## Ensemble size", "", "| checkpoints | passes | paper_vote | label_free | first_to_halt | verified_any |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for r in tables["ensemble_grid"]:
         if r["checkpoints"] in (1, k) or r["passes"] in (1, p):
             lines.append(f"| {r['checkpoints']} | {r['passes']} | {_pct(r['paper_vote'])} | {_pct(r['label_free'])} | "
-                         f"{_pct(r['verified_any'])} |")
+                         f"{_pct(r['first_to_halt'])} | {_pct(r['verified_any'])} |")
     lines.append("")
     cal = m["calibration"]
     lines += [
@@ -256,11 +266,11 @@ def _report_checkpoints(m: dict[str, Any], tables: dict[str, list], words: dict[
 def _report_tiers(tables: dict[str, list], words: dict[str, str]) -> list[str]:
     """The report's easy tiers."""
     lines = [words["tiers"], "",
-             f"| {words['left']} | puzzles | baseline | paper_vote | label_free | verified_any |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             f"| {words['left']} | puzzles | baseline | paper_vote | label_free | first_to_halt | verified_any |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in tables["tiers"]:
         lines.append(f"| {r['tier']} | {r['puzzles']} | {_pct(r['baseline'])} | {_pct(r['paper_vote'])} | "
-                     f"{_pct(r['label_free'])} | {_pct(r['verified_any'])} |")
+                     f"{_pct(r['label_free'])} | {_pct(r['first_to_halt'])} | {_pct(r['verified_any'])} |")
     lines.append("")
     return lines
 
@@ -521,7 +531,8 @@ def _evaluate(d, opts: EvaluateOptions, checked: _Checked) -> None:
 
     m = metrics["test"]
     log(STAGE, f"baseline {_pct(m.get('baseline_exact'))}, paper_vote {_pct(m.get('paper_vote'))} (reads labels), "
-        f"label_free {_pct(m.get('label_free'))}, verified_any {_pct(m.get('verified_any'))}"
+        f"label_free {_pct(m.get('label_free'))}, first_to_halt {_pct(m.get('first_to_halt'))}, "
+        f"verified_any {_pct(m.get('verified_any'))}"
         + (f"; {_pct(m['work']['saved_fraction'])} of the segments saved by the early stop" if opts.early_stop and "work" in m
            else ""))
     log(STAGE, f"wrote {opts.output}/ (metrics.json, summary.json, plots/, report.md, puzzles.parquet) in {elapsed:.1f} s")

@@ -101,7 +101,7 @@ def test_metrics_are_a_short_headline_per_stage(repo):
     for path, entry in files.items():
         assert 3 <= count(entry["data"]) <= 25, (path, entry["data"])
     evaluate = files["data/evaluate/metrics.json"]["data"]
-    assert set(evaluate["test"]) == {"baseline", "paper_vote", "label_free", "verified_any"}
+    assert set(evaluate["test"]) == {"baseline", "paper_vote", "label_free", "first_to_halt", "verified_any"}
 
 
 def test_two_experiments_compare_with_main_and_each_other(repo):

@@ -233,6 +233,7 @@ class LabelRunner:
             q_continue=np.zeros((k, m), np.float32), halted=halted, steps=np.full((k, m), self.segments, np.int16),
             confidence=np.full((k, m, 81), 0.9, np.float32),
             segment_halted=np.repeat(halted[:, None], self.segments, 1),
+            segment_q_halt=np.repeat(np.where(halted, 2.0, -2.0).astype(np.float32)[:, None], self.segments, 1),
             segment_correct=np.stack([np.zeros_like(ok), ok], 1) if self.segments == 2 else np.repeat(ok[:, None], self.segments, 1),
         )
 
@@ -399,12 +400,15 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
     metrics = json.loads((out / "summary.json").read_text())
     t = metrics["test"]
     assert t["puzzles"] == 12 and t["checkpoints"] == 2 and t["passes"] == 3
-    for key in ("baseline_exact", "paper_vote", "label_free", "verified_any"):
+    for key in ("baseline_exact", "paper_vote", "label_free", "first_to_halt", "verified_any"):
         assert 0.0 <= t[key] <= 1.0 and 0.0 <= metrics["tiers"]["1-5"][key] <= 1.0
-    # metrics.json (what `dvc metrics show` compares): those four of the test split and of each tier, nothing else.
+    assert 1.0 <= t["first_to_halt_detail"]["mean_segment"] <= 3.0
+    # metrics.json (what `dvc metrics show` compares): those five of the test split and of each tier, nothing else.
     headline = json.loads((out / "metrics.json").read_text())
-    four = {"baseline": t["baseline_exact"], **{k: t[k] for k in ("paper_vote", "label_free", "verified_any")}}
-    assert headline["test"] == four and set(headline["tiers"]) == {"1-5"} and set(headline) == {"test", "tiers"}
+    five = {"baseline": t["baseline_exact"],
+            **{k: t[k] for k in ("paper_vote", "label_free", "first_to_halt", "verified_any")}}
+    assert headline["test"] == five and set(headline["tiers"]) == {"1-5"} and set(headline) == {"test", "tiers"}
+    assert headline["tiers"]["1-5"]["first_to_halt"] == metrics["tiers"]["1-5"]["first_to_halt"]
     assert t["label_free"] <= t["verified_any"]
     assert set(t["per_checkpoint"]) == {"step_2", "step_3"}
     for name in ev_plots():
@@ -413,12 +417,20 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
     seg = pl.read_csv(out / "plots" / "segments.csv")
     assert seg["segment"].to_list() == [1, 2, 3] and "tier_1-5" in seg.columns
     assert pl.read_csv(out / "plots" / "ensemble_grid.csv").height == 6
-    assert "reads labels" in (out / "report.md").read_text()
+    for name in ("passes", "checkpoints", "ensemble_grid", "rating", "blanks", "tiers"):
+        assert "first_to_halt" in pl.read_csv(out / "plots" / f"{name}.csv").columns, name
+    report = (out / "report.md").read_text()
+    assert "reads labels" in report and "| first_to_halt (" in report and "- first_to_halt: " in report
+    assert f"first_to_halt read its answers at segment {t['first_to_halt_detail']['mean_segment']:.3f}" in report
+    assert "| checkpoints | passes | paper_vote | label_free | first_to_halt | verified_any |" in report
     assert (out / "report.md").read_text().startswith("# HRM evaluation\n") and "arch" not in metrics
     assert json.loads((out / "run.json").read_text())["arch"] == {"name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
                                                                   "label": "HRM"}
     puzzles = pl.read_parquet(out / "puzzles.parquet")
     assert puzzles.height == 12 and (puzzles["raw_index"] == 2 * puzzles["row"] + 1).all()  # each row's raw-file row
+    assert puzzles["first_to_halt"].mean() == pytest.approx(t["first_to_halt"])
+    assert puzzles["first_to_halt_segment"].is_between(1, 3).all()
+    assert puzzles["first_to_halt_segment"].mean() == pytest.approx(t["first_to_halt_detail"]["mean_segment"])
     for rel in ["metrics.json", "summary.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
         assert (out / rel).read_bytes() == (tmp_path / "out2" / rel).read_bytes(), rel
 

@@ -55,7 +55,8 @@ def test_the_figures_are_measured(dry_run):
     assert ev["all_segments"]["passes_per_s"] > 0 and 0 < ev["early_exit"]["segments_run_fraction"] <= 1
     assert f["torchrun"]["processes"] == 1 and f["torchrun"]["backend"] == "gloo"
     assert "all_reduce + broadcast + barrier right" in f["torchrun"]["collective_probe"]
-    assert set(f["torchrun"]["evaluate_metrics"]["test"]) == {"baseline", "paper_vote", "label_free", "verified_any"}
+    assert set(f["torchrun"]["evaluate_metrics"]["test"]) == {"baseline", "paper_vote", "label_free", "first_to_halt",
+                                                          "verified_any"}
     assert "16 puzzles" in f["torchrun"]["evaluate_log"] and "8 steps" in f["torchrun"]["train_log"]
     mem = f["analysis_memory"]
     assert mem["host_growth_mib"] > 0 and mem["estimate_over_measured"] >= 1.0  # the estimate is an upper bound

@@ -48,6 +48,7 @@ class MazeRunner:
             q_continue=np.zeros((k, m), np.float32), halted=halted, steps=np.full((k, m), self.segments, np.int16),
             confidence=np.full((k, m, M.SEQ_LEN), 0.9, np.float32),
             segment_halted=np.repeat(halted[:, None], self.segments, 1),
+            segment_q_halt=np.repeat(np.where(halted, 2.0, -2.0).astype(np.float32)[:, None], self.segments, 1),
             segment_correct=np.repeat(exact[:, None], self.segments, 1))
 
 

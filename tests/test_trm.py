@@ -225,7 +225,11 @@ def test_hrm_train_trains_a_trm_selected_by_name_saves_and_reloads_it(dataset, t
     # Evaluated and analysed by the stages as they are.
     ok("evaluate", "--checkpoint", out, "--dataset", dataset, "--variant", "vanilla", "--permutations", 2, "--tiers", "1-2",
        "--output", tmp_path / "eval", "--no-progress")
-    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["test"]["puzzles"] == 4
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())["test"]
+    assert evaluated["puzzles"] == 4 and 0.0 <= evaluated["first_to_halt"] <= 1.0  # its own halting rule, per segment
+    assert 1.0 <= evaluated["first_to_halt_detail"]["mean_segment"] <= 2.0  # --halt-max-steps 2
+    assert set(json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]) == {
+        "baseline", "paper_vote", "label_free", "first_to_halt", "verified_any"}
     ok("analyze", "--checkpoint", out, "--dataset", dataset, "--variant", "vanilla", "--output", tmp_path / "analysis",
        "--sample", 4, "--segments", 3, "--shifts", 2, "--noise-runs", 1, "--fp-sample", 2, "--easy-k", "0,1",
        "--landscape-radius", 1, "--no-flow", "--no-progress")

@@ -44,6 +44,16 @@ Exact definitions (N puzzles, K checkpoints in the given order, P passes)
   pool passes; ties -> the highest mean sigmoid(q_halt) over the pool passes that gave it;
   remaining ties -> the answer of the first pass in (checkpoint, pass) order. Accuracy of
   that single answer against the label.
+- ``first_to_halt`` (reads no label, no verifier; after "Speed is Confidence", arXiv 2601.19085):
+  a pass's halting segment = the first segment s = 1..S whose halt signal fires (the engine's
+  ``segment_halted``, its architecture's rule), its answer = the argmax of that segment's logits
+  (what ``early_stop=True`` returns). Choose the pass with the smallest halting segment, a pass that
+  never halts ranking after one that halts at S and read at S; ties -> the highest sigmoid(q_halt)
+  at that segment (the engine's ``segment_q_halt``; compared as q_halt: the same order, no float
+  saturation; NaN lowest); remaining ties -> the first pass in (checkpoint, pass) order. No pass
+  halts: all tie at S, the highest final sigmoid(q_halt) wins. Exactness of that answer against the
+  label (the early-stop view's ``es_correct`` of the chosen pass). Unlike the early-stop view, which
+  reports each pass read at its own halt, this selects one pass of the ensemble per puzzle.
 - ``verified_any``: fraction of puzzles for which at least one pass (halted or not) produced
   a verified answer. For puzzles with a unique solution (all of Sudoku-Extreme) a verified
   answer IS the solution, so this is the ceiling of any verifier-based selection.
@@ -73,9 +83,9 @@ a task module can take the generic pieces without a cycle)
 ---------------------------------------------------------------------
 ``perturbations`` (Perturbations: each task draws its own kinds, Task.make_perturbations, and
 hrm.tasks.make_perturbations finds the task of a kind), ``engine`` (Engine, EngineOutput, Runner,
-segment_flops, auto_max_rows), ``selection`` (paper_vote, any_pass_solves, label_free_select),
-``tiers`` (parse_tiers, reveal_tier, reveal_tier_rows), ``calibration`` (Histogram, calibration,
-critical_step), ``results`` (EvalResult, EvalTotals), ``run`` (evaluate_puzzles). What knows a task
+segment_flops, auto_max_rows), ``selection`` (paper_vote, any_pass_solves, label_free_select,
+first_to_halt), ``tiers`` (parse_tiers, reveal_tier, reveal_tier_rows), ``calibration`` (Histogram,
+calibration, critical_step), ``results`` (EvalResult, EvalTotals), ``run`` (evaluate_puzzles). What knows a task
 (its verifier, vote, error measure, tiers' cells, perturbations) is the task's: Task.rules
 (hrm/tasks/).
 """

@@ -29,6 +29,7 @@ class EngineOutput:
     steps: np.ndarray  # int16 [K, M]: segments run
     confidence: np.ndarray  # float32 [K, M, 81]: max softmax probability at the final segment
     segment_halted: np.ndarray  # bool [K, S, M]: the halt signal after segment s (early stop: stays True)
+    segment_q_halt: np.ndarray  # float32 [K, S, M]: q_halt after segment s (early stop: its value at the stop stays)
     segment_correct: np.ndarray | None = None  # bool [K, S, M]: exact after segment s (needs labels)
     segment_predictions: np.ndarray | None = None  # uint8 [K, S, M, 81] when asked for
 
@@ -181,6 +182,7 @@ def _empty_rows(s: int, seq_len: int, with_labels: bool, keep: bool) -> dict[str
         "predictions": np.zeros((0, seq_len), np.uint8), "q_halt": np.zeros(0, np.float32),
         "q_continue": np.zeros(0, np.float32), "halted": np.zeros(0, bool), "steps": np.zeros(0, np.int16),
         "confidence": np.zeros((0, seq_len), np.float32), "segment_halted": np.zeros((s, 0), bool),
+        "segment_q_halt": np.zeros((s, 0), np.float32),
     }
     if with_labels:
         out["segment_correct"] = np.zeros((s, 0), bool)
@@ -214,12 +216,14 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
     m = x.shape[0]
     dev = x.device
     seg_halt = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
+    seg_q = torch.zeros(s_count, m, dtype=torch.float32, device=dev)
     seg_ok = torch.zeros(s_count, m, dtype=torch.bool, device=dev) if lab is not None else None
     seg_pred = torch.zeros(s_count, m, x.shape[1], dtype=torch.uint8, device=dev) if keep else None
     for s, seg in enumerate(run_segments(inner, {"inputs": x, "puzzle_identifiers": ids}, s_count, step=forward)):
         logits, qh, qc = seg.logits, seg.q_halt, seg.q_continue
         pred = logits.argmax(-1)
         seg_halt[s] = halts(qh, qc)
+        seg_q[s] = qh.float()
         if seg_ok is not None:
             seg_ok[s] = _exact(pred, lab)
         if seg_pred is not None:
@@ -228,7 +232,7 @@ def _run_rows(inner, forward: Callable, x: torch.Tensor, lab: torch.Tensor | Non
     out = {
         "predictions": pred.to(torch.uint8), "q_halt": qh.float(), "q_continue": qc.float(),
         "halted": halts(qh, qc), "steps": torch.full((m,), s_count, dtype=torch.int16, device=dev), "confidence": conf,
-        "segment_halted": seg_halt,
+        "segment_halted": seg_halt, "segment_q_halt": seg_q,
     }
     if seg_ok is not None:
         out["segment_correct"] = seg_ok
@@ -255,6 +259,7 @@ def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.T
         "steps": torch.zeros(m, dtype=torch.int16, device=dev),
         "confidence": torch.zeros(m, cells, dtype=torch.float32, device=dev),
         "segment_halted": torch.zeros(s_count, m, dtype=torch.bool, device=dev),
+        "segment_q_halt": torch.zeros(s_count, m, dtype=torch.float32, device=dev),
     }
     if lab is not None:
         out["segment_correct"] = torch.zeros(s_count, m, dtype=torch.bool, device=dev)
@@ -282,7 +287,7 @@ def _run_rows_continuous(inner, forward: Callable, x: torch.Tensor, lab: torch.T
         stop = halt_now | (segment == s_count - 1)
         # This segment's flags; a stopping row's also stand for every later segment.
         later = (segments >= segment[None]) & (stop[None] | (segments == segment[None]))  # [S, rows]
-        values = {"segment_halted": halt_now}
+        values = {"segment_halted": halt_now, "segment_q_halt": qh.float()}
         if lab is not None:
             values["segment_correct"] = _exact(pred.long(), lab[active])
         if keep:

@@ -38,6 +38,9 @@ class EvalResult:
     lf_votes: np.ndarray  # int16 [N]
     lf_pool: np.ndarray  # int16 [N]
     lf_no_halt: np.ndarray  # bool [N]
+    fth_correct: np.ndarray  # bool [K, P, N]: first_to_halt with the last k'+1 checkpoints, first p'+1 passes
+    fth_segment: np.ndarray  # int16 [N] full ensemble: the segment whose answer it took (its first halt, else S)
+    fth_no_halt: np.ndarray  # bool [N] full ensemble: no pass halted at any segment
     segment_correct: np.ndarray  # int64 [K, P, S] puzzles exact after segment s
     segment_halted: np.ndarray  # int64 [K, P, S]
     cells_base: Histogram
@@ -74,6 +77,10 @@ class EvalResult:
         K, P, _ = self.shape
         return self.lf_correct[(K if k is None else k) - 1, (P if p is None else p) - 1]
 
+    def first_to_halt(self, k: int | None = None, p: int | None = None) -> np.ndarray:
+        K, P, _ = self.shape
+        return self.fth_correct[(K if k is None else k) - 1, (P if p is None else p) - 1]
+
     def verified_any(self, k: int | None = None, p: int | None = None) -> np.ndarray:
         ks, ps = self._subset(k, p)
         return self.verified[ks, ps].any(axis=(0, 1))
@@ -96,7 +103,8 @@ class EvalResult:
         """Per puzzle: blanks, each method's outcome, the primary pass's halt, sigmoid(q_halt) and critical segment."""
         return {
             "blanks": self.blanks.astype(np.int16), "baseline": self.baseline(), "paper_vote": self.paper_vote(),
-            "label_free": self.label_free(), "verified_any": self.verified_any(), "label_free_verified": self.lf_verified,
+            "label_free": self.label_free(), "first_to_halt": self.first_to_halt(), "verified_any": self.verified_any(),
+            "label_free_verified": self.lf_verified, "first_to_halt_segment": self.fth_segment.astype(np.int16),
             "halted": self.halted[-1, 0], "q_halt_prob": sigmoid(self.q_halt[-1, 0]).astype(np.float32),
             "critical_segment": self.stable_from[-1, 0],
         }
@@ -106,11 +114,10 @@ class EvalResult:
         parts of an evaluation add up to the totals of the whole."""
         K, P, S = self.segment_correct.shape
         n = self.n
-        grid = np.zeros((3, K, P), np.int64)
+        grid = np.zeros((len(METHODS), K, P), np.int64)
         for k in range(1, K + 1):
             for p in range(1, P + 1):
-                grid[:, k - 1, p - 1] = (self.paper_vote(k, p).sum(), self.label_free(k, p).sum(),
-                                         self.verified_any(k, p).sum())
+                grid[:, k - 1, p - 1] = [getattr(self, m)(k, p).sum() for m in METHODS]
         p0 = 0
         cells = np.maximum(self.label_cells, 1)
         checkpoint = np.array([[
@@ -118,20 +125,21 @@ class EvalResult:
             self.halted[k, p0].sum(), ((self.q_halt[k, p0] >= 0) == self.correct[k, p0]).sum(), self.steps[k, p0].sum(),
         ] for k in range(K)], np.int64).reshape(K, 6)
         primary = self.stable_from[-1, 0].astype(np.int64)
-        base, vote, lf, va = self.baseline(), self.paper_vote(), self.label_free(), self.verified_any()
+        decisions = (self.baseline(), *(getattr(self, m)() for m in METHODS))
         rules = get_task(self.task).rules
         return EvalTotals(
             names=list(self.names), perturbation=self.perturbation, early_stop=self.early_stop, n=n, grid=grid,
             pass_exact=np.int64(self.correct.sum()), checkpoint=checkpoint, blank_cells=np.int64(self.blanks.sum()),
             label_free_detail=np.array([self.lf_verified.sum(), self.lf_no_halt.sum(),
                                         _fixed(self.lf_votes / np.maximum(self.lf_pool, 1)).sum()], np.int64),
+            first_to_halt_detail=np.array([self.fth_segment.astype(np.int64).sum(), self.fth_no_halt.sum()], np.int64),
             early_stop_view=np.array([self.es_correct[-1, 0].sum(), self.es_steps[-1, 0].sum(), self.es_correct.sum()],
                                      np.int64),
             steps_run=self.steps.astype(np.int64).sum(axis=(1, 2)),
             critical=np.bincount(primary, minlength=S + 1).astype(np.int64)[:S + 1],
             segment_correct=self.segment_correct.copy(), segment_halted=self.segment_halted.copy(),
-            rating_buckets=_bucket_sums(self.rating, rules.rating_edges, base, vote, lf, va),
-            blank_buckets=_bucket_sums(self.blanks, rules.blank_edges, base, vote, lf, va),
+            rating_buckets=_bucket_sums(self.rating, rules.rating_edges, *decisions),
+            blank_buckets=_bucket_sums(self.blanks, rules.blank_edges, *decisions),
             q_halt=self.q_calibration(), q_halt_pooled=self.q_calibration(pooled=True),
             cells_base=self.cells_base, cells_pooled=self.cells_pooled, seconds=self.seconds, rows=self.rows,
             task=self.task,
@@ -155,6 +163,8 @@ def _bucket_sums(values: np.ndarray, edges: Sequence[int], *decisions: np.ndarra
     return out
 
 
+# The ensemble's decisions, in the order of EvalTotals.grid's rows and of every table's columns.
+METHODS = ("paper_vote", "label_free", "first_to_halt", "verified_any")
 _HISTOGRAMS = ("q_halt", "q_halt_pooled", "cells_base", "cells_pooled")
 _SCALARS = ("names", "perturbation", "early_stop", "task")  # the evaluation's, not summed
 
@@ -169,18 +179,19 @@ class EvalTotals:
     perturbation: str
     early_stop: bool
     n: int  # puzzles
-    grid: np.ndarray  # int64 [3, K, P]: puzzles paper_vote / label_free / verified_any solve with the last k+1 checkpoints, first p+1 passes
+    grid: np.ndarray  # int64 [4, K, P]: puzzles each of METHODS solves with the last k+1 checkpoints, first p+1 passes
     pass_exact: np.int64  # exact passes, all K x P
     checkpoint: np.ndarray  # int64 [K, 6] at pass 0: exact, cell accuracy (fixed point), blank cells right, halted, q_halt right, segments
     blank_cells: np.int64
     label_free_detail: np.ndarray  # int64 [3]: selected answer verified, no pass halted, vote share (fixed point)
+    first_to_halt_detail: np.ndarray  # int64 [2]: segments of the chosen answers, puzzles where no pass halted
     early_stop_view: np.ndarray  # int64 [3]: primary exact at its first halt, its segments, all passes exact there
     steps_run: np.ndarray  # int64 [K]: row-segments each checkpoint ran
     critical: np.ndarray  # int64 [S + 1]: primary unperturbed puzzles by critical segment (0 = never)
     segment_correct: np.ndarray  # int64 [K, P, S]
     segment_halted: np.ndarray  # int64 [K, P, S]
-    rating_buckets: np.ndarray  # int64 [len(rating_edges), 5]: puzzles, baseline, paper_vote, label_free, verified_any
-    blank_buckets: np.ndarray  # int64 [len(blank_edges), 5] (the task's edges, Task.rules)
+    rating_buckets: np.ndarray  # int64 [len(rating_edges), 6]: puzzles, baseline, then each of METHODS
+    blank_buckets: np.ndarray  # int64 [len(blank_edges), 6] (the task's edges, Task.rules)
     q_halt: Histogram  # sigmoid(q_halt) of the primary unperturbed pass vs its exactness
     q_halt_pooled: Histogram  # of every pass
     cells_base: Histogram
@@ -244,11 +255,11 @@ class EvalTotals:
         return self.segment_correct.shape  # type: ignore[return-value]
 
     def solved(self, method: str, k: int | None = None, p: int | None = None) -> float | None:
-        """Fraction of puzzles ``method`` (paper_vote, label_free, verified_any) solves with the last k
-        checkpoints and first p passes (default: all)."""
+        """Fraction of puzzles ``method`` (one of METHODS) solves with the last k checkpoints and first p
+        passes (default: all)."""
         K, P, _ = self.shape
         k, p = K if k is None else k, P if p is None else p
-        row = {"paper_vote": 0, "label_free": 1, "verified_any": 2}[method]
+        row = METHODS.index(method)
         return float(self.grid[row, k - 1, p - 1] / self.n) if self.n else None
 
     def checkpoint_metrics(self, k: int) -> dict[str, float | None]:
@@ -269,13 +280,15 @@ class EvalTotals:
         if n == 0:
             return out
         out["baseline_exact"] = float(self.checkpoint[K - 1, 0] / n)
-        for method in ("paper_vote", "label_free", "verified_any"):
+        for method in METHODS:
             out[method] = self.solved(method)
         out["mean_pass_exact"] = float(self.pass_exact / (K * P * n))
         out["baseline"] = self.checkpoint_metrics(K - 1)
         lf = self.label_free_detail
         out["label_free_detail"] = {"selected_verified": float(lf[0] / n), "no_pass_halted": float(lf[1] / n),
                                     "mean_vote_share": float(lf[2] / FIXED_POINT / n)}
+        fth = self.first_to_halt_detail
+        out["first_to_halt_detail"] = {"mean_segment": float(fth[0] / n), "no_pass_halted": float(fth[1] / n)}
         all_segments = K * P * n * S
         out["work"] = {  # row-segments the model ran: each costs the same FLOPs (segment_flops)
             "segments_run": int(self.steps_run.sum()), "segments_of_all_segment_passes": all_segments,
@@ -324,16 +337,16 @@ class EvalTotals:
         return t
 
     def _row(self, key: str, value: int, k: int, p: int) -> dict[str, Any]:
-        return {key: value, **{m: self.solved(m, k, p) for m in ("paper_vote", "label_free", "verified_any")}}
+        return {key: value, **{m: self.solved(m, k, p) for m in METHODS}}
 
     @staticmethod
     def _buckets(sums: np.ndarray, edges: Sequence[int], name: str) -> list[dict[str, Any]]:
         rows = []
         bounds = list(edges) + [None]
-        for (lo, hi), (count, base, vote, lf, va) in zip(zip(bounds[:-1], bounds[1:]), sums.tolist()):
+        for (lo, hi), (count, base, *solved) in zip(zip(bounds[:-1], bounds[1:]), sums.tolist()):
             if not count:
                 continue
             label = f"{lo}+" if hi is None else (str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}")
-            rows.append({name: label, "puzzles": count, "baseline": base / count, "paper_vote": vote / count,
-                         "label_free": lf / count, "verified_any": va / count})
+            rows.append({name: label, "puzzles": count, "baseline": base / count,
+                         **{m: v / count for m, v in zip(METHODS, solved)}})
         return rows

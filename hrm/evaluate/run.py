@@ -12,7 +12,7 @@ from hrm.evaluate.calibration import Histogram, critical_step, sigmoid
 from hrm.evaluate.engine import Runner
 from hrm.evaluate.perturbations import Perturbations
 from hrm.evaluate.results import EvalResult
-from hrm.evaluate.selection import label_free_select
+from hrm.evaluate.selection import first_to_halt, label_free_select
 from hrm.progress import progress_bar
 from hrm.encoding import IGNORE_LABEL
 
@@ -38,6 +38,7 @@ _PER_PUZZLE: dict[str, tuple[int, type]] = {
     "verified": (2, bool), "blank_correct": (2, np.int16), "cell_correct": (2, np.int16), "steps": (2, np.int16),
     "stable_from": (2, np.int8), "es_correct": (2, bool), "es_steps": (2, np.int16), "lf_correct": (2, bool),
     "lf_verified": (0, bool), "lf_votes": (0, np.int16), "lf_pool": (0, np.int16), "lf_no_halt": (0, bool),
+    "fth_correct": (2, bool), "fth_segment": (0, np.int16), "fth_no_halt": (0, bool),
 }
 
 
@@ -141,6 +142,7 @@ def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: EvalRul
     pred = kpb(res.predictions)  # [K, P, B, 81] perturbed space
     seg = res.segment_correct.reshape(K, S, P, b).transpose(0, 2, 1, 3)  # [K, P, S, B]
     seg_h = res.segment_halted.reshape(K, S, P, b).transpose(0, 2, 1, 3)
+    seg_q = res.segment_q_halt.reshape(K, S, P, b).transpose(0, 2, 1, 3)
     correct = seg[:, :, -1] if S else np.zeros((K, P, b), bool)
     halted = kpb(res.halted)
     qh = kpb(res.q_halt)
@@ -165,7 +167,8 @@ def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: EvalRul
     halts = seg_h.any(2)
     es_steps = np.where(halts, seg_h.argmax(2) + 1, S).astype(np.int16)  # [K, P, B]
     per["es_steps"].append(es_steps)
-    per["es_correct"].append(np.take_along_axis(seg, es_steps[:, :, None].astype(np.int64) - 1, 2)[:, :, 0])
+    es_correct = np.take_along_axis(seg, es_steps[:, :, None].astype(np.int64) - 1, 2)[:, :, 0]
+    per["es_correct"].append(es_correct)
     got.segment_correct += seg.sum(-1)
     got.segment_halted += seg_h.sum(-1)
     conf = kpb(res.confidence)
@@ -173,6 +176,8 @@ def _evaluate_batch(runner: Runner, perturbations: Perturbations, rules: EvalRul
     bmask = np.broadcast_to(blank, cell_ok.shape)
     got.cells_pooled.add(conf[bmask], cell_ok[bmask])
     for key, value in _label_free_outcomes(answers, halted, qh, verified, lab, masks).items():
+        per[key].append(value)
+    for key, value in _first_to_halt_outcomes(seg_h, seg_q, es_correct, masks).items():
         per[key].append(value)
 
 
@@ -190,6 +195,20 @@ def _label_free_outcomes(answers: np.ndarray, halted: np.ndarray, q_halt: np.nda
     return {"lf_correct": chosen_ok.reshape(K, P, b), "lf_verified": sel.verified[-1],
             "lf_votes": sel.votes[-1].astype(np.int16), "lf_pool": sel.pool[-1].astype(np.int16),
             "lf_no_halt": sel.no_halt[-1]}
+
+
+def _first_to_halt_outcomes(seg_halted: np.ndarray, seg_q_halt: np.ndarray, es_correct: np.ndarray,
+                            masks: np.ndarray) -> dict[str, np.ndarray]:
+    """The first-to-halt choice of one batch (per segment halt signals and q_halt [K, P, S, B]) for every
+    subset of ``masks``: whether it is right for each subset, and the full ensemble's segment and no-halt flag.
+    The chosen pass's answer is the one at its first halt (else the last segment), whose exactness is the
+    early-stop view's ``es_correct`` [K, P, B] (judged against the label as every pass is: perturbations are
+    bijections of input and label, so the perturbed space and the original give the same verdict)."""
+    K, P, S, b = seg_halted.shape
+    sel = first_to_halt(seg_halted.reshape(K * P, S, b), seg_q_halt.reshape(K * P, S, b), masks)
+    chosen_ok = np.take_along_axis(es_correct.reshape(K * P, b).T[None], sel.index[..., None], -1)[..., 0]  # [T, B]
+    return {"fth_correct": chosen_ok.reshape(K, P, b), "fth_segment": sel.segment[-1].astype(np.int16),
+            "fth_no_halt": sel.no_halt[-1]}
 
 
 def _exact_np(pred: np.ndarray, lab: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The votes over checkpoints x passes: the fork's ``paper_vote`` (Sudoku's), ``any_pass_solves``
-(the mazes'), and the label-free selection of one answer (hrm.evaluate's docstring)."""
+(the mazes'), and the label-free selections of one answer, by vote (``label_free_select``) and by the
+first pass to halt (``first_to_halt``) (hrm.evaluate's docstring)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,53 @@ def label_free_select(answers: np.ndarray, halted: np.ndarray, q_prob: np.ndarra
         verified=np.take_along_axis(np.broadcast_to(ver[None], pool.shape), index[..., None], -1)[..., 0],
         no_halt=no_halt,
     )
+
+
+@dataclass
+class FirstToHalt:
+    """First-to-halt selection for B puzzles and a set of candidate subsets."""
+
+    index: np.ndarray  # int64 [T, B]: selected candidate (index into the M candidates)
+    segment: np.ndarray  # int64 [T, B]: the segment (1..S) whose answer it gives: its first halt, else S
+    no_halt: np.ndarray  # bool [T, B]: no candidate of the subset halted at any segment
+
+
+def first_to_halt(segment_halted: np.ndarray, segment_q_halt: np.ndarray,
+                  subsets: np.ndarray | None = None) -> FirstToHalt:
+    """The first-to-halt rule (hrm.evaluate's docstring) for M candidate passes per puzzle. Reads no label.
+
+    segment_halted bool [M, S, B]: each pass's halt signal after segment s (its architecture's,
+    hrm.model.act.ACTModel.halt_signal); segment_q_halt float [M, S, B]: its q_halt there; subsets
+    bool [T, M] (default: one subset of all M). A pass's segment is the first whose signal fires, else S.
+    Within a subset: the smallest segment wins, a pass that never halts ranking after one that halts at S;
+    ties -> the highest sigmoid(q_halt) at that segment (compared as q_halt, the same order without
+    float saturation at 1; NaN ranks lowest); remaining ties -> the first candidate (in (checkpoint,
+    pass) order). No candidate halted: all tie at S, so the highest final sigmoid(q_halt) wins.
+    """
+    halted = np.asarray(segment_halted, bool)
+    m, s, b = halted.shape
+    if s < 1:
+        raise ValueError("first_to_halt needs at least one segment")
+    subsets = np.ones((1, m), bool) if subsets is None else np.asarray(subsets, bool)
+    if not subsets.any(-1).all():
+        raise ValueError("every subset needs at least one candidate")
+    ever = halted.any(1)  # [M, B]
+    segment = np.where(ever, halted.argmax(1) + 1, s)  # the answer's segment (1-based)
+    rank = np.where(ever, segment, s + 1)  # never halting ranks after halting at the last segment
+    q = np.take_along_axis(np.asarray(segment_q_halt, np.float64), (segment - 1)[:, None], 1)[:, 0]
+    q = np.where(np.isnan(q), -np.inf, q)
+    cand = subsets[:, None, :]  # [T, 1, M]
+    ranked = np.where(cand, rank.T[None], s + 2)  # [T, B, M]
+    tied = ranked == ranked.min(-1, keepdims=True)  # only candidates: every subset has one
+    conf = np.where(tied, q.T[None], -np.inf)
+    best = tied & (conf == conf.max(-1, keepdims=True))  # -inf == -inf keeps an all -inf tie
+    index = best.argmax(-1)  # the first of the best
+    return FirstToHalt(
+        index=index,
+        segment=np.take_along_axis(np.broadcast_to(segment.T[None], ranked.shape), index[..., None], -1)[..., 0],
+        no_halt=~(cand & ever.T[None]).any(-1),
+    )
+
 
 def any_pass_solves(correct: np.ndarray, halted: np.ndarray) -> np.ndarray:
     """The fork's maze rule. correct, halted: bool [K, P, N] -> bool [N]: a maze is solved when any
