@@ -476,6 +476,9 @@ def _scored_by_votes(opts: EvaluateOptions) -> bool:
         return False
 
 
+# What a saved unit holds (EvalTotals.as_arrays and the per-puzzle table); raised when that changes, so a job
+# folder of code that saved less is refused by name, not misread. 2: first_to_halt.
+UNIT_FORMAT = 2
 RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly
 
 
@@ -625,6 +628,7 @@ def _open_job(d, opts: EvaluateOptions, checked: _Checked) -> _Work:
         "perturbation": opts.perturbation, "tiers": [list(t) for t in tier_list], "early_stop": opts.early_stop,
         "batch_size": opts.batch_size, "chunk_rows": chunk, "max_rows": engine.max_rows, "compile": opts.compile_,
         "device": checked.dev.type, "forward_dtype": str(models[0].config.forward_dtype), "hrm": checked.version,
+        "units": UNIT_FORMAT,
     }
     check_ranks_agree(job_settings, d)
     job = Job(job_folder(opts.output), job_settings, d, STAGE)
