@@ -65,7 +65,7 @@ from hrm.distributed import Dist, DistributedError, all_gather_object, finish, i
 from hrm.manifest import MANIFEST, dataset_identity, puzzle_identifier_count
 from hrm.model import Carry, InnerCarry, RecurrentModel, SparseEmbeddingSignSGD, resolve_device
 from hrm.model.base import mistyped_fields
-from hrm.model.registry import UnknownArchitecture, architecture_for, architecture_of_arch
+from hrm.model.registry import DEFAULT_ARCH_NAME, UnknownArchitecture, architecture_for, architecture_of_arch
 from hrm.optim import AdamATan2, cosine_schedule_lr
 from hrm.encoding import IGNORE_LABEL
 
@@ -549,9 +549,12 @@ def resume_key(cfg: TrainConfig, model_config: Any, loss_type: str, dataset: Any
     """The settings that shape the trajectory: a saved state is only continued when these are equal."""
     manifest = getattr(dataset, "manifest", None)
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16] if manifest else None
-    arch = architecture_for(model_config).config_to_dict(model_config)
+    architecture = architecture_for(model_config)
+    arch = architecture.config_to_dict(model_config)
     arch.pop("batch_size")  # per-device; the global batch is below
     return {
+        # absent for the default (HRM): the states saved before other architectures existed still match
+        **({"architecture": architecture.name} if architecture.name != DEFAULT_ARCH_NAME else {}),
         "arch": arch,
         "loss_type": loss_type,
         "dataset": {"name": getattr(dataset, "name", None), "manifest_sha256": digest, "num_groups": dataset.num_groups},
@@ -564,7 +567,11 @@ def resume_key(cfg: TrainConfig, model_config: Any, loss_type: str, dataset: Any
 def why_not_resumable(saved: Mapping[str, Any], key: Mapping[str, Any], total_steps: int) -> str | None:
     """None when ``saved`` (a snapshot) continues the run ``key`` describes, else the reason to start over."""
     if saved.get("format") != STATE_FORMAT or saved.get("key") != key:
-        diff = _diff_keys(saved.get("key") or {}, key) if saved.get("format") == STATE_FORMAT else ["format"]
+        old_key = saved.get("key") or {}
+        diff = _diff_keys(old_key, key) if saved.get("format") == STATE_FORMAT else ["format"]
+        was, now = (k.get("architecture", DEFAULT_ARCH_NAME) for k in (old_key, key))
+        if saved.get("format") == STATE_FORMAT and was != now:
+            return f"the saved run trained {was}, this run trains {now}"
         return f"saved run has different settings ({', '.join(diff) or '?'})"
     if saved.get("step", 0) >= total_steps:
         # Asked to train again after a finished run (`dvc repro -f`, or code that changed): train,

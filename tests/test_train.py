@@ -179,22 +179,35 @@ def test_ema_is_the_references_average_evaluated_and_saved(hint_dir, tmp_path):
     assert conf["ema"] is True and conf["ema_rate"] == 0.9
 
 
+TRM_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+TINY_TRM = dict(TINY_ARCH, name=TRM_NAME, mlp_t=True, pos_encodings="none")  # TRM's Sudoku variant, tiny
+
+
 def test_resume_with_ema_equals_uninterrupted(hint_dir, tmp_path):
-    """The shadow is in train_state.pt: stopped mid-block and resumed, every step_N (the averages) and the history
-    are bit for bit those of the uninterrupted run."""
+    """A TRM run with EMA, as TRM's runs train: the shadow is in train_state.pt, so stopped mid-block and resumed,
+    every step_N (the averages) and the history are bit for bit those of the uninterrupted run. Then the same
+    folder trained as an HRM: the log names both architectures, and the TRM run is kept aside."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    ref = train(tiny_cfg(hint_dir, whole, ema=True, ema_rate=0.9), log=quiet)
-    cfg = tiny_cfg(hint_dir, parts, ema=True, ema_rate=0.9)
+    ref = train(tiny_cfg(hint_dir, whole, arch=TINY_TRM, ema=True, ema_rate=0.9), log=quiet)
+    cfg = tiny_cfg(hint_dir, parts, arch=TINY_TRM, ema=True, ema_rate=0.9)
     first = train(cfg, callback=stop_at(8, KeyboardInterrupt), log=quiet)
     assert first.interrupted and set(torch.load(parts / STATE_NAME, weights_only=True)["ema"]) == \
         {n for n, _ in ref.model.named_parameters()}
     shutil.rmtree(parts / "dvclive")
     second = train(cfg, log=quiet)
-    assert second.step == 18 and state_equal(second.model, ref.model)
+    assert type(second.model).__name__ == "TRM" and second.step == 18 and state_equal(second.model, ref.model)
     assert histories(parts) == histories(whole)
     for n in (6, 12, 18):
         a, b = torch.load(parts / "checkpoints" / f"step_{n}"), torch.load(whole / "checkpoints" / f"step_{n}")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), n
+
+    said = []
+    train(tiny_cfg(hint_dir, parts, ema=True, ema_rate=0.9), callback=stop_at(1, KeyboardInterrupt),
+          log=lambda *words: said.append(" ".join(map(str, words))))
+    assert any(f"the saved run trained {TRM_NAME}, this run trains hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
+               in line for line in said), said
+    kept = parts / "previous-runs" / "1" / "checkpoints" / "step_18"
+    assert torch.load(kept).keys() == torch.load(whole / "checkpoints" / "step_18").keys()
 
 
 def test_an_explicit_hrm_name_trains_and_writes_what_no_name_does(data, tmp_path):
@@ -568,9 +581,10 @@ dist.destroy_process_group()
 
 def test_ddp_stop_mid_block_then_resume_equals_uninterrupted(hint_dir, tmp_path):
     """Under torchrun a stop request reaching one rank stops every rank after the same step, the state
-    (both ranks' carries and RNGs) is saved mid-block, and the resumed run ends bit-identical."""
+    (both ranks' carries and RNGs) is saved mid-block, and the resumed run ends bit-identical. On TRM (HRM's
+    DDP: test_ddp_two_processes_match_one; HRM's resume: test_cli_sigint_then_resume_equals_uninterrupted)."""
     script = tmp_path / "ddp_resume.py"
-    script.write_text(DDP_RESUME_SCRIPT.format(arch=dict(TINY_ARCH), data=str(hint_dir)))
+    script.write_text(DDP_RESUME_SCRIPT.format(arch=dict(TINY_TRM), data=str(hint_dir)))
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
@@ -581,4 +595,4 @@ def test_ddp_stop_mid_block_then_resume_equals_uninterrupted(hint_dir, tmp_path)
     assert out["whole"].keys() == out["resumed"].keys()
     for k, v in out["whole"].items():
         assert torch.equal(out["resumed"][k], v), k
-    assert "resuming from" in proc.stderr
+    assert "resuming from" in proc.stderr and any("mlp_t" in k for k in out["whole"])

@@ -221,6 +221,8 @@ def test_hrm_train_trains_a_trm_selected_by_name_saves_and_reloads_it(dataset, t
     model = hrm.load_checkpoint(out / "checkpoints", device="cpu")
     assert isinstance(model, TRM) and model.config.mlp_t and model.config.puzzle_emb_len == 2
     assert model.config.seq_len == 81 and model.config.L_layers == 1
+    logged = json.loads((out / "dvclive" / "metrics.json").read_text())  # dvclive as for HRM
+    assert logged["step"] == logged["total_steps"] > 0 and 0.0 <= logged["eval"]["accuracy"] <= 1.0
 
     # Evaluated and analysed by the stages as they are.
     ok("evaluate", "--checkpoint", out, "--dataset", dataset, "--variant", "vanilla", "--permutations", 2, "--tiers", "1-2",
