@@ -34,6 +34,13 @@ reported and the next one runs):
   eager) at batch 768: examples/s, peak memory, the projected time of the official 100,000 epochs; and
   the evaluation engine's rows/s over all 16 segments, projected to the official evaluation.
 
+- ``trm`` (not in the default list: its own call, ``--phases trm``): TRM at its Sudoku run's settings
+  (profiles/trm-sudoku-paper.yaml over params.yaml: mlp_t, width 512, 2 blocks, 3 x 6 cycles, 16 segments,
+  batch 768, EMA) built as ``hrm train`` builds it: one training step eager and compiled (examples/s, peak
+  memory, the projected 50,000 epochs), the engine's evaluation passes/s over every segment projected to the
+  whole test split; with ``--trm-reference PATH`` (a tree of SamsungSAILMontreal/TinyRecursiveModels) also
+  one ACT call forward + backward of the reference beside ours on the same weights.
+
 ``--tiny``: a tiny model and few steps everywhere (the dry run that keeps this script working).
 Writes OUT/gpu_check.json (every figure) and prints a table. docs/gpu.md lists the runs.
 """
@@ -75,11 +82,18 @@ ARC_IDENTIFIERS = 800 * 1_001 + 1
 ARC_PAPER_STEPS = 100_000 * 3_081 // 768
 ARC_EVAL_ROWS = 419 * 1_001
 
-BUDGETS_S = {  # the phases in order, with their time budgets (seconds; 600 in all but arc, its own call)
+# TRM's Sudoku run (profiles/trm-sudoku-paper.yaml): HRM's epoch (1,000 groups at batch 768) for 50,000
+# epochs; its evaluation: the one (EMA) checkpoint on the whole test split, no perturbation.
+TRM_PROFILE = REPO / "profiles" / "trm-sudoku-paper.yaml"
+TRM_PAPER_STEPS = PAPER_STEPS * 50_000 // 20_000
+TRM_EVAL_PASSES = 422_786
+
+BUDGETS_S = {  # the phases in order, with their time budgets (seconds; 600 in all but arc and trm, their own call)
     "environment": 20, "correctness": 50, "train_eager": 60, "train_compiled": 150, "official": 60,
-    "evaluate": 70, "prepare": 70, "torchrun": 70, "analysis_memory": 50, "arc": 240,
+    "evaluate": 70, "prepare": 70, "torchrun": 70, "analysis_memory": 50, "arc": 240, "trm": 300,
 }
-DEFAULT_PHASES = [p for p in BUDGETS_S if p != "arc"]
+OWN_CALL = ("arc", "trm")  # not in the default list: each is a call of its own (`--phases arc,trm`)
+DEFAULT_PHASES = [p for p in BUDGETS_S if p not in OWN_CALL]
 
 
 class Sizes:
@@ -603,6 +617,127 @@ def phase_arc(args, sizes: Sizes) -> dict:
     return out
 
 
+def trm_settings(sizes: Sizes) -> tuple[dict, dict]:
+    """(TrainConfig fields, arch block) of TRM's Sudoku run as its profile sets them over params.yaml's train
+    section; --tiny shrinks the model and the batch."""
+    import yaml
+
+    train = dict(yaml.safe_load((REPO / "params.yaml").read_text())["train"])
+    arch = dict(train.pop("arch"))
+    for key, value in yaml.safe_load(TRM_PROFILE.read_text())["params"].items():
+        if isinstance(value, str):  # `1e-4`: a string to PyYAML (YAML 1.1), a number to DVC's `-S` (YAML 1.2)
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        path = key.lstrip("+").split(".")
+        if path[0] == "train":
+            (arch if path[1] == "arch" else train)[path[-1]] = value
+    if sizes.tiny:
+        arch.update(hidden_size=32, puzzle_emb_ndim=32, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1,
+                    halt_max_steps=3)
+        train["global_batch_size"] = sizes.train_batch
+    return train, arch
+
+
+def trm_state(sizes: Sizes, device: str):
+    """hrm.train's state (TRM + optimisers + EMA) at TRM's Sudoku settings, built as hrm train builds it."""
+    import types
+
+    import torch
+
+    from hrm.distributed import Dist
+    from hrm.train import TrainConfig, build_model_config, create_state
+
+    train, arch = trm_settings(sizes)
+    keys = ("global_batch_size", "lr", "lr_min_ratio", "lr_warmup_steps", "beta1", "beta2", "weight_decay",
+            "puzzle_emb_lr", "puzzle_emb_weight_decay", "ema", "ema_rate")
+    cfg = TrainConfig(data_path="-", arch=arch, epochs=1, eval_interval=1, device=device,
+                      **{k: train[k] for k in keys})
+    sudoku = types.SimpleNamespace(manifest={"encoding": {"seq_len": 81, "vocab_size": 11}})
+    model_cfg, loss_type = build_model_config(cfg, sudoku, 1, torch.device(device))
+    return cfg, create_state(cfg, model_cfg, loss_type, Dist(), torch.device(device))
+
+
+def phase_trm(args, sizes: Sizes) -> dict:
+    """TRM at its Sudoku run's settings: one training step (with EMA) eager and compiled, its peak memory, the
+    evaluation engine's passes/s over every segment; beside the reference code when --trm-reference is given."""
+    import torch
+
+    from hrm.distributed import Dist
+    from hrm.evaluate.engine import Engine, auto_max_rows
+    from hrm.train import train_step
+
+    cfg, state = trm_state(sizes, args.device)
+    batch = {k: v.to(args.device) for k, v in random_batch_on_cpu(cfg.global_batch_size).items()}
+    out = {"batch": cfg.global_batch_size, "dtype": device_dtype(args.device), "arch": {
+        k: cfg.arch[k] for k in ("hidden_size", "L_layers", "H_cycles", "L_cycles", "halt_max_steps", "mlp_t")}}
+    for name, forward in (("eager", state.model), ("compiled", torch.compile(state.model, dynamic=False))):
+        losses = []
+
+        def step():
+            metrics, _ = train_step(state, forward, batch, cfg, TRM_PAPER_STEPS, Dist(), False)
+            losses.append(metrics["train/lm_loss"])
+
+        reset_peak(args.device)
+        first = time_steps(step, 1, args.device)[0]  # the compiled one's compilation
+        time_steps(step, 2, args.device)
+        median = sorted(time_steps(step, sizes.train_steps, args.device))[sizes.train_steps // 2]
+        out[name] = {"first_step_s": round(first, 3), "median_step_s": round(median, 4),
+                     "examples_per_s": round(cfg.global_batch_size / median, 1), "peak_memory_gib": peak_gib(args.device),
+                     "projected_paper_run_h": round(TRM_PAPER_STEPS * median / 3600, 2),
+                     "losses_finite": all(math.isfinite(x) for x in losses)}
+    engine = Engine([state.model.eval()], max_rows=auto_max_rows(args.device))
+    rows = random_batch_on_cpu(sizes.eval_puzzles * sizes.eval_passes, seed=1)["inputs"].numpy()
+    engine.run(rows[:8])  # warm-up
+    t = time.perf_counter()
+    engine.run(rows)
+    synchronize(args.device)
+    rate = len(rows) / (time.perf_counter() - t)
+    out["evaluate"] = {"passes_per_s": round(rate, 1), "segments": engine.segments,
+                       "projected_paper_eval_h": round(TRM_EVAL_PASSES / rate / 3600, 2)}
+    if args.trm_reference:
+        out["reference"] = trm_beside_reference(args, sizes, cfg)
+    return out
+
+
+def random_batch_on_cpu(n: int, seed: int = 0) -> dict:
+    from train import random_batch  # benchmarks/train.py
+
+    return random_batch(n, seed=seed)
+
+
+def trm_beside_reference(args, sizes: Sizes, cfg) -> dict:
+    """One ACT call forward + loss + backward of ours and of the reference (SamsungSAILMontreal/TinyRecursiveModels,
+    a tree outside this repository) on the same weights, batch and dtype, alternated; best of each."""
+    import torch
+    from trm_step import build_pair, import_reference, train_stepper  # benchmarks/trm_step.py
+
+    root = Path(args.trm_reference)
+    if not (root / "models" / "recursive_reasoning" / "trm.py").is_file():
+        raise RuntimeError(f"{root} is not a tree of SamsungSAILMontreal/TinyRecursiveModels "
+                           "(no models/recursive_reasoning/trm.py)")
+    deps = root / "_deps"  # its einops, when the device's Python has none
+    reference = import_reference(root, deps if deps.is_dir() else None)
+    arch = {k: v for k, v in cfg.arch.items() if k not in ("name", "loss_type")}
+    arch.update(seq_len=81, vocab_size=11, num_puzzle_identifiers=1, forward_dtype=device_dtype(args.device),
+                halt_exploration_prob=0.0)
+    with torch.device(args.device):
+        ours, theirs = build_pair(reference, arch, cfg.global_batch_size)
+    batch = {k: v.to(args.device) for k, v in random_batch_on_cpu(cfg.global_batch_size).items()}
+    runs = {"reference": train_stepper(theirs, True, batch), "ours": train_stepper(ours, False, batch)}
+    best = {name: float("inf") for name in runs}
+    for _ in range(2):  # warm-up
+        for fn in runs.values():
+            fn()
+    for _ in range(max(3, sizes.train_steps // 3)):  # alternated: the same conditions for both
+        for name, fn in runs.items():
+            best[name] = min(best[name], time_steps(fn, 1, args.device)[0])
+    return {"what": "one ACT call forward + loss + backward, eager, best of the alternated runs",
+            "reference_step_s": round(best["reference"], 4), "ours_step_s": round(best["ours"], 4),
+            "ours_over_reference_speed": round(best["reference"] / best["ours"], 3)}
+
+
 class Skipped(Exception):
     """The phase does not apply (its input was not given)."""
 
@@ -620,7 +755,7 @@ PHASES: dict[str, Callable] = {
     "train_eager": lambda args, sizes: phase_train(args, sizes, compiled=False),
     "train_compiled": lambda args, sizes: phase_train(args, sizes, compiled=True),
     "official": phase_official, "evaluate": phase_evaluate, "prepare": phase_prepare, "torchrun": phase_torchrun,
-    "analysis_memory": phase_analysis_memory, "arc": phase_arc,
+    "analysis_memory": phase_analysis_memory, "arc": phase_arc, "trm": phase_trm,
 }
 
 
@@ -652,6 +787,7 @@ def run_phase(name: str, args, budget: float) -> dict:
         return {"status": "skipped", "why": OFFICIAL_NOT_GIVEN, "seconds": 0.0, "budget_s": budget}
     command = [sys.executable, __file__, "--phase", name, "--device", args.device, "--out", args.out]
     command += ["--tiny"] * args.tiny + (["--official", args.official] if args.official else [])
+    command += ["--trm-reference", args.trm_reference] if args.trm_reference else []
     t = time.perf_counter()
     try:
         r = subprocess.run(command, capture_output=True, text=True, timeout=budget, start_new_session=True)
@@ -680,6 +816,11 @@ def summary_line(name: str, record: dict) -> str:
         "torchrun": lambda: f"{f['processes']} x {f['backend']}: train {f['train_s']} s, evaluate {f['evaluate_s']} s",
         "analysis_memory": lambda: (f"estimate {f['estimate_mib']} MiB / host growth {f['host_growth_mib']} MiB = "
                                     f"{f['estimate_over_measured']}, device peak {f['device_peak_mib']} MiB"),
+        "trm": lambda: (f"eager {f['eager']['examples_per_s']} ex/s, compiled {f['compiled']['examples_per_s']} ex/s "
+                        f"(batch {f['batch']}, {f['dtype']}), peak {f['eager']['peak_memory_gib']} GiB, "
+                        f"{TRM_PAPER_STEPS:,} steps -> {f['compiled']['projected_paper_run_h']} h; eval "
+                        f"{f['evaluate']['passes_per_s']} passes/s"
+                        + (f"; reference x{f['reference']['ours_over_reference_speed']}" if "reference" in f else "")),
         "arc": lambda: (f"{f['examples_per_s']} ex/s (batch {f['batch']}, {f['dtype']}, {f['identifiers']:,} ids), peak "
                         f"{f['train_peak_memory_gib']} GiB, {ARC_PAPER_STEPS:,} steps -> {f['projected_paper_run_h']} h; "
                         f"eval {f['evaluate']['rows_per_s']} rows/s -> {f['evaluate']['projected_paper_eval_h']} h"),
@@ -718,8 +859,11 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="a tiny model and workload (the CPU dry run)")
     ap.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and the phases' scratch files")
     ap.add_argument("--official", help="a clone of github.com/sapientinc/HRM: also time its model")
+    ap.add_argument("--trm-reference", help="a tree of SamsungSAILMontreal/TinyRecursiveModels (its einops in "
+                                            "PATH/_deps if needed): the trm phase also times its model")
     ap.add_argument("--phases", default=",".join(DEFAULT_PHASES),
-                    help=f"comma-separated phases to run, in order (default: all but arc; phases: {', '.join(BUDGETS_S)})")
+                    help=f"comma-separated phases to run, in order (default: all but {' and '.join(OWN_CALL)}; "
+                         f"phases: {', '.join(BUDGETS_S)})")
     ap.add_argument("--budget", action="append", default=[], metavar="PHASE=SECONDS", help="a phase's time budget")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
     args = ap.parse_args()
@@ -736,7 +880,7 @@ def main() -> None:
         raise SystemExit(f"--phases: unknown {', '.join(unknown)} (phases: {', '.join(BUDGETS_S)})")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": args.device, "tiny": args.tiny,
-              "official": args.official, "phases": {}}
+              "official": args.official, "trm_reference": args.trm_reference, "phases": {}}
     t = time.perf_counter()
     for name in phases:
         record = run_phase(name, args, budgets[name])

