@@ -763,6 +763,8 @@ def _write_outputs(opts: EvaluateOptions, work: _Work, metrics: dict[str, Any], 
     """Every file of the output directory, put in place at once; the W&B run."""
     import polars as pl
 
+    from pipelines.tables import dataset_metadata
+
     with atomic_output(opts.output, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -770,7 +772,8 @@ def _write_outputs(opts: EvaluateOptions, work: _Work, metrics: dict[str, Any], 
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
         (tmp / "report.md").write_text(build_report(metrics, tables, settings, settings["names"], work.ds.task))
-        pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
+        pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True,
+                                                 metadata=dataset_metadata(work.ds.dataset_dir, opts.split))
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         log_wandb(opts.wandb_mode, tmp, opts.project_name, opts.run_name, settings, metrics, tables)
 

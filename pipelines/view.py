@@ -34,10 +34,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hrm.integrity import IntegrityError, read_recorded
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, StageError, log
 from pipelines.output_records import RECORD, read_record
 from pipelines.settings import config_file_options
+from pipelines.tables import DATASET_KEY, dataset_record
 
 STAGE = "view"
 # The columns the page reads; a table without one is refused, naming the file and the column.
@@ -145,13 +147,30 @@ def shard_tables(dataset: Path, manifest: dict, split: str, first_row: int, end_
         lo, hi = shard["rows"]
         if hi <= first_row or lo >= end_row:
             continue
-        path = dataset / shard["file"]
-        if not path.is_file():
-            raise StageError(f"{path}: not found (its manifest {dataset / 'manifest.json'} lists it)")
-        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        table = verified_shard(dataset, split, shard)
         start = max(first_row, lo) - lo
         parts.append(table.slice(start, min(end_row, hi) - lo - start))
     return pa.concat_tables(parts) if parts else None
+
+
+def verified_shard(dataset: Path, split: str, shard: dict) -> pa.Table:
+    """A shard's table, read from bytes that have the sha256 its manifest lists (never from unverified ones)."""
+    path = dataset / shard["file"]
+    if not path.is_file():
+        raise StageError(f"{path}: not found (its manifest {dataset / 'manifest.json'} lists it)")
+    try:
+        data = pa.py_buffer(read_recorded(path, shard.get("sha256"),
+                                          f"{dataset / 'manifest.json'} (key splits.{split}.shards)"))
+    except IntegrityError as e:
+        raise StageError(str(e)) from None
+    try:
+        return pa.ipc.open_file(data).read_all()
+    except pa.ArrowInvalid:
+        pass
+    try:
+        return pa.ipc.open_stream(data).read_all()
+    except pa.ArrowException as e:
+        raise StageError(f"{path}: not an Arrow IPC file ({e})") from None
 
 
 def split_rows(dataset: Path, manifest: dict, split: str, rows: np.ndarray) -> dict[int, tuple[str, str, str]]:
@@ -227,26 +246,47 @@ def datasets_section(folder: Path, settings: ViewSettings) -> tuple[list[dict], 
 # --------------------------------------------------------------------------- evaluation and analysis
 
 
-def recorded_dataset(folder: Path, datasets: Path | None) -> tuple[Path, dict, str]:
-    """The dataset and split a stage's run.json names (a vote evaluation's: its summary.json): as recorded,
-    else the folder of that name under ``datasets``; StageError naming the file when neither is there."""
-    run_json = folder / "run.json"
-    run = read_json(run_json)
-    if "dataset" not in run and (folder / "summary.json").is_file():
-        run_json = folder / "summary.json"
-        run = read_json(run_json)
-    recorded, split = run.get("dataset"), run.get("split", "test")
-    if not isinstance(recorded, str):
-        raise StageError(f"{run_json}: no 'dataset': not the run record of `hrm evaluate` or `hrm analyze`")
-    candidates = [Path(recorded)] + ([datasets / Path(recorded).name] if datasets is not None else [])
-    for candidate in candidates:
-        if (candidate / "manifest.json").is_file():
-            manifest = read_json(candidate / "manifest.json")
-            if split not in manifest.get("splits", {}):
-                raise StageError(f"{candidate / 'manifest.json'}: no {split!r} split, which {run_json} names")
-            return candidate, manifest, split
-    raise StageError(f"{run_json}: its dataset {recorded} is not found (nor under --datasets); pass --datasets "
-                     "with the shard stage's output it was made from")
+def recorded_dataset(table: Path, datasets: Path | None) -> tuple[Path, dict, str]:
+    """The dataset and split whose rows the per-puzzle table ``table`` indexes, as the table itself records them
+    (its Parquet metadata, pipelines.tables.DATASET_KEY: name, split, manifest sha256): the folder of that name
+    under ``datasets`` (or ``datasets`` itself when it is one dataset), else where the stage's run record says
+    it read it; its manifest used only when its bytes have the recorded sha256. StageError naming the file."""
+    record = dataset_record(table)
+    name, split, want = record["name"], record["split"], record["manifest_sha256"]
+    candidates = []
+    if datasets is not None:
+        candidates.append(datasets if (datasets / "manifest.json").is_file() else datasets / name)
+    candidates += [c for c in run_record_datasets(table.parent) if c not in candidates]
+    found = [c / "manifest.json" for c in candidates if (c / "manifest.json").is_file()]
+    if not found:
+        raise StageError(f"{table}: its dataset {name} (manifest sha256 {want}) is not under --datasets "
+                         f"{datasets}; pass --datasets with the shard stage's output it was made from")
+    refused = []
+    for path in found:  # the first whose bytes are the recorded ones; json parses those very bytes
+        try:
+            manifest = json.loads(read_recorded(path, want, f"{table} (Parquet metadata {DATASET_KEY})"))
+        except IntegrityError as e:
+            refused.append(str(e))
+            continue
+        if split not in manifest.get("splits", {}):
+            raise StageError(f"{path}: no {split!r} split, which {table} names")
+        return path.parent, manifest, split
+    raise StageError(f"{refused[0]}: not the dataset {table} was made from; pass --datasets with the shard stage's "
+                     "output it was made from")
+
+
+def run_record_datasets(folder: Path) -> list[Path]:
+    """Where the stage's run.json (a vote evaluation's summary.json) says it read its dataset: a hint only, since
+    no DVC stage declares run.json (the caller checks the manifest's sha256 against the table's record)."""
+    out = []
+    for name in ("run.json", "summary.json"):
+        try:
+            recorded = json.loads((folder / name).read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(recorded, str):
+            out.append(Path(recorded))
+    return out
 
 
 def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
@@ -254,7 +294,7 @@ def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tupl
     the page needs (dataset, manifest, split, rows)."""
     path = folder / "puzzles.parquet"
     table = read_table(path, ())
-    dataset, manifest, split = recorded_dataset(folder, settings.datasets)
+    dataset, manifest, split = recorded_dataset(path, settings.datasets)
     scalar = [c for c, t in table.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
     shown = table.head(settings.max_puzzles).select(scalar)
     solved = next((c for c in SOLVED_COLUMNS if c in scalar), None)
@@ -301,7 +341,7 @@ def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
 def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
     """The traced puzzles of analysis/ (the first ``max_traced`` of its puzzles.parquet), each with its steps
     and multistability runs; and which rows' boards the page needs."""
-    dataset, manifest, split = recorded_dataset(folder, settings.datasets)
+    dataset, manifest, split = recorded_dataset(folder / "puzzles.parquet", settings.datasets)
     task = task_of(manifest, dataset)
     error_name = task.rules.error_name
     puzzles = read_table(folder / "puzzles.parquet", ANALYSIS_PUZZLE_COLUMNS)

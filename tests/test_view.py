@@ -240,3 +240,46 @@ def test_the_view_stage_takes_its_caps_from_params_yaml(tiny_sudoku_shards, tmp_
     page.unlink()
     message = " ".join(fails(*base).split())
     assert f"{config}: unknown key(s) in view: output" in message and not page.exists()
+
+
+def test_the_page_reads_only_declared_verified_bytes(run, tmp_path):
+    """A clone that pulled the stages' outputs (no run.json: no DVC stage declares it) builds the page: the
+    per-puzzle tables record their dataset (name, split, manifest sha256), found under --datasets and used only
+    when its manifest and shards have the recorded bytes; a mismatching dataset is refused naming the file."""
+    import shutil
+
+    from pipelines.tables import dataset_record
+    from hrm.integrity import file_sha256
+
+    vanilla = json.loads((run / "datasets" / "datasets.json").read_text())["vanilla"]
+    for stage in ("evaluate", "analysis"):
+        assert dataset_record(run / stage / "puzzles.parquet") == {
+            "name": vanilla, "split": "test", "manifest_sha256": file_sha256(run / "datasets" / vanilla / "manifest.json")}
+    clone, page = tmp_path / "clone", tmp_path / "view.html"
+    shutil.copytree(run / "datasets", clone / "datasets")  # a copy: the fixture's folder stays as it is
+    declared = {"evaluate": ("puzzles.parquet", "metrics.json"),
+                "analysis": ("puzzles.parquet", "traces.parquet", "multistability.parquet", "metrics.json")}
+    for stage, names in declared.items():
+        (clone / stage).mkdir()
+        for name in names:
+            shutil.copyfile(run / stage / name, clone / stage / name)
+    ok("view", "--run", clone, "--output", page)
+    reference = tmp_path / "reference.html"
+    ok("view", "--run", run, "--output", reference)
+    assert embedded(page)["boards"] == embedded(reference)["boards"] and embedded(page)["boards"]
+
+    manifest = clone / "datasets" / vanilla / "manifest.json"
+    original = manifest.read_bytes()
+    manifest.write_bytes(original.rstrip() + b" \n")  # the same JSON, other bytes: another build as far as we know
+    page.unlink()
+    message = " ".join(fails("view", "--run", clone, "--output", page).split())
+    assert f"{manifest}: content does not match its recorded sha256" in message and not page.exists()
+    manifest.write_bytes(original)
+    shard = clone / "datasets" / vanilla / json.loads(original)["splits"]["test"]["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    message = " ".join(fails("view", "--run", clone, "--output", page).split())
+    assert f"{shard}: content does not match its recorded sha256" in message and not page.exists()
+
+    pl.read_parquet(run / "evaluate" / "puzzles.parquet").write_parquet(clone / "evaluate" / "puzzles.parquet")
+    message = " ".join(fails("view", "--evaluate", clone / "evaluate", "--run", tmp_path / "none", "--output", page).split())
+    assert f"{clone / 'evaluate' / 'puzzles.parquet'}: records no dataset" in message and not page.exists()
