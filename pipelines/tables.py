@@ -137,18 +137,30 @@ def dataset_metadata(dataset_dir: Path, split: str) -> dict[str, str]:
     return {DATASET_KEY: json.dumps(record, sort_keys=True)}
 
 
-def dataset_record(path: Path) -> dict[str, str]:
-    """The dataset record of the Parquet table ``path`` (:func:`dataset_metadata`); StageError naming the file
-    when it has none (a table written before tables recorded it: rerun the stage)."""
+def table_metadata(path: Path, key: str) -> dict | None:
+    """The JSON object a Parquet table's key-value metadata holds under ``key`` (None: none, or not an object);
+    StageError naming the file when it is not a Parquet table."""
     try:
-        raw = pl.read_parquet_metadata(path).get(DATASET_KEY)  # the file's key-value metadata
+        raw = pl.read_parquet_metadata(path).get(key)
     except Exception as e:  # noqa: BLE001 - whatever the Parquet reader says of a bad file
         raise StageError(f"{path}: not a Parquet table ({e})") from None
     try:
-        record = json.loads(raw) if raw is not None else None
+        value = json.loads(raw) if raw is not None else None
     except ValueError:
-        record = None
-    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("name", "split", "manifest_sha256")):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def dataset_record(path: Path) -> dict[str, str]:
+    """The dataset record of the Parquet table ``path`` (:func:`dataset_metadata`); StageError naming the file
+    when it has none (a table written before tables recorded it: rerun the stage)."""
+    record = table_metadata(path, DATASET_KEY)
+    if record is None or not all(isinstance(record.get(k), str) for k in ("name", "split", "manifest_sha256")):
         raise StageError(f"{path}: records no dataset (Parquet metadata {DATASET_KEY!r} with name, split and "
                          "manifest_sha256): a table of an older version; rerun the stage that wrote it")
     return record
+
+
+# evaluate's per-pass columns (hrm.evaluate.results.EvalResult.pass_table) in its puzzles.parquet: whose they are,
+# as {"checkpoints": [K names], "passes": P, "perturbation": kind, "segments": S} under this key.
+PASSES_KEY = "hrm.passes"
