@@ -39,7 +39,7 @@ from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, StageError, log
 from pipelines.output_records import RECORD, read_record
 from pipelines.settings import config_file_options
-from pipelines.tables import DATASET_KEY, dataset_record
+from pipelines.tables import DATASET_KEY, PASSES_KEY, dataset_record, table_metadata
 
 STAGE = "view"
 # The columns the page reads; a table without one is refused, naming the file and the column.
@@ -50,6 +50,9 @@ MULTISTABILITY_COLUMNS = ("row", "run", "kind", "param", "exact", "convergence",
 # candidate of a votes task) and of the single pass it is compared with: the page's solved filters.
 SOLVED_COLUMNS = ("paper_vote", "top_correct")
 BASELINE_COLUMN = "baseline"
+# evaluate's per-pass record (hrm.evaluate.results.EvalResult.pass_table), and the count the page derives from it.
+PASS_COLUMNS = ("pass_correct", "pass_halted", "pass_verified", "pass_halt_segment")
+EXACT_PASSES = "exact_passes"
 # The run's folders (the DVC layout's names, the options') and the command whose output each is.
 WRITERS = {"datasets": "shard", "evaluate": "evaluate", "analysis": "analyze"}
 # What params.yaml's view section may set (the view stage's params): how much the page embeds.
@@ -296,14 +299,41 @@ def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tupl
     table = read_table(path, ())
     dataset, manifest, split = recorded_dataset(path, settings.datasets)
     scalar = [c for c, t in table.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
+    passes = pass_outcomes(path, table.head(settings.max_puzzles))
     shown = table.head(settings.max_puzzles).select(scalar)
+    if passes is not None:  # how many of its passes were exact: a column of the list, to sort and read at a glance
+        shown = shown.with_columns(pl.Series(EXACT_PASSES, passes.pop("exact"), dtype=pl.Int32))
     solved = next((c for c in SOLVED_COLUMNS if c in scalar), None)
     rows = shown["row"].to_numpy() if "row" in scalar else np.zeros(0, np.int64)
     section = {"file": str(path), "dataset": dataset.name, "split": split, "task": task_of(manifest, dataset).name,
-               "columns": scalar, "rows": [list(r) for r in shown.rows()], "total": table.height,
+               "columns": shown.columns, "rows": [list(r) for r in shown.rows()], "total": table.height,
                "solved_column": solved, "baseline_column": BASELINE_COLUMN if BASELINE_COLUMN in scalar else None,
-               "summary": headline(folder)}
+               "passes": passes, "summary": headline(folder)}
     return section, (dataset, manifest, split, rows)
+
+
+def pass_outcomes(path: Path, table: pl.DataFrame) -> dict | None:
+    """Each row's passes for the page (None: the table has no per-pass columns, e.g. a vote evaluation's): their
+    layout (the table's PASSES_KEY metadata: checkpoint names, passes, perturbation, segments) and per row two
+    strings of one base-36 character a pass (checkpoint k's pass p at k * P + p): its flags (1 exact, 2 halted at
+    the last segment, 4 verified) and its first halting segment (0: none); and each row's exact passes."""
+    from hrm.evaluate.results import unpack_passes
+
+    if not all(c in table.columns for c in PASS_COLUMNS):
+        return None
+    layout = table_metadata(path, PASSES_KEY)
+    if layout is None or not isinstance(layout.get("checkpoints"), list) or not isinstance(layout.get("passes"), int):
+        raise StageError(f"{path}: per-pass columns without their layout (Parquet metadata {PASSES_KEY!r})")
+    count = len(layout["checkpoints"]) * layout["passes"]
+    bits = [unpack_passes(table[f"pass_{name}"].to_numpy().reshape(table.height, -1), count)
+            for name in ("correct", "halted", "verified")]
+    segments = table["pass_halt_segment"].to_numpy().reshape(table.height, -1)
+    if segments.shape[1] != count or (segments.size and int(segments.max()) >= len(TOKEN_CHARS)):
+        raise StageError(f"{path}: pass_halt_segment holds {segments.shape[1]} passes of segments up to "
+                         f"{int(segments.max(initial=0))}; its metadata says {count} passes (the viewer draws up to "
+                         f"{len(TOKEN_CHARS) - 1} segments)")
+    flags = bits[0].astype(np.uint8) + 2 * bits[1].astype(np.uint8) + 4 * bits[2].astype(np.uint8)
+    return {**layout, "flags": board_strings(flags), "halt": board_strings(segments), "exact": bits[0].sum(1)}
 
 
 def headline(folder: Path) -> dict:
@@ -324,12 +354,17 @@ def headline(folder: Path) -> dict:
     return flat
 
 
-def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
-    """traces.parquet per puzzle row: its steps, columnar (predictions as board strings)."""
+def trace_steps(traces: pl.DataFrame, error_name: str, conflicts: ConflictMarks | None) -> dict[int, dict]:
+    """traces.parquet per puzzle row: its steps, columnar (predictions as board strings; with ``conflicts``, each
+    step's cells that break a rule of the task, as cell indices)."""
     traces = traces.sort(["row", "step"])
-    predictions = board_strings(np.stack(traces["prediction"].to_numpy()) if traces.height else np.zeros((0, 0)))
-    traces = traces.with_columns(pl.Series("board", predictions, dtype=pl.String))
+    tokens = np.stack(traces["prediction"].to_numpy()) if traces.height else np.zeros((0, 0), np.uint8)
+    traces = traces.with_columns(pl.Series("board", board_strings(tokens), dtype=pl.String))
     keep = ["step", "segment", "cycle", "segment_end", "exact", "q_halt", "res_H", "res_L", error_name, "board"]
+    if conflicts is not None and traces.height:
+        # Not "conflicts": that is Sudoku's error measure, a column of the table.
+        traces = traces.with_columns(pl.Series("conflict_cells", conflicts(traces["row"].to_numpy(), tokens)))
+        keep.append("conflict_cells")
     out = {}
     for (row,), steps in traces.group_by("row", maintain_order=True):
         cols = steps.select(keep).to_dict(as_series=False)
@@ -338,9 +373,34 @@ def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
     return out
 
 
+class ConflictMarks:
+    """The cells of answers that break a rule of the task (Task.conflict_cells) in their puzzle's question, as
+    lists of cell indices: what the page marks. None from :meth:`of` when the task has no such rule."""
+
+    def __init__(self, task, questions: dict[int, tuple[str, str, str]]):
+        self.task, self.questions = task, questions
+
+    @classmethod
+    def of(cls, task, questions: dict[int, tuple[str, str, str]]) -> "ConflictMarks | None":
+        probe = np.zeros((1, task.seq_len), np.uint8)
+        return cls(task, questions) if task.conflict_cells(probe, probe) is not None else None
+
+    def __call__(self, rows: np.ndarray, answers: np.ndarray) -> list[list[int]]:
+        questions = board_tokens([self.questions[int(r)][0] for r in rows])
+        marked = self.task.conflict_cells(questions, np.asarray(answers, np.uint8))
+        return [np.flatnonzero(m).tolist() for m in marked]
+
+
+def board_tokens(boards: list[str]) -> np.ndarray:
+    """Board strings (:func:`board_strings`) back to uint8 tokens [N, L]."""
+    lookup = np.zeros(256, np.uint8)
+    lookup[TOKEN_CHARS] = np.arange(len(TOKEN_CHARS), dtype=np.uint8)
+    return lookup[np.frombuffer("".join(boards).encode(), np.uint8)].reshape(len(boards), -1)
+
+
 def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
     """The traced puzzles of analysis/ (the first ``max_traced`` of its puzzles.parquet), each with its steps
-    and multistability runs; and which rows' boards the page needs."""
+    and multistability runs, the cells that break the task's rules marked; and which rows' boards the page needs."""
     dataset, manifest, split = recorded_dataset(folder / "puzzles.parquet", settings.datasets)
     task = task_of(manifest, dataset)
     error_name = task.rules.error_name
@@ -349,9 +409,11 @@ def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]
     multi_path = folder / "multistability.parquet"
     multi = read_table(multi_path, MULTISTABILITY_COLUMNS) if multi_path.is_file() else None
     shown = puzzles.head(settings.max_traced)
-    wanted = shown["row"].to_list()
-    steps = trace_steps(traces.filter(pl.col("row").is_in(wanted)).select(TRACE_COLUMNS + (error_name,)), error_name)
-    runs = multistability_runs(multi.filter(pl.col("row").is_in(wanted)) if multi is not None else None)
+    wanted = np.asarray(shown["row"].to_list(), dtype=np.int64)
+    conflicts = ConflictMarks.of(task, split_rows(dataset, manifest, split, wanted))
+    steps = trace_steps(traces.filter(pl.col("row").is_in(wanted)).select(TRACE_COLUMNS + (error_name,)), error_name,
+                        conflicts)
+    runs = multistability_runs(multi.filter(pl.col("row").is_in(wanted)) if multi is not None else None, conflicts)
     scalar = [c for c, t in shown.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
     entries = []
     for record in shown.select(scalar).iter_rows(named=True):
@@ -359,18 +421,22 @@ def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]
         record["runs"] = len(runs.get(row, []))  # its multistability runs
         entries.append({"facts": record, "steps": steps.get(row), "multistability": runs.get(row, [])})
     section = {"file": str(folder / "traces.parquet"), "dataset": dataset.name, "split": split, "task": task.name,
-               "error_name": error_name, "puzzles": entries, "total": puzzles.height, "summary": headline(folder)}
-    return section, (dataset, manifest, split, np.asarray(wanted, dtype=np.int64))
+               "error_name": error_name, "puzzles": entries, "total": puzzles.height, "summary": headline(folder),
+               "conflicts": conflicts is not None}
+    return section, (dataset, manifest, split, wanted)
 
 
-def multistability_runs(table: pl.DataFrame | None) -> dict[int, list[dict]]:
+def multistability_runs(table: pl.DataFrame | None, conflicts: ConflictMarks | None) -> dict[int, list[dict]]:
+    """multistability.parquet per puzzle row: its runs, each answer a board string (and its conflicting cells)."""
     if table is None or table.height == 0:
         return {}
     table = table.sort(["row", "run"])
-    answers = board_strings(np.stack(table["answer"].to_numpy()))
+    tokens = np.stack(table["answer"].to_numpy())
+    marked = conflicts(table["row"].to_numpy(), tokens) if conflicts is not None else [None] * table.height
     out: dict[int, list[dict]] = {}
-    for record, answer in zip(table.select(MULTISTABILITY_COLUMNS[:-1]).iter_rows(named=True), answers):
-        out.setdefault(int(record.pop("row")), []).append({**record, "answer": answer})
+    for record, answer, cells in zip(table.select(MULTISTABILITY_COLUMNS[:-1]).iter_rows(named=True),
+                                     board_strings(tokens), marked):
+        out.setdefault(int(record.pop("row")), []).append({**record, "answer": answer, "conflict_cells": cells})
     return out
 
 

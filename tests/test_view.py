@@ -116,11 +116,23 @@ def test_the_page_lists_the_tables_and_steps_through_a_trace_in_a_real_browser(r
     inputs, labels = split_row(run / "datasets" / vanilla, row)
     wrong = (inputs == 1) & (now != labels)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#trace-board .cell.wrong")) == int(wrong.sum())
+    # Rule conflicts (Task.conflict_cells: a digit repeated in its row, column or box, a given changed) dashed.
+    conflicts = SUDOKU.conflict_cells(inputs[None], now[None])[0]
+    assert sorted(browser.execute_script("return Array.from(document.querySelectorAll('#trace-board .cell.conflict'), "
+                                         "c => +c.dataset.index)")) == np.flatnonzero(conflicts).tolist()
+    assert f"{int(conflicts.sum())} cells break a rule" in browser.find_element(By.ID, "step-label").text
     assert browser.find_elements(By.CSS_SELECTOR, "#trace-chart #chart-marker")
     facts = browser.find_element(By.ID, "trace-facts").text
     assert str(analysed.filter(pl.col("row") == row)["convergence"][0]) in facts and "critical step" in facts
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#multistability figure")) == \
-        pl.read_parquet(run / "analysis" / "multistability.parquet").filter(pl.col("row") == row).height
+    runs = pl.read_parquet(run / "analysis" / "multistability.parquet").filter(pl.col("row") == row).sort("run")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#multistability figure")) == runs.height
+    # The same end answer, the same letter (A: the traced run's last step), different ones apart.
+    letters = browser.execute_script("return Array.from(document.querySelectorAll('#multistability figure'), "
+                                     "f => f.dataset.answer)")
+    answers = [tuple(a) for a in runs["answer"].to_list()]
+    last = tuple(steps["prediction"][-1].to_list())
+    assert [a == last for a in answers] == [x == "A" for x in letters]
+    assert len(set(zip(answers, letters))) == len(set(answers)) == len(set(letters))
     Select(browser.find_element(By.ID, "trace-filter")).select_by_value("wrong")
     assert len(browser.find_elements(By.CSS_SELECTOR, ".trace-item")) == int((~analysed["exact"]).sum())
     assert_not_blank(browser.get_screenshot_as_png())
@@ -283,3 +295,42 @@ def test_the_page_reads_only_declared_verified_bytes(run, tmp_path):
     pl.read_parquet(run / "evaluate" / "puzzles.parquet").write_parquet(clone / "evaluate" / "puzzles.parquet")
     message = " ".join(fails("view", "--evaluate", clone / "evaluate", "--run", tmp_path / "none", "--output", page).split())
     assert f"{clone / 'evaluate' / 'puzzles.parquet'}: records no dataset" in message and not page.exists()
+
+
+def test_the_evaluation_shows_every_pass_of_a_puzzle(run, browser, tmp_path):
+    """Item 2: a puzzle's outcome per checkpoint and pass (exact, halted, verified, first halting segment) read back
+    from the page against puzzles.parquet's per-pass columns; the exact passes counted in the list; the filters."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from hrm.evaluate.results import unpack_passes
+    from pipelines.tables import PASSES_KEY, table_metadata
+
+    page = tmp_path / "view.html"
+    ok("view", "--run", run, "--output", page)
+    open_page(browser, page)
+    path = run / "evaluate" / "puzzles.parquet"
+    evaluated, layout = pl.read_parquet(path), table_metadata(path, PASSES_KEY)
+    k, p = len(layout["checkpoints"]), layout["passes"]
+    names = list(json.loads((run / "evaluate" / "summary.json").read_text())["test"]["per_checkpoint"])
+    assert (k, p) == (1, 2) and layout["checkpoints"] == names and layout["perturbation"] == "shift"
+    bits = {name: unpack_passes(np.stack(evaluated[f"pass_{name}"].to_numpy()), k * p)
+            for name in ("correct", "halted", "verified")}
+    segments = np.stack(evaluated["pass_halt_segment"].to_numpy())
+    browser.find_element(By.ID, "tab-evaluation").click()
+    header = texts(browser, "#eval-table th")
+    for i, item in enumerate(browser.find_elements(By.CSS_SELECTOR, ".eval-item")):
+        assert item.find_elements(By.TAG_NAME, "td")[header.index("exact_passes")].text == str(int(bits["correct"][i].sum()))
+    for i in (0, evaluated.height - 1):
+        browser.find_elements(By.CSS_SELECTOR, ".eval-item")[i].click()
+        shown = browser.execute_script("return Array.from(document.querySelectorAll('#pass-grid td.pass'), c => "
+                                       "[+c.dataset.checkpoint, +c.dataset.pass, +c.dataset.exact, +c.dataset.halted, "
+                                       "+c.dataset.verified, +c.dataset.segment])")
+        assert shown == [[j // p, j % p, int(bits["correct"][i, j]), int(bits["halted"][i, j]), int(bits["verified"][i, j]),
+                          int(segments[i, j])] for j in range(k * p)]
+    assert segments.any() and bits["halted"].any()  # the tiny model halts somewhere: the check can tell flags apart
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("vote")
+    only_vote = evaluated["paper_vote"] & ~evaluated["baseline"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int(only_vote.sum())
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("solved")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int(evaluated["paper_vote"].sum())
