@@ -62,7 +62,8 @@ table.passes th { text-align: left; }
 <section id="evaluation"><div class="facts" id="eval-summary"></div><div class="controls">
  <label>show <select id="eval-filter"><option value="all">all</option><option value="solved">solved</option>
  <option value="unsolved">unsolved</option><option value="vote">solved only by the vote</option></select></label>
- <span id="eval-count" class="muted"></span></div>
+ <span id="eval-count" class="muted"></span>
+ <button id="eval-prev">◀ previous</button><button id="eval-next">next ▶</button></div>
  <div class="cols"><div class="list"><table class="data" id="eval-table"></table></div>
  <div class="detail" id="eval-detail"></div></div></section>
 <section id="traces"><div class="facts" id="trace-summary"></div><div class="controls">
@@ -182,19 +183,28 @@ function evalKeep(E, row) {
   if (f === "vote") return solved === true && base === false;
   return true;
 }
+// The list is drawn a page of PAGE_ROWS rows at a time: a table of 10,000 rows would take seconds to lay out.
+const PAGE_ROWS = 500;
+let evalPage = 0;
 function showEvaluation() {
-  const E = D.evaluation, table = $("eval-table");
-  table.replaceChildren(el("tr", {}, ...E.columns.map((c) => el("th", {text: c}))));
-  let n = 0;
-  E.rows.forEach((row, i) => {
-    if (!evalKeep(E, row)) return;
-    const tr = el("tr", {class: "item eval-item", "data-index": i}, ...row.map((v) => el("td", {text: fmt(v)})));
+  const E = D.evaluation, table = $("eval-table"), kept = [];
+  E.rows.forEach((row, i) => { if (evalKeep(E, row)) kept.push(i); });
+  const pages = Math.max(1, Math.ceil(kept.length / PAGE_ROWS));
+  evalPage = Math.max(0, Math.min(evalPage, pages - 1));
+  const rows = document.createDocumentFragment();
+  for (const i of kept.slice(evalPage * PAGE_ROWS, (evalPage + 1) * PAGE_ROWS)) {
+    const tr = el("tr", {class: "item eval-item", "data-index": i}, ...E.rows[i].map((v) => el("td", {text: fmt(v)})));
     tr.onclick = () => showEvalPuzzle(i, tr);
-    table.append(tr); n += 1;
-  });
+    rows.append(tr);
+  }
+  table.replaceChildren(el("tr", {}, ...E.columns.map((c) => el("th", {text: c}))), rows);
   const capped = E.rows.length < E.total ? ` (the first ${E.rows.length} of its ${E.total} rows embedded: --max-puzzles)` : "";
-  $("eval-count").textContent = `${n} puzzles listed of ${E.file}${capped}`;
-  $("eval-count").dataset.count = n;
+  const paged = pages > 1 ? ` · rows ${evalPage * PAGE_ROWS + 1}-${Math.min(kept.length, (evalPage + 1) * PAGE_ROWS)}, ` +
+    `page ${evalPage + 1} of ${pages}` : "";
+  $("eval-count").textContent = `${kept.length} puzzles listed of ${E.file}${capped}${paged}`;
+  $("eval-count").dataset.count = kept.length;
+  $("eval-prev").style.display = $("eval-next").style.display = pages > 1 ? "" : "none";
+  $("eval-prev").disabled = evalPage === 0; $("eval-next").disabled = evalPage === pages - 1;
 }
 function showEvalPuzzle(i, tr) {
   for (const x of document.querySelectorAll(".eval-item.selected")) x.classList.remove("selected");
@@ -241,7 +251,9 @@ function initEvaluation() {
   if (!D.evaluation) { $("evaluation").append(el("p", {class: "muted", text: "No evaluate folder was read."})); return; }
   $("eval-summary").textContent = summaryLine(D.evaluation.summary);
   if (!D.evaluation.solved_column) $("eval-filter").disabled = true;
-  $("eval-filter").onchange = showEvaluation;
+  $("eval-filter").onchange = () => { evalPage = 0; showEvaluation(); };
+  $("eval-prev").onclick = () => { evalPage -= 1; showEvaluation(); };
+  $("eval-next").onclick = () => { evalPage += 1; showEvaluation(); };
   showEvaluation();
 }
 

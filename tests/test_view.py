@@ -334,3 +334,39 @@ def test_the_evaluation_shows_every_pass_of_a_puzzle(run, browser, tmp_path):
     assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int(only_vote.sum())
     Select(browser.find_element(By.ID, "eval-filter")).select_by_value("solved")
     assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int(evaluated["paper_vote"].sum())
+
+
+def test_a_long_evaluation_is_listed_a_page_at_a_time(run, browser, tmp_path):
+    """Item 6: 1,200 evaluated puzzles (the tiny run's table repeated, its records kept) are all embedded and all
+    counted, drawn 500 rows a page; the pages hold them all, in order, and a filter starts again at page 1."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    big = tmp_path / "big"
+    shutil.copytree(run / "evaluate", big / "evaluate")
+    (big / "datasets").symlink_to(run / "datasets", target_is_directory=True)
+    path = big / "evaluate" / "puzzles.parquet"
+    table = pl.read_parquet(path)
+    repeats = -(-1200 // table.height)
+    long = pl.concat([table] * repeats).head(1200)
+    long.write_parquet(path, metadata=pl.read_parquet_metadata(path))
+    page = tmp_path / "view.html"
+    ok("view", "--run", big, "--output", page, "--max-puzzles", 5000)
+    open_page(browser, page)
+    browser.find_element(By.ID, "tab-evaluation").click()
+    count = browser.find_element(By.ID, "eval-count")
+    assert count.get_attribute("data-count") == "1200" and "page 1 of 3" in count.text
+    seen = []
+    for expected in (500, 500, 200):
+        items = browser.find_elements(By.CSS_SELECTOR, ".eval-item")
+        assert len(items) == expected
+        seen += [int(i.get_attribute("data-index")) for i in items]
+        if expected == 500:
+            browser.find_element(By.ID, "eval-next").click()
+    assert seen == list(range(1200)) and not browser.find_element(By.ID, "eval-next").is_enabled()
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("unsolved")
+    unsolved = int((~long["paper_vote"]).sum())
+    assert browser.find_element(By.ID, "eval-count").get_attribute("data-count") == str(unsolved)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == min(unsolved, 500)
