@@ -7,12 +7,17 @@ inline CSS and JavaScript, the data embedded as JSON, no network at view time. T
     Datasets     each dataset's groups: the original beside its augmented versions and hint copies, with
                  the transform of each (the task's words, Task.describe_transform); filter by split, rating
                  and blanks
-    Evaluation   evaluate/puzzles.parquet, one line per evaluated puzzle with every outcome it holds;
-                 filter solved / unsolved / solved only by the vote
+    Evaluation   evaluate/puzzles.parquet, one line per evaluated puzzle with every outcome it holds, a page of
+                 rows at a time; filter solved / unsolved / solved only by the vote; a puzzle's every
+                 (checkpoint, pass): exact, halted, verified, its first halting segment
     Traces       analysis/traces.parquet: for a traced puzzle, a slider (and the arrow keys) through its H
-                 steps: the decoded board, cells changed since the previous step and wrong cells marked, the
-                 halting Q and the residual per step as a small chart, the critical step and convergence
-                 class (analysis/puzzles.parquet); its multistability runs side by side
+                 steps: the decoded board, cells changed since the previous step, wrong cells and cells that
+                 break a rule of the task (Task.conflict_cells) marked, the halting Q and the residual per
+                 step as a small chart, the critical step and convergence
+                 class (analysis/puzzles.parquet); its multistability runs side by side, lettered by end answer
+
+The dataset each table's ``row`` indexes is the one the table records (its Parquet metadata, pipelines/tables.py),
+read only from bytes with the recorded sha256s: no run.json is needed.
 
 Every board is drawn from the task's own description (Task.board_view): the page tests no task.
 What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``; the view
