@@ -79,7 +79,7 @@ class ViewSettings:
     output: Path
     max_groups: int = 40
     max_versions: int = 12
-    max_puzzles: int = 1000
+    max_puzzles: int = 10_000
     max_traced: int = 200
 
 
@@ -519,7 +519,8 @@ def render(data: dict) -> str:
               help="The HTML file to write (replaced atomically).")
 @click.option("--max-groups", type=Count(0), default=40, help="Groups shown per dataset split.")
 @click.option("--max-versions", type=Count(1), default=12, help="Rows shown per group (the original first).")
-@click.option("--max-puzzles", type=Count(0), default=1000, help="Evaluated puzzles listed.")
+@click.option("--max-puzzles", type=Count(0), default=10_000,
+              help="Evaluated puzzles listed (a page of 500 drawn at a time; 10,000 embed about 4 MB).")
 @click.option("--max-traced", type=Count(0), default=200, help="Traced puzzles embedded with their steps.")
 @config_file_options("view", keys=CAPS)
 def view(run_dir: Path, datasets: Path | None, evaluate_dir: Path | None, analysis: Path | None, output: Path,
