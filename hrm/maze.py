@@ -558,6 +558,18 @@ def broken_path_cells(questions: np.ndarray, predictions: np.ndarray) -> np.ndar
     return out
 
 
+def broken_cells(questions: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """bool [N, 900]: the cells :func:`broken_path_cells` counts (each rule read the same way, in numpy: the
+    viewer marks them)."""
+    q, p = (a.reshape(-1, SIDE, SIDE) for a in _pair(questions, predictions))
+    broken = np.where(q == OPEN, (p != OPEN) & (p != PATH), p != q)
+    route = (q == START) | (q == GOAL) | ((q == OPEN) & (p == PATH))
+    padded = np.pad(route, ((0, 0), (1, 1), (1, 1))).astype(np.int8)
+    degree = padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:]
+    want = np.where((q == START) | (q == GOAL), 1, 2)
+    return (broken | (route & (degree != want))).reshape(-1, SEQ_LEN)
+
+
 # ---------------------------------------------------------------- symmetries
 
 

@@ -117,6 +117,18 @@ def conflict_count(grids: np.ndarray) -> np.ndarray:
     return out
 
 
+def conflict_cells(grids: np.ndarray) -> np.ndarray:
+    """bool [N, 81]: the cells whose digit repeats in their row, column or box (blanks ignored): where the
+    repeats :func:`conflict_count` counts are (no cell is marked exactly when it counts 0)."""
+    grids = np.asarray(grids)
+    units = grids[:, UNITS]  # [n, 27, 9]
+    repeated = ((units[..., :, None] == units[..., None, :]).sum(-1) > 1) & (units > 0)  # [n, 27, 9]
+    out = np.zeros(grids.shape, bool)
+    for unit, cells in enumerate(UNITS):
+        out[:, cells] |= repeated[:, unit]
+    return out
+
+
 def num_blanks(grids: np.ndarray) -> np.ndarray:
     return (np.asarray(grids) == 0).sum(axis=1)
 

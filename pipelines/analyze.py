@@ -49,6 +49,7 @@ from pipelines.model_inputs import (check_dataset_encoding, checkpoint_provenanc
                                     resolve_checkpoints)
 from pipelines.plot_csv import write_plot_csv
 from pipelines.settings import config_file_options
+from pipelines.tables import dataset_metadata
 
 STAGE = "analyze"
 FIGURES = {
@@ -499,7 +500,8 @@ def _write_tables_and_figures(result, ds, out: Path, settings, clip: float, inde
     t = result.tables
     plots_dir, figures_dir = out / "plots", out / "figures"  # CSVs (drawn by dvc.yaml's plots), PNGs
     figures_dir.mkdir()
-    pl.DataFrame(t["puzzles"]).write_parquet(out / "puzzles.parquet", compression="zstd")
+    pl.DataFrame(t["puzzles"]).write_parquet(out / "puzzles.parquet", compression="zstd",
+                                             metadata=dataset_metadata(ds.dataset_dir, ds.split))
     figures: list[tuple[str, str]] = []
     write_plot_csv(plots_dir / "residuals.csv", t["residuals"])
     plots.plot_residuals(result.residual_rows, figures_dir / "residuals.png")

@@ -477,8 +477,8 @@ def _scored_by_votes(opts: EvaluateOptions) -> bool:
 
 
 # What a saved unit holds (EvalTotals.as_arrays and the per-puzzle table); raised when that changes, so a job
-# folder of code that saved less is refused by name, not misread. 2: first_to_halt.
-UNIT_FORMAT = 2
+# folder of code that saved less is refused by name, not misread. 2: first_to_halt; 3: the per-pass columns.
+UNIT_FORMAT = 3
 RANK_TIMEOUT_S = 24 * 3600  # ranks wait for each other at the end; units are shared evenly
 
 
@@ -763,6 +763,8 @@ def _write_outputs(opts: EvaluateOptions, work: _Work, metrics: dict[str, Any], 
     """Every file of the output directory, put in place at once; the W&B run."""
     import polars as pl
 
+    from pipelines.tables import PASSES_KEY, dataset_metadata
+
     with atomic_output(opts.output, stage=STAGE) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -770,7 +772,11 @@ def _write_outputs(opts: EvaluateOptions, work: _Work, metrics: dict[str, Any], 
         for name in PLOTS:
             write_plot_csv(tmp / "plots" / f"{name}.csv", tables[name], digits=DIGITS, as_text=True)
         (tmp / "report.md").write_text(build_report(metrics, tables, settings, settings["names"], work.ds.task))
-        pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True)
+        passes = {"checkpoints": settings["names"], "passes": opts.permutations, "perturbation": opts.perturbation,
+                  "segments": metrics["test"]["segments"]}  # whose each per-pass column is (EvalResult.pass_table)
+        pl.DataFrame(puzzle_table).write_parquet(tmp / "puzzles.parquet", compression="zstd", statistics=True,
+                                                 metadata={**dataset_metadata(work.ds.dataset_dir, opts.split),
+                                                           PASSES_KEY: json.dumps(passes, sort_keys=True)})
         (tmp / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         log_wandb(opts.wandb_mode, tmp, opts.project_name, opts.run_name, settings, metrics, tables)
 

@@ -4,6 +4,7 @@ is read, a large table is read batch by batch, and the same rows are written as 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Iterator
 
 import polars as pl
 
+from hrm.integrity import file_sha256
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import StageError, human_bytes
 
@@ -120,3 +122,45 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` atomically, with settings fixed so the same rows give the same bytes."""
     with atomic_output(path) as tmp:
         df.write_parquet(tmp, **PARQUET_OPTIONS)
+
+
+# The dataset a per-puzzle table's ``row`` column indexes, in the table's own Parquet metadata: a declared,
+# byte-identical output carries it (run.json, which also names it, is no output). The viewer finds the
+# dataset by name and uses its manifest only when the bytes have the recorded sha256 (pipelines/view.py).
+DATASET_KEY = "hrm.dataset"
+
+
+def dataset_metadata(dataset_dir: Path, split: str) -> dict[str, str]:
+    """The Parquet metadata that records ``dataset_dir`` (its folder name, the split and its manifest's sha256)."""
+    record = {"name": Path(dataset_dir).name, "split": split,
+              "manifest_sha256": file_sha256(Path(dataset_dir) / "manifest.json")}
+    return {DATASET_KEY: json.dumps(record, sort_keys=True)}
+
+
+def table_metadata(path: Path, key: str) -> dict | None:
+    """The JSON object a Parquet table's key-value metadata holds under ``key`` (None: none, or not an object);
+    StageError naming the file when it is not a Parquet table."""
+    try:
+        raw = pl.read_parquet_metadata(path).get(key)
+    except Exception as e:  # noqa: BLE001 - whatever the Parquet reader says of a bad file
+        raise StageError(f"{path}: not a Parquet table ({e})") from None
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def dataset_record(path: Path) -> dict[str, str]:
+    """The dataset record of the Parquet table ``path`` (:func:`dataset_metadata`); StageError naming the file
+    when it has none (a table written before tables recorded it: rerun the stage)."""
+    record = table_metadata(path, DATASET_KEY)
+    if record is None or not all(isinstance(record.get(k), str) for k in ("name", "split", "manifest_sha256")):
+        raise StageError(f"{path}: records no dataset (Parquet metadata {DATASET_KEY!r} with name, split and "
+                         "manifest_sha256): a table of an older version; rerun the stage that wrote it")
+    return record
+
+
+# evaluate's per-pass columns (hrm.evaluate.results.EvalResult.pass_table) in its puzzles.parquet: whose they are,
+# as {"checkpoints": [K names], "passes": P, "perturbation": kind, "segments": S} under this key.
+PASSES_KEY = "hrm.passes"

@@ -7,12 +7,17 @@ inline CSS and JavaScript, the data embedded as JSON, no network at view time. T
     Datasets     each dataset's groups: the original beside its augmented versions and hint copies, with
                  the transform of each (the task's words, Task.describe_transform); filter by split, rating
                  and blanks
-    Evaluation   evaluate/puzzles.parquet, one line per evaluated puzzle with every outcome it holds;
-                 filter solved / unsolved / solved only by the vote
+    Evaluation   evaluate/puzzles.parquet, one line per evaluated puzzle with every outcome it holds, a page of
+                 rows at a time; filter solved / unsolved / solved only by the vote; a puzzle's every
+                 (checkpoint, pass): exact, halted, verified, its first halting segment
     Traces       analysis/traces.parquet: for a traced puzzle, a slider (and the arrow keys) through its H
-                 steps: the decoded board, cells changed since the previous step and wrong cells marked, the
-                 halting Q and the residual per step as a small chart, the critical step and convergence
-                 class (analysis/puzzles.parquet); its multistability runs side by side
+                 steps: the decoded board, cells changed since the previous step, wrong cells and cells that
+                 break a rule of the task (Task.conflict_cells) marked, the halting Q and the residual per
+                 step as a small chart, the critical step and convergence
+                 class (analysis/puzzles.parquet); its multistability runs side by side, lettered by end answer
+
+The dataset each table's ``row`` indexes is the one the table records (its Parquet metadata, pipelines/tables.py),
+read only from bytes with the recorded sha256s: no run.json is needed.
 
 Every board is drawn from the task's own description (Task.board_view): the page tests no task.
 What is embedded is capped (``--max-groups``, ``--max-versions``, ``--max-puzzles``, ``--max-traced``; the view
@@ -34,10 +39,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hrm.integrity import IntegrityError, read_recorded
 from pipelines.atomic_replace import atomic_output
 from pipelines.io import Count, StageError, log
 from pipelines.output_records import RECORD, read_record
 from pipelines.settings import config_file_options
+from pipelines.tables import DATASET_KEY, PASSES_KEY, dataset_record, table_metadata
 
 STAGE = "view"
 # The columns the page reads; a table without one is refused, naming the file and the column.
@@ -48,6 +55,9 @@ MULTISTABILITY_COLUMNS = ("row", "run", "kind", "param", "exact", "convergence",
 # candidate of a votes task) and of the single pass it is compared with: the page's solved filters.
 SOLVED_COLUMNS = ("paper_vote", "top_correct")
 BASELINE_COLUMN = "baseline"
+# evaluate's per-pass record (hrm.evaluate.results.EvalResult.pass_table), and the count the page derives from it.
+PASS_COLUMNS = ("pass_correct", "pass_halted", "pass_verified", "pass_halt_segment")
+EXACT_PASSES = "exact_passes"
 # The run's folders (the DVC layout's names, the options') and the command whose output each is.
 WRITERS = {"datasets": "shard", "evaluate": "evaluate", "analysis": "analyze"}
 # What params.yaml's view section may set (the view stage's params): how much the page embeds.
@@ -69,7 +79,7 @@ class ViewSettings:
     output: Path
     max_groups: int = 40
     max_versions: int = 12
-    max_puzzles: int = 1000
+    max_puzzles: int = 10_000
     max_traced: int = 200
 
 
@@ -145,13 +155,30 @@ def shard_tables(dataset: Path, manifest: dict, split: str, first_row: int, end_
         lo, hi = shard["rows"]
         if hi <= first_row or lo >= end_row:
             continue
-        path = dataset / shard["file"]
-        if not path.is_file():
-            raise StageError(f"{path}: not found (its manifest {dataset / 'manifest.json'} lists it)")
-        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        table = verified_shard(dataset, split, shard)
         start = max(first_row, lo) - lo
         parts.append(table.slice(start, min(end_row, hi) - lo - start))
     return pa.concat_tables(parts) if parts else None
+
+
+def verified_shard(dataset: Path, split: str, shard: dict) -> pa.Table:
+    """A shard's table, read from bytes that have the sha256 its manifest lists (never from unverified ones)."""
+    path = dataset / shard["file"]
+    if not path.is_file():
+        raise StageError(f"{path}: not found (its manifest {dataset / 'manifest.json'} lists it)")
+    try:
+        data = pa.py_buffer(read_recorded(path, shard.get("sha256"),
+                                          f"{dataset / 'manifest.json'} (key splits.{split}.shards)"))
+    except IntegrityError as e:
+        raise StageError(str(e)) from None
+    try:
+        return pa.ipc.open_file(data).read_all()
+    except pa.ArrowInvalid:
+        pass
+    try:
+        return pa.ipc.open_stream(data).read_all()
+    except pa.ArrowException as e:
+        raise StageError(f"{path}: not an Arrow IPC file ({e})") from None
 
 
 def split_rows(dataset: Path, manifest: dict, split: str, rows: np.ndarray) -> dict[int, tuple[str, str, str]]:
@@ -227,26 +254,47 @@ def datasets_section(folder: Path, settings: ViewSettings) -> tuple[list[dict], 
 # --------------------------------------------------------------------------- evaluation and analysis
 
 
-def recorded_dataset(folder: Path, datasets: Path | None) -> tuple[Path, dict, str]:
-    """The dataset and split a stage's run.json names (a vote evaluation's: its summary.json): as recorded,
-    else the folder of that name under ``datasets``; StageError naming the file when neither is there."""
-    run_json = folder / "run.json"
-    run = read_json(run_json)
-    if "dataset" not in run and (folder / "summary.json").is_file():
-        run_json = folder / "summary.json"
-        run = read_json(run_json)
-    recorded, split = run.get("dataset"), run.get("split", "test")
-    if not isinstance(recorded, str):
-        raise StageError(f"{run_json}: no 'dataset': not the run record of `hrm evaluate` or `hrm analyze`")
-    candidates = [Path(recorded)] + ([datasets / Path(recorded).name] if datasets is not None else [])
-    for candidate in candidates:
-        if (candidate / "manifest.json").is_file():
-            manifest = read_json(candidate / "manifest.json")
-            if split not in manifest.get("splits", {}):
-                raise StageError(f"{candidate / 'manifest.json'}: no {split!r} split, which {run_json} names")
-            return candidate, manifest, split
-    raise StageError(f"{run_json}: its dataset {recorded} is not found (nor under --datasets); pass --datasets "
-                     "with the shard stage's output it was made from")
+def recorded_dataset(table: Path, datasets: Path | None) -> tuple[Path, dict, str]:
+    """The dataset and split whose rows the per-puzzle table ``table`` indexes, as the table itself records them
+    (its Parquet metadata, pipelines.tables.DATASET_KEY: name, split, manifest sha256): the folder of that name
+    under ``datasets`` (or ``datasets`` itself when it is one dataset), else where the stage's run record says
+    it read it; its manifest used only when its bytes have the recorded sha256. StageError naming the file."""
+    record = dataset_record(table)
+    name, split, want = record["name"], record["split"], record["manifest_sha256"]
+    candidates = []
+    if datasets is not None:
+        candidates.append(datasets if (datasets / "manifest.json").is_file() else datasets / name)
+    candidates += [c for c in run_record_datasets(table.parent) if c not in candidates]
+    found = [c / "manifest.json" for c in candidates if (c / "manifest.json").is_file()]
+    if not found:
+        raise StageError(f"{table}: its dataset {name} (manifest sha256 {want}) is not under --datasets "
+                         f"{datasets}; pass --datasets with the shard stage's output it was made from")
+    refused = []
+    for path in found:  # the first whose bytes are the recorded ones; json parses those very bytes
+        try:
+            manifest = json.loads(read_recorded(path, want, f"{table} (Parquet metadata {DATASET_KEY})"))
+        except IntegrityError as e:
+            refused.append(str(e))
+            continue
+        if split not in manifest.get("splits", {}):
+            raise StageError(f"{path}: no {split!r} split, which {table} names")
+        return path.parent, manifest, split
+    raise StageError(f"{refused[0]}: not the dataset {table} was made from; pass --datasets with the shard stage's "
+                     "output it was made from")
+
+
+def run_record_datasets(folder: Path) -> list[Path]:
+    """Where the stage's run.json (a vote evaluation's summary.json) says it read its dataset: a hint only, since
+    no DVC stage declares run.json (the caller checks the manifest's sha256 against the table's record)."""
+    out = []
+    for name in ("run.json", "summary.json"):
+        try:
+            recorded = json.loads((folder / name).read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(recorded, str):
+            out.append(Path(recorded))
+    return out
 
 
 def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
@@ -254,16 +302,43 @@ def evaluation_section(folder: Path, settings: ViewSettings) -> tuple[dict, tupl
     the page needs (dataset, manifest, split, rows)."""
     path = folder / "puzzles.parquet"
     table = read_table(path, ())
-    dataset, manifest, split = recorded_dataset(folder, settings.datasets)
+    dataset, manifest, split = recorded_dataset(path, settings.datasets)
     scalar = [c for c, t in table.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
+    passes = pass_outcomes(path, table.head(settings.max_puzzles))
     shown = table.head(settings.max_puzzles).select(scalar)
+    if passes is not None:  # how many of its passes were exact: a column of the list, to sort and read at a glance
+        shown = shown.with_columns(pl.Series(EXACT_PASSES, passes.pop("exact"), dtype=pl.Int32))
     solved = next((c for c in SOLVED_COLUMNS if c in scalar), None)
     rows = shown["row"].to_numpy() if "row" in scalar else np.zeros(0, np.int64)
     section = {"file": str(path), "dataset": dataset.name, "split": split, "task": task_of(manifest, dataset).name,
-               "columns": scalar, "rows": [list(r) for r in shown.rows()], "total": table.height,
+               "columns": shown.columns, "rows": [list(r) for r in shown.rows()], "total": table.height,
                "solved_column": solved, "baseline_column": BASELINE_COLUMN if BASELINE_COLUMN in scalar else None,
-               "summary": headline(folder)}
+               "passes": passes, "summary": headline(folder)}
     return section, (dataset, manifest, split, rows)
+
+
+def pass_outcomes(path: Path, table: pl.DataFrame) -> dict | None:
+    """Each row's passes for the page (None: the table has no per-pass columns, e.g. a vote evaluation's): their
+    layout (the table's PASSES_KEY metadata: checkpoint names, passes, perturbation, segments) and per row two
+    strings of one base-36 character a pass (checkpoint k's pass p at k * P + p): its flags (1 exact, 2 halted at
+    the last segment, 4 verified) and its first halting segment (0: none); and each row's exact passes."""
+    from hrm.evaluate.results import unpack_passes
+
+    if not all(c in table.columns for c in PASS_COLUMNS):
+        return None
+    layout = table_metadata(path, PASSES_KEY)
+    if layout is None or not isinstance(layout.get("checkpoints"), list) or not isinstance(layout.get("passes"), int):
+        raise StageError(f"{path}: per-pass columns without their layout (Parquet metadata {PASSES_KEY!r})")
+    count = len(layout["checkpoints"]) * layout["passes"]
+    bits = [unpack_passes(table[f"pass_{name}"].to_numpy().reshape(table.height, -1), count)
+            for name in ("correct", "halted", "verified")]
+    segments = table["pass_halt_segment"].to_numpy().reshape(table.height, -1)
+    if segments.shape[1] != count or (segments.size and int(segments.max()) >= len(TOKEN_CHARS)):
+        raise StageError(f"{path}: pass_halt_segment holds {segments.shape[1]} passes of segments up to "
+                         f"{int(segments.max(initial=0))}; its metadata says {count} passes (the viewer draws up to "
+                         f"{len(TOKEN_CHARS) - 1} segments)")
+    flags = bits[0].astype(np.uint8) + 2 * bits[1].astype(np.uint8) + 4 * bits[2].astype(np.uint8)
+    return {**layout, "flags": board_strings(flags), "halt": board_strings(segments), "exact": bits[0].sum(1)}
 
 
 def headline(folder: Path) -> dict:
@@ -284,12 +359,17 @@ def headline(folder: Path) -> dict:
     return flat
 
 
-def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
-    """traces.parquet per puzzle row: its steps, columnar (predictions as board strings)."""
+def trace_steps(traces: pl.DataFrame, error_name: str, conflicts: ConflictMarks | None) -> dict[int, dict]:
+    """traces.parquet per puzzle row: its steps, columnar (predictions as board strings; with ``conflicts``, each
+    step's cells that break a rule of the task, as cell indices)."""
     traces = traces.sort(["row", "step"])
-    predictions = board_strings(np.stack(traces["prediction"].to_numpy()) if traces.height else np.zeros((0, 0)))
-    traces = traces.with_columns(pl.Series("board", predictions, dtype=pl.String))
+    tokens = np.stack(traces["prediction"].to_numpy()) if traces.height else np.zeros((0, 0), np.uint8)
+    traces = traces.with_columns(pl.Series("board", board_strings(tokens), dtype=pl.String))
     keep = ["step", "segment", "cycle", "segment_end", "exact", "q_halt", "res_H", "res_L", error_name, "board"]
+    if conflicts is not None and traces.height:
+        # Not "conflicts": that is Sudoku's error measure, a column of the table.
+        traces = traces.with_columns(pl.Series("conflict_cells", conflicts(traces["row"].to_numpy(), tokens)))
+        keep.append("conflict_cells")
     out = {}
     for (row,), steps in traces.group_by("row", maintain_order=True):
         cols = steps.select(keep).to_dict(as_series=False)
@@ -298,10 +378,35 @@ def trace_steps(traces: pl.DataFrame, error_name: str) -> dict[int, dict]:
     return out
 
 
+class ConflictMarks:
+    """The cells of answers that break a rule of the task (Task.conflict_cells) in their puzzle's question, as
+    lists of cell indices: what the page marks. None from :meth:`of` when the task has no such rule."""
+
+    def __init__(self, task, questions: dict[int, tuple[str, str, str]]):
+        self.task, self.questions = task, questions
+
+    @classmethod
+    def of(cls, task, questions: dict[int, tuple[str, str, str]]) -> "ConflictMarks | None":
+        probe = np.zeros((1, task.seq_len), np.uint8)
+        return cls(task, questions) if task.conflict_cells(probe, probe) is not None else None
+
+    def __call__(self, rows: np.ndarray, answers: np.ndarray) -> list[list[int]]:
+        questions = board_tokens([self.questions[int(r)][0] for r in rows])
+        marked = self.task.conflict_cells(questions, np.asarray(answers, np.uint8))
+        return [np.flatnonzero(m).tolist() for m in marked]
+
+
+def board_tokens(boards: list[str]) -> np.ndarray:
+    """Board strings (:func:`board_strings`) back to uint8 tokens [N, L]."""
+    lookup = np.zeros(256, np.uint8)
+    lookup[TOKEN_CHARS] = np.arange(len(TOKEN_CHARS), dtype=np.uint8)
+    return lookup[np.frombuffer("".join(boards).encode(), np.uint8)].reshape(len(boards), -1)
+
+
 def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]:
     """The traced puzzles of analysis/ (the first ``max_traced`` of its puzzles.parquet), each with its steps
-    and multistability runs; and which rows' boards the page needs."""
-    dataset, manifest, split = recorded_dataset(folder, settings.datasets)
+    and multistability runs, the cells that break the task's rules marked; and which rows' boards the page needs."""
+    dataset, manifest, split = recorded_dataset(folder / "puzzles.parquet", settings.datasets)
     task = task_of(manifest, dataset)
     error_name = task.rules.error_name
     puzzles = read_table(folder / "puzzles.parquet", ANALYSIS_PUZZLE_COLUMNS)
@@ -309,9 +414,11 @@ def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]
     multi_path = folder / "multistability.parquet"
     multi = read_table(multi_path, MULTISTABILITY_COLUMNS) if multi_path.is_file() else None
     shown = puzzles.head(settings.max_traced)
-    wanted = shown["row"].to_list()
-    steps = trace_steps(traces.filter(pl.col("row").is_in(wanted)).select(TRACE_COLUMNS + (error_name,)), error_name)
-    runs = multistability_runs(multi.filter(pl.col("row").is_in(wanted)) if multi is not None else None)
+    wanted = np.asarray(shown["row"].to_list(), dtype=np.int64)
+    conflicts = ConflictMarks.of(task, split_rows(dataset, manifest, split, wanted))
+    steps = trace_steps(traces.filter(pl.col("row").is_in(wanted)).select(TRACE_COLUMNS + (error_name,)), error_name,
+                        conflicts)
+    runs = multistability_runs(multi.filter(pl.col("row").is_in(wanted)) if multi is not None else None, conflicts)
     scalar = [c for c, t in shown.schema.items() if t.is_numeric() or t in (pl.Boolean, pl.String)]
     entries = []
     for record in shown.select(scalar).iter_rows(named=True):
@@ -319,18 +426,22 @@ def analysis_section(folder: Path, settings: ViewSettings) -> tuple[dict, tuple]
         record["runs"] = len(runs.get(row, []))  # its multistability runs
         entries.append({"facts": record, "steps": steps.get(row), "multistability": runs.get(row, [])})
     section = {"file": str(folder / "traces.parquet"), "dataset": dataset.name, "split": split, "task": task.name,
-               "error_name": error_name, "puzzles": entries, "total": puzzles.height, "summary": headline(folder)}
-    return section, (dataset, manifest, split, np.asarray(wanted, dtype=np.int64))
+               "error_name": error_name, "puzzles": entries, "total": puzzles.height, "summary": headline(folder),
+               "conflicts": conflicts is not None}
+    return section, (dataset, manifest, split, wanted)
 
 
-def multistability_runs(table: pl.DataFrame | None) -> dict[int, list[dict]]:
+def multistability_runs(table: pl.DataFrame | None, conflicts: ConflictMarks | None) -> dict[int, list[dict]]:
+    """multistability.parquet per puzzle row: its runs, each answer a board string (and its conflicting cells)."""
     if table is None or table.height == 0:
         return {}
     table = table.sort(["row", "run"])
-    answers = board_strings(np.stack(table["answer"].to_numpy()))
+    tokens = np.stack(table["answer"].to_numpy())
+    marked = conflicts(table["row"].to_numpy(), tokens) if conflicts is not None else [None] * table.height
     out: dict[int, list[dict]] = {}
-    for record, answer in zip(table.select(MULTISTABILITY_COLUMNS[:-1]).iter_rows(named=True), answers):
-        out.setdefault(int(record.pop("row")), []).append({**record, "answer": answer})
+    for record, answer, cells in zip(table.select(MULTISTABILITY_COLUMNS[:-1]).iter_rows(named=True),
+                                     board_strings(tokens), marked):
+        out.setdefault(int(record.pop("row")), []).append({**record, "answer": answer, "conflict_cells": cells})
     return out
 
 
@@ -408,7 +519,8 @@ def render(data: dict) -> str:
               help="The HTML file to write (replaced atomically).")
 @click.option("--max-groups", type=Count(0), default=40, help="Groups shown per dataset split.")
 @click.option("--max-versions", type=Count(1), default=12, help="Rows shown per group (the original first).")
-@click.option("--max-puzzles", type=Count(0), default=1000, help="Evaluated puzzles listed.")
+@click.option("--max-puzzles", type=Count(0), default=10_000,
+              help="Evaluated puzzles listed (a page of 500 drawn at a time; 10,000 embed about 4 MB).")
 @click.option("--max-traced", type=Count(0), default=200, help="Traced puzzles embedded with their steps.")
 @config_file_options("view", keys=CAPS)
 def view(run_dir: Path, datasets: Path | None, evaluate_dir: Path | None, analysis: Path | None, output: Path,

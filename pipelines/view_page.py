@@ -38,11 +38,14 @@ figure { margin: 0; } figcaption { font-size: 11px; max-width: 300px; color: #45
 .cell.changed { box-shadow: inset 0 0 0 2px #fb8c00; }
 .cell.wrong { color: #d50000; background-image: linear-gradient(#ff17442e, #ff17442e); }
 .cell.wrong.small-cell { box-shadow: inset 0 0 0 2px #d50000; }
+.cell.conflict { outline: 2px dashed #8e24aa; outline-offset: -4px; }
 .cell.bl { border-left: 2px solid #263238; } .cell.bt { border-top: 2px solid #263238; }
 .legend span { display: inline-block; margin-right: 12px; font-size: 12px; }
 .swatch { display: inline-block; width: 12px; height: 12px; vertical-align: middle; margin-right: 3px; }
 .facts { font-size: 13px; margin: 4px 0; } .muted { color: #78909c; font-size: 12px; }
 svg text { font-size: 10px; fill: #455a64; }
+table.passes td.pass { text-align: center; background: #eceff1; } table.passes td.pass.exact { background: #c8e6c9; }
+table.passes th { text-align: left; }
 </style></head>
 <body>
 <header><h1 id="title">hrm view</h1><div class="notes" id="notes"></div>
@@ -59,7 +62,8 @@ svg text { font-size: 10px; fill: #455a64; }
 <section id="evaluation"><div class="facts" id="eval-summary"></div><div class="controls">
  <label>show <select id="eval-filter"><option value="all">all</option><option value="solved">solved</option>
  <option value="unsolved">unsolved</option><option value="vote">solved only by the vote</option></select></label>
- <span id="eval-count" class="muted"></span></div>
+ <span id="eval-count" class="muted"></span>
+ <button id="eval-prev">◀ previous</button><button id="eval-next">next ▶</button></div>
  <div class="cols"><div class="list"><table class="data" id="eval-table"></table></div>
  <div class="detail" id="eval-detail"></div></div></section>
 <section id="traces"><div class="facts" id="trace-summary"></div><div class="controls">
@@ -100,7 +104,7 @@ function drawBoard(task, board, marks, id) {
     const cell = el("div", {class: "cell", "data-token": tok, "data-index": i, text: look[0]});
     cell.style.width = cell.style.height = size + "px"; cell.style.backgroundColor = look[1];
     if (size < 20) { cell.classList.add("small-cell"); cell.style.fontSize = "8px"; }
-    for (const m of ["given", "changed", "wrong"]) if (marks[m] && marks[m][i]) cell.classList.add(m);
+    for (const m of ["given", "changed", "wrong", "conflict"]) if (marks[m] && marks[m][i]) cell.classList.add(m);
     if (view.block && c % view.block === 0 && c) cell.classList.add("bl");
     if (view.block && r % view.block === 0 && r) cell.classList.add("bt");
     grid.append(cell);
@@ -108,6 +112,8 @@ function drawBoard(task, board, marks, id) {
   return grid;
 }
 const givenMask = (decided) => Array.from(decided, (c) => c === "0");
+// A list of cell indices (the task's rule conflicts, Task.conflict_cells) as one boolean a cell.
+function cellMask(indices, n) { const m = new Array(n).fill(false); for (const i of indices || []) m[i] = true; return m; }
 function figure(board, caption) { return el("figure", {}, board, el("figcaption", {text: caption})); }
 function activate(name) {
   for (const s of ["datasets", "evaluation", "traces"]) {
@@ -177,19 +183,28 @@ function evalKeep(E, row) {
   if (f === "vote") return solved === true && base === false;
   return true;
 }
+// The list is drawn a page of PAGE_ROWS rows at a time: a table of 10,000 rows would take seconds to lay out.
+const PAGE_ROWS = 500;
+let evalPage = 0;
 function showEvaluation() {
-  const E = D.evaluation, table = $("eval-table");
-  table.replaceChildren(el("tr", {}, ...E.columns.map((c) => el("th", {text: c}))));
-  let n = 0;
-  E.rows.forEach((row, i) => {
-    if (!evalKeep(E, row)) return;
-    const tr = el("tr", {class: "item eval-item", "data-index": i}, ...row.map((v) => el("td", {text: fmt(v)})));
+  const E = D.evaluation, table = $("eval-table"), kept = [];
+  E.rows.forEach((row, i) => { if (evalKeep(E, row)) kept.push(i); });
+  const pages = Math.max(1, Math.ceil(kept.length / PAGE_ROWS));
+  evalPage = Math.max(0, Math.min(evalPage, pages - 1));
+  const rows = document.createDocumentFragment();
+  for (const i of kept.slice(evalPage * PAGE_ROWS, (evalPage + 1) * PAGE_ROWS)) {
+    const tr = el("tr", {class: "item eval-item", "data-index": i}, ...E.rows[i].map((v) => el("td", {text: fmt(v)})));
     tr.onclick = () => showEvalPuzzle(i, tr);
-    table.append(tr); n += 1;
-  });
+    rows.append(tr);
+  }
+  table.replaceChildren(el("tr", {}, ...E.columns.map((c) => el("th", {text: c}))), rows);
   const capped = E.rows.length < E.total ? ` (the first ${E.rows.length} of its ${E.total} rows embedded: --max-puzzles)` : "";
-  $("eval-count").textContent = `${n} puzzles listed of ${E.file}${capped}`;
-  $("eval-count").dataset.count = n;
+  const paged = pages > 1 ? ` · rows ${evalPage * PAGE_ROWS + 1}-${Math.min(kept.length, (evalPage + 1) * PAGE_ROWS)}, ` +
+    `page ${evalPage + 1} of ${pages}` : "";
+  $("eval-count").textContent = `${kept.length} puzzles listed of ${E.file}${capped}${paged}`;
+  $("eval-count").dataset.count = kept.length;
+  $("eval-prev").style.display = $("eval-next").style.display = pages > 1 ? "" : "none";
+  $("eval-prev").disabled = evalPage === 0; $("eval-next").disabled = evalPage === pages - 1;
 }
 function showEvalPuzzle(i, tr) {
   for (const x of document.querySelectorAll(".eval-item.selected")) x.classList.remove("selected");
@@ -200,6 +215,7 @@ function showEvalPuzzle(i, tr) {
   const out = [el("div", {class: "facts", text: facts})];
   if (b) out.push(el("div", {class: "figures"}, figure(drawBoard(E.task, b[0], {given: givenMask(b[2])}), "question"),
     figure(drawBoard(E.task, b[1], {given: givenMask(b[2])}), "solution")));
+  if (E.passes) out.push(passGrid(E.passes, i));
   const traced = D.traces ? D.traces.puzzles.findIndex((p) => p.facts.row === r && p.steps) : -1;
   if (traced >= 0) {
     const go = el("button", {id: "open-trace", text: "open its trace"});
@@ -208,11 +224,36 @@ function showEvalPuzzle(i, tr) {
   }
   $("eval-detail").replaceChildren(...out);
 }
+// Every (checkpoint, pass) of puzzle i: a character of flags (1 exact, 2 halted at the last segment, 4 verified)
+// and one of its first halting segment (0: none), checkpoint k's pass p at k * P + p.
+function passGrid(P, i) {
+  const n = P.passes, flags = P.flags[i], halt = P.halt[i];
+  const table = el("table", {class: "data passes", id: "pass-grid"});
+  table.append(el("tr", {}, el("th", {text: "checkpoint \\ pass"}),
+    ...Array.from({length: n}, (_, p) => el("th", {text: p ? String(p) : "0 (as given)"}))));
+  P.checkpoints.forEach((name, k) => {
+    const tr = el("tr", {}, el("th", {text: name + (k === P.checkpoints.length - 1 ? " (primary)" : "")}));
+    for (let p = 0; p < n; p++) {
+      const f = TOK.indexOf(flags[k * n + p]), s = TOK.indexOf(halt[k * n + p]);
+      const exact = (f & 1) > 0, halted = (f & 2) > 0, verified = (f & 4) > 0;
+      tr.append(el("td", {class: "pass" + (exact ? " exact" : ""), "data-checkpoint": k, "data-pass": p,
+        "data-exact": +exact, "data-halted": +halted, "data-verified": +verified, "data-segment": s,
+        text: `${exact ? "✓" : "✗"} ${s ? "halt " + s : "no halt"}${halted ? " H" : ""}${verified ? " v" : ""}`}));
+    }
+    table.append(tr);
+  });
+  return el("div", {}, el("h4", {text: `Each pass: ${P.checkpoints.length} checkpoint(s) x ${n} ${P.perturbation} ` +
+    `pass(es), ${P.segments} segments`}), table, el("div", {class: "muted", text: "✓ exact at the last segment · " +
+    "halt s: the first segment whose halt signal fired · H: halted at the last segment (what the vote counts) · " +
+    "v: the answer passes the task's verifier"}));
+}
 function initEvaluation() {
   if (!D.evaluation) { $("evaluation").append(el("p", {class: "muted", text: "No evaluate folder was read."})); return; }
   $("eval-summary").textContent = summaryLine(D.evaluation.summary);
   if (!D.evaluation.solved_column) $("eval-filter").disabled = true;
-  $("eval-filter").onchange = showEvaluation;
+  $("eval-filter").onchange = () => { evalPage = 0; showEvaluation(); };
+  $("eval-prev").onclick = () => { evalPage -= 1; showEvaluation(); };
+  $("eval-next").onclick = () => { evalPage += 1; showEvaluation(); };
   showEvaluation();
 }
 
@@ -251,7 +292,8 @@ function showTrace(i) {
     el("div", {class: "muted", text: "← / → step through the H steps"}),
     el("div", {class: "cols"}, el("div", {id: "trace-board-box"}), el("div", {id: "trace-chart-box"})),
     el("div", {class: "legend"}, swatchText("#fb8c00", "changed since the previous step"),
-      swatchText("#d50000", "wrong (differs from the label)"), swatchText("#000", "given (bold)")),
+      swatchText("#d50000", "wrong (differs from the label)"), swatchText("#000", "given (bold)"),
+      T.conflicts ? swatchText("#8e24aa", "breaks a rule of the puzzle (dashed; no label read)") : null),
     el("h4", {text: "Multistability runs (perturbed starts, same puzzle)"}), multistability(T, p, b));
   current = {p, b, step: n - 1};
   drawStep(n - 1);
@@ -265,11 +307,12 @@ function drawStep(s) {
   const pred = tokens(st.board[s]), prev = s > 0 ? tokens(st.board[s - 1]) : null, label = tokens(b[1]);
   const decided = Array.from(b[2], (c) => c === "1");
   const marks = {given: givenMask(b[2]), changed: pred.map((t, i) => prev !== null && prev[i] !== t),
-    wrong: pred.map((t, i) => decided[i] && t !== label[i])};
+    wrong: pred.map((t, i) => decided[i] && t !== label[i]), conflict: st.conflict_cells ? cellMask(st.conflict_cells[s], pred.length) : null};
   const board = drawBoard(D.traces.task, st.board[s], marks, "trace-board");
   board.dataset.step = st.step[s];
   $("trace-board-box").replaceChildren(board);
-  const q = st.q_halt[s] === null ? "" : ` · q_halt ${fmt(st.q_halt[s])}`;
+  const q = (st.q_halt[s] === null ? "" : ` · q_halt ${fmt(st.q_halt[s])}`) +
+    (st.conflict_cells ? ` · ${st.conflict_cells[s].length} cells break a rule` : "");
   $("step-label").textContent = `step ${st.step[s]} of ${st.step[n - 1]} (segment ${st.segment[s]}, H cycle ` +
     `${st.cycle[s]}) · ${D.traces.error_name} ${st.error[s]} · exact ${fmt(st.exact[s])}${q} · res_H ${fmt(st.res_H[s])}`;
   $("trace-chart-box").replaceChildren(chart(p, s));
@@ -309,12 +352,22 @@ function chart(p, s) {
 function multistability(T, p, b) {
   const box = el("div", {class: "figures", id: "multistability"});
   if (!p.multistability.length) { box.append(el("p", {class: "muted", text: "No multistability runs of this puzzle."})); return box; }
-  const label = tokens(b[1]), decided = Array.from(b[2], (c) => c === "1");
-  for (const r of p.multistability) {
+  const label = tokens(b[1]), decided = Array.from(b[2], (c) => c === "1"), names = new Map();
+  const traced = p.steps ? p.steps.board[p.steps.board.length - 1] : null;
+  if (traced !== null) names.set(traced, "A");
+  for (const r of p.multistability) {  // the same end answer, the same letter: A is the traced run's
+    if (!names.has(r.answer)) names.set(r.answer, TOK[10 + names.size].toUpperCase());
     const wrong = tokens(r.answer).map((t, i) => decided[i] && t !== label[i]);
-    box.append(figure(drawBoard(T.task, r.answer, {given: givenMask(b[2]), wrong}),
-      `run ${r.run}: ${r.kind} ${r.param} · ${r.convergence} · exact ${fmt(r.exact)}`));
+    const conflict = r.conflict_cells ? cellMask(r.conflict_cells, wrong.length) : null;
+    const fig = figure(drawBoard(T.task, r.answer, {given: givenMask(b[2]), wrong, conflict}),
+      `run ${r.run}: ${r.kind} ${r.param} · end answer ${names.get(r.answer)} · ${r.convergence} · exact ${fmt(r.exact)}` +
+      (r.conflict_cells ? ` · ${r.conflict_cells.length} cells break a rule` : ""));
+    fig.dataset.answer = names.get(r.answer);
+    box.append(fig);
   }
+  box.prepend(el("p", {class: "muted", id: "multistability-answers", "data-answers": names.size,
+    text: `${names.size} different end answer(s) of ` + (traced !== null ? "the traced run (A) and " : "") +
+      `${p.multistability.length} perturbed start(s)`}));
   return box;
 }
 function initTraces() {

@@ -30,6 +30,7 @@ from pipelines.io import StageError, log
 from pipelines.model_inputs import checkpoint_names, load_task_model, open_split, resolve_checkpoints
 from pipelines.output_records import check_apart, claim_output
 from pipelines.plot_csv import write_plot_csv
+from pipelines.tables import dataset_metadata
 
 STAGE = "evaluate"
 NOT_USED = "--permutations, --perturbation, --tiers, --test-size, --early-stop and W&B"
@@ -192,7 +193,9 @@ def _write(output: Path, summary: dict[str, Any], primary, task, run_info: dict[
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(headline_metrics(summary), indent=2) + "\n")
         (tmp / "submission.json").write_text(json.dumps(primary.submission) + "\n")
-        pl.DataFrame(puzzle_rows(primary.votes)).write_parquet(tmp / "puzzles.parquet", compression="zstd")
+        pl.DataFrame(puzzle_rows(primary.votes)).write_parquet(tmp / "puzzles.parquet", compression="zstd",
+                                                               metadata=dataset_metadata(Path(summary["dataset"]),
+                                                                                         summary["split"]))
         cal = primary.calibration
         write_plot_csv(tmp / "plots" / "reliability.csv", cal["per_prediction"]["bins"], as_text=True)
         write_plot_csv(tmp / "plots" / "pixel_accuracy.csv", cal["pixel_accuracy"]["bins"], as_text=True)

@@ -428,11 +428,35 @@ def test_cli_end_to_end_is_deterministic(tmp_path, dataset_dir):
                                                                   "label": "HRM"}
     puzzles = pl.read_parquet(out / "puzzles.parquet")
     assert puzzles.height == 12 and (puzzles["raw_index"] == 2 * puzzles["row"] + 1).all()  # each row's raw-file row
+    assert_pass_columns_agree(out / "puzzles.parquet", puzzles, checkpoints=["step_2", "step_3"], passes=3, segments=3)
     assert puzzles["first_to_halt"].mean() == pytest.approx(t["first_to_halt"])
     assert puzzles["first_to_halt_segment"].is_between(1, 3).all()
     assert puzzles["first_to_halt_segment"].mean() == pytest.approx(t["first_to_halt_detail"]["mean_segment"])
     for rel in ["metrics.json", "summary.json", "report.md", "puzzles.parquet", *[f"plots/{p}.csv" for p in ev_plots()]]:
         assert (out / rel).read_bytes() == (tmp_path / "out2" / rel).read_bytes(), rel
+
+
+def assert_pass_columns_agree(path, puzzles: pl.DataFrame, *, checkpoints: list[str], passes: int, segments: int):
+    """puzzles.parquet's per-pass columns (EvalResult.pass_table) give back its per-puzzle outcomes: the baseline is
+    the primary's pass 0, paper_vote the task's vote over the passes, verified_any any verified pass, and
+    first_to_halt_segment the earliest halting segment (none: the last)."""
+    from hrm.evaluate.results import unpack_passes
+    from pipelines.tables import PASSES_KEY, table_metadata
+
+    assert table_metadata(path, PASSES_KEY) == {"checkpoints": checkpoints, "passes": passes, "perturbation": "shift",
+                                               "segments": segments}
+    k, p, n = len(checkpoints), passes, puzzles.height
+    bits = {name: unpack_passes(np.stack(puzzles[f"pass_{name}"].to_numpy()), k * p)
+            for name in ("correct", "halted", "verified")}
+    halt_segment = np.stack(puzzles["pass_halt_segment"].to_numpy())
+    assert halt_segment.shape == (n, k * p) and halt_segment.max() <= segments
+    assert (bits["correct"][:, (k - 1) * p] == puzzles["baseline"].to_numpy()).all()
+    per_pass = {name: b.T.reshape(k, p, n) for name, b in bits.items()}
+    assert (SUDOKU.rules.solves(per_pass["correct"], per_pass["halted"]) == puzzles["paper_vote"].to_numpy()).all()
+    assert (bits["verified"].any(1) == puzzles["verified_any"].to_numpy()).all()
+    assert (bits["halted"][:, (k - 1) * p] == puzzles["halted"].to_numpy()).all()
+    earliest = np.where(halt_segment > 0, halt_segment, segments).min(1)
+    assert (earliest == puzzles["first_to_halt_segment"].to_numpy()).all()
 
 
 def ev_plots():

@@ -172,11 +172,17 @@ def test_changed_settings_are_refused_by_name_and_restart_drops_the_units(inputs
     assert "run with other settings: seed (0 vs 4)" in r.stderr and "--restart" in r.stderr
     r = hrm(*evaluate_args(inputs, out, "--permutations", 2))
     assert "permutations (3 vs 2)" in r.stderr
-    # A job folder of code whose units held less (before first_to_halt: no unit format) is refused by name.
+    # A job folder of code whose units held less (before first_to_halt: no unit format; before the per-pass
+    # columns: 2) is refused by name.
+    from pipelines.evaluate import UNIT_FORMAT
+
     settings = json.loads((resume / JOB_FILE).read_text())
     (resume / JOB_FILE).write_text(json.dumps({k: v for k, v in settings.items() if k != "units"}))
     r = hrm(*args)
-    assert r.returncode == 1 and "units (null vs 2)" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and f"units (null vs {UNIT_FORMAT})" in r.stderr and "Traceback" not in r.stderr
+    (resume / JOB_FILE).write_text(json.dumps({**settings, "units": 2}))
+    r = hrm(*args)
+    assert r.returncode == 1 and f"units (2 vs {UNIT_FORMAT})" in r.stderr and UNIT_FORMAT == 3
     r = hrm(*args, "--restart")
     assert r.returncode == 0, r.stderr
     assert outputs(out) == one_run and not resume.exists()

@@ -116,11 +116,23 @@ def test_the_page_lists_the_tables_and_steps_through_a_trace_in_a_real_browser(r
     inputs, labels = split_row(run / "datasets" / vanilla, row)
     wrong = (inputs == 1) & (now != labels)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#trace-board .cell.wrong")) == int(wrong.sum())
+    # Rule conflicts (Task.conflict_cells: a digit repeated in its row, column or box, a given changed) dashed.
+    conflicts = SUDOKU.conflict_cells(inputs[None], now[None])[0]
+    assert sorted(browser.execute_script("return Array.from(document.querySelectorAll('#trace-board .cell.conflict'), "
+                                         "c => +c.dataset.index)")) == np.flatnonzero(conflicts).tolist()
+    assert f"{int(conflicts.sum())} cells break a rule" in browser.find_element(By.ID, "step-label").text
     assert browser.find_elements(By.CSS_SELECTOR, "#trace-chart #chart-marker")
     facts = browser.find_element(By.ID, "trace-facts").text
     assert str(analysed.filter(pl.col("row") == row)["convergence"][0]) in facts and "critical step" in facts
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#multistability figure")) == \
-        pl.read_parquet(run / "analysis" / "multistability.parquet").filter(pl.col("row") == row).height
+    runs = pl.read_parquet(run / "analysis" / "multistability.parquet").filter(pl.col("row") == row).sort("run")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#multistability figure")) == runs.height
+    # The same end answer, the same letter (A: the traced run's last step), different ones apart.
+    letters = browser.execute_script("return Array.from(document.querySelectorAll('#multistability figure'), "
+                                     "f => f.dataset.answer)")
+    answers = [tuple(a) for a in runs["answer"].to_list()]
+    last = tuple(steps["prediction"][-1].to_list())
+    assert [a == last for a in answers] == [x == "A" for x in letters]
+    assert len(set(zip(answers, letters))) == len(set(answers)) == len(set(letters))
     Select(browser.find_element(By.ID, "trace-filter")).select_by_value("wrong")
     assert len(browser.find_elements(By.CSS_SELECTOR, ".trace-item")) == int((~analysed["exact"]).sum())
     assert_not_blank(browser.get_screenshot_as_png())
@@ -240,3 +252,121 @@ def test_the_view_stage_takes_its_caps_from_params_yaml(tiny_sudoku_shards, tmp_
     page.unlink()
     message = " ".join(fails(*base).split())
     assert f"{config}: unknown key(s) in view: output" in message and not page.exists()
+
+
+def test_the_page_reads_only_declared_verified_bytes(run, tmp_path):
+    """A clone that pulled the stages' outputs (no run.json: no DVC stage declares it) builds the page: the
+    per-puzzle tables record their dataset (name, split, manifest sha256), found under --datasets and used only
+    when its manifest and shards have the recorded bytes; a mismatching dataset is refused naming the file."""
+    import shutil
+
+    from pipelines.tables import dataset_record
+    from hrm.integrity import file_sha256
+
+    vanilla = json.loads((run / "datasets" / "datasets.json").read_text())["vanilla"]
+    for stage in ("evaluate", "analysis"):
+        assert dataset_record(run / stage / "puzzles.parquet") == {
+            "name": vanilla, "split": "test", "manifest_sha256": file_sha256(run / "datasets" / vanilla / "manifest.json")}
+    clone, page = tmp_path / "clone", tmp_path / "view.html"
+    shutil.copytree(run / "datasets", clone / "datasets")  # a copy: the fixture's folder stays as it is
+    declared = {"evaluate": ("puzzles.parquet", "metrics.json"),
+                "analysis": ("puzzles.parquet", "traces.parquet", "multistability.parquet", "metrics.json")}
+    for stage, names in declared.items():
+        (clone / stage).mkdir()
+        for name in names:
+            shutil.copyfile(run / stage / name, clone / stage / name)
+    ok("view", "--run", clone, "--output", page)
+    reference = tmp_path / "reference.html"
+    ok("view", "--run", run, "--output", reference)
+    assert embedded(page)["boards"] == embedded(reference)["boards"] and embedded(page)["boards"]
+
+    manifest = clone / "datasets" / vanilla / "manifest.json"
+    original = manifest.read_bytes()
+    manifest.write_bytes(original.rstrip() + b" \n")  # the same JSON, other bytes: another build as far as we know
+    page.unlink()
+    message = " ".join(fails("view", "--run", clone, "--output", page).split())
+    assert f"{manifest}: content does not match its recorded sha256" in message and not page.exists()
+    manifest.write_bytes(original)
+    shard = clone / "datasets" / vanilla / json.loads(original)["splits"]["test"]["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    message = " ".join(fails("view", "--run", clone, "--output", page).split())
+    assert f"{shard}: content does not match its recorded sha256" in message and not page.exists()
+
+    pl.read_parquet(run / "evaluate" / "puzzles.parquet").write_parquet(clone / "evaluate" / "puzzles.parquet")
+    message = " ".join(fails("view", "--evaluate", clone / "evaluate", "--run", tmp_path / "none", "--output", page).split())
+    assert f"{clone / 'evaluate' / 'puzzles.parquet'}: records no dataset" in message and not page.exists()
+
+
+def test_the_evaluation_shows_every_pass_of_a_puzzle(run, browser, tmp_path):
+    """Item 2: a puzzle's outcome per checkpoint and pass (exact, halted, verified, first halting segment) read back
+    from the page against puzzles.parquet's per-pass columns; the exact passes counted in the list; the filters."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from hrm.evaluate.results import unpack_passes
+    from pipelines.tables import PASSES_KEY, table_metadata
+
+    page = tmp_path / "view.html"
+    ok("view", "--run", run, "--output", page)
+    open_page(browser, page)
+    path = run / "evaluate" / "puzzles.parquet"
+    evaluated, layout = pl.read_parquet(path), table_metadata(path, PASSES_KEY)
+    k, p = len(layout["checkpoints"]), layout["passes"]
+    names = list(json.loads((run / "evaluate" / "summary.json").read_text())["test"]["per_checkpoint"])
+    assert (k, p) == (1, 2) and layout["checkpoints"] == names and layout["perturbation"] == "shift"
+    bits = {name: unpack_passes(np.stack(evaluated[f"pass_{name}"].to_numpy()), k * p)
+            for name in ("correct", "halted", "verified")}
+    segments = np.stack(evaluated["pass_halt_segment"].to_numpy())
+    browser.find_element(By.ID, "tab-evaluation").click()
+    header = texts(browser, "#eval-table th")
+    for i, item in enumerate(browser.find_elements(By.CSS_SELECTOR, ".eval-item")):
+        assert item.find_elements(By.TAG_NAME, "td")[header.index("exact_passes")].text == str(int(bits["correct"][i].sum()))
+    for i in (0, evaluated.height - 1):
+        browser.find_elements(By.CSS_SELECTOR, ".eval-item")[i].click()
+        shown = browser.execute_script("return Array.from(document.querySelectorAll('#pass-grid td.pass'), c => "
+                                       "[+c.dataset.checkpoint, +c.dataset.pass, +c.dataset.exact, +c.dataset.halted, "
+                                       "+c.dataset.verified, +c.dataset.segment])")
+        assert shown == [[j // p, j % p, int(bits["correct"][i, j]), int(bits["halted"][i, j]), int(bits["verified"][i, j]),
+                          int(segments[i, j])] for j in range(k * p)]
+    assert segments.any() and bits["halted"].any()  # the tiny model halts somewhere: the check can tell flags apart
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("vote")
+    only_vote = evaluated["paper_vote"] & ~evaluated["baseline"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int(only_vote.sum())
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("solved")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == int(evaluated["paper_vote"].sum())
+
+
+def test_a_long_evaluation_is_listed_a_page_at_a_time(run, browser, tmp_path):
+    """Item 6: 1,200 evaluated puzzles (the tiny run's table repeated, its records kept) are all embedded and all
+    counted, drawn 500 rows a page; the pages hold them all, in order, and a filter starts again at page 1."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    big = tmp_path / "big"
+    shutil.copytree(run / "evaluate", big / "evaluate")
+    (big / "datasets").symlink_to(run / "datasets", target_is_directory=True)
+    path = big / "evaluate" / "puzzles.parquet"
+    table = pl.read_parquet(path)
+    repeats = -(-1200 // table.height)
+    long = pl.concat([table] * repeats).head(1200)
+    long.write_parquet(path, metadata=pl.read_parquet_metadata(path))
+    page = tmp_path / "view.html"
+    ok("view", "--run", big, "--output", page, "--max-puzzles", 5000)
+    open_page(browser, page)
+    browser.find_element(By.ID, "tab-evaluation").click()
+    count = browser.find_element(By.ID, "eval-count")
+    assert count.get_attribute("data-count") == "1200" and "page 1 of 3" in count.text
+    seen = []
+    for expected in (500, 500, 200):
+        items = browser.find_elements(By.CSS_SELECTOR, ".eval-item")
+        assert len(items) == expected
+        seen += [int(i.get_attribute("data-index")) for i in items]
+        if expected == 500:
+            browser.find_element(By.ID, "eval-next").click()
+    assert seen == list(range(1200)) and not browser.find_element(By.ID, "eval-next").is_enabled()
+    Select(browser.find_element(By.ID, "eval-filter")).select_by_value("unsolved")
+    unsolved = int((~long["paper_vote"]).sum())
+    assert browser.find_element(By.ID, "eval-count").get_attribute("data-count") == str(unsolved)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".eval-item")) == min(unsolved, 500)

@@ -106,8 +106,26 @@ class EvalResult:
             "label_free": self.label_free(), "first_to_halt": self.first_to_halt(), "verified_any": self.verified_any(),
             "label_free_verified": self.lf_verified, "first_to_halt_segment": self.fth_segment.astype(np.int16),
             "halted": self.halted[-1, 0], "q_halt_prob": sigmoid(self.q_halt[-1, 0]).astype(np.float32),
-            "critical_segment": self.stable_from[-1, 0],
+            "critical_segment": self.stable_from[-1, 0], **self.pass_table(),
         }
+
+    def pass_table(self) -> dict[str, np.ndarray]:
+        """Per puzzle, every (checkpoint k, pass p) at column k * P + p (:func:`unpack_passes` reads them back):
+        exact, halted at the last segment and verified, each a bit (little-endian within a byte: ceil(K*P/8)
+        bytes a puzzle), and the first segment whose halt signal fired (0: none; one byte a pass)."""
+        K, P, n = self.shape
+        S = self.segment_correct.shape[2]
+        if S > 255:
+            raise ValueError(f"{S} segments: a pass's halting segment is stored in one byte (at most 255)")
+        # es_steps is that first halt, else S; at S, the pass halted there exactly when its final signal fired.
+        first_halt = np.where((self.es_steps < S) | self.halted, self.es_steps, 0)
+
+        def per_puzzle(a: np.ndarray) -> np.ndarray:  # [K, P, N] -> [N, K * P]
+            return np.ascontiguousarray(a.reshape(K * P, n).T)
+
+        bits = {name: np.packbits(per_puzzle(getattr(self, name)), axis=1, bitorder="little")
+                for name in ("correct", "halted", "verified")}
+        return {f"pass_{name}": v for name, v in bits.items()} | {"pass_halt_segment": per_puzzle(first_halt).astype(np.uint8)}
 
     def totals(self) -> "EvalTotals":
         """The sums every reported number is made of (:class:`EvalTotals`): the totals of consecutive
@@ -144,6 +162,12 @@ class EvalResult:
             cells_base=self.cells_base, cells_pooled=self.cells_pooled, seconds=self.seconds, rows=self.rows,
             task=self.task,
         )
+
+
+def unpack_passes(packed: np.ndarray, passes: int) -> np.ndarray:
+    """bool [N, passes] from a ``pass_correct``/``pass_halted``/``pass_verified`` column (uint8 [N, ceil(passes/8)]:
+    :meth:`EvalResult.pass_table`); column k * P + p is checkpoint k's pass p."""
+    return np.unpackbits(np.asarray(packed, np.uint8), axis=1, count=passes, bitorder="little").astype(bool)
 
 
 def _fixed(x: np.ndarray) -> np.ndarray:

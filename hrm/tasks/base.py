@@ -480,6 +480,12 @@ class Task:
         """How the viewer (``hrm view``) draws this task's boards: one description per task."""
         raise NotImplementedError
 
+    def conflict_cells(self, questions: np.ndarray, answers: np.ndarray) -> np.ndarray | None:
+        """bool [N, seq_len]: the cells of answer tokens [N, seq_len] that break a rule of the task in their question
+        (tokens [N, seq_len]): the verifier's rules read cell by cell, which the viewer marks; None: the task has
+        no rule a single cell can break (ARC: only the label tells)."""
+        return None
+
     def describe_transform(self, columns: Mapping[str, Any]) -> str:
         """The viewer's short words for one example's transform from its group's original: ``columns`` maps
         each of ``transform_names`` to that example's value (a number, a bool or a list of numbers)."""

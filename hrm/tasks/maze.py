@@ -200,6 +200,10 @@ class MazeTask(Task):
         return BoardView(30, 30, {0: ("", "#ffffff"), 1: ("", "#333333"), 2: ("", "#ffffff"), 3: ("S", "#2ecc40"),
                                   4: ("G", "#ff4136"), 5: ("", "#ffdc00")})
 
+    def conflict_cells(self, questions, answers):
+        # The cells the analysis' error measure counts: a wall, S or G changed, a gap, branch or dead end of the path.
+        return maze.broken_cells(questions, answers)
+
     def describe_transform(self, columns):
         return DIHEDRAL_WORDS[int(columns["dihedral"])]
 

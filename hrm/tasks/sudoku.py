@@ -14,8 +14,8 @@ import pyarrow as pa
 from hrm.evaluate.perturbations import Perturbations, identity_cells
 from hrm.evaluate.selection import paper_vote
 from hrm.rng import PERTURB as PERTURB_STREAM  # the seed's stream id: hrm/rng.py
-from hrm.sudoku import (BLANK_TOKEN, SEQ_LEN, Transforms, agrees_with_givens, conflict_count, digit_shift_maps,
-                        is_valid_solution, random_transforms)
+from hrm.sudoku import (BLANK_TOKEN, SEQ_LEN, Transforms, agrees_with_givens, conflict_cells, conflict_count,
+                        digit_shift_maps, is_valid_solution, random_transforms)
 from hrm.tasks.base import (BoardView, EvalRules, ExamplesRule, GeneratorOption, RawDiagnosis, RawRule, Task, uint8s,
                             well_formed)
 
@@ -332,6 +332,11 @@ class SudokuTask(Task):
         # Blanks (and padding) drawn empty; the page marks the givens (the input's digits) itself.
         digits = {token: (str(token - 1), "#ffffff") for token in range(2, 11)}
         return BoardView(9, 9, {0: ("", "#ffffff"), BLANK_TOKEN: ("", "#ffffff"), **digits}, block=3)
+
+    def conflict_cells(self, questions, answers):
+        # A digit repeated in a row, column or box, or a given the answer changed: what the verifier refuses.
+        q, a = digit_values(questions), digit_values(answers)
+        return conflict_cells(a) | ((q > 0) & (a != q))
 
     def describe_transform(self, columns):
         order = list(range(9))
