@@ -194,7 +194,7 @@ def test_training_on_mazes(built, tmp_path):
 # (hrm/tasks/maze.py) was set. Issue 27: the generic schema and the maze's rules in its task module, the checks
 # unchanged: same MAZE_CHECKS_ID. Issue 30: the shard-only variant ``imported`` (Task.imported_transforms); the
 # checks of the stages' rows unchanged: same MAZE_CHECKS_ID.
-MAZE_CHECKS_CODE = "c643d2ec6cccf25c"
+MAZE_CHECKS_CODE = "e8a8156afdbe3396"
 
 
 def test_the_maze_checks_id_follows_the_checks():
