@@ -102,7 +102,7 @@ def parse_sets(texts: tuple[str, ...], params: dict, path: Path) -> dict[str, st
     return overrides
 
 
-def _plan(request: RunRequest, device: str, seed: int) -> None:
+def _plan(request: RunRequest, device: str) -> None:
     """Log what the run does and what it costs (nothing fetched: pipelines/paper_plan.py)."""
     from pipelines.device import resolve_device_option
 
@@ -116,6 +116,7 @@ def _plan(request: RunRequest, device: str, seed: int) -> None:
     for figure in ev.expected:
         log(STAGE, f"expected: {figure}")
     dtype = str(settings.get("forward_dtype", "auto"))
+    seed = int(params.get("seed", 0))  # the stages' seed: the trial model's initialisation and tokens
     log(STAGE, f"cost: {project(ev, work, resolve_device_option(device), trial, seed, dtype).describe()}")
 
 
@@ -151,7 +152,7 @@ def run(ctx: click.Context, name: str, clone: Path | None, set_params: tuple[str
         takers = ", ".join(n for n, e in evaluations.items() if e.needs_clone)
         raise StageError(f"--clone: {name} fetches its weights from the Hub; only {takers} takes a clone")
     request = RunRequest(ev, overrides, papers_dir, experiment or name)
-    _plan(request, device, seed=0)
+    _plan(request, device)
     command = request.command()
     if dry_run:
         log(STAGE, f"--dry-run: stopped before running `{shlex.join(command)}`; nothing fetched or written")

@@ -28,6 +28,9 @@ EVALUATIONS_FILE = "evaluations.yaml"
 PARAMS_FILE = "params.yaml"
 PIPELINE_FILE = "dvc.yaml"
 STEP_FILE_PREFIX = "step_"
+# Tokens of the CPU trial: compute-bound there, so the rate per row of a smaller chunk is the run's (a maze's
+# 32-row chunk took 2 x 167 s on the paper's config, 2 shared cores).
+CPU_TRIAL_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,10 @@ def project(ev: Evaluation, work: Work, device: Any, trial_rows: int, seed: int,
 
     model = seeded_model(ev, device, seed, forward_dtype)
     engine = Engine([model], max_rows=auto_max_rows(device))
-    rows = min(trial_rows, engine.max_rows or trial_rows)
     config = model.config
+    rows = min(trial_rows, engine.max_rows or trial_rows)
+    if engine.max_rows:  # a CPU: a chunk of about CPU_TRIAL_TOKENS tokens (32 puzzles, 4 mazes) keeps a dry run short
+        rows = min(rows, max(1, CPU_TRIAL_TOKENS // config.seq_len))
     tokens = np.random.default_rng(seed).integers(1, config.vocab_size, size=(rows, config.seq_len))
     rate = measure_rate(engine, tokens)
     flops = float(segment_flops(model) * work.row_segments)
