@@ -143,11 +143,11 @@ def run(ctx: click.Context, name: str, clone: Path | None, set_params: tuple[str
     ev = evaluations[name]
     params_path = papers_dir / PARAMS_FILE
     overrides = parse_sets(set_params, read_yaml(params_path, "the paper's params"), params_path)
-    if ev.needs_clone:
-        if clone is None:
-            raise StageError(f"{name}: the fork's checkpoints are not on the Hub: pass a local clone, --clone PATH "
-                             "(git clone https://github.com/renrua52/hrm-mechanistic-analysis, then git lfs pull)")
+    if ev.needs_clone and clone is not None:
         overrides = {f"{ev.section}.model.folder": str(clone_folder(clone)), **overrides}
+    elif ev.needs_clone and not dry_run:  # a dry run without one prints the cost of the params' checkpoints
+        raise StageError(f"{name}: the fork's checkpoints are not on the Hub: pass a local clone, --clone PATH "
+                         "(git clone https://github.com/renrua52/hrm-mechanistic-analysis, then git lfs pull)")
     elif clone is not None:
         takers = ", ".join(n for n, e in evaluations.items() if e.needs_clone)
         raise StageError(f"--clone: {name} fetches its weights from the Hub; only {takers} takes a clone")

@@ -147,6 +147,10 @@ def test_dry_run_prints_the_plan_and_its_cost_and_runs_nothing(tmp_path, monkeyp
     assert cost_of(fork.output)[0] == 3 * 9 * SUDOKU_TEST
     assert f"fork_ten.model.folder={(clone / 'checkpoint_example').resolve()}" in " ".join(fork.output.split())
 
+    unpulled = run("paper", "run", "fork-ten", "--dry-run", "--device", "cpu", "--papers-dir", papers)
+    assert unpulled.exit_code == 0, unpulled.output  # the cost before cloning: the params' 10 checkpoints
+    assert cost_of(unpulled.output)[0] == 10 * 9 * SUDOKU_TEST
+
     analysis = run("paper", "run", "sudoku-analysis", "--dry-run", "--device", "cpu", "--papers-dir", papers)
     assert analysis.exit_code == 0, analysis.output
     assert "traces 1,000 x 2, easy probe 600 x 2, multistability 1,700 x 2, landscape points 1,681 x 1" \
@@ -166,7 +170,7 @@ def test_refusals_are_one_message_each(tmp_path, monkeypatch):
     (folder / "step_41664").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
     text = refused(run("paper", "run", "fork-ten", "--clone", tmp_path / "pointers", "--dry-run"))
     assert f"{(folder / 'step_41664').resolve()}: a Git LFS pointer, not the weights: run `git lfs pull`" in text
-    text = refused(run("paper", "run", "fork-ten", "--dry-run"))
+    text = refused(run("paper", "run", "fork-ten"))  # refused before anything runs (a dry run prints the cost)
     assert "the fork's checkpoints are not on the Hub: pass a local clone, --clone PATH" in text
     text = refused(run("paper", "run", "maze-official", "--clone", folder, "--dry-run"))
     assert "--clone: maze-official fetches its weights from the Hub; only fork-ten takes a clone" in text
