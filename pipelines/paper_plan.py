@@ -138,16 +138,19 @@ def section_of(params: Mapping[str, Any], dotted: str, path: Path) -> dict[str, 
         if not isinstance(node, dict) or part not in node:
             raise StageError(f"{path}: no section {dotted!r}")
         node = node[part]
+    if not isinstance(node, dict):
+        raise StageError(f"{path}: {dotted} is a value, not a section")
     return dict(node)
 
 
 def has_key(params: Mapping[str, Any], dotted: str) -> bool:
     """Whether ``dotted`` names a value (not a section) of ``params``."""
-    try:
-        node = section_of(params, dotted.rpartition(".")[0], Path()) if "." in dotted else dict(params)
-    except StageError:
-        return False
-    return dotted.rpartition(".")[2] in node and not isinstance(node[dotted.rpartition(".")[2]], dict)
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, dict)
 
 
 def with_overrides(params: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
@@ -208,6 +211,14 @@ def folder_steps(folder: Path) -> list[Path]:
 
 
 def work_of(ev: Evaluation, params: Mapping[str, Any], params_path: Path) -> Work:
+    """The passes ``ev`` runs with ``params``; a size that is no number is one message naming the section."""
+    try:
+        return _work_of(ev, params, params_path)
+    except (TypeError, ValueError) as e:
+        raise StageError(f"{params_path}: {ev.section}: a size or count that is no whole number ({e})") from None
+
+
+def _work_of(ev: Evaluation, params: Mapping[str, Any], params_path: Path) -> Work:
     settings = section_of(params, f"{ev.section}.{ev.kind}", params_path)
     if ev.kind == "analyze":
         return analyze_work(ev, settings)

@@ -178,6 +178,8 @@ def test_refusals_are_one_message_each(tmp_path, monkeypatch):
     assert "no evaluation 'sudoku-oficial' in papers/evaluations.yaml (sudoku-official, fork-ten" in text
     text = refused(run("paper", "run", "sudoku-official", "-S", "sudoku_official.evaluate.tset_size=9", "--dry-run"))
     assert "-S sudoku_official.evaluate.tset_size=9: expected KEY=VALUE with KEY a key of papers/params.yaml" in text
+    text = refused(run("paper", "run", "sudoku-official", "-S", "sudoku_official.evaluate.test_size=many", "--dry-run"))
+    assert "papers/params.yaml: sudoku_official: a size or count that is no whole number" in text
     text = refused(run("paper", "model", "--source", "folder", "--output", tmp_path / "m"))
     assert "--source folder needs --folder: its section's model.folder is empty" in text
     assert not (tmp_path / "m").exists()
