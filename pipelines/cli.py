@@ -59,6 +59,7 @@ COMMANDS = {
     "plots-template": "pipelines.plots_template:plots_template",
     "upstream": "pipelines.upstream:upstream",
     "checkpoint": "pipelines.checkpoint:checkpoint",
+    "paper": "pipelines.paper:paper",
 }
 
 
