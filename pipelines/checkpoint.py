@@ -34,7 +34,7 @@ import yaml
 
 from pipelines.atomic_replace import atomic_output
 from pipelines.hub import HubUse, download_hub_file, verify_hub_file
-from pipelines.io import StageError, log
+from pipelines.io import Count, StageError, log
 from pipelines.output_records import check_apart, claim_output
 
 CHECKPOINTS = "checkpoints"  # DIR/checkpoints/, as hrm train writes it (pipelines/train_run.py)
@@ -286,7 +286,7 @@ def checkpoint() -> None:
 @click.option("--revision", default="main", help="Branch, tag or commit; the commit it resolves to is recorded.")
 @click.option("--file", "files", multiple=True, default=(HUB_WEIGHTS,),
               help=f"A weights file of the repo (repeat for several); {CONFIG_NAME} is always fetched.")
-@click.option("--as-step", type=click.IntRange(0), default=0,
+@click.option("--as-step", type=Count(0), default=0,
               help="The step_N name of a weights file without a step number (the Hub's `checkpoint`).")
 @click.option("--output", required=True, type=click.Path(path_type=Path), help="The model folder to write.")
 def fetch(repo: str, revision: str, files: tuple[str, ...], as_step: int, output: Path) -> None:
@@ -314,8 +314,8 @@ def fetch(repo: str, revision: str, files: tuple[str, ...], as_step: int, output
 
 @checkpoint.command("import")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--step", "steps", type=click.IntRange(0), multiple=True, help="Import this step_N only (repeat).")
-@click.option("--as-step", type=click.IntRange(0), default=0,
+@click.option("--step", "steps", type=Count(0), multiple=True, help="Import this step_N only (repeat).")
+@click.option("--as-step", type=Count(0), default=0,
               help="The step_N name of a weights file without a step number (the Hub's `checkpoint`).")
 @click.option("--output", required=True, type=click.Path(path_type=Path), help="The model folder to write.")
 def import_(folder: Path, steps: tuple[int, ...], as_step: int, output: Path) -> None:
