@@ -360,3 +360,16 @@ def test_each_evaluation_runs_as_one_command_that_dvc_exp_show_lists(project, tm
     assert {"baseline", "paper_vote", "label_free", "verified_any"} <= set(fork_metrics["test"])
     assert rows["fork-ten"]["data"]["params"]["papers/params.yaml"]["data"]["fork_ten"]["model"]["folder"] == \
         str((clone / "checkpoint_example").resolve())
+
+
+def test_the_published_config_each_cost_is_projected_from_is_the_papers():
+    """papers/evaluations.yaml states the published weights' architecture (the cost is projected from it before
+    anything is fetched): it must stay the paper's, as hrm.train.PAPER_PROFILE holds it."""
+    from hrm.train import PAPER_PROFILE, QUICK_ARCH
+
+    evaluations = yaml.safe_load((PAPERS / "evaluations.yaml").read_text())
+    for name, evaluation in evaluations.items():
+        arch = evaluation["arch"]
+        assert {k: arch.get(k) for k in QUICK_ARCH if k != "loss_type"} == \
+            {k: PAPER_PROFILE[k] for k in QUICK_ARCH if k != "loss_type"}, name
+        assert arch["loss"]["loss_type"] == PAPER_PROFILE["loss_type"], name
