@@ -11,47 +11,13 @@ page's size, how many plots drew marks, the time from navigation to the last one
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Per vega plot (a div DVC writes with a vegaEmbed call): the marks drawn, as SVG elements or painted pixels.
-DRAWN = """return Array.from(document.querySelectorAll('body > div[id]'), (div) => {
-  const svg = div.querySelectorAll('svg .mark-line path, svg .mark-rect path, svg .mark-symbol path').length;
-  const canvas = div.querySelector('canvas');
-  let painted = 0;
-  if (canvas && canvas.width) {
-    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-    for (let i = 3; i < px.length; i += 4) if (px[i] > 0 && (px[i - 1] < 200 || px[i - 2] < 200)) painted++;
-  }
-  return svg + painted;
-});"""
-
-
-def offline_browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000",
-                "--host-resolver-rules=MAP * ~NOTFOUND"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
-                                                                "downloadThroughput": -1, "uploadThroughput": -1})
-    return driver
-
-
-def requests_made(driver) -> list[str]:
-    entries = (json.loads(e["message"])["message"] for e in driver.get_log("performance"))
-    return [e["params"]["request"]["url"] for e in entries if e["method"] == "Network.requestWillBeSent"]
-
+from headless import DRAWN, chromium, requests_made  # benchmarks/headless.py: Debian's chromium through Selenium
 
 def draw(driver, page: Path) -> tuple[list[int], float]:
     """Open the page; poll until every plot drew (or 30 s): marks per plot, ms from navigation."""
@@ -59,7 +25,7 @@ def draw(driver, page: Path) -> tuple[list[int], float]:
     driver.get(page.resolve().as_uri())
     deadline = time.monotonic() + 30
     while True:
-        drawn = driver.execute_script(DRAWN)
+        drawn = [n for _, n in driver.execute_script(DRAWN)]
         if all(drawn) or time.monotonic() > deadline:
             return drawn, driver.execute_script("return performance.now()")
         time.sleep(0.02)
@@ -73,7 +39,7 @@ def main() -> None:
     template = subprocess.run([sys.executable, "-m", "dvc", "config", "plots.html_template"], capture_output=True,
                               text=True, check=True).stdout.strip()
     print(f"template .dvc/{template}: {(Path('.dvc') / template).stat().st_size / 1e6:.2f} MB")
-    driver = offline_browser()
+    driver = chromium(offline=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

@@ -17,16 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+from headless import chromium  # benchmarks/headless.py: Debian's chromium through Selenium
 
 
 def main() -> None:
@@ -34,7 +25,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("data"))
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    driver = browser()
+    driver = chromium()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             page = Path(tmp) / "view.html"

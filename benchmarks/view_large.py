@@ -6,7 +6,7 @@ Builds the run with the stages themselves, as tests/test_view.py does at a tiny 
 (``--source builtin``, 8 train and PUZZLES test), a tiny HRM trained for 2 epochs, ``hrm evaluate`` on every
 test puzzle (2 shift passes, no tiers), ``hrm analyze`` on 200 of them. Then builds the page listing every
 evaluated puzzle (``--max-puzzles PUZZLES``) and the default one, each in a fresh process, and opens each from
-disk in Debian's headless Chromium (benchmarks/view.py's browser): build time, size, time to ready, time to
+disk in Debian's headless Chromium (benchmarks/headless.py): build time, size, time to ready, time to
 draw one puzzle's passes. The run is kept in --work (built once; delete it to rebuild).
 """
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from view import browser  # noqa: E402 - benchmarks/view.py: Debian's chromium through Selenium
+from headless import chromium  # noqa: E402 - benchmarks/headless.py: Debian's chromium through Selenium
 
 TINY = ["--variant", "vanilla", "--global-batch-size", "4", "--epochs", "2", "--eval-interval", "2", "--eval-size", "4",
         "--hidden-size", "16", "--num-heads", "2", "--l-layers", "1", "--h-cycles", "2", "--l-cycles", "2",
@@ -75,7 +75,7 @@ def main() -> None:
     start = time.perf_counter()
     build_run(args.work, args.puzzles)
     print(f"run in {args.work} ({time.perf_counter() - start:.0f} s to build or find)", flush=True)
-    driver = browser()
+    driver = chromium()
     try:
         for _ in range(args.repeat):
             for extra in ([], ["--max-puzzles", str(args.puzzles)]):

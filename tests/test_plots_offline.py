@@ -15,7 +15,8 @@ import pytest
 
 from pipelines.plots_template import BUNDLES, INSTALL, pinned_versions
 from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
-from test_view import CHROMEDRIVER, CHROMIUM, assert_not_blank
+from test_view import assert_not_blank  # (and benchmarks/ on the path)
+from headless import DRAWN, chromium, requests_made  # noqa: E402 - benchmarks/headless.py
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / ".dvc" / "plots" / "offline.html"
@@ -54,23 +55,7 @@ def dvc(*args, cwd: Path) -> str:
 def offline_browser():
     """Headless Chromium that resolves no host name (so no request can leave the machine) and logs every
     request it makes (the performance log)."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not found: install Debian's headless browser with "
-                    "`apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000",
-                "--host-resolver-rules=MAP * ~NOTFOUND"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
-                                                                "downloadThroughput": -1, "uploadThroughput": -1})
+    driver = chromium(offline=True)
     yield driver
     driver.quit()
 
@@ -89,19 +74,6 @@ def plots_project(tmp_path_factory) -> Path:
     return root
 
 
-# Per plot div: the marks vega drew (SVG elements, or the canvas's painted pixels).
-DRAWN = """return Array.from(document.querySelectorAll('body > div[id]'), (div) => {
-  const svg = div.querySelectorAll('svg .mark-line path, svg .mark-rect path, svg .mark-symbol path').length;
-  const canvas = div.querySelector('canvas');
-  let painted = 0;
-  if (canvas && canvas.width) {
-    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-    for (let i = 3; i < px.length; i += 4) if (px[i] > 0 && (px[i - 1] < 200 || px[i - 2] < 200)) painted++;
-  }
-  return [div.id, svg + painted];
-});"""
-
-
 def fetching_tags(html: str) -> list[tuple]:
     """The page's elements that would fetch something (a src or href attribute; script text is not parsed)."""
     from html.parser import HTMLParser
@@ -114,11 +86,6 @@ def fetching_tags(html: str) -> list[tuple]:
 
     Tags().feed(html)
     return found
-
-
-def requests_made(driver) -> list[str]:
-    entries = (json.loads(e["message"])["message"] for e in driver.get_log("performance"))
-    return [e["params"]["request"]["url"] for e in entries if e["method"] == "Network.requestWillBeSent"]
 
 
 def open_offline(driver, page: Path, wait: float = 20) -> list:

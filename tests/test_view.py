@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import pytest
 from hrm.tasks import TASKS, SUDOKU
 from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from headless import chromium  # noqa: E402 - benchmarks/headless.py: Debian's chromium through Selenium
+
 TOKEN_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,19 +48,7 @@ def run(tiny_sudoku_shards, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not found: the viewer's tests need Debian's headless browser; install it "
-                    "with `apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)  # a path: no driver download
+    driver = chromium()
     yield driver
     driver.quit()
 
