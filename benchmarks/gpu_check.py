@@ -306,6 +306,18 @@ def time_steps(step: Callable[[], Any], count: int, device: str) -> list[float]:
     return times
 
 
+def best_of_alternated(runs: dict[str, Callable[[], Any]], rounds: int, device: str) -> dict[str, float]:
+    """Each run's best time over ``rounds`` rounds in turns (after two untimed ones): the same conditions for all."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(2):  # warm-up
+        for fn in runs.values():
+            fn()
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            best[name] = min(best[name], time_steps(fn, 1, device)[0])
+    return best
+
+
 def phase_train(args, sizes: Sizes, compiled: bool) -> dict:
     import torch
 
@@ -360,13 +372,7 @@ def phase_official(args, sizes: Sizes) -> dict:
     _, ours_state = training_state(sizes, args.device)
     batch = random_batch_on(sizes, args.device)
     runs = {"official": segment_step(official, batch), "ours": segment_step(ours_state.model, batch)}
-    best = {name: float("inf") for name in runs}
-    for _ in range(2):  # warm-up
-        for fn in runs.values():
-            fn()
-    for _ in range(max(3, sizes.train_steps // 3)):  # alternated: the same conditions for both
-        for name, fn in runs.items():
-            best[name] = min(best[name], time_steps(fn, 1, args.device)[0])
+    best = best_of_alternated(runs, max(3, sizes.train_steps // 3), args.device)
     return {"what": "one ACT segment forward + loss + backward, eager, best of the alternated runs",
             "batch": sizes.train_batch, "dtype": device_dtype(args.device),
             "attention": "flash-attn" if flash else "SDPA stand-in", "official_step_s": round(best["official"], 4),
@@ -726,13 +732,7 @@ def trm_beside_reference(args, sizes: Sizes, cfg) -> dict:
         ours, theirs = build_pair(reference, arch, cfg.global_batch_size)
     batch = {k: v.to(args.device) for k, v in random_batch_on_cpu(cfg.global_batch_size).items()}
     runs = {"reference": train_stepper(theirs, True, batch), "ours": train_stepper(ours, False, batch)}
-    best = {name: float("inf") for name in runs}
-    for _ in range(2):  # warm-up
-        for fn in runs.values():
-            fn()
-    for _ in range(max(3, sizes.train_steps // 3)):  # alternated: the same conditions for both
-        for name, fn in runs.items():
-            best[name] = min(best[name], time_steps(fn, 1, args.device)[0])
+    best = best_of_alternated(runs, max(3, sizes.train_steps // 3), args.device)
     return {"what": "one ACT call forward + loss + backward, eager, best of the alternated runs",
             "reference_step_s": round(best["reference"], 4), "ours_step_s": round(best["ours"], 4),
             "ours_over_reference_speed": round(best["reference"] / best["ours"], 3)}

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from hrm.evaluate.cost import duration, flop_count
 from pipelines.io import StageError
 
 EVALUATIONS_FILE = "evaluations.yaml"
@@ -84,22 +85,6 @@ class Projection:
         return (f"{self.work.passes:,} passes ({parts} segments) = {self.work.row_segments:,} row-segments, "
                 f"{flop_count(self.flops)}; a trial of {self.trial_rows:,} rows of a seeded model of the "
                 f"published config ran {self.rate:,.1f} row-segments/s on {self.device}: {duration(self.hours)}")
-
-
-def flop_count(flops: float) -> str:
-    """FLOPs with the largest SI prefix that leaves at least 1 (3.2 TFLOP, 93.0 PFLOP)."""
-    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9)):
-        if flops >= scale:
-            return f"{flops / scale:,.1f} {prefix}FLOP"
-    return f"{flops:,.0f} FLOP"
-
-
-def duration(hours: float) -> str:
-    if hours < 1 / 60:
-        return f"{hours * 3600:.1f} s"
-    if hours < 1:
-        return f"{hours * 60:.1f} min"
-    return f"{hours:,.2f} h"
 
 
 # --------------------------------------------------------------------------- the files

@@ -15,9 +15,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from hrm.evaluate.engine import Engine, segment_flops
+if TYPE_CHECKING:  # torch only where a trial runs: the wording below serves commands that plan without it
+    from hrm.evaluate.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,20 @@ class EvaluationCost:
         """One line for the log: what runs, and how long the trial says it takes."""
         bound = "at most " if early_stop else ""
         return (f"{self.passes:,} passes x {self.segments} segments = {self.row_segments:,} row-segments, "
-                f"{self.flops / 1e12:,.3g} TFLOP; a trial of {self.trial_rows:,} rows ran "
-                f"{self.rate:,.1f} row-segments/s here: {bound}{_duration(self.hours)}")
+                f"{flop_count(self.flops)}; a trial of {self.trial_rows:,} rows ran "
+                f"{self.rate:,.1f} row-segments/s here: {bound}{duration(self.hours)}")
 
 
-def _duration(hours: float) -> str:
+def flop_count(flops: float) -> str:
+    """FLOPs with the largest SI prefix that leaves at least 1 (3.2 TFLOP, 93.0 PFLOP)."""
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9)):
+        if flops >= scale:
+            return f"{flops / scale:,.1f} {prefix}FLOP"
+    return f"{flops:,.0f} FLOP"
+
+
+def duration(hours: float) -> str:
+    """Hours in the unit that reads best: seconds, minutes or hours."""
     if hours < 1 / 60:
         return f"{hours * 3600:.1f} s"
     if hours < 1:
@@ -70,6 +82,8 @@ def evaluation_cost(engine: Engine, rows_per_checkpoint: int, trial_inputs: np.n
     """The cost of running ``rows_per_checkpoint`` rows through each of ``engine``'s checkpoints, every
     segment, timed on ``trial_inputs`` (a real batch of the run's rows; its first ``max_rows`` when the engine
     chunks its forwards)."""
+    from hrm.evaluate.engine import segment_flops
+
     if engine.max_rows:  # the engine's own chunk (a CPU's): its rate per row is the run's, at a fraction of the time
         trial_inputs = trial_inputs[:engine.max_rows]
         trial_identifiers = None if trial_identifiers is None else trial_identifiers[:engine.max_rows]
