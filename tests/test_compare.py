@@ -224,3 +224,10 @@ def test_run_refuses_uncommitted_params(repo):
         assert proc.returncode == 1 and "params.yaml: has uncommitted changes" in proc.stderr
     finally:
         sh(repo, "git", "checkout", "--", "params.yaml")
+
+
+def test_hrm_quick_is_params_yaml_as_it_is():
+    """The default pair's HRM is the default run: the profile only names params.yaml's own architecture."""
+    profile = yaml.safe_load((REPO / "profiles" / "hrm-quick.yaml").read_text())["params"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert profile == {"train.arch.name": dig(params, "train.arch.name")}
