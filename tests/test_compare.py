@@ -231,3 +231,37 @@ def test_hrm_quick_is_params_yaml_as_it_is():
     profile = yaml.safe_load((REPO / "profiles" / "hrm-quick.yaml").read_text())["params"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert profile == {"train.arch.name": dig(params, "train.arch.name")}
+
+
+def test_a_number_a_run_lacks_is_n_a_in_every_output():
+    """A run of older code (no first_to_halt in its metrics.json) beside one that has it: the table says n/a, the
+    CSV leaves the cell empty, the figure draws no bar there and writes n/a. The repository's own committed
+    results, one copy without the rule."""
+    import copy
+
+    from hrm.comparison import (ANALYSIS_METRICS, ANALYSIS_SUMMARY, EVALUATE_METRICS, EVALUATE_SUMMARY, RunResults,
+                                comparison_figure, comparison_rows, csv_text, format_value, markdown_text)
+
+    evaluate = json.loads((REPO / EVALUATE_METRICS).read_text())
+    older, newer = copy.deepcopy(evaluate), copy.deepcopy(evaluate)
+    older["test"].pop("first_to_halt", None)
+    newer["test"].setdefault("first_to_halt", 0.25)
+    tables = {name: list(csv.DictReader(io.StringIO((REPO / path).read_text())))
+              for name, path in (("rating", "data/evaluate/plots/rating.csv"), ("segments", "data/evaluate/plots/segments.csv"))}
+    analysis = json.loads((REPO / ANALYSIS_METRICS).read_text())
+    runs = [RunResults(label, "0" * 40, arch, {EVALUATE_METRICS: metrics, EVALUATE_SUMMARY: {},
+                                              ANALYSIS_METRICS: analysis, ANALYSIS_SUMMARY: {}}, tables)
+            for label, arch, metrics in (("old", "HRM", older), ("new", "TRM", newer))]
+    rows = comparison_rows(runs)
+    fth = next(r for r in rows if r.section == "accuracy" and r.group == "test" and r.measure == "first_to_halt")
+    assert fth.values == (None, newer["test"]["first_to_halt"])
+    assert f"| accuracy | test | first_to_halt | n/a | {format_value(fth.values[1], 'fraction')} |" in \
+        markdown_text(runs, rows)
+    assert f"accuracy,test,first_to_halt,data/evaluate/metrics.json test.first_to_halt,,{fth.values[1]!r}\n" in \
+        csv_text(runs, rows)
+    assert not [r for r in rows if r.section == "by blanks"]  # no blanks table given: no rows, no error
+    fig = comparison_figure(runs, rows)
+    assert [len(c.patches) for c in fig.axes[0].containers] == [4, 5]
+    assert "n/a" in [t.get_text() for t in fig.axes[0].texts]
+    trapped = [r for r in rows if r.section == "trapped guesses"]
+    assert trapped and all(r.values == (None, None) for r in trapped)  # no summary: every such number n/a
