@@ -193,14 +193,15 @@ def _bars(ax, runs: Sequence[RunResults], categories: Sequence[str], values: Seq
         heights = [values[i][j] for i in range(len(categories))]
         bars = ax.bar([x for x, h in zip(xs, heights) if h is not None], [h for h in heights if h is not None], width,
                       label=run.title, color=f"C{j}")
-        ax.bar_label(bars, fmt="{:.0%}" if ylabel.startswith("fraction") else "{:.2f}", fontsize=6)  # 0% is seen
+        ax.bar_label(bars, fmt="{:.0%}" if ylabel.startswith("fraction") else "{:.2f}", fontsize=6,  # 0% is seen
+                     rotation=90 if len(categories) > 8 else 0, padding=2)
         for x, h in zip(xs, heights):
             if h is None:
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(range(len(categories)), categories, rotation=45 if len(categories) > 5 else 0, ha="right"
                   if len(categories) > 5 else "center", fontsize=7)
     ax.set(title=title, ylabel=ylabel)
-    ax.set_ylim(0, max([1.0] + [v for vs in values for v in vs if v is not None]) * 1.05)
+    ax.set_ylim(0, max([1.0] + [v for vs in values for v in vs if v is not None]) * 1.15)  # room for the labels
     ax.grid(True, axis="y", alpha=0.2)
 
 
@@ -210,15 +211,19 @@ def _panel_rows(rows: Sequence[Row], section: str, measure: str | None = None, g
 
 
 def _segment_curves(ax, runs: Sequence[RunResults]) -> None:
-    """Exact accuracy after each segment (evaluate's plots/segments.csv: baseline solid, mean over passes dashed)."""
+    """Exact accuracy after each segment (evaluate's plots/segments.csv): the test split solid, each easy tier
+    dashed or dotted (a quick model solves only easy puzzles)."""
+    styles = ("--", ":", "-.")
     for j, run in enumerate(runs):
         table = run.tables.get("segments") or []
         segments = [int(r["segment"]) for r in table]
-        for column, style in (("baseline", "-"), ("all_passes", "--")):
+        columns = ["baseline"] + [c for c in (table[0] if table else {}) if c.startswith("tier_")]
+        for k, column in enumerate(columns):
             ys = [_number(r.get(column)) for r in table]
             if segments and None not in ys:
-                ax.plot(segments, ys, style, color=f"C{j}", marker="o", markersize=3, label=f"{run.title}: {column}")
-    ax.set(title="Exact accuracy after each segment (test split)", xlabel="ACT segment", ylabel="fraction of puzzles")
+                ax.plot(segments, ys, "-" if k == 0 else styles[(k - 1) % len(styles)], color=f"C{j}", marker="o",
+                        markersize=3, label=f"{run.title}: {'test' if k == 0 else 'tier ' + column[5:]}")
+    ax.set(title="Exact accuracy after each segment (baseline)", xlabel="ACT segment", ylabel="fraction of puzzles")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(0, 1.05)
     ax.grid(True, alpha=0.2)
