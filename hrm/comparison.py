@@ -19,15 +19,19 @@ EVALUATE_METRICS = "data/evaluate/metrics.json"
 EVALUATE_SUMMARY = "data/evaluate/summary.json"
 ANALYSIS_METRICS = "data/analysis/metrics.json"
 ANALYSIS_SUMMARY = "data/analysis/summary.json"
-# (measure, source file, dotted key, kind): the segments a run needs, its fixed-point classes, its trapped guesses.
+# (measure, dotted key under the split's summary, kind): the segments a run needs, per split (test, each tier).
 SEGMENT_MEASURES = (
-    ("mean critical segment of the solved puzzles", EVALUATE_SUMMARY, "test.critical_segment.mean", "number"),
-    ("solved by the final segment", EVALUATE_SUMMARY, "test.critical_segment.solved_by_final_segment", "fraction"),
-    ("mean segment first_to_halt answered at", EVALUATE_SUMMARY, "test.first_to_halt_detail.mean_segment", "number"),
-    ("mean segments run (baseline)", EVALUATE_SUMMARY, "test.baseline.mean_steps", "number"),
-    ("analysis: mean critical step of the solved puzzles", ANALYSIS_SUMMARY, "critical.critical_mean", "number"),
-    ("analysis: solved (right from the critical step on)", ANALYSIS_SUMMARY, "critical.solved", "fraction"),
-    ("analysis: lost (right at some segment, wrong at the end)", ANALYSIS_SUMMARY, "critical.lost", "fraction"),
+    ("mean critical segment of the solved puzzles", "critical_segment.mean", "number"),
+    ("solved by the final segment (right from the critical segment on)", "critical_segment.solved_by_final_segment",
+     "fraction"),
+    ("mean segment first_to_halt answered at", "first_to_halt_detail.mean_segment", "number"),
+    ("mean segments run (baseline)", "baseline.mean_steps", "number"),
+)
+# (measure, source file, dotted key, kind): the analysis's critical step, fixed-point classes, trapped guesses.
+CRITICAL_MEASURES = (
+    ("mean critical step of the solved puzzles", ANALYSIS_SUMMARY, "critical.critical_mean", "number"),
+    ("solved (right from the critical step on)", ANALYSIS_SUMMARY, "critical.solved", "fraction"),
+    ("lost (right at some segment, wrong at the end)", ANALYSIS_SUMMARY, "critical.lost", "fraction"),
 )
 FIXED_POINT_MEASURES = tuple((name, ANALYSIS_METRICS, f"fixed_point.{name}", "fraction")
                              for name in ("converged", "oscillating", "drifting", "violation_rate"))
@@ -81,17 +85,26 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _splits(runs: Sequence[RunResults]) -> list[tuple[str, str]]:
+    """(group, key): the test split and each easy tier any run evaluated (evaluate's metrics.json)."""
+    tiers = dict.fromkeys(t for r in runs for t in (dig(r.files[EVALUATE_METRICS], "tiers") or {}))
+    return [("test", "test")] + [(f"tier {t}", f"tiers.{t}") for t in tiers]
+
+
 def _accuracy_rows(runs: Sequence[RunResults]) -> list[Row]:
     """Each rule's exact accuracy on the test split and on each easy tier (evaluate's metrics.json)."""
-    groups = ["test"] + list(dict.fromkeys(t for r in runs for t in (dig(r.files[EVALUATE_METRICS], "tiers") or {})))
-    rows = []
-    for group in groups:
-        key = group if group == "test" else f"tiers.{group}"
-        for rule in RULES:
-            values = tuple(_number(dig(r.files[EVALUATE_METRICS], f"{key}.{rule}")) for r in runs)
-            rows.append(Row("accuracy", group if group == "test" else f"tier {group}", rule,
-                            f"{EVALUATE_METRICS} {key}.{rule}", "fraction", values))
-    return rows
+    return [Row("accuracy", group, rule, f"{EVALUATE_METRICS} {key}.{rule}", "fraction",
+                tuple(_number(dig(r.files[EVALUATE_METRICS], f"{key}.{rule}")) for r in runs))
+            for group, key in _splits(runs) for rule in RULES]
+
+
+def _segment_rows(runs: Sequence[RunResults]) -> list[Row]:
+    """Segments to solve on the test split and each tier (evaluate's summary.json), then the analysis's
+    critical step on its own sample."""
+    rows = [Row("segments to solve", group, name, f"{EVALUATE_SUMMARY} {key}.{sub}", kind,
+                tuple(_number(dig(r.files[EVALUATE_SUMMARY], f"{key}.{sub}")) for r in runs))
+            for group, key in _splits(runs) for name, sub, kind in SEGMENT_MEASURES]
+    return rows + _measure_rows(runs, "segments to solve", CRITICAL_MEASURES, "analysis sample")
 
 
 def _bucket_rows(runs: Sequence[RunResults], table: str) -> list[Row]:
@@ -109,8 +122,8 @@ def _bucket_rows(runs: Sequence[RunResults], table: str) -> list[Row]:
     return rows
 
 
-def _measure_rows(runs: Sequence[RunResults], section: str, measures) -> list[Row]:
-    return [Row(section, "", name, f"{source} {key}", kind, tuple(_number(dig(r.files[source], key)) for r in runs))
+def _measure_rows(runs: Sequence[RunResults], section: str, measures, group: str = "") -> list[Row]:
+    return [Row(section, group, name, f"{source} {key}", kind, tuple(_number(dig(r.files[source], key)) for r in runs))
             for name, source, key, kind in measures]
 
 
@@ -118,7 +131,7 @@ def comparison_rows(runs: Sequence[RunResults]) -> list[Row]:
     """The table: accuracy by rule (test split, tiers), by rating and by blanks; segments to solve;
     fixed-point classes; trapped guesses. One value per run in each row."""
     return [*_accuracy_rows(runs), *_bucket_rows(runs, "rating"), *_bucket_rows(runs, "blanks"),
-            *_measure_rows(runs, "segments to solve", SEGMENT_MEASURES),
+            *_segment_rows(runs),
             *_measure_rows(runs, "fixed-point classes", FIXED_POINT_MEASURES),
             *_measure_rows(runs, "trapped guesses", TRAPPED_MEASURES)]
 
@@ -225,9 +238,9 @@ def _segment_curves(ax, runs: Sequence[RunResults]) -> None:
                         markersize=3, label=f"{run.title}: {'test' if k == 0 else 'tier ' + column[5:]}")
     ax.set(title="Exact accuracy after each segment (baseline)", xlabel="ACT segment", ylabel="fraction of puzzles")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.35)  # the legend above the curves
     ax.grid(True, alpha=0.2)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, ncol=2, loc="upper center")
 
 
 def comparison_figure(runs: Sequence[RunResults], rows: Sequence[Row]):
