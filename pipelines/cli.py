@@ -55,6 +55,7 @@ COMMANDS = {
     "registry": "pipelines.registry:registry",
     "publish": "pipelines.publish:publish",
     "profile": "pipelines.profile:profile",
+    "compare": "pipelines.compare:compare",
     "view": "pipelines.view:view",
     "plots-template": "pipelines.plots_template:plots_template",
     "upstream": "pipelines.upstream:upstream",

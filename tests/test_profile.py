@@ -56,8 +56,8 @@ def test_list_names_every_profile_with_its_description():
     result = invoke("list")
     assert result.exit_code == 0, result.output
     names = [line.split(":")[0] for line in result.output.splitlines()]
-    assert names == ["arc-quick", "arc1-paper", "arc2-paper", "fork-hint", "maze-paper", "maze-quick", "paper-sudoku",
-                     "trm-arc1-paper", "trm-maze-paper", "trm-quick", "trm-sudoku-paper"]
+    assert names == ["arc-quick", "arc1-paper", "arc2-paper", "fork-hint", "hrm-quick", "maze-paper", "maze-quick",
+                     "paper-sudoku", "trm-arc1-paper", "trm-maze-paper", "trm-quick", "trm-sudoku-paper"]
     assert all(len(line.split(": ", 1)[1]) > 20 for line in result.output.splitlines())
 
 
@@ -199,8 +199,9 @@ def test_an_unknown_profile_through_hrm_is_one_line_exit_1(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == ("Error: no profile 'paper': profiles/paper.yaml does not exist (profiles in "
-                                   "profiles: arc-quick, arc1-paper, arc2-paper, fork-hint, maze-paper, maze-quick, "
-                                   "paper-sudoku, trm-arc1-paper, trm-maze-paper, trm-quick, trm-sudoku-paper)")
+                                   "profiles: arc-quick, arc1-paper, arc2-paper, fork-hint, hrm-quick, maze-paper, "
+                                   "maze-quick, paper-sudoku, trm-arc1-paper, trm-maze-paper, trm-quick, "
+                                   "trm-sudoku-paper)")
 
 
 # ----------------------------------------------------------------------------- TRM's runs
