@@ -35,6 +35,7 @@ import yaml
 from pipelines.atomic_replace import atomic_output
 from pipelines.hub import HubUse, download_hub_file, verify_hub_file
 from pipelines.io import Count, StageError, log
+from pipelines.lfs import is_pointer, pointer_oid
 from pipelines.output_records import check_apart, claim_output
 
 CHECKPOINTS = "checkpoints"  # DIR/checkpoints/, as hrm train writes it (pipelines/train_run.py)
@@ -47,7 +48,6 @@ HUB_USE = HubUse(stage="checkpoint", repo_type="model", needs="hrm checkpoint fe
                  revision_option="--revision", offline=OFFLINE, not_found_hint=f"; or, offline, {OFFLINE}")
 _STEP = re.compile(r"step_(\d+)")
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 @dataclass(frozen=True)
@@ -217,11 +217,6 @@ def git_origin(folder: Path) -> dict[str, Any] | None:
             "path": folder.resolve().relative_to(Path(top).resolve()).as_posix() or "."}
 
 
-def _lfs_oid(pointer: str) -> str | None:
-    m = re.search(r"^oid sha256:([0-9a-f]{64})$", pointer, re.M)
-    return m.group(1) if pointer.startswith(_LFS_POINTER.decode()) and m else None
-
-
 def _git_check(folder: Path, git: dict[str, Any] | None, name: str) -> Callable[[Path], str]:
     """The check of a copy of ``folder/name`` against the clone's HEAD: its Git LFS pointer's sha256, or its
     blob id; "none" outside a clone or for a file the commit does not hold."""
@@ -236,7 +231,7 @@ def _git_check(folder: Path, git: dict[str, Any] | None, name: str) -> Callable[
         if blob is None:
             return "none"
         size = _git(folder, "cat-file", "-s", spec)
-        oid = _lfs_oid(_git(folder, "cat-file", "blob", spec) or "") if size and int(size) < 1024 else None
+        oid = pointer_oid(_git(folder, "cat-file", "blob", spec) or "") if size and int(size) < 1024 else None
         want, got, kind = (oid, file_sha256(copy), "git-lfs") if oid else (blob, git_blob_sha1(copy), "git-blob")
         if want != got:
             raise StageError(f"{folder / name}: content does not match commit {git['commit'][:12]} of its clone "
@@ -266,10 +261,8 @@ def folder_files(folder: Path, steps: tuple[int, ...], as_step: int) -> tuple[li
     for f in [*files, folder / CONFIG_NAME]:
         if not f.is_file():
             raise StageError(f"{f}: not found (the official layout has {CONFIG_NAME} beside the weights)")
-        with open(f, "rb") as handle:
-            if handle.read(len(_LFS_POINTER)) == _LFS_POINTER:
-                raise StageError(f"{f}: a Git LFS pointer, not the file itself: run `git lfs pull` in the clone "
-                                 "first")
+        if is_pointer(f):
+            raise StageError(f"{f}: a Git LFS pointer, not the file itself: run `git lfs pull` in the clone first")
     return files, weight_targets([f.name for f in files], as_step)
 
 

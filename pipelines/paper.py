@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from pipelines.io import StageError, log
+from pipelines.lfs import is_pointer
 from pipelines.paper_plan import (PARAMS_FILE, PIPELINE_FILE, Evaluation, folder_steps, has_key, load_evaluations,
                                   project, read_yaml, with_overrides, work_of)
 from pipelines.settings import config_file_options
@@ -32,7 +33,6 @@ from pipelines.settings import config_file_options
 STAGE = "paper"
 PAPERS_DIR = "papers"
 CLONE_FOLDER = "checkpoint_example"  # the fork's folder of step_N files in its repository
-LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 @click.group("paper")
@@ -69,9 +69,8 @@ def clone_folder(clone: Path) -> Path:
         raise StageError(f"--clone {clone}: not the fork's layout: expected {CLONE_FOLDER}/ with step_N files and "
                          f"all_config.yaml (found {found})")
     for step in steps:
-        with open(step, "rb") as handle:
-            if handle.read(len(LFS_POINTER)) == LFS_POINTER:
-                raise StageError(f"{step}: a Git LFS pointer, not the weights: run `git lfs pull` in the clone first")
+        if is_pointer(step):
+            raise StageError(f"{step}: a Git LFS pointer, not the weights: run `git lfs pull` in the clone first")
     return folder.resolve()
 
 
