@@ -107,9 +107,9 @@ def test_dvc_repro_builds_validates_and_rebuilds_identically(tmp_path):
 
 
 def test_every_stage_command_parses_with_the_default_params(monkeypatch):
-    """Every `hrm ...` cmd of dvc.yaml must parse with its click command, so a renamed option fails
-    here rather than in a user's `dvc repro` (the values come from params.yaml, read by the stage:
-    tests/test_dvc_params.py)."""
+    """Every `hrm ...` cmd of every dvc.yaml (the default pipeline's and papers/'s) must parse with its click
+    command, so a renamed option fails here rather than in a user's `dvc repro` (the values come from the
+    params.yaml of the stage's folder, read by the stage: tests/test_dvc_params.py)."""
     import shlex
 
     import click
@@ -118,13 +118,19 @@ def test_every_stage_command_parses_with_the_default_params(monkeypatch):
     from pipelines.cli import cli
 
     with Repo(str(REPO)) as repo:
-        cmds = {stage.name: stage.cmd for stage in repo.index.stages if getattr(stage, "cmd", None)}
-    assert {"raw", "shard", "train", "evaluate", "analyze"} <= set(cmds)
-    monkeypatch.chdir(REPO)  # where dvc runs the cmds: --config-file params.yaml must exist
-    for name, cmd in cmds.items():
+        cmds = {stage.addressing: (stage.cmd, Path(stage.wdir)) for stage in repo.index.stages
+                if getattr(stage, "cmd", None)}
+    assert {"raw", "shard", "train", "evaluate", "analyze", "view"} <= set(cmds)
+    assert "papers/dvc.yaml:sudoku-official-model" in cmds  # the paper's pipeline too
+    for name, (cmd, wdir) in cmds.items():
+        monkeypatch.chdir(wdir)  # where dvc runs the cmd: its --config-file params.yaml must exist there
         args = shlex.split(cmd)
         assert args[0] == "hrm", f"stage {name}: {cmd}"
-        command = cli.get_command(click.Context(cli), args[1])
-        assert command is not None, f"stage {name}: unknown command {args[1]}"
-        ctx = command.make_context(f"hrm {args[1]}", args[2:])  # raises on a bad option or value
+        command, words, path = cli, args[1:], ["hrm"]
+        while isinstance(command, click.Group):  # hrm paper model ...: down to the command itself
+            path.append(words[0])
+            command = command.get_command(click.Context(command), words[0])
+            assert command is not None, f"stage {name}: unknown command {' '.join(path)}"
+            words = words[1:]
+        ctx = command.make_context(" ".join(path), words)  # raises on a bad option or value
         assert ctx.params["config_file"] is not None, f"stage {name}: its params come from params.yaml"

@@ -15,8 +15,8 @@ import pytest
 
 from pipelines.plots_template import BUNDLES, INSTALL, pinned_versions
 from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
-from test_view import assert_not_blank  # (and benchmarks/ on the path)
-from headless import DRAWN, chromium, requests_made  # noqa: E402 - benchmarks/headless.py
+from benchmarks.headless import DRAWN, chromium, requests_made
+from test_view import assert_not_blank
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / ".dvc" / "plots" / "offline.html"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ import pytest
 from hrm.tasks import TASKS, SUDOKU
 from stage_helpers import fails, ok  # hrm ARGS through click's CliRunner, in this process
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from headless import chromium  # noqa: E402 - benchmarks/headless.py: Debian's chromium through Selenium
+from benchmarks.headless import chromium  # Debian's chromium through Selenium (not benchmarks/ on sys.path:
+# its datasets.py would shadow the datasets package for every later test)
 
 TOKEN_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
