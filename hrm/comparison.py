@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RULES = ("baseline", "paper_vote", "label_free", "first_to_halt", "verified_any")  # evaluate's headline, its order
-EVALUATE_METRICS = "data/evaluate/metrics.json"
-EVALUATE_SUMMARY = "data/evaluate/summary.json"
-ANALYSIS_METRICS = "data/analysis/metrics.json"
-ANALYSIS_SUMMARY = "data/analysis/summary.json"
+# The results read, by their names in a run's output folder (the pipeline's data/): every source names one.
+EVALUATE_METRICS = "evaluate/metrics.json"
+EVALUATE_SUMMARY = "evaluate/summary.json"
+ANALYSIS_METRICS = "analysis/metrics.json"
+ANALYSIS_SUMMARY = "analysis/summary.json"
 # (measure, dotted key under the split's summary, kind): the segments a run needs, per split (test, each tier).
 SEGMENT_MEASURES = (
     ("mean critical segment of the solved puzzles", "critical_segment.mean", "number"),
@@ -112,7 +113,7 @@ def _bucket_rows(runs: Sequence[RunResults], table: str) -> list[Row]:
     tables = [r.tables.get(table) or [] for r in runs]
     column = next((list(t[0])[0] for t in tables if t), table)
     buckets = list(dict.fromkeys(row[column] for t in tables for row in t))
-    source = f"data/evaluate/plots/{table}.csv"
+    source = f"evaluate/plots/{table}.csv"
     rows = []
     for bucket in buckets:
         found = [next((row for row in t if row[column] == bucket), {}) for t in tables]

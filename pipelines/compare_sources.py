@@ -25,11 +25,12 @@ import yaml
 from hrm.comparison import ANALYSIS_METRICS, ANALYSIS_SUMMARY, EVALUATE_METRICS, EVALUATE_SUMMARY, RunResults, dig
 from pipelines.io import StageError
 
+RUN = "data"  # the output folder of the pipeline's stages: hrm.comparison names the results inside it
 LOCK = "dvc.lock"
-DATASET = "data/datasets"
+DATASET = f"{RUN}/datasets"
 # plot table (RunResults.tables key) -> its committed CSV
-TABLES = {"rating": "data/evaluate/plots/rating.csv", "blanks": "data/evaluate/plots/blanks.csv",
-          "segments": "data/evaluate/plots/segments.csv", "critical": "data/analysis/plots/critical.csv"}
+TABLES = {"rating": "evaluate/plots/rating.csv", "blanks": "evaluate/plots/blanks.csv",
+          "segments": "evaluate/plots/segments.csv", "critical": "analysis/plots/critical.csv"}
 # result file -> the dvc.lock stage that wrote it; git: committed (cache: false), else in DVC's cache
 FILES = {EVALUATE_METRICS: ("evaluate", True), EVALUATE_SUMMARY: ("evaluate", False),
          ANALYSIS_METRICS: ("analyze", True), ANALYSIS_SUMMARY: ("analyze", False)}
@@ -127,7 +128,7 @@ def _cache_dir(root: Path) -> Path:
 def result_file(root: Path, rev: Revision, lock: dict[str, Any], path: str, cache: Path | None) -> bytes:
     """``path``'s bytes in ``rev``: from the commit (metrics.json) or DVC's cache (summary.json), equal to the md5
     the commit's dvc.lock records for its stage's output (else the commit holds another run's file)."""
-    stage, in_git = FILES[path]
+    stage, in_git = FILES[path.removeprefix(f"{RUN}/")]
     out = _entry(lock, stage, "outs", path)
     if out is None or not out.get("md5"):
         raise StageError(f"{rev}: {LOCK} records no output {path} of stage {stage}")
@@ -175,8 +176,9 @@ def architecture_label(name: Any) -> str:
 def load_run(root: Path, rev: Revision, cache: Path | None = None) -> LoadedRun:
     """Every file the comparison reads of ``rev``, checked (see the module docstring)."""
     lock = read_lock(root, rev)
-    files = {path: _json(rev, path, result_file(root, rev, lock, path, cache)) for path in FILES}
-    tables = {name: _table(rev, path, committed(root, rev, path)) for name, path in TABLES.items()}
+    files = {name: _json(rev, f"{RUN}/{name}", result_file(root, rev, lock, f"{RUN}/{name}", cache)) for name in FILES}
+    tables = {name: _table(rev, f"{RUN}/{path}", committed(root, rev, f"{RUN}/{path}"))
+              for name, path in TABLES.items()}
     arch = dig(locked_params(lock, "train"), "train.arch.name")
     return LoadedRun(rev, lock, RunResults(rev.label, rev.commit, architecture_label(arch), files, tables))
 

@@ -81,7 +81,8 @@ def test_every_value_is_the_number_of_the_file_it_names(repo):
         sh(repo, "dvc", "exp", "apply", name)
         summaries.append((repo / "data/evaluate/summary.json").read_bytes())
         for row in rows:
-            path, _, key = row["source"].partition(" ")
+            name, _, key = row["source"].partition(" ")
+            path = f"data/{name}"  # sources name the results inside the run's output folder
             if path.endswith(".json"):
                 expected = dig(json.loads((repo / path).read_text()), key)
             else:
@@ -242,13 +243,13 @@ def test_a_number_a_run_lacks_is_n_a_in_every_output():
     from hrm.comparison import (ANALYSIS_METRICS, ANALYSIS_SUMMARY, EVALUATE_METRICS, EVALUATE_SUMMARY, RunResults,
                                 comparison_figure, comparison_rows, csv_text, format_value, markdown_text)
 
-    evaluate = json.loads((REPO / EVALUATE_METRICS).read_text())
+    evaluate = json.loads((REPO / "data" / EVALUATE_METRICS).read_text())
     older, newer = copy.deepcopy(evaluate), copy.deepcopy(evaluate)
     older["test"].pop("first_to_halt", None)
     newer["test"].setdefault("first_to_halt", 0.25)
     tables = {name: list(csv.DictReader(io.StringIO((REPO / path).read_text())))
               for name, path in (("rating", "data/evaluate/plots/rating.csv"), ("segments", "data/evaluate/plots/segments.csv"))}
-    analysis = json.loads((REPO / ANALYSIS_METRICS).read_text())
+    analysis = json.loads((REPO / "data" / ANALYSIS_METRICS).read_text())
     runs = [RunResults(label, "0" * 40, arch, {EVALUATE_METRICS: metrics, EVALUATE_SUMMARY: {},
                                               ANALYSIS_METRICS: analysis, ANALYSIS_SUMMARY: {}}, tables)
             for label, arch, metrics in (("old", "HRM", older), ("new", "TRM", newer))]
@@ -257,7 +258,7 @@ def test_a_number_a_run_lacks_is_n_a_in_every_output():
     assert fth.values == (None, newer["test"]["first_to_halt"])
     assert f"| accuracy | test | first_to_halt | n/a | {format_value(fth.values[1], 'fraction')} |" in \
         markdown_text(runs, rows)
-    assert f"accuracy,test,first_to_halt,data/evaluate/metrics.json test.first_to_halt,,{fth.values[1]!r}\n" in \
+    assert f"accuracy,test,first_to_halt,evaluate/metrics.json test.first_to_halt,,{fth.values[1]!r}\n" in \
         csv_text(runs, rows)
     assert not [r for r in rows if r.section == "by blanks"]  # no blanks table given: no rows, no error
     fig = comparison_figure(runs, rows)
