@@ -9,9 +9,7 @@ summary.json and plots/*.csv, ``hrm analyze``'s the same); reading them from git
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 RULES = ("baseline", "paper_vote", "label_free", "first_to_halt", "verified_any")  # evaluate's headline, its order
@@ -182,20 +180,9 @@ def markdown_text(runs: Sequence[RunResults], rows: Sequence[Row], notes: Sequen
 
 # ------------------------------------------------------------------------------------------------- the figure
 
-DPI = 110
-_META = {"Software": None}  # no version string in the file: same data, same bytes for a given matplotlib
 _SHORT = {"runs trapped in a stable wrong answer": "trapped runs", "converged runs that are trapped": "trapped if conv.",
           "puzzles with a trapped run": "puzzles trapped", "puzzles with a stable right and a stable wrong end":
           "right & wrong ends", "violation_rate": "violation"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _bars(ax, runs: Sequence[RunResults], categories: Sequence[str], values: Sequence[Sequence[float | None]],
@@ -247,7 +234,9 @@ def _segment_curves(ax, runs: Sequence[RunResults]) -> None:
 def comparison_figure(runs: Sequence[RunResults], rows: Sequence[Row]):
     """The figure (a matplotlib Figure, not saved): accuracy by rule (test split; easy tiers), baseline accuracy
     by rating and by blanks, accuracy per segment, fixed-point classes and trapped guesses; one colour per run."""
-    plt = _plt()
+    from hrm.analysis.plots import pyplot  # the analysis figures' matplotlib (imported here: hrm.analysis loads torch)
+
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(16, 9), layout="constrained")
     test = _panel_rows(rows, "accuracy", group_prefix="test")
     _bars(axes[0, 0], runs, [r.measure for r in test], [r.values for r in test], "Exact accuracy by rule, test split")
@@ -266,9 +255,3 @@ def comparison_figure(runs: Sequence[RunResults], rows: Sequence[Row]):
     return fig
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata=_META)
-    _plt().close(fig)
-    return path

@@ -70,7 +70,8 @@ def revisions(names: tuple[str, ...], output: Path, repo: Path) -> None:
 
 
 def write_comparison(repo: Path, names: list[str], output: Path) -> None:
-    from hrm.comparison import comparison_figure, comparison_rows, csv_text, markdown_text, save_figure
+    from hrm.analysis.plots import save_figure
+    from hrm.comparison import comparison_figure, comparison_rows, csv_text, markdown_text
     from pipelines.atomic_replace import atomic_output
     from pipelines.compare_sources import load_runs, notes
 

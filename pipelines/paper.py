@@ -26,8 +26,9 @@ import click
 
 from pipelines.io import StageError, log
 from pipelines.lfs import is_pointer
-from pipelines.paper_plan import (PARAMS_FILE, PIPELINE_FILE, Evaluation, folder_steps, has_key, load_evaluations,
+from pipelines.paper_plan import (PARAMS_FILE, PIPELINE_FILE, Evaluation, folder_steps, load_evaluations,
                                   project, read_yaml, with_overrides, work_of)
+from pipelines.params_keys import has_key
 from pipelines.settings import config_file_options
 
 STAGE = "paper"

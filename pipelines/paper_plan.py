@@ -128,16 +128,6 @@ def section_of(params: Mapping[str, Any], dotted: str, path: Path) -> dict[str, 
     return dict(node)
 
 
-def has_key(params: Mapping[str, Any], dotted: str) -> bool:
-    """Whether ``dotted`` names a value (not a section) of ``params``."""
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return not isinstance(node, dict)
-
-
 def with_overrides(params: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
     """``params`` with each dotted key set to its value (parsed as YAML, as DVC's -S does)."""
     out = yaml.safe_load(yaml.safe_dump(dict(params)))

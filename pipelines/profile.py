@@ -23,6 +23,8 @@ from pathlib import Path
 import click
 import yaml
 
+from pipelines.params_keys import has_key
+
 PROFILES_DIR = "profiles"
 PARAMS_FILE = "params.yaml"
 
@@ -45,16 +47,6 @@ def _read_yaml(path: Path, what: str) -> object:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise click.ClickException(f"{path}: not valid YAML{where}") from None
-
-
-def has_key(params: dict, dotted: str) -> bool:
-    """Whether ``dotted`` (``train.arch.hidden_size``) names a value of params.yaml, not a section."""
-    node: object = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return not isinstance(node, dict)
 
 
 def addable(params: dict, dotted: str) -> str | None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from test_dvc_experiments import REPO, TINY, merge, run, sh
+from test_dvc_experiments import REPO, run, sh, tiny_project
 
 # trm-quick at the tiny sizes (params.yaml's TINY values, so hrm-quick's run changes nothing).
 TINY_TRM = ("train.arch.hidden_size=32", "train.arch.puzzle_emb_ndim=32", "train.arch.L_layers=1",
@@ -26,20 +25,7 @@ TINY_TRM = ("train.arch.hidden_size=32", "train.arch.puzzle_emb_ndim=32", "train
 def repo(tmp_path_factory) -> Path:
     """The project on tiny params, `dvc repro` committed as main, then `hrm compare run` into ``out/``."""
     root = tmp_path_factory.mktemp("compare") / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    for name in ("hrm", "pipelines", "schemas", "profiles"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q", "-b", "main")
-    sh(root, "git", "config", "user.email", "test@example.com")
-    sh(root, "git", "config", "user.name", "test")
-    sh(root, "dvc", "init", "-q")
-    sh(root, "dvc", "repro")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-q", "-m", "baseline")
+    tiny_project(root)
     args = [a for s in TINY_TRM for a in ("-S", s)]
     sh(root, "hrm", "compare", "run", "hrm-quick", "trm-quick", *args, "--output", "out")
     sh(root, "git", "checkout", "--", ".")  # `dvc exp run` leaves the last experiment's params and results

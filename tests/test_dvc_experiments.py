@@ -52,10 +52,9 @@ def merge(base: dict, over: dict) -> dict:
             for k, v in {**base, **over}.items()}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """The project in a fresh repository, `dvc repro` run on tiny params and committed as main."""
-    root = tmp_path_factory.mktemp("experiments") / "repo"
+def tiny_project(root: Path) -> str:
+    """The project in a fresh repository at ``root``, `dvc repro` run on tiny params and committed as main;
+    the repro's log."""
     root.mkdir()
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
@@ -69,9 +68,17 @@ def repo(tmp_path_factory) -> Path:
     sh(root, "dvc", "init", "-q")
     shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the project's plot templates
     log = sh(root, "dvc", "repro")
-    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze", "view"]
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "baseline")
+    return log
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """The project in a fresh repository, `dvc repro` run on tiny params and committed as main."""
+    root = tmp_path_factory.mktemp("experiments") / "repo"
+    log = tiny_project(root)
+    assert ran(log) == ["raw", "subsample", "augment", "hints", "shard", "train", "evaluate", "analyze", "view"]
     return root
 
 

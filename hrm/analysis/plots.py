@@ -18,7 +18,7 @@ DPI = 110
 _META = {"Software": None}  # no version string in the file: same data, same bytes for a given matplotlib
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -27,11 +27,12 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG with no version string (same data, same bytes for a given matplotlib) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata=_META)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -39,7 +40,7 @@ def plot_trajectory(scores: np.ndarray, path: str | os.PathLike, *, h_cycles: in
                     ratio: Sequence[float] | None = None) -> Path:
     """Arrows between successive PCA coordinates [T, 2] of a z_H trajectory, coloured by step;
     segment ends (every ``h_cycles`` steps) marked with dots."""
-    plt = _plt()
+    plt = pyplot()
     scores = np.asarray(scores, dtype=np.float64)
     t = scores.shape[0]
     fig, ax = plt.subplots(figsize=(6.4, 5.2), layout="constrained")
@@ -65,7 +66,7 @@ def plot_trajectory(scores: np.ndarray, path: str | os.PathLike, *, h_cycles: in
     ax.set(xlabel="PC1" + pct[0], ylabel="PC2" + pct[1], title=title)
     ax.grid(True, alpha=0.2)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_landscape(land, path: str | os.PathLike, *, clip: float = 0, arrow_stride: int = 0,
@@ -76,7 +77,7 @@ def plot_landscape(land, path: str | os.PathLike, *, clip: float = 0, arrow_stri
     (``clip`` 0), or 0..``clip`` with counts above it capped (the fork: 40), which a badly trained
     model's grid (all above 40) shows as one colour. ``error_label``: what the counts are (mazes: broken
     path cells)."""
-    plt = _plt()
+    plt = pyplot()
     r = land.radius
     extent = (-r - 0.5, r + 0.5, -r - 0.5, r + 0.5)
     fig, ax = plt.subplots(figsize=(6.8, 6.0), layout="constrained")
@@ -108,12 +109,12 @@ def plot_landscape(land, path: str | os.PathLike, *, clip: float = 0, arrow_stri
     ax.set_aspect("equal")
     ax.set(xlabel=f"PC1 (x {land.scale:.3g})", ylabel=f"PC2 (x {land.scale:.3g})", title=title)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_residuals(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Median (and quartile band) segment residual of z_H and z_L vs segment, all / correct / wrong."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained", sharey=True)
     styles = {"all": ("k", "-"), "correct": ("tab:green", "--"), "wrong": ("tab:red", ":")}
     for ax, name in zip(axes, ("res_H", "res_L")):
@@ -130,13 +131,13 @@ def plot_residuals(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
         ax.grid(True, alpha=0.3, which="both")
     axes[0].set_ylabel("relative residual (median, quartiles)")
     axes[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_critical(rows: list[dict[str, Any]], path: str | os.PathLike, aligned: list[dict[str, Any]] | None = None) -> Path:
     """Histogram of the critical step (plus 'never'); with ``aligned``, the blank-cell accuracy
     around the critical step as a second panel."""
-    plt = _plt()
+    plt = pyplot()
     ncols = 2 if aligned else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4), layout="constrained", squeeze=False)
     ax = axes[0, 0]
@@ -156,12 +157,12 @@ def plot_critical(rows: list[dict[str, Any]], path: str | os.PathLike, aligned: 
         ax2.set(xlabel="segment - critical segment", ylabel="mean blank-cell accuracy", ylim=(-0.02, 1.02),
                 title="Accuracy around the critical step")
         ax2.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_easy(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Exact accuracy (and violation rate) vs k, the number of cells left blank."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ks = [r["k"] for r in rows]
     ax.plot(ks, [r["exact"] for r in rows], marker="o", label="exact accuracy")
@@ -176,12 +177,12 @@ def plot_easy(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     ax.set(xlabel="cells left blank (k)", ylabel="fraction", ylim=(-0.02, 1.02), title="Easy-puzzle probe")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_multistability(n_answers: np.ndarray, n_stable: np.ndarray, path: str | os.PathLike) -> Path:
     """Puzzles by number of distinct end answers over the perturbed runs (all runs / converged runs)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     top = int(max(np.max(n_answers, initial=1), np.max(n_stable, initial=1)))
     x = np.arange(0, top + 1)
@@ -192,7 +193,7 @@ def plot_multistability(n_answers: np.ndarray, n_stable: np.ndarray, path: str |
     ax.set_xticks(x)
     ax.set(xlabel="distinct final answers per puzzle", ylabel="puzzles", title="Multiple fixed points")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_grid_segments(grids: Sequence[np.ndarray], titles: Sequence[str], palette: Sequence[str],
@@ -201,7 +202,7 @@ def plot_grid_segments(grids: Sequence[np.ndarray], titles: Sequence[str], palet
     intermediate reasoning steps); ``palette[c]`` draws colour c; an empty grid (no answer read) is left blank."""
     from matplotlib.colors import ListedColormap
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(grids), figsize=(1.7 * len(grids), 2.2), layout="constrained", squeeze=False)
     cmap = ListedColormap(list(palette))
     for ax, grid, name in zip(axes[0], grids, titles):
@@ -211,4 +212,4 @@ def plot_grid_segments(grids: Sequence[np.ndarray], titles: Sequence[str], palet
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
